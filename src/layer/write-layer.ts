@@ -1,0 +1,46 @@
+import type { Digest } from '../oci/digest.js';
+import { newHash } from '../oci/digest.js';
+import { MediaType } from '../oci/media-types.js';
+import type { Descriptor } from '../oci/types.js';
+import type { OciLayout } from '../store/layout.js';
+import type { LayerEntry } from './entries.js';
+import { parallelGzip } from './gzip.js';
+import { type TarOptions, tarStream } from './tar-writer.js';
+
+export interface WrittenLayer {
+  descriptor: Descriptor; // the compressed blob, as listed in a manifest
+  diffId: Digest; // sha256 of the uncompressed tar, as listed in the config's rootfs
+  uncompressedSize: number;
+}
+
+export interface WriteLayerOptions extends TarOptions {
+  level?: number;
+  compression?: 'gzip' | 'none';
+  annotations?: Record<string, string>;
+}
+
+/**
+ * Writes entries as one layer blob into the store in a single pass: tar, diff_id hash, parallel
+ * gzip, blob hash and file write all stream; no layer is ever held in memory whole.
+ */
+export async function writeLayer(store: OciLayout, entries: LayerEntry[], options: WriteLayerOptions = {}): Promise<WrittenLayer> {
+  const diffHash = newHash();
+  let uncompressedSize = 0;
+  async function* hashed(): AsyncGenerator<Buffer> {
+    for await (const chunk of tarStream(entries, options)) {
+      diffHash.update(chunk);
+      uncompressedSize += chunk.length;
+      yield chunk;
+    }
+  }
+  const gzip = (options.compression ?? 'gzip') === 'gzip';
+  const blob = await store.writeBlob(gzip ? parallelGzip(hashed(), { level: options.level }) : hashed());
+  const diffId = `sha256:${diffHash.digest('hex')}` as Digest;
+  const descriptor: Descriptor = {
+    mediaType: gzip ? MediaType.OciLayerGzip : MediaType.OciLayer,
+    digest: blob.digest,
+    size: blob.size,
+  };
+  if (options.annotations && Object.keys(options.annotations).length) descriptor.annotations = options.annotations;
+  return { descriptor, diffId, uncompressedSize };
+}

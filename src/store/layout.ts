@@ -1,0 +1,294 @@
+import { randomBytes } from 'node:crypto';
+import { createReadStream, createWriteStream, type ReadStream } from 'node:fs';
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
+import { finished } from 'node:stream/promises';
+import { ioError, KilnError } from '../errors.js';
+import { type Digest, hasherFor, newHash, parseDigest } from '../oci/digest.js';
+import { MediaType } from '../oci/media-types.js';
+import { type Descriptor, type ImageIndex, REF_NAME_ANNOTATION } from '../oci/types.js';
+import { encodeJson, MAX_MANIFEST_BYTES, parseManifest } from '../oci/validate.js';
+import { withLock } from './lock.js';
+
+const LAYOUT_FILE = '{"imageLayoutVersion":"1.0.0"}';
+
+export interface WrittenBlob {
+  digest: Digest;
+  size: number;
+}
+
+export interface ExpectedBlob {
+  digest: Digest;
+  size?: number;
+}
+
+/**
+ * An OCI image layout directory: kiln's own cache and the `oci:` transport alike.
+ * Every blob is written to a temp file, verified, then renamed into place, so a crash or a
+ * concurrent writer can never leave a blob whose content does not match its name.
+ */
+export class OciLayout {
+  private constructor(readonly dir: string) {}
+
+  /** Opens a layout; with `create`, makes it if absent. A directory that exists but is not a layout is refused. */
+  static async open(dir: string, options: { create?: boolean } = {}): Promise<OciLayout> {
+    const layout = new OciLayout(path.resolve(dir));
+    let marker: string | undefined;
+    try {
+      marker = await fs.readFile(path.join(layout.dir, 'oci-layout'), 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw ioError(err, `${dir}/oci-layout`);
+    }
+    if (marker !== undefined) {
+      let version: unknown;
+      try {
+        version = JSON.parse(marker).imageLayoutVersion;
+      } catch {
+        version = undefined;
+      }
+      if (typeof version !== 'string' || !version.startsWith('1.'))
+        throw new KilnError('E_BAD_LAYOUT', `${dir} is not an OCI image layout: oci-layout is unreadable`);
+      return layout;
+    }
+    if (!options.create) {
+      const exists = await fs.stat(layout.dir).then(
+        () => true,
+        () => false,
+      );
+      throw new KilnError(
+        exists ? 'E_BAD_LAYOUT' : 'E_NOT_FOUND',
+        exists ? `${dir} is not an OCI image layout (no oci-layout file)` : `${dir}: no such OCI layout`,
+      );
+    }
+    await layout.init();
+    return layout;
+  }
+
+  private async init(): Promise<void> {
+    try {
+      const entries = await fs.readdir(this.dir).catch((err: NodeJS.ErrnoException) => {
+        if (err.code === 'ENOENT') return [] as string[];
+        throw err;
+      });
+      if (entries.some((e) => e !== 'index.json' && e !== 'blobs' && !e.startsWith('.')))
+        throw new KilnError('E_BAD_LAYOUT', `${this.dir} exists and is not an OCI image layout; refusing to write into it`);
+      await fs.mkdir(path.join(this.dir, 'blobs', 'sha256'), { recursive: true });
+      await writeFileAtomic(path.join(this.dir, 'oci-layout'), LAYOUT_FILE);
+      await withLock(this.indexPath, async () => {
+        const exists = await fs.stat(this.indexPath).then(
+          () => true,
+          () => false,
+        );
+        if (!exists) await writeFileAtomic(this.indexPath, encodeJson(emptyIndex()));
+      });
+    } catch (err) {
+      if (err instanceof KilnError) throw err;
+      throw ioError(err, this.dir);
+    }
+  }
+
+  get indexPath(): string {
+    return path.join(this.dir, 'index.json');
+  }
+
+  blobPath(digest: string): string {
+    const { algorithm, hex } = parseDigest(digest);
+    return path.join(this.dir, 'blobs', algorithm, hex);
+  }
+
+  async hasBlob(digest: string, size?: number): Promise<boolean> {
+    try {
+      const st = await fs.stat(this.blobPath(digest));
+      return st.isFile() && (size === undefined || st.size === size);
+    } catch {
+      return false;
+    }
+  }
+
+  async blobSize(digest: string): Promise<number> {
+    try {
+      return (await fs.stat(this.blobPath(digest))).size;
+    } catch (err) {
+      throw this.missing(err, digest);
+    }
+  }
+
+  /** A stream of the blob. Content was verified when written; readers that need certainty verify again. */
+  openBlob(digest: string, range?: { start: number; end?: number }): ReadStream {
+    const stream = createReadStream(this.blobPath(digest), range);
+    stream.on('error', () => {}); // errors surface to whoever consumes the stream
+    return stream;
+  }
+
+  async readBlob(digest: string, limit = MAX_MANIFEST_BYTES): Promise<Buffer> {
+    const file = this.blobPath(digest);
+    try {
+      const st = await fs.stat(file);
+      if (st.size > limit)
+        throw new KilnError('E_TOO_LARGE', `blob ${digest} is ${st.size} bytes, over the ${limit} byte limit`);
+      const bytes = await fs.readFile(file);
+      const actual = hasherFor(digest).update(bytes).digest('hex');
+      if (`${parseDigest(digest).algorithm}:${actual}` !== digest)
+        throw new KilnError('E_DIGEST_MISMATCH', `blob ${digest} in ${this.dir} is corrupt (content hashes to another digest)`);
+      return bytes;
+    } catch (err) {
+      if (err instanceof KilnError) throw err;
+      throw this.missing(err, digest);
+    }
+  }
+
+  private missing(err: unknown, digest: string): KilnError {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT')
+      return new KilnError('E_BAD_LAYOUT', `${this.dir} is missing blob ${digest}`, { cause: err });
+    return ioError(err, this.blobPath(digest));
+  }
+
+  /**
+   * Streams `source` into the store. The digest (of `expected`'s algorithm, else sha256) is
+   * computed while writing; a mismatch with `expected` deletes the temp file and throws.
+   */
+  async writeBlob(source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, expected?: ExpectedBlob): Promise<WrittenBlob> {
+    const algorithm = expected ? parseDigest(expected.digest).algorithm : 'sha256';
+    const dir = path.join(this.dir, 'blobs', algorithm);
+    await fs.mkdir(dir, { recursive: true });
+    const tmp = path.join(dir, `.tmp-${process.pid}-${randomBytes(6).toString('hex')}`);
+    const hash = newHash(algorithm);
+    let size = 0;
+    const out = createWriteStream(tmp, { flags: 'wx' });
+    try {
+      for await (const chunk of source) {
+        hash.update(chunk);
+        size += chunk.byteLength;
+        if (expected?.size !== undefined && size > expected.size)
+          throw new KilnError('E_SIZE_MISMATCH', `blob ${expected.digest} is larger than its descriptor's ${expected.size} bytes`);
+        if (!out.write(chunk)) await onceDrainOrError(out);
+      }
+      out.end();
+      await finished(out);
+      const digest = `${algorithm}:${hash.digest('hex')}` as Digest;
+      if (expected) {
+        if (expected.size !== undefined && size !== expected.size)
+          throw new KilnError(
+            'E_SIZE_MISMATCH',
+            `blob ${expected.digest} is ${size} bytes, but its descriptor says ${expected.size}`,
+          );
+        if (digest !== expected.digest)
+          throw new KilnError('E_DIGEST_MISMATCH', `blob ${expected.digest} arrived with content ${digest}`);
+      }
+      await fs.rename(tmp, this.blobPath(digest));
+      return { digest, size };
+    } catch (err) {
+      out.destroy();
+      await fs.rm(tmp, { force: true });
+      if (err instanceof KilnError) throw err;
+      throw ioError(err, `writing a blob into ${this.dir}`);
+    }
+  }
+
+  async writeBytes(bytes: Uint8Array, expected?: ExpectedBlob): Promise<WrittenBlob> {
+    return this.writeBlob([bytes], expected);
+  }
+
+  async readIndex(): Promise<ImageIndex> {
+    let bytes: Buffer;
+    try {
+      bytes = await fs.readFile(this.indexPath);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT')
+        throw new KilnError('E_BAD_LAYOUT', `${this.dir} is not a complete OCI layout: index.json is missing`);
+      throw ioError(err, this.indexPath);
+    }
+    const parsed = parseManifest(bytes, `${this.dir}/index.json`, MediaType.OciIndex);
+    if (parsed.kind !== 'index') throw new KilnError('E_BAD_LAYOUT', `${this.dir}/index.json is not an image index`);
+    return parsed.index;
+  }
+
+  /** Read-modify-write of index.json under a lock, so parallel writers never lose each other's tags. */
+  async updateIndex(change: (index: ImageIndex) => ImageIndex): Promise<void> {
+    await withLock(this.indexPath, async () => {
+      const next = change(await this.readIndex());
+      await writeFileAtomic(this.indexPath, encodeJson(next));
+    });
+  }
+
+  /**
+   * Lists `desc` in index.json under `name` (the ref.name annotation), replacing what had that name.
+   * Without a name the descriptor is listed untagged, once.
+   */
+  async tag(desc: Descriptor, name?: string): Promise<void> {
+    await this.updateIndex((index) => {
+      const entry: Descriptor = { mediaType: desc.mediaType, digest: desc.digest, size: desc.size };
+      if (desc.platform) entry.platform = desc.platform;
+      if (desc.artifactType) entry.artifactType = desc.artifactType;
+      const annotations = { ...(desc.annotations ?? {}) };
+      delete annotations[REF_NAME_ANNOTATION];
+      if (name !== undefined) annotations[REF_NAME_ANNOTATION] = name;
+      if (Object.keys(annotations).length > 0) entry.annotations = annotations;
+      const manifests = index.manifests.filter((m) => {
+        const ref = m.annotations?.[REF_NAME_ANNOTATION];
+        if (name !== undefined) return ref !== name;
+        return !(ref === undefined && m.digest === desc.digest);
+      });
+      manifests.push(entry);
+      return { ...index, manifests };
+    });
+  }
+
+  /** Finds the manifest named `name`; without a name, the only manifest in the layout. */
+  async resolve(name?: string): Promise<Descriptor> {
+    const index = await this.readIndex();
+    if (name !== undefined) {
+      const hit = index.manifests.filter((m) => m.annotations?.[REF_NAME_ANNOTATION] === name);
+      if (hit.length === 0) {
+        const byDigest = name.includes(':') ? index.manifests.find((m) => m.digest === name) : undefined;
+        if (byDigest) return byDigest;
+        throw new KilnError('E_NOT_FOUND', `no image tagged '${name}' in ${this.dir}`, {
+          hint: tagsHint(index),
+        });
+      }
+      return hit[hit.length - 1]!;
+    }
+    if (index.manifests.length === 1) return index.manifests[0]!;
+    if (index.manifests.length === 0) throw new KilnError('E_NOT_FOUND', `${this.dir} holds no images`);
+    throw new KilnError('E_AMBIGUOUS', `${this.dir} holds ${index.manifests.length} images; name one with :TAG`, {
+      hint: tagsHint(index),
+    });
+  }
+}
+
+function tagsHint(index: ImageIndex): string {
+  const tags = index.manifests.map((m) => m.annotations?.[REF_NAME_ANNOTATION]).filter((t) => t !== undefined);
+  return tags.length ? `tags here: ${tags.join(', ')}` : 'the layout has no tagged images';
+}
+
+function emptyIndex(): ImageIndex {
+  return { schemaVersion: 2, mediaType: MediaType.OciIndex, manifests: [] };
+}
+
+function onceDrainOrError(stream: NodeJS.WritableStream): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const done = () => {
+      stream.off('drain', done);
+      stream.off('error', fail);
+      resolve();
+    };
+    const fail = (err: Error) => {
+      stream.off('drain', done);
+      reject(err);
+    };
+    stream.once('drain', done);
+    stream.once('error', fail);
+  });
+}
+
+/** Writes a small file through a temp name and rename, so readers never see half of it. */
+export async function writeFileAtomic(file: string, data: string | Uint8Array): Promise<void> {
+  const tmp = `${file}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`;
+  try {
+    await fs.writeFile(tmp, data, { flag: 'wx' });
+    await fs.rename(tmp, file);
+  } catch (err) {
+    await fs.rm(tmp, { force: true });
+    throw err;
+  }
+}

@@ -1,0 +1,116 @@
+import { KilnError } from '../errors.js';
+import { sha256 } from '../oci/digest.js';
+import type { Platform } from '../oci/platform.js';
+import type { Descriptor } from '../oci/types.js';
+import { parseManifest } from '../oci/validate.js';
+import { selectManifest } from '../image/resolve.js';
+import type { ImageDestination, ImageSource } from './types.js';
+
+export type CopyEvent =
+  | { type: 'blob-skip'; digest: string; size: number }
+  | { type: 'blob-done'; digest: string; size: number }
+  | { type: 'manifest'; digest: string };
+
+export interface CopyOptions {
+  /** Copy only the manifest for this platform out of an index. */
+  platform?: Platform;
+  /** Blobs in flight at once (archives are always written one member at a time). */
+  jobs?: number;
+  onEvent?: (e: CopyEvent) => void;
+  signal?: AbortSignal;
+}
+
+export interface CopyResult {
+  descriptor: Descriptor;
+  blobsCopied: number;
+  blobsSkipped: number;
+  bytesCopied: number;
+}
+
+const MAX_DEPTH = 4;
+
+/**
+ * Copies an image or index from `src` to `dst`: blobs first (skipping what exists), then
+ * manifests bottom-up, then the commit that names the root. Any failure aborts the destination.
+ */
+export async function copyImage(src: ImageSource, dst: ImageDestination, options: CopyOptions = {}): Promise<CopyResult> {
+  const result: CopyResult = { descriptor: undefined as unknown as Descriptor, blobsCopied: 0, blobsSkipped: 0, bytesCopied: 0 };
+  const jobs = dst.singleImage ? 1 : Math.max(1, options.jobs ?? 4);
+  try {
+    let root = await src.resolve();
+    let bytes = await fetchVerified(src, root);
+    let parsed = parseManifest(bytes, `manifest ${root.digest}`, root.mediaType);
+    if (parsed.kind === 'index' && (options.platform || dst.singleImage)) {
+      root = selectManifest(parsed.index, options.platform, src.name);
+      bytes = await fetchVerified(src, root);
+      parsed = parseManifest(bytes, `manifest ${root.digest}`, root.mediaType);
+    }
+    await copyNode(src, dst, root, bytes, 0, jobs, options, result);
+    options.signal?.throwIfAborted();
+    await dst.commit(root);
+    result.descriptor = root;
+    return result;
+  } catch (err) {
+    await dst.abort().catch(() => {});
+    throw err;
+  }
+}
+
+async function fetchVerified(src: ImageSource, desc: Descriptor): Promise<Buffer> {
+  const bytes = await src.fetchManifest(desc);
+  if (bytes.length !== desc.size || sha256(bytes) !== desc.digest)
+    throw new KilnError('E_DIGEST_MISMATCH', `manifest ${desc.digest} from ${src.name} does not match its descriptor`);
+  return bytes;
+}
+
+async function copyNode(
+  src: ImageSource,
+  dst: ImageDestination,
+  desc: Descriptor,
+  bytes: Buffer,
+  depth: number,
+  jobs: number,
+  options: CopyOptions,
+  result: CopyResult,
+): Promise<void> {
+  if (depth > MAX_DEPTH) throw new KilnError('E_BAD_MANIFEST', `indexes nest deeper than ${MAX_DEPTH} levels at ${desc.digest}`);
+  const parsed = parseManifest(bytes, `manifest ${desc.digest}`, desc.mediaType);
+  if (parsed.kind === 'index') {
+    for (const child of parsed.index.manifests) {
+      if (child.digest === desc.digest) throw new KilnError('E_BAD_MANIFEST', `index ${desc.digest} lists itself`);
+      const childBytes = await fetchVerified(src, child);
+      await copyNode(src, dst, child, childBytes, depth + 1, jobs, options, result);
+    }
+  } else {
+    const blobs = [parsed.manifest.config, ...parsed.manifest.layers];
+    await eachLimit(blobs, jobs, async (blob) => {
+      options.signal?.throwIfAborted();
+      if (await dst.hasBlob(blob)) {
+        result.blobsSkipped++;
+        options.onEvent?.({ type: 'blob-skip', digest: blob.digest, size: blob.size });
+        return;
+      }
+      await dst.putBlob(blob, await src.fetchBlob(blob));
+      result.blobsCopied++;
+      result.bytesCopied += blob.size;
+      options.onEvent?.({ type: 'blob-done', digest: blob.digest, size: blob.size });
+    });
+  }
+  await dst.putManifest(desc, bytes);
+  options.onEvent?.({ type: 'manifest', digest: desc.digest });
+}
+
+/** Runs `fn` over items with at most `limit` at once, in order of start; the first failure wins. */
+export async function eachLimit<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const seen = new Set<T>();
+  const worker = async () => {
+    while (next < items.length) {
+      const item = items[next++]!;
+      if (seen.has(item)) continue;
+      seen.add(item);
+      await fn(item);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+}

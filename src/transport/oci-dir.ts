@@ -1,0 +1,101 @@
+import * as fs from 'node:fs/promises';
+import { KilnError } from '../errors.js';
+import { hasherFor } from '../oci/digest.js';
+import type { Descriptor } from '../oci/types.js';
+import { MAX_MANIFEST_BYTES } from '../oci/validate.js';
+import { OciLayout } from '../store/layout.js';
+import type { ImageDestination, ImageSource } from './types.js';
+
+/** `oci:DIR[:TAG]` as a source. */
+export class OciDirSource implements ImageSource {
+  constructor(
+    readonly name: string,
+    private readonly layout: OciLayout,
+    private readonly tag: string | undefined,
+  ) {}
+
+  static async open(name: string, dir: string, tag: string | undefined): Promise<OciDirSource> {
+    return new OciDirSource(name, await OciLayout.open(dir), tag);
+  }
+
+  resolve(): Promise<Descriptor> {
+    return this.layout.resolve(this.tag);
+  }
+
+  async fetchManifest(desc: Descriptor): Promise<Buffer> {
+    if (desc.size > MAX_MANIFEST_BYTES)
+      throw new KilnError('E_TOO_LARGE', `manifest ${desc.digest} is ${desc.size} bytes, over the 4 MiB limit`);
+    const bytes = await this.layout.readBlob(desc.digest, MAX_MANIFEST_BYTES);
+    if (bytes.length !== desc.size)
+      throw new KilnError('E_SIZE_MISMATCH', `manifest ${desc.digest} is ${bytes.length} bytes, its descriptor says ${desc.size}`);
+    return bytes;
+  }
+
+  async fetchBlob(desc: Descriptor): Promise<AsyncIterable<Uint8Array>> {
+    const size = await this.layout.blobSize(desc.digest);
+    if (size !== desc.size)
+      throw new KilnError('E_SIZE_MISMATCH', `blob ${desc.digest} in ${this.name} is ${size} bytes, its descriptor says ${desc.size}`);
+    return verified(this.layout.openBlob(desc.digest), desc, this.name);
+  }
+
+  async close(): Promise<void> {}
+}
+
+/** Re-hashes a stream as it is read and fails at the end if it is not what the descriptor says. */
+export async function* verified(
+  source: AsyncIterable<Uint8Array>,
+  desc: Descriptor,
+  where: string,
+): AsyncGenerator<Uint8Array> {
+  const hash = hasherFor(desc.digest);
+  let size = 0;
+  for await (const chunk of source) {
+    hash.update(chunk);
+    size += chunk.byteLength;
+    if (size > desc.size) throw new KilnError('E_SIZE_MISMATCH', `blob ${desc.digest} in ${where} is larger than ${desc.size} bytes`);
+    yield chunk;
+  }
+  const actual = `${desc.digest.slice(0, desc.digest.indexOf(':'))}:${hash.digest('hex')}`;
+  if (size !== desc.size)
+    throw new KilnError('E_SIZE_MISMATCH', `blob ${desc.digest} in ${where} is ${size} bytes, its descriptor says ${desc.size}`);
+  if (actual !== desc.digest) throw new KilnError('E_DIGEST_MISMATCH', `blob ${desc.digest} in ${where} hashes to ${actual}`);
+}
+
+/** `oci:DIR[:TAG]` as a destination. A directory kiln creates is removed again if the copy fails. */
+export class OciDirDestination implements ImageDestination {
+  private constructor(
+    readonly name: string,
+    private readonly layout: OciLayout,
+    private readonly tag: string | undefined,
+    private readonly created: boolean,
+  ) {}
+
+  static async open(name: string, dir: string, tag: string | undefined): Promise<OciDirDestination> {
+    const existed = await fs.stat(dir).then(
+      () => true,
+      () => false,
+    );
+    return new OciDirDestination(name, await OciLayout.open(dir, { create: true }), tag, !existed);
+  }
+
+  hasBlob(desc: Descriptor): Promise<boolean> {
+    return this.layout.hasBlob(desc.digest, desc.size);
+  }
+
+  async putBlob(desc: Descriptor, content: AsyncIterable<Uint8Array>): Promise<void> {
+    await this.layout.writeBlob(content, { digest: desc.digest, size: desc.size });
+  }
+
+  async putManifest(desc: Descriptor, bytes: Buffer): Promise<void> {
+    if (await this.layout.hasBlob(desc.digest, desc.size)) return;
+    await this.layout.writeBytes(bytes, { digest: desc.digest, size: desc.size });
+  }
+
+  async commit(root: Descriptor): Promise<void> {
+    await this.layout.tag(root, this.tag);
+  }
+
+  async abort(): Promise<void> {
+    if (this.created) await fs.rm(this.layout.dir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,212 @@
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
+import { ioError, KilnError } from '../errors.js';
+import { sortKeys, type WrittenManifest, writeJsonBlob, writeManifest } from '../image/write.js';
+import { writeLayer } from '../layer/write-layer.js';
+import { defaultMtime } from '../layer/tar-writer.js';
+import { sha256 } from '../oci/digest.js';
+import { MediaType } from '../oci/media-types.js';
+import type { Platform } from '../oci/platform.js';
+import { type Descriptor, type ImageConfig, TITLE_ANNOTATION } from '../oci/types.js';
+import type { OciLayout } from '../store/layout.js';
+import { defaultOs, inspectWasm, type WasmInfo } from './inspect.js';
+
+/** The WebAssembly packaging conventions of shared/wasm-oci.md; kiln never invents another. */
+export const WASM_FORMATS = ['image', 'artifact', 'istio', 'istio-oci', 'wasm-to-oci'] as const;
+export type WasmFormat = (typeof WASM_FORMATS)[number];
+
+export const VARIANT_ANNOTATION = 'module.wasm.image/variant';
+/** The largest module kiln will load into memory to inspect (a module is compiled whole anyway). */
+export const MAX_MODULE_BYTES = 1 << 30;
+
+export interface PackageOptions {
+  file: string;
+  format?: WasmFormat;
+  /** `<name>` of `/<name>.wasm`; defaults to the file's base name without `.wasm`. */
+  name?: string;
+  platform?: Platform;
+  annotations?: Record<string, string>;
+  labels?: Record<string, string>;
+  env?: string[];
+  /** RFC 3339; defaults to SOURCE_DATE_EPOCH, else the epoch, so output is reproducible. */
+  created?: string;
+  /** Istio runtime config (JSON file) for `istio` and `istio-oci`. */
+  runtimeConfig?: string;
+}
+
+export interface PackagedWasm extends WrittenManifest {
+  info: WasmInfo;
+  platform: Platform;
+}
+
+export function isWasmFormat(value: string): value is WasmFormat {
+  return (WASM_FORMATS as readonly string[]).includes(value);
+}
+
+export async function packageWasm(store: OciLayout, options: PackageOptions): Promise<PackagedWasm> {
+  const format = options.format ?? 'image';
+  if (!isWasmFormat(format))
+    throw new KilnError('E_UNKNOWN_FORMAT', `unknown format '${format}'`, { hint: `formats: ${WASM_FORMATS.join(', ')}` });
+  const bytes = await readModule(options.file);
+  const info = inspectWasm(bytes, path.basename(options.file));
+  const name = moduleName(options.name ?? path.basename(options.file));
+  const platform: Platform = options.platform ?? { os: defaultOs(info), architecture: 'wasm' };
+  const created = options.created ?? new Date(defaultMtime() * 1000).toISOString().replace('.000Z', 'Z');
+  if (Number.isNaN(Date.parse(created)))
+    throw new KilnError('E_USAGE', `--created must be an RFC 3339 time such as 2024-01-31T12:00:00Z, got '${created}'`);
+  const runtimeConfig = options.runtimeConfig ? await readRuntimeConfig(options.runtimeConfig) : undefined;
+  const ctx: Ctx = { store, options, bytes, info, name, platform, created, runtimeConfig };
+  const written = await BUILDERS[format](ctx);
+  return { ...written, info, platform };
+}
+
+interface Ctx {
+  store: OciLayout;
+  options: PackageOptions;
+  bytes: Buffer;
+  info: WasmInfo;
+  name: string;
+  platform: Platform;
+  created: string;
+  runtimeConfig: { bytes: Buffer; json: Record<string, unknown> } | undefined;
+}
+
+const BUILDERS: Record<WasmFormat, (ctx: Ctx) => Promise<WrittenManifest>> = {
+  image: async (ctx) => {
+    const file = `${ctx.name}.wasm`;
+    const layer = await writeLayer(ctx.store, [{ path: file, type: 'file', mode: 0o755, content: ctx.bytes }]);
+    const config = imageConfig(ctx, [layer.diffId], { Entrypoint: [`/${file}`] }, 'kiln package');
+    return writeManifest(ctx.store, {
+      config: await writeJsonBlob(ctx.store, MediaType.OciConfig, config),
+      layers: [layer.descriptor],
+      annotations: { [VARIANT_ANNOTATION]: 'compat-smart', ...ctx.options.annotations },
+    });
+  },
+
+  artifact: async (ctx) => {
+    const layer = await rawLayer(ctx, MediaType.WasmLayer, `${ctx.name}.wasm`);
+    const component = ctx.info.kind === 'component' ? { exports: ctx.info.exports, imports: ctx.info.imports } : null;
+    const config = {
+      created: ctx.created,
+      architecture: 'wasm',
+      os: ctx.platform.os,
+      layerDigests: [layer.digest],
+      component,
+    };
+    return writeManifest(ctx.store, {
+      config: await writeJsonBlob(ctx.store, MediaType.WasmConfigV0, config),
+      layers: [layer],
+      annotations: ctx.options.annotations,
+    });
+  },
+
+  istio: async (ctx) => {
+    const entries = [{ path: 'plugin.wasm', type: 'file' as const, mode: 0o644, content: ctx.bytes }];
+    if (ctx.runtimeConfig)
+      entries.push({ path: 'runtime-config.json', type: 'file', mode: 0o644, content: ctx.runtimeConfig.bytes });
+    entries.sort((a, b) => (a.path < b.path ? -1 : 1));
+    const layer = await writeLayer(ctx.store, entries);
+    const config = imageConfig(ctx, [layer.diffId], {}, 'kiln package --format istio');
+    return writeManifest(ctx.store, {
+      config: await writeJsonBlob(ctx.store, MediaType.OciConfig, config),
+      layers: [layer.descriptor],
+      annotations: { [VARIANT_ANNOTATION]: 'compat', ...ctx.options.annotations },
+    });
+  },
+
+  'istio-oci': async (ctx) => {
+    const rc = ctx.runtimeConfig ?? defaultRuntimeConfig();
+    const digest = sha256(rc.bytes);
+    await ctx.store.writeBytes(rc.bytes, { digest, size: rc.bytes.length });
+    const config: Descriptor = { mediaType: MediaType.IstioOciConfig, digest, size: rc.bytes.length };
+    const configLayer: Descriptor = { ...config, annotations: { [TITLE_ANNOTATION]: 'runtime-config.json' } };
+    const content = await rawLayer(ctx, MediaType.IstioOciLayer, 'filter.wasm');
+    const annotations: Record<string, string> = {};
+    if (typeof rc.json.type === 'string') annotations['module.wasm.runtime/type'] = rc.json.type;
+    const abi = Array.isArray(rc.json.abiVersions) ? rc.json.abiVersions[0] : undefined;
+    if (typeof abi === 'string') annotations['module.wasm.runtime/abi_version'] = abi;
+    return writeManifest(ctx.store, {
+      config,
+      layers: [configLayer, content],
+      annotations: { ...annotations, ...ctx.options.annotations },
+    });
+  },
+
+  'wasm-to-oci': async (ctx) => {
+    const layer = await rawLayer(ctx, MediaType.WasmToOciLayer, path.basename(ctx.options.file));
+    return writeManifest(ctx.store, {
+      config: await writeJsonBlob(ctx.store, MediaType.WasmToOciConfig, {}),
+      layers: [layer],
+      annotations: ctx.options.annotations,
+    });
+  },
+};
+
+function imageConfig(
+  ctx: Ctx,
+  diffIds: ImageConfig['rootfs']['diff_ids'],
+  base: { Entrypoint?: string[] },
+  createdBy: string,
+): ImageConfig {
+  const container: NonNullable<ImageConfig['config']> = { ...base };
+  if (ctx.options.env?.length) container.Env = ctx.options.env;
+  if (ctx.options.labels && Object.keys(ctx.options.labels).length) container.Labels = sortKeys(ctx.options.labels);
+  const config: ImageConfig = {
+    created: ctx.created,
+    architecture: ctx.platform.architecture,
+    os: ctx.platform.os,
+    config: container,
+    rootfs: { type: 'layers', diff_ids: diffIds },
+    history: [{ created: ctx.created, created_by: createdBy }],
+  };
+  if (ctx.platform.variant) config.variant = ctx.platform.variant;
+  return config;
+}
+
+/** A layer that is the module's own bytes (artifact-style formats), titled with its file name. */
+async function rawLayer(ctx: Ctx, mediaType: string, title: string): Promise<Descriptor> {
+  const digest = sha256(ctx.bytes);
+  if (!(await ctx.store.hasBlob(digest, ctx.bytes.length)))
+    await ctx.store.writeBytes(ctx.bytes, { digest, size: ctx.bytes.length });
+  return { mediaType, digest, size: ctx.bytes.length, annotations: { [TITLE_ANNOTATION]: title } };
+}
+
+function moduleName(raw: string): string {
+  const name = raw.endsWith('.wasm') ? raw.slice(0, -5) : raw;
+  if (name === '' || name.includes('/') || name === '.' || name === '..')
+    throw new KilnError('E_USAGE', `--name must be a plain file name, got '${raw}'`);
+  return name;
+}
+
+async function readModule(file: string): Promise<Buffer> {
+  let st: import('node:fs').Stats;
+  try {
+    st = await fs.stat(file);
+  } catch (err) {
+    throw ioError(err, file);
+  }
+  if (!st.isFile()) throw new KilnError('E_NOT_WASM', `${file} is not a file`);
+  if (st.size > MAX_MODULE_BYTES) throw new KilnError('E_TOO_LARGE', `${file} is over 1 GiB; not a module kiln will load`);
+  return fs.readFile(file).catch((err) => {
+    throw ioError(err, file);
+  });
+}
+
+async function readRuntimeConfig(file: string): Promise<{ bytes: Buffer; json: Record<string, unknown> }> {
+  const bytes = await fs.readFile(file).catch((err) => {
+    throw ioError(err, file);
+  });
+  try {
+    const json = JSON.parse(bytes.toString('utf8'));
+    if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new Error('not a JSON object');
+    return { bytes, json };
+  } catch (err) {
+    throw new KilnError('E_USAGE', `runtime config ${file} is not a JSON object: ${(err as Error).message}`);
+  }
+}
+
+/** Istio's default for a proxy-wasm filter when the user gives no runtime config. */
+function defaultRuntimeConfig(): { bytes: Buffer; json: Record<string, unknown> } {
+  const json = { type: 'envoy_proxy', config: { rootIds: [] } };
+  return { bytes: Buffer.from(JSON.stringify(json)), json };
+}

@@ -1,0 +1,369 @@
+/**
+ * A private, throw-away Docker engine for tests.
+ *
+ * `startDocker()` starts its own `dockerd` (we must be root) in a fresh temp dir: its own API socket,
+ * data-root, exec-root, pidfile, trust key and daemon.json (so /etc/docker/daemon.json is ignored), and
+ * its own containerd namespaces (dockerd reuses a system containerd at /run/containerd if one runs).
+ * It never touches the host network: no docker0 bridge, no iptables rules, no ip_forward sysctl
+ * (`--bridge=none --iptables=false --ip6tables=false --ip-forward=false --ip-masq=false`), so containers
+ * get only a loopback interface, and any number of engines can run side by side. An engine already
+ * listening on the default socket is never used.
+ *
+ * `sharedDocker()` gives one engine per process (i.e. per test file: `node --test` runs each file in
+ * its own process), started on first use and stopped when the process exits. Starting takes well under
+ * a second, so sharing across files (a detached daemon plus reference counting) is not worth the risk
+ * of leaking a daemon.
+ *
+ * Every engine is also stopped synchronously at process exit or on SIGINT/SIGTERM, should a test not
+ * stop it: dockerd is killed, leftover containerd/shim processes it started are killed by pid,
+ * mounts under its temp dir are unmounted and the dir is removed.
+ */
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { basename, dirname, join } from 'node:path';
+import { findTool, type RunOptions, type RunResult, requireTool, run, skipOrFail } from './tools.js';
+
+export interface DockerEngine {
+  /** DOCKER_HOST value for this engine: `unix:///…/docker.sock`. */
+  readonly host: string;
+  readonly socketPath: string;
+  /** The engine's temp dir (holds data-root, exec-root, log, CLI config); removed by stop(). */
+  readonly dir: string;
+  /** dockerd's stdout+stderr. */
+  readonly logPath: string;
+  /** The docker CLI binary used by docker(). */
+  readonly cli: string;
+  /** Environment that points a docker CLI at this engine (DOCKER_HOST, isolated DOCKER_CONFIG). */
+  readonly env: NodeJS.ProcessEnv;
+  /** Runs the docker CLI against this engine; never rejects on a non-zero exit. */
+  docker(args: string[], opts?: RunOptions): Promise<RunResult>;
+  /** Stops dockerd and removes its temp dir. Idempotent. */
+  stop(): Promise<void>;
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+export interface StartDockerOptions {
+  /** Milliseconds to wait for the API to answer (default 60 000). */
+  timeoutMs?: number;
+  /** Extra dockerd arguments (e.g. `--storage-driver=vfs`). */
+  extraArgs?: string[];
+}
+
+/**
+ * Why a private Docker engine cannot be started here (not root, dockerd/containerd/runc missing), as a
+ * skip reason; undefined if it can. Throws in CI, where a missing prerequisite is a failure.
+ */
+export function dockerSkipReason(): string | undefined {
+  if (process.getuid?.() !== 0) return skipOrFail('starting a private dockerd needs root');
+  for (const tool of ['dockerd', 'containerd', 'runc']) {
+    if (requireTool(tool) === undefined) return skipOrFail(`'${tool}' not found (apt-get install docker.io)`);
+  }
+  if (dockerCli() === undefined) return skipOrFail(`docker CLI not found (apt-get install docker.io)`);
+  return undefined;
+}
+
+/**
+ * The docker CLI: $KILN_DOCKER_CLI, else the one installed next to dockerd (same package and version,
+ * e.g. /usr/bin/docker for /usr/sbin/dockerd), else the first `docker` on PATH.
+ */
+function dockerCli(): string | undefined {
+  const override = process.env['KILN_DOCKER_CLI'];
+  if (override) return findTool(override);
+  const dockerd = findTool('dockerd');
+  if (dockerd !== undefined) {
+    const sbin = dirname(dockerd);
+    for (const candidate of [join(sbin, 'docker'), join(dirname(sbin), 'bin', 'docker')]) {
+      const found = findTool(candidate);
+      if (found !== undefined) return found;
+    }
+  }
+  return findTool('docker');
+}
+
+/** Short temp base: unix socket paths (containerd's lives under exec-root) must stay < 108 bytes. */
+function tempBase(): string {
+  const t = tmpdir();
+  return t.length <= 40 ? t : '/tmp';
+}
+
+interface Running {
+  dir: string;
+  child: ChildProcess;
+  exited: boolean;
+}
+
+const live = new Set<Running>();
+let hooksInstalled = false;
+
+function installExitHooks(): void {
+  if (hooksInstalled) return;
+  hooksInstalled = true;
+  process.on('exit', () => {
+    for (const r of [...live]) cleanupSync(r);
+  });
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+    const onSignal = () => {
+      for (const r of [...live]) cleanupSync(r);
+      process.off(sig, onSignal);
+      process.kill(process.pid, sig);
+    };
+    process.on(sig, onSignal);
+  }
+}
+
+function sleepSync(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
+
+/** Alive and not a zombie (a dead child stays a zombie until the event loop reaps it). */
+function pidAlive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
+/** Pids of processes whose command line mentions `dir` (containerd and shims started by our dockerd). */
+function processesUsing(dir: string): number[] {
+  const pids: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
+    try {
+      const cmdline = readFileSync(`/proc/${entry}/cmdline`, 'utf8');
+      if (cmdline.includes(`${dir}/`) && pidAlive(Number(entry))) pids.push(Number(entry));
+    } catch {
+      // gone already
+    }
+  }
+  return pids;
+}
+
+function unescapeMountPath(p: string): string {
+  return p.replace(/\\([0-7]{3})/g, (_, oct: string) => String.fromCharCode(Number.parseInt(oct, 8)));
+}
+
+/** Mount points at or under `dir`, deepest first. */
+function mountsUnder(dir: string): string[] {
+  const points = new Set<string>();
+  for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
+    const field = line.split(' ')[4];
+    if (field === undefined) continue;
+    const mp = unescapeMountPath(field);
+    if (mp === dir || mp.startsWith(`${dir}/`)) points.add(mp);
+  }
+  return [...points].sort((a, b) => b.length - a.length);
+}
+
+/** After dockerd is gone: kill what it left behind, unmount (overlay, netns, data-root bind), remove. */
+function removeLeftovers(dir: string): void {
+  for (const pid of processesUsing(dir)) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+  for (let pass = 0; pass < 5; pass++) {
+    const mounts = mountsUnder(dir);
+    if (mounts.length === 0) break;
+    for (const mp of mounts) {
+      const r = spawnSync('umount', [mp], { stdio: 'ignore' });
+      if (r.status !== 0) spawnSync('umount', ['-l', mp], { stdio: 'ignore' });
+    }
+  }
+  rmSync(dir, { recursive: true, force: true, maxRetries: 3 });
+}
+
+/** Synchronous stop, for process exit: SIGTERM, wait up to 15 s, SIGKILL, clean up. */
+function cleanupSync(r: Running): void {
+  live.delete(r);
+  const pid = r.child.pid;
+  if (pid !== undefined && !r.exited && pidAlive(pid)) {
+    r.child.kill('SIGTERM');
+    const deadline = Date.now() + 15_000;
+    while (pidAlive(pid) && Date.now() < deadline) sleepSync(50);
+    if (pidAlive(pid)) r.child.kill('SIGKILL');
+    const killDeadline = Date.now() + 5_000;
+    while (pidAlive(pid) && Date.now() < killDeadline) sleepSync(50);
+  }
+  removeLeftovers(r.dir);
+}
+
+async function stopAsync(r: Running): Promise<void> {
+  if (!live.has(r)) return;
+  // Stays in `live` until done, so the exit hook still cleans up if the process exits meanwhile.
+  if (!r.exited) {
+    r.child.ref(); // keep the event loop alive while we wait for dockerd to exit
+    const exited = new Promise<void>((resolve) => {
+      if (r.exited) resolve();
+      else r.child.once('exit', () => resolve());
+    });
+    const within = (ms: number) => {
+      let timer: NodeJS.Timeout | undefined;
+      const timeout = new Promise<boolean>((res) => {
+        timer = setTimeout(res, ms, false);
+      });
+      return Promise.race([exited.then(() => true), timeout]).finally(() => clearTimeout(timer));
+    };
+    r.child.kill('SIGTERM');
+    if (!(await within(15_000))) {
+      r.child.kill('SIGKILL');
+      await within(5_000);
+    }
+  }
+  live.delete(r);
+  removeLeftovers(r.dir);
+}
+
+function ping(socketPath: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const req = request({ socketPath, path: '/_ping', method: 'GET', timeout: 2_000 }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode === 200));
+    });
+    req.on('error', () => resolve(false));
+    req.on('timeout', () => {
+      req.destroy();
+      resolve(false);
+    });
+    req.end();
+  });
+}
+
+function logTail(logPath: string, lines = 40): string {
+  try {
+    return readFileSync(logPath, 'utf8')
+      .split('\n')
+      .filter((l) => !l.includes('module=grpc'))
+      .slice(-lines)
+      .join('\n');
+  } catch {
+    return '(no log)';
+  }
+}
+
+/** Starts a private dockerd and resolves once `docker version` answers. Stop it with stop(). */
+export async function startDocker(opts: StartDockerOptions = {}): Promise<DockerEngine> {
+  const reason = dockerSkipReason();
+  if (reason !== undefined) throw new Error(`cannot start a private docker engine: ${reason}`);
+  const dockerd = findTool('dockerd')!;
+  const cli = dockerCli()!;
+  const timeoutMs = opts.timeoutMs ?? 60_000;
+
+  const dir = mkdtempSync(join(tempBase(), 'kd-'));
+  const id = basename(dir); // unique: names the containerd namespaces
+  const socketPath = join(dir, 'docker.sock');
+  const host = `unix://${socketPath}`;
+  const logPath = join(dir, 'dockerd.log');
+  const configFile = join(dir, 'daemon.json');
+  const cliConfig = join(dir, 'cli');
+  for (const sub of ['data', 'exec', 'cli']) mkdirSync(join(dir, sub));
+  // Own trust key (dockerd 20.10 otherwise writes /etc/docker/key.json); only settable in daemon.json.
+  writeFileSync(configFile, `${JSON.stringify({ 'deprecated-key-path': join(dir, 'key.json') })}\n`);
+  writeFileSync(join(cliConfig, 'config.json'), '{}\n');
+
+  const args = [
+    `--config-file=${configFile}`,
+    `--host=${host}`,
+    `--data-root=${join(dir, 'data')}`,
+    `--exec-root=${join(dir, 'exec')}`,
+    `--pidfile=${join(dir, 'docker.pid')}`,
+    `--containerd-namespace=${id}`,
+    `--containerd-plugins-namespace=${id}-plugins`,
+    '--bridge=none',
+    '--iptables=false',
+    '--ip6tables=false',
+    '--ip-forward=false',
+    '--ip-masq=false',
+    '--shutdown-timeout=2',
+    ...(opts.extraArgs ?? []),
+  ];
+  const path = [process.env['PATH'] ?? '', '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin']
+    .filter((p) => p !== '')
+    .join(':');
+  const logFd = openSync(logPath, 'a');
+  let child: ChildProcess;
+  try {
+    child = spawn(dockerd, args, { stdio: ['ignore', logFd, logFd], env: { ...process.env, PATH: path } });
+  } finally {
+    closeSync(logFd);
+  }
+  // No handles keep the test process alive: a forgotten engine is stopped by the exit hook.
+  child.unref();
+  const running: Running = { dir, child, exited: false };
+  let spawnError: Error | undefined;
+  child.on('error', (e) => {
+    spawnError = e;
+    running.exited = true;
+  });
+  child.on('exit', () => {
+    running.exited = true;
+  });
+  live.add(running);
+  installExitHooks();
+
+  const env: NodeJS.ProcessEnv = { ...process.env, DOCKER_HOST: host, DOCKER_CONFIG: cliConfig };
+  for (const k of ['DOCKER_CONTEXT', 'DOCKER_TLS_VERIFY', 'DOCKER_CERT_PATH', 'DOCKER_API_VERSION']) delete env[k];
+
+  const engine: DockerEngine = {
+    host,
+    socketPath,
+    dir,
+    logPath,
+    cli,
+    env,
+    docker: (dockerArgs, runOpts = {}) =>
+      run(cli, dockerArgs, { ...runOpts, env: { ...env, ...runOpts.env, DOCKER_HOST: host } }),
+    stop: () => stopAsync(running),
+    [Symbol.asyncDispose]: () => stopAsync(running),
+  };
+
+  const fail = async (why: string): Promise<never> => {
+    const log = logTail(logPath);
+    await stopAsync(running);
+    throw new Error(`private dockerd ${why}\n--- ${dockerd} ${args.join(' ')}\n--- dockerd log (tail):\n${log}`);
+  };
+
+  const started = Date.now();
+  for (;;) {
+    if (running.exited) {
+      await fail(
+        spawnError ? `could not be started: ${spawnError.message}` : `exited early (code ${child.exitCode})`,
+      );
+    }
+    if (existsSync(socketPath) && (await ping(socketPath))) break;
+    if (Date.now() - started > timeoutMs) await fail(`did not answer within ${timeoutMs} ms`);
+    await new Promise((res) => setTimeout(res, 50));
+  }
+  const version = await engine.docker(['version', '--format', '{{.Server.Version}}'], { timeoutMs: 30_000 });
+  if (version.code !== 0) await fail(`answers /_ping but 'docker version' failed: ${version.stderr.trim()}`);
+  return engine;
+}
+
+let shared: Promise<DockerEngine> | undefined;
+
+/**
+ * One private engine per process (per test file), started on first call and stopped at process exit.
+ * Its stop() and asyncDispose are no-ops, so `await using` in one test cannot pull it from under
+ * another; tests that need a pristine engine use startDocker().
+ */
+export function sharedDocker(): Promise<DockerEngine> {
+  if (shared === undefined) {
+    const starting = startDocker().then(
+      (engine): DockerEngine => ({
+        ...engine,
+        stop: async () => {},
+        [Symbol.asyncDispose]: async () => {},
+      }),
+    );
+    starting.catch(() => {
+      if (shared === starting) shared = undefined; // let a later call retry
+    });
+    shared = starting;
+  }
+  return shared;
+}
