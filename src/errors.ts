@@ -23,6 +23,8 @@ export type KilnErrorCode =
   | 'E_NO_MATCHING_PLATFORM'
   | 'E_AMBIGUOUS'
   | 'E_NOT_RUNNABLE'
+  | 'E_TRAP'
+  | 'E_DOCKER'
   | 'E_UNSUPPORTED'
   | 'E_IO'
   | 'E_LOCKED';
@@ -44,7 +46,9 @@ export class KilnError extends Error {
   }
 
   toJSON(): { code: string; message: string; hint?: string } {
-    return this.hint ? { code: this.code, message: this.message, hint: this.hint } : { code: this.code, message: this.message };
+    return this.hint
+      ? { code: this.code, message: this.message, hint: this.hint }
+      : { code: this.code, message: this.message };
   }
 }
 
@@ -56,14 +60,21 @@ export function isKilnError(e: unknown, code?: KilnErrorCode): e is KilnError {
 export function redact(text: string): string {
   return text
     .replace(/(\b[a-z][a-z0-9+.-]*:\/\/)[^/\s:@]+(:[^/\s@]*)?@/gi, '$1***@')
-    .replace(/\b(authorization|proxy-authorization)(["']?\s*[:=]\s*["']?)(basic|bearer)\s+[^\s"',}]+/gi, '$1$2$3 ***')
-    .replace(/\b(password|passwd|token|access_token|refresh_token|identitytoken|secret)(["']?\s*[:=]\s*["']?)[^\s"',}&]+/gi, '$1$2***');
+    .replace(
+      /\b(authorization|proxy-authorization)(["']?\s*[:=]\s*["']?)(basic|bearer)\s+[^\s"',}]+/gi,
+      '$1$2$3 ***',
+    )
+    .replace(
+      /\b(password|passwd|token|access_token|refresh_token|identitytoken|secret)(["']?\s*[:=]\s*["']?)[^\s"',}&]+/gi,
+      '$1$2***',
+    );
 }
 
 /** Wraps a Node system error (ENOENT, EACCES, ...) as a KilnError naming the path. */
 export function ioError(err: unknown, what: string): KilnError {
   const e = err as NodeJS.ErrnoException;
-  if (e && e.code === 'ENOENT') return new KilnError('E_NOT_FOUND', `${what}: no such file or directory`, { cause: err });
+  if (e && e.code === 'ENOENT')
+    return new KilnError('E_NOT_FOUND', `${what}: no such file or directory`, { cause: err });
   if (e && (e.code === 'EACCES' || e.code === 'EPERM'))
     return new KilnError('E_IO', `${what}: permission denied`, { cause: err });
   return new KilnError('E_IO', `${what}: ${e?.message ?? String(err)}`, { cause: err });

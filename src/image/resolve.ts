@@ -40,16 +40,21 @@ export function selectManifest(index: ImageIndex, want: Platform | undefined, wh
   const hit = images.find((m) => m.platform && platformMatches(host, m.platform));
   if (hit) return hit;
   if (images.length === 1) return images[0]!;
-  throw new KilnError('E_NO_MATCHING_PLATFORM', `${where} is an index with no image for this host (${formatPlatform(host)})`, {
-    hint: `choose one with --platform; platforms there: ${platforms || 'none'}`,
-  });
+  throw new KilnError(
+    'E_NO_MATCHING_PLATFORM',
+    `${where} is an index with no image for this host (${formatPlatform(host)})`,
+    {
+      hint: `choose one with --platform; platforms there: ${platforms || 'none'}`,
+    },
+  );
 }
 
 /** Picks the WebAssembly image from an index: the platform asked for, else wasip1, else any wasm. */
 export function selectWasmManifest(index: ImageIndex, want: Platform | undefined, where: string): Descriptor {
   if (want) return selectManifest(index, want, where);
   const wasm = index.manifests.filter((m) => m.platform && isWasmPlatform(normalizePlatform(m.platform)));
-  const preferred = wasm.find((m) => m.platform?.os === 'wasip1') ?? wasm.find((m) => m.platform?.os === 'wasi') ?? wasm[0];
+  const preferred =
+    wasm.find((m) => m.platform?.os === 'wasip1') ?? wasm.find((m) => m.platform?.os === 'wasi') ?? wasm[0];
   if (!preferred)
     throw new KilnError('E_NO_MATCHING_PLATFORM', `${where} is an index with no WebAssembly image`, {
       hint: `platforms there: ${index.manifests.map((m) => (m.platform ? formatPlatform(m.platform) : 'unknown')).join(', ')}`,
@@ -72,7 +77,8 @@ export async function resolveImage(
     descriptor = choose(index);
     bytes = await source.fetchManifest(descriptor);
     parsed = parseManifest(bytes, `${source.name} manifest ${descriptor.digest}`, descriptor.mediaType);
-    if (parsed.kind !== 'manifest') throw new KilnError('E_BAD_MANIFEST', `${source.name}: nested indexes are not supported here`);
+    if (parsed.kind !== 'manifest')
+      throw new KilnError('E_BAD_MANIFEST', `${source.name}: nested indexes are not supported here`);
   }
   const manifest = parsed.manifest;
   const configBytes = await readSmallBlob(source, manifest.config, MAX_CONFIG_BYTES);
@@ -84,7 +90,11 @@ export async function resolveImage(
 
 /** Reads a small blob (a config, a module) whole, refusing anything over `limit`. */
 export async function readSmallBlob(source: ImageSource, desc: Descriptor, limit: number): Promise<Buffer> {
-  if (desc.size > limit) throw new KilnError('E_TOO_LARGE', `blob ${desc.digest} is ${desc.size} bytes, over the ${limit} byte limit`);
+  if (desc.size > limit)
+    throw new KilnError(
+      'E_TOO_LARGE',
+      `blob ${desc.digest} is ${desc.size} bytes, over the ${limit} byte limit`,
+    );
   const parts: Buffer[] = [];
   for await (const chunk of await source.fetchBlob(desc)) parts.push(Buffer.from(chunk));
   return Buffer.concat(parts);

@@ -11,17 +11,28 @@ export interface WrittenManifest {
 }
 
 /** Writes a JSON document as a blob and returns its descriptor. */
-export async function writeJsonBlob(store: OciLayout, mediaType: string, value: unknown): Promise<Descriptor> {
+export async function writeJsonBlob(
+  store: OciLayout,
+  mediaType: string,
+  value: unknown,
+): Promise<Descriptor> {
   const bytes = encodeJson(value);
   const digest = sha256(bytes);
-  if (!(await store.hasBlob(digest, bytes.length))) await store.writeBytes(bytes, { digest, size: bytes.length });
+  if (!(await store.hasBlob(digest, bytes.length)))
+    await store.writeBytes(bytes, { digest, size: bytes.length });
   return { mediaType, digest, size: bytes.length };
 }
 
 /** Writes an image manifest whose config and layer blobs are already in the store. */
 export async function writeManifest(
   store: OciLayout,
-  parts: { config: Descriptor; layers: Descriptor[]; annotations?: Annotations; artifactType?: string; subject?: Descriptor },
+  parts: {
+    config: Descriptor;
+    layers: Descriptor[];
+    annotations?: Annotations;
+    artifactType?: string;
+    subject?: Descriptor;
+  },
 ): Promise<WrittenManifest> {
   const manifest: ImageManifest = {
     schemaVersion: 2,
@@ -31,7 +42,8 @@ export async function writeManifest(
     layers: parts.layers,
   };
   if (parts.subject) manifest.subject = parts.subject;
-  if (parts.annotations && Object.keys(parts.annotations).length) manifest.annotations = sortKeys(parts.annotations);
+  if (parts.annotations && Object.keys(parts.annotations).length)
+    manifest.annotations = sortKeys(parts.annotations);
   const descriptor = await writeJsonBlob(store, MediaType.OciManifest, manifest);
   return { descriptor, manifest, bytes: encodeJson(manifest) };
 }

@@ -52,7 +52,8 @@ export async function collectEntries(inputs: LayerInput[]): Promise<LayerEntry[]
       if (dest !== '') addParents(byPath, dest, true);
       await walk(input.source, dest, byPath);
     } else {
-      if (dest === '') throw new KilnError('E_USAGE', `a file needs a destination path in the layer: ${input.source}`);
+      if (dest === '')
+        throw new KilnError('E_USAGE', `a file needs a destination path in the layer: ${input.source}`);
       addParents(byPath, dest, false);
       byPath.set(dest, await entryFor(input.source, dest, st));
     }
@@ -99,7 +100,10 @@ async function entryFor(full: string, rel: string, st: import('node:fs').Stats):
     if (st.nlink > 1) inodes.set(entry, `${st.dev}:${st.ino}`);
     return entry;
   }
-  throw new KilnError('E_UNSUPPORTED', `${full} is a special file (device, socket or fifo); kiln does not put those in layers`);
+  throw new KilnError(
+    'E_UNSUPPORTED',
+    `${full} is a special file (device, socket or fifo); kiln does not put those in layers`,
+  );
 }
 
 function addParents(out: Map<string, LayerEntry>, dest: string, includeSelf: boolean): void {

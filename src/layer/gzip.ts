@@ -17,7 +17,10 @@ export interface GzipOptions {
  * Compresses a stream as concatenated gzip members, several at a time on libuv's thread pool:
  * valid gzip that every reader accepts, at the speed of all cores. Output order is input order.
  */
-export async function* parallelGzip(source: AsyncIterable<Uint8Array>, options: GzipOptions = {}): AsyncGenerator<Buffer> {
+export async function* parallelGzip(
+  source: AsyncIterable<Uint8Array>,
+  options: GzipOptions = {},
+): AsyncGenerator<Buffer> {
   const level = options.level ?? 6;
   const parallel = Math.max(1, options.parallel ?? availableParallelism());
   const pending: Promise<Buffer>[] = [];

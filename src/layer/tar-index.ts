@@ -41,7 +41,8 @@ export async function indexTarFile(file: string): Promise<Map<string, IndexedEnt
       const size = pax.size !== undefined ? Number(pax.size) : parseNumber(header.subarray(124, 136));
       if (!Number.isSafeInteger(size) || size < 0) throw bad(`bad size at offset ${offset}`);
       const contentOffset = offset + 512;
-      if (contentOffset + size > total) throw bad(`entry at offset ${offset} runs past the end of the file (truncated?)`);
+      if (contentOffset + size > total)
+        throw bad(`entry at offset ${offset} runs past the end of the file (truncated?)`);
       const next = contentOffset + size + ((512 - (size % 512)) % 512);
       if (typeflag === 'x' || typeflag === 'g' || typeflag === 'L' || typeflag === 'K') {
         if (size > MAX_META) throw bad(`a ${size}-byte extended header at offset ${offset}`);

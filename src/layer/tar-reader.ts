@@ -73,7 +73,9 @@ export async function readTar(
     await Promise.all([pipeline(input, extract), consume]);
   } catch (err) {
     if (err instanceof KilnError) throw err;
-    throw new KilnError('E_BAD_TAR', `${what} is not a readable tar stream: ${(err as Error).message}`, { cause: err });
+    throw new KilnError('E_BAD_TAR', `${what} is not a readable tar stream: ${(err as Error).message}`, {
+      cause: err,
+    });
   }
 }
 
@@ -115,7 +117,10 @@ export async function readFileFromTar(
     async (entry, content) => {
       if (found || entry.type !== 'file' || !wanted(entry)) return;
       if (entry.size > limit)
-        throw new KilnError('E_TOO_LARGE', `${entry.path} in ${what} is ${entry.size} bytes, over the ${limit} byte limit`);
+        throw new KilnError(
+          'E_TOO_LARGE',
+          `${entry.path} in ${what} is ${entry.size} bytes, over the ${limit} byte limit`,
+        );
       const parts: Buffer[] = [];
       for await (const c of content) parts.push(c);
       found = { entry, data: Buffer.concat(parts) };

@@ -19,7 +19,8 @@ const SMALL_FILE = 256 * 1024;
 export function defaultMtime(env: NodeJS.ProcessEnv = process.env): number {
   const v = env.SOURCE_DATE_EPOCH;
   if (v === undefined || v === '') return 0;
-  if (!/^\d+$/.test(v)) throw new KilnError('E_USAGE', `SOURCE_DATE_EPOCH must be a whole number of seconds, got '${v}'`);
+  if (!/^\d+$/.test(v))
+    throw new KilnError('E_USAGE', `SOURCE_DATE_EPOCH must be a whole number of seconds, got '${v}'`);
   return Number(v);
 }
 
@@ -37,7 +38,10 @@ export function normalMode(entry: LayerEntry, keep: boolean): number {
 }
 
 /** Yields the tar archive of `entries` (already sorted) block by block; file contents are streamed. */
-export async function* tarStream(entries: Iterable<LayerEntry>, options: TarOptions = {}): AsyncGenerator<Buffer> {
+export async function* tarStream(
+  entries: Iterable<LayerEntry>,
+  options: TarOptions = {},
+): AsyncGenerator<Buffer> {
   const mtime = options.mtime ?? defaultMtime();
   const keep = options.keepModes ?? false;
   for (const e of entries) {

@@ -23,7 +23,11 @@ export interface WriteLayerOptions extends TarOptions {
  * Writes entries as one layer blob into the store in a single pass: tar, diff_id hash, parallel
  * gzip, blob hash and file write all stream; no layer is ever held in memory whole.
  */
-export async function writeLayer(store: OciLayout, entries: LayerEntry[], options: WriteLayerOptions = {}): Promise<WrittenLayer> {
+export async function writeLayer(
+  store: OciLayout,
+  entries: LayerEntry[],
+  options: WriteLayerOptions = {},
+): Promise<WrittenLayer> {
   const diffHash = newHash();
   let uncompressedSize = 0;
   async function* hashed(): AsyncGenerator<Buffer> {
@@ -41,6 +45,7 @@ export async function writeLayer(store: OciLayout, entries: LayerEntry[], option
     digest: blob.digest,
     size: blob.size,
   };
-  if (options.annotations && Object.keys(options.annotations).length) descriptor.annotations = options.annotations;
+  if (options.annotations && Object.keys(options.annotations).length)
+    descriptor.annotations = options.annotations;
   return { descriptor, diffId, uncompressedSize };
 }

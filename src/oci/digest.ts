@@ -12,9 +12,15 @@ export function parseDigest(value: string): { algorithm: 'sha256' | 'sha512'; he
   const [, algorithm, hex] = m as unknown as [string, string, string];
   const len = HEX_LENGTH[algorithm];
   if (len === undefined)
-    throw new KilnError('E_BAD_DIGEST', `unsupported digest algorithm '${clip(algorithm)}' (kiln verifies sha256 and sha512)`);
+    throw new KilnError(
+      'E_BAD_DIGEST',
+      `unsupported digest algorithm '${clip(algorithm)}' (kiln verifies sha256 and sha512)`,
+    );
   if (hex.length !== len || !/^[0-9a-f]+$/.test(hex))
-    throw new KilnError('E_BAD_DIGEST', `invalid ${algorithm} digest '${clip(value)}': expected ${len} lowercase hex digits`);
+    throw new KilnError(
+      'E_BAD_DIGEST',
+      `invalid ${algorithm} digest '${clip(value)}': expected ${len} lowercase hex digits`,
+    );
   return { algorithm: algorithm as 'sha256' | 'sha512', hex };
 }
 

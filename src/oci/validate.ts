@@ -8,11 +8,21 @@ export const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
 /** Configs can legitimately be larger (long histories); still bounded so a hostile one cannot exhaust memory. */
 export const MAX_CONFIG_BYTES = 16 * 1024 * 1024;
 
-export type ParsedManifest = { kind: 'manifest'; manifest: ImageManifest } | { kind: 'index'; index: ImageIndex };
+export type ParsedManifest =
+  | { kind: 'manifest'; manifest: ImageManifest }
+  | { kind: 'index'; index: ImageIndex };
 
-function parseJsonObject(bytes: Uint8Array, what: string, limit: number, code: 'E_BAD_MANIFEST' | 'E_BAD_CONFIG') {
+function parseJsonObject(
+  bytes: Uint8Array,
+  what: string,
+  limit: number,
+  code: 'E_BAD_MANIFEST' | 'E_BAD_CONFIG',
+) {
   if (bytes.byteLength > limit)
-    throw new KilnError('E_TOO_LARGE', `${what} is ${bytes.byteLength} bytes, over the ${limit / 1048576} MiB limit`);
+    throw new KilnError(
+      'E_TOO_LARGE',
+      `${what} is ${bytes.byteLength} bytes, over the ${limit / 1048576} MiB limit`,
+    );
   let value: unknown;
   try {
     value = JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8'));
@@ -30,8 +40,10 @@ function fail(what: string, detail: string): never {
 
 function checkAnnotations(value: unknown, what: string): void {
   if (value === undefined) return;
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) fail(what, 'annotations must be an object');
-  for (const [k, v] of Object.entries(value)) if (typeof v !== 'string') fail(what, `annotation '${k}' is not a string`);
+  if (typeof value !== 'object' || value === null || Array.isArray(value))
+    fail(what, 'annotations must be an object');
+  for (const [k, v] of Object.entries(value))
+    if (typeof v !== 'string') fail(what, `annotation '${k}' is not a string`);
 }
 
 export function validateDescriptor(value: unknown, what: string): Descriptor {
@@ -61,7 +73,8 @@ export function validateDescriptor(value: unknown, what: string): Descriptor {
  */
 export function parseManifest(bytes: Uint8Array, what = 'manifest', expectedType?: string): ParsedManifest {
   const doc = parseJsonObject(bytes, what, MAX_MANIFEST_BYTES, 'E_BAD_MANIFEST');
-  if (doc.schemaVersion !== 2) fail(what, `unsupported schemaVersion ${JSON.stringify(doc.schemaVersion)} (expected 2)`);
+  if (doc.schemaVersion !== 2)
+    fail(what, `unsupported schemaVersion ${JSON.stringify(doc.schemaVersion)} (expected 2)`);
   const own = typeof doc.mediaType === 'string' ? doc.mediaType : undefined;
   if (own !== undefined && expectedType !== undefined && own !== expectedType && !sameKind(own, expectedType))
     fail(what, `media type ${own} does not match the descriptor's ${expectedType}`);
@@ -97,7 +110,8 @@ export function parseConfig(bytes: Uint8Array, what = 'config'): ImageConfig {
   const doc = parseJsonObject(bytes, what, MAX_CONFIG_BYTES, 'E_BAD_CONFIG');
   if (doc.architecture !== undefined && typeof doc.architecture !== 'string')
     throw new KilnError('E_BAD_CONFIG', `${what}: architecture is not a string`);
-  if (doc.os !== undefined && typeof doc.os !== 'string') throw new KilnError('E_BAD_CONFIG', `${what}: os is not a string`);
+  if (doc.os !== undefined && typeof doc.os !== 'string')
+    throw new KilnError('E_BAD_CONFIG', `${what}: os is not a string`);
   const rootfs = doc.rootfs as { diff_ids?: unknown } | undefined;
   if (rootfs !== undefined && (typeof rootfs !== 'object' || !Array.isArray(rootfs.diff_ids)))
     throw new KilnError('E_BAD_CONFIG', `${what}: rootfs.diff_ids is not an array`);

@@ -71,7 +71,10 @@ export class OciLayout {
         throw err;
       });
       if (entries.some((e) => e !== 'index.json' && e !== 'blobs' && !e.startsWith('.')))
-        throw new KilnError('E_BAD_LAYOUT', `${this.dir} exists and is not an OCI image layout; refusing to write into it`);
+        throw new KilnError(
+          'E_BAD_LAYOUT',
+          `${this.dir} exists and is not an OCI image layout; refusing to write into it`,
+        );
       await fs.mkdir(path.join(this.dir, 'blobs', 'sha256'), { recursive: true });
       await writeFileAtomic(path.join(this.dir, 'oci-layout'), LAYOUT_FILE);
       await withLock(this.indexPath, async () => {
@@ -125,11 +128,17 @@ export class OciLayout {
     try {
       const st = await fs.stat(file);
       if (st.size > limit)
-        throw new KilnError('E_TOO_LARGE', `blob ${digest} is ${st.size} bytes, over the ${limit} byte limit`);
+        throw new KilnError(
+          'E_TOO_LARGE',
+          `blob ${digest} is ${st.size} bytes, over the ${limit} byte limit`,
+        );
       const bytes = await fs.readFile(file);
       const actual = hasherFor(digest).update(bytes).digest('hex');
       if (`${parseDigest(digest).algorithm}:${actual}` !== digest)
-        throw new KilnError('E_DIGEST_MISMATCH', `blob ${digest} in ${this.dir} is corrupt (content hashes to another digest)`);
+        throw new KilnError(
+          'E_DIGEST_MISMATCH',
+          `blob ${digest} in ${this.dir} is corrupt (content hashes to another digest)`,
+        );
       return bytes;
     } catch (err) {
       if (err instanceof KilnError) throw err;
@@ -147,7 +156,10 @@ export class OciLayout {
    * Streams `source` into the store. The digest (of `expected`'s algorithm, else sha256) is
    * computed while writing; a mismatch with `expected` deletes the temp file and throws.
    */
-  async writeBlob(source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, expected?: ExpectedBlob): Promise<WrittenBlob> {
+  async writeBlob(
+    source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+    expected?: ExpectedBlob,
+  ): Promise<WrittenBlob> {
     const algorithm = expected ? parseDigest(expected.digest).algorithm : 'sha256';
     const dir = path.join(this.dir, 'blobs', algorithm);
     await fs.mkdir(dir, { recursive: true });
@@ -160,7 +172,10 @@ export class OciLayout {
         hash.update(chunk);
         size += chunk.byteLength;
         if (expected?.size !== undefined && size > expected.size)
-          throw new KilnError('E_SIZE_MISMATCH', `blob ${expected.digest} is larger than its descriptor's ${expected.size} bytes`);
+          throw new KilnError(
+            'E_SIZE_MISMATCH',
+            `blob ${expected.digest} is larger than its descriptor's ${expected.size} bytes`,
+          );
         if (!out.write(chunk)) await onceDrainOrError(out);
       }
       out.end();
@@ -195,11 +210,15 @@ export class OciLayout {
       bytes = await fs.readFile(this.indexPath);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT')
-        throw new KilnError('E_BAD_LAYOUT', `${this.dir} is not a complete OCI layout: index.json is missing`);
+        throw new KilnError(
+          'E_BAD_LAYOUT',
+          `${this.dir} is not a complete OCI layout: index.json is missing`,
+        );
       throw ioError(err, this.indexPath);
     }
     const parsed = parseManifest(bytes, `${this.dir}/index.json`, MediaType.OciIndex);
-    if (parsed.kind !== 'index') throw new KilnError('E_BAD_LAYOUT', `${this.dir}/index.json is not an image index`);
+    if (parsed.kind !== 'index')
+      throw new KilnError('E_BAD_LAYOUT', `${this.dir}/index.json is not an image index`);
     return parsed.index;
   }
 
@@ -250,14 +269,20 @@ export class OciLayout {
     }
     if (index.manifests.length === 1) return index.manifests[0]!;
     if (index.manifests.length === 0) throw new KilnError('E_NOT_FOUND', `${this.dir} holds no images`);
-    throw new KilnError('E_AMBIGUOUS', `${this.dir} holds ${index.manifests.length} images; name one with :TAG`, {
-      hint: tagsHint(index),
-    });
+    throw new KilnError(
+      'E_AMBIGUOUS',
+      `${this.dir} holds ${index.manifests.length} images; name one with :TAG`,
+      {
+        hint: tagsHint(index),
+      },
+    );
   }
 }
 
 function tagsHint(index: ImageIndex): string {
-  const tags = index.manifests.map((m) => m.annotations?.[REF_NAME_ANNOTATION]).filter((t) => t !== undefined);
+  const tags = index.manifests
+    .map((m) => m.annotations?.[REF_NAME_ANNOTATION])
+    .filter((t) => t !== undefined);
   return tags.length ? `tags here: ${tags.join(', ')}` : 'the layout has no tagged images';
 }
 

@@ -25,7 +25,8 @@ export async function withLock<T>(file: string, fn: () => Promise<T>): Promise<T
         await fs.rm(lock, { force: true });
         continue;
       }
-      if (Date.now() > deadline) throw new KilnError('E_LOCKED', `${file} is locked by another kiln process (${lock})`);
+      if (Date.now() > deadline)
+        throw new KilnError('E_LOCKED', `${file} is locked by another kiln process (${lock})`);
       await new Promise((r) => setTimeout(r, delay + Math.random() * delay));
       delay = Math.min(delay * 2, 100);
     }

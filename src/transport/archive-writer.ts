@@ -17,7 +17,10 @@ export class ArchiveWriter {
   private failed: Error | undefined;
 
   constructor(readonly file: string) {
-    this.tmp = path.join(path.dirname(file), `.${path.basename(file)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
+    this.tmp = path.join(
+      path.dirname(file),
+      `.${path.basename(file)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`,
+    );
     this.out = createWriteStream(this.tmp, { flags: 'wx' });
     this.out.on('error', (err) => {
       this.failed = err;
@@ -42,7 +45,9 @@ export class ArchiveWriter {
       const dir = parts.slice(0, i).join('/');
       if (this.dirs.has(dir)) continue;
       this.dirs.add(dir);
-      await this.write(encodeHeader({ path: dir, type: 'dir', mode: 0o755, uid: 0, gid: 0, size: 0, mtime: 0 }));
+      await this.write(
+        encodeHeader({ path: dir, type: 'dir', mode: 0o755, uid: 0, gid: 0, size: 0, mtime: 0 }),
+      );
     }
   }
 
@@ -51,9 +56,15 @@ export class ArchiveWriter {
   }
 
   /** Streams a member of known size; the caller's iterable may verify and throw, which leaves the archive to be discarded. */
-  async addStream(member: string, size: number, content: AsyncIterable<Uint8Array> | Iterable<Uint8Array>): Promise<void> {
+  async addStream(
+    member: string,
+    size: number,
+    content: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+  ): Promise<void> {
     await this.ensureDirs(member);
-    await this.write(encodeHeader({ path: member, type: 'file', mode: 0o644, uid: 0, gid: 0, size, mtime: 0 }));
+    await this.write(
+      encodeHeader({ path: member, type: 'file', mode: 0o644, uid: 0, gid: 0, size, mtime: 0 }),
+    );
     let written = 0;
     for await (const chunk of content) {
       written += chunk.byteLength;

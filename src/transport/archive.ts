@@ -6,7 +6,7 @@ import { type IndexedEntry, indexTarFile } from '../layer/tar-index.js';
 import { isGzip } from '../layer/tar-reader.js';
 import { type Digest, parseDigest, sha256 } from '../oci/digest.js';
 import { MediaType } from '../oci/media-types.js';
-import { type Reference, familiarReference } from '../oci/reference.js';
+import { familiarReference, type Reference } from '../oci/reference.js';
 import { type Descriptor, type ImageIndex, type ImageManifest, REF_NAME_ANNOTATION } from '../oci/types.js';
 import { encodeJson, MAX_MANIFEST_BYTES, parseManifest } from '../oci/validate.js';
 import { ArchiveWriter } from './archive-writer.js';
@@ -31,6 +31,7 @@ export class ArchiveDestination implements ImageDestination {
   private readonly manifests = new Map<string, Buffer>();
   private started = false;
   readonly singleImage: boolean;
+  readonly sequential = true;
 
   constructor(
     readonly name: string,
@@ -74,7 +75,8 @@ export class ArchiveDestination implements ImageDestination {
     await this.start();
     const entry: Descriptor = { mediaType: root.mediaType, digest: root.digest, size: root.size };
     if (root.platform) entry.platform = root.platform;
-    const refName = this.kind === 'docker' ? (this.dockerRef ? familiarReference(this.dockerRef) : undefined) : this.tag;
+    const refName =
+      this.kind === 'docker' ? (this.dockerRef ? familiarReference(this.dockerRef) : undefined) : this.tag;
     if (refName) entry.annotations = { [REF_NAME_ANNOTATION]: refName };
     const index: ImageIndex = { schemaVersion: 2, mediaType: MediaType.OciIndex, manifests: [entry] };
     await this.writer.addBytes('index.json', encodeJson(index));
@@ -120,9 +122,15 @@ export class OciArchiveSource implements ImageSource {
   static async open(name: string, file: string, tag: string | undefined): Promise<OciArchiveSource> {
     const entries = await indexArchive(file);
     if (!entries.has('oci-layout') || !entries.has('index.json'))
-      throw new KilnError('E_BAD_ARCHIVE', `${file} is not an OCI archive (no oci-layout or index.json inside)`, {
-        hint: entries.has('manifest.json') ? `it looks like a docker save archive: use docker-archive:${file}` : undefined,
-      });
+      throw new KilnError(
+        'E_BAD_ARCHIVE',
+        `${file} is not an OCI archive (no oci-layout or index.json inside)`,
+        {
+          hint: entries.has('manifest.json')
+            ? `it looks like a docker save archive: use docker-archive:${file}`
+            : undefined,
+        },
+      );
     return new OciArchiveSource(name, file, entries, tag);
   }
 
@@ -137,8 +145,13 @@ export class OciArchiveSource implements ImageSource {
   }
 
   async resolve(): Promise<Descriptor> {
-    const parsed = parseManifest(await this.read('index.json', MAX_MANIFEST_BYTES), `${this.name} index.json`, MediaType.OciIndex);
-    if (parsed.kind !== 'index') throw new KilnError('E_BAD_ARCHIVE', `${this.name}: index.json is not an index`);
+    const parsed = parseManifest(
+      await this.read('index.json', MAX_MANIFEST_BYTES),
+      `${this.name} index.json`,
+      MediaType.OciIndex,
+    );
+    if (parsed.kind !== 'index')
+      throw new KilnError('E_BAD_ARCHIVE', `${this.name}: index.json is not an index`);
     const list = parsed.index.manifests;
     if (this.tag !== undefined) {
       const hit = list.find((m) => m.annotations?.[REF_NAME_ANNOTATION] === this.tag);
@@ -146,7 +159,10 @@ export class OciArchiveSource implements ImageSource {
       return hit;
     }
     if (list.length !== 1)
-      throw new KilnError(list.length ? 'E_AMBIGUOUS' : 'E_NOT_FOUND', `${this.file} holds ${list.length} images; name one with :TAG`);
+      throw new KilnError(
+        list.length ? 'E_AMBIGUOUS' : 'E_NOT_FOUND',
+        `${this.file} holds ${list.length} images; name one with :TAG`,
+      );
     return list[0]!;
   }
 
@@ -193,7 +209,10 @@ export class DockerArchiveSource implements ImageSource {
       list = JSON.parse(raw.toString('utf8'));
       if (!Array.isArray(list)) throw new Error('not an array');
     } catch (err) {
-      throw new KilnError('E_BAD_ARCHIVE', `${this.file}: manifest.json is not valid: ${(err as Error).message}`);
+      throw new KilnError(
+        'E_BAD_ARCHIVE',
+        `${this.file}: manifest.json is not valid: ${(err as Error).message}`,
+      );
     }
     let item = list[0];
     if (this.ref) {
@@ -213,7 +232,11 @@ export class DockerArchiveSource implements ImageSource {
     }
     const manifest: ImageManifest = { schemaVersion: 2, mediaType: MediaType.OciManifest, config, layers };
     this.manifestBytes = encodeJson(manifest);
-    return { mediaType: MediaType.OciManifest, digest: sha256(this.manifestBytes), size: this.manifestBytes.length };
+    return {
+      mediaType: MediaType.OciManifest,
+      digest: sha256(this.manifestBytes),
+      size: this.manifestBytes.length,
+    };
   }
 
   private member(p: string): IndexedEntry {
@@ -240,7 +263,8 @@ export class DockerArchiveSource implements ImageSource {
 
   async fetchManifest(desc: Descriptor): Promise<Buffer> {
     if (!this.manifestBytes) await this.resolve();
-    if (sha256(this.manifestBytes!) !== desc.digest) throw new KilnError('E_NOT_FOUND', `no manifest ${desc.digest} in ${this.file}`);
+    if (sha256(this.manifestBytes!) !== desc.digest)
+      throw new KilnError('E_NOT_FOUND', `no manifest ${desc.digest} in ${this.file}`);
     return this.manifestBytes!;
   }
 
@@ -285,7 +309,11 @@ async function readHead(file: string, e: IndexedEntry): Promise<Buffer> {
 }
 
 async function readMember(file: string, e: IndexedEntry, limit: number): Promise<Buffer> {
-  if (e.size > limit) throw new KilnError('E_TOO_LARGE', `${e.path} in ${file} is ${e.size} bytes, over the ${limit} byte limit`);
+  if (e.size > limit)
+    throw new KilnError(
+      'E_TOO_LARGE',
+      `${e.path} in ${file} is ${e.size} bytes, over the ${limit} byte limit`,
+    );
   const h = await fs.open(file, 'r');
   try {
     const b = Buffer.alloc(e.size);
@@ -298,7 +326,10 @@ async function readMember(file: string, e: IndexedEntry, limit: number): Promise
 
 function checkBytes(bytes: Buffer, desc: Descriptor, where: string): void {
   if (bytes.length !== desc.size)
-    throw new KilnError('E_SIZE_MISMATCH', `${desc.digest} in ${where} is ${bytes.length} bytes, its descriptor says ${desc.size}`);
-  if (sha256(bytes) !== desc.digest) throw new KilnError('E_DIGEST_MISMATCH', `${desc.digest} in ${where} does not match its content`);
+    throw new KilnError(
+      'E_SIZE_MISMATCH',
+      `${desc.digest} in ${where} is ${bytes.length} bytes, its descriptor says ${desc.size}`,
+    );
+  if (sha256(bytes) !== desc.digest)
+    throw new KilnError('E_DIGEST_MISMATCH', `${desc.digest} in ${where} does not match its content`);
 }
-

@@ -1,9 +1,9 @@
 import { KilnError } from '../errors.js';
+import { selectManifest } from '../image/resolve.js';
 import { sha256 } from '../oci/digest.js';
 import type { Platform } from '../oci/platform.js';
 import type { Descriptor } from '../oci/types.js';
 import { parseManifest } from '../oci/validate.js';
-import { selectManifest } from '../image/resolve.js';
 import type { ImageDestination, ImageSource } from './types.js';
 
 export type CopyEvent =
@@ -33,9 +33,18 @@ const MAX_DEPTH = 4;
  * Copies an image or index from `src` to `dst`: blobs first (skipping what exists), then
  * manifests bottom-up, then the commit that names the root. Any failure aborts the destination.
  */
-export async function copyImage(src: ImageSource, dst: ImageDestination, options: CopyOptions = {}): Promise<CopyResult> {
-  const result: CopyResult = { descriptor: undefined as unknown as Descriptor, blobsCopied: 0, blobsSkipped: 0, bytesCopied: 0 };
-  const jobs = dst.singleImage ? 1 : Math.max(1, options.jobs ?? 4);
+export async function copyImage(
+  src: ImageSource,
+  dst: ImageDestination,
+  options: CopyOptions = {},
+): Promise<CopyResult> {
+  const result: CopyResult = {
+    descriptor: undefined as unknown as Descriptor,
+    blobsCopied: 0,
+    blobsSkipped: 0,
+    bytesCopied: 0,
+  };
+  const jobs = dst.sequential ? 1 : Math.max(1, options.jobs ?? 4);
   try {
     let root = await src.resolve();
     let bytes = await fetchVerified(src, root);
@@ -59,7 +68,10 @@ export async function copyImage(src: ImageSource, dst: ImageDestination, options
 async function fetchVerified(src: ImageSource, desc: Descriptor): Promise<Buffer> {
   const bytes = await src.fetchManifest(desc);
   if (bytes.length !== desc.size || sha256(bytes) !== desc.digest)
-    throw new KilnError('E_DIGEST_MISMATCH', `manifest ${desc.digest} from ${src.name} does not match its descriptor`);
+    throw new KilnError(
+      'E_DIGEST_MISMATCH',
+      `manifest ${desc.digest} from ${src.name} does not match its descriptor`,
+    );
   return bytes;
 }
 
@@ -73,11 +85,13 @@ async function copyNode(
   options: CopyOptions,
   result: CopyResult,
 ): Promise<void> {
-  if (depth > MAX_DEPTH) throw new KilnError('E_BAD_MANIFEST', `indexes nest deeper than ${MAX_DEPTH} levels at ${desc.digest}`);
+  if (depth > MAX_DEPTH)
+    throw new KilnError('E_BAD_MANIFEST', `indexes nest deeper than ${MAX_DEPTH} levels at ${desc.digest}`);
   const parsed = parseManifest(bytes, `manifest ${desc.digest}`, desc.mediaType);
   if (parsed.kind === 'index') {
     for (const child of parsed.index.manifests) {
-      if (child.digest === desc.digest) throw new KilnError('E_BAD_MANIFEST', `index ${desc.digest} lists itself`);
+      if (child.digest === desc.digest)
+        throw new KilnError('E_BAD_MANIFEST', `index ${desc.digest} lists itself`);
       const childBytes = await fetchVerified(src, child);
       await copyNode(src, dst, child, childBytes, depth + 1, jobs, options, result);
     }

@@ -8,33 +8,51 @@ import type { ImageDestination, ImageSource } from './types.js';
 
 /** `oci:DIR[:TAG]` as a source. */
 export class OciDirSource implements ImageSource {
+  private pinned: Descriptor | undefined;
+
   constructor(
     readonly name: string,
     private readonly layout: OciLayout,
     private readonly tag: string | undefined,
   ) {}
 
+  /** A source that resolves to one descriptor in `layout` (kiln's cache), tagged or not. */
+  static forDescriptor(layout: OciLayout, desc: Descriptor): OciDirSource {
+    const source = new OciDirSource(`kiln cache ${desc.digest}`, layout, undefined);
+    source.pinned = desc;
+    return source;
+  }
+
   static async open(name: string, dir: string, tag: string | undefined): Promise<OciDirSource> {
     return new OciDirSource(name, await OciLayout.open(dir), tag);
   }
 
-  resolve(): Promise<Descriptor> {
-    return this.layout.resolve(this.tag);
+  async resolve(): Promise<Descriptor> {
+    return this.pinned ?? this.layout.resolve(this.tag);
   }
 
   async fetchManifest(desc: Descriptor): Promise<Buffer> {
     if (desc.size > MAX_MANIFEST_BYTES)
-      throw new KilnError('E_TOO_LARGE', `manifest ${desc.digest} is ${desc.size} bytes, over the 4 MiB limit`);
+      throw new KilnError(
+        'E_TOO_LARGE',
+        `manifest ${desc.digest} is ${desc.size} bytes, over the 4 MiB limit`,
+      );
     const bytes = await this.layout.readBlob(desc.digest, MAX_MANIFEST_BYTES);
     if (bytes.length !== desc.size)
-      throw new KilnError('E_SIZE_MISMATCH', `manifest ${desc.digest} is ${bytes.length} bytes, its descriptor says ${desc.size}`);
+      throw new KilnError(
+        'E_SIZE_MISMATCH',
+        `manifest ${desc.digest} is ${bytes.length} bytes, its descriptor says ${desc.size}`,
+      );
     return bytes;
   }
 
   async fetchBlob(desc: Descriptor): Promise<AsyncIterable<Uint8Array>> {
     const size = await this.layout.blobSize(desc.digest);
     if (size !== desc.size)
-      throw new KilnError('E_SIZE_MISMATCH', `blob ${desc.digest} in ${this.name} is ${size} bytes, its descriptor says ${desc.size}`);
+      throw new KilnError(
+        'E_SIZE_MISMATCH',
+        `blob ${desc.digest} in ${this.name} is ${size} bytes, its descriptor says ${desc.size}`,
+      );
     return verified(this.layout.openBlob(desc.digest), desc, this.name);
   }
 
@@ -52,13 +70,21 @@ export async function* verified(
   for await (const chunk of source) {
     hash.update(chunk);
     size += chunk.byteLength;
-    if (size > desc.size) throw new KilnError('E_SIZE_MISMATCH', `blob ${desc.digest} in ${where} is larger than ${desc.size} bytes`);
+    if (size > desc.size)
+      throw new KilnError(
+        'E_SIZE_MISMATCH',
+        `blob ${desc.digest} in ${where} is larger than ${desc.size} bytes`,
+      );
     yield chunk;
   }
   const actual = `${desc.digest.slice(0, desc.digest.indexOf(':'))}:${hash.digest('hex')}`;
   if (size !== desc.size)
-    throw new KilnError('E_SIZE_MISMATCH', `blob ${desc.digest} in ${where} is ${size} bytes, its descriptor says ${desc.size}`);
-  if (actual !== desc.digest) throw new KilnError('E_DIGEST_MISMATCH', `blob ${desc.digest} in ${where} hashes to ${actual}`);
+    throw new KilnError(
+      'E_SIZE_MISMATCH',
+      `blob ${desc.digest} in ${where} is ${size} bytes, its descriptor says ${desc.size}`,
+    );
+  if (actual !== desc.digest)
+    throw new KilnError('E_DIGEST_MISMATCH', `blob ${desc.digest} in ${where} hashes to ${actual}`);
 }
 
 /** `oci:DIR[:TAG]` as a destination. A directory kiln creates is removed again if the copy fails. */

@@ -6,7 +6,10 @@ import { type ImageLocation, parseLocation } from './parse.js';
 import type { ImageDestination, ImageSource } from './types.js';
 
 function unsupported(loc: ImageLocation, input: string): never {
-  const what = loc.transport === 'registry' ? `registry reference ${formatReference(loc.ref)}` : `${loc.transport}: transport`;
+  const what =
+    loc.transport === 'registry'
+      ? `registry reference ${formatReference(loc.ref)}`
+      : `${loc.transport}: transport`;
   throw new KilnError('E_UNSUPPORTED', `${what} is not supported yet (${input})`, {
     hint: 'kiln reads and writes oci:DIR[:TAG], oci-archive:FILE[:TAG] and docker-archive:FILE[:NAME:TAG]',
   });

@@ -8,9 +8,26 @@ export type ImageLocation =
   | { transport: 'docker-daemon'; ref: Reference }
   | { transport: 'registry'; ref: Reference };
 
-export const TRANSPORTS = ['oci:', 'oci-archive:', 'docker-archive:', 'docker-daemon:', 'REGISTRY/REPO[:TAG]'] as const;
+export const TRANSPORTS = [
+  'oci:',
+  'oci-archive:',
+  'docker-archive:',
+  'docker-daemon:',
+  'REGISTRY/REPO[:TAG]',
+] as const;
 // Other tools' transport names: recognised so the error says "not supported" instead of "bad reference".
-const FOREIGN = ['dir', 'containers-storage', 'ostree', 'sif', 'tarball', 'oci-dir', 'file', 'http', 'https', 'ftp'];
+const FOREIGN = [
+  'dir',
+  'containers-storage',
+  'ostree',
+  'sif',
+  'tarball',
+  'oci-dir',
+  'file',
+  'http',
+  'https',
+  'ftp',
+];
 
 /**
  * Parses an image location. Local transports use the prefixes skopeo and podman users know;
@@ -31,7 +48,9 @@ export function parseLocation(input: string): ImageLocation {
     }
     case 'docker-archive': {
       const { path, extra } = splitPath(rest, input);
-      return extra === undefined ? { transport: prefix, path } : { transport: prefix, path, ref: parseReference(extra) };
+      return extra === undefined
+        ? { transport: prefix, path }
+        : { transport: prefix, path, ref: parseReference(extra) };
     }
     case 'docker-daemon':
       return { transport: 'docker-daemon', ref: parseReference(rest) };
@@ -39,7 +58,10 @@ export function parseLocation(input: string): ImageLocation {
       if (rest.startsWith('//')) return { transport: 'registry', ref: parseReference(rest.slice(2)) };
       break;
   }
-  if (FOREIGN.includes(prefix) && (rest.startsWith('/') || rest.startsWith('.') || rest.startsWith('//') || FOREIGN.includes(prefix)))
+  if (
+    FOREIGN.includes(prefix) &&
+    (rest.startsWith('/') || rest.startsWith('.') || rest.startsWith('//') || FOREIGN.includes(prefix))
+  )
     throw new KilnError('E_UNKNOWN_TRANSPORT', `unknown transport '${prefix}:' in ${input}`, {
       hint: `kiln reads and writes ${TRANSPORTS.join(', ')}`,
     });

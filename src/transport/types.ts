@@ -27,4 +27,6 @@ export interface ImageDestination {
   abort(): Promise<void>;
   /** Whether the destination can hold an index, or only one image (docker-archive). */
   readonly singleImage?: boolean;
+  /** Blobs must arrive one at a time, in order (archives: members are appended to one stream). */
+  readonly sequential?: boolean;
 }

@@ -2,8 +2,8 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { ioError, KilnError } from '../errors.js';
 import { sortKeys, type WrittenManifest, writeJsonBlob, writeManifest } from '../image/write.js';
-import { writeLayer } from '../layer/write-layer.js';
 import { defaultMtime } from '../layer/tar-writer.js';
+import { writeLayer } from '../layer/write-layer.js';
 import { sha256 } from '../oci/digest.js';
 import { MediaType } from '../oci/media-types.js';
 import type { Platform } from '../oci/platform.js';
@@ -46,14 +46,19 @@ export function isWasmFormat(value: string): value is WasmFormat {
 export async function packageWasm(store: OciLayout, options: PackageOptions): Promise<PackagedWasm> {
   const format = options.format ?? 'image';
   if (!isWasmFormat(format))
-    throw new KilnError('E_UNKNOWN_FORMAT', `unknown format '${format}'`, { hint: `formats: ${WASM_FORMATS.join(', ')}` });
+    throw new KilnError('E_UNKNOWN_FORMAT', `unknown format '${format}'`, {
+      hint: `formats: ${WASM_FORMATS.join(', ')}`,
+    });
   const bytes = await readModule(options.file);
   const info = inspectWasm(bytes, path.basename(options.file));
   const name = moduleName(options.name ?? path.basename(options.file));
   const platform: Platform = options.platform ?? { os: defaultOs(info), architecture: 'wasm' };
   const created = options.created ?? new Date(defaultMtime() * 1000).toISOString().replace('.000Z', 'Z');
   if (Number.isNaN(Date.parse(created)))
-    throw new KilnError('E_USAGE', `--created must be an RFC 3339 time such as 2024-01-31T12:00:00Z, got '${created}'`);
+    throw new KilnError(
+      'E_USAGE',
+      `--created must be an RFC 3339 time such as 2024-01-31T12:00:00Z, got '${created}'`,
+    );
   const runtimeConfig = options.runtimeConfig ? await readRuntimeConfig(options.runtimeConfig) : undefined;
   const ctx: Ctx = { store, options, bytes, info, name, platform, created, runtimeConfig };
   const written = await BUILDERS[format](ctx);
@@ -74,7 +79,9 @@ interface Ctx {
 const BUILDERS: Record<WasmFormat, (ctx: Ctx) => Promise<WrittenManifest>> = {
   image: async (ctx) => {
     const file = `${ctx.name}.wasm`;
-    const layer = await writeLayer(ctx.store, [{ path: file, type: 'file', mode: 0o755, content: ctx.bytes }]);
+    const layer = await writeLayer(ctx.store, [
+      { path: file, type: 'file', mode: 0o755, content: ctx.bytes },
+    ]);
     const config = imageConfig(ctx, [layer.diffId], { Entrypoint: [`/${file}`] }, 'kiln package');
     return writeManifest(ctx.store, {
       config: await writeJsonBlob(ctx.store, MediaType.OciConfig, config),
@@ -85,7 +92,8 @@ const BUILDERS: Record<WasmFormat, (ctx: Ctx) => Promise<WrittenManifest>> = {
 
   artifact: async (ctx) => {
     const layer = await rawLayer(ctx, MediaType.WasmLayer, `${ctx.name}.wasm`);
-    const component = ctx.info.kind === 'component' ? { exports: ctx.info.exports, imports: ctx.info.imports } : null;
+    const component =
+      ctx.info.kind === 'component' ? { exports: ctx.info.exports, imports: ctx.info.imports } : null;
     const config = {
       created: ctx.created,
       architecture: 'wasm',
@@ -103,7 +111,12 @@ const BUILDERS: Record<WasmFormat, (ctx: Ctx) => Promise<WrittenManifest>> = {
   istio: async (ctx) => {
     const entries = [{ path: 'plugin.wasm', type: 'file' as const, mode: 0o644, content: ctx.bytes }];
     if (ctx.runtimeConfig)
-      entries.push({ path: 'runtime-config.json', type: 'file', mode: 0o644, content: ctx.runtimeConfig.bytes });
+      entries.push({
+        path: 'runtime-config.json',
+        type: 'file',
+        mode: 0o644,
+        content: ctx.runtimeConfig.bytes,
+      });
     entries.sort((a, b) => (a.path < b.path ? -1 : 1));
     const layer = await writeLayer(ctx.store, entries);
     const config = imageConfig(ctx, [layer.diffId], {}, 'kiln package --format istio');
@@ -150,7 +163,8 @@ function imageConfig(
 ): ImageConfig {
   const container: NonNullable<ImageConfig['config']> = { ...base };
   if (ctx.options.env?.length) container.Env = ctx.options.env;
-  if (ctx.options.labels && Object.keys(ctx.options.labels).length) container.Labels = sortKeys(ctx.options.labels);
+  if (ctx.options.labels && Object.keys(ctx.options.labels).length)
+    container.Labels = sortKeys(ctx.options.labels);
   const config: ImageConfig = {
     created: ctx.created,
     architecture: ctx.platform.architecture,
@@ -186,7 +200,8 @@ async function readModule(file: string): Promise<Buffer> {
     throw ioError(err, file);
   }
   if (!st.isFile()) throw new KilnError('E_NOT_WASM', `${file} is not a file`);
-  if (st.size > MAX_MODULE_BYTES) throw new KilnError('E_TOO_LARGE', `${file} is over 1 GiB; not a module kiln will load`);
+  if (st.size > MAX_MODULE_BYTES)
+    throw new KilnError('E_TOO_LARGE', `${file} is over 1 GiB; not a module kiln will load`);
   return fs.readFile(file).catch((err) => {
     throw ioError(err, file);
   });
@@ -198,7 +213,8 @@ async function readRuntimeConfig(file: string): Promise<{ bytes: Buffer; json: R
   });
   try {
     const json = JSON.parse(bytes.toString('utf8'));
-    if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new Error('not a JSON object');
+    if (typeof json !== 'object' || json === null || Array.isArray(json))
+      throw new Error('not a JSON object');
     return { bytes, json };
   } catch (err) {
     throw new KilnError('E_USAGE', `runtime config ${file} is not a JSON object: ${(err as Error).message}`);

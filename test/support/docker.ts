@@ -19,7 +19,17 @@
  * mounts under its temp dir are unmounted and the dir is removed.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
@@ -307,7 +317,8 @@ export async function startDocker(opts: StartDockerOptions = {}): Promise<Docker
   installExitHooks();
 
   const env: NodeJS.ProcessEnv = { ...process.env, DOCKER_HOST: host, DOCKER_CONFIG: cliConfig };
-  for (const k of ['DOCKER_CONTEXT', 'DOCKER_TLS_VERIFY', 'DOCKER_CERT_PATH', 'DOCKER_API_VERSION']) delete env[k];
+  for (const k of ['DOCKER_CONTEXT', 'DOCKER_TLS_VERIFY', 'DOCKER_CERT_PATH', 'DOCKER_API_VERSION'])
+    delete env[k];
 
   const engine: DockerEngine = {
     host,
@@ -325,7 +336,9 @@ export async function startDocker(opts: StartDockerOptions = {}): Promise<Docker
   const fail = async (why: string): Promise<never> => {
     const log = logTail(logPath);
     await stopAsync(running);
-    throw new Error(`private dockerd ${why}\n--- ${dockerd} ${args.join(' ')}\n--- dockerd log (tail):\n${log}`);
+    throw new Error(
+      `private dockerd ${why}\n--- ${dockerd} ${args.join(' ')}\n--- dockerd log (tail):\n${log}`,
+    );
   };
 
   const started = Date.now();

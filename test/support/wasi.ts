@@ -34,7 +34,10 @@ function findSysroot(): string | undefined {
   const env = process.env['WASI_SYSROOT'];
   if (env) return hasLibc(env) ? env : undefined;
   try {
-    const files = execFileSync('dpkg', ['-L', 'wasi-libc'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+    const files = execFileSync('dpkg', ['-L', 'wasi-libc'], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
     const suffix = '/lib/wasm32-wasi/libc.a';
     const libc = files.split('\n').find((f) => f.endsWith(suffix));
     if (libc !== undefined) {
@@ -79,7 +82,12 @@ function detect(): WasiToolchain | string {
     return cached;
   }
   const version = execFileSync(clang, ['--version'], { encoding: 'utf8' }).split('\n')[0] ?? '';
-  cached = { clang, sysroot, version, args: ['--target=wasm32-wasi', `--sysroot=${sysroot}`, ...WASI_CFLAGS] };
+  cached = {
+    clang,
+    sysroot,
+    version,
+    args: ['--target=wasm32-wasi', `--sysroot=${sysroot}`, ...WASI_CFLAGS],
+  };
   return cached;
 }
 
@@ -119,7 +127,9 @@ export async function buildWasiProgram(name: string, cSource: string): Promise<s
   const r = await run(tc.clang, [...tc.args, '-o', tmp, src], { timeoutMs: 120_000 });
   if (r.code !== 0) {
     rmSync(tmp, { force: true });
-    throw new Error(`clang failed for ${name} (exit ${r.code}): ${tc.clang} ${tc.args.join(' ')} -o ${tmp} ${src}\n${r.stderr}`);
+    throw new Error(
+      `clang failed for ${name} (exit ${r.code}): ${tc.clang} ${tc.args.join(' ')} -o ${tmp} ${src}\n${r.stderr}`,
+    );
   }
   renameSync(tmp, out);
   return out;

@@ -1,0 +1,83 @@
+/**
+ * kiln's library API. The CLI uses only what is exported here.
+ */
+import { type InspectResult, inspectSource } from './image/inspect.js';
+import type { Platform } from './oci/platform.js';
+import type { Descriptor } from './oci/types.js';
+import { openCache } from './store/cache.js';
+import type { OciLayout } from './store/layout.js';
+import { type CopyOptions, type CopyResult, copyImage } from './transport/copy.js';
+import { OciDirSource } from './transport/oci-dir.js';
+import { openDestination, openSource } from './transport/open.js';
+import type { WasmInfo } from './wasm/inspect.js';
+import { type PackageOptions, packageWasm, type WasmFormat } from './wasm/package.js';
+
+export { isKilnError, KilnError, type KilnErrorCode, redact } from './errors.js';
+export type { InspectedImage, InspectResult } from './image/inspect.js';
+export { collectEntries, type LayerEntry, type LayerInput } from './layer/entries.js';
+export { listTar, type TarEntryInfo } from './layer/tar-reader.js';
+export { type WrittenLayer, writeLayer } from './layer/write-layer.js';
+export { type Digest, parseDigest, sha256 } from './oci/digest.js';
+export { MediaType } from './oci/media-types.js';
+export { formatPlatform, hostPlatform, type Platform, parsePlatform } from './oci/platform.js';
+export { familiarReference, formatReference, parseReference, type Reference } from './oci/reference.js';
+export type { Descriptor, ImageConfig, ImageIndex, ImageManifest } from './oci/types.js';
+export { type RunImageOptions, runWasm } from './run/run.js';
+export { cacheDir, openCache } from './store/cache.js';
+export { OciLayout } from './store/layout.js';
+export type { CopyEvent, CopyOptions, CopyResult } from './transport/copy.js';
+export { openDestination, openSource } from './transport/open.js';
+export { type ImageLocation, parseLocation } from './transport/parse.js';
+export type { ImageDestination, ImageSource } from './transport/types.js';
+export { inspectWasm, type WasmInfo } from './wasm/inspect.js';
+export { isWasmFormat, WASM_FORMATS, type WasmFormat } from './wasm/package.js';
+
+export interface PackResult {
+  destination: string;
+  descriptor: Descriptor;
+  format: WasmFormat;
+  platform: Platform;
+  wasm: WasmInfo;
+}
+
+/** Packages a .wasm file in one of the wasm-oci formats and writes it to `to` (any destination transport). */
+export async function pack(options: PackageOptions & { to: string; store?: OciLayout }): Promise<PackResult> {
+  // Parse the destination before any work, so a bad reference fails fast and writes nothing.
+  const { parseLocation } = await import('./transport/parse.js');
+  parseLocation(options.to);
+  const store = options.store ?? (await openCache());
+  const packaged = await packageWasm(store, options);
+  await copy(OciDirSource.forDescriptor(store, packaged.descriptor), options.to);
+  return {
+    destination: options.to,
+    descriptor: packaged.descriptor,
+    format: options.format ?? 'image',
+    platform: packaged.platform,
+    wasm: packaged.info,
+  };
+}
+
+/** Copies an image or index between any two transports. */
+export async function copy(
+  src: string | import('./transport/types.js').ImageSource,
+  dst: string,
+  options: CopyOptions = {},
+): Promise<CopyResult> {
+  const source = typeof src === 'string' ? await openSource(src) : src;
+  try {
+    const destination = await openDestination(dst);
+    return await copyImage(source, destination, options);
+  } finally {
+    await source.close();
+  }
+}
+
+/** The manifest (or index), config and layers of an image. */
+export async function inspect(ref: string, options: { platform?: Platform } = {}): Promise<InspectResult> {
+  const source = await openSource(ref);
+  try {
+    return await inspectSource(source, options);
+  } finally {
+    await source.close();
+  }
+}
