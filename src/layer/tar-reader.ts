@@ -44,7 +44,7 @@ export function cleanTarPath(name: string): string {
  * content as a stream it may read; content it leaves unread is skipped.
  */
 export async function readTar(
-  source: AsyncIterable<Uint8Array>,
+  source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
   onEntry: (entry: TarEntryInfo, content: AsyncIterable<Buffer>) => Promise<void> | void,
   what = 'layer',
 ): Promise<void> {
@@ -79,19 +79,17 @@ export async function readTar(
   }
 }
 
-async function* sniffGunzip(source: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
-  const it = source[Symbol.asyncIterator]();
+async function* asAsync(source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+  yield* source;
+}
+
+async function* sniffGunzip(source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+  const it = asAsync(source);
   const first = await it.next();
   if (first.done) return;
-  const rest: AsyncIterable<Uint8Array> = {
-    [Symbol.asyncIterator]: () => ({
-      next: () => it.next(),
-      return: async () => (it.return ? it.return() : { done: true, value: undefined }),
-    }),
-  };
   async function* all(): AsyncGenerator<Uint8Array> {
     yield first.value;
-    yield* rest;
+    for (let r = await it.next(); !r.done; r = await it.next()) yield r.value;
   }
   if (!isGzip(first.value)) {
     yield* all();
@@ -131,7 +129,7 @@ export async function readFileFromTar(
 }
 
 /** Lists a layer's entries (for `kiln inspect --layers` and tests). */
-export async function listTar(source: AsyncIterable<Uint8Array>, what = 'layer'): Promise<TarEntryInfo[]> {
+export async function listTar(source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, what = 'layer'): Promise<TarEntryInfo[]> {
   const out: TarEntryInfo[] = [];
   await readTar(source, (e) => void out.push(e), what);
   return out;

@@ -1,8 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import { createReadStream, createWriteStream, type ReadStream } from 'node:fs';
+import { createReadStream, type ReadStream } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { finished } from 'node:stream/promises';
 import { ioError, KilnError } from '../errors.js';
 import { type Digest, hasherFor, newHash, parseDigest } from '../oci/digest.js';
 import { MediaType } from '../oci/media-types.js';
@@ -166,20 +165,20 @@ export class OciLayout {
     const tmp = path.join(dir, `.tmp-${process.pid}-${randomBytes(6).toString('hex')}`);
     const hash = newHash(algorithm);
     let size = 0;
-    const out = createWriteStream(tmp, { flags: 'wx' });
+    let handle: fs.FileHandle | undefined;
     try {
+      handle = await fs.open(tmp, 'wx');
+      const out = new CoalescingWriter(handle);
       for await (const chunk of source) {
         hash.update(chunk);
         size += chunk.byteLength;
         if (expected?.size !== undefined && size > expected.size)
-          throw new KilnError(
-            'E_SIZE_MISMATCH',
-            `blob ${expected.digest} is larger than its descriptor's ${expected.size} bytes`,
-          );
-        if (!out.write(chunk)) await onceDrainOrError(out);
+          throw new KilnError('E_SIZE_MISMATCH', `blob ${expected.digest} is larger than its descriptor's ${expected.size} bytes`);
+        await out.write(chunk);
       }
-      out.end();
-      await finished(out);
+      await out.flush();
+      await handle.close();
+      handle = undefined;
       const digest = `${algorithm}:${hash.digest('hex')}` as Digest;
       if (expected) {
         if (expected.size !== undefined && size !== expected.size)
@@ -193,7 +192,7 @@ export class OciLayout {
       await fs.rename(tmp, this.blobPath(digest));
       return { digest, size };
     } catch (err) {
-      out.destroy();
+      await handle?.close().catch(() => {});
       await fs.rm(tmp, { force: true });
       if (err instanceof KilnError) throw err;
       throw ioError(err, `writing a blob into ${this.dir}`);
@@ -290,20 +289,25 @@ function emptyIndex(): ImageIndex {
   return { schemaVersion: 2, mediaType: MediaType.OciIndex, manifests: [] };
 }
 
-function onceDrainOrError(stream: NodeJS.WritableStream): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const done = () => {
-      stream.off('drain', done);
-      stream.off('error', fail);
-      resolve();
-    };
-    const fail = (err: Error) => {
-      stream.off('drain', done);
-      reject(err);
-    };
-    stream.once('drain', done);
-    stream.once('error', fail);
-  });
+/** Gathers small chunks (tar headers) into larger writes; large chunks go straight through. */
+class CoalescingWriter {
+  private pending: Uint8Array[] = [];
+  private pendingBytes = 0;
+  constructor(private readonly handle: fs.FileHandle) {}
+
+  async write(chunk: Uint8Array): Promise<void> {
+    this.pending.push(chunk);
+    this.pendingBytes += chunk.byteLength;
+    if (this.pendingBytes >= 256 * 1024) await this.flush();
+  }
+
+  async flush(): Promise<void> {
+    if (this.pendingBytes === 0) return;
+    const data = this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending);
+    this.pending = [];
+    this.pendingBytes = 0;
+    await this.handle.writeFile(data);
+  }
 }
 
 /** Writes a small file through a temp name and rename, so readers never see half of it. */
