@@ -41,7 +41,10 @@ function fixHeader(member: Buffer): Buffer {
 }
 
 /** Re-cuts a stream into blocks of exactly `size` bytes (the last may be shorter). */
-export async function* fixedBlocks(source: AsyncIterable<Uint8Array>, size: number): AsyncGenerator<Buffer> {
+export async function* fixedBlocks(
+  source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+  size: number,
+): AsyncGenerator<Buffer> {
   let buf = Buffer.allocUnsafe(size);
   let used = 0;
   for await (const chunk of source) {

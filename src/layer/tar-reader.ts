@@ -79,11 +79,15 @@ export async function readTar(
   }
 }
 
-async function* asAsync(source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+async function* asAsync(
+  source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+): AsyncGenerator<Uint8Array> {
   yield* source;
 }
 
-async function* sniffGunzip(source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+async function* sniffGunzip(
+  source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+): AsyncGenerator<Uint8Array> {
   const it = asAsync(source);
   const first = await it.next();
   if (first.done) return;
@@ -129,7 +133,10 @@ export async function readFileFromTar(
 }
 
 /** Lists a layer's entries (for `kiln inspect --layers` and tests). */
-export async function listTar(source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, what = 'layer'): Promise<TarEntryInfo[]> {
+export async function listTar(
+  source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+  what = 'layer',
+): Promise<TarEntryInfo[]> {
   const out: TarEntryInfo[] = [];
   await readTar(source, (e) => void out.push(e), what);
   return out;

@@ -87,7 +87,8 @@ export function parseManifest(bytes: Uint8Array, what = 'manifest', expectedType
   if (doc.subject !== undefined) validateDescriptor(doc.subject, `${what} subject`);
   if (isIndexType(type) || (type === undefined && looksIndex)) {
     if (!looksIndex) fail(what, 'index has no manifests array');
-    for (const [i, m] of (doc.manifests as unknown[]).entries()) validateDescriptor(m, `${what} manifests[${i}]`);
+    for (const [i, m] of (doc.manifests as unknown[]).entries())
+      validateDescriptor(m, `${what} manifests[${i}]`);
     return { kind: 'index', index: doc as unknown as ImageIndex };
   }
   if (!looksManifest) fail(what, 'not an image manifest or index (no config/layers or manifests)');

@@ -173,7 +173,10 @@ export class OciLayout {
         hash.update(chunk);
         size += chunk.byteLength;
         if (expected?.size !== undefined && size > expected.size)
-          throw new KilnError('E_SIZE_MISMATCH', `blob ${expected.digest} is larger than its descriptor's ${expected.size} bytes`);
+          throw new KilnError(
+            'E_SIZE_MISMATCH',
+            `blob ${expected.digest} is larger than its descriptor's ${expected.size} bytes`,
+          );
         await out.write(chunk);
       }
       await out.flush();

@@ -1,10 +1,10 @@
+import * as assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { test } from 'node:test';
-import * as assert from 'node:assert/strict';
 import { gunzipSync } from 'node:zlib';
 import { collectEntries, type LayerEntry } from '../../src/layer/entries.js';
 import { MEMBER_SIZE, parallelGzip } from '../../src/layer/gzip.js';
@@ -43,7 +43,10 @@ test('tar of a tree: sorted entries, normalised modes, links kept, long paths vi
   const tar = await collect(tarStream(entries, { mtime: 0 }));
   const read = await listTar([tar]);
   const paths = read.map((e) => e.path);
-  assert.deepEqual(paths, [...paths].sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b))));
+  assert.deepEqual(
+    paths,
+    [...paths].sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b))),
+  );
   const byPath = new Map(read.map((e) => [e.path, e]));
   assert.equal(byPath.get('bin/tool')?.mode, 0o755);
   assert.equal(byPath.get('etc/config')?.mode, 0o644);

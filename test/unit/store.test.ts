@@ -1,9 +1,9 @@
+import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { test } from 'node:test';
-import * as assert from 'node:assert/strict';
-import { KilnError } from '../../src/errors.js';
+import type { KilnError } from '../../src/errors.js';
 import { sha256 } from '../../src/oci/digest.js';
 import { MediaType } from '../../src/oci/media-types.js';
 import { OciLayout } from '../../src/store/layout.js';
@@ -19,7 +19,10 @@ async function leftovers(layout: OciLayout): Promise<string[]> {
 test('a blob whose content does not match its digest is refused and leaves nothing behind', async () => {
   const layout = await OciLayout.open(path.join(await tmp(), 'l'), { create: true });
   const wrong = sha256('something else');
-  await assert.rejects(layout.writeBytes(Buffer.from('hello'), { digest: wrong, size: 5 }), (e: KilnError) => e.code === 'E_DIGEST_MISMATCH');
+  await assert.rejects(
+    layout.writeBytes(Buffer.from('hello'), { digest: wrong, size: 5 }),
+    (e: KilnError) => e.code === 'E_DIGEST_MISMATCH',
+  );
   assert.equal(await layout.hasBlob(wrong), false);
   assert.deepEqual(await leftovers(layout), []);
   await assert.rejects(
@@ -66,7 +69,10 @@ test('retagging replaces the old entry; resolving without a tag needs exactly on
   await layout.tag({ mediaType: MediaType.OciManifest, ...b }, 'x');
   assert.equal((await layout.readIndex()).manifests.length, 1);
   await layout.tag({ mediaType: MediaType.OciManifest, ...a }, 'y');
-  await assert.rejects(layout.resolve(), (e: KilnError) => e.code === 'E_AMBIGUOUS' && /x, y/.test(e.hint ?? ''));
+  await assert.rejects(
+    layout.resolve(),
+    (e: KilnError) => e.code === 'E_AMBIGUOUS' && /x, y/.test(e.hint ?? ''),
+  );
   await assert.rejects(layout.resolve('nope'), (e: KilnError) => e.code === 'E_NOT_FOUND');
 });
 

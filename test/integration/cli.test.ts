@@ -1,0 +1,181 @@
+import * as assert from 'node:assert/strict';
+import * as fs from 'node:fs/promises';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { before, test } from 'node:test';
+import { KILN_CLI, kiln } from '../support/kiln.js';
+import { run } from '../support/tools.js';
+import { buildWasiProgram, HELLO_C, wasiSkipReason } from '../support/wasi.js';
+
+let hello: string;
+let work: string;
+
+before(async () => {
+  const skip = wasiSkipReason();
+  if (skip) throw new Error(skip);
+  hello = await buildWasiProgram('hello', HELLO_C);
+  work = await fs.mkdtemp(path.join(os.tmpdir(), 'kiln-cli-'));
+});
+
+async function manifestOf(layoutDir: string): Promise<Buffer> {
+  const index = JSON.parse(await fs.readFile(path.join(layoutDir, 'index.json'), 'utf8'));
+  const digest: string = index.manifests[0].digest;
+  return fs.readFile(path.join(layoutDir, 'blobs', 'sha256', digest.slice(7)));
+}
+
+test('packaging twice gives byte-identical manifests despite changed mtime, owner and umask', async () => {
+  const input = path.join(work, 'det.wasm');
+  await fs.copyFile(hello, input);
+  const a = await kiln(['package', input, '--to', `oci:${work}/det-a:v1`]);
+  assert.equal(a.code, 0, a.stderr);
+  await fs.utimes(input, 123456, 123456);
+  if (process.getuid?.() === 0) await fs.chown(input, 4242, 4242);
+  await fs.chmod(input, 0o600);
+  // a fresh cache and another umask, as on another machine
+  const b = await run(
+    'sh',
+    [
+      '-c',
+      `umask 077; exec "${process.execPath}" "${KILN_CLI}" package "${input}" --to "oci:${work}/det-b:v1"`,
+    ],
+    {
+      env: { ...process.env, KILN_HOME: path.join(work, 'other-home') },
+    },
+  );
+  assert.equal(b.code, 0, b.stderr);
+  assert.equal(a.stdout.trim(), b.stdout.trim());
+  assert.match(a.stdout.trim(), /^sha256:[0-9a-f]{64}$/);
+  assert.ok((await manifestOf(`${work}/det-a`)).equals(await manifestOf(`${work}/det-b`)));
+});
+
+test('kiln run runs the packaged module with args, env and dirs, and exits with its code', async () => {
+  const to = `oci:${work}/run:hello`;
+  assert.equal((await kiln(['package', hello, '--to', to, '--env', 'GREETING=from-image'])).code, 0);
+  const r = await kiln(['run', to, '--', 'a', 'b']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /^hello a b$/m);
+  assert.match(r.stdout, /^GREETING=from-image$/m, 'env from the image config');
+  assert.doesNotMatch(r.stderr, /ExperimentalWarning/);
+  const over = await kiln(['run', to, '--env', 'GREETING=cli', '--env', 'EXIT_CODE=7']);
+  assert.equal(over.code, 7);
+  assert.match(over.stdout, /^GREETING=cli$/m);
+  const data = path.join(work, 'data');
+  await fs.mkdir(data, { recursive: true });
+  await fs.writeFile(path.join(data, 'one.txt'), '1');
+  const dirs = await kiln(['run', to, '--dir', `${data}:/data`, '--env', 'LIST_DIR=/data']);
+  assert.equal(dirs.code, 0, dirs.stderr);
+  assert.match(dirs.stdout, /^entry: one\.txt$/m);
+  const direct = await kiln(['run', hello, '--', 'direct']);
+  assert.match(direct.stdout, /^hello direct$/m);
+});
+
+test('global options work before or after the command', async () => {
+  const to = `oci:${work}/glob:x`;
+  assert.equal((await kiln(['package', hello, '--to', to])).code, 0);
+  const before = await kiln(['--json', 'inspect', to]);
+  const after = await kiln(['inspect', to, '--json']);
+  assert.equal(before.code, 0, before.stderr);
+  assert.equal(before.stdout, after.stdout);
+  const data = JSON.parse(before.stdout);
+  assert.equal(data.image.platform.os, 'wasip1');
+  assert.equal(data.image.platform.architecture, 'wasm');
+  assert.deepEqual(data.image.config.entrypoint, ['/hello.wasm']);
+  const quiet = await kiln(['package', hello, '--to', `oci:${work}/glob:y`, '--quiet']);
+  assert.equal(quiet.stderr, '');
+  const loud = await kiln(['package', hello, '--to', `oci:${work}/glob:z`]);
+  assert.match(loud.stderr, /packaged/);
+  const version = await kiln(['--version']);
+  assert.match(version.stdout, /^\d+\.\d+\.\d+\n$/);
+  for (const cmd of ['package', 'inspect', 'run', 'copy']) {
+    const help = await kiln([cmd, '--help']);
+    assert.equal(help.code, 0);
+    assert.match(help.stdout, /Examples:/, `${cmd} --help has examples`);
+  }
+});
+
+async function assertNothingWritten(dir: string): Promise<void> {
+  await assert.rejects(fs.stat(dir), 'destination must not exist');
+}
+
+function assertOneLineError(
+  r: { code: number; stdout: string; stderr: string },
+  code: number,
+  errorCode: string,
+): void {
+  assert.equal(r.code, code, `exit code; stderr: ${r.stderr}`);
+  const first = r.stderr.split('\n')[0] ?? '';
+  assert.match(first, /^kiln: /);
+  assert.match(r.stderr, new RegExp(errorCode));
+  assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace without --debug');
+}
+
+test('bad input: clear one-line errors, exit 1 (2 for usage), nothing written', async () => {
+  const txt = path.join(work, 'not.wasm');
+  await fs.writeFile(txt, 'hello, I am text');
+  let r = await kiln(['package', txt, '--to', `oci:${work}/bad1:x`]);
+  assertOneLineError(r, 1, 'E_NOT_WASM');
+  await assertNothingWritten(`${work}/bad1`);
+
+  r = await kiln(['package', path.join(work, 'missing.wasm'), '--to', `oci:${work}/bad2:x`]);
+  assertOneLineError(r, 1, 'E_NOT_FOUND');
+  await assertNothingWritten(`${work}/bad2`);
+
+  r = await kiln(['package', hello, '--format', 'zip', '--to', `oci:${work}/bad3:x`]);
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /zip/);
+  await assertNothingWritten(`${work}/bad3`);
+
+  r = await kiln(['package', hello, '--to', 'Example.com/UPPER/Repo:tag']);
+  assertOneLineError(r, 1, 'E_BAD_REFERENCE');
+
+  r = await kiln(['package', hello, '--to', 'ftp:/somewhere']);
+  assertOneLineError(r, 1, 'E_UNKNOWN_TRANSPORT');
+
+  r = await kiln(['package']);
+  assert.equal(r.code, 2);
+
+  r = await kiln(['package', hello, '--to', `oci:${work}/bad4:x`, '--no-such-flag']);
+  assert.equal(r.code, 2);
+  await assertNothingWritten(`${work}/bad4`);
+
+  const json = await kiln(['package', txt, '--to', `oci:${work}/bad5:x`, '--json']);
+  assert.equal(json.code, 1);
+  assert.equal(JSON.parse(json.stdout).error.code, 'E_NOT_WASM');
+});
+
+test('a truncated layout or archive is refused with a clear error', async () => {
+  const dir = `${work}/trunc`;
+  assert.equal((await kiln(['package', hello, '--to', `oci:${dir}:x`])).code, 0);
+  const manifest = JSON.parse((await manifestOf(dir)).toString());
+  await fs.rm(path.join(dir, 'blobs', 'sha256', manifest.layers[0].digest.slice(7)));
+  let r = await kiln(['run', `oci:${dir}:x`]);
+  assertOneLineError(r, 1, 'E_BAD_LAYOUT');
+  await fs.rm(path.join(dir, 'index.json'));
+  r = await kiln(['inspect', `oci:${dir}:x`]);
+  assertOneLineError(r, 1, 'E_BAD_LAYOUT');
+
+  const tar = `${work}/trunc.tar`;
+  assert.equal((await kiln(['package', hello, '--to', `oci-archive:${tar}:x`])).code, 0);
+  const full = await fs.readFile(tar);
+  await fs.writeFile(tar, full.subarray(0, 3000));
+  r = await kiln(['inspect', `oci-archive:${tar}:x`]);
+  assertOneLineError(r, 1, 'E_BAD_ARCHIVE');
+});
+
+test('a failed copy leaves no destination behind', async () => {
+  const src = `${work}/copysrc`;
+  assert.equal((await kiln(['package', hello, '--to', `oci:${src}:x`])).code, 0);
+  const manifest = JSON.parse((await manifestOf(src)).toString());
+  await fs.writeFile(path.join(src, 'blobs', 'sha256', manifest.layers[0].digest.slice(7)), 'corrupted');
+  let r = await kiln(['copy', `oci:${src}:x`, `oci-archive:${work}/copy-out.tar:x`]);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /E_SIZE_MISMATCH|E_DIGEST_MISMATCH/);
+  await assertNothingWritten(`${work}/copy-out.tar`);
+  assert.deepEqual(
+    (await fs.readdir(work)).filter((n) => n.includes('copy-out')),
+    [],
+  );
+  r = await kiln(['copy', `oci:${src}:x`, `oci:${work}/copy-out-dir:x`]);
+  assert.equal(r.code, 1);
+  await assertNothingWritten(`${work}/copy-out-dir`);
+});
