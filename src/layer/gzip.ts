@@ -18,7 +18,7 @@ export interface GzipOptions {
  * valid gzip that every reader accepts, at the speed of all cores. Output order is input order.
  */
 export async function* parallelGzip(
-  source: AsyncIterable<Uint8Array>,
+  source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
   options: GzipOptions = {},
 ): AsyncGenerator<Buffer> {
   const level = options.level ?? 6;
