@@ -1,0 +1,341 @@
+/**
+ * Layer-writing benchmark: kiln's writeLayer against `tar | gzip -6` and `tar | pigz -6` on the
+ * same tree, in one run. Regenerates BENCHMARKS.md at the repo root (`npm run bench`).
+ *
+ *   node --import tsx scripts/bench.ts            full run (~450 MB tree, 3 runs each), writes BENCHMARKS.md
+ *   node --import tsx scripts/bench.ts --quick    ~50 MB tree, 1 run each, prints only (KILN_BENCH_QUICK=1 too)
+ *   KILN_BENCH_TREE=/some/dir                     benchmark that directory instead
+ *
+ * Every contender runs as its own process (kiln as a child `node --import tsx` of this script in
+ * its `--kiln-child` mode), so every timing includes a process start-up. Exits non-zero only if
+ * a contender fails; a missed target is reported, not fatal.
+ */
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import * as fs from 'node:fs/promises';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { collectEntries, type LayerInput } from '../src/layer/entries.js';
+import { writeLayer } from '../src/layer/write-layer.js';
+import { OciLayout } from '../src/store/layout.js';
+
+const SCRIPT = fileURLToPath(import.meta.url);
+const ROOT = path.resolve(path.dirname(SCRIPT), '..');
+const TIME_BIN = '/usr/bin/time';
+
+/** A tree to archive: `paths` relative to `base` (`.` for the whole of it). */
+interface Tree {
+  base: string;
+  paths: string[];
+}
+
+const FULL_TREE: Tree = {
+  base: '/usr',
+  paths: ['lib/gcc', 'lib/python3.11', 'share/doc', 'share/locale'],
+};
+const QUICK_TREE: Tree = { base: '/usr', paths: ['lib/python3.11'] };
+
+interface ChildResult {
+  digest: string;
+  size: number;
+  diffId: string;
+  uncompressedSize: number;
+  entries: number;
+  collectMs: number;
+  writeMs: number;
+  maxRssKiB: number;
+}
+
+interface Run {
+  wallS: number;
+  userS: number;
+  sysS: number;
+  maxRssKiB: number;
+  outBytes: number;
+  child?: ChildResult;
+}
+
+interface Contender {
+  name: string;
+  command: string;
+  runs: Run[];
+}
+
+// ---------------------------------------------------------------------------------------------
+// child mode: one writeLayer into a fresh layout, result as JSON on stdout
+
+async function childMain(layoutDir: string, tree: Tree): Promise<void> {
+  const t0 = performance.now();
+  const inputs: LayerInput[] = tree.paths.map((p) => ({
+    source: path.join(tree.base, p),
+    dest: p === '.' ? '' : p,
+  }));
+  const entries = await collectEntries(inputs);
+  const t1 = performance.now();
+  const store = await OciLayout.open(layoutDir, { create: true });
+  const layer = await writeLayer(store, entries);
+  const t2 = performance.now();
+  const result: ChildResult = {
+    digest: layer.descriptor.digest,
+    size: layer.descriptor.size,
+    diffId: layer.diffId,
+    uncompressedSize: layer.uncompressedSize,
+    entries: entries.length,
+    collectMs: t1 - t0,
+    writeMs: t2 - t1,
+    maxRssKiB: process.resourceUsage().maxRSS,
+  };
+  process.stdout.write(`${JSON.stringify(result)}\n`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// helpers
+
+function sh(cmd: string): string {
+  return execFileSync('bash', ['-c', cmd], { encoding: 'utf8' }).trim();
+}
+
+function tryRun(cmd: string): string {
+  try {
+    return sh(cmd);
+  } catch {
+    return 'unknown';
+  }
+}
+
+function q(s: string): string {
+  return `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+}
+
+function tarCmd(tree: Tree): string {
+  return `tar --sort=name -cf - -C ${q(tree.base)} ${tree.paths.map(q).join(' ')}`;
+}
+
+interface Spawned {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+  wallS: number;
+  userS: number;
+  sysS: number;
+  maxRssKiB: number;
+}
+
+/** Runs argv under /usr/bin/time (when present) and measures the wall time of the whole process. */
+async function timed(argv: string[], cwd: string, timeFile: string): Promise<Spawned> {
+  const useTime = existsSync(TIME_BIN);
+  const [cmd, ...args] = useTime ? [TIME_BIN, '-f', '%M %U %S', '-o', timeFile, ...argv] : argv;
+  const t0 = performance.now();
+  const child = spawn(cmd!, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (d: string) => {
+    stdout += d;
+  });
+  child.stderr.setEncoding('utf8').on('data', (d: string) => {
+    stderr += d;
+  });
+  const code = await new Promise<number | null>((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (c) => resolve(c));
+  });
+  const wallS = (performance.now() - t0) / 1000;
+  let maxRssKiB = 0;
+  let userS = Number.NaN;
+  let sysS = Number.NaN;
+  if (useTime && existsSync(timeFile)) {
+    const last = readFileSync(timeFile, 'utf8').trim().split('\n').pop() ?? '';
+    const [m, u, s] = last.split(/\s+/).map(Number);
+    maxRssKiB = m ?? 0;
+    userS = u ?? Number.NaN;
+    sysS = s ?? Number.NaN;
+  }
+  return { code, stdout, stderr, wallS, userS, sysS, maxRssKiB };
+}
+
+function fail(msg: string): never {
+  console.error(`bench: ${msg}`);
+  process.exit(1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// main
+
+async function main(): Promise<void> {
+  const argv = process.argv.slice(2);
+  if (argv[0] === '--kiln-child') {
+    const [, layoutDir, base, ...paths] = argv;
+    if (!layoutDir || !base || paths.length === 0) fail('usage: --kiln-child LAYOUT BASE PATH...');
+    await childMain(layoutDir, { base, paths });
+    return;
+  }
+
+  const quick = argv.includes('--quick') || process.env['KILN_BENCH_QUICK'] === '1';
+  const n = quick ? 1 : 3;
+  const treeEnv = process.env['KILN_BENCH_TREE'];
+  const tree: Tree = treeEnv ? { base: path.resolve(treeEnv), paths: ['.'] } : quick ? QUICK_TREE : FULL_TREE;
+  for (const p of tree.paths)
+    if (!existsSync(path.join(tree.base, p))) fail(`tree ${path.join(tree.base, p)} does not exist`);
+
+  const tar = tarCmd(tree);
+  const treeLabel = tree.paths.map((p) => path.join(tree.base, p)).join(' ');
+  const duBytes = Number(
+    sh(`cd ${q(tree.base)} && du -scb ${tree.paths.map(q).join(' ')} | tail -1 | cut -f1`),
+  );
+  const files = Number(sh(`cd ${q(tree.base)} && find ${tree.paths.map(q).join(' ')} | wc -l`));
+  console.log(`tree: ${treeLabel} (${(duBytes / 1e6).toFixed(1)} MB, ${files} entries), ${n} run(s) each`);
+
+  // kiln must accept the tree before anything is timed
+  try {
+    await collectEntries(
+      tree.paths.map((p) => ({ source: path.join(tree.base, p), dest: p === '.' ? '' : p })),
+    );
+  } catch (err) {
+    fail(`kiln cannot collect this tree, pick another: ${(err as Error).message}`);
+  }
+
+  // Warm the page cache. Not `tar -cf /dev/null`: GNU tar notices /dev/null and skips reading file
+  // contents. Piping through wc reads everything and gives the uncompressed tar size as well.
+  console.log('warming the page cache...');
+  const tarBytes = Number(sh(`set -o pipefail; ${tar} | wc -c`));
+
+  const work = await fs.mkdtemp(path.join(os.tmpdir(), 'kiln-bench-'));
+  const contenders: Contender[] = [
+    { name: 'tar | gzip -6', command: `${tar} | gzip -6`, runs: [] },
+    { name: 'tar | pigz -6', command: `${tar} | pigz -6`, runs: [] },
+    {
+      name: 'kiln writeLayer',
+      command: `node --import tsx scripts/bench.ts --kiln-child LAYOUT ${tree.base} ${tree.paths.join(' ')}`,
+      runs: [],
+    },
+  ];
+  let verified = '';
+  try {
+    for (let i = 0; i < n; i++) {
+      for (const c of contenders) {
+        const timeFile = path.join(work, 'time.txt');
+        await fs.rm(timeFile, { force: true });
+        let run: Run;
+        if (c.name.startsWith('kiln')) {
+          const layoutDir = path.join(work, `layout-${i}`);
+          const r = await timed(
+            [
+              process.execPath,
+              '--import',
+              'tsx',
+              SCRIPT,
+              '--kiln-child',
+              layoutDir,
+              tree.base,
+              ...tree.paths,
+            ],
+            ROOT,
+            timeFile,
+          );
+          if (r.code !== 0) fail(`${c.name} failed (exit ${r.code}): ${r.stderr.trim()}`);
+          const child = JSON.parse(r.stdout.trim().split('\n').pop() ?? '') as ChildResult;
+          const blob = path.join(layoutDir, 'blobs', 'sha256', child.digest.replace(/^sha256:/, ''));
+          const st = await fs.stat(blob).catch(() => fail(`${c.name}: blob ${blob} missing`));
+          if (st.size !== child.size)
+            fail(`${c.name}: blob is ${st.size} bytes, descriptor says ${child.size}`);
+          if (i === n - 1) {
+            // untimed: the blob must gunzip to the tar whose digest is the diff_id
+            const sum = sh(`set -o pipefail; gzip -dc ${q(blob)} | sha256sum | cut -d' ' -f1`);
+            if (`sha256:${sum}` !== child.diffId) fail(`${c.name}: blob does not decompress to its diff_id`);
+            verified = `gzip -dc of kiln's blob matches its diff_id (${child.diffId.slice(0, 19)}…)`;
+          }
+          await fs.rm(layoutDir, { recursive: true, force: true });
+          run = { ...r, outBytes: child.size, child, maxRssKiB: r.maxRssKiB || child.maxRssKiB };
+        } else {
+          const out = path.join(work, 'out.tar.gz');
+          const r = await timed(['bash', '-c', `set -o pipefail; ${c.command} > ${q(out)}`], ROOT, timeFile);
+          if (r.code !== 0) fail(`${c.name} failed (exit ${r.code}): ${r.stderr.trim()}`);
+          const st = await fs.stat(out);
+          await fs.rm(out, { force: true });
+          run = { ...r, outBytes: st.size };
+        }
+        c.runs.push(run);
+        console.log(
+          `  run ${i + 1}/${n} ${c.name.padEnd(16)} ${run.wallS.toFixed(2)} s  ${run.outBytes} bytes` +
+            (run.child
+              ? `  (in-process: walk ${(run.child.collectMs / 1000).toFixed(2)} s, write ${(run.child.writeMs / 1000).toFixed(2)} s)`
+              : ''),
+        );
+      }
+    }
+  } finally {
+    await fs.rm(work, { recursive: true, force: true });
+  }
+
+  const [gzipC, pigzC, kilnC] = contenders as [Contender, Contender, Contender];
+  const wall = (c: Contender) => median(c.runs.map((r) => r.wallS));
+  const size = (c: Contender) => c.runs[c.runs.length - 1]!.outBytes;
+  const kilnChild = kilnC.runs[kilnC.runs.length - 1]!.child!;
+
+  const timeRatio = wall(kilnC) / wall(pigzC);
+  const sizeRatio = size(kilnC) / size(pigzC);
+  const timeOk = timeRatio <= 0.8;
+  const sizeOk = sizeRatio <= 1.02;
+
+  const cpuModel = tryRun(`grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-`);
+  const machine = [
+    `- Date: ${new Date().toISOString()}`,
+    `- Machine: ${os.availableParallelism()} cores, ${cpuModel.trim()}, ${(os.totalmem() / 2 ** 30).toFixed(1)} GiB RAM, ${os.type()} ${os.release()}`,
+    `- Node ${process.version}; ${tryRun('tar --version | head -1')}; ${tryRun('pigz --version 2>&1 | head -1')}; ${tryRun('gzip --version | head -1')}`,
+    `- Tree: \`${treeLabel}\`: ${(duBytes / 1e6).toFixed(1)} MB on disk (du), ${files} entries, ${(tarBytes / 1e6).toFixed(1)} MB as an uncompressed GNU tar (kiln's tar: ${(kilnChild.uncompressedSize / 1e6).toFixed(1)} MB); throughput is GNU tar's size over the median time`,
+    `- Runs: ${n} per contender, interleaved, median wall time; page cache warmed first by one untimed \`tar -cf - … | wc -c\`${quick ? ' (quick mode)' : ''}`,
+  ];
+  const mb = (b: number) => (b / 1e6).toFixed(1);
+  const rows = contenders.map((c) => {
+    const w = wall(c);
+    const mid = c.runs.find((r) => r.wallS === w) ?? c.runs[0]!;
+    const cpu = mid.userS + mid.sysS;
+    return `| ${c.name.replace(/\|/g, '\\|')} | ${w.toFixed(2)} | ${c.runs.map((r) => r.wallS.toFixed(2)).join(', ')} | ${(tarBytes / 1e6 / w).toFixed(0)} | ${mb(size(c))} (${size(c)}) | ${((100 * size(c)) / tarBytes).toFixed(1)}% | ${Number.isNaN(cpu) ? '–' : cpu.toFixed(2)} | ${mid.maxRssKiB ? (mid.maxRssKiB / 1024).toFixed(0) : '–'} |`;
+  });
+  const kilnRuns = kilnC.runs.map((r) => r.child!);
+  const md = [
+    '# Benchmarks',
+    '',
+    'Writing one gzip layer from a directory tree: kiln against the tools one would use instead.',
+    'Generated by `scripts/bench.ts`; regenerate with `npm run bench` (`--quick` or `KILN_BENCH_QUICK=1` for a',
+    '~50 MB sanity run that only prints; `KILN_BENCH_TREE=dir` to use another tree).',
+    '',
+    ...machine,
+    '',
+    '| Contender | Time (s, median) | Runs (s) | Throughput (MB/s of tar) | Output (MB, bytes) | Output / tar | CPU user+sys (s) | Peak RSS (MiB) |',
+    '| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |',
+    ...rows,
+    '',
+    '| Ratio | Value | Target | Result |',
+    '| --- | ---: | ---: | --- |',
+    `| kiln time / pigz time | ${timeRatio.toFixed(3)} | ≤ 0.80 | ${timeOk ? 'PASS' : 'MISS'} |`,
+    `| kiln size / pigz size | ${sizeRatio.toFixed(4)} | ≤ 1.02 | ${sizeOk ? 'PASS' : 'MISS'} |`,
+    `| kiln time / gzip time | ${(wall(kilnC) / wall(gzipC)).toFixed(3)} | – | info |`,
+    '',
+    'How each contender ran:',
+    '',
+    `- \`${gzipC.command}\` and \`${pigzC.command}\`, each as \`bash -c 'set -o pipefail; … > out'\`.`,
+    `- kiln: a child process \`node --import tsx scripts/bench.ts --kiln-child LAYOUT …\` that runs \`collectEntries\` then \`writeLayer\` (tar + sha256 + parallel gzip -6 in 1 MiB members + blob write) into a fresh OCI layout; its wall time includes Node and tsx start-up, like the tools' times include theirs. Inside the process: walk ${kilnRuns.map((r) => (r.collectMs / 1000).toFixed(2)).join(', ')} s, write ${kilnRuns.map((r) => (r.writeMs / 1000).toFixed(2)).join(', ')} s; ${kilnChild.entries} entries.`,
+    `- Times are wall-clock around the whole process; CPU and peak RSS come from \`/usr/bin/time -f %M %U %S\` for the median run (for the shell pipelines, RSS is the largest single process).`,
+    verified ? `- Check: ${verified}.` : '',
+    '',
+  ]
+    .filter((l, i, a) => !(l === '' && a[i - 1] === ''))
+    .join('\n');
+
+  console.log(`\n${md}`);
+  if (quick) console.log('(quick mode: BENCHMARKS.md not written)');
+  else {
+    await fs.writeFile(path.join(ROOT, 'BENCHMARKS.md'), md);
+    console.log(`wrote ${path.join(ROOT, 'BENCHMARKS.md')}`);
+  }
+}
+
+await main();
