@@ -11,7 +11,7 @@ function unsupported(loc: ImageLocation, input: string): never {
       ? `registry reference ${formatReference(loc.ref)}`
       : `${loc.transport}: transport`;
   throw new KilnError('E_UNSUPPORTED', `${what} is not supported yet (${input})`, {
-    hint: 'kiln reads and writes oci:DIR[:TAG], oci-archive:FILE[:TAG] and docker-archive:FILE[:NAME:TAG]',
+    hint: 'kiln reads and writes oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG], and writes docker-daemon:NAME:TAG',
   });
 }
 
@@ -38,6 +38,10 @@ export async function openDestination(input: string): Promise<ImageDestination> 
       return new ArchiveDestination(input, loc.path, 'oci', loc.tag);
     case 'docker-archive':
       return new ArchiveDestination(input, loc.path, 'docker', undefined, loc.ref);
+    case 'docker-daemon': {
+      const { DockerDaemonDestination } = await import('./docker-daemon.js');
+      return new DockerDaemonDestination(input, loc.ref);
+    }
     default:
       return unsupported(loc, input);
   }

@@ -1,0 +1,464 @@
+/**
+ * Interoperability: what kiln writes is accepted by real tools (skopeo, umoci, Docker), and kiln reads
+ * what they write. Media types and annotations are the ones of shared/wasm-oci.md.
+ *
+ * Needs: the WASI C toolchain (test/support/wasi.ts), skopeo, umoci, and for the Docker tests root plus
+ * docker.io (a private engine, test/support/docker.ts). Outside CI a missing tool skips; in CI it fails.
+ * The kiln CLI must be built (`npm run build`).
+ */
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { gunzipSync } from 'node:zlib';
+import * as tar from 'tar-stream';
+import { dockerSkipReason, sharedDocker } from '../support/docker.js';
+import { kiln } from '../support/kiln.js';
+import { type RunResult, requireTool, run, toolSkipReason } from '../support/tools.js';
+import { buildWasiProgram, HELLO_C, wasiSkipReason } from '../support/wasi.js';
+
+const TIMEOUT = 120_000;
+const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
+const OCI_CONFIG = 'application/vnd.oci.image.config.v1+json';
+const GZIP_LAYER = 'application/vnd.oci.image.layer.v1.tar+gzip';
+const TITLE = 'org.opencontainers.image.title';
+const VARIANT = 'module.wasm.image/variant';
+
+const work = mkdtempSync(join(tmpdir(), 'kiln-interop-'));
+after(() => rmSync(work, { recursive: true, force: true }));
+
+let helloPromise: Promise<string> | undefined;
+/** hello.wasm built from HELLO_C (cached across runs by the builder). */
+function helloWasm(): Promise<string> {
+  helloPromise ??= buildWasiProgram('hello', HELLO_C);
+  return helloPromise;
+}
+
+/** Skip reason (outside CI) when the WASI toolchain or one of `tools` is missing; throws in CI. */
+function missing(...tools: string[]): string | undefined {
+  return wasiSkipReason() ?? (tools.length ? toolSkipReason(...tools) : undefined);
+}
+
+function ok(r: { code: number; stdout: string; stderr: string }, what: string): void {
+  assert.equal(r.code, 0, `${what} exited with ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
+}
+
+function skopeo(args: string[]): Promise<RunResult> {
+  // Local transports only; --insecure-policy so no /etc/containers/policy.json is needed for copy.
+  return run(requireTool('skopeo')!, ['--insecure-policy', ...args], { timeoutMs: TIMEOUT });
+}
+
+function umoci(args: string[]): Promise<RunResult> {
+  return run(requireTool('umoci')!, args, { timeoutMs: TIMEOUT });
+}
+
+/** `kiln package` that must succeed; returns the manifest digest it prints on stdout. */
+async function kilnPackage(wasm: string, to: string, extra: string[] = []): Promise<string> {
+  const r = await kiln(['package', wasm, '--to', to, ...extra]);
+  ok(r, `kiln package ${wasm} --to ${to} ${extra.join(' ')}`);
+  const digest = r.stdout.trim();
+  assert.match(digest, /^sha256:[0-9a-f]{64}$/, `kiln package stdout: ${r.stdout}`);
+  return digest;
+}
+
+interface Descriptor {
+  mediaType: string;
+  digest: string;
+  size: number;
+  annotations?: Record<string, string>;
+}
+interface Manifest {
+  schemaVersion: number;
+  mediaType?: string;
+  artifactType?: string;
+  config: Descriptor;
+  layers: Descriptor[];
+  annotations?: Record<string, string>;
+}
+
+const sha256 = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+
+/** All regular files of a tar stream, by name without a leading `./`. */
+function readTar(data: Buffer): Promise<Map<string, { mode: number; data: Buffer }>> {
+  return new Promise((resolve, reject) => {
+    const files = new Map<string, { mode: number; data: Buffer }>();
+    const ex = tar.extract();
+    ex.on('entry', (header, stream, next) => {
+      const chunks: Buffer[] = [];
+      stream.on('data', (c: unknown) => chunks.push(c as Buffer));
+      stream.on('end', () => {
+        if ((header.type ?? 'file') === 'file')
+          files.set(header.name.replace(/^\.\//, ''), {
+            mode: header.mode ?? 0,
+            data: Buffer.concat(chunks),
+          });
+        next();
+      });
+      stream.on('error', reject);
+    });
+    ex.on('finish', () => resolve(files));
+    ex.on('error', reject);
+    ex.end(data);
+  });
+}
+
+/** A blob of an oci-archive (an OCI layout in a tar), read directly from the archive. */
+async function archiveBlob(archive: string, digest: string): Promise<Buffer> {
+  const files = await readTar(readFileSync(archive));
+  const blob = files.get(`blobs/${digest.replace(':', '/')}`);
+  assert.ok(blob, `${archive} has no blob ${digest}; members: ${[...files.keys()].join(', ')}`);
+  return blob.data;
+}
+
+test('skopeo reads a packaged wasm image: wasip1/wasm, kiln’s manifest digest, compat-smart, one gzip layer, /hello.wasm entrypoint', async (t) => {
+  const reason = missing('skopeo');
+  if (reason !== undefined) return t.skip(reason);
+  const wasm = await helloWasm();
+  const dir = join(work, 'skopeo-image');
+  const digest = await kilnPackage(wasm, `oci:${dir}:hello`);
+
+  const info = await skopeo(['inspect', `oci:${dir}:hello`]);
+  ok(info, 'skopeo inspect');
+  const parsed = JSON.parse(info.stdout) as { Architecture: string; Os: string; Digest: string };
+  assert.equal(parsed.Architecture, 'wasm');
+  assert.equal(parsed.Os, 'wasip1');
+  assert.equal(parsed.Digest, digest);
+
+  const raw = await skopeo(['inspect', '--raw', `oci:${dir}:hello`]);
+  ok(raw, 'skopeo inspect --raw');
+  assert.equal(sha256(Buffer.from(raw.stdout)), digest, 'the raw manifest hashes to the printed digest');
+  const manifest = JSON.parse(raw.stdout) as Manifest;
+  assert.equal(manifest.mediaType, OCI_MANIFEST);
+  assert.equal(manifest.config.mediaType, OCI_CONFIG);
+  assert.equal(manifest.annotations?.[VARIANT], 'compat-smart');
+  assert.equal(manifest.layers.length, 1);
+  assert.equal(manifest.layers[0]!.mediaType, GZIP_LAYER);
+
+  const config = await skopeo(['inspect', '--config', '--raw', `oci:${dir}:hello`]);
+  ok(config, 'skopeo inspect --config --raw');
+  const cfg = JSON.parse(config.stdout) as {
+    architecture: string;
+    os: string;
+    config: { Entrypoint?: string[] };
+    rootfs: { diff_ids: string[] };
+  };
+  assert.deepEqual(cfg.config.Entrypoint, ['/hello.wasm']);
+  assert.equal(cfg.architecture, 'wasm');
+  assert.equal(cfg.os, 'wasip1');
+  assert.equal(cfg.rootfs.diff_ids.length, 1);
+});
+
+test('umoci raw unpack extracts /hello.wasm from a wasm image byte-identical with mode 0755 (full unpack refuses os wasip1)', async (t) => {
+  const reason = missing('umoci');
+  if (reason !== undefined) return t.skip(reason);
+  const wasm = await helloWasm();
+  const dir = join(work, 'umoci-wasm');
+  await kilnPackage(wasm, `oci:${dir}:hello`);
+
+  const rootfs = join(work, 'umoci-wasm-rootfs');
+  const r = await umoci(['raw', 'unpack', '--rootless', '--image', `${dir}:hello`, rootfs]);
+  ok(r, 'umoci raw unpack');
+  const unpacked = join(rootfs, 'hello.wasm');
+  assert.ok(readFileSync(unpacked).equals(readFileSync(wasm)), 'hello.wasm differs from the input module');
+  assert.equal(statSync(unpacked).mode & 0o7777, 0o755);
+
+  // Why the raw form: umoci cannot generate a runtime config.json for a non-Linux OS.
+  const full = await umoci([
+    'unpack',
+    '--rootless',
+    '--image',
+    `${dir}:hello`,
+    join(work, 'umoci-wasm-bundle'),
+  ]);
+  t.diagnostic(`umoci unpack of a wasip1 image: exit ${full.code}: ${full.stderr.trim().split('\n').at(-1)}`);
+  assert.notEqual(full.code, 0);
+  assert.match(full.stderr, /wasip1/);
+});
+
+test('umoci unpack makes a runtime bundle of a linux/amd64 image whose process.args[0] is /hello.wasm', async (t) => {
+  const reason = missing('umoci');
+  if (reason !== undefined) return t.skip(reason);
+  const wasm = await helloWasm();
+  const dir = join(work, 'umoci-amd64');
+  await kilnPackage(wasm, `oci:${dir}:amd64`, ['--platform', 'linux/amd64']);
+
+  const bundle = join(work, 'umoci-amd64-bundle');
+  const r = await umoci(['unpack', '--rootless', '--image', `${dir}:amd64`, bundle]);
+  ok(r, 'umoci unpack');
+  const config = JSON.parse(readFileSync(join(bundle, 'config.json'), 'utf8')) as {
+    process: { args: string[] };
+  };
+  assert.equal(config.process.args[0], '/hello.wasm');
+  assert.ok(readFileSync(join(bundle, 'rootfs', 'hello.wasm')).equals(readFileSync(wasm)));
+});
+
+interface FormatCase {
+  format: string;
+  /** Checks the manifest (and blobs) read back by skopeo against shared/wasm-oci.md. */
+  check(m: Manifest, ctx: { wasm: Buffer; archive: string; config: Buffer }): Promise<void> | void;
+}
+
+const FORMATS: FormatCase[] = [
+  {
+    format: 'artifact',
+    check(m, { wasm, config }) {
+      assert.equal(m.config.mediaType, 'application/vnd.wasm.config.v0+json');
+      assert.equal(m.layers.length, 1, 'exactly one layer');
+      const layer = m.layers[0]!;
+      assert.equal(layer.mediaType, 'application/wasm');
+      assert.equal(layer.digest, sha256(wasm), 'the layer is the raw module bytes');
+      assert.equal(layer.annotations?.[TITLE], 'hello.wasm');
+      const body = JSON.parse(config.toString('utf8')) as Record<string, unknown>;
+      assert.equal(body['architecture'], 'wasm');
+      assert.equal(body['os'], 'wasip1');
+      assert.equal(typeof body['created'], 'string');
+      assert.deepEqual(body['layerDigests'], [layer.digest]);
+      assert.equal(body['component'], null, 'a core module has component: null');
+    },
+  },
+  {
+    format: 'istio',
+    async check(m, { wasm, archive, config }) {
+      assert.equal(m.config.mediaType, OCI_CONFIG);
+      assert.equal(m.annotations?.[VARIANT], 'compat');
+      assert.equal(m.layers.length, 1, 'exactly one layer');
+      assert.equal(m.layers[0]!.mediaType, GZIP_LAYER);
+      const files = await readTar(gunzipSync(await archiveBlob(archive, m.layers[0]!.digest)));
+      assert.ok(
+        files.get('plugin.wasm')?.data.equals(wasm),
+        `plugin.wasm in the layer: ${[...files.keys()]}`,
+      );
+      const body = JSON.parse(config.toString('utf8')) as { architecture: string; os: string };
+      assert.equal(body.architecture, 'wasm');
+      assert.equal(body.os, 'wasip1');
+    },
+  },
+  {
+    format: 'istio-oci',
+    check(m, { wasm, config }) {
+      assert.equal(m.config.mediaType, 'application/vnd.module.wasm.config.v1+json');
+      assert.equal(m.layers.length, 2, 'exactly two layers');
+      const [rc, content] = m.layers as [Descriptor, Descriptor];
+      assert.equal(rc.mediaType, 'application/vnd.module.wasm.config.v1+json');
+      assert.equal(rc.digest, m.config.digest, 'the first layer is the config blob');
+      assert.equal(rc.annotations?.[TITLE], 'runtime-config.json');
+      assert.equal(content.mediaType, 'application/vnd.module.wasm.content.layer.v1+wasm');
+      assert.equal(content.digest, sha256(wasm));
+      assert.equal(content.annotations?.[TITLE], 'filter.wasm');
+      const runtimeConfig = JSON.parse(config.toString('utf8')) as { type?: string };
+      assert.equal(runtimeConfig.type, 'envoy_proxy');
+      assert.equal(m.annotations?.['module.wasm.runtime/type'], 'envoy_proxy');
+    },
+  },
+  {
+    format: 'wasm-to-oci',
+    check(m, { wasm, config }) {
+      assert.equal(m.config.mediaType, 'application/vnd.wasm.config.v1+json');
+      assert.equal(config.toString('utf8'), '{}');
+      assert.equal(m.layers.length, 1, 'exactly one layer');
+      const layer = m.layers[0]!;
+      assert.equal(layer.mediaType, 'application/vnd.wasm.content.layer.v1+wasm');
+      assert.equal(layer.digest, sha256(wasm));
+      assert.equal(layer.annotations?.[TITLE], 'hello.wasm', 'title = the file name');
+    },
+  },
+];
+
+for (const { format, check } of FORMATS) {
+  test(`--format ${format} in an oci-archive: skopeo reads the media types and annotations of wasm-oci.md, and kiln run prints 'hello x'`, async (t) => {
+    const reason = missing('skopeo');
+    if (reason !== undefined) return t.skip(reason);
+    const wasmPath = await helloWasm();
+    const wasm = readFileSync(wasmPath);
+    const archive = join(work, `format-${format}.tar`);
+    const ref = `oci-archive:${archive}:v1`;
+    const digest = await kilnPackage(wasmPath, ref, ['--format', format]);
+
+    const raw = await skopeo(['inspect', '--raw', ref]);
+    ok(raw, `skopeo inspect --raw ${ref}`);
+    assert.equal(sha256(Buffer.from(raw.stdout)), digest);
+    const manifest = JSON.parse(raw.stdout) as Manifest;
+    assert.equal(manifest.schemaVersion, 2);
+    assert.equal(manifest.mediaType, OCI_MANIFEST);
+    assert.equal(manifest.artifactType, undefined, 'no artifactType');
+    const config = await skopeo(['inspect', '--config', '--raw', ref]);
+    ok(config, `skopeo inspect --config --raw ${ref}`);
+    const configBytes = Buffer.from(config.stdout);
+    assert.equal(sha256(configBytes), manifest.config.digest);
+    await check(manifest, { wasm, archive, config: configBytes });
+
+    const r = await kiln(['run', ref, '--', 'x']);
+    ok(r, `kiln run ${ref}`);
+    assert.equal(r.stdout, 'hello x\n');
+  });
+}
+
+test('--format istio-oci records module.wasm.runtime/abi_version as wasme does (all abiVersions, comma-joined)', {
+  todo: 'kiln bug: src/wasm/package.ts writes only abiVersions[0], and no abi_version annotation at all without abiVersions',
+}, async (t) => {
+  const reason = missing('skopeo');
+  if (reason !== undefined) return t.skip(reason);
+  const wasmPath = await helloWasm();
+  const versions = ['v0-4689a30309abf31aee9ae36e73d34b1bb182685f', 'v0.2.1'];
+  const rcFile = join(work, 'runtime-config.json');
+  writeFileSync(
+    rcFile,
+    JSON.stringify({ type: 'envoy_proxy', abiVersions: versions, config: { rootIds: [] } }),
+  );
+  const withVersions = join(work, 'istio-oci-abi.tar');
+  await kilnPackage(wasmPath, `oci-archive:${withVersions}:v1`, [
+    '--format',
+    'istio-oci',
+    '--runtime-config',
+    rcFile,
+  ]);
+  const raw = await skopeo(['inspect', '--raw', `oci-archive:${withVersions}:v1`]);
+  ok(raw, 'skopeo inspect --raw');
+  const m = JSON.parse(raw.stdout) as Manifest;
+  assert.equal(m.annotations?.['module.wasm.runtime/abi_version'], versions.join(','));
+
+  // wasm-oci.md lists both annotations as the istio-oci markers; wasme always writes both.
+  const plain = join(work, 'istio-oci-default.tar');
+  await kilnPackage(wasmPath, `oci-archive:${plain}:v1`, ['--format', 'istio-oci']);
+  const rawPlain = await skopeo(['inspect', '--raw', `oci-archive:${plain}:v1`]);
+  ok(rawPlain, 'skopeo inspect --raw');
+  const annotations = (JSON.parse(rawPlain.stdout) as Manifest).annotations ?? {};
+  assert.ok('module.wasm.runtime/abi_version' in annotations, JSON.stringify(annotations));
+});
+
+function dockerMissing(): string | undefined {
+  return wasiSkipReason() ?? dockerSkipReason();
+}
+
+test('docker load accepts a linux/amd64 docker-archive: Entrypoint /hello.wasm, and the image ID is kiln’s config digest', {
+  timeout: 300_000,
+}, async (t) => {
+  const reason = dockerMissing();
+  if (reason !== undefined) return t.skip(reason);
+  const engine = await sharedDocker();
+  const wasm = await helloWasm();
+  const archive = join(work, 'docker-amd64.tar');
+  const ref = `docker-archive:${archive}:hello:1`;
+  await kilnPackage(wasm, ref, ['--platform', 'linux/amd64']);
+
+  const load = await engine.docker(['load', '-i', archive], { timeoutMs: TIMEOUT });
+  ok(load, 'docker load');
+  assert.match(load.stdout, /Loaded image: hello:1/);
+
+  const inspect = await engine.docker(['image', 'inspect', 'hello:1'], { timeoutMs: TIMEOUT });
+  ok(inspect, 'docker image inspect');
+  const [image] = JSON.parse(inspect.stdout) as {
+    Id: string;
+    Os: string;
+    Architecture: string;
+    Config: { Entrypoint: string[] | null };
+  }[];
+  assert.ok(image);
+  assert.deepEqual(image.Config.Entrypoint, ['/hello.wasm']);
+  assert.equal(image.Os, 'linux');
+  assert.equal(image.Architecture, 'amd64');
+
+  const kinspect = await kiln(['inspect', ref, '--json']);
+  ok(kinspect, `kiln inspect ${ref} --json`);
+  const ours = JSON.parse(kinspect.stdout) as { image: { config: { digest: string } } };
+  assert.equal(image.Id, ours.image.config.digest);
+});
+
+test('docker load (20.10, no containerd image store) refuses a wasip1 image: unknown operating system', {
+  timeout: 300_000,
+}, async (t) => {
+  const reason = dockerMissing();
+  if (reason !== undefined) return t.skip(reason);
+  const engine = await sharedDocker();
+  const wasm = await helloWasm();
+  const archive = join(work, 'docker-wasm.tar');
+  await kilnPackage(wasm, `docker-archive:${archive}:hello:wasm`);
+
+  const version = await engine.docker(['version', '--format', '{{.Server.Version}}']);
+  const load = await engine.docker(['load', '-i', archive], { timeoutMs: TIMEOUT });
+  t.diagnostic(`docker ${version.stdout.trim()} load: exit ${load.code}: ${load.stderr.trim()}`);
+  assert.notEqual(load.code, 0, `docker load unexpectedly accepted a wasip1 image: ${load.stdout}`);
+  // Recorded on docker.io 20.10.24: `"wasip1": unknown operating system or architecture: invalid argument`
+  assert.match(load.stderr, /wasip1/);
+  assert.match(load.stderr, /unknown operating system/);
+});
+
+test('skopeo copies an oci-archive written by kiln copy, and the copy keeps the manifest digest', async (t) => {
+  const reason = missing('skopeo');
+  if (reason !== undefined) return t.skip(reason);
+  const wasm = await helloWasm();
+  const dir = join(work, 'copy-src');
+  const digest = await kilnPackage(wasm, `oci:${dir}:hello`);
+
+  const archive = join(work, 'X.tar');
+  const copied = await kiln(['copy', `oci:${dir}:hello`, `oci-archive:${archive}:t`]);
+  ok(copied, 'kiln copy');
+  assert.equal(copied.stdout.trim(), digest);
+
+  const other = join(work, 'copy-other');
+  ok(await skopeo(['copy', `oci-archive:${archive}:t`, `oci:${other}:t`]), 'skopeo copy');
+  const r = await kiln(['inspect', `oci:${other}:t`, '--json']);
+  ok(r, 'kiln inspect --json');
+  assert.equal((JSON.parse(r.stdout) as { digest: string }).digest, digest);
+});
+
+/** A docker-archive written by skopeo (uncompressed layers), tagged hello:2. */
+async function skopeoDockerArchive(name: string): Promise<{ archive: string; configDigest: string }> {
+  const wasm = await helloWasm();
+  const dir = join(work, `${name}-src`);
+  await kilnPackage(wasm, `oci:${dir}:hello`);
+  const archive = join(work, `${name}.tar`);
+  ok(await skopeo(['copy', `oci:${dir}:hello`, `docker-archive:${archive}:hello:2`]), 'skopeo copy');
+  const raw = await skopeo(['inspect', '--raw', `oci:${dir}:hello`]);
+  ok(raw, 'skopeo inspect --raw');
+  return { archive, configDigest: (JSON.parse(raw.stdout) as Manifest).config.digest };
+}
+
+interface KilnInspect {
+  image: {
+    platform: { os: string; architecture: string };
+    config: { digest: string; entrypoint?: string[] };
+    layers: Descriptor[];
+  };
+}
+
+/** kiln reads the skopeo docker-archive: same config, uncompressed layer whose digest is its diff_id. */
+async function checkSkopeoArchive(ref: string, configDigest: string): Promise<void> {
+  const r = await kiln(['inspect', ref, '--json']);
+  ok(r, `kiln inspect ${ref} --json`);
+  const { image } = JSON.parse(r.stdout) as KilnInspect;
+  assert.equal(image.config.digest, configDigest);
+  assert.deepEqual(image.platform, { os: 'wasip1', architecture: 'wasm' });
+  assert.deepEqual(image.config.entrypoint, ['/hello.wasm']);
+  assert.equal(image.layers.length, 1);
+  assert.equal(image.layers[0]!.mediaType, 'application/vnd.oci.image.layer.v1.tar');
+  const config = await kiln(['inspect', ref, '--config']);
+  ok(config, `kiln inspect ${ref} --config`);
+  const diffIds = (JSON.parse(config.stdout) as { rootfs: { diff_ids: string[] } }).rootfs.diff_ids;
+  assert.deepEqual(
+    image.layers.map((l) => l.digest),
+    diffIds,
+    'the digest kiln computes for an uncompressed layer is its diff_id',
+  );
+  const run = await kiln(['run', ref, '--', 'y']);
+  ok(run, `kiln run ${ref}`);
+  assert.equal(run.stdout, 'hello y\n');
+}
+
+test('kiln reads a docker-archive written by skopeo (uncompressed layers: kiln computes their digests)', async (t) => {
+  const reason = missing('skopeo');
+  if (reason !== undefined) return t.skip(reason);
+  const { archive, configDigest } = await skopeoDockerArchive('Y');
+  await checkSkopeoArchive(`docker-archive:${archive}`, configDigest);
+});
+
+test('kiln finds an image in a skopeo docker-archive by NAME:TAG (skopeo writes RepoTags docker.io/library/hello:2)', {
+  todo: 'kiln bug: DockerArchiveSource.resolve compares RepoTags with the familiar form only (hello:2), so it misses docker.io/library/hello:2',
+}, async (t) => {
+  const reason = missing('skopeo');
+  if (reason !== undefined) return t.skip(reason);
+  const { archive, configDigest } = await skopeoDockerArchive('Y-named');
+  await checkSkopeoArchive(`docker-archive:${archive}:hello:2`, configDigest);
+});
