@@ -6,7 +6,7 @@ import { type IndexedEntry, indexTarFile } from '../layer/tar-index.js';
 import { isGzip } from '../layer/tar-reader.js';
 import { type Digest, parseDigest, sha256 } from '../oci/digest.js';
 import { MediaType } from '../oci/media-types.js';
-import { familiarReference, type Reference } from '../oci/reference.js';
+import { familiarReference, formatReference, parseReference, type Reference } from '../oci/reference.js';
 import { type Descriptor, type ImageIndex, type ImageManifest, REF_NAME_ANNOTATION } from '../oci/types.js';
 import { encodeJson, MAX_MANIFEST_BYTES, parseManifest } from '../oci/validate.js';
 import { ArchiveWriter } from './archive-writer.js';
@@ -216,9 +216,13 @@ export class DockerArchiveSource implements ImageSource {
     }
     let item = list[0];
     if (this.ref) {
-      const want = familiarReference({ ...this.ref, digest: undefined });
-      item = list.find((i) => i.RepoTags?.includes(want));
-      if (!item) throw new KilnError('E_NOT_FOUND', `no image tagged ${want} in ${this.file}`);
+      // RepoTags may be short (docker save: hello:2) or full (skopeo: docker.io/library/hello:2)
+      const want = formatReference({ ...this.ref, digest: undefined });
+      item = list.find((i) => i.RepoTags?.some((t) => sameReference(t, want)));
+      if (!item)
+        throw new KilnError('E_NOT_FOUND', `no image tagged ${familiarReference(this.ref)} in ${this.file}`, {
+          hint: `tags there: ${list.flatMap((i) => i.RepoTags ?? []).join(', ') || 'none'}`,
+        });
     } else if (list.length !== 1) {
       throw new KilnError('E_AMBIGUOUS', `${this.file} holds ${list.length} images; name one with :NAME:TAG`);
     }
@@ -332,4 +336,12 @@ function checkBytes(bytes: Buffer, desc: Descriptor, where: string): void {
     );
   if (sha256(bytes) !== desc.digest)
     throw new KilnError('E_DIGEST_MISMATCH', `${desc.digest} in ${where} does not match its content`);
+}
+
+function sameReference(tag: string, want: string): boolean {
+  try {
+    return formatReference(parseReference(tag)) === want;
+  } catch {
+    return false;
+  }
 }

@@ -134,10 +134,14 @@ const BUILDERS: Record<WasmFormat, (ctx: Ctx) => Promise<WrittenManifest>> = {
     const config: Descriptor = { mediaType: MediaType.IstioOciConfig, digest, size: rc.bytes.length };
     const configLayer: Descriptor = { ...config, annotations: { [TITLE_ANNOTATION]: 'runtime-config.json' } };
     const content = await rawLayer(ctx, MediaType.IstioOciLayer, 'filter.wasm');
-    const annotations: Record<string, string> = {};
-    if (typeof rc.json.type === 'string') annotations['module.wasm.runtime/type'] = rc.json.type;
-    const abi = Array.isArray(rc.json.abiVersions) ? rc.json.abiVersions[0] : undefined;
-    if (typeof abi === 'string') annotations['module.wasm.runtime/abi_version'] = abi;
+    // wasme writes both markers always: the runtime type, and every ABI version joined with commas
+    const abiVersions = Array.isArray(rc.json.abiVersions)
+      ? rc.json.abiVersions.filter((v) => typeof v === 'string')
+      : [];
+    const annotations: Record<string, string> = {
+      'module.wasm.runtime/type': typeof rc.json.type === 'string' ? rc.json.type : 'envoy_proxy',
+      'module.wasm.runtime/abi_version': abiVersions.join(','),
+    };
     return writeManifest(ctx.store, {
       config,
       layers: [configLayer, content],

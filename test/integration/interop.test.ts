@@ -295,9 +295,7 @@ for (const { format, check } of FORMATS) {
   });
 }
 
-test('--format istio-oci records module.wasm.runtime/abi_version as wasme does (all abiVersions, comma-joined)', {
-  todo: 'kiln bug: src/wasm/package.ts writes only abiVersions[0], and no abi_version annotation at all without abiVersions',
-}, async (t) => {
+test('--format istio-oci records module.wasm.runtime/abi_version as wasme does (all abiVersions, comma-joined)', async (t) => {
   const reason = missing('skopeo');
   if (reason !== undefined) return t.skip(reason);
   const wasmPath = await helloWasm();
@@ -454,9 +452,7 @@ test('kiln reads a docker-archive written by skopeo (uncompressed layers: kiln c
   await checkSkopeoArchive(`docker-archive:${archive}`, configDigest);
 });
 
-test('kiln finds an image in a skopeo docker-archive by NAME:TAG (skopeo writes RepoTags docker.io/library/hello:2)', {
-  todo: 'kiln bug: DockerArchiveSource.resolve compares RepoTags with the familiar form only (hello:2), so it misses docker.io/library/hello:2',
-}, async (t) => {
+test('kiln finds an image in a skopeo docker-archive by NAME:TAG (skopeo writes RepoTags docker.io/library/hello:2)', async (t) => {
   const reason = missing('skopeo');
   if (reason !== undefined) return t.skip(reason);
   const { archive, configDigest } = await skopeoDockerArchive('Y-named');
