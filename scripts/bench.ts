@@ -45,6 +45,7 @@ interface ChildResult {
   collectMs: number;
   writeMs: number;
   maxRssKiB: number;
+  mainThreadCpuS: number;
 }
 
 interface Run {
@@ -53,6 +54,8 @@ interface Run {
   sysS: number;
   maxRssKiB: number;
   outBytes: number;
+  /** CPU (cores) busy on the machine during the run beyond the contender's own use: noise from other work. */
+  otherLoad: number;
   child?: ChildResult;
 }
 
@@ -85,12 +88,35 @@ async function childMain(layoutDir: string, tree: Tree): Promise<void> {
     collectMs: t1 - t0,
     writeMs: t2 - t1,
     maxRssKiB: process.resourceUsage().maxRSS,
+    mainThreadCpuS: threadCpuS(process.pid),
   };
   process.stdout.write(`${JSON.stringify(result)}\n`);
 }
 
 // ---------------------------------------------------------------------------------------------
 // helpers
+
+/** user+sys CPU seconds of one thread of this process, from /proc (Linux; NaN elsewhere). */
+function threadCpuS(tid: number): number {
+  try {
+    const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in USER_HZ (100 on Linux)
+  } catch {
+    return Number.NaN;
+  }
+}
+
+/** Busy CPU seconds of the whole machine so far (all cores, steal included), from /proc/stat. */
+function machineBusyS(): number {
+  try {
+    const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+    const [user = 0, nice = 0, system = 0, , , irq = 0, softirq = 0, steal = 0] = f;
+    return (user + nice + system + irq + softirq + steal) / 100;
+  } catch {
+    return Number.NaN;
+  }
+}
 
 function sh(cmd: string): string {
   return execFileSync('bash', ['-c', cmd], { encoding: 'utf8' }).trim();
@@ -119,6 +145,7 @@ function tarCmd(tree: Tree): string {
 }
 
 interface Spawned {
+  otherLoad: number;
   code: number | null;
   stdout: string;
   stderr: string;
@@ -132,6 +159,7 @@ interface Spawned {
 async function timed(argv: string[], cwd: string, timeFile: string): Promise<Spawned> {
   const useTime = existsSync(TIME_BIN);
   const [cmd, ...args] = useTime ? [TIME_BIN, '-f', '%M %U %S', '-o', timeFile, ...argv] : argv;
+  const busy0 = machineBusyS();
   const t0 = performance.now();
   const child = spawn(cmd!, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
@@ -147,6 +175,7 @@ async function timed(argv: string[], cwd: string, timeFile: string): Promise<Spa
     child.on('close', (c) => resolve(c));
   });
   const wallS = (performance.now() - t0) / 1000;
+  const busyS = machineBusyS() - busy0;
   let maxRssKiB = 0;
   let userS = Number.NaN;
   let sysS = Number.NaN;
@@ -157,7 +186,8 @@ async function timed(argv: string[], cwd: string, timeFile: string): Promise<Spa
     userS = u ?? Number.NaN;
     sysS = s ?? Number.NaN;
   }
-  return { code, stdout, stderr, wallS, userS, sysS, maxRssKiB };
+  const otherLoad = Math.max(0, (busyS - userS - sysS) / wallS);
+  return { code, stdout, stderr, wallS, userS, sysS, maxRssKiB, otherLoad };
 }
 
 function fail(msg: string): never {
@@ -178,7 +208,7 @@ async function main(): Promise<void> {
   }
 
   const quick = argv.includes('--quick') || process.env['KILN_BENCH_QUICK'] === '1';
-  const n = quick ? 1 : 3;
+  const n = Number(process.env['KILN_BENCH_RUNS']) || (quick ? 1 : 3);
   const treeEnv = process.env['KILN_BENCH_TREE'];
   const tree: Tree = treeEnv ? { base: path.resolve(treeEnv), paths: ['.'] } : quick ? QUICK_TREE : FULL_TREE;
   for (const p of tree.paths)
@@ -264,6 +294,7 @@ async function main(): Promise<void> {
         c.runs.push(run);
         console.log(
           `  run ${i + 1}/${n} ${c.name.padEnd(16)} ${run.wallS.toFixed(2)} s  ${run.outBytes} bytes` +
+            `  cpu ${(run.userS + run.sysS).toFixed(2)} s  other load ${run.otherLoad.toFixed(2)}` +
             (run.child
               ? `  (in-process: walk ${(run.child.collectMs / 1000).toFixed(2)} s, write ${(run.child.writeMs / 1000).toFixed(2)} s)`
               : ''),
@@ -322,7 +353,8 @@ async function main(): Promise<void> {
     'How each contender ran:',
     '',
     `- \`${gzipC.command}\` and \`${pigzC.command}\`, each as \`bash -c 'set -o pipefail; … > out'\`.`,
-    `- kiln: a child process \`node --import tsx scripts/bench.ts --kiln-child LAYOUT …\` that runs \`collectEntries\` then \`writeLayer\` (tar + sha256 + parallel gzip -6 in 1 MiB members + blob write) into a fresh OCI layout; its wall time includes Node and tsx start-up, like the tools' times include theirs. Inside the process: walk ${kilnRuns.map((r) => (r.collectMs / 1000).toFixed(2)).join(', ')} s, write ${kilnRuns.map((r) => (r.writeMs / 1000).toFixed(2)).join(', ')} s; ${kilnChild.entries} entries.`,
+    `- kiln: a child process \`node --import tsx scripts/bench.ts --kiln-child LAYOUT …\` that runs \`collectEntries\` then \`writeLayer\` (tar + sha256 + parallel gzip -6 in 1 MiB members + blob write) into a fresh OCI layout; its wall time includes Node and tsx start-up, like the tools' times include theirs. Inside the process: walk ${kilnRuns.map((r) => (r.collectMs / 1000).toFixed(2)).join(', ')} s, write ${kilnRuns.map((r) => (r.writeMs / 1000).toFixed(2)).join(', ')} s; main-thread CPU ${kilnRuns.map((r) => r.mainThreadCpuS.toFixed(2)).join(', ')} s; ${kilnChild.entries} entries.`,
+    `- Other load: cores kept busy by anything else on the machine during each run (from /proc/stat, minus the contender's own CPU): ${contenders.map((c) => `${c.name} ${c.runs.map((r) => r.otherLoad.toFixed(2)).join(', ')}`).join('; ')}. Well above 0 means the run shared the CPUs and its time is inflated.`,
     `- Times are wall-clock around the whole process; CPU and peak RSS come from \`/usr/bin/time -f %M %U %S\` for the median run (for the shell pipelines, RSS is the largest single process).`,
     verified ? `- Check: ${verified}.` : '',
     '',

@@ -22,16 +22,60 @@ export async function* parallelGzip(
   options: GzipOptions = {},
 ): AsyncGenerator<Buffer> {
   const level = options.level ?? 6;
-  const parallel = Math.max(1, options.parallel ?? availableParallelism());
-  const pending: Promise<Buffer>[] = [];
-  let members = 0;
-  for await (const block of fixedBlocks(source, MEMBER_SIZE)) {
-    pending.push(gzipAsync(block, { level }).then(fixHeader));
-    members++;
-    if (pending.length > parallel) yield await pending.shift()!;
+  // Enough members in flight that the pool never waits for the reader, and the reader never
+  // waits for the writer: reading, hashing, compressing and writing all overlap.
+  const window = Math.max(2, options.parallel ?? availableParallelism() * 2 + 2);
+  const queue: Promise<Buffer>[] = [];
+  let finished = false;
+  let failure: { error: unknown } | undefined;
+  let wakeReader: (() => void) | undefined;
+  let wakeWriter: (() => void) | undefined;
+  const wake = (which: 'reader' | 'writer') => {
+    const fn = which === 'reader' ? wakeReader : wakeWriter;
+    if (which === 'reader') wakeReader = undefined;
+    else wakeWriter = undefined;
+    fn?.();
+  };
+  let stopped = false;
+
+  const reader = (async () => {
+    try {
+      let members = 0;
+      for await (const block of fixedBlocks(source, MEMBER_SIZE)) {
+        if (stopped) return;
+        const member = gzipAsync(block, { level }).then(fixHeader);
+        member.catch(() => {}); // observed by the writer side
+        queue.push(member);
+        members++;
+        wake('writer');
+        while (queue.length >= window && !stopped) await new Promise<void>((r) => (wakeReader = r));
+      }
+      if (members === 0) queue.push(gzipAsync(Buffer.alloc(0), { level }).then(fixHeader)); // empty gzip is still gzip
+    } catch (error) {
+      failure = { error };
+    } finally {
+      finished = true;
+      wake('writer');
+    }
+  })();
+
+  try {
+    for (;;) {
+      if (queue.length > 0) {
+        const member = await queue.shift()!;
+        wake('reader');
+        yield member;
+        continue;
+      }
+      if (failure) throw failure.error;
+      if (finished) break;
+      await new Promise<void>((r) => (wakeWriter = r));
+    }
+  } finally {
+    stopped = true;
+    wake('reader');
+    await reader;
   }
-  if (members === 0) pending.push(gzipAsync(Buffer.alloc(0), { level }).then(fixHeader)); // empty gzip is still gzip
-  while (pending.length) yield await pending.shift()!;
 }
 
 /** zlib writes the OS byte of the machine it runs on; kiln writes "unix" everywhere so digests match. */
