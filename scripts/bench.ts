@@ -6,9 +6,9 @@
  *   node --import tsx scripts/bench.ts --quick    ~50 MB tree, 1 run each, prints only (KILN_BENCH_QUICK=1 too)
  *   KILN_BENCH_TREE=/some/dir                     benchmark that directory instead
  *
- * Every contender runs as its own process (kiln as a child `node --import tsx` of this script in
- * its `--kiln-child` mode), so every timing includes a process start-up. Exits non-zero only if
- * a contender fails; a missed target is reported, not fatal.
+ * Every contender runs as its own process (kiln as `node scripts/layer-child.mjs` over dist/), so
+ * every timing includes a process start-up. Exits non-zero only if a contender fails; a missed
+ * target is reported, not fatal.
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
@@ -16,12 +16,11 @@ import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { collectEntries, type LayerInput } from '../src/layer/entries.js';
-import { writeLayer } from '../src/layer/write-layer.js';
-import { OciLayout } from '../src/store/layout.js';
+import { collectEntries } from '../src/layer/entries.js';
 
 const SCRIPT = fileURLToPath(import.meta.url);
 const ROOT = path.resolve(path.dirname(SCRIPT), '..');
+const CHILD = path.join(ROOT, 'scripts', 'layer-child.mjs');
 const TIME_BIN = '/usr/bin/time';
 
 /** A tree to archive: `paths` relative to `base` (`.` for the whole of it). */
@@ -68,44 +67,8 @@ interface Contender {
 // ---------------------------------------------------------------------------------------------
 // child mode: one writeLayer into a fresh layout, result as JSON on stdout
 
-async function childMain(layoutDir: string, tree: Tree): Promise<void> {
-  const t0 = performance.now();
-  const inputs: LayerInput[] = tree.paths.map((p) => ({
-    source: path.join(tree.base, p),
-    dest: p === '.' ? '' : p,
-  }));
-  const entries = await collectEntries(inputs);
-  const t1 = performance.now();
-  const store = await OciLayout.open(layoutDir, { create: true });
-  const layer = await writeLayer(store, entries);
-  const t2 = performance.now();
-  const result: ChildResult = {
-    digest: layer.descriptor.digest,
-    size: layer.descriptor.size,
-    diffId: layer.diffId,
-    uncompressedSize: layer.uncompressedSize,
-    entries: entries.length,
-    collectMs: t1 - t0,
-    writeMs: t2 - t1,
-    maxRssKiB: process.resourceUsage().maxRSS,
-    mainThreadCpuS: threadCpuS(process.pid),
-  };
-  process.stdout.write(`${JSON.stringify(result)}\n`);
-}
-
 // ---------------------------------------------------------------------------------------------
 // helpers
-
-/** user+sys CPU seconds of one thread of this process, from /proc (Linux; NaN elsewhere). */
-function threadCpuS(tid: number): number {
-  try {
-    const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in USER_HZ (100 on Linux)
-  } catch {
-    return Number.NaN;
-  }
-}
 
 /** Busy CPU seconds of the whole machine so far (all cores, steal included), from /proc/stat. */
 function machineBusyS(): number {
@@ -200,12 +163,6 @@ function fail(msg: string): never {
 
 async function main(): Promise<void> {
   const argv = process.argv.slice(2);
-  if (argv[0] === '--kiln-child') {
-    const [, layoutDir, base, ...paths] = argv;
-    if (!layoutDir || !base || paths.length === 0) fail('usage: --kiln-child LAYOUT BASE PATH...');
-    await childMain(layoutDir, { base, paths });
-    return;
-  }
 
   const quick = argv.includes('--quick') || process.env['KILN_BENCH_QUICK'] === '1';
   const n = Number(process.env['KILN_BENCH_RUNS']) || (quick ? 1 : 3);
@@ -242,7 +199,7 @@ async function main(): Promise<void> {
     { name: 'tar | pigz -6', command: `${tar} | pigz -6`, runs: [] },
     {
       name: 'kiln writeLayer',
-      command: `node --import tsx scripts/bench.ts --kiln-child LAYOUT ${tree.base} ${tree.paths.join(' ')}`,
+      command: `node scripts/layer-child.mjs LAYOUT ${tree.base} ${tree.paths.join(' ')}`,
       runs: [],
     },
   ];
@@ -256,16 +213,7 @@ async function main(): Promise<void> {
         if (c.name.startsWith('kiln')) {
           const layoutDir = path.join(work, `layout-${i}`);
           const r = await timed(
-            [
-              process.execPath,
-              '--import',
-              'tsx',
-              SCRIPT,
-              '--kiln-child',
-              layoutDir,
-              tree.base,
-              ...tree.paths,
-            ],
+            [process.execPath, CHILD, layoutDir, tree.base, ...tree.paths],
             ROOT,
             timeFile,
           );
@@ -353,7 +301,7 @@ async function main(): Promise<void> {
     'How each contender ran:',
     '',
     `- \`${gzipC.command}\` and \`${pigzC.command}\`, each as \`bash -c 'set -o pipefail; … > out'\`.`,
-    `- kiln: a child process \`node --import tsx scripts/bench.ts --kiln-child LAYOUT …\` that runs \`collectEntries\` then \`writeLayer\` (tar + sha256 + parallel gzip -6 in 1 MiB members + blob write) into a fresh OCI layout; its wall time includes Node and tsx start-up, like the tools' times include theirs. Inside the process: walk ${kilnRuns.map((r) => (r.collectMs / 1000).toFixed(2)).join(', ')} s, write ${kilnRuns.map((r) => (r.writeMs / 1000).toFixed(2)).join(', ')} s; main-thread CPU ${kilnRuns.map((r) => r.mainThreadCpuS.toFixed(2)).join(', ')} s; ${kilnChild.entries} entries.`,
+    `- kiln: a child process \`node scripts/layer-child.mjs LAYOUT …\` (plain Node over the built dist/) that runs \`collectEntries\` then \`writeLayer\` (tar + sha256 + parallel gzip -6 in 1 MiB members + blob write) into a fresh OCI layout; its wall time includes Node's start-up, like the tools' times include theirs. Inside the process: walk ${kilnRuns.map((r) => (r.collectMs / 1000).toFixed(2)).join(', ')} s, write ${kilnRuns.map((r) => (r.writeMs / 1000).toFixed(2)).join(', ')} s; main-thread CPU ${kilnRuns.map((r) => r.mainThreadCpuS.toFixed(2)).join(', ')} s; ${kilnChild.entries} entries.`,
     `- Other load: cores kept busy by anything else on the machine during each run (from /proc/stat, minus the contender's own CPU): ${contenders.map((c) => `${c.name} ${c.runs.map((r) => r.otherLoad.toFixed(2)).join(', ')}`).join('; ')}. Well above 0 means the run shared the CPUs and its time is inflated.`,
     `- Times are wall-clock around the whole process; CPU and peak RSS come from \`/usr/bin/time -f %M %U %S\` for the median run (for the shell pipelines, RSS is the largest single process).`,
     verified ? `- Check: ${verified}.` : '',

@@ -1,4 +1,4 @@
-import * as fs from 'node:fs/promises';
+import * as fs from 'node:fs';
 import { ioError, KilnError } from '../errors.js';
 import type { LayerEntry } from './entries.js';
 import { END_OF_ARCHIVE, encodeHeader, padding } from './tar-header.js';
@@ -13,7 +13,6 @@ export interface TarOptions {
 }
 
 const READ_CHUNK = 1 << 20;
-const SMALL_FILE = 256 * 1024;
 
 /** The mtime kiln stamps on entries: SOURCE_DATE_EPOCH when set and valid, else 0. */
 export function defaultMtime(env: NodeJS.ProcessEnv = process.env): number {
@@ -66,29 +65,34 @@ export async function* tarStream(
   yield END_OF_ARCHIVE;
 }
 
+/**
+ * File content is read synchronously on purpose: libuv's thread pool is busy compressing, and an
+ * async read would queue behind whole gzip members. A sync read of page-cached data is fast and
+ * keeps the pool fed.
+ */
 async function* fileContent(file: string, size: number): AsyncGenerator<Buffer> {
   const changed = () => new KilnError('E_IO', `${file} changed size while it was being read`);
-  if (size <= SMALL_FILE) {
-    const data = await fs.readFile(file).catch((err) => {
-      throw ioError(err, file);
-    });
-    if (data.length !== size) throw changed();
-    yield data;
-    return;
-  }
-  const handle = await fs.open(file, 'r').catch((err) => {
+  let fd: number;
+  try {
+    fd = fs.openSync(file, 'r');
+  } catch (err) {
     throw ioError(err, file);
-  });
+  }
   try {
     let done = 0;
     while (done < size) {
       const buf = Buffer.allocUnsafe(Math.min(READ_CHUNK, size - done));
-      const { bytesRead } = await handle.read(buf, 0, buf.length, done);
+      let bytesRead: number;
+      try {
+        bytesRead = fs.readSync(fd, buf, 0, buf.length, done);
+      } catch (err) {
+        throw ioError(err, file);
+      }
       if (bytesRead === 0) throw changed();
       done += bytesRead;
       yield bytesRead === buf.length ? buf : buf.subarray(0, bytesRead);
     }
   } finally {
-    await handle.close();
+    fs.closeSync(fd);
   }
 }
