@@ -11,6 +11,7 @@ import {
 import type { Descriptor, ImageConfig, ImageIndex, ImageManifest } from '../oci/types.js';
 import { MAX_CONFIG_BYTES, parseConfig, parseManifest } from '../oci/validate.js';
 import type { ImageSource } from '../transport/types.js';
+import { verified } from '../transport/verify.js';
 
 export interface ResolvedImage {
   /** The root the user named: an index or a manifest. */
@@ -96,6 +97,7 @@ export async function readSmallBlob(source: ImageSource, desc: Descriptor, limit
       `blob ${desc.digest} is ${desc.size} bytes, over the ${limit} byte limit`,
     );
   const parts: Buffer[] = [];
-  for await (const chunk of await source.fetchBlob(desc)) parts.push(Buffer.from(chunk));
+  for await (const chunk of verified(await source.fetchBlob(desc), desc, source.name))
+    parts.push(Buffer.from(chunk));
   return Buffer.concat(parts);
 }

@@ -5,6 +5,7 @@ import { readFileFromTar } from '../layer/tar-reader.js';
 import { layerCompression, MediaType } from '../oci/media-types.js';
 import { TITLE_ANNOTATION } from '../oci/types.js';
 import type { ImageSource } from '../transport/types.js';
+import { verified } from '../transport/verify.js';
 import { MAX_MODULE_BYTES } from '../wasm/package.js';
 
 export interface FoundModule {
@@ -53,7 +54,7 @@ export async function findModule(source: ImageSource, image: ResolvedImage): Pro
   for (const layer of [...manifest.layers].reverse()) {
     if (layerCompression(layer.mediaType) === undefined) continue;
     const hit = await readFileFromTar(
-      await source.fetchBlob(layer),
+      verified(await source.fetchBlob(layer), layer, source.name),
       (e) => wanted.includes(e.path),
       MAX_MODULE_BYTES,
       `layer ${layer.digest}`,

@@ -1,6 +1,5 @@
 import { KilnError } from '../errors.js';
 import { selectManifest } from '../image/resolve.js';
-import { sha256 } from '../oci/digest.js';
 import type { Platform } from '../oci/platform.js';
 import type { Descriptor } from '../oci/types.js';
 import { parseManifest } from '../oci/validate.js';
@@ -47,11 +46,11 @@ export async function copyImage(
   const jobs = dst.sequential ? 1 : Math.max(1, options.jobs ?? 4);
   try {
     let root = await src.resolve();
-    let bytes = await fetchVerified(src, root);
+    let bytes = await src.fetchManifest(root);
     let parsed = parseManifest(bytes, `manifest ${root.digest}`, root.mediaType);
     if (parsed.kind === 'index' && (options.platform || dst.singleImage)) {
       root = selectManifest(parsed.index, options.platform, src.name);
-      bytes = await fetchVerified(src, root);
+      bytes = await src.fetchManifest(root);
       parsed = parseManifest(bytes, `manifest ${root.digest}`, root.mediaType);
     }
     await copyNode(src, dst, root, bytes, 0, jobs, options, result);
@@ -63,16 +62,6 @@ export async function copyImage(
     await dst.abort().catch(() => {});
     throw err;
   }
-}
-
-async function fetchVerified(src: ImageSource, desc: Descriptor): Promise<Buffer> {
-  const bytes = await src.fetchManifest(desc);
-  if (bytes.length !== desc.size || sha256(bytes) !== desc.digest)
-    throw new KilnError(
-      'E_DIGEST_MISMATCH',
-      `manifest ${desc.digest} from ${src.name} does not match its descriptor`,
-    );
-  return bytes;
 }
 
 async function copyNode(
@@ -92,7 +81,7 @@ async function copyNode(
     for (const child of parsed.index.manifests) {
       if (child.digest === desc.digest)
         throw new KilnError('E_BAD_MANIFEST', `index ${desc.digest} lists itself`);
-      const childBytes = await fetchVerified(src, child);
+      const childBytes = await src.fetchManifest(child);
       await copyNode(src, dst, child, childBytes, depth + 1, jobs, options, result);
     }
   } else {

@@ -1,6 +1,5 @@
 import * as fs from 'node:fs/promises';
 import { KilnError } from '../errors.js';
-import { hasherFor } from '../oci/digest.js';
 import type { Descriptor } from '../oci/types.js';
 import { MAX_MANIFEST_BYTES } from '../oci/validate.js';
 import { OciLayout } from '../store/layout.js';
@@ -53,38 +52,10 @@ export class OciDirSource implements ImageSource {
         'E_SIZE_MISMATCH',
         `blob ${desc.digest} in ${this.name} is ${size} bytes, its descriptor says ${desc.size}`,
       );
-    return verified(this.layout.openBlob(desc.digest), desc, this.name);
+    return this.layout.openBlob(desc.digest);
   }
 
   async close(): Promise<void> {}
-}
-
-/** Re-hashes a stream as it is read and fails at the end if it is not what the descriptor says. */
-export async function* verified(
-  source: AsyncIterable<Uint8Array>,
-  desc: Descriptor,
-  where: string,
-): AsyncGenerator<Uint8Array> {
-  const hash = hasherFor(desc.digest);
-  let size = 0;
-  for await (const chunk of source) {
-    hash.update(chunk);
-    size += chunk.byteLength;
-    if (size > desc.size)
-      throw new KilnError(
-        'E_SIZE_MISMATCH',
-        `blob ${desc.digest} in ${where} is larger than ${desc.size} bytes`,
-      );
-    yield chunk;
-  }
-  const actual = `${desc.digest.slice(0, desc.digest.indexOf(':'))}:${hash.digest('hex')}`;
-  if (size !== desc.size)
-    throw new KilnError(
-      'E_SIZE_MISMATCH',
-      `blob ${desc.digest} in ${where} is ${size} bytes, its descriptor says ${desc.size}`,
-    );
-  if (actual !== desc.digest)
-    throw new KilnError('E_DIGEST_MISMATCH', `blob ${desc.digest} in ${where} hashes to ${actual}`);
 }
 
 /** `oci:DIR[:TAG]` as a destination. A directory kiln creates is removed again if the copy fails. */

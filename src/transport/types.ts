@@ -8,7 +8,10 @@ export interface ImageSource {
   resolve(): Promise<Descriptor>;
   /** A manifest or index by descriptor, verified against its digest and size. */
   fetchManifest(desc: Descriptor): Promise<Buffer>;
-  /** A blob's content as a stream; the reader verifies as it consumes. */
+  /**
+   * A blob's content as stored, not yet verified: a destination verifies as it writes, any other
+   * reader wraps the stream in `verified()`. So a copy hashes each blob once.
+   */
   fetchBlob(desc: Descriptor): Promise<AsyncIterable<Uint8Array>>;
   close(): Promise<void>;
 }
@@ -18,7 +21,7 @@ export interface ImageDestination {
   readonly name: string;
   /** True when the destination has this blob already, so it is not sent again. */
   hasBlob(desc: Descriptor): Promise<boolean>;
-  /** Writes a blob, verifying digest and size while it streams. */
+  /** Writes a blob, verifying digest and size while it streams; a mismatch writes nothing. */
   putBlob(desc: Descriptor, content: AsyncIterable<Uint8Array>): Promise<void>;
   putManifest(desc: Descriptor, bytes: Buffer): Promise<void>;
   /** Names `root` (the tag) and makes everything visible. */

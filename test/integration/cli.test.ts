@@ -179,3 +179,23 @@ test('a failed copy leaves no destination behind', async () => {
   assert.equal(r.code, 1);
   await assertNothingWritten(`${work}/copy-out-dir`);
 });
+
+test('a blob corrupted without changing its size is caught by run and by copy', async () => {
+  const src = `${work}/flip`;
+  assert.equal((await kiln(['package', hello, '--to', `oci:${src}:x`])).code, 0);
+  const manifest = JSON.parse((await manifestOf(src)).toString());
+  const blob = path.join(src, 'blobs', 'sha256', manifest.layers[0].digest.slice(7));
+  const bytes = await fs.readFile(blob);
+  bytes[bytes.length - 20]! ^= 0xff; // same size, other content
+  await fs.writeFile(blob, bytes);
+  const r = await kiln(['run', `oci:${src}:x`]);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /E_DIGEST_MISMATCH|E_BAD_TAR/);
+  for (const dst of [`oci:${work}/flip-dir:x`, `oci-archive:${work}/flip.tar:x`]) {
+    const c = await kiln(['copy', `oci:${src}:x`, dst]);
+    assert.equal(c.code, 1, dst);
+    assert.match(c.stderr, /E_DIGEST_MISMATCH/, dst);
+  }
+  await assertNothingWritten(`${work}/flip-dir`);
+  await assertNothingWritten(`${work}/flip.tar`);
+});
