@@ -1,4 +1,3 @@
-import { sha256 } from '../oci/digest.js';
 import { MediaType } from '../oci/media-types.js';
 import type { Annotations, Descriptor, ImageManifest } from '../oci/types.js';
 import { encodeJson } from '../oci/validate.js';
@@ -16,11 +15,7 @@ export async function writeJsonBlob(
   mediaType: string,
   value: unknown,
 ): Promise<Descriptor> {
-  const bytes = encodeJson(value);
-  const digest = sha256(bytes);
-  if (!(await store.hasBlob(digest, bytes.length)))
-    await store.writeBytes(bytes, { digest, size: bytes.length });
-  return { mediaType, digest, size: bytes.length };
+  return { mediaType, ...(await store.putBytes(encodeJson(value))) };
 }
 
 /** Writes an image manifest whose config and layer blobs are already in the store. */
@@ -44,8 +39,9 @@ export async function writeManifest(
   if (parts.subject) manifest.subject = parts.subject;
   if (parts.annotations && Object.keys(parts.annotations).length)
     manifest.annotations = sortKeys(parts.annotations);
-  const descriptor = await writeJsonBlob(store, MediaType.OciManifest, manifest);
-  return { descriptor, manifest, bytes: encodeJson(manifest) };
+  const bytes = encodeJson(manifest);
+  const descriptor: Descriptor = { mediaType: MediaType.OciManifest, ...(await store.putBytes(bytes)) };
+  return { descriptor, manifest, bytes };
 }
 
 /** Object keys in a fixed order, so the same annotations always serialise the same way. */

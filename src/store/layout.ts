@@ -3,7 +3,7 @@ import { createReadStream, type ReadStream } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { ioError, KilnError } from '../errors.js';
-import { type Digest, hasherFor, newHash, parseDigest } from '../oci/digest.js';
+import { type Digest, hasherFor, newHash, parseDigest, sha256 } from '../oci/digest.js';
 import { MediaType } from '../oci/media-types.js';
 import { type Descriptor, type ImageIndex, REF_NAME_ANNOTATION } from '../oci/types.js';
 import { encodeJson, MAX_MANIFEST_BYTES, parseManifest } from '../oci/validate.js';
@@ -204,6 +204,13 @@ export class OciLayout {
 
   async writeBytes(bytes: Uint8Array, expected?: ExpectedBlob): Promise<WrittenBlob> {
     return this.writeBlob([bytes], expected);
+  }
+
+  /** Stores small in-memory content (configs, manifests, modules) unless the store has it already. */
+  async putBytes(bytes: Uint8Array): Promise<WrittenBlob> {
+    const digest = sha256(bytes);
+    if (await this.hasBlob(digest, bytes.byteLength)) return { digest, size: bytes.byteLength };
+    return this.writeBytes(bytes, { digest, size: bytes.byteLength });
   }
 
   async readIndex(): Promise<ImageIndex> {

@@ -4,7 +4,6 @@ import { ioError, KilnError } from '../errors.js';
 import { sortKeys, type WrittenManifest, writeJsonBlob, writeManifest } from '../image/write.js';
 import { defaultMtime } from '../layer/tar-writer.js';
 import { writeLayer } from '../layer/write-layer.js';
-import { sha256 } from '../oci/digest.js';
 import { MediaType } from '../oci/media-types.js';
 import type { Platform } from '../oci/platform.js';
 import { type Descriptor, type ImageConfig, TITLE_ANNOTATION } from '../oci/types.js';
@@ -129,9 +128,10 @@ const BUILDERS: Record<WasmFormat, (ctx: Ctx) => Promise<WrittenManifest>> = {
 
   'istio-oci': async (ctx) => {
     const rc = ctx.runtimeConfig ?? defaultRuntimeConfig();
-    const digest = sha256(rc.bytes);
-    await ctx.store.writeBytes(rc.bytes, { digest, size: rc.bytes.length });
-    const config: Descriptor = { mediaType: MediaType.IstioOciConfig, digest, size: rc.bytes.length };
+    const config: Descriptor = {
+      mediaType: MediaType.IstioOciConfig,
+      ...(await ctx.store.putBytes(rc.bytes)),
+    };
     const configLayer: Descriptor = { ...config, annotations: { [TITLE_ANNOTATION]: 'runtime-config.json' } };
     const content = await rawLayer(ctx, MediaType.IstioOciLayer, 'filter.wasm');
     // wasme writes both markers always: the runtime type, and every ABI version joined with commas
@@ -183,10 +183,8 @@ function imageConfig(
 
 /** A layer that is the module's own bytes (artifact-style formats), titled with its file name. */
 async function rawLayer(ctx: Ctx, mediaType: string, title: string): Promise<Descriptor> {
-  const digest = sha256(ctx.bytes);
-  if (!(await ctx.store.hasBlob(digest, ctx.bytes.length)))
-    await ctx.store.writeBytes(ctx.bytes, { digest, size: ctx.bytes.length });
-  return { mediaType, digest, size: ctx.bytes.length, annotations: { [TITLE_ANNOTATION]: title } };
+  const blob = await ctx.store.putBytes(ctx.bytes);
+  return { mediaType, ...blob, annotations: { [TITLE_ANNOTATION]: title } };
 }
 
 function moduleName(raw: string): string {
