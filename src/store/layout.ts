@@ -264,28 +264,27 @@ export class OciLayout {
 
   /** Finds the manifest named `name`; without a name, the only manifest in the layout. */
   async resolve(name?: string): Promise<Descriptor> {
-    const index = await this.readIndex();
-    if (name !== undefined) {
-      const hit = index.manifests.filter((m) => m.annotations?.[REF_NAME_ANNOTATION] === name);
-      if (hit.length === 0) {
-        const byDigest = name.includes(':') ? index.manifests.find((m) => m.digest === name) : undefined;
-        if (byDigest) return byDigest;
-        throw new KilnError('E_NOT_FOUND', `no image tagged '${name}' in ${this.dir}`, {
-          hint: tagsHint(index),
-        });
-      }
-      return hit[hit.length - 1]!;
-    }
-    if (index.manifests.length === 1) return index.manifests[0]!;
-    if (index.manifests.length === 0) throw new KilnError('E_NOT_FOUND', `${this.dir} holds no images`);
-    throw new KilnError(
-      'E_AMBIGUOUS',
-      `${this.dir} holds ${index.manifests.length} images; name one with :TAG`,
-      {
-        hint: tagsHint(index),
-      },
-    );
+    return findInIndex(await this.readIndex(), name, this.dir);
   }
+}
+
+/**
+ * Picks a manifest out of a layout's index.json: by ref.name (the last one wins), else by digest;
+ * without a name, the only one. Shared by `oci:` directories and `oci-archive:` files.
+ */
+export function findInIndex(index: ImageIndex, name: string | undefined, where: string): Descriptor {
+  if (name !== undefined) {
+    const hit = index.manifests.filter((m) => m.annotations?.[REF_NAME_ANNOTATION] === name);
+    if (hit.length > 0) return hit[hit.length - 1]!;
+    const byDigest = name.includes(':') ? index.manifests.find((m) => m.digest === name) : undefined;
+    if (byDigest) return byDigest;
+    throw new KilnError('E_NOT_FOUND', `no image tagged '${name}' in ${where}`, { hint: tagsHint(index) });
+  }
+  if (index.manifests.length === 1) return index.manifests[0]!;
+  if (index.manifests.length === 0) throw new KilnError('E_NOT_FOUND', `${where} holds no images`);
+  throw new KilnError('E_AMBIGUOUS', `${where} holds ${index.manifests.length} images; name one with :TAG`, {
+    hint: tagsHint(index),
+  });
 }
 
 function tagsHint(index: ImageIndex): string {

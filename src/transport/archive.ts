@@ -1,14 +1,13 @@
-import { createReadStream } from 'node:fs';
-import * as fs from 'node:fs/promises';
-import * as path from 'node:path';
-import { ioError, KilnError } from '../errors.js';
-import { type IndexedEntry, indexTarFile } from '../layer/tar-index.js';
+import { KilnError } from '../errors.js';
+import type { IndexedEntry } from '../layer/tar-index.js';
 import { isGzip } from '../layer/tar-reader.js';
-import { type Digest, parseDigest, sha256 } from '../oci/digest.js';
+import { type Digest, newHash, parseDigest, sha256 } from '../oci/digest.js';
 import { MediaType } from '../oci/media-types.js';
 import { familiarReference, formatReference, parseReference, type Reference } from '../oci/reference.js';
 import { type Descriptor, type ImageIndex, type ImageManifest, REF_NAME_ANNOTATION } from '../oci/types.js';
 import { encodeJson, MAX_MANIFEST_BYTES, parseManifest } from '../oci/validate.js';
+import { findInIndex } from '../store/layout.js';
+import { ArchiveFile } from './archive-file.js';
 import { ArchiveWriter } from './archive-writer.js';
 import type { ImageDestination, ImageSource } from './types.js';
 import { verified } from './verify.js';
@@ -110,71 +109,53 @@ export class ArchiveDestination implements ImageDestination {
   }
 }
 
-/** Reads an OCI layout packed in a tar file, member by member through an offset index. */
+/** Reads an OCI layout packed in a tar file, member by member. */
 export class OciArchiveSource implements ImageSource {
   private constructor(
     readonly name: string,
-    private readonly file: string,
-    private readonly entries: Map<string, IndexedEntry>,
+    private readonly archive: ArchiveFile,
     private readonly tag: string | undefined,
   ) {}
 
   static async open(name: string, file: string, tag: string | undefined): Promise<OciArchiveSource> {
-    const entries = await indexArchive(file);
-    if (!entries.has('oci-layout') || !entries.has('index.json'))
+    const archive = await ArchiveFile.open(file);
+    if (!archive.has('oci-layout') || !archive.has('index.json'))
       throw new KilnError(
         'E_BAD_ARCHIVE',
         `${file} is not an OCI archive (no oci-layout or index.json inside)`,
         {
-          hint: entries.has('manifest.json')
+          hint: archive.has('manifest.json')
             ? `it looks like a docker save archive: use docker-archive:${file}`
             : undefined,
         },
       );
-    return new OciArchiveSource(name, file, entries, tag);
-  }
-
-  private member(p: string): IndexedEntry {
-    const e = this.entries.get(p);
-    if (!e) throw new KilnError('E_BAD_ARCHIVE', `${this.file} is missing ${p}`);
-    return e;
-  }
-
-  private async read(p: string, limit: number): Promise<Buffer> {
-    return readMember(this.file, this.member(p), limit);
+    return new OciArchiveSource(name, archive, tag);
   }
 
   async resolve(): Promise<Descriptor> {
-    const parsed = parseManifest(
-      await this.read('index.json', MAX_MANIFEST_BYTES),
-      `${this.name} index.json`,
-      MediaType.OciIndex,
-    );
+    const bytes = await this.archive.read(this.archive.member('index.json'), { limit: MAX_MANIFEST_BYTES });
+    const parsed = parseManifest(bytes, `${this.name} index.json`, MediaType.OciIndex);
     if (parsed.kind !== 'index')
       throw new KilnError('E_BAD_ARCHIVE', `${this.name}: index.json is not an index`);
-    const list = parsed.index.manifests;
-    if (this.tag !== undefined) {
-      const hit = list.find((m) => m.annotations?.[REF_NAME_ANNOTATION] === this.tag);
-      if (!hit) throw new KilnError('E_NOT_FOUND', `no image tagged '${this.tag}' in ${this.file}`);
-      return hit;
-    }
-    if (list.length !== 1)
-      throw new KilnError(
-        list.length ? 'E_AMBIGUOUS' : 'E_NOT_FOUND',
-        `${this.file} holds ${list.length} images; name one with :TAG`,
-      );
-    return list[0]!;
+    return findInIndex(parsed.index, this.tag, this.archive.file);
   }
 
   async fetchManifest(desc: Descriptor): Promise<Buffer> {
-    const bytes = await this.read(blobMember(desc.digest), MAX_MANIFEST_BYTES);
-    checkBytes(bytes, desc, this.name);
+    const bytes = await this.archive.read(this.archive.member(blobMember(desc.digest)), {
+      limit: MAX_MANIFEST_BYTES,
+    });
+    if (bytes.length !== desc.size)
+      throw new KilnError(
+        'E_SIZE_MISMATCH',
+        `${desc.digest} in ${this.name} is ${bytes.length} bytes, its descriptor says ${desc.size}`,
+      );
+    if (sha256(bytes) !== desc.digest)
+      throw new KilnError('E_DIGEST_MISMATCH', `${desc.digest} in ${this.name} does not match its content`);
     return bytes;
   }
 
   async fetchBlob(desc: Descriptor): Promise<AsyncIterable<Uint8Array>> {
-    const e = this.member(blobMember(desc.digest));
-    return memberStream(this.file, e);
+    return this.archive.stream(this.archive.member(blobMember(desc.digest)));
   }
 
   async close(): Promise<void> {}
@@ -190,29 +171,26 @@ export class DockerArchiveSource implements ImageSource {
 
   private constructor(
     readonly name: string,
-    private readonly file: string,
-    private readonly entries: Map<string, IndexedEntry>,
+    private readonly archive: ArchiveFile,
     private readonly ref: Reference | undefined,
   ) {}
 
   static async open(name: string, file: string, ref: Reference | undefined): Promise<DockerArchiveSource> {
-    const entries = await indexArchive(file);
-    if (!entries.has('manifest.json'))
+    const archive = await ArchiveFile.open(file);
+    if (!archive.has('manifest.json'))
       throw new KilnError('E_BAD_ARCHIVE', `${file} is not a docker save archive (no manifest.json inside)`);
-    return new DockerArchiveSource(name, file, entries, ref);
+    return new DockerArchiveSource(name, archive, ref);
   }
 
   async resolve(): Promise<Descriptor> {
-    const raw = await readMember(this.file, this.entries.get('manifest.json')!, MAX_MANIFEST_BYTES);
+    const file = this.archive.file;
+    const raw = await this.archive.read(this.archive.member('manifest.json'), { limit: MAX_MANIFEST_BYTES });
     let list: { Config?: string; RepoTags?: string[] | null; Layers?: string[] }[];
     try {
       list = JSON.parse(raw.toString('utf8'));
       if (!Array.isArray(list)) throw new Error('not an array');
     } catch (err) {
-      throw new KilnError(
-        'E_BAD_ARCHIVE',
-        `${this.file}: manifest.json is not valid: ${(err as Error).message}`,
-      );
+      throw new KilnError('E_BAD_ARCHIVE', `${file}: manifest.json is not valid: ${(err as Error).message}`);
     }
     let item = list[0];
     if (this.ref) {
@@ -220,18 +198,18 @@ export class DockerArchiveSource implements ImageSource {
       const want = formatReference({ ...this.ref, digest: undefined });
       item = list.find((i) => i.RepoTags?.some((t) => sameReference(t, want)));
       if (!item)
-        throw new KilnError('E_NOT_FOUND', `no image tagged ${familiarReference(this.ref)} in ${this.file}`, {
+        throw new KilnError('E_NOT_FOUND', `no image tagged ${familiarReference(this.ref)} in ${file}`, {
           hint: `tags there: ${list.flatMap((i) => i.RepoTags ?? []).join(', ') || 'none'}`,
         });
     } else if (list.length !== 1) {
-      throw new KilnError('E_AMBIGUOUS', `${this.file} holds ${list.length} images; name one with :NAME:TAG`);
+      throw new KilnError('E_AMBIGUOUS', `${file} holds ${list.length} images; name one with :NAME:TAG`);
     }
     if (!item?.Config || !Array.isArray(item.Layers))
-      throw new KilnError('E_BAD_ARCHIVE', `${this.file}: manifest.json has no Config or Layers`);
+      throw new KilnError('E_BAD_ARCHIVE', `${file}: manifest.json has no Config or Layers`);
     const config = await this.describe(item.Config, MediaType.OciConfig);
     const layers: Descriptor[] = [];
     for (const l of item.Layers) {
-      const head = await readHead(this.file, this.member(l));
+      const head = await this.archive.read(this.archive.member(l), { length: 2 });
       layers.push(await this.describe(l, isGzip(head) ? MediaType.OciLayerGzip : MediaType.OciLayer));
     }
     const manifest: ImageManifest = { schemaVersion: 2, mediaType: MediaType.OciManifest, config, layers };
@@ -243,22 +221,15 @@ export class DockerArchiveSource implements ImageSource {
     };
   }
 
-  private member(p: string): IndexedEntry {
-    const e = this.entries.get(p.replace(/^\.\//, ''));
-    if (!e) throw new KilnError('E_BAD_ARCHIVE', `${this.file} is missing ${p}`);
-    return e;
-  }
-
   /** Files under blobs/<alg>/<hex> carry their digest; older `docker save` names need hashing. */
   private async describe(p: string, mediaType: string): Promise<Descriptor> {
-    const e = this.member(p);
+    const e = this.archive.member(p);
     const m = /^blobs\/(sha256|sha512)\/([0-9a-f]+)$/.exec(e.path);
     let digest: Digest;
     if (m) digest = `${m[1]}:${m[2]}` as Digest;
     else {
-      const { createHash } = await import('node:crypto');
-      const h = createHash('sha256');
-      for await (const c of memberStream(this.file, e)) h.update(c);
+      const h = newHash();
+      for await (const c of this.archive.stream(e)) h.update(c);
       digest = `sha256:${h.digest('hex')}`;
     }
     this.blobs.set(digest, e);
@@ -268,74 +239,17 @@ export class DockerArchiveSource implements ImageSource {
   async fetchManifest(desc: Descriptor): Promise<Buffer> {
     if (!this.manifestBytes) await this.resolve();
     if (sha256(this.manifestBytes!) !== desc.digest)
-      throw new KilnError('E_NOT_FOUND', `no manifest ${desc.digest} in ${this.file}`);
+      throw new KilnError('E_NOT_FOUND', `no manifest ${desc.digest} in ${this.archive.file}`);
     return this.manifestBytes!;
   }
 
   async fetchBlob(desc: Descriptor): Promise<AsyncIterable<Uint8Array>> {
     const e = this.blobs.get(desc.digest);
-    if (!e) throw new KilnError('E_NOT_FOUND', `no blob ${desc.digest} in ${this.file}`);
-    return memberStream(this.file, e);
+    if (!e) throw new KilnError('E_NOT_FOUND', `no blob ${desc.digest} in ${this.archive.file}`);
+    return this.archive.stream(e);
   }
 
   async close(): Promise<void> {}
-}
-
-async function indexArchive(file: string): Promise<Map<string, IndexedEntry>> {
-  const st = await fs.stat(file).catch((err) => {
-    throw ioError(err, file);
-  });
-  if (!st.isFile()) throw new KilnError('E_BAD_ARCHIVE', `${file} is not a file`);
-  const head = Buffer.alloc(2);
-  const h = await fs.open(file, 'r');
-  await h.read(head, 0, 2, 0).finally(() => h.close());
-  if (isGzip(head))
-    throw new KilnError('E_BAD_ARCHIVE', `${file} is gzip-compressed; image archives are plain tar`, {
-      hint: `decompress it first: gunzip -k ${path.basename(file)}`,
-    });
-  return indexTarFile(file);
-}
-
-function memberStream(file: string, e: IndexedEntry): AsyncIterable<Uint8Array> {
-  if (e.size === 0) return [][Symbol.iterator]() as unknown as AsyncIterable<Uint8Array>;
-  return createReadStream(file, { start: e.offset, end: e.offset + e.size - 1 });
-}
-
-async function readHead(file: string, e: IndexedEntry): Promise<Buffer> {
-  const h = await fs.open(file, 'r');
-  try {
-    const b = Buffer.alloc(Math.min(2, e.size));
-    await h.read(b, 0, b.length, e.offset);
-    return b;
-  } finally {
-    await h.close();
-  }
-}
-
-async function readMember(file: string, e: IndexedEntry, limit: number): Promise<Buffer> {
-  if (e.size > limit)
-    throw new KilnError(
-      'E_TOO_LARGE',
-      `${e.path} in ${file} is ${e.size} bytes, over the ${limit} byte limit`,
-    );
-  const h = await fs.open(file, 'r');
-  try {
-    const b = Buffer.alloc(e.size);
-    await h.read(b, 0, e.size, e.offset);
-    return b;
-  } finally {
-    await h.close();
-  }
-}
-
-function checkBytes(bytes: Buffer, desc: Descriptor, where: string): void {
-  if (bytes.length !== desc.size)
-    throw new KilnError(
-      'E_SIZE_MISMATCH',
-      `${desc.digest} in ${where} is ${bytes.length} bytes, its descriptor says ${desc.size}`,
-    );
-  if (sha256(bytes) !== desc.digest)
-    throw new KilnError('E_DIGEST_MISMATCH', `${desc.digest} in ${where} does not match its content`);
 }
 
 function sameReference(tag: string, want: string): boolean {
