@@ -9,6 +9,7 @@ import type { OciLayout } from './store/layout.js';
 import { type CopyOptions, type CopyResult, copyImage } from './transport/copy.js';
 import { OciDirSource } from './transport/oci-dir.js';
 import { openDestination, openSource } from './transport/open.js';
+import { parseLocation } from './transport/parse.js';
 import type { WasmInfo } from './wasm/inspect.js';
 import { type PackageOptions, packageWasm, type WasmFormat } from './wasm/package.js';
 
@@ -43,7 +44,6 @@ export interface PackResult {
 /** Packages a .wasm file in one of the wasm-oci formats and writes it to `to` (any destination transport). */
 export async function pack(options: PackageOptions & { to: string; store?: OciLayout }): Promise<PackResult> {
   // Parse the destination before any work, so a bad reference fails fast and writes nothing.
-  const { parseLocation } = await import('./transport/parse.js');
   parseLocation(options.to);
   const store = options.store ?? (await openCache());
   const packaged = await packageWasm(store, options);

@@ -68,7 +68,7 @@ export function buildProgram(): Command {
     .action(async (file: string, opts, cmd: Command) => {
       const out = new Output(globals(cmd));
       const kiln = await import('../index.js');
-      for (const e of opts.env ?? []) keyValues([e], '--env');
+      keyValues(opts.env, '--env'); // checked here; the config keeps the K=V list as given
       const result = await kiln.pack({
         file,
         to: opts.to,
@@ -139,12 +139,10 @@ export function buildProgram(): Command {
         'kiln run oci:./out:hello --dir ./data:/data -- /data/input.txt',
       ]),
     )
-    .action(async (image: string, args: string[], opts, cmd: Command) => {
+    .action(async (image: string, args: string[], opts) => {
       const kiln = await import('../index.js');
       const platform = opts.platform ? kiln.parsePlatform(opts.platform) : undefined;
-      const code = await kiln.runWasm(image, { args, env: opts.env, dirs: opts.dir, platform });
-      process.exitCode = code;
-      void cmd;
+      process.exitCode = await kiln.runWasm(image, { args, env: opts.env, dirs: opts.dir, platform });
     });
 
   program
@@ -183,10 +181,13 @@ function silenceExperimentalWasi(debug: boolean): void {
 }
 
 export async function main(argv: string[]): Promise<number> {
+  // Read before parsing, so errors from the parser itself honour them; the module's own
+  // arguments after `--` are not kiln's.
+  const own = argv.includes('--') ? argv.slice(0, argv.indexOf('--')) : argv;
   const flags: GlobalFlags = {
-    json: argv.includes('--json'),
-    debug: argv.includes('--debug'),
-    quiet: argv.includes('--quiet') || argv.includes('-q'),
+    json: own.includes('--json'),
+    debug: own.includes('--debug'),
+    quiet: own.includes('--quiet') || own.includes('-q'),
   };
   silenceExperimentalWasi(flags.debug);
   process.stdout.on('error', (err: NodeJS.ErrnoException) => {

@@ -199,3 +199,13 @@ test('a blob corrupted without changing its size is caught by run and by copy', 
   await assertNothingWritten(`${work}/flip-dir`);
   await assertNothingWritten(`${work}/flip.tar`);
 });
+
+test("arguments after -- belong to the module, even when they look like kiln's options", async () => {
+  const r = await kiln(['run', hello, '--', '--json', '--quiet']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /^hello --json --quiet$/m);
+  const failing = await kiln(['run', path.join(work, 'nope.wasm'), '--', '--json']);
+  assert.equal(failing.code, 1);
+  assert.equal(failing.stdout, '', 'the error is for people, not JSON, since --json was the module argument');
+  assert.match(failing.stderr, /^kiln: .*E_NOT_FOUND/);
+});
