@@ -209,3 +209,52 @@ test("arguments after -- belong to the module, even when they look like kiln's o
   assert.equal(failing.stdout, '', 'the error is for people, not JSON, since --json was the module argument');
   assert.match(failing.stderr, /^kiln: .*E_NOT_FOUND/);
 });
+
+test('an index of a wasm and a native image: run picks wasm, inspect lists both, copy --platform picks one', async () => {
+  const { OciLayout } = await import('../../src/store/layout.js');
+  const { writeJsonBlob } = await import('../../src/image/write.js');
+  const dir = `${work}/multi`;
+  assert.equal((await kiln(['package', hello, '--to', `oci:${dir}:wasm`])).code, 0);
+  assert.equal(
+    (await kiln(['package', hello, '--platform', 'linux/amd64', '--to', `oci:${dir}:native`])).code,
+    0,
+  );
+  const layout = await OciLayout.open(dir);
+  const wasm = await layout.resolve('wasm');
+  const native = await layout.resolve('native');
+  const index = {
+    schemaVersion: 2,
+    mediaType: 'application/vnd.oci.image.index.v1+json',
+    manifests: [
+      { ...native, annotations: undefined, platform: { os: 'linux', architecture: 'amd64' } },
+      { ...wasm, annotations: undefined, platform: { os: 'wasip1', architecture: 'wasm' } },
+    ],
+  };
+  await layout.tag(await writeJsonBlob(layout, index.mediaType, index), 'app');
+
+  const run = await kiln(['run', `oci:${dir}:app`, '--', 'idx']);
+  assert.equal(run.code, 0, run.stderr);
+  assert.match(run.stdout, /^hello idx$/m);
+  const listed = JSON.parse((await kiln(['inspect', `oci:${dir}:app`, '--json'])).stdout);
+  assert.deepEqual(
+    listed.manifests.map((m: { platform: { os: string } }) => m.platform.os),
+    ['linux', 'wasip1'],
+  );
+  const picked = JSON.parse(
+    (await kiln(['inspect', `oci:${dir}:app`, '--platform', 'wasip1/wasm', '--json'])).stdout,
+  );
+  assert.equal(picked.image.digest, wasm.digest);
+  const copied = await kiln([
+    'copy',
+    `oci:${dir}:app`,
+    `oci:${work}/multi-copy:one`,
+    '--platform',
+    'linux/amd64',
+  ]);
+  assert.equal(copied.code, 0, copied.stderr);
+  assert.equal(copied.stdout.trim(), native.digest);
+  const whole = await kiln(['copy', `oci:${dir}:app`, `oci-archive:${work}/multi.tar:all`]);
+  assert.equal(whole.code, 0, whole.stderr);
+  const back = JSON.parse((await kiln(['inspect', `oci-archive:${work}/multi.tar:all`, '--json'])).stdout);
+  assert.equal(back.manifests.length, 2);
+});
