@@ -27,7 +27,15 @@ export type KilnErrorCode =
   | 'E_DOCKER'
   | 'E_UNSUPPORTED'
   | 'E_IO'
-  | 'E_LOCKED';
+  | 'E_LOCKED'
+  | 'E_AUTH'
+  | 'E_DENIED'
+  | 'E_CREDENTIALS'
+  | 'E_NETWORK'
+  | 'E_TLS'
+  | 'E_REGISTRY'
+  | 'E_TIMEOUT'
+  | 'E_ABORTED';
 
 export interface KilnErrorOptions {
   hint?: string;

@@ -1,34 +1,15 @@
 #!/usr/bin/env node
-import { Command, CommanderError, Option } from 'commander';
+import { Command, CommanderError } from 'commander';
 import { KilnError, redact } from '../errors.js';
-import { type GlobalFlags, Output, red } from './output.js';
+import { register as registerCopy } from './commands/copy.js';
+import { register as registerInspect } from './commands/inspect.js';
+import { register as registerPackage } from './commands/package.js';
+import { register as registerRun } from './commands/run.js';
+import { type GlobalFlags, red } from './output.js';
 
 const VERSION = '0.1.0';
 
 /** Exit codes: 0 success, 1 failure, 2 usage error; `kiln run` exits with the module's code. */
-function globals(cmd: Command): GlobalFlags {
-  const o = cmd.optsWithGlobals() as Partial<GlobalFlags>;
-  return { json: !!o.json, debug: !!o.debug, quiet: !!o.quiet };
-}
-
-function collect(value: string, previous: string[] = []): string[] {
-  return [...previous, value];
-}
-
-function keyValues(pairs: string[] | undefined, flag: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const p of pairs ?? []) {
-    const i = p.indexOf('=');
-    if (i <= 0) throw new KilnError('E_USAGE', `${flag} takes KEY=VALUE, got '${p}'`);
-    out[p.slice(0, i)] = p.slice(i + 1);
-  }
-  return out;
-}
-
-function examples(lines: string[]): string {
-  return `\nExamples:\n${lines.map((l) => `  $ ${l}`).join('\n')}\n`;
-}
-
 export function buildProgram(): Command {
   const program = new Command('kiln')
     .description('Daemonless builder of OCI images, WebAssembly first')
@@ -40,134 +21,10 @@ export function buildProgram(): Command {
     .configureOutput({ outputError: () => {} })
     .exitOverride();
 
-  program
-    .command('package')
-    .description('package a .wasm file as an OCI image or artifact')
-    .argument('<file>', 'the WebAssembly module or component')
-    .requiredOption('--to <dest>', 'oci:DIR[:TAG], oci-archive:FILE[:TAG] or docker-archive:FILE[:NAME:TAG]')
-    .addOption(
-      new Option('--format <format>', 'packaging convention (shared/wasm-oci.md)')
-        .choices(['image', 'artifact', 'istio', 'istio-oci', 'wasm-to-oci'])
-        .default('image'),
-    )
-    .option('--name <name>', "the module's name in the image: /<name>.wasm (default: the file's base name)")
-    .option('--platform <os/arch>', 'platform to record (default: wasip1/wasm, wasip2/wasm for a component)')
-    .option('--annotation <k=v>', 'manifest annotation (repeatable)', collect)
-    .option('--label <k=v>', 'config label (repeatable)', collect)
-    .option('--env <k=v>', 'environment variable in the config (repeatable)', collect)
-    .option('--created <rfc3339>', 'creation time (default: SOURCE_DATE_EPOCH, else the epoch)')
-    .option('--runtime-config <file>', 'Istio runtime config JSON (istio, istio-oci)')
-    .addHelpText(
-      'after',
-      examples([
-        'kiln package hello.wasm --to oci:./out:hello',
-        'kiln package hello.wasm --format artifact --to oci-archive:./hello.tar',
-        'kiln package hello.wasm --platform linux/amd64 --to docker-archive:./hello.tar:hello:1',
-      ]),
-    )
-    .action(async (file: string, opts, cmd: Command) => {
-      const out = new Output(globals(cmd));
-      const kiln = await import('../index.js');
-      keyValues(opts.env, '--env'); // checked here; the config keeps the K=V list as given
-      const result = await kiln.pack({
-        file,
-        to: opts.to,
-        format: opts.format,
-        name: opts.name,
-        platform: opts.platform ? kiln.parsePlatform(opts.platform) : undefined,
-        annotations: keyValues(opts.annotation, '--annotation'),
-        labels: keyValues(opts.label, '--label'),
-        env: opts.env,
-        created: opts.created,
-        runtimeConfig: opts.runtimeConfig,
-      });
-      if (out.flags.json) return out.json({ ...result });
-      out.info(
-        `packaged ${file} (${result.wasm.kind}, ${kiln.formatPlatform(result.platform)}) as ${result.format} to ${result.destination}`,
-      );
-      out.data(result.descriptor.digest);
-    });
-
-  program
-    .command('inspect')
-    .description('show the manifest, config, platform and layers of an image')
-    .argument('<image>', 'oci:DIR[:TAG], oci-archive:FILE[:TAG] or docker-archive:FILE[:NAME:TAG]')
-    .option('--raw', 'print the manifest (or index) exactly as stored')
-    .option('--config', 'print the config')
-    .option('--platform <os/arch>', 'choose this platform from an index')
-    .addHelpText(
-      'after',
-      examples([
-        'kiln inspect oci:./out:hello',
-        'kiln inspect oci:./out:hello --json',
-        'kiln inspect oci-archive:./app.tar --platform wasip1/wasm --config',
-      ]),
-    )
-    .action(async (image: string, opts, cmd: Command) => {
-      const out = new Output(globals(cmd));
-      const kiln = await import('../index.js');
-      const platform = opts.platform ? kiln.parsePlatform(opts.platform) : undefined;
-      const result = await kiln.inspect(image, { platform });
-      if (opts.raw) return void process.stdout.write(result.raw);
-      if (opts.config) {
-        if (!result.rawConfig)
-          throw new KilnError(
-            'E_USAGE',
-            `${image} is an index; choose an image with --platform to see its config`,
-          );
-        return out.json(JSON.parse(result.rawConfig.toString('utf8')));
-      }
-      const { raw: _raw, rawConfig: _rc, ...data } = result;
-      if (out.flags.json) return out.json(data);
-      const { renderInspect } = await import('./render-inspect.js');
-      out.data(renderInspect(result));
-    });
-
-  program
-    .command('run')
-    .description('run a WebAssembly image or .wasm file with WASI (preview 1)')
-    .argument('<image>', 'an image (oci:..., oci-archive:..., docker-archive:...) or a .wasm file')
-    .argument('[args...]', 'arguments for the module (after --)')
-    .option('--dir <host[:guest]>', 'give the module a host directory (repeatable)', collect)
-    .option('--env <k=v>', 'environment variable (repeatable)', collect)
-    .option('--platform <os/arch>', 'choose this platform from an index (default: the wasm one)')
-    .addHelpText(
-      'after',
-      examples([
-        'kiln run oci:./out:hello -- a b',
-        'kiln run hello.wasm --env GREETING=hi -- world',
-        'kiln run oci:./out:hello --dir ./data:/data -- /data/input.txt',
-      ]),
-    )
-    .action(async (image: string, args: string[], opts) => {
-      const kiln = await import('../index.js');
-      const platform = opts.platform ? kiln.parsePlatform(opts.platform) : undefined;
-      process.exitCode = await kiln.runWasm(image, { args, env: opts.env, dirs: opts.dir, platform });
-    });
-
-  program
-    .command('copy')
-    .description('copy an image or index between transports')
-    .argument('<src>', 'source image')
-    .argument('<dst>', 'destination')
-    .option('--platform <os/arch>', 'copy only this platform out of an index')
-    .addHelpText(
-      'after',
-      examples([
-        'kiln copy oci:./out:hello oci-archive:./hello.tar',
-        'kiln copy oci-archive:./app.tar oci:./layout:app',
-      ]),
-    )
-    .action(async (src: string, dst: string, opts, cmd: Command) => {
-      const out = new Output(globals(cmd));
-      const kiln = await import('../index.js');
-      const platform = opts.platform ? kiln.parsePlatform(opts.platform) : undefined;
-      const result = await kiln.copy(src, dst, { platform });
-      if (out.flags.json) return out.json(result);
-      out.info(`copied ${result.blobsCopied} blobs (${result.blobsSkipped} already there) to ${dst}`);
-      out.data(result.descriptor.digest);
-    });
-
+  registerPackage(program);
+  registerInspect(program);
+  registerRun(program);
+  registerCopy(program);
   return program;
 }
 

@@ -13,7 +13,18 @@ export interface ImageSource {
    * reader wraps the stream in `verified()`. So a copy hashes each blob once.
    */
   fetchBlob(desc: Descriptor): Promise<AsyncIterable<Uint8Array>>;
+  /**
+   * The registry repository a blob can be mounted from, when this source is (or sits on) a registry:
+   * a destination on the same registry then mounts it instead of copying bytes.
+   */
+  blobOrigin?(desc: Descriptor): BlobOrigin | undefined;
   close(): Promise<void>;
+}
+
+/** A registry repository holding a blob: `registry` is the host[:port] as in references. */
+export interface BlobOrigin {
+  registry: string;
+  repository: string;
 }
 
 /** Where images are written. Nothing is visible under the destination name until `commit`. */
@@ -23,6 +34,8 @@ export interface ImageDestination {
   hasBlob(desc: Descriptor): Promise<boolean>;
   /** Writes a blob, verifying digest and size while it streams; a mismatch writes nothing. */
   putBlob(desc: Descriptor, content: AsyncIterable<Uint8Array>): Promise<void>;
+  /** Makes a blob present without sending it (a registry's cross-repository mount); false if it can't. */
+  mountBlob?(desc: Descriptor, from: BlobOrigin): Promise<boolean>;
   putManifest(desc: Descriptor, bytes: Buffer): Promise<void>;
   /** Names `root` (the tag) and makes everything visible. */
   commit(root: Descriptor): Promise<void>;

@@ -1,0 +1,41 @@
+import type { Command } from 'commander';
+import { KilnError } from '../../errors.js';
+import { examples, globals } from '../common.js';
+import { Output } from '../output.js';
+
+export function register(program: Command): void {
+  program
+    .command('inspect')
+    .description('show the manifest, config, platform and layers of an image')
+    .argument('<image>', 'oci:DIR[:TAG], oci-archive:FILE[:TAG] or docker-archive:FILE[:NAME:TAG]')
+    .option('--raw', 'print the manifest (or index) exactly as stored')
+    .option('--config', 'print the config')
+    .option('--platform <os/arch>', 'choose this platform from an index')
+    .addHelpText(
+      'after',
+      examples([
+        'kiln inspect oci:./out:hello',
+        'kiln inspect oci:./out:hello --json',
+        'kiln inspect oci-archive:./app.tar --platform wasip1/wasm --config',
+      ]),
+    )
+    .action(async (image: string, opts, cmd: Command) => {
+      const out = new Output(globals(cmd));
+      const kiln = await import('../../index.js');
+      const platform = opts.platform ? kiln.parsePlatform(opts.platform) : undefined;
+      const result = await kiln.inspect(image, { platform });
+      if (opts.raw) return void process.stdout.write(result.raw);
+      if (opts.config) {
+        if (!result.rawConfig)
+          throw new KilnError(
+            'E_USAGE',
+            `${image} is an index; choose an image with --platform to see its config`,
+          );
+        return out.json(JSON.parse(result.rawConfig.toString('utf8')));
+      }
+      const { raw: _raw, rawConfig: _rc, ...data } = result;
+      if (out.flags.json) return out.json(data);
+      const { renderInspect } = await import('../render-inspect.js');
+      out.data(renderInspect(result));
+    });
+}

@@ -1,0 +1,53 @@
+import { type Command, Option } from 'commander';
+import { collect, examples, globals, keyValues } from '../common.js';
+import { Output } from '../output.js';
+
+export function register(program: Command): void {
+  program
+    .command('package')
+    .description('package a .wasm file as an OCI image or artifact')
+    .argument('<file>', 'the WebAssembly module or component')
+    .requiredOption('--to <dest>', 'oci:DIR[:TAG], oci-archive:FILE[:TAG] or docker-archive:FILE[:NAME:TAG]')
+    .addOption(
+      new Option('--format <format>', 'packaging convention (shared/wasm-oci.md)')
+        .choices(['image', 'artifact', 'istio', 'istio-oci', 'wasm-to-oci'])
+        .default('image'),
+    )
+    .option('--name <name>', "the module's name in the image: /<name>.wasm (default: the file's base name)")
+    .option('--platform <os/arch>', 'platform to record (default: wasip1/wasm, wasip2/wasm for a component)')
+    .option('--annotation <k=v>', 'manifest annotation (repeatable)', collect)
+    .option('--label <k=v>', 'config label (repeatable)', collect)
+    .option('--env <k=v>', 'environment variable in the config (repeatable)', collect)
+    .option('--created <rfc3339>', 'creation time (default: SOURCE_DATE_EPOCH, else the epoch)')
+    .option('--runtime-config <file>', 'Istio runtime config JSON (istio, istio-oci)')
+    .addHelpText(
+      'after',
+      examples([
+        'kiln package hello.wasm --to oci:./out:hello',
+        'kiln package hello.wasm --format artifact --to oci-archive:./hello.tar',
+        'kiln package hello.wasm --platform linux/amd64 --to docker-archive:./hello.tar:hello:1',
+      ]),
+    )
+    .action(async (file: string, opts, cmd: Command) => {
+      const out = new Output(globals(cmd));
+      const kiln = await import('../../index.js');
+      keyValues(opts.env, '--env'); // checked here; the config keeps the K=V list as given
+      const result = await kiln.pack({
+        file,
+        to: opts.to,
+        format: opts.format,
+        name: opts.name,
+        platform: opts.platform ? kiln.parsePlatform(opts.platform) : undefined,
+        annotations: keyValues(opts.annotation, '--annotation'),
+        labels: keyValues(opts.label, '--label'),
+        env: opts.env,
+        created: opts.created,
+        runtimeConfig: opts.runtimeConfig,
+      });
+      if (out.flags.json) return out.json({ ...result });
+      out.info(
+        `packaged ${file} (${result.wasm.kind}, ${kiln.formatPlatform(result.platform)}) as ${result.format} to ${result.destination}`,
+      );
+      out.data(result.descriptor.digest);
+    });
+}
