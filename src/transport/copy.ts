@@ -7,6 +7,9 @@ import type { ImageDestination, ImageSource } from './types.js';
 
 export type CopyEvent =
   | { type: 'blob-skip'; digest: string; size: number }
+  | { type: 'blob-mount'; digest: string; size: number; from: string }
+  | { type: 'blob-start'; digest: string; size: number }
+  | { type: 'blob-progress'; digest: string; size: number; done: number }
   | { type: 'blob-done'; digest: string; size: number }
   | { type: 'manifest'; digest: string };
 
@@ -23,6 +26,7 @@ export interface CopyResult {
   descriptor: Descriptor;
   blobsCopied: number;
   blobsSkipped: number;
+  blobsMounted: number;
   bytesCopied: number;
 }
 
@@ -41,6 +45,7 @@ export async function copyImage(
     descriptor: undefined as unknown as Descriptor,
     blobsCopied: 0,
     blobsSkipped: 0,
+    blobsMounted: 0,
     bytesCopied: 0,
   };
   const jobs = dst.sequential ? 1 : Math.max(1, options.jobs ?? 4);
@@ -53,7 +58,9 @@ export async function copyImage(
       bytes = await src.fetchManifest(root);
       parsed = parseManifest(bytes, `manifest ${root.digest}`, root.mediaType);
     }
-    await copyNode(src, dst, root, bytes, 0, jobs, options, result);
+    // Already there (a warm copy): only the name is written.
+    if (dst.hasManifest && (await dst.hasManifest(root))) await dst.putManifest(root, bytes);
+    else await copyNode(src, dst, root, bytes, 0, jobs, options, result);
     options.signal?.throwIfAborted();
     await dst.commit(root);
     result.descriptor = root;
@@ -88,12 +95,27 @@ async function copyNode(
     const blobs = [parsed.manifest.config, ...parsed.manifest.layers];
     await eachLimit(blobs, jobs, async (blob) => {
       options.signal?.throwIfAborted();
+      // Same registry, other repository: a mount links the blob without a transfer (and succeeds
+      // if the destination has it already), so it comes before the HEAD.
+      const origin = src.blobOrigin?.(blob);
+      if (origin && dst.mountBlob && (await dst.mountBlob(blob, origin))) {
+        result.blobsMounted++;
+        options.onEvent?.({
+          type: 'blob-mount',
+          digest: blob.digest,
+          size: blob.size,
+          from: origin.repository,
+        });
+        return;
+      }
       if (await dst.hasBlob(blob)) {
         result.blobsSkipped++;
         options.onEvent?.({ type: 'blob-skip', digest: blob.digest, size: blob.size });
         return;
       }
-      await dst.putBlob(blob, await src.fetchBlob(blob));
+      options.onEvent?.({ type: 'blob-start', digest: blob.digest, size: blob.size });
+      const open = async () => counted(await src.fetchBlob(blob), blob, options.onEvent);
+      await dst.putBlob(blob, await open(), open);
       result.blobsCopied++;
       result.bytesCopied += blob.size;
       options.onEvent?.({ type: 'blob-done', digest: blob.digest, size: blob.size });
@@ -101,6 +123,25 @@ async function copyNode(
   }
   await dst.putManifest(desc, bytes);
   options.onEvent?.({ type: 'manifest', digest: desc.digest });
+}
+
+/** Reports bytes read off a blob as progress events (throttled to one per 256 KiB). */
+async function* counted(
+  content: AsyncIterable<Uint8Array>,
+  blob: Descriptor,
+  onEvent: ((e: CopyEvent) => void) | undefined,
+): AsyncGenerator<Uint8Array> {
+  if (!onEvent) return yield* content;
+  let done = 0;
+  let reported = 0;
+  for await (const chunk of content) {
+    done += chunk.byteLength;
+    if (done - reported >= 256 * 1024 || done === blob.size) {
+      reported = done;
+      onEvent({ type: 'blob-progress', digest: blob.digest, size: blob.size, done });
+    }
+    yield chunk;
+  }
 }
 
 /** Runs `fn` over items with at most `limit` at once, in order of start; the first failure wins. */

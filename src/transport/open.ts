@@ -1,5 +1,6 @@
 import { KilnError } from '../errors.js';
 import { formatReference } from '../oci/reference.js';
+import type { RegistryOptions } from '../registry/registry.js';
 import { ArchiveDestination, DockerArchiveSource, OciArchiveSource } from './archive.js';
 import { OciDirDestination, OciDirSource } from './oci-dir.js';
 import { type ImageLocation, parseLocation } from './parse.js';
@@ -10,14 +11,39 @@ function unsupported(loc: ImageLocation, input: string): never {
     loc.transport === 'registry'
       ? `registry reference ${formatReference(loc.ref)}`
       : `${loc.transport}: transport`;
-  throw new KilnError('E_UNSUPPORTED', `${what} is not supported yet (${input})`, {
-    hint: 'kiln reads and writes oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG], and writes docker-daemon:NAME:TAG',
+  throw new KilnError('E_UNSUPPORTED', `${what} can't be read (${input})`, {
+    hint: 'kiln reads registries, oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG]; docker-daemon: is a destination only',
   });
 }
 
-export async function openSource(input: string): Promise<ImageSource> {
+export interface OpenOptions {
+  /** How registries are reached: credentials, insecure hosts, CAs. */
+  registry?: RegistryOptions;
+  signal?: AbortSignal;
+}
+
+let defaults: OpenOptions = {};
+
+/**
+ * Registry settings for every open that doesn't pass its own: the CLI sets them once from its
+ * flags, so commands built on openSource/openDestination need not thread them through.
+ */
+export function configureRegistries(options: RegistryOptions): void {
+  defaults = { ...defaults, registry: options };
+}
+
+export async function openSource(input: string, options: OpenOptions = defaults): Promise<ImageSource> {
   const loc = parseLocation(input);
   switch (loc.transport) {
+    case 'registry': {
+      const { RegistrySource, openRepository } = await import('./registry.js');
+      return new RegistrySource(
+        input,
+        loc.ref,
+        openRepository(loc.ref, options.registry ?? defaults.registry),
+        options.signal,
+      );
+    }
     case 'oci':
       return OciDirSource.open(input, loc.path, loc.tag);
     case 'oci-archive':
@@ -29,9 +55,21 @@ export async function openSource(input: string): Promise<ImageSource> {
   }
 }
 
-export async function openDestination(input: string): Promise<ImageDestination> {
+export async function openDestination(
+  input: string,
+  options: OpenOptions = defaults,
+): Promise<ImageDestination> {
   const loc = parseLocation(input);
   switch (loc.transport) {
+    case 'registry': {
+      const { RegistryDestination, openRepository } = await import('./registry.js');
+      return new RegistryDestination(
+        input,
+        loc.ref,
+        openRepository(loc.ref, options.registry ?? defaults.registry),
+        options.signal,
+      );
+    }
     case 'oci':
       return OciDirDestination.open(input, loc.path, loc.tag);
     case 'oci-archive':

@@ -33,10 +33,17 @@ export interface ImageDestination {
   /** True when the destination has this blob already, so it is not sent again. */
   hasBlob(desc: Descriptor): Promise<boolean>;
   /** Writes a blob, verifying digest and size while it streams; a mismatch writes nothing. */
-  putBlob(desc: Descriptor, content: AsyncIterable<Uint8Array>): Promise<void>;
+  putBlob(
+    desc: Descriptor,
+    content: AsyncIterable<Uint8Array>,
+    /** Reads the content again from the start, for a destination that resumes a broken upload. */
+    reopen?: () => Promise<AsyncIterable<Uint8Array>>,
+  ): Promise<void>;
   /** Makes a blob present without sending it (a registry's cross-repository mount); false if it can't. */
   mountBlob?(desc: Descriptor, from: BlobOrigin): Promise<boolean>;
   putManifest(desc: Descriptor, bytes: Buffer): Promise<void>;
+  /** True when the destination holds this manifest and everything under it already. */
+  hasManifest?(desc: Descriptor): Promise<boolean>;
   /** Names `root` (the tag) and makes everything visible. */
   commit(root: Descriptor): Promise<void>;
   /** Removes whatever this destination wrote that is not committed. */

@@ -1,0 +1,255 @@
+/**
+ * HTTP for the registry client, on node:http/https with keep-alive agents.
+ *
+ * Why not undici or fetch: importing undici costs ~140 ms (50 ms for its core alone) on these
+ * machines, more than the whole budget of `kiln package --to REGISTRY`; node:http loads in ~1 ms and
+ * streams request and response bodies with backpressure, which is all the registry protocol needs.
+ */
+import * as http from 'node:http';
+import * as https from 'node:https';
+import type { Readable } from 'node:stream';
+import * as tls from 'node:tls';
+import { KilnError } from '../errors.js';
+
+export type RequestBody = Buffer | AsyncIterable<Uint8Array>;
+
+export interface HttpRequest {
+  method: string;
+  url: URL;
+  headers?: Record<string, string>;
+  body?: RequestBody;
+  signal?: AbortSignal;
+}
+
+export interface HttpResponse {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  url: URL;
+  body: Readable;
+}
+
+export interface TlsOptions {
+  /** PEM certificates trusted instead of Node's bundled roots (SSL_CERT_FILE). */
+  roots?: string[];
+  /** PEM certificates trusted in addition to the roots (--ca-cert). */
+  extraCa?: string[];
+}
+
+/** Time to wait for a connection and for response headers; bodies may take longer but not stall. */
+const HEADERS_TIMEOUT_MS = 30_000;
+const IDLE_TIMEOUT_MS = 60_000;
+
+/** TLS failures that mean "this port does not speak TLS", where an insecure registry may fall back to HTTP. */
+const TLS_PROTOCOL_CODES = new Set([
+  'EPROTO',
+  'ERR_SSL_WRONG_VERSION_NUMBER',
+  'ERR_SSL_PACKET_LENGTH_TOO_LONG',
+]);
+
+/** Connection failures worth retrying: the peer or the network dropped us. */
+const TRANSIENT_CODES = new Set([
+  'ECONNRESET',
+  'ECONNREFUSED',
+  'EPIPE',
+  'ETIMEDOUT',
+  'ECONNABORTED',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'UND_ERR_SOCKET',
+  'ERR_STREAM_PREMATURE_CLOSE',
+]);
+
+export function isTlsProtocolError(err: unknown): boolean {
+  const code = (err as KilnError).cause
+    ? ((err as KilnError).cause as NodeJS.ErrnoException).code
+    : undefined;
+  return (
+    err instanceof KilnError &&
+    err.code === 'E_TLS' &&
+    (TLS_PROTOCOL_CODES.has(code ?? '') ||
+      /wrong version number|packet length too long/i.test(String(err.cause)))
+  );
+}
+
+const transient = new WeakSet<KilnError>();
+
+/** True for failures a retry may cure: resets, refused or timed-out connections. */
+export function isTransientNetworkError(err: unknown): boolean {
+  return err instanceof KilnError && (transient.has(err) || err.code === 'E_TIMEOUT');
+}
+
+function transientError(message: string, cause: unknown): KilnError {
+  const e = new KilnError('E_NETWORK', message, { cause });
+  transient.add(e);
+  return e;
+}
+
+/** One keep-alive agent per scheme and trust setting, shared by every registry this process talks to. */
+export class HttpClient {
+  private readonly httpAgent = new http.Agent({ keepAlive: true, maxSockets: 32 });
+  private readonly httpsAgents = new Map<string, https.Agent>();
+
+  constructor(private readonly tls: TlsOptions = {}) {}
+
+  private httpsAgent(verify: boolean): https.Agent {
+    const key = verify ? 'verify' : 'noverify';
+    let agent = this.httpsAgents.get(key);
+    if (!agent) {
+      const ca =
+        this.tls.roots || this.tls.extraCa
+          ? [...(this.tls.roots ?? defaultRoots()), ...(this.tls.extraCa ?? [])]
+          : undefined;
+      agent = new https.Agent({ keepAlive: true, maxSockets: 32, ca, rejectUnauthorized: verify });
+      this.httpsAgents.set(key, agent);
+    }
+    return agent;
+  }
+
+  /** Sends one request; resolves when the response headers arrive. Never retries. */
+  send(req: HttpRequest, options: { verifyTls?: boolean } = {}): Promise<HttpResponse> {
+    const { url } = req;
+    const isHttps = url.protocol === 'https:';
+    const mod = isHttps ? https : http;
+    const agent = isHttps ? this.httpsAgent(options.verifyTls !== false) : this.httpAgent;
+    const headers: Record<string, string> = { 'user-agent': USER_AGENT, ...req.headers };
+    if (Buffer.isBuffer(req.body)) headers['content-length'] = String(req.body.length);
+    return new Promise<HttpResponse>((resolve, reject) => {
+      let settled = false;
+      const fail = (err: unknown) => {
+        if (settled) return;
+        settled = true;
+        r.destroy();
+        reject(toKilnError(err, req));
+      };
+      const r = mod.request(url, { method: req.method, headers, agent, signal: req.signal }, (res) => {
+        if (settled) return void res.resume();
+        settled = true;
+        clearTimeout(timer);
+        res.setTimeout(IDLE_TIMEOUT_MS, () =>
+          res.destroy(
+            new KilnError('E_TIMEOUT', `${describe(req)}: no data for ${IDLE_TIMEOUT_MS / 1000} s`),
+          ),
+        );
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, url, body: res });
+      });
+      const timer = setTimeout(
+        () =>
+          fail(
+            new KilnError('E_TIMEOUT', `${describe(req)}: no response within ${HEADERS_TIMEOUT_MS / 1000} s`),
+          ),
+        HEADERS_TIMEOUT_MS,
+      );
+      timer.unref();
+      r.on('error', (err) => {
+        clearTimeout(timer);
+        fail(err);
+      });
+      if (req.body === undefined) r.end();
+      else if (Buffer.isBuffer(req.body)) r.end(req.body);
+      else pump(req.body, r).catch(fail);
+    });
+  }
+
+  close(): void {
+    this.httpAgent.destroy();
+    for (const a of this.httpsAgents.values()) a.destroy();
+  }
+}
+
+const USER_AGENT = 'kiln/0.1.0';
+
+function defaultRoots(): string[] {
+  return [...tls.rootCertificates];
+}
+
+/** Writes an async iterable into a request with backpressure, then ends it. */
+async function pump(body: AsyncIterable<Uint8Array>, r: http.ClientRequest): Promise<void> {
+  for await (const chunk of body) {
+    if (r.destroyed) return;
+    if (!r.write(chunk)) {
+      await new Promise<void>((resolve, reject) => {
+        const onDrain = () => {
+          r.off('error', onError);
+          r.off('close', onDrain);
+          resolve();
+        };
+        const onError = (e: Error) => {
+          r.off('drain', onDrain);
+          reject(e);
+        };
+        r.once('drain', onDrain);
+        r.once('close', onDrain);
+        r.once('error', onError);
+      });
+    }
+  }
+  r.end();
+}
+
+function describe(req: HttpRequest): string {
+  return `${req.method} ${req.url.origin}${req.url.pathname}`;
+}
+
+const CERT_CODES = new Set([
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+  'CERT_UNTRUSTED',
+]);
+
+/** Turns a socket or TLS failure into a KilnError that says what happened, in one line. */
+export function toKilnError(err: unknown, req: HttpRequest): KilnError {
+  if (err instanceof KilnError) return err;
+  const e = err as NodeJS.ErrnoException;
+  const host = req.url.host;
+  if (e?.name === 'AbortError' || e?.code === 'ABORT_ERR')
+    return new KilnError('E_ABORTED', `${describe(req)}: aborted`, { cause: err });
+  if (e?.code && CERT_CODES.has(e.code))
+    return new KilnError('E_TLS', `TLS certificate of ${host} not trusted: ${e.message}`, {
+      cause: err,
+      hint: 'pass the CA that signed it with --ca-cert FILE (or SSL_CERT_FILE)',
+    });
+  if (e?.code && (TLS_PROTOCOL_CODES.has(e.code) || /ssl|tls/i.test(e.code)))
+    return new KilnError('E_TLS', `TLS handshake with ${host} failed: ${e.message}`, {
+      cause: err,
+      hint: 'if the registry speaks plain HTTP, name it with --insecure-registry',
+    });
+  if (e?.code === 'ECONNREFUSED') return transientError(`cannot connect to ${host}: connection refused`, err);
+  if (e?.code === 'ENOTFOUND')
+    return new KilnError('E_NETWORK', `cannot resolve registry host ${req.url.hostname}`, { cause: err });
+  if (e?.code && TRANSIENT_CODES.has(e.code)) return transientError(`${describe(req)}: ${e.code}`, err);
+  if (e?.message === 'socket hang up')
+    return transientError(`${describe(req)}: connection closed by ${host}`, err);
+  return new KilnError('E_NETWORK', `${describe(req)}: ${e?.message ?? String(err)}`, { cause: err });
+}
+
+/** Reads a small response body (errors, tokens, tag lists) with a cap, so a hostile peer can't fill memory. */
+export async function readBody(res: HttpResponse, limit = 4 * 1024 * 1024): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of res.body) {
+    size += (chunk as Buffer).length;
+    if (size > limit) {
+      res.body.destroy();
+      throw new KilnError('E_TOO_LARGE', `response from ${res.url.host} is over ${limit} bytes`);
+    }
+    parts.push(chunk as Buffer);
+  }
+  return Buffer.concat(parts);
+}
+
+/** Discards a response body so its socket goes back to the pool. */
+export function discard(res: HttpResponse): void {
+  res.body.resume();
+}
+
+export function header(res: HttpResponse, name: string): string | undefined {
+  const v = res.headers[name.toLowerCase()];
+  return Array.isArray(v) ? v[0] : v;
+}

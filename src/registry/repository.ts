@@ -1,0 +1,492 @@
+/**
+ * Operations on one repository of a registry (OCI distribution spec v1.1): manifests, blobs,
+ * uploads (monolithic, chunked, resumed), mounts, tags and referrers.
+ */
+import type { Readable } from 'node:stream';
+import { KilnError } from '../errors.js';
+import { type Digest, hasherFor, isDigest, newHash, parseDigest } from '../oci/digest.js';
+import { MediaType } from '../oci/media-types.js';
+import type { Descriptor, ImageIndex } from '../oci/types.js';
+import { MAX_MANIFEST_BYTES, parseManifest } from '../oci/validate.js';
+import { discard, type HttpResponse, header, readBody } from './http.js';
+import { type Registry, type RegistryRequest, registryErrorDetail } from './registry.js';
+
+/** Every manifest type kiln reads, so registries don't down-convert to schema 1. */
+export const MANIFEST_ACCEPT = [
+  MediaType.OciManifest,
+  MediaType.OciIndex,
+  MediaType.DockerManifest,
+  MediaType.DockerManifestList,
+].join(', ');
+
+export interface UploadOptions {
+  /** Blobs up to this size go in one PUT; larger ones in PATCH chunks that can resume. */
+  monolithicMax?: number;
+  chunkSize?: number;
+  onProgress?: (bytesDone: number) => void;
+  signal?: AbortSignal;
+}
+
+/** Opens the blob's content from the start: first for the upload, again to resume a broken one. */
+export type OpenContent = () => Promise<AsyncIterable<Uint8Array>>;
+
+const MONOLITHIC_MAX = 32 * 1024 * 1024;
+const CHUNK_SIZE = 64 * 1024 * 1024;
+const UPLOAD_ATTEMPTS = 4;
+
+export class Repository {
+  readonly pull: string[];
+  readonly push: string[];
+
+  constructor(
+    readonly registry: Registry,
+    readonly name: string,
+  ) {
+    this.pull = [`repository:${name}:pull`];
+    this.push = [`repository:${name}:pull,push`];
+  }
+
+  private where(what: string): string {
+    return `${what} in ${this.registry.host}/${this.name}`;
+  }
+
+  /** Turns an unexpected status into a KilnError with the registry's own words. */
+  async fail(res: HttpResponse, what: string): Promise<never> {
+    const detail = res.status === 404 || res.status >= 400 ? await registryErrorDetail(res) : {};
+    if (res.status < 400) discard(res);
+    const said = detail.message ? `: ${detail.message}` : '';
+    const code = detail.code ?? '';
+    if (res.status === 404 || /_UNKNOWN$/.test(code))
+      throw new KilnError(
+        'E_NOT_FOUND',
+        `${this.where(what)}: not found${code === 'NAME_UNKNOWN' ? ' (no such repository)' : ''}`,
+      );
+    if (res.status === 403 || code === 'DENIED')
+      throw new KilnError('E_DENIED', `${this.registry.host} denied ${what} in ${this.name}${said}`, {
+        hint: 'check that these credentials may access this repository',
+      });
+    if (code === 'DIGEST_INVALID')
+      throw new KilnError(
+        'E_DIGEST_MISMATCH',
+        `${this.registry.host} rejected ${what}: digest does not match content${said}`,
+      );
+    if (code === 'MANIFEST_INVALID' || code === 'MANIFEST_BLOB_UNKNOWN' || code === 'TAG_INVALID')
+      throw new KilnError('E_BAD_MANIFEST', `${this.registry.host} rejected ${what}${said}`);
+    if (res.status === 429 || code === 'TOOMANYREQUESTS')
+      throw new KilnError('E_REGISTRY', `${this.registry.host} is rate-limiting (${what})${said}`, {
+        hint: 'wait and try again, or log in for a higher limit',
+      });
+    throw new KilnError('E_REGISTRY', `${this.registry.host} answered ${res.status} to ${what}${said}`);
+  }
+
+  private req(r: Omit<RegistryRequest, 'path'> & { path: string }): Promise<HttpResponse> {
+    return this.registry.request(r);
+  }
+
+  /** `HEAD` a manifest: its descriptor, or undefined when absent. No body is transferred. */
+  async headManifest(reference: string, signal?: AbortSignal): Promise<Descriptor | undefined> {
+    const res = await this.req({
+      method: 'HEAD',
+      path: `/v2/${this.name}/manifests/${reference}`,
+      scopes: this.pull,
+      headers: { accept: MANIFEST_ACCEPT },
+      signal,
+    });
+    discard(res);
+    if (res.status === 404) return undefined;
+    if (res.status !== 200) return this.fail(res, `manifest ${reference}`);
+    const digest = header(res, 'docker-content-digest');
+    const size = Number(header(res, 'content-length'));
+    const mediaType = header(res, 'content-type')?.split(';')[0]?.trim();
+    // A registry that leaves out the digest on HEAD still answers GET; hash what it sends.
+    if (!digest || !isDigest(digest) || !Number.isFinite(size) || !mediaType)
+      return (await this.getManifest(reference, signal)).descriptor;
+    return { mediaType, digest, size };
+  }
+
+  /**
+   * A manifest by tag or digest, verified: by digest, the bytes must hash to it; by tag, to the
+   * digest the registry announces (if any). Capped at 4 MiB.
+   */
+  async getManifest(
+    reference: string,
+    signal?: AbortSignal,
+  ): Promise<{ descriptor: Descriptor; bytes: Buffer }> {
+    const res = await this.req({
+      method: 'GET',
+      path: `/v2/${this.name}/manifests/${reference}`,
+      scopes: this.pull,
+      headers: { accept: MANIFEST_ACCEPT },
+      signal,
+    });
+    if (res.status !== 200) return this.fail(res, `manifest ${reference}`);
+    const length = Number(header(res, 'content-length'));
+    if (Number.isFinite(length) && length > MAX_MANIFEST_BYTES) {
+      res.body.destroy();
+      throw new KilnError(
+        'E_TOO_LARGE',
+        `${this.where(`manifest ${reference}`)} is ${length} bytes, over the 4 MiB limit`,
+      );
+    }
+    const bytes = await readBody(res, MAX_MANIFEST_BYTES).catch((err) => {
+      throw new KilnError('E_TOO_LARGE', `${this.where(`manifest ${reference}`)} is over the 4 MiB limit`, {
+        cause: err,
+      });
+    });
+    const announced = header(res, 'docker-content-digest');
+    const expected = reference.includes(':') ? reference : announced;
+    const algorithm = expected ? parseDigest(expected).algorithm : 'sha256';
+    const actual = `${algorithm}:${newHash(algorithm).update(bytes).digest('hex')}`;
+    if (expected && actual !== expected)
+      throw new KilnError(
+        'E_DIGEST_MISMATCH',
+        `${this.where(`manifest ${reference}`)} hashes to ${actual}, expected ${expected}`,
+      );
+    let mediaType = header(res, 'content-type')?.split(';')[0]?.trim();
+    if (!mediaType || !/(manifest|index|list)/.test(mediaType)) {
+      // Some registries answer application/json: take the type the manifest declares.
+      const parsed = parseManifest(bytes, this.where(`manifest ${reference}`));
+      mediaType =
+        parsed.kind === 'index'
+          ? (parsed.index.mediaType ?? MediaType.OciIndex)
+          : (parsed.manifest.mediaType ?? MediaType.OciManifest);
+    }
+    return { descriptor: { mediaType, digest: actual as Digest, size: bytes.length }, bytes };
+  }
+
+  /** Pushes a manifest under a tag or its digest; returns the digest the registry stored. */
+  async putManifest(
+    reference: string,
+    bytes: Buffer,
+    mediaType: string,
+    signal?: AbortSignal,
+  ): Promise<string> {
+    const res = await this.req({
+      method: 'PUT',
+      path: `/v2/${this.name}/manifests/${reference}`,
+      scopes: this.push,
+      headers: { 'content-type': mediaType },
+      body: bytes,
+      signal,
+    });
+    if (res.status !== 201 && res.status !== 200 && res.status !== 202)
+      return this.fail(res, `push of manifest ${reference}`);
+    discard(res);
+    return header(res, 'docker-content-digest') ?? '';
+  }
+
+  /** The blob's size if the repository has it. */
+  async hasBlob(digest: string, signal?: AbortSignal): Promise<number | undefined> {
+    const res = await this.req({
+      method: 'HEAD',
+      path: `/v2/${this.name}/blobs/${digest}`,
+      scopes: this.pull,
+      signal,
+      followRedirects: true,
+    });
+    discard(res);
+    if (res.status === 404) return undefined;
+    if (res.status !== 200) return this.fail(res, `blob ${digest}`);
+    const size = Number(header(res, 'content-length'));
+    return Number.isFinite(size) ? size : -1;
+  }
+
+  /** A blob's content as the registry sends it (redirects followed), from `offset` on. Not verified. */
+  async openBlob(digest: string, offset = 0, signal?: AbortSignal): Promise<Readable> {
+    const res = await this.req({
+      method: 'GET',
+      path: `/v2/${this.name}/blobs/${digest}`,
+      scopes: this.pull,
+      headers: offset > 0 ? { range: `bytes=${offset}-` } : {},
+      followRedirects: true,
+      signal,
+    });
+    if (offset > 0 && res.status === 206) return res.body;
+    if (res.status !== 200) return this.fail(res, `blob ${digest}`);
+    if (offset > 0) return skipBytes(res.body, offset);
+    return res.body;
+  }
+
+  /**
+   * Cross-repository mount: the registry links a blob from `from` without a transfer. Returns false
+   * if it started an ordinary upload instead (it lacks the blob or won't mount); that upload is cancelled.
+   */
+  async mountBlob(digest: string, from: string, signal?: AbortSignal): Promise<boolean> {
+    const res = await this.req({
+      method: 'POST',
+      path: `/v2/${this.name}/blobs/uploads/?mount=${encodeURIComponent(digest)}&from=${encodeURIComponent(from)}`,
+      scopes: [...this.push, `repository:${from}:pull`],
+      signal,
+    });
+    discard(res);
+    if (res.status === 201) return true;
+    if (res.status === 202) {
+      const location = header(res, 'location');
+      if (location) await this.cancelUpload(location);
+      return false;
+    }
+    if (res.status === 401 || res.status === 403 || res.status === 404) return false;
+    return this.fail(res, `mount of blob ${digest} from ${from}`);
+  }
+
+  private async cancelUpload(location: string): Promise<void> {
+    await this.req({ method: 'DELETE', path: location, scopes: this.push })
+      .then(discard)
+      .catch(() => {});
+  }
+
+  /**
+   * Uploads a blob. Small blobs go in one PUT; large ones in PATCH chunks (at least the registry's
+   * OCI-Chunk-Min-Length), and a broken chunk resumes from the offset the registry reports. The
+   * content is hashed while sent: a mismatch aborts before the registry would store anything.
+   */
+  async uploadBlob(desc: Descriptor, open: OpenContent, options: UploadOptions = {}): Promise<void> {
+    const { signal } = options;
+    let lastError: unknown;
+    for (let attempt = 1; attempt <= UPLOAD_ATTEMPTS; attempt++) {
+      const start = await this.req({
+        method: 'POST',
+        path: `/v2/${this.name}/blobs/uploads/`,
+        scopes: this.push,
+        signal,
+      });
+      if (start.status !== 202) return this.fail(start, `upload of blob ${desc.digest}`);
+      discard(start);
+      let location = header(start, 'location');
+      if (!location)
+        throw new KilnError('E_REGISTRY', `${this.registry.host} started an upload without a Location`);
+      const minChunk = Number(header(start, 'oci-chunk-min-length')) || 0;
+      const monolithicMax = options.monolithicMax ?? MONOLITHIC_MAX;
+      try {
+        if (desc.size <= monolithicMax && minChunk <= desc.size) {
+          const content = hashing(await open(), desc, this.where(`blob ${desc.digest}`), options.onProgress);
+          const res = await this.req({
+            method: 'PUT',
+            path: withDigest(location, desc.digest),
+            scopes: this.push,
+            headers: { 'content-type': 'application/octet-stream', 'content-length': String(desc.size) },
+            body: content,
+            signal,
+          });
+          if (res.status !== 201) return this.fail(res, `upload of blob ${desc.digest}`);
+          discard(res);
+          return;
+        }
+        location = await this.uploadChunks(
+          desc,
+          location,
+          Math.max(minChunk, options.chunkSize ?? CHUNK_SIZE),
+          open,
+          options,
+        );
+        const res = await this.req({
+          method: 'PUT',
+          path: withDigest(location, desc.digest),
+          scopes: this.push,
+          body: Buffer.alloc(0),
+          signal,
+        });
+        if (res.status !== 201) return this.fail(res, `upload of blob ${desc.digest}`);
+        discard(res);
+        return;
+      } catch (err) {
+        lastError = err;
+        // Our own verdicts (bad content, refused) are final; a dropped connection starts over.
+        if (!(err instanceof KilnError) || !['E_NETWORK', 'E_TIMEOUT'].includes(err.code)) {
+          await this.cancelUpload(location);
+          throw err;
+        }
+        await this.cancelUpload(location);
+      }
+    }
+    throw lastError;
+  }
+
+  private async uploadChunks(
+    desc: Descriptor,
+    firstLocation: string,
+    chunkSize: number,
+    open: OpenContent,
+    options: UploadOptions,
+  ): Promise<string> {
+    let location = firstLocation;
+    let offset = 0;
+    let resumes = 0;
+    let hash = hasherFor(desc.digest);
+    let reader = new ByteReader(await open());
+    while (offset < desc.size) {
+      const length = Math.min(chunkSize, desc.size - offset);
+      try {
+        const body = reader.take(length, (chunk) => {
+          hash.update(chunk);
+        });
+        const res = await this.req({
+          method: 'PATCH',
+          path: location,
+          scopes: this.push,
+          headers: {
+            'content-type': 'application/octet-stream',
+            'content-range': `${offset}-${offset + length - 1}`,
+            'content-length': String(length),
+          },
+          body,
+          signal: options.signal,
+        });
+        if (res.status !== 202) return await this.fail(res, `upload of blob ${desc.digest}`);
+        discard(res);
+        location = header(res, 'location') ?? location;
+        offset += length;
+        options.onProgress?.(offset);
+      } catch (err) {
+        if (
+          !(err instanceof KilnError) ||
+          !['E_NETWORK', 'E_TIMEOUT'].includes(err.code) ||
+          resumes >= UPLOAD_ATTEMPTS
+        )
+          throw err;
+        resumes++;
+        // Ask the registry how much it has, then go on from there: re-read the prefix only to hash it.
+        const status = await this.req({ method: 'GET', path: location, scopes: this.push });
+        discard(status);
+        if (status.status !== 204) throw err;
+        location = header(status, 'location') ?? location;
+        const range = /^(?:bytes=)?0-(\d+)$/.exec(header(status, 'range') ?? '');
+        offset = range ? Number(range[1]) + 1 : 0;
+        hash = hasherFor(desc.digest);
+        reader = new ByteReader(await open());
+        for await (const _ of reader.take(offset, (chunk) => hash.update(chunk))) {
+          // hashed in the callback; nothing is sent
+        }
+      }
+    }
+    const actual = `${desc.digest.split(':')[0]}:${hash.digest('hex')}`;
+    if (actual !== desc.digest)
+      throw new KilnError(
+        'E_DIGEST_MISMATCH',
+        `${this.where(`blob ${desc.digest}`)}: content hashes to ${actual}`,
+      );
+    return location;
+  }
+
+  /** Every tag, following `Link` pagination. */
+  async listTags(signal?: AbortSignal): Promise<string[]> {
+    const tags: string[] = [];
+    let path: string | undefined = `/v2/${this.name}/tags/list?n=1000`;
+    for (let pages = 0; path && pages < 10_000; pages++) {
+      const res = await this.req({ method: 'GET', path, scopes: this.pull, signal });
+      if (res.status !== 200) return this.fail(res, 'tag list');
+      const body = JSON.parse((await readBody(res, 16 * 1024 * 1024)).toString('utf8')) as {
+        tags?: string[] | null;
+      };
+      tags.push(...(body.tags ?? []));
+      path = nextLink(header(res, 'link'));
+    }
+    return tags;
+  }
+
+  /** Manifests that refer to `digest` (signatures, SBOMs): the referrers API, else the fallback tag. */
+  async referrers(digest: string, artifactType?: string, signal?: AbortSignal): Promise<Descriptor[]> {
+    const query = artifactType ? `?artifactType=${encodeURIComponent(artifactType)}` : '';
+    const res = await this.req({
+      method: 'GET',
+      path: `/v2/${this.name}/referrers/${digest}${query}`,
+      scopes: this.pull,
+      headers: { accept: MediaType.OciIndex },
+      signal,
+    });
+    let index: ImageIndex | undefined;
+    if (res.status === 200 && header(res, 'content-type')?.startsWith(MediaType.OciIndex)) {
+      index = JSON.parse((await readBody(res, MAX_MANIFEST_BYTES)).toString('utf8')) as ImageIndex;
+    } else {
+      discard(res);
+      if (res.status !== 404 && res.status !== 200) return this.fail(res, `referrers of ${digest}`);
+      const tag = digest.replace(':', '-');
+      const head = await this.headManifest(tag, signal);
+      if (!head) return [];
+      const { bytes } = await this.getManifest(tag, signal);
+      index = JSON.parse(bytes.toString('utf8')) as ImageIndex;
+    }
+    const found = index.manifests ?? [];
+    return artifactType ? found.filter((d) => d.artifactType === artifactType) : found;
+  }
+}
+
+function withDigest(location: string, digest: string): string {
+  return `${location}${location.includes('?') ? '&' : '?'}digest=${encodeURIComponent(digest)}`;
+}
+
+function nextLink(link: string | undefined): string | undefined {
+  if (!link) return undefined;
+  const m = /<([^>]+)>\s*;\s*rel="?next"?/.exec(link);
+  return m?.[1];
+}
+
+/** Hashes content as it streams and throws at its end if it is not what the descriptor says. */
+async function* hashing(
+  source: AsyncIterable<Uint8Array>,
+  desc: Descriptor,
+  where: string,
+  onProgress?: (done: number) => void,
+): AsyncGenerator<Uint8Array> {
+  const hash = hasherFor(desc.digest);
+  let size = 0;
+  for await (const chunk of source) {
+    size += chunk.byteLength;
+    if (size > desc.size)
+      throw new KilnError('E_SIZE_MISMATCH', `${where} is larger than ${desc.size} bytes`);
+    hash.update(chunk);
+    onProgress?.(size);
+    yield chunk;
+  }
+  if (size !== desc.size)
+    throw new KilnError('E_SIZE_MISMATCH', `${where} is ${size} bytes, its descriptor says ${desc.size}`);
+  const actual = `${desc.digest.split(':')[0]}:${hash.digest('hex')}`;
+  if (actual !== desc.digest) throw new KilnError('E_DIGEST_MISMATCH', `${where} hashes to ${actual}`);
+}
+
+/** Takes exact byte counts off an async iterable of chunks, splitting chunks at the boundaries. */
+class ByteReader {
+  private readonly it: AsyncIterator<Uint8Array>;
+  private rest: Uint8Array | undefined;
+
+  constructor(source: AsyncIterable<Uint8Array>) {
+    this.it = source[Symbol.asyncIterator]();
+  }
+
+  async *take(n: number, onChunk: (chunk: Uint8Array) => void): AsyncGenerator<Uint8Array> {
+    let left = n;
+    while (left > 0) {
+      let chunk = this.rest;
+      this.rest = undefined;
+      if (!chunk) {
+        const next = await this.it.next();
+        if (next.done) throw new KilnError('E_SIZE_MISMATCH', `content ended ${left} bytes early`);
+        chunk = next.value;
+      }
+      if (chunk.byteLength > left) {
+        this.rest = chunk.subarray(left);
+        chunk = chunk.subarray(0, left);
+      }
+      left -= chunk.byteLength;
+      onChunk(chunk);
+      yield chunk;
+    }
+  }
+}
+
+/** Drops the first `n` bytes of a stream (a registry that ignores Range). */
+async function skipBytes(body: Readable, n: number): Promise<Readable> {
+  const { Readable: R } = await import('node:stream');
+  async function* gen() {
+    let left = n;
+    for await (const chunk of body as AsyncIterable<Buffer>) {
+      if (left >= chunk.length) {
+        left -= chunk.length;
+        continue;
+      }
+      yield left > 0 ? chunk.subarray(left) : chunk;
+      left = 0;
+    }
+  }
+  return R.from(gen());
+}

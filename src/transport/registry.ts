@@ -1,0 +1,154 @@
+/**
+ * Registry references (`host/repo[:tag][@digest]`) as image sources and destinations.
+ */
+import { KilnError } from '../errors.js';
+import { formatReference, type Reference } from '../oci/reference.js';
+import type { Descriptor } from '../oci/types.js';
+import { type RegistryOptions, registryFor } from '../registry/registry.js';
+import { type OpenContent, Repository } from '../registry/repository.js';
+import type { BlobOrigin, ImageDestination, ImageSource } from './types.js';
+
+export function openRepository(ref: Reference, options: RegistryOptions = {}): Repository {
+  return new Repository(registryFor(ref.registry, options), ref.repository);
+}
+
+export class RegistrySource implements ImageSource {
+  private readonly manifests = new Map<string, Buffer>();
+  private root: Descriptor | undefined;
+
+  constructor(
+    readonly name: string,
+    readonly ref: Reference,
+    readonly repo: Repository,
+    private readonly signal?: AbortSignal,
+  ) {}
+
+  /** GETs the named manifest at once (one request instead of HEAD + GET) and keeps its bytes. */
+  async resolve(): Promise<Descriptor> {
+    if (this.root) return this.root;
+    const reference = this.ref.digest ?? this.ref.tag ?? 'latest';
+    const { descriptor, bytes } = await this.repo.getManifest(reference, this.signal);
+    this.manifests.set(descriptor.digest, bytes);
+    this.root = descriptor;
+    return descriptor;
+  }
+
+  async fetchManifest(desc: Descriptor): Promise<Buffer> {
+    const cached = this.manifests.get(desc.digest);
+    if (cached) return checkSize(cached, desc, this.name);
+    const { bytes } = await this.repo.getManifest(desc.digest, this.signal);
+    return checkSize(bytes, desc, this.name);
+  }
+
+  async fetchBlob(desc: Descriptor): Promise<AsyncIterable<Uint8Array>> {
+    return this.repo.openBlob(desc.digest, 0, this.signal);
+  }
+
+  blobOrigin(): BlobOrigin {
+    return { registry: this.ref.registry, repository: this.ref.repository };
+  }
+
+  async close(): Promise<void> {}
+}
+
+function checkSize(bytes: Buffer, desc: Descriptor, where: string): Buffer {
+  if (bytes.length !== desc.size)
+    throw new KilnError(
+      'E_SIZE_MISMATCH',
+      `manifest ${desc.digest} in ${where} is ${bytes.length} bytes, its descriptor says ${desc.size}`,
+    );
+  return bytes;
+}
+
+/**
+ * A registry as a destination. Manifests are pushed as they come (by digest) except the last one,
+ * held back so `commit` pushes the root once, under its tag.
+ */
+export class RegistryDestination implements ImageDestination {
+  private pending: { desc: Descriptor; bytes: Buffer } | undefined;
+  /** Blobs known present (pushed or found), so an index's images share HEADs. */
+  private readonly present = new Set<string>();
+
+  constructor(
+    readonly name: string,
+    readonly ref: Reference,
+    readonly repo: Repository,
+    private readonly signal?: AbortSignal,
+  ) {}
+
+  async hasBlob(desc: Descriptor): Promise<boolean> {
+    if (this.present.has(desc.digest)) return true;
+    const size = await this.repo.hasBlob(desc.digest, this.signal);
+    const has = size !== undefined && (size === -1 || size === desc.size);
+    if (has) this.present.add(desc.digest);
+    return has;
+  }
+
+  async mountBlob(desc: Descriptor, from: BlobOrigin): Promise<boolean> {
+    if (from.registry !== this.ref.registry || from.repository === this.ref.repository) return false;
+    const mounted = await this.repo.mountBlob(desc.digest, from.repository, this.signal);
+    if (mounted) this.present.add(desc.digest);
+    return mounted;
+  }
+
+  async putBlob(
+    desc: Descriptor,
+    content: AsyncIterable<Uint8Array>,
+    reopen?: () => Promise<AsyncIterable<Uint8Array>>,
+  ): Promise<void> {
+    let first: AsyncIterable<Uint8Array> | undefined = content;
+    const open: OpenContent = async () => {
+      if (first) {
+        const c = first;
+        first = undefined;
+        return c;
+      }
+      if (!reopen)
+        throw new KilnError('E_NETWORK', `upload of ${desc.digest} broke and its source can't be read again`);
+      return reopen();
+    };
+    await this.repo.uploadBlob(desc, open, { signal: this.signal });
+    this.present.add(desc.digest);
+  }
+
+  async hasManifest(desc: Descriptor): Promise<boolean> {
+    const found = await this.repo.headManifest(desc.digest, this.signal);
+    return found !== undefined && found.digest === desc.digest;
+  }
+
+  async putManifest(desc: Descriptor, bytes: Buffer): Promise<void> {
+    await this.flush();
+    this.pending = { desc, bytes };
+  }
+
+  private async flush(): Promise<void> {
+    const p = this.pending;
+    this.pending = undefined;
+    if (p) await this.repo.putManifest(p.desc.digest, p.bytes, p.desc.mediaType, this.signal);
+  }
+
+  async commit(root: Descriptor): Promise<void> {
+    if (this.ref.digest && this.ref.digest !== root.digest)
+      throw new KilnError(
+        'E_DIGEST_MISMATCH',
+        `${this.name} names digest ${this.ref.digest} but the image is ${root.digest}`,
+      );
+    const p = this.pending;
+    if (p && p.desc.digest === root.digest) {
+      this.pending = undefined;
+      await this.repo.putManifest(this.ref.tag ?? root.digest, p.bytes, p.desc.mediaType, this.signal);
+      return;
+    }
+    await this.flush();
+    throw new KilnError('E_REGISTRY', `internal: root ${root.digest} was not the last manifest written`);
+  }
+
+  /** Registries keep no half-written state visible: an upload not finished is never a blob. */
+  async abort(): Promise<void> {
+    this.pending = undefined;
+  }
+}
+
+export function describeRef(ref: Reference): string {
+  return formatReference(ref);
+}
