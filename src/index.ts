@@ -1,6 +1,8 @@
 /**
  * kiln's library API. The CLI uses only what is exported here.
  */
+
+import { KilnError } from './errors.js';
 import { type InspectResult, inspectSource } from './image/inspect.js';
 import type { Platform } from './oci/platform.js';
 import type { Descriptor } from './oci/types.js';
@@ -8,13 +10,23 @@ import { openCache } from './store/cache.js';
 import type { OciLayout } from './store/layout.js';
 import { type CopyOptions, type CopyResult, copyImage } from './transport/copy.js';
 import { OciDirSource } from './transport/oci-dir.js';
-import { openDestination, openSource } from './transport/open.js';
+import { currentRegistryOptions, type OpenOptions, openDestination, openSource } from './transport/open.js';
 import { parseLocation } from './transport/parse.js';
 import type { WasmInfo } from './wasm/inspect.js';
 import { type PackageOptions, packageWasm, type WasmFormat } from './wasm/package.js';
 
 export { isKilnError, KilnError, type KilnErrorCode, redact } from './errors.js';
+export {
+  type AppendedLayer,
+  type AppendLayer,
+  type AppendOptions,
+  type AppendResult,
+  appendLayers,
+} from './image/append.js';
+export { ComposedSource, type ComposeResult } from './image/compose.js';
+export { createIndex, type IndexCreateOptions, type IndexCreateResult } from './image/index-create.js';
 export type { InspectedImage, InspectResult } from './image/inspect.js';
+export { type KeyChanges, type MutateOptions, type MutateResult, mutateImage } from './image/mutate.js';
 export { collectEntries, type LayerEntry, type LayerInput } from './layer/entries.js';
 export { listTar, type TarEntryInfo } from './layer/tar-reader.js';
 export { type WrittenLayer, writeLayer } from './layer/write-layer.js';
@@ -23,11 +35,12 @@ export { MediaType } from './oci/media-types.js';
 export { formatPlatform, hostPlatform, type Platform, parsePlatform } from './oci/platform.js';
 export { familiarReference, formatReference, parseReference, type Reference } from './oci/reference.js';
 export type { Descriptor, ImageConfig, ImageIndex, ImageManifest } from './oci/types.js';
+export type { RegistryOptions } from './registry/registry.js';
 export { type RunImageOptions, runWasm } from './run/run.js';
 export { cacheDir, openCache } from './store/cache.js';
 export { OciLayout } from './store/layout.js';
 export type { CopyEvent, CopyOptions, CopyResult } from './transport/copy.js';
-export { openDestination, openSource } from './transport/open.js';
+export { configureRegistries, type OpenOptions, openDestination, openSource } from './transport/open.js';
 export { type ImageLocation, parseLocation } from './transport/parse.js';
 export type { ImageDestination, ImageSource } from './transport/types.js';
 export { inspectWasm, type WasmInfo } from './wasm/inspect.js';
@@ -57,15 +70,21 @@ export async function pack(options: PackageOptions & { to: string; store?: OciLa
   };
 }
 
+export interface CopyCommandOptions extends CopyOptions {
+  /** How to open the source and the destination (credentials of each side, say). */
+  source?: OpenOptions;
+  destination?: OpenOptions;
+}
+
 /** Copies an image or index between any two transports. */
 export async function copy(
   src: string | import('./transport/types.js').ImageSource,
   dst: string,
-  options: CopyOptions = {},
+  options: CopyCommandOptions = {},
 ): Promise<CopyResult> {
-  const source = typeof src === 'string' ? await openSource(src) : src;
+  const source = typeof src === 'string' ? await openSource(src, options.source) : src;
   try {
-    const destination = await openDestination(dst);
+    const destination = await openDestination(dst, options.destination);
     return await copyImage(source, destination, options);
   } finally {
     await source.close();
@@ -80,4 +99,41 @@ export async function inspect(ref: string, options: { platform?: Platform } = {}
   } finally {
     await source.close();
   }
+}
+
+/** The digest of what a reference names (the platform's manifest with `platform`), as `crane digest`. */
+export async function digest(ref: string, options: { platform?: Platform } = {}): Promise<Descriptor> {
+  const source = await openSource(ref);
+  try {
+    const root = await source.resolve();
+    if (!options.platform) return root;
+    const { selectManifest } = await import('./image/resolve.js');
+    const { parseManifest } = await import('./oci/validate.js');
+    const parsed = parseManifest(await source.fetchManifest(root), `manifest ${root.digest}`, root.mediaType);
+    if (parsed.kind !== 'index') return root;
+    return selectManifest(parsed.index, options.platform, ref);
+  } finally {
+    await source.close();
+  }
+}
+
+/** The tags of a registry repository, or of an OCI layout (`oci:DIR`). */
+export async function listTags(repo: string): Promise<string[]> {
+  const loc = parseLocation(repo);
+  if (loc.transport === 'oci') {
+    const { OciLayout: Layout } = await import('./store/layout.js');
+    return (await Layout.open(loc.path)).tags();
+  }
+  if (loc.transport !== 'registry')
+    throw new KilnError(
+      'E_UNSUPPORTED',
+      `kiln tags reads registries and oci: layouts, not ${loc.transport}:`,
+    );
+  const last = repo.slice(repo.lastIndexOf('/') + 1);
+  if (last.includes(':') || last.includes('@'))
+    throw new KilnError('E_USAGE', `kiln tags takes a repository without tag or digest, got ${repo}`, {
+      hint: `kiln tags ${loc.ref.registry}/${loc.ref.repository}`,
+    });
+  const { openRepository } = await import('./transport/registry.js');
+  return openRepository(loc.ref, currentRegistryOptions()).listTags();
 }

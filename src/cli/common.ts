@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
-import { KilnError } from '../errors.js';
-import type { GlobalFlags } from './output.js';
+import { KilnError, redact } from '../errors.js';
+import type { RegistryOptions } from '../registry/registry.js';
+import { dim, type GlobalFlags } from './output.js';
 
 /** The global flags as set on the program, wherever they appeared on the command line. */
 export function globals(cmd: Command): GlobalFlags {
@@ -24,4 +25,29 @@ export function keyValues(pairs: string[] | undefined, flag: string): Record<str
 
 export function examples(lines: string[]): string {
   return `\nExamples:\n${lines.map((l) => `  $ ${l}`).join('\n')}\n`;
+}
+
+/** Registry settings from the global flags: --creds, --insecure-registry, --ca-cert, --debug. */
+export function registryOptions(cmd: Command, creds?: string): RegistryOptions {
+  const o = cmd.optsWithGlobals() as {
+    creds?: string;
+    insecureRegistry?: string[];
+    caCert?: string[];
+    debug?: boolean;
+  };
+  return {
+    creds: creds ?? o.creds,
+    insecureRegistries: o.insecureRegistry,
+    caFiles: o.caCert,
+    debug: o.debug ? (line) => process.stderr.write(`${dim(`debug: ${redact(line)}`)}\n`) : undefined,
+  };
+}
+
+/** --jobs as a positive integer. */
+export function jobs(cmd: Command): number {
+  const raw = (cmd.optsWithGlobals() as { jobs?: string }).jobs ?? '4';
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1 || n > 64)
+    throw new KilnError('E_USAGE', `--jobs takes a number from 1 to 64, got '${raw}'`);
+  return n;
 }

@@ -1,10 +1,15 @@
 #!/usr/bin/env node
 import { Command, CommanderError } from 'commander';
 import { KilnError, redact } from '../errors.js';
+import { register as registerAppend } from './commands/append.js';
 import { register as registerCopy } from './commands/copy.js';
+import { register as registerIndexCreate } from './commands/index-create.js';
 import { register as registerInspect } from './commands/inspect.js';
+import { register as registerLogin } from './commands/login.js';
+import { register as registerMutate } from './commands/mutate.js';
 import { register as registerPackage } from './commands/package.js';
 import { register as registerRun } from './commands/run.js';
+import { collect, registryOptions } from './common.js';
 import { type GlobalFlags, red } from './output.js';
 
 const VERSION = '0.1.0';
@@ -17,14 +22,31 @@ export function buildProgram(): Command {
     .option('--json', 'machine-readable output on stdout')
     .option('--debug', 'details on stderr (never secrets)')
     .option('-q, --quiet', 'no status lines')
+    .option('--creds <user:password>', 'registry credentials (else KILN_AUTH, then docker config.json)')
+    .option(
+      '--insecure-registry <host>',
+      'allow plain HTTP and unchecked TLS for this registry (repeatable)',
+      collect,
+    )
+    .option('--ca-cert <file>', 'trust this CA certificate (PEM) for registries (repeatable)', collect)
+    .option('-j, --jobs <n>', 'blobs in flight at once', '4')
     .showHelpAfterError('(run with --help for usage)')
     .configureOutput({ outputError: () => {} })
-    .exitOverride();
+    .exitOverride()
+    .hook('preAction', async (_program, action) => {
+      // Every command may meet a registry: set its options once, from the global flags.
+      const { configureRegistries } = await import('../index.js');
+      configureRegistries(registryOptions(action));
+    });
 
   registerPackage(program);
   registerInspect(program);
   registerRun(program);
   registerCopy(program);
+  registerAppend(program);
+  registerMutate(program);
+  registerIndexCreate(program);
+  registerLogin(program);
   return program;
 }
 

@@ -213,6 +213,15 @@ export class OciLayout {
     return this.writeBytes(bytes, { digest, size: bytes.byteLength });
   }
 
+  /** The names in index.json (org.opencontainers.image.ref.name), in order. */
+  async tags(): Promise<string[]> {
+    const index = await this.readIndex();
+    return index.manifests.flatMap((m) => {
+      const name = m.annotations?.[REF_NAME_ANNOTATION];
+      return name === undefined ? [] : [name];
+    });
+  }
+
   async readIndex(): Promise<ImageIndex> {
     let bytes: Buffer;
     try {

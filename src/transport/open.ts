@@ -32,6 +32,11 @@ export function configureRegistries(options: RegistryOptions): void {
   defaults = { ...defaults, registry: options };
 }
 
+/** The registry settings configureRegistries set, for code that opens repositories itself. */
+export function currentRegistryOptions(): RegistryOptions {
+  return defaults.registry ?? {};
+}
+
 export async function openSource(input: string, options: OpenOptions = defaults): Promise<ImageSource> {
   const loc = parseLocation(input);
   switch (loc.transport) {

@@ -1,28 +1,82 @@
 import type { Command } from 'commander';
-import { examples, globals } from '../common.js';
+import { KilnError } from '../../errors.js';
+import { examples, globals, jobs, registryOptions } from '../common.js';
 import { Output } from '../output.js';
+import { Progress } from '../progress.js';
 
 export function register(program: Command): void {
   program
     .command('copy')
-    .description('copy an image or index between transports')
-    .argument('<src>', 'source image')
-    .argument('<dst>', 'destination')
+    .description('copy an image or index between registries, layouts and archives')
+    .argument(
+      '<src>',
+      'source: REGISTRY/REPO[:TAG][@DIGEST], oci:DIR[:TAG], oci-archive:FILE, docker-archive:FILE',
+    )
+    .argument(
+      '<dst>',
+      'destination: a registry reference, oci:, oci-archive:, docker-archive:, docker-daemon:',
+    )
     .option('--platform <os/arch>', 'copy only this platform out of an index')
+    .option('--all-platforms', 'copy the whole index, every platform (the default)')
+    .option('--src-creds <user:password>', 'credentials for the source registry')
+    .option('--dest-creds <user:password>', 'credentials for the destination registry')
     .addHelpText(
       'after',
       examples([
+        'kiln copy localhost:5000/app:1 registry.example.com/team/app:1',
+        'kiln copy registry.example.com/app:1 oci:./layout:app --platform linux/arm64',
         'kiln copy oci:./out:hello oci-archive:./hello.tar',
-        'kiln copy oci-archive:./app.tar oci:./layout:app',
       ]),
     )
     .action(async (src: string, dst: string, opts, cmd: Command) => {
       const out = new Output(globals(cmd));
+      if (opts.platform && opts.allPlatforms)
+        throw new KilnError('E_USAGE', '--platform and --all-platforms exclude each other');
       const kiln = await import('../../index.js');
       const platform = opts.platform ? kiln.parsePlatform(opts.platform) : undefined;
-      const result = await kiln.copy(src, dst, { platform });
+      const progress = new Progress(out.flags);
+      const result = await kiln
+        .copy(src, dst, {
+          platform,
+          jobs: jobs(cmd),
+          onEvent: progress.handler(),
+          source: { registry: registryOptions(cmd, opts.srcCreds) },
+          destination: { registry: registryOptions(cmd, opts.destCreds) },
+        })
+        .finally(() => progress.finish());
       if (out.flags.json) return out.json(result);
-      out.info(`copied ${result.blobsCopied} blobs (${result.blobsSkipped} already there) to ${dst}`);
+      const mounted = result.blobsMounted ? `, ${result.blobsMounted} mounted` : '';
+      out.info(
+        `copied ${result.blobsCopied} blobs (${result.blobsSkipped} already there${mounted}) to ${dst}`,
+      );
       out.data(result.descriptor.digest);
+    });
+
+  program
+    .command('digest')
+    .description('print the digest of an image or index')
+    .argument('<image>', 'a registry reference or any image location')
+    .option('--platform <os/arch>', "the digest of this platform's image in an index")
+    .addHelpText('after', examples(['kiln digest localhost:5000/app:1', 'kiln digest oci:./out:hello']))
+    .action(async (image: string, opts, cmd: Command) => {
+      const out = new Output(globals(cmd));
+      const kiln = await import('../../index.js');
+      const platform = opts.platform ? kiln.parsePlatform(opts.platform) : undefined;
+      const desc = await kiln.digest(image, { platform });
+      if (out.flags.json) return out.json(desc);
+      out.data(desc.digest);
+    });
+
+  program
+    .command('tags')
+    .description('list the tags of a repository')
+    .argument('<repo>', 'REGISTRY/REPO, or oci:DIR')
+    .addHelpText('after', examples(['kiln tags localhost:5000/app', 'kiln tags oci:./layout']))
+    .action(async (repo: string, _opts, cmd: Command) => {
+      const out = new Output(globals(cmd));
+      const kiln = await import('../../index.js');
+      const tags = await kiln.listTags(repo);
+      if (out.flags.json) return out.json(tags);
+      if (tags.length) out.data(tags.join('\n'));
     });
 }

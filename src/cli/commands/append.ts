@@ -1,0 +1,58 @@
+import type { Command } from 'commander';
+import { collect, examples, globals } from '../common.js';
+import { Output } from '../output.js';
+
+/** `SRC[:DEST]`: DEST is an absolute path, so the split is at the last ':/' and SRC may hold colons. */
+export function parseLayerSpec(spec: string): { source: string; dest?: string } {
+  const m = /^(.+):(\/.*)$/s.exec(spec);
+  return m ? { source: m[1]!, dest: m[2]! } : { source: spec };
+}
+
+export function register(program: Command): void {
+  program
+    .command('append')
+    .description('add layers to an image (or to scratch) and write the new image')
+    .argument('<base>', 'the base image (any source transport), or the word scratch for an empty image')
+    .requiredOption(
+      '--layer <src[:dest]>',
+      "a layer per flag, in order (repeatable): a directory's contents go under DEST (default /), a file " +
+        'becomes DEST/<name>, a .tar/.tar.gz/.tgz is the layer as it is (a plain tar is gzipped)',
+      collect,
+    )
+    .requiredOption('--to <dest>', 'oci:DIR[:TAG], oci-archive:FILE[:TAG] or docker-archive:FILE[:NAME:TAG]')
+    .option(
+      '--platform <os/arch>',
+      'the image to use from an index base; for scratch, the platform of the new image (default: this host)',
+    )
+    .option('--created <rfc3339>', 'time of the history entries (default: SOURCE_DATE_EPOCH, else the epoch)')
+    .addHelpText(
+      'after',
+      `${examples([
+        'kiln append scratch --platform linux/amd64 --layer ./rootfs --to oci:./out:base',
+        'kiln append oci:./out:base --layer ./app:/opt/app --layer ./tool:/usr/local/bin --to oci:./out:app',
+        'kiln append oci-archive:./base.tar --layer ./extra.tar.gz --to docker-archive:./app.tar:app:1',
+      ])}
+Layers are deterministic (sorted entries, mtime from SOURCE_DATE_EPOCH, normalised owners and modes);
+a .tar.gz is kept byte for byte. Media types follow the base: a Docker v2 base gets Docker layer types.
+The base's config is kept; its rootfs gets the new diff_ids and its history one "kiln append" entry
+per layer. An index base with several images needs --platform.
+`,
+    )
+    .action(async (base: string, opts, cmd: Command) => {
+      const out = new Output(globals(cmd));
+      const kiln = await import('../../index.js');
+      const result = await kiln.appendLayers({
+        base,
+        layers: (opts.layer as string[]).map(parseLayerSpec),
+        to: opts.to,
+        platform: opts.platform ? kiln.parsePlatform(opts.platform) : undefined,
+        created: opts.created,
+      });
+      if (out.flags.json) return out.json(result);
+      out.info(
+        `appended ${result.layers.length} layer${result.layers.length === 1 ? '' : 's'} to ${base} ` +
+          `(${kiln.formatPlatform(result.platform)}), wrote ${result.destination}`,
+      );
+      out.data(result.descriptor.digest);
+    });
+}

@@ -1,0 +1,41 @@
+import type { Command } from 'commander';
+import { collect, examples, globals, keyValues } from '../common.js';
+import { Output } from '../output.js';
+
+export function register(program: Command): void {
+  const index = program.command('index').description('make image indexes (multi-platform images)');
+  index
+    .command('create')
+    .description('make one OCI image index of several images')
+    .argument('<sources...>', 'images or indexes (any source transport); an index adds its entries')
+    .requiredOption('--to <dest>', 'oci:DIR[:TAG] or oci-archive:FILE[:TAG]')
+    .option('--annotation <k=v>', 'index annotation (repeatable)', collect)
+    .addHelpText(
+      'after',
+      `${examples([
+        'kiln index create --to oci:./out:multi oci:./out:hello-wasm oci:./out:hello-amd64',
+        'kiln index create --to oci-archive:./multi.tar oci:./out:multi oci:./out:hello-arm64',
+      ])}
+Each image is listed with the platform of its config (os, architecture, variant, os.version,
+os.features): a wasm image as wasip1/wasm or wasip2/wasm, so kiln run picks it and Docker the
+native one. Two different images for one platform are refused; the same image twice is listed once.
+`,
+    )
+    .action(async (sources: string[], opts, cmd: Command) => {
+      const out = new Output(globals(cmd));
+      const kiln = await import('../../index.js');
+      const result = await kiln.createIndex({
+        sources,
+        to: opts.to,
+        annotations: keyValues(opts.annotation, '--annotation'),
+      });
+      if (out.flags.json) return out.json(result);
+      const platforms = result.manifests.map((m) =>
+        m.platform ? kiln.formatPlatform(m.platform) : 'unknown',
+      );
+      out.info(
+        `indexed ${result.manifests.length} images (${platforms.join(', ')}) to ${result.destination}`,
+      );
+      out.data(result.descriptor.digest);
+    });
+}
