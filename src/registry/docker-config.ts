@@ -52,7 +52,7 @@ export function keyHost(key: string): string {
 /** `registry` as `host[:port]`, lowercased; URL forms (`https://host/v2/`) are accepted. E_USAGE if not a host. */
 export function registryHost(registry: string): string {
   const host = keyHost(registry);
-  if (!HOST_RE.test(host))
+  if (/\s/.test(registry) || !HOST_RE.test(host))
     throw new KilnError('E_USAGE', `${JSON.stringify(registry)} is not a registry host[:port]`, {
       hint: 'e.g. ghcr.io, localhost:5000, docker.io',
     });

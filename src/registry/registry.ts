@@ -219,6 +219,23 @@ export class Registry {
     );
   }
 
+  /**
+   * Proves the credentials work, as `docker login` does: Basic registries must accept them on
+   * `/v2/`, token registries' token services must issue a token for them.
+   */
+  async checkLogin(signal?: AbortSignal): Promise<void> {
+    await this.ping(signal);
+    if (!this.challenge) return;
+    if (this.challenge.scheme === 'basic') {
+      const res = await this.request({ method: 'GET', path: '/v2/', scopes: [], signal });
+      discard(res);
+      if (res.status !== 200) throw new KilnError('E_REGISTRY', `${this.host} answered ${res.status} to GET /v2/`);
+      return;
+    }
+    const { credentials } = await this.credentials();
+    await this.fetchToken(this.challenge, [], credentials, signal);
+  }
+
   /** Sends a request with auth, retries and redirects; returns any status for the caller to judge. */
   async request(req: RegistryRequest): Promise<HttpResponse> {
     await this.ping(req.signal);

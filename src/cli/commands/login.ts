@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { KilnError } from '../../errors.js';
-import { examples, globals } from '../common.js';
+import { examples, globals, registryOptions } from '../common.js';
 import { Output } from '../output.js';
 
 interface LoginFlags {
@@ -32,8 +32,11 @@ export function register(program: Command): void {
       const dc = await import('../../registry/docker-config.js');
       const host = dc.registryHost(registry);
       const creds = await askCredentials(opts);
-      // verify: undefined until the registry client exists; the check against the registry plugs in here.
-      const result = await dc.login(host, creds, { verify: undefined });
+      // Checked against the registry first, as docker does, so bad credentials are never stored.
+      const { Registry } = await import('../../registry/registry.js');
+      const verify = () =>
+        new Registry(host, { ...registryOptions(cmd), creds: `${creds.username}:${creds.password}` }).checkLogin();
+      const result = await dc.login(host, creds, { verify });
       out.debug(`credentials for ${host} stored with ${result.store}; ${result.configPath} updated`);
       if (out.flags.json)
         return out.json({ registry: host, configPath: result.configPath, store: result.store });
