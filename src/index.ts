@@ -24,9 +24,27 @@ export {
   appendLayers,
 } from './image/append.js';
 export { ComposedSource, type ComposeResult } from './image/compose.js';
+export {
+  type ExportOptions,
+  type ExportResult,
+  exportImage,
+  type FlatEntry,
+  type FlatIssue,
+  type FlatItem,
+  flattenLayers,
+  writeFlatTar,
+} from './image/flatten.js';
 export { createIndex, type IndexCreateOptions, type IndexCreateResult } from './image/index-create.js';
 export type { InspectedImage, InspectResult } from './image/inspect.js';
 export { type KeyChanges, type MutateOptions, type MutateResult, mutateImage } from './image/mutate.js';
+export {
+  type ExtractResult,
+  extractFlat,
+  type UnpackIssue,
+  type UnpackOptions,
+  type UnpackResult,
+  unpackImage,
+} from './image/unpack.js';
 export { collectEntries, type LayerEntry, type LayerInput } from './layer/entries.js';
 export { listTar, type TarEntryInfo } from './layer/tar-reader.js';
 export { type WrittenLayer, writeLayer } from './layer/write-layer.js';
@@ -58,9 +76,17 @@ export interface PackResult {
 export async function pack(options: PackageOptions & { to: string; store?: OciLayout }): Promise<PackResult> {
   // Parse the destination before any work, so a bad reference fails fast and writes nothing.
   parseLocation(options.to);
+  // Opened first: a registry destination starts its handshake while the image is built.
+  const destination = await openDestination(options.to);
   const store = options.store ?? (await openCache());
-  const packaged = await packageWasm(store, options);
-  await copy(OciDirSource.forDescriptor(store, packaged.descriptor), options.to);
+  let packaged: Awaited<ReturnType<typeof packageWasm>>;
+  try {
+    packaged = await packageWasm(store, options);
+  } catch (err) {
+    await destination.abort().catch(() => {});
+    throw err;
+  }
+  await copyImage(OciDirSource.forDescriptor(store, packaged.descriptor), destination);
   return {
     destination: options.to,
     descriptor: packaged.descriptor,

@@ -3,12 +3,14 @@ import { Command, CommanderError } from 'commander';
 import { KilnError, redact } from '../errors.js';
 import { register as registerAppend } from './commands/append.js';
 import { register as registerCopy } from './commands/copy.js';
+import { register as registerExport } from './commands/export.js';
 import { register as registerIndexCreate } from './commands/index-create.js';
 import { register as registerInspect } from './commands/inspect.js';
 import { register as registerLogin } from './commands/login.js';
 import { register as registerMutate } from './commands/mutate.js';
 import { register as registerPackage } from './commands/package.js';
 import { register as registerRun } from './commands/run.js';
+import { register as registerUnpack } from './commands/unpack.js';
 import { collect, registryOptions } from './common.js';
 import { type GlobalFlags, red } from './output.js';
 
@@ -43,6 +45,8 @@ export function buildProgram(): Command {
   registerInspect(program);
   registerRun(program);
   registerCopy(program);
+  registerExport(program);
+  registerUnpack(program);
   registerAppend(program);
   registerMutate(program);
   registerIndexCreate(program);

@@ -186,14 +186,32 @@ export class Registry {
       );
     };
     let res: HttpResponse;
-    try {
-      res = await tryScheme('https');
-      this.base = new URL(`https://${this.apiHost}`);
-    } catch (err) {
-      if (!this.insecure || !(isTlsProtocolError(err) || isRefused(err))) throw err;
-      this.debug(`${this.host} does not speak TLS; using plain HTTP (insecure registry)`);
-      res = await tryScheme('http');
-      this.base = new URL(`http://${this.apiHost}`);
+    if (isLoopback(this.host) && !this.explicitlyInsecure) {
+      // Loopback registries mostly speak plain HTTP: try it first, which also spares loading the
+      // TLS trust store (~90 ms). A TLS port answers 400 "HTTP request to an HTTPS server" or hangs up.
+      const plain = await tryScheme('http').catch((err) => {
+        if (isRefused(err) && !/refused/.test((err as Error).message)) return undefined;
+        throw err;
+      });
+      const tlsPort =
+        plain === undefined || (plain.status === 400 && /https/i.test((await readBody(plain, 4096)).toString('utf8')));
+      if (!tlsPort && plain) {
+        res = plain;
+        this.base = new URL(`http://${this.apiHost}`);
+      } else {
+        res = await tryScheme('https');
+        this.base = new URL(`https://${this.apiHost}`);
+      }
+    } else {
+      try {
+        res = await tryScheme('https');
+        this.base = new URL(`https://${this.apiHost}`);
+      } catch (err) {
+        if (!this.insecure || !(isTlsProtocolError(err) || isRefused(err))) throw err;
+        this.debug(`${this.host} does not speak TLS; using plain HTTP (insecure registry)`);
+        res = await tryScheme('http');
+        this.base = new URL(`http://${this.apiHost}`);
+      }
     }
     discard(res);
     if (res.status === 401) {

@@ -68,6 +68,10 @@ export async function openDestination(
   switch (loc.transport) {
     case 'registry': {
       const { RegistryDestination, openRepository } = await import('./registry.js');
+      const repo = openRepository(loc.ref, options.registry ?? defaults.registry);
+      // Learn the scheme and auth while the caller prepares what it will push; a failure here is
+      // forgotten and met again, with its message, on first use.
+      repo.registry.ping(options.signal).catch(() => {});
       return new RegistryDestination(
         input,
         loc.ref,

@@ -68,6 +68,8 @@ export class RegistryDestination implements ImageDestination {
   private pending: { desc: Descriptor; bytes: Buffer } | undefined;
   /** Blobs known present (pushed or found), so an index's images share HEADs. */
   private readonly present = new Set<string>();
+  /** HEADs in flight or done, so a prefetch and the copy ask once. */
+  private readonly heads = new Map<string, Promise<boolean>>();
 
   constructor(
     readonly name: string,
@@ -76,12 +78,19 @@ export class RegistryDestination implements ImageDestination {
     private readonly signal?: AbortSignal,
   ) {}
 
-  async hasBlob(desc: Descriptor): Promise<boolean> {
-    if (this.present.has(desc.digest)) return true;
-    const size = await this.repo.hasBlob(desc.digest, this.signal);
-    const has = size !== undefined && (size === -1 || size === desc.size);
-    if (has) this.present.add(desc.digest);
-    return has;
+  hasBlob(desc: Descriptor): Promise<boolean> {
+    if (this.present.has(desc.digest)) return Promise.resolve(true);
+    let head = this.heads.get(desc.digest);
+    if (!head) {
+      head = this.repo.hasBlob(desc.digest, this.signal).then((size) => {
+        const has = size !== undefined && (size === -1 || size === desc.size);
+        if (has) this.present.add(desc.digest);
+        return has;
+      });
+      this.heads.set(desc.digest, head);
+      head.catch(() => this.heads.delete(desc.digest));
+    }
+    return head;
   }
 
   async mountBlob(desc: Descriptor, from: BlobOrigin): Promise<boolean> {

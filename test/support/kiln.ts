@@ -1,7 +1,7 @@
 /**
- * Running the built kiln CLI (`dist/cli/main.js`, from `npm run build`) in tests.
+ * Running the built kiln CLI (`dist/bin/kiln.js`, the bundle `npm run build` makes) in tests.
  *
- * Every call runs `process.execPath dist/cli/main.js ...args` with KILN_HOME set to a temp dir that is
+ * Every call runs `process.execPath dist/bin/kiln.js ...args` with KILN_HOME set to a temp dir that is
  * shared by all calls in this process (i.e. one per test file: `node --test` runs each file in its own
  * process) and removed at exit, so tests never touch ~/.cache/kiln.
  */
@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { run } from './tools.js';
 
 /** Absolute path of the built CLI. */
-export const KILN_CLI = fileURLToPath(new URL('../../dist/cli/main.js', import.meta.url));
+export const KILN_CLI = fileURLToPath(new URL('../../dist/bin/kiln.js', import.meta.url));
 
 export interface KilnOptions {
   /** Extra environment, on top of process.env and the test KILN_HOME (which it may override). */

@@ -12,6 +12,7 @@ import { isKilnError, KilnError } from '../../src/errors.js';
 import { findCredentials } from '../../src/registry/credentials.js';
 import { HUB_SERVER, login, logout } from '../../src/registry/docker-config.js';
 import { kiln } from '../support/kiln.js';
+import { sharedRegistry } from '../support/registry.js';
 
 const SECRET = 'hunter2-S3cr3t-pw';
 const SECRET_B64 = Buffer.from(SECRET).toString('base64');
@@ -521,66 +522,72 @@ function assertCleanOutput(r: { stdout: string; stderr: string }): void {
 }
 
 test('kiln login --password-stdin / kiln logout', async () => {
+  // kiln login checks the credentials with the registry first: an open registry takes any.
+  const host = (await sharedRegistry('none')).host;
   const sb = await sandbox({ psFormat: 'x' });
-  const r = await kiln(['login', 'ghcr.io', '-u', 'me', '--password-stdin'], {
+  const r = await kiln(['login', host, '-u', 'me', '--password-stdin'], {
     env: sb.env,
     input: `${SECRET}\n`,
   });
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stderr, /Login Succeeded/);
   assertCleanOutput(r);
-  assert.deepEqual(await sb.config(), { psFormat: 'x', auths: { 'ghcr.io': { auth: b64(`me:${SECRET}`) } } });
+  assert.deepEqual(await sb.config(), { psFormat: 'x', auths: { [host]: { auth: b64(`me:${SECRET}`) } } });
 
-  const out1 = await kiln(['logout', 'ghcr.io'], { env: sb.env });
+  const out1 = await kiln(['logout', host], { env: sb.env });
   assert.equal(out1.code, 0, out1.stderr);
-  assert.match(out1.stderr, /Removed login credentials for ghcr\.io/);
-  const out2 = await kiln(['logout', 'https://ghcr.io/'], { env: sb.env });
-  assert.match(out2.stderr, /Not logged in to ghcr\.io/);
-  const json = await kiln(['logout', 'ghcr.io', '--json'], { env: sb.env });
+  assert.match(out1.stderr, new RegExp(`Removed login credentials for ${host}`));
+  const out2 = await kiln(['logout', `http://${host}/`], { env: sb.env });
+  assert.match(out2.stderr, new RegExp(`Not logged in to ${host}`));
+  const json = await kiln(['logout', host, '--json'], { env: sb.env });
   assert.deepEqual(JSON.parse(json.stdout), {
-    registry: 'ghcr.io',
+    registry: host,
     configPath: sb.configPath,
     removed: false,
   });
 });
 
 test('kiln login reads piped stdin without --password-stdin; -p warns; --json reports where', async () => {
+  // kiln login checks the credentials with the registry first: an open registry takes any.
+  const host = (await sharedRegistry('none')).host;
   const sb = await sandbox({ credsStore: 'kilntest' });
-  const piped = await kiln(['login', 'localhost:5000', '-u', 'me', '--debug'], {
+  const piped = await kiln(['login', host, '-u', 'me', '--debug'], {
     env: sb.env,
     input: SECRET,
   });
   assert.equal(piped.code, 0, piped.stderr);
   assertCleanOutput(piped);
-  const p = await kiln(['login', 'docker.io', '-u', 'me', '-p', SECRET, '--json'], { env: sb.env });
+  const p = await kiln(['login', host, '-u', 'me', '-p', SECRET, '--json'], { env: sb.env });
   assert.equal(p.code, 0, p.stderr);
   assert.match(p.stderr, /WARNING! Using --password via the CLI is insecure/);
   assertCleanOutput(p);
   assert.deepEqual(JSON.parse(p.stdout), {
-    registry: 'docker.io',
+    registry: host,
     configPath: sb.configPath,
     store: 'docker-credential-kilntest',
   });
-  assert.deepEqual(await sb.calls(), ['store localhost:5000', `store ${HUB_SERVER}`]);
+  assert.deepEqual(await sb.calls(), [`store ${host}`, `store ${host}`]);
   assertNoSecret(await fs.readFile(sb.configPath, 'utf8'));
-  assert.equal((await findCredentials('localhost:5000', { env: sb.env })).credentials?.password, SECRET);
+  assert.equal((await findCredentials(host, { env: sb.env })).credentials?.password, SECRET);
 });
 
 test('kiln login usage errors and helper failures: exit codes, no secret in any output', async () => {
+  // kiln login checks the credentials with the registry first: an open registry takes any.
+  const host = (await sharedRegistry('none')).host;
   const sb = await sandbox({ credsStore: 'kilntest' });
-  const both = await kiln(['login', 'ghcr.io', '-u', 'me', '-p', SECRET, '--password-stdin'], {
+  const both = await kiln(['login', host, '-u', 'me', '-p', SECRET, '--password-stdin'], {
     env: sb.env,
     input: SECRET,
   });
   assert.equal(both.code, 2);
   assertCleanOutput(both);
-  const noUser = await kiln(['login', 'ghcr.io', '--password-stdin'], { env: sb.env, input: SECRET });
+  const noUser = await kiln(['login', host, '--password-stdin'], { env: sb.env, input: SECRET });
   assert.equal(noUser.code, 2);
   assert.match(noUser.stderr, /--username/);
-  const empty = await kiln(['login', 'ghcr.io', '-u', 'me'], { env: sb.env, input: '\n' });
+  const empty = await kiln(['login', host, '-u', 'me'], { env: sb.env, input: '\n' });
   assert.equal(empty.code, 2);
   for (const flags of [[], ['--debug'], ['--json']]) {
-    const failed = await kiln(['login', 'ghcr.io', '-u', 'me', '--password-stdin', ...flags], {
+    const failed = await kiln(['login', host, '-u', 'me', '--password-stdin', ...flags], {
       env: { ...sb.env, KILNTEST_MODE: 'echo' },
       input: SECRET,
     });

@@ -1,0 +1,299 @@
+import { once } from 'node:events';
+import { createReadStream } from 'node:fs';
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
+import * as zlib from 'node:zlib';
+import { ioError, KilnError } from '../errors.js';
+import { collectEntries, layerPath } from '../layer/entries.js';
+import { parallelGzip } from '../layer/gzip.js';
+import { BLOCK } from '../layer/tar-header.js';
+import { isGzip } from '../layer/tar-reader.js';
+import { writeLayer } from '../layer/write-layer.js';
+import { type Digest, newHash } from '../oci/digest.js';
+import { MediaType } from '../oci/media-types.js';
+import { hostPlatform, type Platform } from '../oci/platform.js';
+import type { Descriptor, ImageConfig, ImageManifest } from '../oci/types.js';
+import { openCache } from '../store/cache.js';
+import type { OciLayout } from '../store/layout.js';
+import { openSource } from '../transport/open.js';
+import { parseLocation } from '../transport/parse.js';
+import {
+  ComposedSource,
+  type ComposeResult,
+  checkPlatform,
+  configPlatform,
+  defaultCreated,
+  type LoadedImage,
+  loadImage,
+  loadRoot,
+  pickImage,
+  writeComposed,
+} from './compose.js';
+
+/** One `--layer SRC[:DEST]`. */
+export interface AppendLayer {
+  /** A directory, a regular file, or a `.tar` / `.tar.gz` / `.tgz` taken as the layer itself. */
+  source: string;
+  /** Absolute path in the image: where a directory's contents or a file go (default `/`). Not for tars. */
+  dest?: string;
+}
+
+export interface AppendOptions {
+  /** Any source transport, or `scratch` for an empty image. */
+  base: string;
+  layers: AppendLayer[];
+  to: string;
+  /** Chooses the image out of an index base; for `scratch`, the platform of the new image (default: the host's). */
+  platform?: Platform;
+  /** RFC 3339 time of the history entries (and of a scratch config); default SOURCE_DATE_EPOCH, else the epoch. */
+  created?: string;
+  store?: OciLayout;
+}
+
+export interface AppendedLayer {
+  source: string;
+  descriptor: Descriptor;
+  diffId: Digest;
+}
+
+export interface AppendResult extends ComposeResult {
+  platform: Platform;
+  layers: AppendedLayer[];
+}
+
+const TAR_SUFFIXES = ['.tar', '.tar.gz', '.tgz'];
+
+/** Appends one layer per input to a base image (or to scratch) and writes the image to `to`. */
+export async function appendLayers(options: AppendOptions): Promise<AppendResult> {
+  parseLocation(options.to); // a bad destination fails before any work
+  if (options.layers.length === 0) throw new KilnError('E_USAGE', 'append needs at least one --layer');
+  const created = checkCreated(options.created ?? defaultCreated());
+  const store = options.store ?? (await openCache());
+  const composed = new ComposedSource('kiln append', store);
+  try {
+    let base: LoadedImage | undefined;
+    if (options.base !== 'scratch') {
+      const source = composed.addSource(await openSource(options.base));
+      const { root, bytes, parsed } = await loadRoot(source);
+      if (parsed.kind === 'index') {
+        base = await loadImage(source, pickImage(parsed.index, options.platform, source.name));
+      } else {
+        base = await loadImage(source, root, bytes);
+        checkPlatform(base, options.platform, source.name);
+      }
+      for (const layer of base.manifest.layers) composed.addBase(layer, source);
+    }
+    // A Docker v2 base keeps Docker media types: a manifest may not mix the two families.
+    const docker = (base?.manifest.mediaType ?? base?.descriptor.mediaType) === MediaType.DockerManifest;
+    const layerType = docker ? MediaType.DockerLayerGzip : MediaType.OciLayerGzip;
+
+    const layers: AppendedLayer[] = [];
+    for (const input of options.layers) {
+      const written = await buildLayer(store, input);
+      const descriptor = { ...written.descriptor, mediaType: layerType };
+      composed.addOwn(descriptor);
+      layers.push({ source: input.source, descriptor, diffId: written.diffId });
+    }
+
+    const platform = base ? configPlatform(base.config)! : (options.platform ?? hostPlatform());
+    const config: ImageConfig = base ? structuredClone(base.config) : scratchConfig(platform, created);
+    config.rootfs = {
+      ...config.rootfs,
+      type: 'layers',
+      diff_ids: [...(config.rootfs?.diff_ids ?? []), ...layers.map((l) => l.diffId)],
+    };
+    config.history = [
+      ...(config.history ?? []),
+      ...layers.map(() => ({ created, created_by: 'kiln append' })),
+    ];
+    const configDesc = await composed.putJson(base?.manifest.config.mediaType ?? MediaType.OciConfig, config);
+    const newLayers = layers.map((l) => l.descriptor);
+    // Spreading the base keeps its fields (mediaType, annotations) and their order.
+    const manifest: ImageManifest = base
+      ? { ...base.manifest, config: configDesc, layers: [...base.manifest.layers, ...newLayers] }
+      : { schemaVersion: 2, mediaType: MediaType.OciManifest, config: configDesc, layers: newLayers };
+    const mediaType = manifest.mediaType ?? base?.descriptor.mediaType ?? MediaType.OciManifest;
+    const descriptor = await composed.putJson(mediaType, manifest);
+    composed.setRoot(descriptor);
+    await writeComposed(composed, options.to);
+    return { destination: options.to, descriptor, platform, layers };
+  } finally {
+    await composed.close();
+  }
+}
+
+function scratchConfig(platform: Platform, created: string): ImageConfig {
+  const config: ImageConfig = {
+    created,
+    architecture: platform.architecture,
+    os: platform.os,
+    config: {},
+    rootfs: { type: 'layers', diff_ids: [] },
+    history: [],
+  };
+  if (platform.variant) config.variant = platform.variant;
+  return config;
+}
+
+function checkCreated(created: string): string {
+  if (Number.isNaN(Date.parse(created)))
+    throw new KilnError(
+      'E_USAGE',
+      `--created must be an RFC 3339 time such as 2024-01-31T12:00:00Z, got '${created}'`,
+    );
+  return created;
+}
+
+interface BuiltLayer {
+  descriptor: Descriptor;
+  diffId: Digest;
+}
+
+/** Writes one input as a layer blob into the store. */
+export async function buildLayer(store: OciLayout, input: AppendLayer): Promise<BuiltLayer> {
+  let real: string;
+  let st: import('node:fs').Stats;
+  try {
+    // Follow a symlink given on the command line, as cp and tar do.
+    real = await fs.realpath(input.source);
+    st = await fs.stat(real);
+  } catch (err) {
+    throw ioError(err, input.source);
+  }
+  const dest = input.dest === undefined ? '' : layerPath(input.dest);
+  if (st.isDirectory()) {
+    const entries = await collectEntries([{ source: real, dest }]);
+    return writeLayer(store, entries);
+  }
+  if (!st.isFile())
+    throw new KilnError('E_UNSUPPORTED', `${input.source} is not a regular file or a directory`);
+  if (TAR_SUFFIXES.some((s) => input.source.toLowerCase().endsWith(s))) {
+    if (input.dest !== undefined && dest !== '')
+      throw new KilnError('E_USAGE', `${input.source} is a tar, taken as a layer as it is; it has no :DEST`, {
+        hint: 'to put the tar file itself into the image, give the directory that holds it',
+      });
+    return tarLayer(store, real, input.source);
+  }
+  const name = path.basename(input.source); // the name given, even through a symlink
+  const entries = await collectEntries([{ source: real, dest: dest === '' ? name : `${dest}/${name}` }]);
+  return writeLayer(store, entries);
+}
+
+/**
+ * A tar file as a layer: a gzipped one keeps its bytes (diff_id from gunzipping while it is
+ * stored), a plain one is gzipped with kiln's deterministic gzip. Both are read once.
+ */
+async function tarLayer(store: OciLayout, file: string, what: string): Promise<BuiltLayer> {
+  const head = await readHead(file, 2);
+  const diff = new TarHasher(what);
+  const content = createReadStream(file);
+  content.on('error', () => {}); // surfaces through the iteration below
+  let blob: { digest: Digest; size: number };
+  try {
+    blob = isGzip(head)
+      ? await store.writeBlob(gunzipHashing(content, diff, what))
+      : await store.writeBlob(parallelGzip(diff.through(content)));
+  } catch (err) {
+    if (err instanceof KilnError) throw err;
+    throw ioError(err, what);
+  } finally {
+    content.destroy();
+  }
+  return {
+    descriptor: { mediaType: MediaType.OciLayerGzip, digest: blob.digest, size: blob.size },
+    diffId: diff.digest(),
+  };
+}
+
+async function readHead(file: string, n: number): Promise<Buffer> {
+  const handle = await fs.open(file, 'r').catch((err) => {
+    throw ioError(err, file);
+  });
+  try {
+    const buf = Buffer.alloc(n);
+    const { bytesRead } = await handle.read(buf, 0, n, 0);
+    return buf.subarray(0, bytesRead);
+  } finally {
+    await handle.close();
+  }
+}
+
+/** Hashes an uncompressed tar stream (the diff_id) and checks that it starts like a tar. */
+class TarHasher {
+  private readonly hash = newHash();
+  private head = Buffer.alloc(0);
+  private checked = false;
+
+  constructor(private readonly what: string) {}
+
+  update(chunk: Uint8Array): void {
+    this.hash.update(chunk);
+    if (!this.checked) {
+      this.head = Buffer.concat([this.head, chunk]);
+      if (this.head.length >= BLOCK) this.check();
+    }
+  }
+
+  async *through(source: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+    for await (const chunk of source) {
+      this.update(chunk);
+      yield chunk;
+    }
+  }
+
+  digest(): Digest {
+    if (!this.checked) this.check();
+    return `sha256:${this.hash.digest('hex')}`;
+  }
+
+  private check(): void {
+    this.checked = true;
+    if (this.head.length < BLOCK || !validTarHeader(this.head.subarray(0, BLOCK)))
+      throw new KilnError('E_BAD_TAR', `${this.what} is not a tar archive`, {
+        hint: 'a .tar, .tar.gz or .tgz given to --layer is taken as the layer itself',
+      });
+    this.head = Buffer.alloc(0);
+  }
+}
+
+/** A tar header block checks out: its checksum matches, or it is the zero block of an empty archive. */
+function validTarHeader(block: Buffer): boolean {
+  if (block.every((b) => b === 0)) return true;
+  const field = block.subarray(148, 156).toString('latin1').replace(/\0.*$/s, '').trim();
+  if (!/^[0-7]+$/.test(field)) return false;
+  let sum = 0;
+  for (let i = 0; i < BLOCK; i++) sum += i >= 148 && i < 156 ? 0x20 : block[i]!;
+  return sum === Number.parseInt(field, 8);
+}
+
+/** Passes compressed bytes through unchanged while gunzipping them into `diff` on the side. */
+async function* gunzipHashing(
+  source: AsyncIterable<Uint8Array>,
+  diff: TarHasher,
+  what: string,
+): AsyncGenerator<Uint8Array> {
+  const gunzip = zlib.createGunzip();
+  let failure: unknown;
+  gunzip.on('data', (chunk: Buffer) => {
+    try {
+      diff.update(chunk);
+    } catch (err) {
+      failure ??= err;
+    }
+  });
+  const ended = new Promise<void>((resolve, reject) => {
+    gunzip.on('end', resolve);
+    gunzip.on('error', (err) =>
+      reject(new KilnError('E_BAD_TAR', `${what} is not valid gzip: ${err.message}`, { cause: err })),
+    );
+  });
+  ended.catch(() => {}); // awaited below
+  for await (const chunk of source) {
+    if (failure) throw failure;
+    if (!gunzip.write(chunk)) await Promise.race([once(gunzip, 'drain'), ended]);
+    yield chunk;
+  }
+  gunzip.end();
+  await ended;
+  if (failure) throw failure;
+}

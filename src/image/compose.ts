@@ -1,0 +1,268 @@
+/**
+ * Shared machinery for commands that make new images out of existing ones (append, mutate,
+ * index create): new blobs and manifests go into kiln's cache layout, everything else is served
+ * from the base sources, so a base layer is read only when the destination lacks it.
+ */
+import { KilnError } from '../errors.js';
+import { defaultMtime } from '../layer/tar-writer.js';
+import { isManifestType, MediaType } from '../oci/media-types.js';
+import { formatPlatform, normalizePlatform, type Platform, platformMatches } from '../oci/platform.js';
+import type { Descriptor, ImageConfig, ImageIndex, ImageManifest } from '../oci/types.js';
+import {
+  encodeJson,
+  MAX_CONFIG_BYTES,
+  MAX_MANIFEST_BYTES,
+  type ParsedManifest,
+  parseConfig,
+  parseManifest,
+} from '../oci/validate.js';
+import type { OciLayout } from '../store/layout.js';
+import { type CopyOptions, type CopyResult, copyImage } from '../transport/copy.js';
+import { openDestination } from '../transport/open.js';
+import type { BlobOrigin, ImageSource } from '../transport/types.js';
+import { readSmallBlob } from './resolve.js';
+
+/** What append, mutate and index create return, like `pack`. */
+export interface ComposeResult {
+  destination: string;
+  /** The root written: a manifest, or an index. */
+  descriptor: Descriptor;
+}
+
+/**
+ * An ImageSource over a composition: digests written by it are read from `store`, any other
+ * digest from the base source it was registered with. A base manifest's config, layers and
+ * children follow it to the same base when it is fetched, so only roots need registering.
+ */
+export class ComposedSource implements ImageSource {
+  private root: Descriptor | undefined;
+  private readonly own = new Set<string>();
+  private readonly base = new Map<string, ImageSource>();
+  private readonly sources = new Set<ImageSource>();
+
+  constructor(
+    readonly name: string,
+    readonly store: OciLayout,
+  ) {}
+
+  /** Takes ownership of a base source: closed with this one. */
+  addSource(source: ImageSource): ImageSource {
+    this.sources.add(source);
+    return source;
+  }
+
+  /** Serves `desc` (a blob or a manifest) from `source`, unless this composition wrote it. */
+  addBase(desc: Descriptor, source: ImageSource): void {
+    this.sources.add(source);
+    if (!this.own.has(desc.digest) && !this.base.has(desc.digest)) this.base.set(desc.digest, source);
+  }
+
+  /** Marks a digest as written into the store by this composition. */
+  addOwn(desc: Descriptor): void {
+    this.own.add(desc.digest);
+    this.base.delete(desc.digest);
+  }
+
+  /** Stores a JSON document (config, manifest, index) as encoded by kiln and serves it from the store. */
+  async putJson(mediaType: string, value: unknown): Promise<Descriptor> {
+    const desc: Descriptor = { mediaType, ...(await this.store.putBytes(encodeJson(value))) };
+    this.addOwn(desc);
+    return desc;
+  }
+
+  setRoot(desc: Descriptor): void {
+    this.root = desc;
+  }
+
+  async resolve(): Promise<Descriptor> {
+    if (!this.root) throw new Error('ComposedSource has no root');
+    return this.root;
+  }
+
+  async fetchManifest(desc: Descriptor): Promise<Buffer> {
+    if (this.own.has(desc.digest)) {
+      const bytes = await this.store.readBlob(desc.digest, MAX_MANIFEST_BYTES);
+      if (bytes.length !== desc.size)
+        throw new KilnError(
+          'E_SIZE_MISMATCH',
+          `manifest ${desc.digest} is ${bytes.length} bytes, its descriptor says ${desc.size}`,
+        );
+      return bytes;
+    }
+    const source = this.sourceOf(desc);
+    const bytes = await source.fetchManifest(desc);
+    const parsed = parseManifest(bytes, `${source.name} manifest ${desc.digest}`, desc.mediaType);
+    for (const child of children(parsed)) this.addBase(child, source);
+    return bytes;
+  }
+
+  async fetchBlob(desc: Descriptor): Promise<AsyncIterable<Uint8Array>> {
+    if (this.own.has(desc.digest)) {
+      const size = await this.store.blobSize(desc.digest);
+      if (size !== desc.size)
+        throw new KilnError(
+          'E_SIZE_MISMATCH',
+          `blob ${desc.digest} in ${this.store.dir} is ${size} bytes, its descriptor says ${desc.size}`,
+        );
+      return this.store.openBlob(desc.digest);
+    }
+    return this.sourceOf(desc).fetchBlob(desc);
+  }
+
+  /** A base blob keeps its origin, so a registry destination can mount it instead of copying. */
+  blobOrigin(desc: Descriptor): BlobOrigin | undefined {
+    if (this.own.has(desc.digest)) return undefined;
+    return this.base.get(desc.digest)?.blobOrigin?.(desc);
+  }
+
+  async close(): Promise<void> {
+    const sources = [...this.sources];
+    this.sources.clear();
+    await Promise.all(sources.map((s) => s.close().catch(() => {})));
+  }
+
+  private sourceOf(desc: Descriptor): ImageSource {
+    const source = this.base.get(desc.digest);
+    if (!source) throw new KilnError('E_NOT_FOUND', `${this.name}: no blob or manifest ${desc.digest}`);
+    return source;
+  }
+}
+
+function children(parsed: ParsedManifest): Descriptor[] {
+  if (parsed.kind === 'index') return parsed.index.manifests;
+  return [parsed.manifest.config, ...parsed.manifest.layers];
+}
+
+/** Copies the composition to `to` (any destination transport), then closes it and its bases. */
+export async function writeComposed(
+  composed: ComposedSource,
+  to: string,
+  options: CopyOptions = {},
+): Promise<CopyResult> {
+  try {
+    return await copyImage(composed, await openDestination(to), options);
+  } finally {
+    await composed.close();
+  }
+}
+
+/** The root a source names, parsed. */
+export async function loadRoot(
+  source: ImageSource,
+): Promise<{ root: Descriptor; bytes: Buffer; parsed: ParsedManifest }> {
+  const resolved = await source.resolve();
+  // Only what identifies the content: a layout's ref.name annotation is not part of the image.
+  const root: Descriptor = { mediaType: resolved.mediaType, digest: resolved.digest, size: resolved.size };
+  const bytes = await source.fetchManifest(root);
+  return { root, bytes, parsed: parseManifest(bytes, `${source.name} manifest`, root.mediaType) };
+}
+
+export interface LoadedImage {
+  descriptor: Descriptor;
+  manifest: ImageManifest;
+  manifestBytes: Buffer;
+  config: ImageConfig;
+  configBytes: Buffer;
+}
+
+/** Reads one image manifest and its config; refuses anything that is not a container image. */
+export async function loadImage(source: ImageSource, desc: Descriptor, bytes?: Buffer): Promise<LoadedImage> {
+  const manifestBytes = bytes ?? (await source.fetchManifest(desc));
+  const parsed = parseManifest(manifestBytes, `${source.name} manifest ${desc.digest}`, desc.mediaType);
+  if (parsed.kind !== 'manifest')
+    throw new KilnError('E_UNSUPPORTED', `${source.name}: ${desc.digest} is a nested index, not an image`);
+  const manifest = parsed.manifest;
+  if (!isImageConfigType(manifest.config.mediaType))
+    throw new KilnError(
+      'E_UNSUPPORTED',
+      `${source.name} is not a container image (config type ${manifest.config.mediaType})`,
+      { hint: 'only images with an OCI or Docker image config can be changed' },
+    );
+  const configBytes = await readSmallBlob(source, manifest.config, MAX_CONFIG_BYTES);
+  const config = parseConfig(configBytes, `${source.name} config`);
+  if (typeof config.os !== 'string' || typeof config.architecture !== 'string')
+    throw new KilnError('E_BAD_CONFIG', `${source.name} config has no os or architecture`);
+  return { descriptor: desc, manifest, manifestBytes, config, configBytes };
+}
+
+export function isImageConfigType(mediaType: string): boolean {
+  return mediaType === MediaType.OciConfig || mediaType === MediaType.DockerConfig;
+}
+
+/** The platform an image config declares, with the optional fields only when present. */
+export function configPlatform(config: Partial<ImageConfig>): Platform | undefined {
+  if (typeof config.os !== 'string' || typeof config.architecture !== 'string') return undefined;
+  const p: Platform = { os: config.os, architecture: config.architecture };
+  if (typeof config.variant === 'string' && config.variant !== '') p.variant = config.variant;
+  const version = config['os.version'];
+  if (typeof version === 'string' && version !== '') p['os.version'] = version;
+  const features = config['os.features'];
+  if (Array.isArray(features) && features.length > 0 && features.every((f) => typeof f === 'string'))
+    p['os.features'] = features as string[];
+  return p;
+}
+
+/** Image entries of an index: manifests, minus attestations (buildx lists those as unknown/unknown). */
+export function indexImages(index: ImageIndex): Descriptor[] {
+  return index.manifests.filter(
+    (m) => (isManifestType(m.mediaType) || m.mediaType === undefined) && !isUnknownPlatform(m.platform),
+  );
+}
+
+export function isUnknownPlatform(p: Platform | undefined): boolean {
+  return p?.os === 'unknown' && p.architecture === 'unknown';
+}
+
+export function describePlatforms(descs: Descriptor[]): string {
+  return descs.map((m) => (m.platform ? formatPlatform(m.platform) : 'unknown')).join(', ') || 'none';
+}
+
+/**
+ * Picks one image out of an index for a command that writes a single image: the platform asked
+ * for, else the only image there. Several and no --platform is E_AMBIGUOUS: guessing the host's
+ * would silently drop the others.
+ */
+export function pickImage(index: ImageIndex, want: Platform | undefined, where: string): Descriptor {
+  const images = indexImages(index);
+  if (want) {
+    const hit = images.find((m) => m.platform && platformMatches(want, m.platform));
+    if (!hit)
+      throw new KilnError('E_NO_MATCHING_PLATFORM', `${where} has no image for ${formatPlatform(want)}`, {
+        hint: `platforms there: ${describePlatforms(images)}`,
+      });
+    return hit;
+  }
+  if (images.length === 1) return images[0]!;
+  if (images.length === 0) throw new KilnError('E_NOT_FOUND', `${where} is an index with no images`);
+  throw new KilnError('E_AMBIGUOUS', `${where} is an index of ${images.length} images; choose one`, {
+    hint: `use --platform with one of: ${describePlatforms(images)}`,
+  });
+}
+
+/** Checks that a single image is for the platform asked for (when one was). */
+export function checkPlatform(image: LoadedImage, want: Platform | undefined, where: string): void {
+  if (!want) return;
+  const have = configPlatform(image.config);
+  if (!have || !platformMatches(want, have))
+    throw new KilnError(
+      'E_NO_MATCHING_PLATFORM',
+      `${where} is an image for ${have ? formatPlatform(have) : 'an unknown platform'}, not ${formatPlatform(want)}`,
+    );
+}
+
+/** A stable key for duplicate detection: normalised os/arch/variant plus os.version and features. */
+export function platformKey(p: Platform): string {
+  const n = normalizePlatform(p);
+  return JSON.stringify([
+    n.os,
+    n.architecture,
+    n.variant ?? '',
+    n['os.version'] ?? '',
+    [...(n['os.features'] ?? [])].sort(),
+  ]);
+}
+
+/** The time written into history and new configs: SOURCE_DATE_EPOCH, else the epoch (like package). */
+export function defaultCreated(): string {
+  return new Date(defaultMtime() * 1000).toISOString().replace('.000Z', 'Z');
+}

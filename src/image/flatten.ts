@@ -1,0 +1,692 @@
+/**
+ * The flattened filesystem of an image: its layers applied as the OCI image spec says (bottom to top,
+ * `.wh.NAME` whiteouts, `.wh..wh..opq` opaque directories, later layers win), as one stream of entries.
+ *
+ * Layers are walked top to bottom and each entry is yielded only if nothing above shadows it, so every
+ * layer is read once, in one pass, and no content is held in memory; only paths are remembered.
+ * Hard links are yielded after their target (a link whose target lives in a lower layer waits for it),
+ * and a link whose target was later replaced or deleted gets the target's old content, as it would
+ * after applying the layers in order.
+ */
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
+import { Readable, type Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import * as zlib from 'node:zlib';
+import * as tar from 'tar-stream';
+import { ioError, KilnError } from '../errors.js';
+import { isGzip } from '../layer/tar-reader.js';
+import { MediaType } from '../oci/media-types.js';
+import type { Platform } from '../oci/platform.js';
+import type { Descriptor } from '../oci/types.js';
+import { openSource } from '../transport/open.js';
+import type { ImageSource } from '../transport/types.js';
+import { verified } from '../transport/verify.js';
+import { type ResolvedImage, resolveImage, selectManifest } from './resolve.js';
+
+export type FlatEntryType = 'file' | 'dir' | 'symlink' | 'hardlink' | 'char' | 'block' | 'fifo';
+
+/** One entry of the flattened filesystem. */
+export interface FlatEntry {
+  /** Relative posix path: no leading `/` or `./`, no `.` or `..` segments; `''` is the root. */
+  path: string;
+  type: FlatEntryType;
+  /** Permission bits (with setuid/setgid/sticky), without the file type. */
+  mode: number;
+  uid: number;
+  gid: number;
+  /** Content bytes; 0 for anything but files. */
+  size: number;
+  /** Seconds since the epoch. */
+  mtime: number;
+  /** A symlink's target as stored; for a hard link, the path of an entry yielded before it. */
+  linkname?: string;
+  devmajor?: number;
+  devminor?: number;
+  /** Index in the manifest's layers of the layer the entry comes from (0 is the bottom). */
+  layer: number;
+}
+
+/** An entry left out: `unsafe` when its path (or link target) leaves the root. */
+export interface FlatIssue {
+  path: string;
+  layer: number;
+  reason: string;
+  unsafe: boolean;
+}
+
+export type FlatItem =
+  /** `content` (files only) must be read, or abandoned, before asking for the next item. */
+  { kind: 'entry'; entry: FlatEntry; content?: AsyncIterable<Buffer> } | ({ kind: 'issue' } & FlatIssue);
+
+const OPAQUE = '.wh..wh..opq';
+const WHITEOUT = '.wh.';
+const ZSTD_MAGIC = [0x28, 0xb5, 0x2f, 0xfd];
+const WASM_LAYERS = new Set<string>([MediaType.WasmLayer, MediaType.WasmToOciLayer, MediaType.IstioOciLayer]);
+
+const TYPES: Record<string, FlatEntryType> = {
+  file: 'file',
+  'contiguous-file': 'file',
+  directory: 'dir',
+  symlink: 'symlink',
+  link: 'hardlink',
+  'character-device': 'char',
+  'block-device': 'block',
+  fifo: 'fifo',
+};
+
+/**
+ * Normalises a member name the way tar does: leading `/` and `./` dropped, empty and `.` segments
+ * removed. Undefined when a `..` segment remains (GNU tar refuses those too: with a symlink among the
+ * earlier segments, even `a/../b` can land anywhere).
+ */
+export function flatPath(name: string): string | undefined {
+  if (name.includes('\0')) return undefined;
+  const parts: string[] = [];
+  for (const seg of name.split('/')) {
+    if (seg === '' || seg === '.') continue;
+    if (seg === '..') return undefined;
+    parts.push(seg);
+  }
+  return parts.join('/');
+}
+
+/** Fails early, before anything is written, on layers kiln cannot read as filesystem tars. */
+export function checkLayers(layers: Descriptor[], where: string): void {
+  layers.forEach((layer, i) => {
+    if (layer.mediaType === MediaType.OciLayerZstd || layer.mediaType.endsWith('+zstd'))
+      throw zstdError(layer, i, where);
+    if (WASM_LAYERS.has(layer.mediaType))
+      throw new KilnError(
+        'E_UNSUPPORTED',
+        `${where}: layer ${i} (${layer.mediaType}) is a WebAssembly module, not a filesystem tar`,
+        { hint: 'this is a Wasm artifact; `kiln inspect` shows its layers' },
+      );
+  });
+}
+
+function zstdError(layer: Descriptor, i: number, where: string): KilnError {
+  return new KilnError(
+    'E_UNSUPPORTED',
+    `${where}: layer ${i} (${layer.digest}) is zstd-compressed; kiln reads gzip and uncompressed layers`,
+    { hint: 'convert the image to gzip layers, e.g. skopeo copy --dest-compress-format gzip' },
+  );
+}
+
+/** The layer's tar stream, gunzipped when its first bytes say gzip; zstd is refused by its magic. */
+async function* decompress(
+  blob: AsyncIterable<Uint8Array>,
+  layer: Descriptor,
+  index: number,
+  where: string,
+): AsyncGenerator<Uint8Array> {
+  const it = blob[Symbol.asyncIterator]();
+  let head = Buffer.alloc(0);
+  try {
+    while (head.length < ZSTD_MAGIC.length) {
+      const r = await it.next();
+      if (r.done) break;
+      head = Buffer.concat([head, r.value]);
+    }
+    if (ZSTD_MAGIC.every((b, i) => head[i] === b)) throw zstdError(layer, index, where);
+    async function* rest(): AsyncGenerator<Uint8Array> {
+      if (head.length > 0) yield head;
+      for (let r = await it.next(); !r.done; r = await it.next()) yield r.value;
+    }
+    if (!isGzip(head)) {
+      yield* rest();
+      return;
+    }
+    const gunzip = zlib.createGunzip();
+    const feed = pipeline(Readable.from(rest()), gunzip);
+    feed.catch(() => {}); // the same error reaches the reader of gunzip
+    for await (const chunk of gunzip) yield chunk as Buffer;
+    await feed;
+  } finally {
+    await it.return?.();
+  }
+}
+
+interface RawEntry {
+  header: tar.Header;
+  content: AsyncIterable<Buffer>;
+}
+
+/** The entries of one layer, its digest verified as it streams: a mismatch fails after the last entry. */
+async function* layerEntries(
+  source: ImageSource,
+  layer: Descriptor,
+  index: number,
+): AsyncGenerator<RawEntry> {
+  const what = `layer ${index} (${layer.digest}) of ${source.name}`;
+  const bytes = decompress(
+    verified(await source.fetchBlob(layer), layer, source.name),
+    layer,
+    index,
+    source.name,
+  );
+  const extract = tar.extract();
+  const fed = pipeline(Readable.from(bytes), extract).then(
+    () => undefined,
+    (err: unknown) => err ?? new Error('unknown error'),
+  );
+  let finished = false;
+  try {
+    for await (const entry of extract) {
+      yield { header: entry.header, content: entry as AsyncIterable<Buffer> };
+      for await (const _ of entry) {
+        // skip what the consumer left unread
+      }
+    }
+    const err = await fed;
+    if (err) throw err;
+    finished = true;
+  } catch (err) {
+    // The feed's error is the cause (a digest mismatch, bad gzip); the extractor's is a consequence.
+    const cause = (await fed) ?? err;
+    if (cause instanceof KilnError) throw cause;
+    throw new KilnError('E_BAD_TAR', `${what} is not a readable tar stream: ${(cause as Error).message}`, {
+      cause,
+    });
+  } finally {
+    if (!finished) extract.destroy();
+  }
+}
+
+/** Links that share one inode whose content is not (yet) in the output under a path of its own. */
+interface Group {
+  links: string[];
+  /** The path the links point at once it has been yielded. */
+  resolved?: string;
+  /** Set when merged into another group. */
+  forward?: Group;
+  /** The layer that asked; its own whiteouts do not break the request. */
+  layer: number;
+}
+
+function find(g: Group): Group {
+  let r = g;
+  while (r.forward) r = r.forward;
+  return r;
+}
+
+/** What a path of the layer being read is, for hard links made later in the same layer. */
+type Identity =
+  | { kind: 'emitted'; path: string }
+  | { kind: 'group'; group: Group }
+  | { kind: 'shadowed'; index: number }
+  | { kind: 'dir' }
+  | { kind: 'gone' };
+
+/** True when a proper ancestor of `p` (the root included) is in `set`. */
+function underAny(set: Set<string>, p: string): boolean {
+  if (set.size === 0 || p === '') return false;
+  if (set.has('')) return true;
+  for (let i = p.indexOf('/'); i !== -1; i = p.indexOf('/', i + 1)) if (set.has(p.slice(0, i))) return true;
+  return false;
+}
+
+function addAncestors(set: Set<string>, p: string): void {
+  for (let i = p.indexOf('/'); i !== -1; i = p.indexOf('/', i + 1)) set.add(p.slice(0, i));
+}
+
+function toEntry(raw: RawEntry, p: string, type: FlatEntryType, layer: number): FlatEntry {
+  const h = raw.header;
+  const pax = (h.pax ?? {}) as Record<string, string | undefined>;
+  const num = (v: string | undefined, fallback: number) => {
+    const n = v === undefined ? Number.NaN : Number(v);
+    return Number.isFinite(n) ? n : fallback;
+  };
+  const entry: FlatEntry = {
+    path: p,
+    type,
+    mode: (h.mode ?? 0) & 0o7777,
+    uid: num(pax.uid, h.uid ?? 0),
+    gid: num(pax.gid, h.gid ?? 0),
+    size: type === 'file' ? (h.size ?? 0) : 0,
+    mtime: Math.floor(num(pax.mtime, h.mtime ? h.mtime.getTime() / 1000 : 0)),
+    layer,
+  };
+  if (type === 'symlink' || type === 'hardlink') entry.linkname = h.linkname ?? '';
+  if (type === 'char' || type === 'block') {
+    entry.devmajor = h.devmajor ?? 0;
+    entry.devminor = h.devminor ?? 0;
+  }
+  return entry;
+}
+
+export interface FlattenOptions {
+  /** Called before each layer is read (for progress). */
+  onLayer?: (index: number, layer: Descriptor) => void;
+}
+
+/**
+ * Yields the flattened filesystem of `layers` (bottom first, as in a manifest) read from `source`.
+ * Order: top layer's entries first; a lower directory's entry may come after entries inside it, so a
+ * writer creates missing parents and sets directory metadata at the end, as tar does.
+ */
+export async function* flattenLayers(
+  source: ImageSource,
+  layers: Descriptor[],
+  options: FlattenOptions = {},
+): AsyncGenerator<FlatItem> {
+  checkLayers(layers, source.name);
+  // Paths decided by the layers above the one being read.
+  const covered = new Set<string>(); // an entry or whiteout at exactly this path
+  const hiddenBelow = new Set<string>(); // everything strictly below is hidden (whiteout, opaque, non-dir)
+  const dirsAbove = new Set<string>(); // a directory here (maybe implied by a child), so no file below
+  // Hard links waiting for their target in a lower layer, by target path.
+  const pending = new Map<string, Group>();
+  // Targets that were passed over before a link to them turned up: read again at the end.
+  const repairs = new Map<number, Map<number, Group>>();
+
+  function* linkTo(links: string[], target: string, layer: number): Generator<FlatItem> {
+    for (const l of links)
+      yield {
+        kind: 'entry',
+        entry: {
+          path: l,
+          type: 'hardlink',
+          mode: 0,
+          uid: 0,
+          gid: 0,
+          size: 0,
+          mtime: 0,
+          linkname: target,
+          layer,
+        },
+      };
+  }
+
+  function* broken(links: string[], layer: number, reason: string): Generator<FlatItem> {
+    for (const l of links) yield { kind: 'issue', path: l, layer, reason, unsafe: false };
+  }
+
+  /** Gives the links of `g` the content of `raw`: the first gets a copy, the others link to it. */
+  function* adopt(g: Group, raw: RawEntry, type: FlatEntryType, layer: number): Generator<FlatItem> {
+    const [first, ...rest] = g.links;
+    if (first === undefined) return;
+    g.links = [];
+    g.resolved = first;
+    const entry = toEntry(raw, first, type, layer);
+    yield type === 'file' ? { kind: 'entry', entry, content: raw.content } : { kind: 'entry', entry };
+    yield* linkTo(rest, first, layer);
+  }
+
+  /** Joins `links` (or a whole group) to an identity, yielding the links that can be written now. */
+  function* join(id: Identity, links: string[], layer: number, from?: Group): Generator<FlatItem> {
+    switch (id.kind) {
+      case 'emitted':
+        if (from) {
+          from.resolved = id.path;
+          from.links = [];
+        }
+        yield* linkTo(links, id.path, layer);
+        return;
+      case 'group': {
+        const g = find(id.group);
+        if (from && find(from) === g) return;
+        if (g.resolved !== undefined) {
+          if (from) {
+            from.resolved = g.resolved;
+            from.links = [];
+          }
+          yield* linkTo(links, g.resolved, layer);
+          return;
+        }
+        g.links.push(...links);
+        if (from) {
+          from.links = [];
+          from.forward = g;
+          g.layer = Math.min(g.layer, from.layer);
+        }
+        return;
+      }
+      case 'dir':
+        yield* broken(links, layer, 'hard link to a directory');
+        return;
+      default:
+        yield* broken(links, layer, 'hard link to an entry that was refused');
+    }
+  }
+
+  for (let i = layers.length - 1; i >= 0; i--) {
+    const layer = layers[i]!;
+    options.onLayer?.(i, layer);
+    const records = new Map<string, Identity>();
+    const layerCovered = new Set<string>();
+    const layerHidden = new Set<string>();
+    const layerDirs = new Set<string>();
+    const whiteouts = new Set<string>();
+
+    /** What `target` is right now in this layer: an earlier entry here, else whatever is below. */
+    const identityOf = (target: string): Identity => {
+      const rec = records.get(target);
+      if (rec === undefined) {
+        let g = pending.get(target);
+        if (g) g = find(g);
+        else {
+          g = { links: [], layer: i };
+          pending.set(target, g);
+        }
+        return { kind: 'group', group: g };
+      }
+      if (rec.kind !== 'shadowed') return rec;
+      // Passed over already: its content is fetched again after the last layer.
+      const g: Group = { links: [], layer: i };
+      let byIndex = repairs.get(i);
+      if (!byIndex) {
+        byIndex = new Map();
+        repairs.set(i, byIndex);
+      }
+      byIndex.set(rec.index, g);
+      const id: Identity = { kind: 'group', group: g };
+      records.set(target, id);
+      return id;
+    };
+
+    let index = -1;
+    for await (const raw of layerEntries(source, layer, i)) {
+      index++;
+      const h = raw.header;
+      const p = flatPath(h.name);
+      if (p === undefined) {
+        yield { kind: 'issue', path: h.name, layer: i, reason: 'path leaves the root (..)', unsafe: true };
+        continue;
+      }
+      const hidden = underAny(hiddenBelow, p);
+      const type = TYPES[h.type ?? 'file'];
+      if (type === undefined) {
+        if (!hidden && !covered.has(p))
+          yield {
+            kind: 'issue',
+            path: p,
+            layer: i,
+            reason: `unsupported tar entry type ${h.type}`,
+            unsafe: false,
+          };
+        continue;
+      }
+      const slash = p.lastIndexOf('/');
+      const parent = slash === -1 ? '' : p.slice(0, slash);
+      const base = p.slice(slash + 1);
+
+      if (base.startsWith(WHITEOUT)) {
+        // Whiteouts act on the layers below only, never on entries of their own layer.
+        if (hidden) continue;
+        addAncestors(layerDirs, p);
+        if (base === OPAQUE) layerHidden.add(parent);
+        else if (!base.startsWith(`${WHITEOUT}${WHITEOUT}`)) {
+          // `.wh..wh.*` other than the opaque marker is aufs bookkeeping: ignored, as runtimes do.
+          const target =
+            parent === '' ? base.slice(WHITEOUT.length) : `${parent}/${base.slice(WHITEOUT.length)}`;
+          layerCovered.add(target);
+          layerHidden.add(target);
+          whiteouts.add(target);
+        }
+        continue;
+      }
+      if (p === '' && type !== 'dir') {
+        yield { kind: 'issue', path: h.name, layer: i, reason: 'the root is not a directory', unsafe: false };
+        continue;
+      }
+
+      if (!hidden) {
+        layerCovered.add(p);
+        if (type !== 'dir') layerHidden.add(p);
+        addAncestors(layerDirs, p);
+      }
+      const visible = !hidden && !covered.has(p) && !(type !== 'dir' && dirsAbove.has(p));
+      const waiting = pending.get(p);
+      if (waiting) pending.delete(p);
+
+      if (type === 'hardlink') {
+        const target = flatPath(h.linkname ?? '');
+        if (target === undefined || target === '' || target === p) {
+          records.set(p, { kind: 'gone' });
+          const unsafe = target === undefined;
+          const reason = unsafe
+            ? `hard link target ${h.linkname} leaves the root (..)`
+            : 'hard link without a usable target';
+          if (visible) yield { kind: 'issue', path: p, layer: i, reason, unsafe };
+          if (waiting) yield* broken(find(waiting).links, i, reason);
+          continue;
+        }
+        const id = identityOf(target);
+        records.set(p, id);
+        if (visible) yield* join(id, [p], i);
+        if (waiting) {
+          const w = find(waiting);
+          yield* join(id, w.links, i, w);
+        }
+        continue;
+      }
+
+      if (type === 'dir') {
+        records.set(p, { kind: 'dir' });
+        if (waiting) yield* broken(find(waiting).links, i, 'hard link to a directory');
+        if (visible) yield { kind: 'entry', entry: toEntry(raw, p, type, i) };
+        continue;
+      }
+
+      if (visible) {
+        const entry = toEntry(raw, p, type, i);
+        yield type === 'file' ? { kind: 'entry', entry, content: raw.content } : { kind: 'entry', entry };
+        records.set(p, { kind: 'emitted', path: p });
+        if (waiting) {
+          const w = find(waiting);
+          w.resolved = p;
+          yield* linkTo(w.links, p, i);
+          w.links = [];
+        }
+      } else if (waiting) {
+        const w = find(waiting);
+        records.set(p, { kind: 'group', group: w });
+        yield* adopt(w, raw, type, i);
+      } else {
+        records.set(p, { kind: 'shadowed', index });
+      }
+    }
+
+    // A link from above whose target this layer deleted has nothing to point at.
+    for (const [target, g] of pending) {
+      const w = find(g);
+      if (w.layer > i && (whiteouts.has(target) || underAny(layerHidden, target))) {
+        pending.delete(target);
+        yield* broken(w.links, i, `hard link target ${target} was deleted by layer ${i}`);
+      }
+    }
+    for (const p of layerCovered) covered.add(p);
+    for (const p of layerHidden) hiddenBelow.add(p);
+    for (const p of layerDirs) dirsAbove.add(p);
+  }
+
+  for (const [target, g] of pending)
+    yield* broken(find(g).links, 0, `hard link target ${target} is in no layer`);
+
+  // Rare: a link came after its target in the same layer, and a higher layer had replaced the target.
+  for (const [i, byIndex] of [...repairs].sort((a, b) => b[0] - a[0])) {
+    let index = -1;
+    for await (const raw of layerEntries(source, layers[i]!, i)) {
+      index++;
+      const g = byIndex.get(index);
+      if (!g) continue;
+      const type = TYPES[raw.header.type ?? 'file'];
+      if (type === undefined || type === 'dir' || type === 'hardlink') continue;
+      yield* adopt(find(g), raw, type, i);
+    }
+  }
+}
+
+/** Resolves `src` to one image, choosing `platform` from an index (else the host's, else the only one). */
+async function resolveFor(source: ImageSource, platform: Platform | undefined): Promise<ResolvedImage> {
+  return resolveImage(source, (index) => selectManifest(index, platform, source.name));
+}
+
+/** Opens `src` (unless it is a source already), resolves the image, and runs `fn`; closes what it opened. */
+export async function withImage<T>(
+  src: string | ImageSource,
+  platform: Platform | undefined,
+  fn: (source: ImageSource, image: ResolvedImage) => Promise<T>,
+): Promise<T> {
+  const source = typeof src === 'string' ? await openSource(src) : src;
+  try {
+    const image = await resolveFor(source, platform);
+    checkLayers(image.manifest.layers, source.name);
+    return await fn(source, image);
+  } finally {
+    if (typeof src === 'string') await source.close();
+  }
+}
+
+export interface WriteFlatResult {
+  entries: number;
+  issues: FlatIssue[];
+}
+
+/** Writes flattened entries to `out` as one tar. Entries keep their modes, owners and mtimes. */
+export async function writeFlatTar(
+  items: AsyncIterable<FlatItem>,
+  out: NodeJS.WritableStream,
+  options: { end?: boolean } = {},
+): Promise<WriteFlatResult> {
+  const pack = tar.pack();
+  const piped = pipeline(pack, out as Writable, { end: options.end ?? true });
+  piped.catch(() => {}); // awaited below; an early failure also ends the loop through the entry callbacks
+  const result: WriteFlatResult = { entries: 0, issues: [] };
+  try {
+    for await (const item of items) {
+      if (item.kind === 'issue') {
+        const { kind: _kind, ...issue } = item;
+        result.issues.push(issue);
+        continue;
+      }
+      await packEntry(pack, item.entry, item.content);
+      result.entries++;
+    }
+  } catch (err) {
+    // A half-written tar must not end with the end-of-archive blocks: readers then see it is cut short.
+    pack.destroy(err as Error);
+    await piped.catch(() => {});
+    throw err;
+  }
+  pack.finalize();
+  await piped;
+  return result;
+}
+
+const MAX_USTAR_ID = 0o777777;
+
+async function packEntry(
+  pack: tar.Pack,
+  e: FlatEntry,
+  content: AsyncIterable<Buffer> | undefined,
+): Promise<void> {
+  const type = (
+    {
+      file: 'file',
+      dir: 'directory',
+      symlink: 'symlink',
+      hardlink: 'link',
+      char: 'character-device',
+      block: 'block-device',
+      fifo: 'fifo',
+    } as const
+  )[e.type];
+  const header: Partial<tar.Header> & { name: string } = {
+    name: e.path === '' ? './' : e.type === 'dir' ? `${e.path}/` : e.path,
+    type,
+    mode: e.mode,
+    uid: e.uid,
+    gid: e.gid,
+    size: e.type === 'file' ? e.size : 0,
+    mtime: new Date(Math.max(0, e.mtime) * 1000),
+  };
+  if (e.linkname !== undefined) header.linkname = e.linkname;
+  if (e.devmajor !== undefined) header.devmajor = e.devmajor;
+  if (e.devminor !== undefined) header.devminor = e.devminor;
+  // tar-stream writes ids as 6 octal digits; larger ones go in a PAX header, as GNU tar does.
+  if (e.uid > MAX_USTAR_ID || e.gid > MAX_USTAR_ID) {
+    header.pax = { uid: String(e.uid), gid: String(e.gid) };
+    header.uid = Math.min(e.uid, MAX_USTAR_ID);
+    header.gid = Math.min(e.gid, MAX_USTAR_ID);
+  }
+  let sink!: ReturnType<tar.Pack['entry']>;
+  const written = new Promise<void>((resolve, reject) => {
+    sink = pack.entry(header, (err) => (err ? reject(err) : resolve()));
+  });
+  if (e.type === 'file') {
+    for await (const chunk of content ?? []) {
+      if (!sink.write(chunk))
+        await new Promise<void>((resolve) => {
+          sink.once('drain', resolve);
+          sink.once('close', resolve);
+        });
+      if (sink.destroyed) break;
+    }
+    sink.end(undefined); // streamx typings want an argument
+  }
+  await written;
+}
+
+export interface ExportOptions {
+  platform?: Platform;
+  /** Called before each layer is read (for progress). */
+  onLayer?: (index: number, layer: Descriptor) => void;
+}
+
+export interface ExportResult {
+  source: string;
+  /** The image manifest exported (chosen from an index by platform). */
+  digest: string;
+  layers: number;
+  /** Entries written. */
+  entries: number;
+  /** Entries left out; `unsafe` ones had paths leaving the root. */
+  issues: FlatIssue[];
+}
+
+/**
+ * Writes the flattened filesystem of an image as one tar to `output`: a file path (written under a
+ * temporary name and renamed, so a failure leaves nothing at that path) or a stream (not ended).
+ */
+export async function exportImage(
+  src: string | ImageSource,
+  output: string | NodeJS.WritableStream,
+  options: ExportOptions = {},
+): Promise<ExportResult> {
+  return withImage(src, options.platform, async (source, image) => {
+    const layers = image.manifest.layers;
+    const items = flattenLayers(source, layers, { onLayer: options.onLayer });
+    let written: WriteFlatResult;
+    if (typeof output === 'string') {
+      const file = path.resolve(output);
+      const tmp = path.join(path.dirname(file), `.${path.basename(file)}.kiln-${process.pid}-${Date.now()}`);
+      let handle: fs.FileHandle;
+      try {
+        handle = await fs.open(tmp, 'wx', 0o644);
+      } catch (err) {
+        throw ioError(err, output);
+      }
+      try {
+        written = await writeFlatTar(items, handle.createWriteStream());
+        await fs.rename(tmp, file);
+      } catch (err) {
+        await fs.rm(tmp, { force: true });
+        if (err instanceof KilnError) throw err;
+        throw ioError(err, output);
+      } finally {
+        await handle.close().catch(() => {});
+      }
+    } else {
+      written = await writeFlatTar(items, output, { end: false });
+    }
+    return {
+      source: source.name,
+      digest: image.descriptor.digest,
+      layers: layers.length,
+      entries: written.entries,
+      issues: written.issues,
+    };
+  });
+}

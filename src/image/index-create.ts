@@ -1,0 +1,101 @@
+import { KilnError } from '../errors.js';
+import { isManifestType, MediaType } from '../oci/media-types.js';
+import { formatPlatform, normalizePlatform } from '../oci/platform.js';
+import type { Descriptor, ImageIndex } from '../oci/types.js';
+import { MAX_CONFIG_BYTES, parseConfig } from '../oci/validate.js';
+import { openCache } from '../store/cache.js';
+import type { OciLayout } from '../store/layout.js';
+import { openSource } from '../transport/open.js';
+import { parseLocation } from '../transport/parse.js';
+import type { ImageSource } from '../transport/types.js';
+import {
+  ComposedSource,
+  type ComposeResult,
+  configPlatform,
+  isUnknownPlatform,
+  loadRoot,
+  platformKey,
+  writeComposed,
+} from './compose.js';
+import { readSmallBlob } from './resolve.js';
+import { sortKeys } from './write.js';
+
+export interface IndexCreateOptions {
+  /** Images or indexes (any source transport); an index contributes its entries. */
+  sources: string[];
+  to: string;
+  annotations?: Record<string, string>;
+  store?: OciLayout;
+}
+
+export interface IndexCreateResult extends ComposeResult {
+  /** The entries of the new index, in order. */
+  manifests: Descriptor[];
+}
+
+/**
+ * Makes one OCI image index of several images. Each image's platform comes from its config; an
+ * index's entries are taken with the platform they have. The same platform twice is an error
+ * unless it is the same manifest, which is listed once.
+ */
+export async function createIndex(options: IndexCreateOptions): Promise<IndexCreateResult> {
+  parseLocation(options.to); // a bad destination fails before any work
+  if (options.sources.length === 0) throw new KilnError('E_USAGE', 'index create needs at least one image');
+  const store = options.store ?? (await openCache());
+  const composed = new ComposedSource('kiln index create', store);
+  try {
+    const manifests: Descriptor[] = [];
+    const byDigest = new Set<string>();
+    const byPlatform = new Map<string, { digest: string; from: string }>();
+    for (const name of options.sources) {
+      const source = composed.addSource(await openSource(name));
+      for (const entry of await entriesOf(source)) {
+        if (byDigest.has(entry.digest)) continue;
+        // Attestations (unknown/unknown) and platform-less artifacts never compete for a platform.
+        if (entry.platform && !isUnknownPlatform(entry.platform)) {
+          const key = platformKey(entry.platform);
+          const seen = byPlatform.get(key);
+          if (seen)
+            throw new KilnError(
+              'E_AMBIGUOUS',
+              `two different images for ${formatPlatform(normalizePlatform(entry.platform))}: ${seen.digest} (${seen.from}) and ${entry.digest} (${name})`,
+              { hint: 'an index holds one image per platform; leave one of them out' },
+            );
+          byPlatform.set(key, { digest: entry.digest, from: name });
+        }
+        byDigest.add(entry.digest);
+        composed.addBase(entry, source);
+        manifests.push(entry);
+      }
+    }
+    const index: ImageIndex = { schemaVersion: 2, mediaType: MediaType.OciIndex, manifests };
+    if (options.annotations && Object.keys(options.annotations).length > 0)
+      index.annotations = sortKeys(options.annotations);
+    const descriptor = await composed.putJson(MediaType.OciIndex, index);
+    composed.setRoot(descriptor);
+    // A single-image destination (docker-archive) gets the host's image: report what was written.
+    const written = await writeComposed(composed, options.to);
+    return { destination: options.to, descriptor: written.descriptor, manifests };
+  } finally {
+    await composed.close();
+  }
+}
+
+/** The index entries a source contributes: its manifest with the platform of its config, or its index's entries. */
+async function entriesOf(source: ImageSource): Promise<Descriptor[]> {
+  const { root, parsed } = await loadRoot(source);
+  if (parsed.kind === 'index') return parsed.index.manifests.map((m) => ({ ...m }));
+  const manifest = parsed.manifest;
+  const entry: Descriptor = { ...root };
+  if (!isManifestType(entry.mediaType)) entry.mediaType = manifest.mediaType ?? MediaType.OciManifest;
+  if (manifest.artifactType) entry.artifactType = manifest.artifactType;
+  // Image configs and the wasm artifact config carry os/architecture; other configs are not JSON of that shape.
+  const config = manifest.config;
+  if (config.mediaType.endsWith('json') && config.mediaType !== MediaType.OciEmpty && config.size > 2) {
+    const platform = configPlatform(
+      parseConfig(await readSmallBlob(source, config, MAX_CONFIG_BYTES), `${source.name} config`),
+    );
+    if (platform) entry.platform = platform;
+  }
+  return [entry];
+}

@@ -1,0 +1,540 @@
+/**
+ * `kiln append`, `kiln mutate` and `kiln index create` through the built CLI (`npm run build`), with
+ * what they write checked by kiln itself and by real tools: skopeo, umoci, and a private Docker engine
+ * running a busybox image made from scratch. Outside CI a missing tool skips; in CI it fails.
+ */
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import {
+  copyFileSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { gunzipSync } from 'node:zlib';
+import { listTar, type TarEntryInfo } from '../../src/layer/tar-reader.js';
+import { formatPlatform, hostPlatform } from '../../src/oci/platform.js';
+import { dockerSkipReason, sharedDocker } from '../support/docker.js';
+import { kiln } from '../support/kiln.js';
+import { type RunResult, requireTool, run, runOk, toolSkipReason } from '../support/tools.js';
+
+const TIMEOUT = 120_000;
+const HELLO_WASM = fileURLToPath(new URL('../../examples/hello/hello.wasm', import.meta.url));
+const DOCKER_MANIFEST = 'application/vnd.docker.distribution.manifest.v2+json';
+const DOCKER_CONFIG = 'application/vnd.docker.container.image.v1+json';
+const DOCKER_LAYER = 'application/vnd.docker.image.rootfs.diff.tar.gzip';
+const OCI_LAYER = 'application/vnd.oci.image.layer.v1.tar+gzip';
+const HOST = formatPlatform(hostPlatform());
+
+const work = mkdtempSync(join(tmpdir(), 'kiln-mutate-'));
+after(() => rmSync(work, { recursive: true, force: true }));
+
+const sha256 = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+
+function ok(r: { code: number; stdout: string; stderr: string }, what: string): void {
+  assert.equal(r.code, 0, `${what} exited with ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
+}
+
+/** Runs kiln, which must succeed and print a digest; returns it. */
+async function kilnDigest(args: string[]): Promise<string> {
+  const r = await kiln(args);
+  ok(r, `kiln ${args.join(' ')}`);
+  const digest = r.stdout.trim();
+  assert.match(digest, /^sha256:[0-9a-f]{64}$/, `kiln ${args[0]} stdout: ${r.stdout}`);
+  return digest;
+}
+
+/** Runs kiln with --json, which must fail with `code`; returns the error. */
+async function kilnFails(
+  args: string[],
+  code: string,
+): Promise<{ code: string; message: string; hint?: string }> {
+  const r = await kiln([...args, '--json']);
+  assert.notEqual(r.code, 0, `kiln ${args.join(' ')} should fail\nstdout: ${r.stdout}`);
+  const { error } = JSON.parse(r.stdout) as { error: { code: string; message: string; hint?: string } };
+  assert.equal(error.code, code, error.message);
+  return error;
+}
+
+interface Descriptor {
+  mediaType: string;
+  digest: string;
+  size: number;
+  platform?: { os: string; architecture: string; variant?: string };
+  annotations?: Record<string, string>;
+}
+interface Manifest {
+  mediaType?: string;
+  config: Descriptor;
+  layers: Descriptor[];
+  annotations?: Record<string, string>;
+}
+interface Index {
+  mediaType?: string;
+  manifests: Descriptor[];
+  annotations?: Record<string, string>;
+}
+interface Config {
+  os: string;
+  architecture: string;
+  config?: { Env?: string[]; Cmd?: string[]; Entrypoint?: string[]; Labels?: Record<string, string> };
+  rootfs: { diff_ids: string[] };
+  history?: { created?: string; created_by?: string }[];
+}
+
+/** Blobs of an oci: layout, read directly from disk (not through kiln). */
+const blob = (dir: string, digest: string) => readFileSync(join(dir, 'blobs', digest.replace(':', '/')));
+const json = <T>(dir: string, digest: string) => JSON.parse(blob(dir, digest).toString('utf8')) as T;
+
+async function entries(dir: string, layer: Descriptor): Promise<TarEntryInfo[]> {
+  return listTar([blob(dir, layer.digest)]);
+}
+
+/** A small tree: app/a.txt, app/sub/run.sh. */
+function makeTree(name: string): string {
+  const dir = join(work, name);
+  mkdirSync(join(dir, 'sub'), { recursive: true });
+  writeFileSync(join(dir, 'a.txt'), 'alpha\n');
+  writeFileSync(join(dir, 'sub', 'run.sh'), '#!/bin/sh\necho run\n', { mode: 0o755 });
+  return dir;
+}
+
+test('append from scratch: the same digest every time, on every transport; files at DEST, config and history right', async () => {
+  const tree = makeTree('tree1');
+  const one = join(work, 'append-1');
+  const args = ['--platform', 'linux/arm64', '--layer', tree, '--layer', `${join(tree, 'a.txt')}:/etc/app`];
+  const d1 = await kilnDigest(['append', 'scratch', ...args, '--to', `oci:${one}:x`]);
+  const d2 = await kilnDigest(['append', 'scratch', ...args, '--to', `oci:${join(work, 'append-2')}:x`]);
+  const d3 = await kilnDigest([
+    'append',
+    'scratch',
+    ...args,
+    '--to',
+    `oci-archive:${join(work, 'append-3.tar')}`,
+  ]);
+  assert.equal(d1, d2);
+  assert.equal(d1, d3);
+
+  const manifest = json<Manifest>(one, d1);
+  const config = json<Config>(one, manifest.config.digest);
+  assert.equal(config.os, 'linux');
+  assert.equal(config.architecture, 'arm64');
+  assert.equal(manifest.layers.length, 2);
+  assert.deepEqual(
+    config.rootfs.diff_ids,
+    manifest.layers.map((l) => sha256(gunzipSync(blob(one, l.digest)))),
+  );
+  assert.deepEqual(
+    config.history?.map((h) => h.created_by),
+    ['kiln append', 'kiln append'],
+  );
+  assert.deepEqual(
+    (await entries(one, manifest.layers[0]!)).map((e) => [e.path, e.mode.toString(8), e.uid, e.mtime]),
+    [
+      ['a.txt', '644', 0, 0],
+      ['sub', '755', 0, 0],
+      ['sub/run.sh', '755', 0, 0],
+    ],
+  );
+  assert.deepEqual(
+    (await entries(one, manifest.layers[1]!)).map((e) => e.path),
+    ['etc', 'etc/app', 'etc/app/a.txt'],
+  );
+
+  // SOURCE_DATE_EPOCH moves the times, and so the digest
+  const later = await kiln(['append', 'scratch', ...args, '--to', `oci:${join(work, 'append-4')}:x`], {
+    env: { SOURCE_DATE_EPOCH: '1700000000' },
+  });
+  ok(later, 'kiln append with SOURCE_DATE_EPOCH');
+  assert.notEqual(later.stdout.trim(), d1);
+});
+
+test('append: tar and tar.gz made by GNU tar are the layers; the .tar.gz byte for byte', async (t) => {
+  const reason = toolSkipReason('tar');
+  if (reason !== undefined) return t.skip(reason);
+  const tree = makeTree('tree-tar');
+  const plain = join(work, 'layer.tar');
+  const gz = join(work, 'layer.tar.gz');
+  await runOk(requireTool('tar')!, ['-cf', plain, '-C', tree, '.']);
+  await runOk(requireTool('tar')!, ['-czf', gz, '-C', tree, '.']);
+  const dir = join(work, 'append-tars');
+  const digest = await kilnDigest([
+    'append',
+    'scratch',
+    '--layer',
+    plain,
+    '--layer',
+    gz,
+    '--to',
+    `oci:${dir}:t`,
+  ]);
+  const manifest = json<Manifest>(dir, digest);
+  const config = json<Config>(dir, manifest.config.digest);
+  const tarBytes = readFileSync(plain);
+  const gzBytes = readFileSync(gz);
+  assert.equal(manifest.layers[1]!.digest, sha256(gzBytes), 'the .tar.gz is kept as it is');
+  assert.deepEqual(gunzipSync(blob(dir, manifest.layers[0]!.digest)), tarBytes, 'the .tar, gzipped');
+  assert.deepEqual(config.rootfs.diff_ids, [sha256(tarBytes), sha256(gunzipSync(gzBytes))]);
+  assert.ok((await entries(dir, manifest.layers[1]!)).some((e) => e.path === 'sub/run.sh'));
+
+  const err = await kilnFails(
+    ['append', 'scratch', '--layer', `${plain}:/opt`, '--to', `oci:${dir}:u`],
+    'E_USAGE',
+  );
+  assert.match(err.message, /as it is/);
+});
+
+test('append keeps Docker media types on a Docker v2 base (as skopeo writes it); a docker-archive base works', async (t) => {
+  const reason = toolSkipReason('skopeo');
+  if (reason !== undefined) return t.skip(reason);
+  const tree = makeTree('tree-docker');
+  const oci = join(work, 'docker-base-oci');
+  await kilnDigest([
+    'append',
+    'scratch',
+    '--platform',
+    'linux/amd64',
+    '--layer',
+    tree,
+    '--to',
+    `oci:${oci}:b`,
+  ]);
+  const v2 = join(work, 'docker-base-v2');
+  const copy = await run(
+    requireTool('skopeo')!,
+    ['--insecure-policy', 'copy', '--format', 'v2s2', `oci:${oci}:b`, `oci:${v2}:b`],
+    { timeoutMs: TIMEOUT },
+  );
+  ok(copy, 'skopeo copy --format v2s2');
+  const out = join(work, 'docker-appended');
+  const digest = await kilnDigest([
+    'append',
+    `oci:${v2}:b`,
+    '--layer',
+    `${tree}:/srv`,
+    '--to',
+    `oci:${out}:a`,
+  ]);
+  const manifest = json<Manifest>(out, digest);
+  assert.equal(manifest.mediaType, DOCKER_MANIFEST);
+  assert.equal(manifest.config.mediaType, DOCKER_CONFIG);
+  assert.deepEqual(
+    manifest.layers.map((l) => l.mediaType),
+    [DOCKER_LAYER, DOCKER_LAYER],
+  );
+
+  // A docker-archive base (docker save's layout) is read as an OCI image by the transport.
+  const archive = join(work, 'docker-base.tar');
+  ok(await kiln(['copy', `oci:${oci}:b`, `docker-archive:${archive}:base:1`]), 'kiln copy to docker-archive');
+  const appended = join(work, 'docker-appended.tar');
+  await kilnDigest([
+    'append',
+    `docker-archive:${archive}`,
+    '--layer',
+    `${tree}:/srv`,
+    '--to',
+    `docker-archive:${appended}:app:1`,
+  ]);
+  const r = await kiln(['inspect', `docker-archive:${appended}`, '--json']);
+  ok(r, 'kiln inspect');
+  const info = JSON.parse(r.stdout) as { image: { layers: Descriptor[]; platform: { os: string } } };
+  assert.deepEqual(
+    info.image.layers.map((l) => l.mediaType),
+    [OCI_LAYER, OCI_LAYER],
+  );
+});
+
+test('mutate: an index has every image changed; --platform writes one image; the CLI parses as documented', async () => {
+  const tree = makeTree('tree-mutate');
+  const dir = join(work, 'mutate');
+  for (const p of ['linux/amd64', 'linux/arm64'])
+    await kilnDigest([
+      'append',
+      'scratch',
+      '--platform',
+      p,
+      '--layer',
+      tree,
+      '--to',
+      `oci:${dir}:${p.replace('/', '-')}`,
+    ]);
+  const multi = await kilnDigest([
+    'index',
+    'create',
+    '--to',
+    `oci:${dir}:multi`,
+    `oci:${dir}:linux-amd64`,
+    `oci:${dir}:linux-arm64`,
+  ]);
+  const edits = [
+    '--entrypoint',
+    '["/bin/sh","-c"]',
+    '--cmd',
+    'true',
+    '--env',
+    'A=1',
+    '--env',
+    'EMPTY=',
+    '--label',
+    'org.example=yes',
+    '--annotation',
+    'stamp=1',
+    '--workdir',
+    '/srv',
+    '--user',
+    '65534',
+  ];
+  const digest = await kilnDigest(['mutate', `oci:${dir}:multi`, ...edits, '--to', `oci:${dir}:mutated`]);
+  const index = json<Index>(dir, digest);
+  assert.deepEqual(index.annotations, { stamp: '1' });
+  assert.deepEqual(
+    index.manifests.map((m) => m.platform),
+    [
+      { os: 'linux', architecture: 'amd64' },
+      { os: 'linux', architecture: 'arm64' },
+    ],
+  );
+  for (const m of index.manifests) {
+    const manifest = json<Manifest>(dir, m.digest);
+    assert.deepEqual(manifest.annotations, { stamp: '1' });
+    const config = json<Config & { config: Record<string, unknown> }>(dir, manifest.config.digest);
+    assert.deepEqual(config.config, {
+      Entrypoint: ['/bin/sh', '-c'],
+      Cmd: ['true'],
+      Env: ['A=1', 'EMPTY='],
+      Labels: { 'org.example': 'yes' },
+      WorkingDir: '/srv',
+      User: '65534',
+    });
+    assert.equal(config.history?.length, 1, 'mutate adds no history');
+  }
+
+  const one = await kilnDigest([
+    'mutate',
+    `oci:${dir}:multi`,
+    ...edits,
+    '--platform',
+    'linux/arm64',
+    '--to',
+    `oci:${dir}:arm`,
+  ]);
+  assert.equal(one, index.manifests[1]!.digest, 'the arm64 image alone, as in the mutated index');
+  const same = await kilnDigest(['mutate', `oci:${dir}:multi`, '--to', `oci:${dir}:same`]);
+  assert.equal(same, multi, 'nothing asked, nothing changed: the same index');
+
+  const bad = await kilnFails(
+    ['mutate', `oci:${dir}:multi`, '--cmd', 'echo hi', '--to', `oci:${dir}:x`],
+    'E_USAGE',
+  );
+  assert.match(bad.hint ?? '', /\["\/bin\/sh","-c","echo hello"\]/);
+  await kilnFails(['mutate', `oci:${dir}:multi`, '--env', 'NOEQUALS', '--to', `oci:${dir}:x`], 'E_USAGE');
+});
+
+test('E_AMBIGUOUS: append to a multi-image index without --platform, and two images for one platform in an index', async () => {
+  const tree = makeTree('tree-ambiguous');
+  const dir = join(work, 'ambiguous');
+  await kilnDigest([
+    'append',
+    'scratch',
+    '--platform',
+    'linux/amd64',
+    '--layer',
+    tree,
+    '--to',
+    `oci:${dir}:a1`,
+  ]);
+  await kilnDigest([
+    'append',
+    'scratch',
+    '--platform',
+    'linux/amd64',
+    '--layer',
+    `${tree}:/other`,
+    '--to',
+    `oci:${dir}:a2`,
+  ]);
+  await kilnDigest([
+    'append',
+    'scratch',
+    '--platform',
+    'linux/s390x',
+    '--layer',
+    tree,
+    '--to',
+    `oci:${dir}:s`,
+  ]);
+  await kilnDigest(['index', 'create', '--to', `oci:${dir}:multi`, `oci:${dir}:a1`, `oci:${dir}:s`]);
+  const err = await kilnFails(
+    ['append', `oci:${dir}:multi`, '--layer', tree, '--to', `oci:${dir}:x`],
+    'E_AMBIGUOUS',
+  );
+  assert.match(err.hint ?? '', /linux\/amd64, linux\/s390x/);
+  await kilnDigest([
+    'append',
+    `oci:${dir}:multi`,
+    '--platform',
+    'linux/s390x',
+    '--layer',
+    tree,
+    '--to',
+    `oci:${dir}:x`,
+  ]);
+  const dup = await kilnFails(
+    ['index', 'create', '--to', `oci:${dir}:dup`, `oci:${dir}:a1`, `oci:${dir}:a2`],
+    'E_AMBIGUOUS',
+  );
+  assert.match(dup.message, /linux\/amd64/);
+  // The same image twice (directly and through an index) is listed once.
+  const once = await kilnDigest([
+    'index',
+    'create',
+    '--to',
+    `oci:${dir}:once`,
+    `oci:${dir}:multi`,
+    `oci:${dir}:a1`,
+  ]);
+  assert.equal(json<Index>(dir, once).manifests.length, 2);
+});
+
+test('index create of a wasm image and a native one: kiln run picks the wasm entry, a docker-archive copy the native', async () => {
+  const tree = makeTree('tree-index');
+  const dir = join(work, 'index');
+  await kilnDigest(['package', HELLO_WASM, '--to', `oci:${dir}:wasm`]);
+  await kilnDigest(['append', 'scratch', '--layer', tree, '--to', `oci:${dir}:native`]); // the host's platform
+  const digest = await kilnDigest([
+    'index',
+    'create',
+    '--annotation',
+    'org.opencontainers.image.version=1.0',
+    '--to',
+    `oci:${dir}:multi`,
+    `oci:${dir}:wasm`,
+    `oci:${dir}:native`,
+  ]);
+  const index = json<Index>(dir, digest);
+  assert.equal(index.mediaType, 'application/vnd.oci.image.index.v1+json');
+  assert.deepEqual(
+    index.manifests.map((m) => (m.platform ? formatPlatform(m.platform) : '?')),
+    ['wasip1/wasm', HOST],
+  );
+  assert.deepEqual(index.annotations, { 'org.opencontainers.image.version': '1.0' });
+
+  const ran = await kiln(['run', `oci:${dir}:multi`, '--', 'from the index']);
+  ok(ran, 'kiln run');
+  assert.match(ran.stdout, /hello, from the index/);
+
+  const archive = join(work, 'index-native.tar');
+  ok(
+    await kiln(['copy', `oci:${dir}:multi`, `docker-archive:${archive}:native:1`]),
+    'kiln copy to docker-archive',
+  );
+  const r = await kiln(['inspect', `docker-archive:${archive}`, '--json']);
+  ok(r, 'kiln inspect');
+  const info = JSON.parse(r.stdout) as {
+    digest: string;
+    image: { platform: { os: string; architecture: string } };
+  };
+  assert.equal(formatPlatform(info.image.platform), HOST);
+  assert.equal(info.digest, index.manifests[1]!.digest);
+});
+
+function tool(name: string, args: string[]): Promise<RunResult> {
+  return run(requireTool(name)!, name === 'skopeo' ? ['--insecure-policy', ...args] : args, {
+    timeoutMs: TIMEOUT,
+  });
+}
+
+test('skopeo and umoci read what append and mutate write: manifest digest, config, unpacked files', async (t) => {
+  const reason = toolSkipReason('skopeo', 'umoci');
+  if (reason !== undefined) return t.skip(reason);
+  const tree = makeTree('tree-tools');
+  const dir = join(work, 'tools');
+  await kilnDigest([
+    'append',
+    'scratch',
+    '--platform',
+    'linux/amd64',
+    '--layer',
+    `${tree}:/app`,
+    '--to',
+    `oci:${dir}:base`,
+  ]);
+  const digest = await kilnDigest([
+    'mutate',
+    `oci:${dir}:base`,
+    '--entrypoint',
+    '/app/sub/run.sh',
+    '--env',
+    'MODE=test',
+    '--to',
+    `oci:${dir}:app`,
+  ]);
+
+  const raw = await tool('skopeo', ['inspect', '--raw', `oci:${dir}:app`]);
+  ok(raw, 'skopeo inspect --raw');
+  assert.equal(sha256(Buffer.from(raw.stdout)), digest);
+  const config = await tool('skopeo', ['inspect', '--config', '--raw', `oci:${dir}:app`]);
+  ok(config, 'skopeo inspect --config');
+  const parsed = JSON.parse(config.stdout) as Config;
+  assert.deepEqual(parsed.config?.Entrypoint, ['/app/sub/run.sh']);
+  assert.deepEqual(parsed.config?.Env, ['MODE=test']);
+
+  const stat = await tool('umoci', ['stat', '--json', '--image', `${dir}:app`]);
+  ok(stat, 'umoci stat');
+  const history = (JSON.parse(stat.stdout) as { history: { created_by: string }[] }).history;
+  assert.deepEqual(
+    history.map((h) => h.created_by),
+    ['kiln append'],
+  );
+
+  const bundle = join(work, 'tools-bundle');
+  ok(await tool('umoci', ['unpack', '--rootless', '--image', `${dir}:app`, bundle]), 'umoci unpack');
+  assert.equal(readFileSync(join(bundle, 'rootfs', 'app', 'a.txt'), 'utf8'), 'alpha\n');
+  const runtime = JSON.parse(readFileSync(join(bundle, 'config.json'), 'utf8')) as {
+    process: { args: string[]; env: string[] };
+  };
+  assert.deepEqual(runtime.process.args, ['/app/sub/run.sh']);
+  assert.ok(runtime.process.env.includes('MODE=test'));
+});
+
+test('docker runs a busybox image made from scratch with kiln append and kiln mutate', {
+  timeout: 300_000,
+}, async (t) => {
+  const reason = dockerSkipReason() ?? toolSkipReason('busybox');
+  if (reason !== undefined) return t.skip(reason);
+  const busybox = requireTool('busybox')!;
+  const rootfs = join(work, 'busybox-rootfs');
+  mkdirSync(join(rootfs, 'bin'), { recursive: true });
+  copyFileSync(busybox, join(rootfs, 'bin', 'busybox'));
+  for (const applet of ['sh', 'echo']) symlinkSync('busybox', join(rootfs, 'bin', applet));
+  const dir = join(work, 'busybox');
+  await kilnDigest(['append', 'scratch', '--layer', rootfs, '--to', `oci:${dir}:bb`]);
+  const archive = join(work, 'busybox.tar');
+  await kilnDigest([
+    'mutate',
+    `oci:${dir}:bb`,
+    '--env',
+    'GREETING=hello from kiln',
+    '--entrypoint',
+    '["/bin/sh","-c"]',
+    '--cmd',
+    '["echo \\"$GREETING\\""]',
+    '--to',
+    `docker-archive:${archive}:kiln-busybox:1`,
+  ]);
+
+  const engine = await sharedDocker();
+  const load = await engine.docker(['load', '-i', archive], { timeoutMs: TIMEOUT });
+  ok(load, 'docker load');
+  assert.match(load.stdout, /Loaded image: kiln-busybox:1/);
+  const ran = await engine.docker(['run', '--rm', 'kiln-busybox:1'], { timeoutMs: TIMEOUT });
+  ok(ran, 'docker run');
+  assert.equal(ran.stdout.trim(), 'hello from kiln');
+});
