@@ -1,0 +1,108 @@
+/**
+ * The small protocol pieces of the registry client: WWW-Authenticate parsing, retry timing,
+ * which hosts may speak plain HTTP.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { parseChallenges } from '../../src/registry/challenge.js';
+import { insecureList, isLoopback } from '../../src/registry/registry.js';
+import { backoffDelay, DEFAULT_RETRY, isRetryableStatus, parseRetryAfter } from '../../src/registry/retry.js';
+
+test('challenges: Bearer with quoted params, as Docker Hub and distribution send them', () => {
+  assert.deepEqual(
+    parseChallenges(
+      'Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/alpine:pull"',
+    ),
+    [
+      {
+        scheme: 'bearer',
+        params: {
+          realm: 'https://auth.docker.io/token',
+          service: 'registry.docker.io',
+          scope: 'repository:library/alpine:pull',
+        },
+      },
+    ],
+  );
+});
+
+test('challenges: several in one header, several headers, escapes, bare tokens, odd spacing', () => {
+  const parsed = parseChallenges([
+    'Basic realm="Registry Realm", Bearer realm="https://a/t", error="insufficient_scope"',
+    'Bearer  realm = "x\\"y" , scope="repository:a:pull repository:b:pull,push"',
+    'Negotiate',
+  ]);
+  assert.deepEqual(
+    parsed.map((c) => c.scheme),
+    ['basic', 'bearer', 'bearer', 'negotiate'],
+  );
+  assert.equal(parsed[0]!.params.realm, 'Registry Realm');
+  assert.equal(parsed[1]!.params.error, 'insufficient_scope');
+  assert.equal(parsed[2]!.params.realm, 'x"y');
+  assert.equal(parsed[2]!.params.scope, 'repository:a:pull repository:b:pull,push');
+  assert.deepEqual(parsed[3]!.params, {});
+  assert.deepEqual(parseChallenges(undefined), []);
+  assert.deepEqual(parseChallenges(''), []);
+});
+
+test('challenges: garbage never throws', () => {
+  for (const junk of ['=', '",,,"', 'Bearer realm="unterminated', 'Bearer ,,, =x', '\u0000\u0001']) {
+    assert.doesNotThrow(() => parseChallenges(junk), junk);
+  }
+});
+
+test('retry: which statuses are retried', () => {
+  for (const s of [408, 429, 500, 502, 503, 504]) assert.equal(isRetryableStatus(s), true, String(s));
+  for (const s of [200, 201, 202, 400, 401, 403, 404, 405, 416, 501, 505])
+    assert.equal(isRetryableStatus(s), false, String(s));
+});
+
+test('retry: Retry-After in seconds and as an HTTP date', () => {
+  assert.equal(parseRetryAfter('3'), 3000);
+  assert.equal(parseRetryAfter(undefined), undefined);
+  assert.equal(parseRetryAfter('soon'), undefined);
+  const inTwo = new Date(Date.now() + 2000).toUTCString();
+  const ms = parseRetryAfter(inTwo)!;
+  assert.ok(ms > 0 && ms <= 2000, String(ms));
+  // The server's wish is honoured, up to a bound.
+  assert.equal(backoffDelay(DEFAULT_RETRY, 1, '2'), 2000);
+  assert.equal(backoffDelay({ ...DEFAULT_RETRY, maxDelayMs: 100 }, 1, '3600'), 300);
+});
+
+test('retry: backoff grows exponentially with jitter and stays under the cap', () => {
+  const policy = { attempts: 10, baseDelayMs: 100, maxDelayMs: 1000, budgetMs: 60_000 };
+  for (let n = 1; n <= 8; n++) {
+    const ceiling = Math.min(1000, 100 * 2 ** (n - 1));
+    for (let i = 0; i < 50; i++) {
+      const d = backoffDelay(policy, n);
+      assert.ok(d >= ceiling / 2 && d <= ceiling, `attempt ${n}: ${d} not in [${ceiling / 2}, ${ceiling}]`);
+    }
+  }
+});
+
+test('plain HTTP: loopback hosts and the ones named insecure', () => {
+  for (const h of [
+    'localhost',
+    'localhost:5000',
+    '127.0.0.1',
+    '127.0.0.1:5000',
+    '127.1.2.3:80',
+    '[::1]:5000',
+  ])
+    assert.equal(isLoopback(h), true, h);
+  for (const h of [
+    'registry.example.com',
+    '10.0.0.1:5000',
+    '128.0.0.1',
+    'localhost.example.com',
+    '[::2]:5000',
+  ])
+    assert.equal(isLoopback(h), false, h);
+  assert.deepEqual(insecureList({ KILN_INSECURE_REGISTRIES: 'a.example:5000, b.example  c' }, ['d']), [
+    'a.example:5000',
+    'b.example',
+    'c',
+    'd',
+  ]);
+  assert.deepEqual(insecureList({}), []);
+});
