@@ -108,9 +108,14 @@ export async function copy(
   dst: string,
   options: CopyCommandOptions = {},
 ): Promise<CopyResult> {
-  const source = typeof src === 'string' ? await openSource(src, options.source) : src;
+  // The copy's signal reaches the transports too, so an abort stops requests in flight.
+  const withSignal = (o: OpenOptions | undefined): OpenOptions | undefined =>
+    options.signal
+      ? { ...o, signal: o?.signal ?? options.signal, registry: o?.registry ?? currentRegistryOptions() }
+      : o;
+  const source = typeof src === 'string' ? await openSource(src, withSignal(options.source)) : src;
   try {
-    const destination = await openDestination(dst, options.destination);
+    const destination = await openDestination(dst, withSignal(options.destination));
     return await copyImage(source, destination, options);
   } finally {
     await source.close();

@@ -273,3 +273,30 @@ test('errors name the missing thing: unknown repository, unknown tag', { skip },
   assert.match(noTag.stderr, /manifest nope in .*errs\/hello: not found \(E_NOT_FOUND\)/);
   writeFileSync(join(work, 'unused'), '');
 });
+
+test('referrers: the fallback tag scheme where the registry has no referrers API', { skip }, async () => {
+  const reg = await sharedRegistry('none');
+  const { openRepository } = await import('../../src/transport/registry.js');
+  const { parseReference } = await import('../../src/oci/reference.js');
+  ok(await kiln(['package', HELLO, '--to', `${reg.host}/refs/hello:1`]), 'push');
+  const repo = openRepository(parseReference(`${reg.host}/refs/hello`));
+  const subject = (await repo.getManifest('1')).descriptor;
+  assert.deepEqual(await repo.referrers(subject.digest), [], 'nothing refers to it yet');
+  // The referrer must exist: distribution checks an index's children. An artifact stands in for an SBOM.
+  ok(
+    await kiln(['package', HELLO, '--format', 'artifact', '--to', `${reg.host}/refs/hello:sbom`]),
+    'push artifact',
+  );
+  const sbom = { ...(await repo.getManifest('sbom')).descriptor, artifactType: 'application/spdx+json' };
+  const index = Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: 'application/vnd.oci.image.index.v1+json',
+      manifests: [sbom],
+    }),
+  );
+  await repo.putManifest(subject.digest.replace(':', '-'), index, 'application/vnd.oci.image.index.v1+json');
+  assert.deepEqual(await repo.referrers(subject.digest), [sbom]);
+  assert.deepEqual(await repo.referrers(subject.digest, 'application/spdx+json'), [sbom]);
+  assert.deepEqual(await repo.referrers(subject.digest, 'application/vnd.cyclonedx+json'), []);
+});
