@@ -1,0 +1,380 @@
+/**
+ * Round trips between kiln, a real registry (Debian's docker-registry, open over HTTP on loopback) and a
+ * real Docker engine (a private dockerd 20.10, see test/support/docker.ts), cross-checked with skopeo:
+ *
+ * 1. kiln pushes a wasm image labelled linux, docker pulls it: same digest for kiln, docker and skopeo.
+ * 2. kiln builds a busybox image from scratch and changes its config, straight in the registry; docker
+ *    pulls and runs it.
+ * 3. docker pushes (Docker v2 schema 2), kiln reads: copy, digest and inspect agree with docker.
+ * 4. kiln makes a multi-platform index in the registry: docker pulls and runs the native image, kiln
+ *    runs the wasm one.
+ *
+ * docker treats 127.0.0.0/8 registries as insecure, so the private engine needs no daemon config. The
+ * kiln CLI must be built (`npm run build`). Outside CI a missing tool skips; in CI it fails.
+ */
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { formatPlatform, hostPlatform } from '../../src/oci/platform.js';
+import { type DockerEngine, dockerSkipReason, sharedDocker } from '../support/docker.js';
+import { kiln } from '../support/kiln.js';
+import { registrySkipReason, sharedRegistry } from '../support/registry.js';
+import { requireTool, run, skipOrFail, toolSkipReason } from '../support/tools.js';
+
+const TIMEOUT = 120_000;
+const TEST_TIMEOUT = { timeout: 300_000 };
+const HELLO_WASM = fileURLToPath(new URL('../../examples/hello/hello.wasm', import.meta.url));
+const GREETING = 'hello from kiln via registry';
+const DOCKER_MANIFEST = 'application/vnd.docker.distribution.manifest.v2+json';
+const DOCKER_CONFIG = 'application/vnd.docker.container.image.v1+json';
+const DOCKER_LAYER = 'application/vnd.docker.image.rootfs.diff.tar.gzip';
+const OCI_INDEX = 'application/vnd.oci.image.index.v1+json';
+/**
+ * The platform of the native images: linux/amd64 on an amd64 host. The busybox binary is the host's,
+ * and docker 20.10 only pulls an image whose os is linux, so the wasm image of test 1 is labelled so too.
+ */
+const HOST = hostPlatform();
+const NATIVE = formatPlatform({ ...HOST, os: 'linux' });
+const DIGEST = /^sha256:[0-9a-f]{64}$/;
+
+const work = mkdtempSync(join(tmpdir(), 'kiln-registry-docker-'));
+after(() => rmSync(work, { recursive: true, force: true }));
+
+const sha256 = (b: Buffer | string) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+
+function ok(r: { code: number; stdout: string; stderr: string }, what: string): string {
+  assert.equal(r.code, 0, `${what} exited with ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
+  return r.stdout.trim();
+}
+
+/** Runs kiln, which must succeed and print a digest; returns it. */
+async function kilnDigest(args: string[]): Promise<string> {
+  const digest = ok(await kiln(args), `kiln ${args.join(' ')}`);
+  assert.match(digest, DIGEST, `kiln ${args[0]} should print a digest`);
+  return digest;
+}
+
+/** Runs the docker CLI of the private engine, which must succeed; returns the whole result. */
+async function docker(engine: DockerEngine, args: string[]) {
+  const r = await engine.docker(args, { timeoutMs: TIMEOUT });
+  ok(r, `docker ${args.join(' ')}`);
+  return r;
+}
+
+/** `docker pull`; returns the digest docker reports (`Digest: sha256:…`). */
+async function dockerPull(engine: DockerEngine, ref: string): Promise<string> {
+  const r = await docker(engine, ['pull', ref]);
+  const digest = /^Digest: (sha256:[0-9a-f]{64})$/m.exec(r.stdout)?.[1];
+  assert.ok(digest, `docker pull ${ref} reports no digest:\n${r.stdout}`);
+  return digest;
+}
+
+interface DockerImage {
+  Id: string;
+  RepoDigests: string[];
+  Os: string;
+  Architecture: string;
+  Config: { Entrypoint: string[] | null; Cmd: string[] | null };
+}
+
+async function dockerImage(engine: DockerEngine, ref: string): Promise<DockerImage> {
+  const r = await docker(engine, ['image', 'inspect', ref]);
+  const [info] = JSON.parse(r.stdout) as DockerImage[];
+  assert.ok(info, `docker image inspect ${ref}: no image`);
+  return info;
+}
+
+/** The RepoDigests of `ref`'s image in repository `repo` (an image ID can be in several repositories). */
+async function repoDigests(engine: DockerEngine, ref: string, repo: string): Promise<string[]> {
+  return (await dockerImage(engine, ref)).RepoDigests.filter((d) => d.startsWith(`${repo}@`));
+}
+
+function skopeoInspect(ref: string): Promise<{ Digest: string; Os: string; Architecture: string }> {
+  return run(requireTool('skopeo')!, ['inspect', '--tls-verify=false', `docker://${ref}`], {
+    timeoutMs: TIMEOUT,
+  }).then((r) => JSON.parse(ok(r, `skopeo inspect docker://${ref}`)));
+}
+
+interface Descriptor {
+  mediaType: string;
+  digest: string;
+  size: number;
+  platform?: { os: string; architecture: string; variant?: string };
+}
+interface Inspected {
+  digest: string;
+  mediaType: string;
+  image: {
+    digest: string;
+    mediaType: string;
+    platform: { os: string; architecture: string; variant?: string };
+    config: Descriptor & { entrypoint?: string[]; cmd?: string[] };
+    layers: Descriptor[];
+  };
+}
+
+async function kilnInspect(ref: string): Promise<Inspected> {
+  return JSON.parse(ok(await kiln(['inspect', ref, '--json']), `kiln inspect ${ref}`)) as Inspected;
+}
+
+async function diffIds(ref: string): Promise<string[]> {
+  const config = JSON.parse(ok(await kiln(['inspect', ref, '--config']), `kiln inspect ${ref} --config`)) as {
+    rootfs: { diff_ids: string[] };
+  };
+  return config.rootfs.diff_ids;
+}
+
+/** True if the ELF file has no PT_INTERP program header, i.e. needs no dynamic loader. */
+function isStaticElf(path: string): boolean {
+  const b = readFileSync(path);
+  if (b.length < 64 || b.readUInt32BE(0) !== 0x7f454c46) return false;
+  const is64 = b[4] === 2;
+  const le = b[5] === 1;
+  const u16 = (o: number) => (le ? b.readUInt16LE(o) : b.readUInt16BE(o));
+  const u32 = (o: number) => (le ? b.readUInt32LE(o) : b.readUInt32BE(o));
+  const phoff = is64 ? Number(le ? b.readBigUInt64LE(0x20) : b.readBigUInt64BE(0x20)) : u32(0x1c);
+  const phentsize = u16(is64 ? 0x36 : 0x2a);
+  const phnum = u16(is64 ? 0x38 : 0x2c);
+  for (let i = 0; i < phnum; i++) {
+    const at = phoff + i * phentsize;
+    if (at + 4 > b.length) return false;
+    if (u32(at) === 3) return false; // PT_INTERP
+  }
+  return true;
+}
+
+/** Why the busybox image cannot be built here (no busybox, or a dynamically linked one). */
+function busyboxSkipReason(): string | undefined {
+  const reason = toolSkipReason('busybox');
+  if (reason !== undefined) return reason;
+  const busybox = requireTool('busybox')!;
+  if (!isStaticElf(busybox))
+    return skipOrFail(`${busybox} is not statically linked (apt-get install busybox-static)`);
+  return undefined;
+}
+
+const baseSkipReason = () => dockerSkipReason() ?? registrySkipReason('none');
+
+interface Busybox {
+  /** REGISTRY/busybox:1 and its digest: the rootfs alone, from scratch. */
+  base: string;
+  baseDigest: string;
+  /** REGISTRY/busybox:2 and its digest: entrypoint `/bin/sh -c`, cmd echoing GREETING. */
+  app: string;
+  appDigest: string;
+}
+
+let busyboxBuilt: Promise<Busybox> | undefined;
+
+/**
+ * Builds the busybox images once per file, straight in the registry: `kiln append scratch` of a rootfs
+ * (bin/busybox, bin/sh and bin/echo linking to it), then `kiln mutate` registry to registry.
+ */
+function busyboxImages(): Promise<Busybox> {
+  busyboxBuilt ??= (async () => {
+    const reg = await sharedRegistry('none');
+    const rootfs = join(work, 'busybox-rootfs');
+    mkdirSync(join(rootfs, 'bin'), { recursive: true });
+    copyFileSync(requireTool('busybox')!, join(rootfs, 'bin', 'busybox'));
+    for (const applet of ['sh', 'echo']) symlinkSync('busybox', join(rootfs, 'bin', applet));
+    const base = `${reg.host}/busybox:1`;
+    const app = `${reg.host}/busybox:2`;
+    const baseDigest = await kilnDigest([
+      'append',
+      'scratch',
+      '--platform',
+      NATIVE,
+      '--layer',
+      rootfs,
+      '--to',
+      base,
+    ]);
+    const appDigest = await kilnDigest([
+      'mutate',
+      base,
+      '--to',
+      app,
+      '--entrypoint',
+      '["/bin/sh","-c"]',
+      '--cmd',
+      JSON.stringify([`echo ${GREETING}`]),
+    ]);
+    assert.notEqual(appDigest, baseDigest);
+    return { base, baseDigest, app, appDigest };
+  })();
+  busyboxBuilt.catch(() => {
+    busyboxBuilt = undefined; // let the next test retry and report its own failure
+  });
+  return busyboxBuilt;
+}
+
+/** `docker run --rm REF` prints GREETING; with `echo $((6*7))` as the command, 42. */
+async function assertRunsBusybox(engine: DockerEngine, ref: string): Promise<void> {
+  const greeting = await docker(engine, ['run', '--rm', ref]);
+  assert.equal(greeting.stdout, `${GREETING}\n`);
+  const answer = await docker(engine, ['run', '--rm', ref, 'echo $((6*7))']);
+  assert.equal(answer.stdout, '42\n');
+}
+
+test(
+  'kiln pushes a wasm image labelled linux, docker pulls it: kiln, docker and skopeo see one digest',
+  TEST_TIMEOUT,
+  async (t) => {
+    const reason = baseSkipReason() ?? toolSkipReason('skopeo');
+    if (reason !== undefined) return t.skip(reason);
+    const reg = await sharedRegistry('none');
+    const engine = await sharedDocker();
+    const repo = `${reg.host}/wasm/hello`;
+    const ref = `${repo}:1`;
+    const digest = await kilnDigest(['package', HELLO_WASM, '--platform', NATIVE, '--to', ref]);
+
+    assert.equal(await dockerPull(engine, ref), digest);
+    assert.deepEqual(await repoDigests(engine, ref, repo), [`${repo}@${digest}`]);
+    const image = await dockerImage(engine, ref);
+    assert.deepEqual([image.Os, image.Architecture], ['linux', HOST.architecture]);
+    assert.deepEqual(image.Config.Entrypoint, ['/hello.wasm']);
+
+    const seen = await skopeoInspect(ref);
+    assert.equal(seen.Digest, digest);
+    assert.equal(await kilnDigest(['digest', ref]), digest);
+
+    // The module docker unpacked is the one kiln packaged, byte for byte.
+    const created = await docker(engine, ['create', ref, '/hello.wasm']);
+    const container = created.stdout.trim();
+    try {
+      const out = join(work, 'from-docker.wasm');
+      await docker(engine, ['cp', `${container}:/hello.wasm`, out]);
+      assert.deepEqual(readFileSync(out), readFileSync(HELLO_WASM));
+    } finally {
+      await engine.docker(['rm', '-f', container], { timeoutMs: TIMEOUT });
+    }
+  },
+);
+
+test(
+  'kiln append and mutate a busybox image in the registry; docker pulls it with the digest kiln printed and runs it',
+  TEST_TIMEOUT,
+  async (t) => {
+    const reason = baseSkipReason() ?? busyboxSkipReason();
+    if (reason !== undefined) return t.skip(reason);
+    const reg = await sharedRegistry('none');
+    const engine = await sharedDocker();
+    const { base, baseDigest, app, appDigest } = await busyboxImages();
+    const repo = `${reg.host}/busybox`;
+
+    // Read back through the registry: kiln sees what it wrote.
+    assert.equal(await kilnDigest(['digest', base]), baseDigest);
+    assert.equal(await kilnDigest(['digest', app]), appDigest);
+    const inspected = await kilnInspect(app);
+    assert.deepEqual(inspected.image.config.entrypoint, ['/bin/sh', '-c']);
+    assert.deepEqual(inspected.image.config.cmd, [`echo ${GREETING}`]);
+    assert.deepEqual(await diffIds(app), await diffIds(base), 'mutate leaves the layers alone');
+
+    assert.equal(await dockerPull(engine, app), appDigest);
+    assert.deepEqual(await repoDigests(engine, app, repo), [`${repo}@${appDigest}`]);
+    const image = await dockerImage(engine, app);
+    assert.equal(image.Id, inspected.image.config.digest, 'docker image ID is the config digest');
+    assert.deepEqual(image.Config.Entrypoint, ['/bin/sh', '-c']);
+    assert.deepEqual(image.Config.Cmd, [`echo ${GREETING}`]);
+    await assertRunsBusybox(engine, app);
+  },
+);
+
+test(
+  'docker pushes (Docker v2 schema 2), kiln reads: copy, digest and inspect agree with docker',
+  TEST_TIMEOUT,
+  async (t) => {
+    const reason = baseSkipReason() ?? busyboxSkipReason();
+    if (reason !== undefined) return t.skip(reason);
+    const reg = await sharedRegistry('none');
+    const engine = await sharedDocker();
+    const { app } = await busyboxImages();
+    const pushed = `${reg.host}/pushed-by-docker:1`;
+
+    await dockerPull(engine, app);
+    await docker(engine, ['tag', app, pushed]);
+    const push = await docker(engine, ['push', pushed]);
+    const pushedDigest = /^1: digest: (sha256:[0-9a-f]{64}) size: (\d+)$/m.exec(push.stdout);
+    assert.ok(pushedDigest, `docker push reports no digest:\n${push.stdout}`);
+    const [, digest, size] = pushedDigest;
+
+    const layout = join(work, 'pushed-by-docker');
+    assert.equal(await kilnDigest(['copy', pushed, `oci:${layout}:x`]), digest);
+    assert.equal(await kilnDigest(['digest', pushed]), digest);
+    assert.equal(await kilnDigest(['digest', `oci:${layout}:x`]), digest);
+    // The manifest is kept byte for byte in the layout.
+    const stored = readFileSync(join(layout, 'blobs', 'sha256', digest!.slice('sha256:'.length)));
+    assert.equal(sha256(stored), digest);
+    assert.equal(stored.length, Number(size));
+
+    const inspected = await kilnInspect(pushed);
+    assert.equal(inspected.digest, digest);
+    assert.equal(inspected.mediaType, DOCKER_MANIFEST);
+    assert.equal(inspected.image.mediaType, DOCKER_MANIFEST);
+    assert.equal(inspected.image.config.mediaType, DOCKER_CONFIG);
+    assert.deepEqual(
+      inspected.image.layers.map((l) => l.mediaType),
+      [DOCKER_LAYER],
+    );
+    assert.equal(formatPlatform(inspected.image.platform), NATIVE);
+    assert.deepEqual(inspected.image.config.entrypoint, ['/bin/sh', '-c']);
+    assert.deepEqual(inspected.image.config.cmd, [`echo ${GREETING}`]);
+    assert.deepEqual(await diffIds(pushed), await diffIds(app), 'the same filesystem as kiln built');
+    assert.equal(
+      inspected.image.config.digest,
+      (await dockerImage(engine, pushed)).Id,
+      'docker pushed its own config, which kiln reads unchanged',
+    );
+  },
+);
+
+test(
+  'kiln index create of busybox and wasm in the registry: docker pulls and runs the native image, kiln run the wasm one',
+  TEST_TIMEOUT,
+  async (t) => {
+    const reason = baseSkipReason() ?? busyboxSkipReason();
+    if (reason !== undefined) return t.skip(reason);
+    const reg = await sharedRegistry('none');
+    const engine = await sharedDocker();
+    const { app, appDigest } = await busyboxImages();
+    const wasm = `${reg.host}/wasm/hello-wasip1:1`;
+    const wasmDigest = await kilnDigest(['package', HELLO_WASM, '--to', wasm]);
+    const repo = `${reg.host}/app`;
+    const multi = `${repo}:multi`;
+    const indexDigest = await kilnDigest(['index', 'create', '--to', multi, app, wasm]);
+
+    const raw = ok(await kiln(['inspect', multi, '--raw']), 'kiln inspect --raw');
+    assert.equal(sha256(raw), indexDigest);
+    const index = JSON.parse(raw) as { mediaType: string; manifests: Descriptor[] };
+    assert.equal(index.mediaType, OCI_INDEX);
+    assert.deepEqual(
+      index.manifests.map((m) => [m.platform ? formatPlatform(m.platform) : '?', m.digest]),
+      [
+        [NATIVE, appDigest],
+        ['wasip1/wasm', wasmDigest],
+      ],
+    );
+    assert.equal(await kilnDigest(['digest', multi, '--platform', NATIVE]), appDigest);
+
+    // Forget the busybox image locally, so docker must fetch it through the index.
+    const configDigest = (await kilnInspect(app)).image.config.digest;
+    await engine.docker(['image', 'rm', '-f', configDigest], { timeoutMs: TIMEOUT });
+    const gone = await engine.docker(['image', 'inspect', configDigest], { timeoutMs: TIMEOUT });
+    assert.notEqual(gone.code, 0, 'the busybox image is no longer in the engine');
+
+    assert.equal(await dockerPull(engine, multi), indexDigest);
+    assert.deepEqual(await repoDigests(engine, multi, repo), [`${repo}@${indexDigest}`]);
+    const image = await dockerImage(engine, multi);
+    assert.equal(image.Id, configDigest, 'docker picked the busybox image');
+    assert.deepEqual([image.Os, image.Architecture], ['linux', HOST.architecture]);
+    await assertRunsBusybox(engine, multi);
+
+    const ran = await kiln(['run', multi, '--', 'hi']);
+    ok(ran, 'kiln run');
+    assert.equal(ran.stdout, 'hello, hi\n');
+  },
+);
