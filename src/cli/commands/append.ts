@@ -19,7 +19,10 @@ export function register(program: Command): void {
         'becomes DEST/<name>, a .tar/.tar.gz/.tgz is the layer as it is (a plain tar is gzipped)',
       collect,
     )
-    .requiredOption('--to <dest>', 'oci:DIR[:TAG], oci-archive:FILE[:TAG] or docker-archive:FILE[:NAME:TAG]')
+    .requiredOption(
+      '--to <dest>',
+      'destination: REGISTRY/REPO[:TAG], oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG], docker-daemon:NAME:TAG',
+    )
     .option(
       '--platform <os/arch>',
       'the image to use from an index base; for scratch, the platform of the new image (default: this host)',

@@ -8,7 +8,10 @@ export function register(program: Command): void {
     .command('create')
     .description('make one OCI image index of several images')
     .argument('<sources...>', 'images or indexes (any source transport); an index adds its entries')
-    .requiredOption('--to <dest>', 'oci:DIR[:TAG] or oci-archive:FILE[:TAG]')
+    .requiredOption(
+      '--to <dest>',
+      'destination: REGISTRY/REPO[:TAG], oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG], docker-daemon:NAME:TAG',
+    )
     .option('--annotation <k=v>', 'index annotation (repeatable)', collect)
     .addHelpText(
       'after',

@@ -7,7 +7,10 @@ export function register(program: Command): void {
   program
     .command('inspect')
     .description('show the manifest, config, platform and layers of an image')
-    .argument('<image>', 'oci:DIR[:TAG], oci-archive:FILE[:TAG] or docker-archive:FILE[:NAME:TAG]')
+    .argument(
+      '<image>',
+      'REGISTRY/REPO[:TAG][@DIGEST], oci:DIR[:TAG], oci-archive:FILE[:TAG] or docker-archive:FILE[:NAME:TAG]',
+    )
     .option('--raw', 'print the manifest (or index) exactly as stored')
     .option('--config', 'print the config')
     .option('--platform <os/arch>', 'choose this platform from an index')
@@ -15,6 +18,7 @@ export function register(program: Command): void {
       'after',
       examples([
         'kiln inspect oci:./out:hello',
+        'kiln inspect registry.example.com/team/app:1 --platform linux/arm64',
         'kiln inspect oci:./out:hello --json',
         'kiln inspect oci-archive:./app.tar --platform wasip1/wasm --config',
       ]),

@@ -45,7 +45,10 @@ export function register(program: Command): void {
     .command('mutate')
     .description("change an image's config and annotations and write the new image")
     .argument('<src>', 'the image or index (any source transport)')
-    .requiredOption('--to <dest>', 'oci:DIR[:TAG], oci-archive:FILE[:TAG] or docker-archive:FILE[:NAME:TAG]')
+    .requiredOption(
+      '--to <dest>',
+      'destination: REGISTRY/REPO[:TAG], oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG], docker-daemon:NAME:TAG',
+    )
     .option('--entrypoint <cmd>', "new entrypoint: a JSON array, or one word; '' removes it")
     .option('--cmd <cmd>', "new command: a JSON array, or one word; '' removes it")
     .option('--env <k=v>', 'set a variable, replacing one of the same name; K- removes (repeatable)', collect)

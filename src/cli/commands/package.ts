@@ -7,7 +7,10 @@ export function register(program: Command): void {
     .command('package')
     .description('package a .wasm file as an OCI image or artifact')
     .argument('<file>', 'the WebAssembly module or component')
-    .requiredOption('--to <dest>', 'oci:DIR[:TAG], oci-archive:FILE[:TAG] or docker-archive:FILE[:NAME:TAG]')
+    .requiredOption(
+      '--to <dest>',
+      'destination: REGISTRY/REPO[:TAG], oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG], docker-daemon:NAME:TAG',
+    )
     .addOption(
       new Option('--format <format>', 'packaging convention (shared/wasm-oci.md)')
         .choices(['image', 'artifact', 'istio', 'istio-oci', 'wasm-to-oci'])
@@ -24,6 +27,7 @@ export function register(program: Command): void {
       'after',
       examples([
         'kiln package hello.wasm --to oci:./out:hello',
+        'kiln package hello.wasm --to localhost:5000/wasm/hello:1',
         'kiln package hello.wasm --format artifact --to oci-archive:./hello.tar',
         'kiln package hello.wasm --platform linux/amd64 --to docker-archive:./hello.tar:hello:1',
       ]),

@@ -5,7 +5,10 @@ export function register(program: Command): void {
   program
     .command('run')
     .description('run a WebAssembly image or .wasm file with WASI (preview 1)')
-    .argument('<image>', 'an image (oci:..., oci-archive:..., docker-archive:...) or a .wasm file')
+    .argument(
+      '<image>',
+      'an image (REGISTRY/REPO:TAG, oci:..., oci-archive:..., docker-archive:...) or a .wasm file',
+    )
     .argument('[args...]', 'arguments for the module (after --)')
     .option('--dir <host[:guest]>', 'give the module a host directory (repeatable)', collect)
     .option('--env <k=v>', 'environment variable (repeatable)', collect)
