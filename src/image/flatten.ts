@@ -94,7 +94,8 @@ export function flatPath(name: string): string | undefined {
 /** Fails early, before anything is written, on layers kiln cannot read as filesystem tars. */
 export function checkLayers(layers: Descriptor[], where: string): void {
   layers.forEach((layer, i) => {
-    if (layer.mediaType === MediaType.OciLayerZstd || layer.mediaType.endsWith('+zstd'))
+    const mt = layer.mediaType;
+    if (mt === MediaType.OciLayerZstd || mt.endsWith('+zstd') || mt.endsWith('.zstd'))
       throw zstdError(layer, i, where);
     if (WASM_LAYERS.has(layer.mediaType))
       throw new KilnError(
@@ -215,6 +216,7 @@ type Identity =
   | { kind: 'emitted'; path: string }
   | { kind: 'group'; group: Group }
   | { kind: 'shadowed'; index: number }
+  | { kind: 'alias'; target: string } // a hard link nobody needed yet: resolved only if asked
   | { kind: 'dir' }
   | { kind: 'gone' };
 
@@ -360,8 +362,14 @@ export async function* flattenLayers(
     const whiteouts = new Set<string>();
 
     /** What `target` is right now in this layer: an earlier entry here, else whatever is below. */
-    const identityOf = (target: string): Identity => {
+    const identityOf = (target: string, hops = 0): Identity => {
       const rec = records.get(target);
+      if (rec?.kind === 'alias') {
+        // A chain of links in one layer; a cycle (only in a broken tar) resolves to nothing.
+        const id = hops > 64 ? ({ kind: 'gone' } as const) : identityOf(rec.target, hops + 1);
+        records.set(target, id);
+        return id;
+      }
       if (rec === undefined) {
         let g = pending.get(target);
         if (g) g = find(g);
@@ -416,7 +424,7 @@ export async function* flattenLayers(
         if (hidden) continue;
         addAncestors(layerDirs, p);
         if (base === OPAQUE) layerHidden.add(parent);
-        else if (!base.startsWith(`${WHITEOUT}${WHITEOUT}`)) {
+        else if (base !== WHITEOUT && !base.startsWith(`${WHITEOUT}${WHITEOUT}`)) {
           // `.wh..wh.*` other than the opaque marker is aufs bookkeeping: ignored, as runtimes do.
           const target =
             parent === '' ? base.slice(WHITEOUT.length) : `${parent}/${base.slice(WHITEOUT.length)}`;
@@ -450,6 +458,11 @@ export async function* flattenLayers(
             : 'hard link without a usable target';
           if (visible) yield { kind: 'issue', path: p, layer: i, reason, unsafe };
           if (waiting) yield* broken(find(waiting).links, i, reason);
+          continue;
+        }
+        if (!visible && !waiting) {
+          // Resolving now could mean re-reading this layer for a link that is never written.
+          records.set(p, { kind: 'alias', target });
           continue;
         }
         const id = identityOf(target);
@@ -507,9 +520,11 @@ export async function* flattenLayers(
   // Rare: a link came after its target in the same layer, and a higher layer had replaced the target.
   for (const [i, byIndex] of [...repairs].sort((a, b) => b[0] - a[0])) {
     let index = -1;
+    const wanted = new Map([...byIndex].filter(([, g]) => find(g).links.length > 0));
+    if (wanted.size === 0) continue;
     for await (const raw of layerEntries(source, layers[i]!, i)) {
       index++;
-      const g = byIndex.get(index);
+      const g = wanted.get(index);
       if (!g) continue;
       const type = TYPES[raw.header.type ?? 'file'];
       if (type === undefined || type === 'dir' || type === 'hardlink') continue;
@@ -544,7 +559,12 @@ export interface WriteFlatResult {
   issues: FlatIssue[];
 }
 
-/** Writes flattened entries to `out` as one tar. Entries keep their modes, owners and mtimes. */
+/**
+ * Writes flattened entries to `out` as one tar. Entries keep their modes, owners and mtimes.
+ * Directory entries (metadata only, so cheap to hold) go last, deepest first: a lower layer's files
+ * land in directories an upper layer defined, and an extractor that set a directory's mtime or a
+ * read-only mode on the spot would see it changed or be stopped by it.
+ */
 export async function writeFlatTar(
   items: AsyncIterable<FlatItem>,
   out: NodeJS.WritableStream,
@@ -554,6 +574,7 @@ export async function writeFlatTar(
   const piped = pipeline(pack, out as Writable, { end: options.end ?? true });
   piped.catch(() => {}); // awaited below; an early failure also ends the loop through the entry callbacks
   const result: WriteFlatResult = { entries: 0, issues: [] };
+  const dirs = new Map<string, FlatEntry>();
   try {
     for await (const item of items) {
       if (item.kind === 'issue') {
@@ -561,14 +582,25 @@ export async function writeFlatTar(
         result.issues.push(issue);
         continue;
       }
-      await packEntry(pack, item.entry, item.content);
+      const e = item.entry;
+      if (e.type === 'dir') dirs.set(e.path, e);
+      else {
+        dirs.delete(e.path);
+        await packEntry(pack, e, item.content);
+      }
       result.entries++;
     }
+    const order = [...dirs.values()].sort((a, b) => depth(b.path) - depth(a.path));
+    for (const e of order) await packEntry(pack, e, undefined);
   } catch (err) {
     // A half-written tar must not end with the end-of-archive blocks: readers then see it is cut short.
     pack.destroy(err as Error);
-    await piped.catch(() => {});
-    throw err;
+    const failed = await piped.then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    // When the output failed first, that is the cause; tar-stream's complaint is a consequence.
+    throw err instanceof KilnError || failed === undefined ? err : failed;
   }
   pack.finalize();
   await piped;
@@ -576,6 +608,14 @@ export async function writeFlatTar(
 }
 
 const MAX_USTAR_ID = 0o777777;
+
+/** Slashes in a path; the root (`''`) is shallower than anything. */
+function depth(p: string): number {
+  if (p === '') return -1;
+  let n = 0;
+  for (const c of p) if (c === '/') n++;
+  return n;
+}
 
 async function packEntry(
   pack: tar.Pack,
@@ -619,8 +659,13 @@ async function packEntry(
     for await (const chunk of content ?? []) {
       if (!sink.write(chunk))
         await new Promise<void>((resolve) => {
-          sink.once('drain', resolve);
-          sink.once('close', resolve);
+          const done = () => {
+            sink.off('drain', done);
+            sink.off('close', done);
+            resolve();
+          };
+          sink.on('drain', done);
+          sink.on('close', done);
         });
       if (sink.destroyed) break;
     }

@@ -260,6 +260,13 @@ async function prepare(dir: string, force: boolean): Promise<Target> {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw ioError(err, dir);
   }
   if (st === undefined) {
+    if (
+      await fs.lstat(full).then(
+        () => true,
+        () => false,
+      )
+    )
+      throw new KilnError('E_USAGE', `${dir} is a symlink to nothing`);
     const parent = path.dirname(full);
     try {
       const tmp = await fs.mkdtemp(path.join(parent, `.${path.basename(full)}.kiln-`));

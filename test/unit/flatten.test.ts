@@ -274,6 +274,56 @@ test('hard links: same layer, to a lower layer, to a target replaced or deleted 
   assert.equal(flat.issues.length, 3);
 });
 
+/** Flattens with a source that counts how often each blob is fetched. */
+async function countingReads(
+  ref: string,
+  layers: Descriptor[],
+): Promise<{ seen: Record<string, string>; reads: number[] }> {
+  const source = await openSource(ref);
+  const reads = new Map<string, number>();
+  const counting: typeof source = {
+    name: source.name,
+    resolve: () => source.resolve(),
+    fetchManifest: (d) => source.fetchManifest(d),
+    fetchBlob: (d) => {
+      reads.set(d.digest, (reads.get(d.digest) ?? 0) + 1);
+      return source.fetchBlob(d);
+    },
+    close: () => source.close(),
+  };
+  const seen: Record<string, string> = {};
+  try {
+    for await (const item of flattenLayers(counting, layers)) {
+      if (item.kind !== 'entry') continue;
+      const parts: Buffer[] = [];
+      for await (const c of item.content ?? []) parts.push(c);
+      seen[item.entry.path] =
+        item.entry.type === 'hardlink' ? `-> ${item.entry.linkname}` : Buffer.concat(parts).toString();
+    }
+  } finally {
+    await source.close();
+  }
+  return { seen, reads: layers.map((l) => reads.get(l.digest) ?? 0) };
+}
+
+test('each layer is read once, and again only when a link needs a target it had passed over', async () => {
+  const replaced = await makeImage('reads-once', [
+    { entries: [file('perl', 'old'), link('perl5', 'perl')] },
+    { entries: [file('perl', 'new'), file('perl5', 'new')] },
+  ]);
+  const once = await countingReads(replaced.ref, replaced.layers);
+  assert.deepEqual(once.seen, { perl: 'new', perl5: 'new' });
+  assert.deepEqual(once.reads, [1, 1], 'a replaced link and target: nothing to read again');
+
+  const partly = await makeImage('reads-twice', [
+    { entries: [file('r', 'r-old'), link('s', 'r')] },
+    { entries: [file('r', 'r-new')] },
+  ]);
+  const twice = await countingReads(partly.ref, partly.layers);
+  assert.deepEqual(twice.seen, { r: 'r-new', s: 'r-old' });
+  assert.deepEqual(twice.reads, [2, 1], 'the bottom layer again, for the old r that s keeps');
+});
+
 test('entries whose paths leave the root are reported unsafe and left out', async () => {
   const img = await makeImage('unsafe', [
     { entries: [file('../escape', 'x'), file('a/../../b', 'y'), file('ok', 'ok'), file('./a/./c', 'c')] },
@@ -331,7 +381,8 @@ test('exportImage writes the flattened entries as one tar: same paths, types, mo
     {
       gzip: true,
       entries: [
-        dir('bin'),
+        dir('bin', 0o555),
+        dir('bin/sub'),
         file('bin/tool', '#!/bin/sh\n', 0o755),
         file('bin/gone', 'x'),
         file('lib', 'l'),
@@ -373,7 +424,14 @@ test('exportImage writes the flattened entries as one tar: same paths, types, mo
   extract.end(Buffer.concat(chunks));
   await reading;
   const names = listed.map((l) => l.name.replace(/\/$/, ''));
-  assert.deepEqual(names, flat.order, 'the tar holds the flattened entries in the same order');
+  // Same order, but directories last and deepest first, so extractors set their metadata after the files.
+  const isDir = (p: string) => flat.entries.get(p)!.type === 'dir';
+  const depth = (p: string) => p.split('/').length;
+  const dirsLast = [
+    ...flat.order.filter((p) => !isDir(p)),
+    ...flat.order.filter(isDir).sort((x, y) => depth(y) - depth(x)),
+  ];
+  assert.deepEqual(names, dirsLast);
   const byName = new Map(listed.map((l) => [l.name.replace(/\/$/, ''), l]));
   assert.equal(byName.get('bin/tool')!.mode, 0o755);
   assert.equal(byName.get('bin/tool')!.data, '#!/bin/sh\n');
@@ -383,4 +441,6 @@ test('exportImage writes the flattened entries as one tar: same paths, types, mo
   assert.equal(byName.get('dev/null')!.type, 'character-device');
   assert.equal(byName.get(`${'d'.repeat(120)}/long`)!.data, 'long');
   assert.equal(byName.has('bin/gone'), false);
+  assert.equal(byName.get('bin')!.mode, 0o555);
+  assert.deepEqual(names.slice(-2), ['bin/sub', 'bin']);
 });

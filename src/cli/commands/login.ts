@@ -35,7 +35,10 @@ export function register(program: Command): void {
       // Checked against the registry first, as docker does, so bad credentials are never stored.
       const { Registry } = await import('../../registry/registry.js');
       const verify = () =>
-        new Registry(host, { ...registryOptions(cmd), creds: `${creds.username}:${creds.password}` }).checkLogin();
+        new Registry(host, {
+          ...registryOptions(cmd),
+          creds: `${creds.username}:${creds.password}`,
+        }).checkLogin();
       const result = await dc.login(host, creds, { verify });
       out.debug(`credentials for ${host} stored with ${result.store}; ${result.configPath} updated`);
       if (out.flags.json)
