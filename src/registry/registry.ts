@@ -134,7 +134,8 @@ export class Registry {
   private readonly http: HttpClient;
   private readonly insecure: boolean;
   private readonly explicitlyInsecure: boolean;
-  private readonly retry: RetryPolicy;
+  /** How requests are retried; uploads use it too, between restarts. */
+  readonly retry: RetryPolicy;
   private pinged: Promise<void> | undefined;
   private base!: URL;
   private challenge: Challenge | undefined;
@@ -194,7 +195,8 @@ export class Registry {
         throw err;
       });
       const tlsPort =
-        plain === undefined || (plain.status === 400 && /https/i.test((await readBody(plain, 4096)).toString('utf8')));
+        plain === undefined ||
+        (plain.status === 400 && /https/i.test((await readBody(plain, 4096)).toString('utf8')));
       if (!tlsPort && plain) {
         res = plain;
         this.base = new URL(`http://${this.apiHost}`);
@@ -247,7 +249,8 @@ export class Registry {
     if (this.challenge.scheme === 'basic') {
       const res = await this.request({ method: 'GET', path: '/v2/', scopes: [], signal });
       discard(res);
-      if (res.status !== 200) throw new KilnError('E_REGISTRY', `${this.host} answered ${res.status} to GET /v2/`);
+      if (res.status !== 200)
+        throw new KilnError('E_REGISTRY', `${this.host} answered ${res.status} to GET /v2/`);
       return;
     }
     const { credentials } = await this.credentials();

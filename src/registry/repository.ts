@@ -8,8 +8,9 @@ import { type Digest, hasherFor, isDigest, newHash, parseDigest } from '../oci/d
 import { MediaType } from '../oci/media-types.js';
 import type { Descriptor, ImageIndex } from '../oci/types.js';
 import { MAX_MANIFEST_BYTES, parseManifest } from '../oci/validate.js';
-import { discard, type HttpResponse, header, readBody } from './http.js';
+import { discard, type HttpResponse, header, readBody, toKilnError } from './http.js';
 import { type Registry, type RegistryRequest, registryErrorDetail } from './registry.js';
+import { backoffDelay, isRetryableStatus, sleep } from './retry.js';
 
 /** Every manifest type kiln reads, so registries don't down-convert to schema 1. */
 export const MANIFEST_ACCEPT = [
@@ -33,6 +34,21 @@ export type OpenContent = () => Promise<AsyncIterable<Uint8Array>>;
 const MONOLITHIC_MAX = 32 * 1024 * 1024;
 const CHUNK_SIZE = 64 * 1024 * 1024;
 const UPLOAD_ATTEMPTS = 4;
+
+/**
+ * Errors from upload requests with a streamed body (PATCH, monolithic PUT) that answered a retryable
+ * status (5xx, 408, 429), with the registry's Retry-After. withRetries can't re-send a stream, so the
+ * upload itself resumes or starts over, as after a dropped connection.
+ */
+const retryableUploadErrors = new WeakMap<object, string | undefined>();
+
+/** A broken connection, or a retryable status to a streamed upload request: worth another go. */
+function mayRetryUpload(err: unknown): boolean {
+  return (
+    err instanceof KilnError &&
+    (['E_NETWORK', 'E_TIMEOUT'].includes(err.code) || retryableUploadErrors.has(err))
+  );
+}
 
 export class Repository {
   readonly pull: string[];
@@ -77,6 +93,24 @@ export class Repository {
         hint: 'wait and try again, or log in for a higher limit',
       });
     throw new KilnError('E_REGISTRY', `${this.registry.host} answered ${res.status} to ${what}${said}`);
+  }
+
+  /**
+   * `fail` for an upload request with a streamed body: a retryable status is marked for
+   * mayRetryUpload, and so are 404 and 416 when `resumed`: the registry may still have been writing
+   * the broken chunk when it reported its Range, then finds the session corrupt (distribution answers
+   * 404 BLOB_UPLOAD_INVALID and drops it), and the upload must start over.
+   */
+  private async failUpload(res: HttpResponse, what: string, resumed = false): Promise<never> {
+    const retryAfter = header(res, 'retry-after');
+    const retryable =
+      isRetryableStatus(res.status) || (resumed && (res.status === 404 || res.status === 416));
+    try {
+      return await this.fail(res, what);
+    } catch (err) {
+      if (retryable) retryableUploadErrors.set(err as object, retryAfter);
+      throw err;
+    }
   }
 
   private req(r: Omit<RegistryRequest, 'path'> & { path: string }): Promise<HttpResponse> {
@@ -201,10 +235,9 @@ export class Repository {
       followRedirects: true,
       signal,
     });
-    if (offset > 0 && res.status === 206) return res.body;
+    if (offset > 0 && res.status === 206) return networkErrors(res.body, res.url);
     if (res.status !== 200) return this.fail(res, `blob ${digest}`);
-    if (offset > 0) return skipBytes(res.body, offset);
-    return res.body;
+    return networkErrors(offset > 0 ? await skipBytes(res.body, offset) : res.body, res.url);
   }
 
   /**
@@ -268,7 +301,7 @@ export class Repository {
             body: content,
             signal,
           });
-          if (res.status !== 201) return this.fail(res, `upload of blob ${desc.digest}`);
+          if (res.status !== 201) return await this.failUpload(res, `upload of blob ${desc.digest}`);
           discard(res);
           return;
         }
@@ -291,12 +324,18 @@ export class Repository {
         return;
       } catch (err) {
         lastError = err;
-        // Our own verdicts (bad content, refused) are final; a dropped connection starts over.
-        if (!(err instanceof KilnError) || !['E_NETWORK', 'E_TIMEOUT'].includes(err.code)) {
-          await this.cancelUpload(location);
-          throw err;
-        }
+        // After an abort nothing more goes out (the registry purges the stale upload); the DELETE
+        // would also hold the abort up for as long as the registry takes to answer.
+        if (signal?.aborted) throw err;
         await this.cancelUpload(location);
+        // Our own verdicts (bad content, refused) are final; a dropped connection or a retryable
+        // status starts over, after the registry's backoff.
+        if (!mayRetryUpload(err)) throw err;
+        if (attempt < UPLOAD_ATTEMPTS)
+          await sleep(
+            backoffDelay(this.registry.retry, attempt, retryableUploadErrors.get(err as object)),
+            signal,
+          );
       }
     }
     throw lastError;
@@ -332,26 +371,30 @@ export class Repository {
           body,
           signal: options.signal,
         });
-        if (res.status !== 202) return await this.fail(res, `upload of blob ${desc.digest}`);
+        if (res.status !== 202)
+          return await this.failUpload(res, `upload of blob ${desc.digest}`, resumes > 0);
         discard(res);
         location = header(res, 'location') ?? location;
         offset += length;
         options.onProgress?.(offset);
       } catch (err) {
-        if (
-          !(err instanceof KilnError) ||
-          !['E_NETWORK', 'E_TIMEOUT'].includes(err.code) ||
-          resumes >= UPLOAD_ATTEMPTS
-        )
-          throw err;
+        if (!mayRetryUpload(err) || resumes >= UPLOAD_ATTEMPTS || options.signal?.aborted) throw err;
         resumes++;
         // Ask the registry how much it has, then go on from there: re-read the prefix only to hash it.
-        const status = await this.req({ method: 'GET', path: location, scopes: this.push });
+        const status = await this.req({
+          method: 'GET',
+          path: location,
+          scopes: this.push,
+          signal: options.signal,
+        });
         discard(status);
         if (status.status !== 204) throw err;
         location = header(status, 'location') ?? location;
         const range = /^(?:bytes=)?0-(\d+)$/.exec(header(status, 'range') ?? '');
-        offset = range ? Number(range[1]) + 1 : 0;
+        // `0-0` is ambiguous: distribution answers it for an empty upload as well as for one byte, so
+        // resuming at 1 could skip a byte. Start the upload over (uploadBlob does), as without a Range.
+        if (!range || range[1] === '0') throw err;
+        offset = Number(range[1]) + 1;
         hash = hasherFor(desc.digest);
         reader = new ByteReader(await open());
         for await (const _ of reader.take(offset, (chunk) => hash.update(chunk))) {
@@ -472,6 +515,22 @@ class ByteReader {
       yield chunk;
     }
   }
+}
+
+/**
+ * A blob body whose broken connection fails as a KilnError (E_NETWORK, like any other network
+ * failure) rather than Node's bare `aborted`, which a destination would report as its own I/O error.
+ */
+async function networkErrors(body: Readable, url: URL): Promise<Readable> {
+  const { Readable: R } = await import('node:stream');
+  async function* gen() {
+    try {
+      yield* body as AsyncIterable<Buffer>;
+    } catch (err) {
+      throw toKilnError(err, { method: 'GET', url });
+    }
+  }
+  return R.from(gen());
 }
 
 /** Drops the first `n` bytes of a stream (a registry that ignores Range). */

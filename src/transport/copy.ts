@@ -102,7 +102,7 @@ async function copyNode(
     }
   } else {
     const blobs = [parsed.manifest.config, ...parsed.manifest.layers];
-    await eachLimit(blobs, jobs, async (blob) => {
+    await eachLimit(blobs, jobs, async (blob, stop) => {
       options.signal?.throwIfAborted();
       // Same registry, other repository: a mount links the blob without a transfer (and succeeds
       // if the destination has it already), so it comes before the HEAD.
@@ -123,7 +123,7 @@ async function copyNode(
         return;
       }
       options.onEvent?.({ type: 'blob-start', digest: blob.digest, size: blob.size });
-      const open = async () => counted(await src.fetchBlob(blob), blob, options.onEvent);
+      const open = async () => counted(await src.fetchBlob(blob), blob, options.onEvent, stop);
       await dst.putBlob(blob, await open(), open);
       result.blobsCopied++;
       result.bytesCopied += blob.size;
@@ -134,18 +134,22 @@ async function copyNode(
   options.onEvent?.({ type: 'manifest', digest: desc.digest });
 }
 
-/** Reports bytes read off a blob as progress events (throttled to one per 256 KiB). */
+/**
+ * Reports bytes read off a blob as progress events (throttled to one per 256 KiB), and ends the
+ * transfer once `stop` says another blob failed, so the copy need not wait for it to finish.
+ */
 async function* counted(
   content: AsyncIterable<Uint8Array>,
   blob: Descriptor,
   onEvent: ((e: CopyEvent) => void) | undefined,
+  stop: AbortSignal,
 ): AsyncGenerator<Uint8Array> {
-  if (!onEvent) return yield* content;
   let done = 0;
   let reported = 0;
   for await (const chunk of content) {
+    stop.throwIfAborted();
     done += chunk.byteLength;
-    if (done - reported >= 256 * 1024 || done === blob.size) {
+    if (onEvent && (done - reported >= 256 * 1024 || done === blob.size)) {
       reported = done;
       onEvent({ type: 'blob-progress', digest: blob.digest, size: blob.size, done });
     }
@@ -153,17 +157,35 @@ async function* counted(
   }
 }
 
-/** Runs `fn` over items with at most `limit` at once, in order of start; the first failure wins. */
-export async function eachLimit<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+/**
+ * Runs `fn` over items with at most `limit` at once, in order of start; the first failure wins. After
+ * it no item starts and `stop` tells those in flight to end; the promise settles only once they have,
+ * so the caller's cleanup (a destination's abort) can't race writes still under way: an `oci:`
+ * directory removed on failure used to be re-created by a blob that landed after the removal.
+ */
+export async function eachLimit<T>(
+  items: T[],
+  limit: number,
+  fn: (item: T, stop: AbortSignal) => Promise<void>,
+): Promise<void> {
   let next = 0;
   const seen = new Set<T>();
+  const stop = new AbortController();
+  let failure: { error: unknown } | undefined;
   const worker = async () => {
-    while (next < items.length) {
+    while (!failure && next < items.length) {
       const item = items[next++]!;
       if (seen.has(item)) continue;
       seen.add(item);
-      await fn(item);
+      try {
+        await fn(item, stop.signal);
+      } catch (error) {
+        failure ??= { error };
+        // Not the error itself: a retryable one (E_NETWORK) would make an upload in flight start over.
+        stop.abort(new KilnError('E_ABORTED', 'stopped: another blob failed', { cause: error }));
+      }
     }
   };
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  if (failure) throw failure.error;
 }

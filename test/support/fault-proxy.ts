@@ -1,0 +1,417 @@
+/**
+ * A fault-injecting reverse proxy for registry tests: streams requests to a real plain-HTTP registry
+ * (or any HTTP server) and back, like `startRequestLog`, but answers chosen requests with a fault
+ * instead: an error status, a connection reset before the response or in the middle of a body, a
+ * delay, or a corrupted response body. The Host header stays the proxy's, so the registry's absolute
+ * Location URLs (upload sessions) come back through the proxy and can be faulted too.
+ *
+ * Rules are matched in order against every request; each rule counts the requests it matches and
+ * faults those after the first `skip`, `times` of them. Every request is recorded with what was done
+ * to it.
+ *
+ * `startConnectionCounter` is a plain TCP pass-through that counts connections and tells TLS
+ * handshakes from plain HTTP, for proving a client does not retry a TLS failure.
+ */
+import {
+  Agent,
+  createServer,
+  request as httpRequest,
+  type IncomingHttpHeaders,
+  type IncomingMessage,
+  type OutgoingHttpHeaders,
+  type Server,
+  type ServerResponse,
+} from 'node:http';
+import { type AddressInfo, createConnection, createServer as createNetServer, type Socket } from 'node:net';
+
+export type Fault =
+  /** Answer this status (with an OCI error body, and `Retry-After` if given) without asking upstream. */
+  | { status: number; retryAfter?: string; headers?: Record<string, string>; body?: string }
+  /** Read the request (not forwarded), then reset the connection: the client gets no response. */
+  | { reset: 'before-response' }
+  /**
+   * Reset the connection after `afterBytes` bytes of a body. `side` defaults to `request` for
+   * requests that carry a body (PUT/PATCH/POST), `response` otherwise. On the request side the
+   * bytes read are not forwarded unless `forward` is set: then the upstream request is cut too, and
+   * the client's connection reset 100 ms later.
+   */
+  | { reset: 'mid-body'; afterBytes: number; side?: 'request' | 'response'; forward?: boolean }
+  /** Hold the request this long, then forward it (unless the client went away meanwhile). */
+  | { delayMs: number }
+  /** Forward, and flip the bits of one byte of the response body (same length, other content). */
+  | { corruptBody: true };
+
+export interface FaultRule {
+  match: {
+    method?: string;
+    /** Tested against the request's path and query, as requested. */
+    path?: RegExp;
+  };
+  /** Matching requests let through untouched before faults start (default 0). */
+  skip?: number;
+  /** Matching requests faulted after the skipped ones (default 1; Infinity for all). */
+  times?: number;
+  fault: Fault;
+}
+
+export interface FaultLogEntry {
+  method: string;
+  /** Path without the query. */
+  path: string;
+  /** Path and query, as requested. */
+  url: string;
+  /** Status answered to the client; 'reset' when the connection was reset; 0 until known. */
+  status: number | 'reset';
+  /** What the proxy did instead of (or to) the registry's answer, e.g. `503`, `reset:mid-body`. */
+  fault?: string;
+  /** Date.now() when the request arrived. */
+  at: number;
+  /** Request body bytes the proxy read from the client. */
+  bytesIn: number;
+  /** Response body bytes the proxy sent to the client. */
+  bytesOut: number;
+}
+
+export interface FaultProxyOptions {
+  rules?: FaultRule[];
+  /** Replaces text in response header values (e.g. a token realm, to send token requests through another proxy). */
+  rewriteHeaders?: { from: string; to: string }[];
+  /** Called as each request arrives, after it is logged. */
+  onRequest?: (entry: FaultLogEntry) => void;
+}
+
+export interface FaultProxy {
+  /** `127.0.0.1:PORT` of the proxy. */
+  readonly host: string;
+  /** `http://127.0.0.1:PORT`. */
+  readonly url: string;
+  /** Every request the proxy got, in arrival order. */
+  readonly requests: FaultLogEntry[];
+  /** Replaces the rules (and starts their counts afresh). */
+  setRules(rules: FaultRule[]): void;
+  /** Empties `requests` (in place). */
+  clear(): void;
+  /** Stops the proxy (not the upstream server). Idempotent. */
+  stop(): Promise<void>;
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+// Hop-by-hop headers (RFC 9110 7.6.1): each connection has its own.
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'upgrade']);
+
+function forwardHeaders(
+  headers: IncomingHttpHeaders,
+  rewrite: readonly { from: string; to: string }[] = [],
+): OutgoingHttpHeaders {
+  const out: OutgoingHttpHeaders = {};
+  const fix = (v: string) => rewrite.reduce((s, r) => s.split(r.from).join(r.to), v);
+  for (const [k, v] of Object.entries(headers)) {
+    if (v === undefined || HOP_BY_HOP.has(k)) continue;
+    out[k] = Array.isArray(v) ? v.map(fix) : fix(v);
+  }
+  return out;
+}
+
+function describeFault(f: Fault): string {
+  if ('status' in f) return String(f.status);
+  if ('reset' in f) return `reset:${f.reset}`;
+  if ('delayMs' in f) return `delay:${f.delayMs}`;
+  return 'corrupt';
+}
+
+/** Listens on a kernel-chosen loopback port; unref'd, as are its connections. */
+function listen(server: Server | ReturnType<typeof createNetServer>): Promise<number> {
+  server.on('connection', (socket: Socket) => socket.unref());
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      server.off('error', reject);
+      server.unref();
+      resolve((server.address() as AddressInfo).port);
+    });
+  });
+}
+
+/** Resets the client's connection (RST, not FIN), as a crashed peer or a middlebox would. */
+function resetClient(res: ServerResponse): void {
+  const socket = res.socket ?? res.req.socket;
+  if (socket && !socket.destroyed) socket.resetAndDestroy();
+}
+
+/** Starts a fault-injecting reverse proxy in front of the plain-HTTP server at `target`. */
+export async function startFaultProxy(target: string, options: FaultProxyOptions = {}): Promise<FaultProxy> {
+  const upstream = new URL(target);
+  if (upstream.protocol !== 'http:') throw new Error(`startFaultProxy: only http:// targets, got ${target}`);
+  const agent = new Agent({ keepAlive: true });
+  const requests: FaultLogEntry[] = [];
+  let rules: FaultRule[] = options.rules ?? [];
+  let counts = new Map<FaultRule, number>();
+
+  /** The fault for this request, if a rule's window covers it. Every matching rule counts it. */
+  const faultFor = (method: string, url: string): Fault | undefined => {
+    let chosen: Fault | undefined;
+    for (const rule of rules) {
+      if (rule.match.method !== undefined && rule.match.method !== method) continue;
+      if (rule.match.path !== undefined && !rule.match.path.test(url)) continue;
+      const n = (counts.get(rule) ?? 0) + 1;
+      counts.set(rule, n);
+      const skip = rule.skip ?? 0;
+      if (chosen === undefined && n > skip && n <= skip + (rule.times ?? 1)) chosen = rule.fault;
+    }
+    return chosen;
+  };
+
+  const handle = (req: IncomingMessage, res: ServerResponse) => {
+    const method = req.method ?? 'GET';
+    const reqUrl = req.url ?? '/';
+    const entry: FaultLogEntry = {
+      method,
+      path: reqUrl.split('?')[0]!,
+      url: reqUrl,
+      status: 0,
+      at: Date.now(),
+      bytesIn: 0,
+      bytesOut: 0,
+    };
+    requests.push(entry);
+    const fault = faultFor(method, reqUrl);
+    if (fault) entry.fault = describeFault(fault);
+    options.onRequest?.(entry);
+    const clientGone = () => req.destroyed || req.socket.destroyed || res.destroyed || res.writableEnded;
+
+    /** Reads the request body to its end (counted, not forwarded), then runs `then`. */
+    const drain = (then: () => void) => {
+      req.on('data', (c: Buffer) => {
+        entry.bytesIn += c.length;
+      });
+      req.once('end', then);
+      req.once('error', () => {});
+    };
+
+    if (fault && 'status' in fault) {
+      drain(() => {
+        const body =
+          fault.body ??
+          JSON.stringify({ errors: [{ code: 'UNAVAILABLE', message: `fault injected: ${fault.status}` }] });
+        const headers: OutgoingHttpHeaders = {
+          'content-type': 'application/json',
+          'content-length': Buffer.byteLength(body),
+          ...fault.headers,
+        };
+        if (fault.retryAfter !== undefined) headers['retry-after'] = fault.retryAfter;
+        entry.status = fault.status;
+        res.writeHead(fault.status, headers);
+        entry.bytesOut = method === 'HEAD' ? 0 : Buffer.byteLength(body);
+        res.end(body);
+      });
+      return;
+    }
+    if (fault && 'reset' in fault && fault.reset === 'before-response') {
+      drain(() => {
+        entry.status = 'reset';
+        resetClient(res);
+      });
+      return;
+    }
+
+    const hasBody =
+      (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0') ||
+      req.headers['transfer-encoding'] !== undefined;
+    const midBody = fault && 'reset' in fault && fault.reset === 'mid-body' ? fault : undefined;
+    const cutRequest = midBody && (midBody.side ?? (hasBody ? 'request' : 'response')) === 'request';
+    const cutResponse = midBody && !cutRequest;
+
+    const forward = () => {
+      if (clientGone()) {
+        entry.status = 0;
+        entry.fault = `${entry.fault ?? ''} (client gone)`.trim();
+        return;
+      }
+      if (cutRequest && !midBody.forward) {
+        let reset = false;
+        req.on('data', (c: Buffer) => {
+          if (reset) return;
+          entry.bytesIn += c.length;
+          if (entry.bytesIn >= midBody.afterBytes) {
+            reset = true;
+            entry.status = 'reset';
+            resetClient(res);
+          }
+        });
+        req.once('end', () => {
+          if (!reset) {
+            entry.status = 'reset';
+            resetClient(res);
+          }
+        });
+        req.once('error', () => {});
+        return;
+      }
+      const up = httpRequest(
+        {
+          host: upstream.hostname,
+          port: upstream.port,
+          method,
+          path: reqUrl,
+          headers: forwardHeaders(req.headers),
+          agent,
+        },
+        (ures) => {
+          const status = ures.statusCode ?? 502;
+          const headers = forwardHeaders(ures.headers, options.rewriteHeaders);
+          res.writeHead(status, ures.statusMessage, headers);
+          entry.status = status;
+          let corrupted = false;
+          let cut = false;
+          ures.on('data', (chunk: Buffer) => {
+            if (cut) return;
+            let out = chunk;
+            if (fault && 'corruptBody' in fault && !corrupted && chunk.length > 0) {
+              corrupted = true;
+              out = Buffer.from(chunk);
+              const i = Math.floor(out.length / 2);
+              out[i] = out[i]! ^ 0xff;
+            }
+            if (cutResponse && entry.bytesOut + out.length >= midBody.afterBytes) {
+              cut = true;
+              out = out.subarray(0, Math.max(0, midBody.afterBytes - entry.bytesOut));
+              entry.bytesOut += out.length;
+              entry.status = 'reset';
+              ures.destroy();
+              // Let the head and the bytes so far reach the client, then reset.
+              res.write(out, () => setTimeout(() => resetClient(res), 20));
+              return;
+            }
+            entry.bytesOut += out.length;
+            if (!res.write(out)) {
+              ures.pause();
+              res.once('drain', () => ures.resume());
+            }
+          });
+          ures.on('end', () => {
+            if (!cut) res.end();
+          });
+          ures.on('error', () => {
+            if (!cut) res.destroy();
+          });
+        },
+      );
+      up.on('error', (e) => {
+        if (entry.status === 'reset') return;
+        if (res.headersSent) res.destroy();
+        else {
+          entry.status = 502;
+          res.writeHead(502, { 'content-type': 'text/plain' });
+          res.end(`proxy: ${e.message}\n`);
+        }
+      });
+      res.on('close', () => {
+        if (!res.writableFinished) up.destroy(); // the client went away
+      });
+      req.on('data', (c: Buffer) => {
+        if (entry.status === 'reset') return;
+        entry.bytesIn += c.length;
+        if (cutRequest && entry.bytesIn >= midBody.afterBytes) {
+          // The registry gets what was read so far, then its request is cut as well; the client's
+          // connection is reset only once the registry has had time to handle the cut, so what it
+          // answers the client next does not race its handling of the broken request.
+          const keep = c.subarray(0, c.length - (entry.bytesIn - midBody.afterBytes));
+          entry.bytesIn = midBody.afterBytes;
+          entry.status = 'reset';
+          up.write(keep, () =>
+            setTimeout(() => {
+              up.destroy();
+              setTimeout(() => resetClient(res), 100);
+            }, 20),
+          );
+          return;
+        }
+        if (!up.write(c)) {
+          req.pause();
+          up.once('drain', () => req.resume());
+        }
+      });
+      req.on('end', () => {
+        if (entry.status !== 'reset') up.end();
+      });
+      req.on('error', () => up.destroy());
+    };
+
+    if (fault && 'delayMs' in fault) setTimeout(forward, fault.delayMs).unref();
+    else forward();
+  };
+
+  const server = createServer(handle);
+  const port = await listen(server);
+  const url = `http://127.0.0.1:${port}`;
+  let stopped = false;
+  const stop = async () => {
+    if (stopped) return;
+    stopped = true;
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    server.closeAllConnections();
+    agent.destroy();
+    await closed;
+  };
+  return {
+    host: `127.0.0.1:${port}`,
+    url,
+    requests,
+    setRules: (next) => {
+      rules = next;
+      counts = new Map();
+    },
+    clear: () => {
+      requests.length = 0;
+    },
+    stop,
+    [Symbol.asyncDispose]: stop,
+  };
+}
+
+export interface ConnectionCounter {
+  /** `127.0.0.1:PORT` of the counter. */
+  readonly host: string;
+  /** One entry per connection, by what its first byte says: a TLS handshake or plain text. */
+  readonly connections: ('tls' | 'plain' | 'empty')[];
+  stop(): Promise<void>;
+}
+
+/** A TCP pass-through to `host:port` that records each connection's kind (TLS ClientHello or not). */
+export async function startConnectionCounter(target: {
+  host: string;
+  port: number;
+}): Promise<ConnectionCounter> {
+  const connections: ('tls' | 'plain' | 'empty')[] = [];
+  const sockets = new Set<Socket>();
+  const server = createNetServer((client) => {
+    const i = connections.push('empty') - 1;
+    const up = createConnection(target.port, target.host);
+    sockets.add(client);
+    sockets.add(up);
+    client.once('data', (first: Buffer) => {
+      connections[i] = first[0] === 0x16 ? 'tls' : 'plain';
+    });
+    client.pipe(up);
+    up.pipe(client);
+    const close = () => {
+      client.destroy();
+      up.destroy();
+      sockets.delete(client);
+      sockets.delete(up);
+    };
+    client.on('error', close);
+    up.on('error', close);
+    client.on('close', close);
+    up.on('close', close);
+  });
+  const port = await listen(server);
+  return {
+    host: `127.0.0.1:${port}`,
+    connections,
+    stop: async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
