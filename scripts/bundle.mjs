@@ -1,6 +1,10 @@
 // Bundles the CLI into dist/bin: one file for start-up plus chunks for what commands load lazily.
 // Why: loading ~60 separate ES modules costs ~70 ms before kiln does anything; a bundle loads in a few.
+import { rmSync } from 'node:fs';
 import { build } from 'esbuild';
+
+// Chunk names carry hashes: clear the old ones so dist/bin holds one build.
+rmSync('dist/bin', { recursive: true, force: true });
 
 await build({
   entryPoints: { kiln: 'src/cli/main.ts' },

@@ -37,7 +37,7 @@ export function buildProgram(): Command {
     .exitOverride()
     .hook('preAction', async (_program, action) => {
       // Every command may meet a registry: set its options once, from the global flags.
-      const { configureRegistries } = await import('../index.js');
+      const { configureRegistries } = await import('../transport/open.js');
       configureRegistries(registryOptions(action));
     });
 

@@ -58,16 +58,8 @@ export async function copyImage(
       bytes = await src.fetchManifest(root);
       parsed = parseManifest(bytes, `manifest ${root.digest}`, root.mediaType);
     }
-    // Already there (a warm copy): only the name is written. The blob HEADs go out alongside, so a
-    // cold copy loses no round trip to this check.
-    const prefetch =
-      parsed.kind === 'manifest' && !dst.sequential
-        ? Promise.all(
-            [parsed.manifest.config, ...parsed.manifest.layers].map((b) => dst.hasBlob(b).catch(() => false)),
-          )
-        : undefined;
+    // Already there (a warm copy): only the name is written, if that.
     const exists = dst.hasManifest ? await dst.hasManifest(root) : false;
-    await prefetch;
     if (exists) await dst.putManifest(root, bytes);
     else await copyNode(src, dst, root, bytes, 0, jobs, options, result);
     options.signal?.throwIfAborted();

@@ -1,7 +1,6 @@
 import { KilnError } from '../errors.js';
 import { formatReference } from '../oci/reference.js';
 import type { RegistryOptions } from '../registry/registry.js';
-import { ArchiveDestination, DockerArchiveSource, OciArchiveSource } from './archive.js';
 import { OciDirDestination, OciDirSource } from './oci-dir.js';
 import { type ImageLocation, parseLocation } from './parse.js';
 import type { ImageDestination, ImageSource } from './types.js';
@@ -32,6 +31,8 @@ export function configureRegistries(options: RegistryOptions): void {
   defaults = { ...defaults, registry: options };
 }
 
+// Archives (and tar-stream with them) load only when an archive is named: start-up time.
+
 /** The registry settings configureRegistries set, for code that opens repositories itself. */
 export function currentRegistryOptions(): RegistryOptions {
   return defaults.registry ?? {};
@@ -52,9 +53,9 @@ export async function openSource(input: string, options: OpenOptions = defaults)
     case 'oci':
       return OciDirSource.open(input, loc.path, loc.tag);
     case 'oci-archive':
-      return OciArchiveSource.open(input, loc.path, loc.tag);
+      return (await import('./archive.js')).OciArchiveSource.open(input, loc.path, loc.tag);
     case 'docker-archive':
-      return DockerArchiveSource.open(input, loc.path, loc.ref);
+      return (await import('./archive.js')).DockerArchiveSource.open(input, loc.path, loc.ref);
     default:
       return unsupported(loc, input);
   }
@@ -82,9 +83,15 @@ export async function openDestination(
     case 'oci':
       return OciDirDestination.open(input, loc.path, loc.tag);
     case 'oci-archive':
-      return new ArchiveDestination(input, loc.path, 'oci', loc.tag);
+      return new (await import('./archive.js')).ArchiveDestination(input, loc.path, 'oci', loc.tag);
     case 'docker-archive':
-      return new ArchiveDestination(input, loc.path, 'docker', undefined, loc.ref);
+      return new (await import('./archive.js')).ArchiveDestination(
+        input,
+        loc.path,
+        'docker',
+        undefined,
+        loc.ref,
+      );
     case 'docker-daemon': {
       const { DockerDaemonDestination } = await import('./docker-daemon.js');
       return new DockerDaemonDestination(input, loc.ref);

@@ -68,7 +68,9 @@ export class RegistryDestination implements ImageDestination {
   private pending: { desc: Descriptor; bytes: Buffer } | undefined;
   /** Blobs known present (pushed or found), so an index's images share HEADs. */
   private readonly present = new Set<string>();
-  /** HEADs in flight or done, so a prefetch and the copy ask once. */
+  /** The digest the tag was found to name already (a warm copy writes nothing). */
+  private tagCurrent: string | undefined;
+  /** HEADs in flight or done, so an index's images ask once per blob. */
   private readonly heads = new Map<string, Promise<boolean>>();
 
   constructor(
@@ -120,7 +122,18 @@ export class RegistryDestination implements ImageDestination {
     this.present.add(desc.digest);
   }
 
+  /**
+   * The tag first: when it names this digest already there is nothing to write at all (one HEAD
+   * for a warm copy); else whether the manifest is there under another name.
+   */
   async hasManifest(desc: Descriptor): Promise<boolean> {
+    if (this.ref.tag) {
+      const tagged = await this.repo.headManifest(this.ref.tag, this.signal);
+      if (tagged?.digest === desc.digest) {
+        this.tagCurrent = desc.digest;
+        return true;
+      }
+    }
     const found = await this.repo.headManifest(desc.digest, this.signal);
     return found !== undefined && found.digest === desc.digest;
   }
@@ -145,6 +158,7 @@ export class RegistryDestination implements ImageDestination {
     const p = this.pending;
     if (p && p.desc.digest === root.digest) {
       this.pending = undefined;
+      if (this.tagCurrent === root.digest) return;
       await this.repo.putManifest(this.ref.tag ?? root.digest, p.bytes, p.desc.mediaType, this.signal);
       return;
     }

@@ -34,7 +34,7 @@ export function register(program: Command): void {
     )
     .action(async (file: string, opts, cmd: Command) => {
       const out = new Output(globals(cmd));
-      const kiln = await import('../../index.js');
+      const kiln = { ...(await import('../../operations.js')), ...(await import('../../oci/platform.js')) };
       keyValues(opts.env, '--env'); // checked here; the config keeps the K=V list as given
       const result = await kiln.pack({
         file,

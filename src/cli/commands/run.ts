@@ -22,7 +22,7 @@ export function register(program: Command): void {
       ]),
     )
     .action(async (image: string, args: string[], opts) => {
-      const kiln = await import('../../index.js');
+      const kiln = { ...(await import('../../run/run.js')), ...(await import('../../oci/platform.js')) };
       const platform = opts.platform ? kiln.parsePlatform(opts.platform) : undefined;
       process.exitCode = await kiln.runWasm(image, { args, env: opts.env, dirs: opts.dir, platform });
     });
