@@ -11,13 +11,13 @@ import type { Descriptor, ImageConfig, ImageIndex, ImageManifest } from '../oci/
 import {
   encodeJson,
   MAX_CONFIG_BYTES,
-  MAX_MANIFEST_BYTES,
   type ParsedManifest,
   parseConfig,
   parseManifest,
 } from '../oci/validate.js';
 import type { OciLayout } from '../store/layout.js';
 import { type CopyOptions, type CopyResult, copyImage } from '../transport/copy.js';
+import { OciDirSource } from '../transport/oci-dir.js';
 import { openDestination } from '../transport/open.js';
 import type { BlobOrigin, ImageSource } from '../transport/types.js';
 import { readSmallBlob } from './resolve.js';
@@ -40,10 +40,15 @@ export class ComposedSource implements ImageSource {
   private readonly base = new Map<string, ImageSource>();
   private readonly sources = new Set<ImageSource>();
 
+  /** What kiln wrote, served as any layout serves its blobs (size-checked). */
+  private readonly ownBlobs: OciDirSource;
+
   constructor(
     readonly name: string,
     readonly store: OciLayout,
-  ) {}
+  ) {
+    this.ownBlobs = new OciDirSource(`kiln cache ${store.dir}`, store, undefined);
+  }
 
   /** Takes ownership of a base source: closed with this one. */
   addSource(source: ImageSource): ImageSource {
@@ -80,15 +85,7 @@ export class ComposedSource implements ImageSource {
   }
 
   async fetchManifest(desc: Descriptor): Promise<Buffer> {
-    if (this.own.has(desc.digest)) {
-      const bytes = await this.store.readBlob(desc.digest, MAX_MANIFEST_BYTES);
-      if (bytes.length !== desc.size)
-        throw new KilnError(
-          'E_SIZE_MISMATCH',
-          `manifest ${desc.digest} is ${bytes.length} bytes, its descriptor says ${desc.size}`,
-        );
-      return bytes;
-    }
+    if (this.own.has(desc.digest)) return this.ownBlobs.fetchManifest(desc);
     const source = this.sourceOf(desc);
     const bytes = await source.fetchManifest(desc);
     const parsed = parseManifest(bytes, `${source.name} manifest ${desc.digest}`, desc.mediaType);
@@ -97,15 +94,7 @@ export class ComposedSource implements ImageSource {
   }
 
   async fetchBlob(desc: Descriptor): Promise<AsyncIterable<Uint8Array>> {
-    if (this.own.has(desc.digest)) {
-      const size = await this.store.blobSize(desc.digest);
-      if (size !== desc.size)
-        throw new KilnError(
-          'E_SIZE_MISMATCH',
-          `blob ${desc.digest} in ${this.store.dir} is ${size} bytes, its descriptor says ${desc.size}`,
-        );
-      return this.store.openBlob(desc.digest);
-    }
+    if (this.own.has(desc.digest)) return this.ownBlobs.fetchBlob(desc);
     return this.sourceOf(desc).fetchBlob(desc);
   }
 

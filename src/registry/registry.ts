@@ -283,12 +283,12 @@ export class Registry {
         const wanted = fresh?.params.scope?.split(' ') ?? [];
         scopes = [...new Set([...scopes, ...wanted])];
         this.tokens.delete(scopeKey(scopes));
-        if (!Buffer.isBuffer(req.body) && req.body !== undefined) return this.unauthorized(res, req);
+        if (!Buffer.isBuffer(req.body) && req.body !== undefined) return this.unauthorized(req);
         continue;
       }
       if (res.status === 401) {
         discard(res);
-        return this.unauthorized(res, req);
+        return this.unauthorized(req);
       }
       if (req.followRedirects) res = await this.follow(res, req, url);
       return res;
@@ -320,7 +320,7 @@ export class Registry {
     return current;
   }
 
-  private async unauthorized(_res: HttpResponse, req: RegistryRequest): Promise<never> {
+  private async unauthorized(req: RegistryRequest): Promise<never> {
     const { credentials, source } = await this.credentials();
     const what = req.scopes.some((s) => s.endsWith('push')) ? 'push to' : 'pull from';
     const repo = req.scopes[0]?.split(':')[1] ?? '';

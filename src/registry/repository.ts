@@ -8,6 +8,7 @@ import { type Digest, hasherFor, isDigest, newHash, parseDigest } from '../oci/d
 import { MediaType } from '../oci/media-types.js';
 import type { Descriptor, ImageIndex } from '../oci/types.js';
 import { MAX_MANIFEST_BYTES, parseManifest } from '../oci/validate.js';
+import { verified } from '../transport/verify.js';
 import { discard, type HttpResponse, header, readBody, toKilnError } from './http.js';
 import { type Registry, type RegistryRequest, registryErrorDetail } from './registry.js';
 import { backoffDelay, isRetryableStatus, sleep } from './retry.js';
@@ -24,7 +25,6 @@ export interface UploadOptions {
   /** Blobs up to this size go in one PUT; larger ones in PATCH chunks that can resume. */
   monolithicMax?: number;
   chunkSize?: number;
-  onProgress?: (bytesDone: number) => void;
   signal?: AbortSignal;
 }
 
@@ -225,19 +225,17 @@ export class Repository {
     return Number.isFinite(size) ? size : -1;
   }
 
-  /** A blob's content as the registry sends it (redirects followed), from `offset` on. Not verified. */
-  async openBlob(digest: string, offset = 0, signal?: AbortSignal): Promise<Readable> {
+  /** A blob's content as the registry sends it (redirects followed). Not verified: readers do that. */
+  async openBlob(digest: string, signal?: AbortSignal): Promise<Readable> {
     const res = await this.req({
       method: 'GET',
       path: `/v2/${this.name}/blobs/${digest}`,
       scopes: this.pull,
-      headers: offset > 0 ? { range: `bytes=${offset}-` } : {},
       followRedirects: true,
       signal,
     });
-    if (offset > 0 && res.status === 206) return networkErrors(res.body, res.url);
     if (res.status !== 200) return this.fail(res, `blob ${digest}`);
-    return networkErrors(offset > 0 ? await skipBytes(res.body, offset) : res.body, res.url);
+    return networkErrors(res.body, res.url);
   }
 
   /**
@@ -292,7 +290,7 @@ export class Repository {
       const monolithicMax = options.monolithicMax ?? MONOLITHIC_MAX;
       try {
         if (desc.size <= monolithicMax && minChunk <= desc.size) {
-          const content = hashing(await open(), desc, this.where(`blob ${desc.digest}`), options.onProgress);
+          const content = verified(await open(), desc, `${this.registry.host}/${this.name}`);
           const res = await this.req({
             method: 'PUT',
             path: withDigest(location, desc.digest),
@@ -376,7 +374,6 @@ export class Repository {
         discard(res);
         location = header(res, 'location') ?? location;
         offset += length;
-        options.onProgress?.(offset);
       } catch (err) {
         if (!mayRetryUpload(err) || resumes >= UPLOAD_ATTEMPTS || options.signal?.aborted) throw err;
         resumes++;
@@ -464,29 +461,6 @@ function nextLink(link: string | undefined): string | undefined {
   return m?.[1];
 }
 
-/** Hashes content as it streams and throws at its end if it is not what the descriptor says. */
-async function* hashing(
-  source: AsyncIterable<Uint8Array>,
-  desc: Descriptor,
-  where: string,
-  onProgress?: (done: number) => void,
-): AsyncGenerator<Uint8Array> {
-  const hash = hasherFor(desc.digest);
-  let size = 0;
-  for await (const chunk of source) {
-    size += chunk.byteLength;
-    if (size > desc.size)
-      throw new KilnError('E_SIZE_MISMATCH', `${where} is larger than ${desc.size} bytes`);
-    hash.update(chunk);
-    onProgress?.(size);
-    yield chunk;
-  }
-  if (size !== desc.size)
-    throw new KilnError('E_SIZE_MISMATCH', `${where} is ${size} bytes, its descriptor says ${desc.size}`);
-  const actual = `${desc.digest.split(':')[0]}:${hash.digest('hex')}`;
-  if (actual !== desc.digest) throw new KilnError('E_DIGEST_MISMATCH', `${where} hashes to ${actual}`);
-}
-
 /** Takes exact byte counts off an async iterable of chunks, splitting chunks at the boundaries. */
 class ByteReader {
   private readonly it: AsyncIterator<Uint8Array>;
@@ -528,23 +502,6 @@ async function networkErrors(body: Readable, url: URL): Promise<Readable> {
       yield* body as AsyncIterable<Buffer>;
     } catch (err) {
       throw toKilnError(err, { method: 'GET', url });
-    }
-  }
-  return R.from(gen());
-}
-
-/** Drops the first `n` bytes of a stream (a registry that ignores Range). */
-async function skipBytes(body: Readable, n: number): Promise<Readable> {
-  const { Readable: R } = await import('node:stream');
-  async function* gen() {
-    let left = n;
-    for await (const chunk of body as AsyncIterable<Buffer>) {
-      if (left >= chunk.length) {
-        left -= chunk.length;
-        continue;
-      }
-      yield left > 0 ? chunk.subarray(left) : chunk;
-      left = 0;
     }
   }
   return R.from(gen());

@@ -10,7 +10,7 @@ import { findInIndex } from '../store/layout.js';
 import { ArchiveFile } from './archive-file.js';
 import { ArchiveWriter } from './archive-writer.js';
 import type { ImageDestination, ImageSource } from './types.js';
-import { verified } from './verify.js';
+import { expectSize, verified } from './verify.js';
 
 const LAYOUT_FILE = '{"imageLayoutVersion":"1.0.0"}';
 
@@ -144,11 +144,7 @@ export class OciArchiveSource implements ImageSource {
     const bytes = await this.archive.read(this.archive.member(blobMember(desc.digest)), {
       limit: MAX_MANIFEST_BYTES,
     });
-    if (bytes.length !== desc.size)
-      throw new KilnError(
-        'E_SIZE_MISMATCH',
-        `${desc.digest} in ${this.name} is ${bytes.length} bytes, its descriptor says ${desc.size}`,
-      );
+    expectSize(bytes, desc, this.name);
     if (sha256(bytes) !== desc.digest)
       throw new KilnError('E_DIGEST_MISMATCH', `${desc.digest} in ${this.name} does not match its content`);
     return bytes;

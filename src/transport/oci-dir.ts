@@ -4,6 +4,7 @@ import type { Descriptor } from '../oci/types.js';
 import { MAX_MANIFEST_BYTES } from '../oci/validate.js';
 import { OciLayout } from '../store/layout.js';
 import type { ImageDestination, ImageSource } from './types.js';
+import { expectSize } from './verify.js';
 
 /** `oci:DIR[:TAG]` as a source. */
 export class OciDirSource implements ImageSource {
@@ -36,13 +37,7 @@ export class OciDirSource implements ImageSource {
         'E_TOO_LARGE',
         `manifest ${desc.digest} is ${desc.size} bytes, over the 4 MiB limit`,
       );
-    const bytes = await this.layout.readBlob(desc.digest, MAX_MANIFEST_BYTES);
-    if (bytes.length !== desc.size)
-      throw new KilnError(
-        'E_SIZE_MISMATCH',
-        `manifest ${desc.digest} is ${bytes.length} bytes, its descriptor says ${desc.size}`,
-      );
-    return bytes;
+    return expectSize(await this.layout.readBlob(desc.digest, MAX_MANIFEST_BYTES), desc, this.name);
   }
 
   async fetchBlob(desc: Descriptor): Promise<AsyncIterable<Uint8Array>> {

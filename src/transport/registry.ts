@@ -2,11 +2,12 @@
  * Registry references (`host/repo[:tag][@digest]`) as image sources and destinations.
  */
 import { KilnError } from '../errors.js';
-import { formatReference, type Reference } from '../oci/reference.js';
+import type { Reference } from '../oci/reference.js';
 import type { Descriptor } from '../oci/types.js';
 import { type RegistryOptions, registryFor } from '../registry/registry.js';
 import { type OpenContent, Repository } from '../registry/repository.js';
 import type { BlobOrigin, ImageDestination, ImageSource } from './types.js';
+import { expectSize } from './verify.js';
 
 export function openRepository(ref: Reference, options: RegistryOptions = {}): Repository {
   return new Repository(registryFor(ref.registry, options), ref.repository);
@@ -35,13 +36,13 @@ export class RegistrySource implements ImageSource {
 
   async fetchManifest(desc: Descriptor): Promise<Buffer> {
     const cached = this.manifests.get(desc.digest);
-    if (cached) return checkSize(cached, desc, this.name);
+    if (cached) return expectSize(cached, desc, this.name);
     const { bytes } = await this.repo.getManifest(desc.digest, this.signal);
-    return checkSize(bytes, desc, this.name);
+    return expectSize(bytes, desc, this.name);
   }
 
   async fetchBlob(desc: Descriptor): Promise<AsyncIterable<Uint8Array>> {
-    return this.repo.openBlob(desc.digest, 0, this.signal);
+    return this.repo.openBlob(desc.digest, this.signal);
   }
 
   blobOrigin(): BlobOrigin {
@@ -49,15 +50,6 @@ export class RegistrySource implements ImageSource {
   }
 
   async close(): Promise<void> {}
-}
-
-function checkSize(bytes: Buffer, desc: Descriptor, where: string): Buffer {
-  if (bytes.length !== desc.size)
-    throw new KilnError(
-      'E_SIZE_MISMATCH',
-      `manifest ${desc.digest} in ${where} is ${bytes.length} bytes, its descriptor says ${desc.size}`,
-    );
-  return bytes;
 }
 
 /**
@@ -170,8 +162,4 @@ export class RegistryDestination implements ImageDestination {
   async abort(): Promise<void> {
     this.pending = undefined;
   }
-}
-
-export function describeRef(ref: Reference): string {
-  return formatReference(ref);
 }

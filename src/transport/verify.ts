@@ -32,3 +32,13 @@ export async function* verified(
   if (actual !== desc.digest)
     throw new KilnError('E_DIGEST_MISMATCH', `blob ${desc.digest} in ${where} hashes to ${actual}`);
 }
+
+/** A small blob (a manifest) read whole must have the size its descriptor gives. */
+export function expectSize(bytes: Buffer, desc: Descriptor, where: string): Buffer {
+  if (bytes.length !== desc.size)
+    throw new KilnError(
+      'E_SIZE_MISMATCH',
+      `${desc.digest} in ${where} is ${bytes.length} bytes, its descriptor says ${desc.size}`,
+    );
+  return bytes;
+}

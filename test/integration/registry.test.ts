@@ -300,3 +300,32 @@ test('referrers: the fallback tag scheme where the registry has no referrers API
   assert.deepEqual(await repo.referrers(subject.digest, 'application/spdx+json'), [sbom]);
   assert.deepEqual(await repo.referrers(subject.digest, 'application/vnd.cyclonedx+json'), []);
 });
+
+test('a warm copy only asks the tag; progress shows each blob as a plain line off a TTY', {
+  skip,
+}, async () => {
+  const reg = await sharedRegistry('none');
+  const log = await startRequestLog(reg.url);
+  after(() => log.stop());
+  const img = await makeImage(join(work, 'warm'), 'w', { layers: 2, layerBytes: 4096 });
+  const first = await kiln(['copy', `oci:${img.layout}:w`, `${log.host}/warm/app:1`]);
+  ok(first, 'first push');
+  // Not a TTY: one line per blob, no bars (no cursor movement).
+  const lines = first.stderr.split('\n').filter((l) => / copied$/.test(l));
+  assert.equal(lines.length, 3, first.stderr);
+  assert.ok(!first.stderr.includes('\u001b['), 'no escape sequences off a TTY');
+  log.clear();
+  ok(await kiln(['copy', `oci:${img.layout}:w`, `${log.host}/warm/app:1`]), 'warm push');
+  const asked = log.requests.filter((r) => r.path !== '/v2/').map((r) => `${r.method} ${r.path}`);
+  assert.deepEqual(
+    asked,
+    ['HEAD /v2/warm/app/manifests/1'],
+    'the tag already names the image: nothing is written',
+  );
+  const mounted = await kiln(['copy', `${reg.host}/warm/app:1`, `${reg.host}/warm/other:1`]);
+  assert.equal(
+    mounted.stderr.split('\n').filter((l) => /mounted from warm\/app$/.test(l)).length,
+    3,
+    mounted.stderr,
+  );
+});

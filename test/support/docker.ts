@@ -33,6 +33,7 @@ import {
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
+import { exitSet, killAndWait, killSync, pidAlive } from './processes.js';
 import { findTool, type RunOptions, type RunResult, requireTool, run, skipOrFail } from './tools.js';
 
 export interface DockerEngine {
@@ -104,38 +105,7 @@ interface Running {
   exited: boolean;
 }
 
-const live = new Set<Running>();
-let hooksInstalled = false;
-
-function installExitHooks(): void {
-  if (hooksInstalled) return;
-  hooksInstalled = true;
-  process.on('exit', () => {
-    for (const r of [...live]) cleanupSync(r);
-  });
-  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-    const onSignal = () => {
-      for (const r of [...live]) cleanupSync(r);
-      process.off(sig, onSignal);
-      process.kill(process.pid, sig);
-    };
-    process.on(sig, onSignal);
-  }
-}
-
-function sleepSync(ms: number): void {
-  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
-}
-
-/** Alive and not a zombie (a dead child stays a zombie until the event loop reaps it). */
-function pidAlive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
-  } catch {
-    return false;
-  }
-}
+const live = exitSet<Running>((r) => cleanupSync(r));
 
 /** Pids of processes whose command line mentions `dir` (containerd and shims started by our dockerd). */
 function processesUsing(dir: string): number[] {
@@ -191,40 +161,14 @@ function removeLeftovers(dir: string): void {
 /** Synchronous stop, for process exit: SIGTERM, wait up to 15 s, SIGKILL, clean up. */
 function cleanupSync(r: Running): void {
   live.delete(r);
-  const pid = r.child.pid;
-  if (pid !== undefined && !r.exited && pidAlive(pid)) {
-    r.child.kill('SIGTERM');
-    const deadline = Date.now() + 15_000;
-    while (pidAlive(pid) && Date.now() < deadline) sleepSync(50);
-    if (pidAlive(pid)) r.child.kill('SIGKILL');
-    const killDeadline = Date.now() + 5_000;
-    while (pidAlive(pid) && Date.now() < killDeadline) sleepSync(50);
-  }
+  if (!r.exited) killSync(r.child, 15_000, 5_000);
   removeLeftovers(r.dir);
 }
 
 async function stopAsync(r: Running): Promise<void> {
   if (!live.has(r)) return;
   // Stays in `live` until done, so the exit hook still cleans up if the process exits meanwhile.
-  if (!r.exited) {
-    r.child.ref(); // keep the event loop alive while we wait for dockerd to exit
-    const exited = new Promise<void>((resolve) => {
-      if (r.exited) resolve();
-      else r.child.once('exit', () => resolve());
-    });
-    const within = (ms: number) => {
-      let timer: NodeJS.Timeout | undefined;
-      const timeout = new Promise<boolean>((res) => {
-        timer = setTimeout(res, ms, false);
-      });
-      return Promise.race([exited.then(() => true), timeout]).finally(() => clearTimeout(timer));
-    };
-    r.child.kill('SIGTERM');
-    if (!(await within(15_000))) {
-      r.child.kill('SIGKILL');
-      await within(5_000);
-    }
-  }
+  await killAndWait(r.child, () => r.exited, 15_000, 5_000);
   live.delete(r);
   removeLeftovers(r.dir);
 }
@@ -314,7 +258,6 @@ export async function startDocker(opts: StartDockerOptions = {}): Promise<Docker
     running.exited = true;
   });
   live.add(running);
-  installExitHooks();
 
   const env: NodeJS.ProcessEnv = { ...process.env, DOCKER_HOST: host, DOCKER_CONFIG: cliConfig };
   for (const k of ['DOCKER_CONTEXT', 'DOCKER_TLS_VERIFY', 'DOCKER_CERT_PATH', 'DOCKER_API_VERSION'])

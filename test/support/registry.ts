@@ -34,6 +34,7 @@ import { request as httpsRequest } from 'node:https';
 import { type AddressInfo, createServer as createNetServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { exitSet, killAndWait, killSync } from './processes.js';
 import { findTool, runOk, skipOrFail } from './tools.js';
 
 export type RegistryAuth = 'none' | 'basic' | 'token';
@@ -161,38 +162,7 @@ interface Running {
   servers: Server[];
 }
 
-const live = new Set<Running>();
-let hooksInstalled = false;
-
-function installExitHooks(): void {
-  if (hooksInstalled) return;
-  hooksInstalled = true;
-  process.on('exit', () => {
-    for (const r of [...live]) cleanupSync(r);
-  });
-  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-    const onSignal = () => {
-      for (const r of [...live]) cleanupSync(r);
-      process.off(sig, onSignal);
-      process.kill(process.pid, sig);
-    };
-    process.on(sig, onSignal);
-  }
-}
-
-function sleepSync(ms: number): void {
-  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
-}
-
-/** Alive and not a zombie (a dead child stays a zombie until the event loop reaps it). */
-function pidAlive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
-  } catch {
-    return false;
-  }
-}
+const live = exitSet<Running>((r) => cleanupSync(r));
 
 function closeServers(r: Running): void {
   for (const s of r.servers.splice(0)) {
@@ -210,35 +180,12 @@ function cleanupSync(r: Running): void {
 }
 
 function killChildSync(r: Running): void {
-  const pid = r.child?.pid;
-  if (pid === undefined || r.exited || !pidAlive(pid)) return;
-  r.child!.kill('SIGTERM');
-  const deadline = Date.now() + 2_000;
-  while (pidAlive(pid) && Date.now() < deadline) sleepSync(20);
-  if (pidAlive(pid)) r.child!.kill('SIGKILL');
+  if (r.child && !r.exited) killSync(r.child, 2_000, 0, 20);
 }
 
 /** Kills the current registry process (if running) and waits for it to exit. */
 async function killChild(r: Running): Promise<void> {
-  const child = r.child;
-  if (child === undefined || r.exited) return;
-  child.ref(); // keep the event loop alive while we wait
-  const exited = new Promise<void>((resolve) => {
-    if (r.exited) resolve();
-    else child.once('exit', () => resolve());
-  });
-  const within = async (ms: number) => {
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<boolean>((res) => {
-      timer = setTimeout(res, ms, false);
-    });
-    return Promise.race([exited.then(() => true), timeout]).finally(() => clearTimeout(timer));
-  };
-  child.kill('SIGTERM');
-  if (!(await within(5_000))) {
-    child.kill('SIGKILL');
-    await within(5_000);
-  }
+  if (r.child) await killAndWait(r.child, () => r.exited, 5_000, 5_000);
 }
 
 async function stopAsync(r: Running): Promise<void> {
@@ -602,7 +549,6 @@ export async function startRegistry<A extends RegistryAuth = 'none'>(
   const dir = mkdtempSync(join(tmpdir(), 'kiln-registry-'));
   const running: Running = { dir, child: undefined, exited: true, servers: [] };
   live.add(running);
-  installExitHooks();
   const stop = () => stopAsync(running);
 
   const storage = join(dir, 'storage');
