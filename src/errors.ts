@@ -35,7 +35,14 @@ export type KilnErrorCode =
   | 'E_TLS'
   | 'E_REGISTRY'
   | 'E_TIMEOUT'
-  | 'E_ABORTED';
+  | 'E_ABORTED'
+  | 'E_BUILD_FAILED'
+  | 'E_NO_ARTIFACT'
+  | 'E_NO_RUNNER'
+  | 'E_RUNNER'
+  | 'E_OFFLINE'
+  | 'E_BAD_PROJECT'
+  | 'E_UNKNOWN_LANGUAGE';
 
 export interface KilnErrorOptions {
   hint?: string;

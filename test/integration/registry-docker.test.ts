@@ -23,7 +23,8 @@ import { formatPlatform, hostPlatform } from '../../src/oci/platform.js';
 import { type DockerEngine, dockerSkipReason, sharedDocker } from '../support/docker.js';
 import { kiln } from '../support/kiln.js';
 import { registrySkipReason, sharedRegistry } from '../support/registry.js';
-import { requireTool, run, skipOrFail, toolSkipReason } from '../support/tools.js';
+import { busyboxSkipReason } from '../support/toolchain-images.js';
+import { requireTool, run, toolSkipReason } from '../support/tools.js';
 
 const TIMEOUT = 120_000;
 const TEST_TIMEOUT = { timeout: 300_000 };
@@ -126,35 +127,6 @@ async function diffIds(ref: string): Promise<string[]> {
     rootfs: { diff_ids: string[] };
   };
   return config.rootfs.diff_ids;
-}
-
-/** True if the ELF file has no PT_INTERP program header, i.e. needs no dynamic loader. */
-function isStaticElf(path: string): boolean {
-  const b = readFileSync(path);
-  if (b.length < 64 || b.readUInt32BE(0) !== 0x7f454c46) return false;
-  const is64 = b[4] === 2;
-  const le = b[5] === 1;
-  const u16 = (o: number) => (le ? b.readUInt16LE(o) : b.readUInt16BE(o));
-  const u32 = (o: number) => (le ? b.readUInt32LE(o) : b.readUInt32BE(o));
-  const phoff = is64 ? Number(le ? b.readBigUInt64LE(0x20) : b.readBigUInt64BE(0x20)) : u32(0x1c);
-  const phentsize = u16(is64 ? 0x36 : 0x2a);
-  const phnum = u16(is64 ? 0x38 : 0x2c);
-  for (let i = 0; i < phnum; i++) {
-    const at = phoff + i * phentsize;
-    if (at + 4 > b.length) return false;
-    if (u32(at) === 3) return false; // PT_INTERP
-  }
-  return true;
-}
-
-/** Why the busybox image cannot be built here (no busybox, or a dynamically linked one). */
-function busyboxSkipReason(): string | undefined {
-  const reason = toolSkipReason('busybox');
-  if (reason !== undefined) return reason;
-  const busybox = requireTool('busybox')!;
-  if (!isStaticElf(busybox))
-    return skipOrFail(`${busybox} is not statically linked (apt-get install busybox-static)`);
-  return undefined;
 }
 
 const baseSkipReason = () => dockerSkipReason() ?? registrySkipReason('none');

@@ -1,0 +1,85 @@
+/**
+ * Toolchain images for runner tests, made from Debian packages (no Docker Hub here) and written
+ * into a kiln store (an OCI layout, `KILN_HOME`) the way `kiln toolchain pull` leaves them.
+ *
+ * - busybox: the host's static busybox with every applet linked in /bin. Small (~1 MB), so runner
+ *   tests (mounts, network, exit codes, clean-up) run in a second.
+ */
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { appendLayers } from '../../src/image/append.js';
+import { parseManifest } from '../../src/oci/validate.js';
+import type { ImageConfig } from '../../src/oci/types.js';
+import { OciLayout } from '../../src/store/layout.js';
+import type { ToolchainImage } from '../../src/toolchain/runner.js';
+import { requireTool, runOk, skipOrFail, toolSkipReason } from './tools.js';
+
+/** True if the ELF file has no PT_INTERP program header, i.e. needs no dynamic loader. */
+export function isStaticElf(path: string): boolean {
+  const b = readFileSync(path);
+  if (b.length < 64 || b.readUInt32BE(0) !== 0x7f454c46) return false;
+  const is64 = b[4] === 2;
+  const le = b[5] === 1;
+  const u16 = (o: number) => (le ? b.readUInt16LE(o) : b.readUInt16BE(o));
+  const u32 = (o: number) => (le ? b.readUInt32LE(o) : b.readUInt32BE(o));
+  const phoff = is64 ? Number(le ? b.readBigUInt64LE(0x20) : b.readBigUInt64BE(0x20)) : u32(0x1c);
+  const phentsize = u16(is64 ? 0x36 : 0x2a);
+  const phnum = u16(is64 ? 0x38 : 0x2c);
+  for (let i = 0; i < phnum; i++) {
+    const at = phoff + i * phentsize;
+    if (at + 4 > b.length) return false;
+    if (u32(at) === 3) return false; // PT_INTERP
+  }
+  return true;
+}
+
+/** Why a busybox image cannot be built here (no busybox, or a dynamically linked one). */
+export function busyboxSkipReason(): string | undefined {
+  const reason = toolSkipReason('busybox');
+  if (reason !== undefined) return reason;
+  const busybox = requireTool('busybox')!;
+  if (!isStaticElf(busybox))
+    return skipOrFail(`${busybox} is not statically linked (apt-get install busybox-static)`);
+  return undefined;
+}
+
+/** A rootfs of the host's static busybox: /bin/busybox and one symlink per applet, plus /tmp. */
+export async function busyboxRootfs(dir: string): Promise<string> {
+  const busybox = requireTool('busybox')!;
+  mkdirSync(join(dir, 'bin'), { recursive: true });
+  mkdirSync(join(dir, 'tmp'), { recursive: true });
+  copyFileSync(busybox, join(dir, 'bin', 'busybox'));
+  const list = await runOk(busybox, ['--list']);
+  for (const applet of list.stdout.split('\n').map((s) => s.trim())) {
+    if (applet && applet !== 'busybox') symlinkSync('busybox', join(dir, 'bin', applet));
+  }
+  return dir;
+}
+
+/** Reads back an image in a store as a runner gets it. */
+export async function toolchainInStore(store: OciLayout, name: string, tag: string): Promise<ToolchainImage> {
+  const descriptor = await store.resolve(tag);
+  const parsed = parseManifest(await store.readBlob(descriptor.digest), tag, descriptor.mediaType);
+  if (parsed.kind !== 'manifest') throw new Error(`${tag} is not an image manifest`);
+  const config = JSON.parse((await store.readBlob(parsed.manifest.config.digest)).toString()) as ImageConfig;
+  return { name, descriptor, config, store };
+}
+
+/** The busybox toolchain image in the store at `home` (created if needed), tagged `busybox-toolchain`. */
+export async function busyboxToolchain(home: string): Promise<ToolchainImage> {
+  const rootfs = await busyboxRootfs(mkdtempSync(join(tmpdir(), 'kiln-busybox-rootfs-')));
+  try {
+    const store = await OciLayout.open(home, { create: true });
+    await appendLayers({
+      base: 'scratch',
+      layers: [{ source: rootfs }],
+      to: `oci:${home}:busybox-toolchain`,
+      platform: { os: 'linux', architecture: 'amd64' },
+      store,
+    });
+    return await toolchainInStore(store, 'test/busybox-toolchain', 'busybox-toolchain');
+  } finally {
+    rmSync(rootfs, { recursive: true, force: true });
+  }
+}
