@@ -9,8 +9,8 @@ import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { appendLayers } from '../../src/image/append.js';
-import { parseManifest } from '../../src/oci/validate.js';
 import type { ImageConfig } from '../../src/oci/types.js';
+import { parseManifest } from '../../src/oci/validate.js';
 import { OciLayout } from '../../src/store/layout.js';
 import type { ToolchainImage } from '../../src/toolchain/runner.js';
 import { requireTool, runOk, skipOrFail, toolSkipReason } from './tools.js';
