@@ -18,6 +18,9 @@ await build({
   banner: {
     js: "import { createRequire as kilnCreateRequire } from 'node:module'; const require = kilnCreateRequire(import.meta.url);",
   },
+  // dockerode (and ssh2, grpc under it) loads only for the docker runner, from node_modules: it has
+  // optional native parts a bundle cannot hold.
+  external: ['dockerode'],
   chunkNames: 'chunks/[name]-[hash]',
   legalComments: 'none',
   logLevel: 'warning',

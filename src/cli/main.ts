@@ -2,6 +2,8 @@
 import { Command, CommanderError } from 'commander';
 import { KilnError, redact } from '../errors.js';
 import { register as registerAppend } from './commands/append.js';
+import { register as registerBuild } from './commands/build.js';
+import { register as registerCompile } from './commands/compile.js';
 import { register as registerCopy } from './commands/copy.js';
 import { register as registerExport } from './commands/export.js';
 import { register as registerIndexCreate } from './commands/index-create.js';
@@ -10,6 +12,7 @@ import { register as registerLogin } from './commands/login.js';
 import { register as registerMutate } from './commands/mutate.js';
 import { register as registerPackage } from './commands/package.js';
 import { register as registerRun } from './commands/run.js';
+import { register as registerToolchain } from './commands/toolchain.js';
 import { register as registerUnpack } from './commands/unpack.js';
 import { collect, registryOptions } from './common.js';
 import { type GlobalFlags, red } from './output.js';
@@ -41,6 +44,8 @@ export function buildProgram(): Command {
       configureRegistries(registryOptions(action));
     });
 
+  registerCompile(program);
+  registerBuild(program);
   registerPackage(program);
   registerInspect(program);
   registerRun(program);
@@ -50,6 +55,7 @@ export function buildProgram(): Command {
   registerAppend(program);
   registerMutate(program);
   registerIndexCreate(program);
+  registerToolchain(program);
   registerLogin(program);
   return program;
 }

@@ -5,7 +5,18 @@
  * - busybox: the host's static busybox with every applet linked in /bin. Small (~1 MB), so runner
  *   tests (mounts, network, exit codes, clean-up) run in a second.
  */
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { appendLayers } from '../../src/image/append.js';
@@ -81,5 +92,64 @@ export async function busyboxToolchain(home: string): Promise<ToolchainImage> {
     return await toolchainInStore(store, 'test/busybox-toolchain', 'busybox-toolchain');
   } finally {
     rmSync(rootfs, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Debian toolchain images, as the compile tests use them (no Docker Hub here):
+ * - c: clang 14 + lld + wasi-libc + compiler-rt for wasm32 (a wasi-sdk stand-in: plain clang with
+ *   --target=wasm32-wasi --sysroot=/usr, which the C preset falls back to);
+ * - rust: rustc/cargo 1.63 + the wasm32-wasi standard library.
+ * The rootfs comes from `debootstrap --variant=minbase`, about a minute each, and is kept under
+ * $KILN_TEST_CACHE (default /var/tmp/kiln-test-cache) keyed by the package list, so later runs on
+ * the same machine reuse it; caches, docs and unused targets are removed to keep the image small.
+ */
+export const DEBIAN_TOOLCHAINS = {
+  c: ['clang-14', 'lld-14', 'wasi-libc', 'libclang-rt-14-dev-wasm32'],
+  rust: ['rustc', 'cargo', 'libstd-rust-dev-wasm32', 'libc6-dev'],
+} as const;
+export type DebianToolchain = keyof typeof DEBIAN_TOOLCHAINS;
+
+const SUITE = 'bookworm';
+const MIRROR = process.env.KILN_TEST_DEBIAN_MIRROR ?? 'http://deb.debian.org/debian';
+const SLIMMED = [
+  'var/cache/apt',
+  'var/lib/apt/lists',
+  'usr/share/doc',
+  'usr/share/man',
+  'usr/share/locale',
+  'usr/lib/rustlib/wasm32-unknown-unknown',
+];
+
+export function debootstrapSkipReason(): string | undefined {
+  return toolSkipReason('debootstrap');
+}
+
+/** The rootfs of a Debian toolchain, built once per machine and package list. */
+export async function debianToolchainRootfs(kind: DebianToolchain): Promise<string> {
+  const packages = DEBIAN_TOOLCHAINS[kind];
+  const key = createHash('sha256')
+    .update(JSON.stringify([SUITE, packages, SLIMMED]))
+    .digest('hex')
+    .slice(0, 12);
+  const cache = process.env.KILN_TEST_CACHE ?? '/var/tmp/kiln-test-cache';
+  const dir = join(cache, `debootstrap-${kind}-${key}`);
+  if (existsSync(join(dir, '.complete'))) return dir;
+  mkdirSync(cache, { recursive: true });
+  const tmp = mkdtempSync(join(cache, `.building-${kind}-`));
+  try {
+    await runOk(
+      requireTool('debootstrap')!,
+      ['--variant=minbase', `--include=${packages.join(',')}`, SUITE, tmp, MIRROR],
+      { timeoutMs: 900_000 },
+    );
+    for (const p of SLIMMED) rmSync(join(tmp, p), { recursive: true, force: true });
+    writeFileSync(join(tmp, '.complete'), `${packages.join(' ')}\n`);
+    rmSync(dir, { recursive: true, force: true });
+    renameSync(tmp, dir);
+    return dir;
+  } catch (err) {
+    rmSync(tmp, { recursive: true, force: true });
+    throw err;
   }
 }

@@ -25,6 +25,7 @@ export const DEBIAN_PACKAGES: Readonly<Record<string, string>> = {
   tar: 'tar',
   gzip: 'gzip',
   umount: 'mount',
+  debootstrap: 'debootstrap',
 };
 
 /** True when running in CI (env CI=true): missing tools are failures, not skips. */

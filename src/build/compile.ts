@@ -1,0 +1,262 @@
+/**
+ * `kiln compile`: a project to one .wasm, built in its toolchain image by a runner, or taken from
+ * the build cache when nothing that counts has changed (then no runner starts and no network is used
+ * when kiln.lock pins the toolchain).
+ */
+import * as fs from 'node:fs/promises';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { KilnError } from '../errors.js';
+import { formatPlatform } from '../oci/platform.js';
+import { openCache } from '../store/cache.js';
+import { buildPlatform, resolveToolchain, toolchainName } from '../toolchain/images.js';
+import { DEFAULT_ARTIFACT, detectLanguage, type Language, preset } from '../toolchain/presets/index.js';
+import { OUT_DIR, type RunnerName, type ToolchainImage } from '../toolchain/runner.js';
+import { type RunnerChoice, selectRunner } from '../toolchain/select.js';
+import { BuildCache, buildKey, type CacheEntry } from './cache.js';
+import { LockFile } from './lock.js';
+import { type LoadedProject, loadProject } from './project.js';
+import { listSources, sourcesDigest } from './sources.js';
+
+export type CompileEvent =
+  | { type: 'pull'; ref: string }
+  | { type: 'runner'; runner: RunnerName; skipped: string[] }
+  | { type: 'cache-hit'; where: 'local' | 'remote'; key: string }
+  | { type: 'cache-push'; repo: string; key: string };
+
+export interface CompileOptions {
+  /** The project directory (default: the working directory). */
+  dir?: string;
+  /** An explicit project file instead of DIR/kiln.yaml. */
+  file?: string;
+  /** Where the artifact lands on the host (default: DIR/<name>.wasm). */
+  output?: string;
+  lang?: string;
+  toolchain?: string;
+  command?: string;
+  /** The artifact's path in the build: relative to /out, or absolute under /out. */
+  artifact?: string;
+  env?: Record<string, string>;
+  runner?: RunnerChoice;
+  offline?: boolean;
+  /** Neither read nor write the build cache. */
+  noCache?: boolean;
+  network?: boolean;
+  cacheFrom?: string[];
+  cacheTo?: string;
+  /** Where the build's own output goes (default: stderr). */
+  buildOutput?: NodeJS.WritableStream;
+  onEvent?: (e: CompileEvent) => void;
+  signal?: AbortSignal;
+}
+
+export interface CompileResult {
+  /** The artifact on the host. */
+  output: string;
+  digest: string;
+  size: number;
+  /** Where it came from: a runner, or the cache (no runner started). */
+  source: 'build' | 'cache' | 'remote-cache';
+  runner?: RunnerName;
+  lang?: Language;
+  toolchain?: { name: string; pinned: string };
+  key?: string;
+  project: LoadedProject;
+}
+
+/** `app.wasm` or `/out/app.wasm` → `app.wasm`; anything outside /out is refused. */
+export function artifactPath(value: string): string {
+  let rel = value;
+  if (path.posix.isAbsolute(value)) {
+    if (!value.startsWith(`${OUT_DIR}/`))
+      throw new KilnError('E_USAGE', `the artifact must be written under ${OUT_DIR}, got ${value}`, {
+        hint: `write it to ${OUT_DIR}/NAME (also $KILN_OUT/NAME) and pass --artifact NAME`,
+      });
+    rel = value.slice(OUT_DIR.length + 1);
+  }
+  rel = path.posix.normalize(rel);
+  if (rel === '.' || rel.startsWith('../') || rel === '..')
+    throw new KilnError('E_USAGE', `the artifact path ${value} leaves ${OUT_DIR}`);
+  return rel;
+}
+
+/** A gitignore pattern matching exactly one path (relative, posix). */
+function exactPattern(rel: string): string {
+  return `/${rel.replace(/([\\*?[\]!# ])/g, '\\$1')}`;
+}
+
+export async function compile(options: CompileOptions = {}): Promise<CompileResult> {
+  const project = await loadProject(
+    path.resolve(options.dir ?? '.'),
+    options.file ? { file: options.file } : {},
+  );
+  const p = project.project;
+  const emit = options.onEvent ?? (() => {});
+
+  const explicitImage = options.toolchain ?? p.toolchain?.image;
+  const explicitCommand = options.command ?? p.toolchain?.command;
+  const langName = options.lang ?? p.lang;
+  const lang =
+    langName !== undefined
+      ? preset(langName).lang
+      : explicitImage && explicitCommand
+        ? undefined
+        : await detectLanguage(project.sourceDir);
+  const chosen = lang ? preset(lang) : undefined;
+  const command = explicitCommand ?? chosen!.command;
+  const image = explicitImage ?? chosen!.image;
+  const artifact = artifactPath(options.artifact ?? p.toolchain?.artifact ?? DEFAULT_ARTIFACT);
+  const network = options.network ?? p.toolchain?.network ?? chosen?.needsNetwork ?? false;
+  const env = { ...(chosen?.env ?? {}), ...(p.env ?? {}), ...(options.env ?? {}) };
+
+  const name = p.image?.name ?? path.basename(project.dir);
+  const output = path.resolve(options.output ?? path.join(project.dir, `${name}.wasm`));
+
+  // The artifact and the lock file live in the project but are outputs, not inputs.
+  const exclude = [...(p.exclude ?? []), '/kiln.lock'];
+  const relOutput = path.relative(project.sourceDir, output);
+  if (!relOutput.startsWith('..') && !path.isAbsolute(relOutput))
+    exclude.push(exactPattern(relOutput.split(path.sep).join('/')));
+  const files = await listSources(project.sourceDir, {
+    ...(p.include ? { include: p.include } : {}),
+    exclude,
+  });
+  const sources = sourcesDigest(files);
+
+  const choice: RunnerChoice = options.runner ?? 'auto';
+  const store = await openCache();
+  const cache = new BuildCache(store);
+  const lock = await LockFile.load(project.dir);
+  const platform = buildPlatform();
+
+  // The local runner has no image to pin: its builds are never cached (the host's compiler may change).
+  const local = choice === 'local';
+  let toolchain: { name: string; pinned: string } | undefined;
+  let resolved: ToolchainImage | undefined;
+  const resolve = async (): Promise<void> => {
+    const r = await resolveToolchain(image, {
+      pins: lock,
+      offline: options.offline ?? false,
+      platform,
+      store,
+      onPull: (ref) => emit({ type: 'pull', ref }),
+      ...(options.signal ? { signal: options.signal } : {}),
+    });
+    resolved = r.image;
+    toolchain = { name: r.image.name, pinned: r.pinned };
+  };
+  if (!local) {
+    const tname = toolchainName(image);
+    const pinned =
+      lock.get(tname) ?? (tname.includes('@sha256:') ? tname.slice(tname.indexOf('@') + 1) : undefined);
+    if (pinned) toolchain = { name: tname, pinned };
+    else await resolve();
+  }
+
+  const key =
+    toolchain && !options.noCache
+      ? buildKey({
+          toolchain: `${toolchain.name}@${toolchain.pinned}`,
+          platform: formatPlatform(platform),
+          command,
+          env,
+          artifact,
+          network,
+          sources,
+        })
+      : undefined;
+  const base = { output, ...(lang ? { lang } : {}), ...(toolchain ? { toolchain } : {}), project };
+
+  if (key) {
+    let entry: CacheEntry | undefined = await cache.get(key);
+    let where: 'local' | 'remote' = 'local';
+    if (!entry && !options.offline) {
+      for (const repo of options.cacheFrom ?? p.cache?.from ?? []) {
+        entry = await cache.pull(key, repo, `${toolchain!.name}@${toolchain!.pinned}`);
+        if (entry) {
+          where = 'remote';
+          break;
+        }
+      }
+    }
+    if (entry) {
+      emit({ type: 'cache-hit', where, key });
+      await cache.extract(entry, output);
+      await lock.save();
+      return {
+        ...base,
+        digest: entry.artifact.digest,
+        size: entry.artifact.size,
+        source: where === 'local' ? 'cache' : 'remote-cache',
+        key,
+      };
+    }
+  }
+
+  const { runner, skipped } = await selectRunner(choice);
+  emit({ type: 'runner', runner: runner.name, skipped });
+  if (!local && !resolved) await resolve();
+
+  const outDir = await fs.mkdtemp(path.join(os.tmpdir(), 'kiln-out-'));
+  try {
+    const result = await runner.run({
+      ...(resolved ? { image: resolved } : {}),
+      command,
+      env,
+      srcDir: project.sourceDir,
+      outDir,
+      network,
+      ...(options.buildOutput ? { output: options.buildOutput } : {}),
+      ...(options.signal ? { signal: options.signal } : {}),
+    });
+    if (result.exitCode !== 0)
+      throw new KilnError(
+        'E_BUILD_FAILED',
+        `the build failed (exit ${result.exitCode}) in the ${runner.name} runner`,
+        {
+          hint: "the compiler's own messages are above",
+        },
+      );
+    const built = path.join(outDir, artifact);
+    const stat = await fs.lstat(built).catch(() => undefined);
+    if (!stat?.isFile()) {
+      const found = await fs.readdir(outDir, { recursive: true }).catch(() => [] as string[]);
+      throw new KilnError('E_NO_ARTIFACT', `the build wrote no ${OUT_DIR}/${artifact}`, {
+        hint: found.length
+          ? `${OUT_DIR} holds: ${found.slice(0, 10).join(', ')}; pass --artifact`
+          : `it wrote nothing to ${OUT_DIR} ($KILN_OUT)`,
+      });
+    }
+    await lock.save();
+    if (key) {
+      const entry = await cache.put(key, built, `${toolchain!.name}@${toolchain!.pinned}`);
+      await cache.extract(entry, output);
+      const pushTo = options.cacheTo ?? p.cache?.to;
+      if (pushTo && !options.offline) {
+        await cache.push(entry, pushTo);
+        emit({ type: 'cache-push', repo: pushTo, key });
+      }
+      return {
+        ...base,
+        digest: entry.artifact.digest,
+        size: entry.artifact.size,
+        source: 'build',
+        runner: runner.name,
+        key,
+      };
+    }
+    const { createHash } = await import('node:crypto');
+    const bytes = await fs.readFile(built);
+    await fs.mkdir(path.dirname(output), { recursive: true });
+    await fs.copyFile(built, output);
+    return {
+      ...base,
+      digest: `sha256:${createHash('sha256').update(bytes).digest('hex')}`,
+      size: bytes.length,
+      source: 'build',
+      runner: runner.name,
+    };
+  } finally {
+    await fs.rm(outDir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,121 @@
+import type { Command } from 'commander';
+import { examples, globals } from '../common.js';
+import { humanSize, Output } from '../output.js';
+
+export function register(program: Command): void {
+  const toolchain = program
+    .command('toolchain')
+    .description("the toolchain images in kiln's store, for builds with no network (--offline)");
+
+  toolchain
+    .command('list')
+    .description('list the toolchain images kiln has pulled')
+    .action(async (_opts, cmd: Command) => {
+      const out = new Output(globals(cmd));
+      const { openCache } = await import('../../store/cache.js');
+      const { storedToolchains } = await import('../../toolchain/images.js');
+      const { listRootfs } = await import('../../toolchain/rootfs.js');
+      const store = await openCache();
+      const unpacked = new Set((await listRootfs()).map((r) => r.digest));
+      const rows = (await storedToolchains(store)).map((t) => ({
+        name: t.name,
+        pinned: t.pinned,
+        digest: t.descriptor.digest,
+        platform: t.platform ? `${t.platform.os}/${t.platform.architecture}` : undefined,
+        unpacked: unpacked.has(t.descriptor.digest),
+      }));
+      if (out.flags.json) return out.json(rows);
+      if (rows.length === 0) return out.info('no toolchain images yet: kiln toolchain pull LANG|IMAGE');
+      for (const r of rows)
+        out.data(`${r.name}\t${r.pinned.slice(0, 19)}\t${r.platform ?? ''}${r.unpacked ? '\tunpacked' : ''}`);
+    });
+
+  toolchain
+    .command('pull')
+    .description("pull a toolchain image into kiln's store (a language's preset, an image, or the project's)")
+    .argument(
+      '[lang-or-image]',
+      "a language (rust, tinygo, go, c, dotnet, assemblyscript) or an image; default: the project's",
+    )
+    .option('-C, --dir <dir>', 'the project directory whose kiln.lock pins it', '.')
+    .addHelpText(
+      'after',
+      examples([
+        "kiln toolchain pull            # the current project's toolchain, pinned in kiln.lock",
+        'kiln toolchain pull rust',
+        'kiln toolchain pull localhost:5000/wasi-sdk:25',
+      ]),
+    )
+    .action(async (what: string | undefined, opts: { dir: string }, cmd: Command) => {
+      const out = new Output(globals(cmd));
+      const { isLanguage, preset, detectLanguage } = await import('../../toolchain/presets/index.js');
+      const { resolveToolchain } = await import('../../toolchain/images.js');
+      const { LockFile } = await import('../../build/lock.js');
+      const { loadProject } = await import('../../build/project.js');
+      const project = await loadProject(opts.dir);
+      let image: string;
+      if (what === undefined) {
+        const p = project.project;
+        image = p.toolchain?.image ?? preset(p.lang ?? (await detectLanguage(project.sourceDir))).image;
+      } else image = isLanguage(what) ? preset(what).image : what;
+      // A language or the project's own toolchain is pinned in the project's kiln.lock.
+      const lock = what === undefined || isLanguage(what) ? await LockFile.load(project.dir) : undefined;
+      const r = await resolveToolchain(image, {
+        ...(lock ? { pins: lock } : {}),
+        onPull: (ref) => out.info(`pulling ${ref}`),
+      });
+      await lock?.save();
+      if (out.flags.json)
+        return out.json({
+          name: r.image.name,
+          pinned: r.pinned,
+          digest: r.image.descriptor.digest,
+          pulled: r.pulled,
+        });
+      out.info(`${r.pulled ? 'pulled' : 'already in the store:'} ${r.image.name}`);
+      out.data(`${r.image.name}@${r.pinned}`);
+    });
+
+  toolchain
+    .command('prune')
+    .description(
+      "remove toolchain images (all, or those named) from kiln's store, with their unpacked root filesystems",
+    )
+    .argument('[image...]', 'toolchain images to remove (default: all)')
+    .action(async (images: string[], _opts, cmd: Command) => {
+      const out = new Output(globals(cmd));
+      const { openCache } = await import('../../store/cache.js');
+      const { forgetToolchains, storedToolchains, toolchainName } = await import('../../toolchain/images.js');
+      const { pruneRootfs } = await import('../../toolchain/rootfs.js');
+      const { collectGarbage } = await import('../../store/gc.js');
+      const { parseManifest } = await import('../../oci/validate.js');
+      const store = await openCache();
+      const names = images.length ? new Set(images.map(toolchainName)) : undefined;
+      const dropped = await forgetToolchains(store, names);
+      // Their blobs are complete and known: collect them now, not after the grace period.
+      const finished = new Set<string>();
+      for (const t of dropped) {
+        finished.add(t.descriptor.digest);
+        try {
+          const parsed = parseManifest(await store.readBlob(t.descriptor.digest), t.name);
+          if (parsed.kind === 'manifest') {
+            finished.add(parsed.manifest.config.digest);
+            for (const l of parsed.manifest.layers) finished.add(l.digest);
+          }
+        } catch {}
+      }
+      const keep = new Set((await storedToolchains(store)).map((t) => t.descriptor.digest));
+      const removedRootfs = await pruneRootfs(keep);
+      const gc = await collectGarbage(store, { finished });
+      if (out.flags.json)
+        return out.json({
+          removed: dropped.map((t) => t.name),
+          rootfs: removedRootfs,
+          blobs: gc.removed,
+          bytes: gc.bytes,
+        });
+      out.info(
+        `removed ${dropped.length} toolchain image(s), ${removedRootfs.length} unpacked root filesystem(s), ${gc.removed} blob(s) (${humanSize(gc.bytes)})`,
+      );
+    });
+}

@@ -1,0 +1,82 @@
+/**
+ * Language presets: which toolchain image and command build a project, and how kiln tells the
+ * language from the files in the directory. kiln.yaml and flags override image and command.
+ */
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
+import { KilnError } from '../../errors.js';
+import { assemblyscript, c, dotnet, go, rust, tinygo } from './languages.js';
+
+export const LANGUAGES = ['rust', 'tinygo', 'go', 'c', 'dotnet', 'assemblyscript'] as const;
+export type Language = (typeof LANGUAGES)[number];
+
+export interface Preset {
+  lang: Language;
+  /** Default toolchain image (a tag, pinned in kiln.lock on first use). */
+  image: string;
+  /** Run by /bin/sh -c in /src; writes "$KILN_OUT/app.wasm". */
+  command: string;
+  env: Record<string, string>;
+  /** File names (or `*.ext`) at the top of the project that mark it as this language. */
+  markers: string[];
+  /** The command fetches what it needs: the build gets a network unless told otherwise. */
+  needsNetwork?: boolean;
+}
+
+/** The artifact every preset writes, relative to /out. */
+export const DEFAULT_ARTIFACT = 'app.wasm';
+
+const PRESETS: Readonly<Record<Language, Preset>> = { rust, tinygo, go, c, dotnet, assemblyscript };
+
+export function isLanguage(value: string): value is Language {
+  return (LANGUAGES as readonly string[]).includes(value);
+}
+
+export function preset(lang: string): Preset {
+  if (!isLanguage(lang))
+    throw new KilnError('E_UNKNOWN_LANGUAGE', `unknown language '${lang}'`, {
+      hint: `use one of ${LANGUAGES.join(', ')}, or --toolchain IMAGE --command CMD`,
+    });
+  return PRESETS[lang];
+}
+
+/** Order of detection: the most specific markers first (C last: stray .c files are common). */
+const DETECT_ORDER: readonly Language[] = ['rust', 'tinygo', 'go', 'dotnet', 'assemblyscript', 'c'];
+
+function matches(marker: string, names: readonly string[]): boolean {
+  if (marker.startsWith('*.')) return names.some((n) => n.endsWith(marker.slice(1)));
+  return names.includes(marker);
+}
+
+/** The language of the project in `dir`, from its top-level files; E_UNKNOWN_LANGUAGE when none fits. */
+export async function detectLanguage(dir: string): Promise<Language> {
+  const names = await fs.readdir(dir).catch((err: NodeJS.ErrnoException) => {
+    throw new KilnError(
+      err.code === 'ENOENT' ? 'E_NOT_FOUND' : 'E_IO',
+      `cannot read the project directory ${dir}: ${err.code ?? err.message}`,
+    );
+  });
+  for (const lang of DETECT_ORDER) {
+    if (lang === 'assemblyscript') {
+      if (names.includes('package.json') && (await usesAssemblyScript(path.join(dir, 'package.json'))))
+        return lang;
+      continue;
+    }
+    if (PRESETS[lang].markers.some((m) => matches(m, names))) return lang;
+  }
+  throw new KilnError('E_UNKNOWN_LANGUAGE', `cannot tell the language of the project in ${dir}`, {
+    hint: `kiln looks for Cargo.toml, go.mod, *.csproj, package.json with assemblyscript, *.c or CMakeLists.txt; or pass --lang (${LANGUAGES.join(', ')})`,
+  });
+}
+
+async function usesAssemblyScript(file: string): Promise<boolean> {
+  try {
+    const pkg = JSON.parse(await fs.readFile(file, 'utf8')) as Record<
+      string,
+      Record<string, string> | undefined
+    >;
+    return ['dependencies', 'devDependencies'].some((k) => pkg[k]?.assemblyscript !== undefined);
+  } catch {
+    return false;
+  }
+}
