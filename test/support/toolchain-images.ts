@@ -144,6 +144,9 @@ export async function debianToolchainRootfs(kind: DebianToolchain): Promise<stri
       { timeoutMs: 900_000 },
     );
     for (const p of SLIMMED) rmSync(join(tmp, p), { recursive: true, force: true });
+    // Device nodes cannot go into a layer; runners mount their own /dev.
+    rmSync(join(tmp, 'dev'), { recursive: true, force: true });
+    mkdirSync(join(tmp, 'dev'));
     writeFileSync(join(tmp, '.complete'), `${packages.join(' ')}\n`);
     rmSync(dir, { recursive: true, force: true });
     renameSync(tmp, dir);
