@@ -13,7 +13,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { z } from 'zod';
-import { projectSchema } from '../src/build/project.js';
+import { projectSchema } from '../src/build/project-schema.js';
 
 export const SCHEMA_ID = 'https://kiln.dev/schema/kiln.schema.json';
 export const SCHEMA_FILE = fileURLToPath(new URL('../schema/kiln.schema.json', import.meta.url));

@@ -31,8 +31,17 @@ export class ArchiveWriter {
     if (this.failed) throw ioError(this.failed, this.file);
     if (!this.out.write(chunk)) {
       await new Promise<void>((resolve, reject) => {
-        this.out.once('drain', resolve);
-        this.out.once('error', reject);
+        // Each wait removes its listeners, so a long archive does not pile them up.
+        const onDrain = () => {
+          this.out.off('error', onError);
+          resolve();
+        };
+        const onError = (err: Error) => {
+          this.out.off('drain', onDrain);
+          reject(err);
+        };
+        this.out.once('drain', onDrain);
+        this.out.once('error', onError);
       }).catch((err) => {
         throw ioError(err, this.file);
       });

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as http from 'node:http';
@@ -30,9 +31,13 @@ export function dockerEndpoint(env: NodeJS.ProcessEnv = process.env): {
   throw new KilnError('E_UNSUPPORTED', `DOCKER_HOST ${value} is not supported (unix:// and tcp:// are)`);
 }
 
+/** Sends a `docker save` archive (a file) to an engine's /images/load; rejects with a KilnError. */
+export type DockerLoader = (file: string, name: string) => Promise<void>;
+
 /**
  * `docker-daemon:NAME:TAG` as a destination: the image is written as a `docker save` archive to a
  * temp file, then streamed to the engine's /images/load. Nothing is left behind either way.
+ * `load` replaces the plain HTTP upload (the docker runner passes one that speaks TLS and ssh).
  */
 export class DockerDaemonDestination implements ImageDestination {
   readonly singleImage = true;
@@ -43,8 +48,13 @@ export class DockerDaemonDestination implements ImageDestination {
   constructor(
     readonly name: string,
     ref: Reference,
+    private readonly load: DockerLoader = loadIntoDocker,
   ) {
-    this.file = path.join(os.tmpdir(), `kiln-docker-load-${process.pid}-${Date.now()}.tar`);
+    // Random too: two loads in one process (parallel builds) can start within the same millisecond.
+    this.file = path.join(
+      os.tmpdir(),
+      `kiln-docker-load-${process.pid}-${Date.now()}-${randomBytes(4).toString('hex')}.tar`,
+    );
     this.archive = new ArchiveDestination(name, this.file, 'docker', undefined, ref);
   }
 
@@ -61,7 +71,7 @@ export class DockerDaemonDestination implements ImageDestination {
   async commit(root: Descriptor): Promise<void> {
     await this.archive.commit(root);
     try {
-      await loadIntoDocker(this.file, this.name);
+      await this.load(this.file, this.name);
     } finally {
       await fs.rm(this.file, { force: true });
     }
@@ -112,7 +122,11 @@ async function loadIntoDocker(file: string, name: string): Promise<void> {
     if (err instanceof DockerAnswer) return err.body;
     throw err;
   });
-  // The engine streams JSON lines; a failure arrives as {"error": ...} even with status 200.
+  checkLoadAnswer(body, name);
+}
+
+/** Throws the failure in an /images/load answer: JSON lines, with {"error": ...} even under status 200. */
+export function checkLoadAnswer(body: string, name: string): void {
   for (const line of body.split('\n')) {
     if (!line.trim()) continue;
     let msg: { error?: string; message?: string };

@@ -6,7 +6,7 @@ import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { parse as parseYaml } from 'yaml';
 import { renderSchema, SCHEMA_FILE, SCHEMA_ID } from '../../scripts/kiln-schema.js';
-import { editDistance, loadProject, type Project, parseProject } from '../../src/build/project.js';
+import { editDistance, loadProject, type Project, parseProject } from '../../src/build/project-schema.js';
 import { isKilnError, type KilnError } from '../../src/errors.js';
 
 const work = await fs.mkdtemp(path.join(os.tmpdir(), 'kiln-project-'));

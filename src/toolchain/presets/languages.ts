@@ -61,8 +61,14 @@ export const c: Preset = {
   // sysroot is /usr). CMake projects build with wasi-sdk's toolchain file.
   command: [
     'set -e',
-    'if [ -x /opt/wasi-sdk/bin/clang ]; then CC=/opt/wasi-sdk/bin/clang; CXX=/opt/wasi-sdk/bin/clang++; SYS=; ',
-    'else CC=clang; CXX=clang++; SYS="--target=wasm32-wasi --sysroot=/usr"; fi',
+    'if [ -x /opt/wasi-sdk/bin/clang ]; then CC=/opt/wasi-sdk/bin/clang; SYS=',
+    'else',
+    // Distributions install clang-NN and only sometimes a plain `clang`: take the newest.
+    '  CC=$(command -v clang || ls /usr/bin/clang-[0-9]* 2>/dev/null | sort -V | tail -n 1)',
+    '  SYS="--target=wasm32-wasi --sysroot=/usr"',
+    'fi',
+    '[ -n "$CC" ] || { echo "kiln: no clang in the toolchain image" >&2; exit 127; }',
+    'CXX=$(echo "$CC" | sed "s/clang/clang++/")',
     'if [ -f CMakeLists.txt ]; then',
     '  cmake -S . -B /tmp/kiln-build -DCMAKE_BUILD_TYPE=Release -DCMAKE_TOOLCHAIN_FILE=/opt/wasi-sdk/share/cmake/wasi-sdk.cmake',
     '  cmake --build /tmp/kiln-build',

@@ -1,0 +1,852 @@
+/**
+ * The docker/podman runner: the build runs in a throw-away container of the toolchain image on a
+ * Docker Engine API (Docker itself, or Podman's compatible service), with no network, no
+ * capabilities, no new privileges, a read-only root and a private /tmp.
+ *
+ * The image goes from kiln's store into the engine with /images/load, never by a pull: the engine
+ * may have no credentials for the registry, and --offline must hold. It is looked up by its ID (the
+ * config digest), so a second build finds it and loads nothing.
+ *
+ * Source and output travel one of two ways:
+ * - mount (local engines, unix sockets): srcDir is bind-mounted read-only at /src, outDir writable
+ *   at /out.
+ * - copy (remote engines, tcp:// and ssh://, whose host cannot see kiln's files): the source is
+ *   streamed into the container as a tar before it starts, /out is read back as a tar after it ends.
+ *   /src is then read-only by ownership and mode rather than by a mount (see uploadSource).
+ *
+ * The container is removed on every path: success, failure, errors, job.signal, SIGINT/SIGTERM.
+ * dockerode and the tar code load lazily: `kiln --help` must not pay for them.
+ */
+import { createReadStream, existsSync, readFileSync } from 'node:fs';
+import * as fs from 'node:fs/promises';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type Dockerode from 'dockerode';
+import type { Header, Pack } from 'tar-stream';
+import { KilnError } from '../errors.js';
+import type { FlatEntry, FlatItem } from '../image/flatten.js';
+import { parseDigest } from '../oci/digest.js';
+import { parseManifest } from '../oci/validate.js';
+import {
+  type BuildJob,
+  containerEnv,
+  OUT_DIR,
+  type Runner,
+  type RunResult,
+  SRC_DIR,
+  type ToolchainImage,
+} from './runner.js';
+
+export type EngineName = 'docker' | 'podman';
+export type Transfer = 'auto' | 'mount' | 'copy';
+
+export interface DockerRunnerOptions {
+  engine?: EngineName;
+  /** How /src and /out reach the container; `auto`: mount for a unix socket, else copy. */
+  transfer?: Transfer;
+}
+
+/** Where the engine answers, worked out from the environment the way the docker CLI does. */
+export interface EngineEndpoint {
+  /** For messages: `unix:///var/run/docker.sock`, `tcp://host:2376`, `ssh://user@host`. */
+  display: string;
+  /** tcp:// and ssh:// engines are taken to be on another machine: the copy transfer. */
+  remote: boolean;
+  /** For `new Dockerode(...)`. Every field is set, so docker-modem's own env defaults never mix in. */
+  options: Dockerode.DockerOptions & { socketPath?: string };
+}
+
+const PING_TIMEOUT_MS = 1_500;
+/** ssh needs a key exchange before the engine can answer. */
+const SSH_PING_TIMEOUT_MS = 5_000;
+/** How long a SIGINT/SIGTERM waits for the container's removal before the signal goes through anyway. */
+const SIGNAL_CLEANUP_MS = 10_000;
+/** After the container exits, how long its output may take to drain. */
+const OUTPUT_DRAIN_MS = 5_000;
+/** Owner of the copied source when the build runs as root: not root, so root without CAP_FOWNER cannot chmod it. */
+const NOBODY = 65534;
+
+const LABEL = { docker: 'Docker', podman: 'Podman' } as const;
+
+/**
+ * The engine's endpoint: DOCKER_HOST (podman: CONTAINER_HOST first) as `unix://PATH`, `tcp://HOST[:PORT]`
+ * (TLS with DOCKER_TLS_VERIFY, certificates from DOCKER_CERT_PATH or ~/.docker) or `ssh://[USER@]HOST[:PORT]`;
+ * unset, the engine's default socket. Throws E_UNSUPPORTED for other schemes.
+ */
+export function engineEndpoint(engine: EngineName, env: NodeJS.ProcessEnv = process.env): EngineEndpoint {
+  const variable = engine === 'podman' && env['CONTAINER_HOST'] ? 'CONTAINER_HOST' : 'DOCKER_HOST';
+  const value = env[variable];
+  if (!value) return unixEndpoint(defaultSocket(engine, env));
+  if (value.startsWith('unix://'))
+    return unixEndpoint(value.slice('unix://'.length) || defaultSocket(engine, env));
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw unsupportedHost(variable, value);
+  }
+  const none = { socketPath: undefined, ca: undefined, cert: undefined, key: undefined };
+  if (url.protocol === 'tcp:') {
+    const verify = Boolean(env['DOCKER_TLS_VERIFY']);
+    // docker-modem's rule: DOCKER_TLS_VERIFY, or the TLS port.
+    const tls = verify || url.port === '2376';
+    const port = Number(url.port || (tls ? 2376 : 2375));
+    const options: EngineEndpoint['options'] = {
+      ...none,
+      host: url.hostname,
+      port,
+      protocol: tls ? 'https' : 'http',
+    };
+    if (tls) Object.assign(options, tlsFiles(env, verify));
+    return { display: `tcp://${url.host || url.hostname}`, remote: true, options };
+  }
+  if (url.protocol === 'ssh:') {
+    // docker-modem runs `docker system dial-stdio` on the far side: there is no such thing for podman.
+    if (engine === 'podman')
+      throw new KilnError('E_UNSUPPORTED', `${variable}=${value}: kiln cannot reach Podman over ssh://`, {
+        hint: 'forward the socket (ssh -L /tmp/podman.sock:/run/user/UID/podman/podman.sock HOST) and set CONTAINER_HOST=unix:///tmp/podman.sock',
+      });
+    const username = decodeURIComponent(url.username) || os.userInfo().username;
+    return {
+      display: `ssh://${username}@${url.host}`,
+      remote: true,
+      options: {
+        ...none,
+        host: url.hostname,
+        port: Number(url.port || 22),
+        protocol: 'ssh',
+        username,
+        // Keys come from the ssh agent only (docker-modem has no ssh config or key files).
+        sshOptions: { agent: env['SSH_AUTH_SOCK'] },
+      },
+    };
+  }
+  throw unsupportedHost(variable, value);
+}
+
+function unixEndpoint(socketPath: string): EngineEndpoint {
+  return {
+    display: `unix://${socketPath}`,
+    remote: false,
+    options: {
+      socketPath,
+      host: undefined,
+      protocol: 'http',
+      ca: undefined,
+      cert: undefined,
+      key: undefined,
+    },
+  };
+}
+
+function unsupportedHost(variable: string, value: string): KilnError {
+  return new KilnError(
+    'E_UNSUPPORTED',
+    `${variable}=${value} is not supported (unix://, tcp:// and ssh:// are)`,
+    {
+      hint: `set ${variable} to unix:///PATH/TO/SOCKET, tcp://HOST:PORT or ssh://HOST`,
+    },
+  );
+}
+
+function defaultSocket(engine: EngineName, env: NodeJS.ProcessEnv): string {
+  if (engine === 'docker') {
+    // Docker Desktop's per-user socket, as docker-modem looks for it.
+    const user = path.join(os.homedir(), '.docker', 'run', 'docker.sock');
+    return existsSync(user) ? user : '/var/run/docker.sock';
+  }
+  const runtime = env['XDG_RUNTIME_DIR'];
+  const rootless = runtime ? path.join(runtime, 'podman', 'podman.sock') : undefined;
+  if (rootless && existsSync(rootless)) return rootless;
+  const rootful = '/run/podman/podman.sock';
+  return existsSync(rootful) ? rootful : (rootless ?? rootful);
+}
+
+function tlsFiles(env: NodeJS.ProcessEnv, required: boolean): { ca?: Buffer; cert?: Buffer; key?: Buffer } {
+  const dir = env['DOCKER_CERT_PATH'] || path.join(os.homedir(), '.docker');
+  const read = (name: string): Buffer | undefined => {
+    try {
+      return readFileSync(path.join(dir, name));
+    } catch (err) {
+      if (!required) return undefined;
+      throw new KilnError('E_TLS', `DOCKER_TLS_VERIFY is set but ${path.join(dir, name)} cannot be read`, {
+        hint: 'set DOCKER_CERT_PATH to the directory holding ca.pem, cert.pem and key.pem',
+        cause: err,
+      });
+    }
+  };
+  const files = { ca: read('ca.pem'), cert: read('cert.pem'), key: read('key.pem') };
+  return Object.fromEntries(Object.entries(files).filter(([, v]) => v !== undefined));
+}
+
+interface Connection {
+  docker: Dockerode;
+  endpoint: EngineEndpoint;
+}
+
+/** What dockerode's typings leave out: ping takes an abort signal. */
+interface Abortable {
+  ping(options: { abortSignal?: AbortSignal }): Promise<unknown>;
+}
+
+export class DockerRunner implements Runner {
+  readonly name: EngineName;
+  private readonly transfer: Transfer;
+
+  constructor(options: DockerRunnerOptions = {}) {
+    this.name = options.engine ?? 'docker';
+    this.transfer = options.transfer ?? 'auto';
+  }
+
+  private get label(): string {
+    return LABEL[this.name];
+  }
+
+  private async connect(): Promise<Connection> {
+    const endpoint = engineEndpoint(this.name);
+    const { default: Docker } = await import('dockerode');
+    try {
+      return { docker: new Docker(endpoint.options), endpoint };
+    } catch (err) {
+      // docker-modem still reads DOCKER_HOST and DOCKER_CERT_PATH on its own, and throws on bad ones.
+      throw new KilnError('E_RUNNER', `cannot set up a connection to ${endpoint.display}: ${message(err)}`, {
+        cause: err,
+      });
+    }
+  }
+
+  async unavailable(): Promise<string | undefined> {
+    let conn: Connection;
+    try {
+      conn = await this.connect();
+    } catch (err) {
+      return message(err);
+    }
+    const timeout = conn.endpoint.options.protocol === 'ssh' ? SSH_PING_TIMEOUT_MS : PING_TIMEOUT_MS;
+    try {
+      await (conn.docker as unknown as Abortable).ping({ abortSignal: AbortSignal.timeout(timeout) });
+      return undefined;
+    } catch (err) {
+      return `no ${this.label} engine answers at ${conn.endpoint.display} (${pingFailure(err, timeout)})`;
+    }
+  }
+
+  async run(job: BuildJob): Promise<RunResult> {
+    const image = job.image;
+    if (!image) throw new KilnError('E_RUNNER', `the ${this.name} runner needs a toolchain image`);
+    if (job.signal?.aborted) throw stoppedError(undefined);
+    const conn = await this.connect();
+    const transfer = this.transfer === 'auto' ? (conn.endpoint.remote ? 'copy' : 'mount') : this.transfer;
+    const output = job.output ?? process.stderr;
+    const fail = (doing: string, hint?: string) => (err: unknown) => {
+      throw engineError(err, this.label, conn.endpoint, doing, hint);
+    };
+
+    // One stop for both causes: the caller's signal and a SIGINT/SIGTERM to kiln.
+    const stop = new AbortController();
+    const onAbort = () => stop.abort();
+    job.signal?.addEventListener('abort', onAbort, { once: true });
+    let interrupted: NodeJS.Signals | undefined;
+    let cleanedUp!: () => void;
+    const cleanupDone = new Promise<void>((resolve) => {
+      cleanedUp = resolve;
+    });
+    const stopListening = () => {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    };
+    // The signal's default action (exit) must wait until the container is gone, then happen as if
+    // kiln had not been listening: remove the handler and raise the signal again.
+    const onSignal = (sig: NodeJS.Signals) => {
+      if (interrupted) return;
+      interrupted = sig;
+      stop.abort();
+      let raised = false;
+      const raise = () => {
+        if (raised) return;
+        raised = true;
+        clearTimeout(timer);
+        stopListening();
+        process.kill(process.pid, sig);
+      };
+      const timer = setTimeout(raise, SIGNAL_CLEANUP_MS);
+      timer.unref();
+      void cleanupDone.then(raise);
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+
+    let creating: Promise<Dockerode.Container> | undefined;
+    let attached: NodeJS.ReadableStream | undefined;
+    try {
+      const imageId = await this.ensureImage(conn, image, stop.signal);
+      const user = await abortable(this.containerUser(conn), stop.signal);
+      creating = conn.docker
+        .createContainer(this.containerSpec(job, image, imageId, user, transfer))
+        .catch(fail('create the build container'));
+      const container = await abortable(creating, stop.signal);
+
+      if (transfer === 'copy')
+        await abortable(
+          uploadSource(container, this.name, job.srcDir, user, stop.signal).catch(
+            fail('copy the source into the container'),
+          ),
+          stop.signal,
+        );
+
+      // Attached before the start, so not a byte of output is lost.
+      const stream = await abortable(
+        container.attach({ stream: true, stdout: true, stderr: true }).catch(fail('attach to the build')),
+        stop.signal,
+      );
+      attached = stream;
+      const drained = new Promise<void>((resolve) => {
+        stream.on('end', resolve);
+        stream.on('close', resolve);
+        stream.on('error', () => resolve());
+      });
+      conn.docker.modem.demuxStream(stream, output, output);
+
+      await abortable(
+        container
+          .start()
+          .catch(fail('start the build', `the toolchain image ${image.name} must have /bin/sh`)),
+        stop.signal,
+      );
+      const status = (await abortable(container.wait().catch(fail('wait for the build')), stop.signal)) as {
+        StatusCode?: number;
+      };
+      await abortable(Promise.race([drained, delay(OUTPUT_DRAIN_MS)]), stop.signal);
+
+      // Copied back even after a failure: what the build left is as useful as with a mount.
+      if (transfer === 'copy') await downloadOut(container, job.outDir, output, stop.signal, fail);
+      return { runner: this.name, exitCode: status.StatusCode ?? 1 };
+    } catch (err) {
+      if (stop.signal.aborted) throw stoppedError(interrupted);
+      throw err;
+    } finally {
+      (attached as { destroy?: () => void } | undefined)?.destroy?.();
+      // A create still in flight is waited for: its container must go too.
+      const container = await creating?.catch(() => undefined);
+      if (container) await container.remove({ force: true, v: true }).catch(() => {});
+      job.signal?.removeEventListener('abort', onAbort);
+      if (!interrupted) stopListening();
+      cleanedUp();
+    }
+  }
+
+  /**
+   * The engine's ID for the toolchain image: looked up by its config digest (Docker's and Podman's
+   * image ID) or by kiln's tag (an engine with the containerd store names images by manifest digest),
+   * loaded from kiln's store when neither is there.
+   */
+  private async ensureImage(conn: Connection, image: ToolchainImage, signal: AbortSignal): Promise<string> {
+    const manifest = parseManifest(
+      await image.store.readBlob(image.descriptor.digest),
+      `toolchain ${image.name}`,
+      image.descriptor.mediaType,
+    );
+    if (manifest.kind !== 'manifest')
+      throw new KilnError(
+        'E_BAD_MANIFEST',
+        `toolchain ${image.name}: ${image.descriptor.digest} is an index`,
+      );
+    const ids = [manifest.manifest.config.digest, image.descriptor.digest];
+    const tag = `kiln-toolchain/${parseDigest(image.descriptor.digest).hex.slice(0, 12)}:latest`;
+    const found = await abortable(this.findImage(conn, ids, tag), signal);
+    if (found) return found;
+
+    await this.loadImage(conn, image, tag, signal);
+    const loaded = await abortable(this.findImage(conn, ids, tag), signal);
+    if (loaded) return loaded;
+    throw new KilnError(
+      'E_RUNNER',
+      `the ${this.label} engine loaded ${tag} but has no image ${ids[0]} (toolchain ${image.name})`,
+      { hint: `\`${this.name} image inspect ${tag}\` shows what it made of it` },
+    );
+  }
+
+  private async findImage(conn: Connection, ids: string[], tag: string): Promise<string | undefined> {
+    const wanted = new Set(ids.map(bareId));
+    for (const name of [ids[0]!, tag]) {
+      let info: Dockerode.ImageInspectInfo;
+      try {
+        info = await conn.docker.getImage(name).inspect();
+      } catch (err) {
+        if ((err as { statusCode?: number }).statusCode === 404) continue;
+        throw engineError(err, this.label, conn.endpoint, `look up the toolchain image ${name}`);
+      }
+      if (wanted.has(bareId(info.Id))) return info.Id;
+    }
+    return undefined;
+  }
+
+  /** kiln's docker-archive writer into a temp file, then /images/load: what `kiln copy ... docker-daemon:` does. */
+  private async loadImage(conn: Connection, image: ToolchainImage, tag: string, signal: AbortSignal) {
+    const [
+      { copyImage },
+      { OciDirSource },
+      { DockerDaemonDestination, checkLoadAnswer },
+      { parseReference },
+    ] = await Promise.all([
+      import('../transport/copy.js'),
+      import('../transport/oci-dir.js'),
+      import('../transport/docker-daemon.js'),
+      import('../oci/reference.js'),
+    ]);
+    const load = async (file: string, name: string) => {
+      let answer: NodeJS.ReadableStream;
+      try {
+        answer = await conn.docker.loadImage(createReadStream(file), { quiet: true, abortSignal: signal });
+      } catch (err) {
+        throw engineError(err, this.label, conn.endpoint, `load the toolchain image ${image.name}`);
+      }
+      checkLoadAnswer(await readText(answer), name);
+    };
+    const destination = new DockerDaemonDestination(tag, parseReference(tag), load);
+    await copyImage(OciDirSource.forDescriptor(image.store, image.descriptor), destination, { signal });
+  }
+
+  /**
+   * Who the build runs as: kiln's own uid:gid, so /out's files belong to the user. Root stays root, and
+   * so does everyone on a rootless engine, where the container's root is the user who runs the engine.
+   */
+  private async containerUser(conn: Connection): Promise<ContainerUser> {
+    const uid = process.getuid?.();
+    const gid = process.getgid?.();
+    if (uid === undefined || gid === undefined || uid === 0) return { uid: 0, gid: 0 };
+    let info: { SecurityOptions?: string[] };
+    try {
+      info = await conn.docker.info();
+    } catch (err) {
+      throw engineError(err, this.label, conn.endpoint, 'read the engine information');
+    }
+    if (info.SecurityOptions?.some((o) => o.includes('name=rootless'))) return { uid: 0, gid: 0 };
+    return { user: `${uid}:${gid}`, uid, gid };
+  }
+
+  private containerSpec(
+    job: BuildJob,
+    image: ToolchainImage,
+    imageId: string,
+    user: ContainerUser,
+    transfer: 'mount' | 'copy',
+  ): Dockerode.ContainerCreateOptions {
+    const mounts: Dockerode.MountSettings[] =
+      transfer === 'mount'
+        ? [
+            // Mounts rather than Binds: a missing directory is an error (Binds would create it as
+            // root), and a ':' in a path cannot be misread as options.
+            { Type: 'bind', Source: path.resolve(job.srcDir), Target: SRC_DIR, ReadOnly: true },
+            { Type: 'bind', Source: path.resolve(job.outDir), Target: OUT_DIR, ReadOnly: false },
+          ]
+        : [];
+    return {
+      Image: imageId,
+      // The shell as entrypoint rather than an empty one: engines disagree on what `[]` means.
+      Entrypoint: ['/bin/sh', '-c'],
+      Cmd: [job.command],
+      WorkingDir: SRC_DIR,
+      Env: containerEnv(image, job.env),
+      ...(user.user ? { User: user.user } : {}),
+      Labels: { 'dev.kiln.toolchain': image.name },
+      AttachStdout: true,
+      AttachStderr: true,
+      Tty: false,
+      OpenStdin: false,
+      HostConfig: {
+        ...(job.network ? {} : { NetworkMode: 'none' }),
+        CapDrop: ['ALL'],
+        SecurityOpt: ['no-new-privileges'],
+        Tmpfs: { '/tmp': 'rw,exec,mode=1777' },
+        Mounts: mounts,
+        // Docker refuses putArchive into a read-only root, so a copy needs a writable one.
+        ReadonlyRootfs: transfer === 'mount',
+      },
+    };
+  }
+}
+
+interface ContainerUser {
+  /** `uid:gid` for the container's User; unset: the image's (root). */
+  user?: string;
+  uid: number;
+  gid: number;
+}
+
+/**
+ * Streams srcDir into the container as /src, file by file, plus an empty /out (mode 0777).
+ *
+ * /src cannot be a read-only mount here (putArchive cannot write one), so it is made read-only by
+ * ownership: every file and directory belongs to root, or to nobody when the build runs as root. With
+ * every capability dropped (no CAP_DAC_OVERRIDE, no CAP_FOWNER) and no-new-privileges, the build can
+ * then neither write the files, nor create or remove entries, nor chmod anything back. Modes stay the
+ * host's, so a `cp` from /src makes the same file as with a mount, except that group and other lose
+ * write, and everyone gets read (and search on directories), which the build needs as a non-owner.
+ *
+ * Podman's putArchive gives everything to the container's user whatever the tar says: there the write
+ * bits go too, so writes still fail, but a build could chmod its own copy back (the host's source is
+ * never at stake: it is a copy). Symlinks come as symlinks; sockets, fifos and devices are left out.
+ */
+async function uploadSource(
+  container: Dockerode.Container,
+  engine: EngineName,
+  srcDir: string,
+  user: ContainerUser,
+  signal: AbortSignal,
+): Promise<void> {
+  const tar = await import('tar-stream');
+  const pack = tar.pack();
+  const keep = engine === 'podman' ? 0o555 : 0o755;
+  const owner: SourceOwner = {
+    ...(user.uid === 0 ? { uid: NOBODY, gid: NOBODY } : { uid: 0, gid: 0 }),
+    fileMode: (mode) => (mode & keep) | 0o444,
+    dirMode: (mode) => (mode & keep) | 0o555,
+  };
+  const upload = container.putArchive(pack as unknown as NodeJS.ReadableStream, { path: '/' });
+  // The engine may refuse before the tar ends, and an abort must not wait for it to end.
+  const onAbort = () => pack.destroy(new Error('aborted'));
+  signal.addEventListener('abort', onAbort, { once: true });
+  const feed = (async () => {
+    const mtime = new Date();
+    await packEntry(pack, {
+      name: 'out/',
+      type: 'directory',
+      mode: 0o777,
+      uid: user.uid,
+      gid: user.gid,
+      mtime,
+    });
+    const root = await fs.stat(srcDir).catch((err) => {
+      throw sourceError(err, srcDir);
+    });
+    await packEntry(pack, {
+      ...ids(owner),
+      name: 'src/',
+      type: 'directory',
+      mode: owner.dirMode(root.mode),
+      mtime,
+    });
+    await packTree(pack, path.resolve(srcDir), 'src/', owner);
+    pack.finalize();
+  })();
+  // Whichever fails first is the cause (an unreadable file, the engine's refusal); the other side's
+  // complaint about the broken stream is a consequence.
+  let cause: unknown;
+  const failed = (err: Error) => {
+    cause ??= err;
+    pack.destroy(err);
+  };
+  upload.catch(failed);
+  feed.catch(failed);
+  try {
+    await Promise.allSettled([upload, feed]);
+    if (cause !== undefined) throw cause;
+  } finally {
+    signal.removeEventListener('abort', onAbort);
+  }
+}
+
+interface SourceOwner {
+  uid: number;
+  gid: number;
+  fileMode: (hostMode: number) => number;
+  dirMode: (hostMode: number) => number;
+}
+
+const ids = (owner: SourceOwner) => ({ uid: owner.uid, gid: owner.gid });
+
+async function packTree(pack: Pack, dir: string, prefix: string, owner: SourceOwner) {
+  let names: string[];
+  try {
+    names = (await fs.readdir(dir)).sort();
+  } catch (err) {
+    throw sourceError(err, dir);
+  }
+  for (const name of names) {
+    const full = path.join(dir, name);
+    const member = `${prefix}${name}`;
+    let st: import('node:fs').Stats;
+    try {
+      st = await fs.lstat(full);
+    } catch (err) {
+      throw sourceError(err, full);
+    }
+    const base = { ...ids(owner), mtime: st.mtime };
+    if (st.isDirectory()) {
+      await packEntry(pack, { ...base, name: `${member}/`, type: 'directory', mode: owner.dirMode(st.mode) });
+      await packTree(pack, full, `${member}/`, owner);
+    } else if (st.isFile()) {
+      const mode = owner.fileMode(st.mode);
+      await packEntry(pack, { ...base, name: member, type: 'file', mode, size: st.size }, full);
+    } else if (st.isSymbolicLink()) {
+      const linkname = await fs.readlink(full).catch((err) => {
+        throw sourceError(err, full);
+      });
+      await packEntry(pack, { ...base, name: member, type: 'symlink', mode: 0o777, linkname });
+    }
+  }
+}
+
+/** Adds one member; a file's content is streamed from `file` (its first `size` bytes). */
+async function packEntry(
+  pack: Pack,
+  header: Partial<Header> & { name: string },
+  file?: string,
+): Promise<void> {
+  let sink!: ReturnType<Pack['entry']>;
+  const written = new Promise<void>((resolve, reject) => {
+    sink = pack.entry(header, (err) => (err ? reject(err) : resolve()));
+  });
+  const size = header.size ?? 0;
+  if (header.type === 'file') {
+    if (file !== undefined && size > 0) {
+      try {
+        for await (const chunk of createReadStream(file, { start: 0, end: size - 1 })) {
+          if (!sink.write(chunk as Buffer))
+            await new Promise<void>((resolve) => {
+              const done = () => {
+                sink.off('drain', done);
+                sink.off('close', done);
+                resolve();
+              };
+              sink.on('drain', done);
+              sink.on('close', done);
+            });
+          if (sink.destroyed) break;
+        }
+      } catch (err) {
+        written.catch(() => {}); // fails with the same error, reported here
+        sink.destroy(err as Error);
+        throw sourceError(err, file);
+      }
+    }
+    // A file that shrank meanwhile ends short: tar-stream fails the entry (size mismatch).
+    sink.end(undefined);
+  }
+  await written.catch((err: Error) => {
+    throw file && /size mismatch/i.test(err.message)
+      ? new KilnError('E_IO', `${file} changed while it was copied into the build container`)
+      : err;
+  });
+}
+
+/**
+ * Reads /out back from the stopped container into outDir with kiln's safe extractor (nothing is
+ * written outside outDir, never through a symlink). Files, directories, hard links to entries before
+ * them, and symlinks whose target stays inside /out come across; a path or link that leaves /out is
+ * refused (E_UNSAFE_PATH), special files are left out with a note. Owners become kiln's user, modes
+ * lose setuid/setgid.
+ */
+async function downloadOut(
+  container: Dockerode.Container,
+  outDir: string,
+  output: NodeJS.WritableStream,
+  signal: AbortSignal,
+  fail: (doing: string) => (err: unknown) => never,
+): Promise<void> {
+  const archive = (await container
+    .getArchive({ path: OUT_DIR })
+    .catch(fail('copy /out out of the container'))) as Readable;
+  const onAbort = () => archive.destroy(new Error('aborted'));
+  signal.addEventListener('abort', onAbort, { once: true });
+  try {
+    const [tar, { extractFlat }] = await Promise.all([import('tar-stream'), import('../image/unpack.js')]);
+    const root = path.resolve(outDir);
+    const symlinks: string[] = [];
+    const result = await extractFlat(outItems(archive, tar, symlinks), root).catch((err: unknown) => {
+      if (err instanceof KilnError) throw err;
+      throw new KilnError('E_RUNNER', `cannot copy ${OUT_DIR} out of the container: ${message(err)}`, {
+        cause: err,
+      });
+    });
+    for (const issue of result.skipped)
+      output.write(`kiln: ${OUT_DIR}/${issue.path} not copied: ${issue.reason}\n`);
+    const refused = result.refused[0];
+    const escaping = await escapingSymlinks(root, symlinks);
+    if (refused || escaping[0] !== undefined)
+      throw new KilnError(
+        'E_UNSAFE_PATH',
+        refused
+          ? `the build's ${OUT_DIR}/${refused.path} leads outside ${OUT_DIR} (${refused.reason})`
+          : `the build's ${OUT_DIR}/${escaping[0]} is a symlink that leads outside ${OUT_DIR}`,
+        { hint: `artifacts must be files or directories, and links must stay inside ${OUT_DIR}` },
+      );
+  } finally {
+    signal.removeEventListener('abort', onAbort);
+  }
+}
+
+/**
+ * The members of a /out tar (named `out/...`) as entries relative to outDir, unsafe ones as issues.
+ * Symlinks that come across are listed in `symlinks`, for a check once all of them exist.
+ */
+async function* outItems(
+  archive: Readable,
+  tar: typeof import('tar-stream'),
+  symlinks: string[],
+): AsyncGenerator<FlatItem> {
+  const { flatPath } = await import('../image/flatten.js');
+  const extract = tar.extract();
+  let failed: unknown;
+  const piped = pipeline(archive, extract).catch((err: unknown) => {
+    failed = err;
+  });
+  const inside = (name: string): string | undefined => {
+    const p = flatPath(name);
+    if (p === undefined || (p !== 'out' && !p.startsWith('out/'))) return undefined;
+    return p.slice('out/'.length);
+  };
+  const owner = { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 };
+  for await (const member of extract) {
+    const h = member.header;
+    const rel = inside(h.name);
+    const base = {
+      path: rel ?? '',
+      ...owner,
+      size: 0,
+      mtime: Math.floor(h.mtime.getTime() / 1000),
+      layer: 0,
+    };
+    const issue = (reason: string, unsafe: boolean): FlatItem => {
+      return { kind: 'issue', path: rel ?? h.name, reason, unsafe, layer: 0 };
+    };
+    if (rel === undefined) yield issue('the path leaves /out', true);
+    else if (rel === '') {
+      // /out itself: outDir keeps its own mode.
+    } else if (h.type === 'file' || h.type === 'contiguous-file') {
+      const entry: FlatEntry = { ...base, type: 'file', mode: h.mode & 0o777, size: h.size };
+      yield { kind: 'entry', entry, content: member as unknown as AsyncIterable<Buffer> };
+    } else if (h.type === 'directory') {
+      // Owner access kept: kiln must be able to read what it copied.
+      yield { kind: 'entry', entry: { ...base, type: 'dir', mode: (h.mode & 0o777) | 0o700 } };
+    } else if (h.type === 'symlink') {
+      const target = h.linkname;
+      const resolved = path.posix.normalize(path.posix.join(path.posix.dirname(rel), target));
+      if (!target || target.startsWith('/') || resolved === '..' || resolved.startsWith('../'))
+        yield issue(`symlink to ${target}`, true);
+      else {
+        symlinks.push(rel);
+        yield { kind: 'entry', entry: { ...base, type: 'symlink', mode: 0o777, linkname: target } };
+      }
+    } else if (h.type === 'link') {
+      const target = inside(h.linkname);
+      if (!target) yield issue(`hard link to ${h.linkname}`, true);
+      else yield { kind: 'entry', entry: { ...base, type: 'hardlink', mode: 0o644, linkname: target } };
+    } else yield issue(`${h.type} entries are not artifacts`, false);
+    member.resume();
+  }
+  await piped;
+  if (failed) throw failed;
+}
+
+/**
+ * Each target checked lexically can still leave through another symlink (`a -> b/..` with
+ * `b -> .`): resolved for real now that all exist, and removed if they land outside outDir.
+ */
+async function escapingSymlinks(outDir: string, symlinks: string[]): Promise<string[]> {
+  const root = await fs.realpath(outDir);
+  const escaping: string[] = [];
+  for (const rel of symlinks) {
+    const link = path.join(outDir, rel);
+    const real = await fs
+      .realpath(link)
+      .catch((err: NodeJS.ErrnoException) => (err.code === 'ENOENT' ? undefined : ''));
+    if (real === undefined || real === root || real.startsWith(`${root}${path.sep}`)) continue;
+    escaping.push(rel);
+    await fs.rm(link, { force: true });
+  }
+  return escaping;
+}
+
+/** Resolves like `p`, or rejects as soon as `signal` fires (p's own outcome is then ignored). */
+function abortable<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(new Error('aborted'));
+    if (signal.aborted) onAbort();
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (err: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(err);
+      },
+    );
+  });
+}
+
+function stoppedError(signal: NodeJS.Signals | undefined): KilnError {
+  return new KilnError(
+    'E_ABORTED',
+    signal ? `the build was interrupted (${signal})` : 'the build was stopped',
+  );
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
+}
+
+async function readText(stream: NodeJS.ReadableStream): Promise<string> {
+  let text = '';
+  for await (const chunk of stream) text += typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString();
+  return text;
+}
+
+/** `sha256:abc` and `abc` alike (Podman's compat API has answered both ways). */
+function bareId(id: string): string {
+  return id.startsWith('sha256:') ? id.slice('sha256:'.length) : id;
+}
+
+function message(err: unknown): string {
+  if (err instanceof KilnError) return err.message;
+  const e = err as { json?: { message?: unknown }; message?: unknown } | undefined;
+  const text = typeof e?.json?.message === 'string' ? e.json.message : String(e?.message ?? err);
+  return text.trim().split('\n')[0] ?? '';
+}
+
+/** An engine that refused or could not be reached, as one line saying what kiln was doing. */
+function engineError(
+  err: unknown,
+  label: string,
+  endpoint: EngineEndpoint,
+  doing: string,
+  hint?: string,
+): KilnError {
+  if (err instanceof KilnError) return err;
+  const code = (err as { code?: string } | undefined)?.code;
+  const unreachable =
+    code !== undefined &&
+    /^(ENOENT|ECONNREFUSED|ECONNRESET|EACCES|EPERM|ETIMEDOUT|EHOSTUNREACH|ENOTFOUND)$/.test(code);
+  return new KilnError(
+    'E_RUNNER',
+    `${label} engine at ${endpoint.display}: cannot ${doing}: ${message(err)}`,
+    {
+      hint: unreachable
+        ? `start ${label}, or point ${label === 'Podman' ? 'CONTAINER_HOST' : 'DOCKER_HOST'} at a running engine`
+        : (hint ?? `\`${label.toLowerCase()} info\` shows the engine's state`),
+      cause: err,
+    },
+  );
+}
+
+function pingFailure(err: unknown, timeout: number): string {
+  const e = err as { code?: string; name?: string } | undefined;
+  if (e?.name === 'AbortError' || e?.name === 'TimeoutError' || e?.code === 'ABORT_ERR')
+    return `no answer within ${timeout / 1000} s`;
+  if (e?.code === 'ENOENT') return 'no such socket';
+  if (e?.code === 'EACCES' || e?.code === 'EPERM') return 'permission denied on the socket';
+  if (e?.code === 'ECONNREFUSED') return 'connection refused';
+  return message(err);
+}
+
+function sourceError(err: unknown, file: string): KilnError {
+  if (err instanceof KilnError) return err;
+  return new KilnError('E_IO', `cannot read ${file} for the build container: ${message(err)}`, {
+    cause: err,
+  });
+}
