@@ -110,13 +110,17 @@ export async function compile(options: CompileOptions = {}): Promise<CompileResu
   const env = { ...(chosen?.env ?? {}), ...(p.env ?? {}), ...(options.env ?? {}) };
 
   const name = p.image?.name ?? path.basename(project.dir);
-  const output = path.resolve(options.output ?? path.join(project.dir, `${name}.wasm`));
+  const defaultOutput = path.join(project.dir, `${name}.wasm`);
+  const output = path.resolve(options.output ?? defaultOutput);
 
-  // The artifact and the lock file live in the project but are outputs, not inputs.
+  // The artifact (where it goes now, and where it goes by default) and the lock file live in the
+  // project but are outputs, not inputs: the same sources give the same key whatever -o says.
   const exclude = [...(p.exclude ?? []), '/kiln.lock'];
-  const relOutput = path.relative(project.sourceDir, output);
-  if (!relOutput.startsWith('..') && !path.isAbsolute(relOutput))
-    exclude.push(exactPattern(relOutput.split(path.sep).join('/')));
+  for (const file of new Set([output, defaultOutput])) {
+    const rel = path.relative(project.sourceDir, file);
+    if (!rel.startsWith('..') && !path.isAbsolute(rel))
+      exclude.push(exactPattern(rel.split(path.sep).join('/')));
+  }
   const files = await listSources(project.sourceDir, {
     ...(p.include ? { include: p.include } : {}),
     exclude,

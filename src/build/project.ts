@@ -8,7 +8,7 @@
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { cacheDir } from '../store/cache.js';
+import { openCache } from '../store/cache.js';
 import { writeFileAtomic } from '../store/layout.js';
 import type { LoadedProject, LoadProjectOptions } from './project-schema.js';
 
@@ -40,7 +40,8 @@ async function memoKey(dir: string, options: LoadProjectOptions): Promise<string
 /** As project-schema.ts's loadProject, from the memo when the same file was validated before. */
 export async function loadProject(dir: string, options: LoadProjectOptions = {}): Promise<LoadedProject> {
   const key = await memoKey(dir, options);
-  const memo = path.join(cacheDir(), 'projects', `${key}.json`);
+  // Opened (created when new) first: the memo lives inside kiln's store, which must be a layout.
+  const memo = path.join((await openCache()).dir, 'projects', `${key}.json`);
   try {
     const remembered = JSON.parse(await fs.readFile(memo, 'utf8')) as LoadedProject;
     // The source directory was checked when the file was validated; it must still be there.

@@ -106,7 +106,7 @@ export async function busyboxToolchain(home: string): Promise<ToolchainImage> {
  */
 export const DEBIAN_TOOLCHAINS = {
   c: ['clang-14', 'lld-14', 'wasi-libc', 'libclang-rt-14-dev-wasm32'],
-  rust: ['rustc', 'cargo', 'libstd-rust-dev-wasm32', 'libc6-dev'],
+  rust: ['rustc', 'cargo', 'libstd-rust-dev-wasm32', 'libc6-dev', 'lld-14'],
 } as const;
 export type DebianToolchain = keyof typeof DEBIAN_TOOLCHAINS;
 
