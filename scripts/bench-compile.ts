@@ -374,22 +374,7 @@ export async function compileBench(opts: CompileBenchOptions): Promise<CompileBe
     const specials = (
       await runQuiet('find', [
         chrootDir,
-        '-xdev',
-        '(',
-        '-type',
-        'c',
-        '-o',
-        '-type',
-        'b',
-        '-o',
-        '-type',
-        'p',
-        '-o',
-        '-type',
-        's',
-        ')',
-        '-print',
-        '-delete',
+        ...'-xdev ( -type c -o -type b -o -type p -o -type s ) -print -delete'.split(' '),
       ])
     )
       .split('\n')
@@ -705,6 +690,20 @@ export async function compileBench(opts: CompileBenchOptions): Promise<CompileBe
       () => timed([process.execPath, '-e', '0'], envClean),
     );
     add('kilnVersion', 'floor', 'kiln --version', 'kiln --version', () => timed(kiln('--version'), envAsIs));
+    // What the docker runner loads before it can talk to the engine.
+    const importDockerode = `await import('dockerode')`;
+    add(
+      'dockerode',
+      'floor',
+      'node: import dockerode',
+      `node --input-type=module -e "${importDockerode}"`,
+      () =>
+        timed(
+          [process.execPath, '--input-type=module', '-e', importDockerode],
+          envAsIs,
+          path.join(work, 'kiln'),
+        ),
+    );
     // The probe kiln's sandbox runner makes once per process before a build (a sandbox like a build's).
     const probeArgs = [
       '--unshare-all',
@@ -851,6 +850,12 @@ export async function compileBench(opts: CompileBenchOptions): Promise<CompileBe
         undefined,
       ],
       [
+        'of which node: import dockerode − node -e 0: loading dockerode',
+        `${fmtMs(wall('dockerode') - wall('node'))} ms`,
+        '–',
+        undefined,
+      ],
+      [
         'kiln compile: --runner docker − --runner sandbox',
         `${fmtMs(wall('kilnDocker') - wall('kilnSandbox'))} ms`,
         '–',
@@ -934,9 +939,12 @@ export async function compileBench(opts: CompileBenchOptions): Promise<CompileBe
       cachedBuildClean: 'The same, without NODE_EXTRA_CA_CERTS in its environment',
       cachedCompile: 'The same cache hit without the packaging',
       node: 'Node start-up, which every kiln run pays',
+      nodeClean: 'The same, without NODE_EXTRA_CA_CERTS',
       kilnVersion: "Node start-up plus loading kiln's CLI bundle (dist/bin/kiln.js), no command",
+      dockerode:
+        'Node start-up plus loading dockerode (and ssh2, docker-modem under it) from the same node_modules kiln uses: the docker runner does this in every kiln process before it talks to the engine',
       bwrapTrue:
-        "A sandbox of the host's / running `true`: what making bwrap's namespaces and mounts costs. kiln's sandbox runner runs exactly this once per process, to learn whether the sandbox works here",
+        "A sandbox of the host's / running `true`: what making bwrap's namespaces and mounts costs. the same sandbox as the availability probe kiln's sandbox runner makes once per process (probeBwrap in sandbox-runner.ts)",
     };
     const md = [
       '## Compile runners',
@@ -948,9 +956,9 @@ export async function compileBench(opts: CompileBenchOptions): Promise<CompileBe
       `- Machine: ${os.availableParallelism()} cores, ${cpuModel}, ${(os.totalmem() / 2 ** 30).toFixed(1)} GiB RAM, ${osName}, Linux ${os.release()}`,
       `- Node ${process.version}; ${bwrapVersion}; dockerd ${serverVersion} (storage driver ${driver}), CLI: ${cliVersion}; ${runcVersion}; kiln: the checkout was at ${built} when the run began`,
       `- Toolchain: the Debian bookworm C rootfs of the compile tests (\`debootstrap --variant=minbase\` of ${DEBIAN_TOOLCHAINS.c.join(', ')}; ${clangVersion}), ${(rootfsBytes / 1e6).toFixed(0)} MB, made an image with \`kiln append scratch --platform linux/amd64 --layer ROOTFS --to oci:DIR:c\` (one layer, ${(layoutBytes / 1e6).toFixed(0)} MB gzipped, ${appendS.toFixed(0)} s) from a hard-linked copy of it${specials.length ? ` without the device nodes debootstrap left in /dev (${specials.join(', ')}): \`kiln append\` refuses special files` : ''}.`,
-      `- Build: \`${COMMAND}\` in /src, a ${MAIN_C.split('\n').length - 1}-line main.c (a knapsack, Fibonacci, printf). Debian's clang is \`clang-14\` on PATH (\`clang\` is only in /usr/lib/llvm-14/bin).`,
+      `- Build: \`${COMMAND}\` in /src, a ${MAIN_C.split('\n').length - 1}-line main.c (a knapsack, Fibonacci, printf). The same explicit command in every contender rather than the C preset's script (which picks the newest /usr/bin/clang-NN): Debian's clang is \`clang-14\` on PATH, \`clang\` is only in /usr/lib/llvm-14/bin.`,
       `- kiln runs as \`node dist/bin/kiln.js\` (a copy of dist/bin taken at the start) with KILN_HOME in a temp dir; \`--toolchain oci:DIR:c\` is pinned in APP/kiln.lock and in the store after an untimed first run (${firstSandboxS.toFixed(0)} s with the sandbox, which unpacks the rootfs, ${firstDockerS.toFixed(0)} s with docker, which loads the image into the engine). The docker engine is a private \`dockerd\` started by the script (test/support/docker.ts: own data-root in /tmp, no bridge, no iptables).`,
-      `- Runs: ${rounds} rounds of all ${all.length} contenders, round-robin (each round starts one further), after one untimed warm-up round${quick ? ' (quick mode)' : ''}. Times are medians of wall-clock time from spawn to exit of the whole process; the in-process sandbox runner from the call to its return.`,
+      `- Runs: ${rounds} round${rounds === 1 ? '' : 's'} of all ${all.length} contenders, round-robin (each round starts one further), after one untimed warm-up round${quick ? ' (quick mode)' : ''}. Times are medians of wall-clock time from spawn to exit of the whole process; the in-process sandbox runner from the call to its return.`,
       `- Load: ${waited ? (waited.quiet ? `the timed part started once the machine had been quiet for 6 s (waited ${waited.waitedS.toFixed(0)} s); ` : `the machine did not get quiet within ${quietWaitS} s, the timed part started anyway; `) : ''}with nothing of the benchmark's running, ${idleBefore.toFixed(2)} cores were busy just before the timed part and ${idleAfter.toFixed(2)} just after (3 s each, /proc/stat). Load average ${load0.map((l) => l.toFixed(2)).join(' ')} at the start, ${load1.map((l) => l.toFixed(2)).join(' ')} at the end; ${machineLoad.toFixed(2)} cores busy on average over the timed part, all included; CPU outside the floors' processes: median ${median(allOther).toFixed(2)} s. ${loadNote}`,
       '',
       '| Benchmark | Contender | Median (ms) | Runs (ms) | CPU user+sys (s) | Peak RSS (MiB) | CPU outside the process (s) |',
@@ -968,7 +976,7 @@ export async function compileBench(opts: CompileBenchOptions): Promise<CompileBe
       '',
       'What each contender measures:',
       '',
-      ...shownOrder.map((c) => `- ${c.label}: \`${c.shown}\`${about[c.key] ? `. ${about[c.key]}` : ''}`),
+      ...shownOrder.map((c) => `- ${c.label}: \`${c.shown}\`${about[c.key] ? `. ${about[c.key]}.` : ''}`),
       '- APP is the project directory (main.c and the kiln.lock kiln writes), DIR the OCI layout of the toolchain image, OUT a fresh empty directory per run (made and removed untimed). kiln runs always with `--json` (to check what it did) and `-o` outside APP.',
       `- CPU user+sys and peak RSS: \`/usr/bin/time -f "%M %U %S"\` of the median run: the process and the children it waited for (peak RSS is the largest single one: clang's ~90 MiB for the compiler, kiln's own for the kiln rows). Not counted there: the sandbox's processes (bwrap exits once its command has, without waiting for the sandbox's init, so clang's CPU and memory never reach kiln's rusage) and everything docker runs (dockerd, containerd, the shim, runc and the container's clang). For the in-process runner: this process's CPU during the call plus its reaped children's (bwrap), no RSS.`,
       "- CPU outside the process: busy CPU of the whole machine during the run (/proc/stat) minus the contender's own and this script's: the engine and the container for docker, clang for the sandbox rows, and any background work (the floors show how much of that there was).",
