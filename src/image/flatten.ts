@@ -12,10 +12,9 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import * as zlib from 'node:zlib';
 import * as tar from 'tar-stream';
 import { ioError, KilnError } from '../errors.js';
-import { isGzip } from '../layer/tar-reader.js';
+import { type ExpansionLimits, expansionLimits, layerStream } from '../layer/tar-reader.js';
 import { MediaType } from '../oci/media-types.js';
 import type { Platform } from '../oci/platform.js';
 import type { Descriptor } from '../oci/types.js';
@@ -114,38 +113,9 @@ function zstdError(layer: Descriptor, i: number, where: string): KilnError {
   );
 }
 
-/** The layer's tar stream, gunzipped when its first bytes say gzip; zstd is refused by its magic. */
-async function* decompress(
-  blob: AsyncIterable<Uint8Array>,
-  layer: Descriptor,
-  index: number,
-  where: string,
-): AsyncGenerator<Uint8Array> {
-  const it = blob[Symbol.asyncIterator]();
-  let head = Buffer.alloc(0);
-  try {
-    while (head.length < ZSTD_MAGIC.length) {
-      const r = await it.next();
-      if (r.done) break;
-      head = Buffer.concat([head, r.value]);
-    }
-    if (ZSTD_MAGIC.every((b, i) => head[i] === b)) throw zstdError(layer, index, where);
-    async function* rest(): AsyncGenerator<Uint8Array> {
-      if (head.length > 0) yield head;
-      for (let r = await it.next(); !r.done; r = await it.next()) yield r.value;
-    }
-    if (!isGzip(head)) {
-      yield* rest();
-      return;
-    }
-    const gunzip = zlib.createGunzip();
-    const feed = pipeline(Readable.from(rest()), gunzip);
-    feed.catch(() => {}); // the same error reaches the reader of gunzip
-    for await (const chunk of gunzip) yield chunk as Buffer;
-    await feed;
-  } finally {
-    await it.return?.();
-  }
+/** Shortens a (hostile) path for messages and reports: names may be megabytes long. */
+export function shownPath(p: string): string {
+  return p.length > 256 ? `${p.slice(0, 200)}... (${Buffer.byteLength(p)} bytes)` : p;
 }
 
 interface RawEntry {
@@ -153,28 +123,43 @@ interface RawEntry {
   content: AsyncIterable<Buffer>;
 }
 
-/** The entries of one layer, its digest verified as it streams: a mismatch fails after the last entry. */
+/**
+ * The entries of one layer, its digest verified as it streams (a mismatch fails after the last
+ * entry), gunzipped within `limits`; zstd is refused by its magic.
+ */
 async function* layerEntries(
   source: ImageSource,
   layer: Descriptor,
   index: number,
+  limits: ExpansionLimits,
 ): AsyncGenerator<RawEntry> {
   const what = `layer ${index} (${layer.digest}) of ${source.name}`;
-  const bytes = decompress(
+  const bytes = layerStream(
     verified(await source.fetchBlob(layer), layer, source.name),
-    layer,
-    index,
-    source.name,
+    what,
+    limits,
+    (head) => {
+      if (ZSTD_MAGIC.every((b, i) => head[i] === b)) throw zstdError(layer, index, source.name);
+    },
   );
   const extract = tar.extract();
   const fed = pipeline(Readable.from(bytes), extract).then(
     () => undefined,
     (err: unknown) => err ?? new Error('unknown error'),
   );
+  // The feed's error is the cause (a digest mismatch, bad gzip, a limit); the extractor's, and an
+  // entry's "stream was destroyed", are consequences.
+  const failure = async (err: unknown): Promise<KilnError> => {
+    const cause = (await fed) ?? err;
+    if (cause instanceof KilnError) return cause;
+    return new KilnError('E_BAD_TAR', `${what} is not a readable tar stream: ${(cause as Error).message}`, {
+      cause,
+    });
+  };
   let finished = false;
   try {
     for await (const entry of extract) {
-      yield { header: entry.header, content: entry as AsyncIterable<Buffer> };
+      yield { header: entry.header, content: failingWith(entry as AsyncIterable<Buffer>, failure) };
       for await (const _ of entry) {
         // skip what the consumer left unread
       }
@@ -183,15 +168,34 @@ async function* layerEntries(
     if (err) throw err;
     finished = true;
   } catch (err) {
-    // The feed's error is the cause (a digest mismatch, bad gzip); the extractor's is a consequence.
-    const cause = (await fed) ?? err;
-    if (cause instanceof KilnError) throw cause;
-    throw new KilnError('E_BAD_TAR', `${what} is not a readable tar stream: ${(cause as Error).message}`, {
-      cause,
-    });
+    throw await failure(err);
   } finally {
     if (!finished) extract.destroy();
   }
+}
+
+/** An entry's content whose read errors (a layer cut short) become the layer's error. */
+function failingWith(
+  content: AsyncIterable<Buffer>,
+  failure: (err: unknown) => Promise<KilnError>,
+): AsyncIterable<Buffer> {
+  return {
+    [Symbol.asyncIterator]() {
+      const it = content[Symbol.asyncIterator]();
+      return {
+        async next() {
+          try {
+            return await it.next();
+          } catch (err) {
+            throw await failure(err);
+          }
+        },
+        async return(value?: unknown) {
+          return (await it.return?.(value)) ?? { done: true, value: undefined };
+        },
+      };
+    },
+  };
 }
 
 /** Links that share one inode whose content is not (yet) in the output under a path of its own. */
@@ -232,21 +236,31 @@ function addAncestors(set: Set<string>, p: string): void {
   for (let i = p.indexOf('/'); i !== -1; i = p.indexOf('/', i + 1)) set.add(p.slice(0, i));
 }
 
+/** Largest uid/gid chown(2) takes ((uid_t)-1 means "unchanged"). */
+const MAX_ID = 0xfffffffe;
+/** Times beyond ±2^33 s (about the year 2242) are refused by some system calls; none are real. */
+const MAX_TIME = 2 ** 33;
+
 function toEntry(raw: RawEntry, p: string, type: FlatEntryType, layer: number): FlatEntry {
   const h = raw.header;
   const pax = (h.pax ?? {}) as Record<string, string | undefined>;
-  const num = (v: string | undefined, fallback: number) => {
-    const n = v === undefined ? Number.NaN : Number(v);
-    return Number.isFinite(n) ? n : fallback;
+  // PAX records are free text: an owner or a time no system call takes falls back to the header's.
+  const id = (v: string | number | undefined): number | undefined => {
+    const n = typeof v === 'string' ? (/^\d+$/.test(v) ? Number(v) : Number.NaN) : v;
+    return n !== undefined && Number.isSafeInteger(n) && n >= 0 && n <= MAX_ID ? n : undefined;
+  };
+  const time = (v: string | number | undefined): number | undefined => {
+    const n = typeof v === 'string' ? Number(v) : v;
+    return n !== undefined && Number.isFinite(n) && Math.abs(n) <= MAX_TIME ? Math.floor(n) : undefined;
   };
   const entry: FlatEntry = {
     path: p,
     type,
     mode: (h.mode ?? 0) & 0o7777,
-    uid: num(pax.uid, h.uid ?? 0),
-    gid: num(pax.gid, h.gid ?? 0),
+    uid: id(pax.uid) ?? id(h.uid) ?? 0,
+    gid: id(pax.gid) ?? id(h.gid) ?? 0,
     size: type === 'file' ? (h.size ?? 0) : 0,
-    mtime: Math.floor(num(pax.mtime, h.mtime ? h.mtime.getTime() / 1000 : 0)),
+    mtime: time(pax.mtime) ?? time(h.mtime ? h.mtime.getTime() / 1000 : undefined) ?? 0,
     layer,
   };
   if (type === 'symlink' || type === 'hardlink') entry.linkname = h.linkname ?? '';
@@ -260,6 +274,8 @@ function toEntry(raw: RawEntry, p: string, type: FlatEntryType, layer: number): 
 export interface FlattenOptions {
   /** Called before each layer is read (for progress). */
   onLayer?: (index: number, layer: Descriptor) => void;
+  /** Gzip bomb limits; default from the environment (see expansionLimits). */
+  limits?: Partial<ExpansionLimits>;
 }
 
 /**
@@ -273,6 +289,7 @@ export async function* flattenLayers(
   options: FlattenOptions = {},
 ): AsyncGenerator<FlatItem> {
   checkLayers(layers, source.name);
+  const limits = expansionLimits(options.limits);
   // Paths decided by the layers above the one being read.
   const covered = new Set<string>(); // an entry or whiteout at exactly this path
   const hiddenBelow = new Set<string>(); // everything strictly below is hidden (whiteout, opaque, non-dir)
@@ -301,7 +318,7 @@ export async function* flattenLayers(
   }
 
   function* broken(links: string[], layer: number, reason: string): Generator<FlatItem> {
-    for (const l of links) yield { kind: 'issue', path: l, layer, reason, unsafe: false };
+    for (const l of links) yield { kind: 'issue', path: shownPath(l), layer, reason, unsafe: false };
   }
 
   /** Gives the links of `g` the content of `raw`: the first gets a copy, the others link to it. */
@@ -394,12 +411,18 @@ export async function* flattenLayers(
     };
 
     let index = -1;
-    for await (const raw of layerEntries(source, layer, i)) {
+    for await (const raw of layerEntries(source, layer, i, limits)) {
       index++;
       const h = raw.header;
       const p = flatPath(h.name);
       if (p === undefined) {
-        yield { kind: 'issue', path: h.name, layer: i, reason: 'path leaves the root (..)', unsafe: true };
+        yield {
+          kind: 'issue',
+          path: shownPath(h.name),
+          layer: i,
+          reason: 'path leaves the root (..)',
+          unsafe: true,
+        };
         continue;
       }
       const hidden = underAny(hiddenBelow, p);
@@ -408,7 +431,7 @@ export async function* flattenLayers(
         if (!hidden && !covered.has(p))
           yield {
             kind: 'issue',
-            path: p,
+            path: shownPath(p),
             layer: i,
             reason: `unsupported tar entry type ${h.type}`,
             unsafe: false,
@@ -435,7 +458,13 @@ export async function* flattenLayers(
         continue;
       }
       if (p === '' && type !== 'dir') {
-        yield { kind: 'issue', path: h.name, layer: i, reason: 'the root is not a directory', unsafe: false };
+        yield {
+          kind: 'issue',
+          path: shownPath(h.name),
+          layer: i,
+          reason: 'the root is not a directory',
+          unsafe: false,
+        };
         continue;
       }
 
@@ -454,9 +483,9 @@ export async function* flattenLayers(
           records.set(p, { kind: 'gone' });
           const unsafe = target === undefined;
           const reason = unsafe
-            ? `hard link target ${h.linkname} leaves the root (..)`
+            ? `hard link target ${shownPath(h.linkname ?? '')} leaves the root (..)`
             : 'hard link without a usable target';
-          if (visible) yield { kind: 'issue', path: p, layer: i, reason, unsafe };
+          if (visible) yield { kind: 'issue', path: shownPath(p), layer: i, reason, unsafe };
           if (waiting) yield* broken(find(waiting).links, i, reason);
           continue;
         }
@@ -522,7 +551,7 @@ export async function* flattenLayers(
     let index = -1;
     const wanted = new Map([...byIndex].filter(([, g]) => find(g).links.length > 0));
     if (wanted.size === 0) continue;
-    for await (const raw of layerEntries(source, layers[i]!, i)) {
+    for await (const raw of layerEntries(source, layers[i]!, i, limits)) {
       index++;
       const g = wanted.get(index);
       if (!g) continue;
@@ -655,19 +684,27 @@ async function packEntry(
   const written = new Promise<void>((resolve, reject) => {
     sink = pack.entry(header, (err) => (err ? reject(err) : resolve()));
   });
+  written.catch(() => {}); // awaited below, unless the content fails first
+  // A failed entry is reported through the callback above; without a listener its 'error' would crash.
+  sink.on('error', () => {});
   if (e.type === 'file') {
-    for await (const chunk of content ?? []) {
-      if (!sink.write(chunk))
-        await new Promise<void>((resolve) => {
-          const done = () => {
-            sink.off('drain', done);
-            sink.off('close', done);
-            resolve();
-          };
-          sink.on('drain', done);
-          sink.on('close', done);
-        });
-      if (sink.destroyed) break;
+    try {
+      for await (const chunk of content ?? []) {
+        if (!sink.write(chunk))
+          await new Promise<void>((resolve) => {
+            const done = () => {
+              sink.off('drain', done);
+              sink.off('close', done);
+              resolve();
+            };
+            sink.on('drain', done);
+            sink.on('close', done);
+          });
+        if (sink.destroyed) break;
+      }
+    } catch (err) {
+      sink.destroy(err as Error); // a layer cut short, a limit: the tar must not look complete
+      throw err;
     }
     sink.end(undefined); // streamx typings want an argument
   }
@@ -678,6 +715,8 @@ export interface ExportOptions {
   platform?: Platform;
   /** Called before each layer is read (for progress). */
   onLayer?: (index: number, layer: Descriptor) => void;
+  /** Gzip bomb limits; default from the environment (see expansionLimits). */
+  limits?: Partial<ExpansionLimits>;
 }
 
 export interface ExportResult {
@@ -700,9 +739,10 @@ export async function exportImage(
   output: string | NodeJS.WritableStream,
   options: ExportOptions = {},
 ): Promise<ExportResult> {
+  const limits = expansionLimits(options.limits); // a bad KILN_MAX_* fails before anything is opened
   return withImage(src, options.platform, async (source, image) => {
     const layers = image.manifest.layers;
-    const items = flattenLayers(source, layers, { onLayer: options.onLayer });
+    const items = flattenLayers(source, layers, { onLayer: options.onLayer, limits });
     let written: WriteFlatResult;
     if (typeof output === 'string') {
       const file = path.resolve(output);

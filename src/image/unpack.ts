@@ -7,6 +7,11 @@
  * hard link's target must resolve the same way. What is refused or skipped is collected and returned;
  * everything else is extracted.
  *
+ * Device nodes and fifos are never made (skipped, or refused with `devices: 'refuse'`); setuid and
+ * setgid bits on files are kept as docker and umoci keep them, or cleared (`setuid: 'strip'`), or the
+ * file refused (`setuid: 'refuse'`). Names the filesystem cannot hold (a component over 255 bytes, a
+ * path over 4095) are skipped. Layers are read within the gzip bomb limits (see expansionLimits).
+ *
  * Assumes nothing else writes into the directory meanwhile: a fresh directory is built under a
  * temporary name next to it and renamed into place, so others cannot see or race with it.
  */
@@ -14,10 +19,11 @@ import { constants } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { ioError, KilnError } from '../errors.js';
+import { type ExpansionLimits, expansionLimits } from '../layer/tar-reader.js';
 import type { Platform } from '../oci/platform.js';
 import type { Descriptor } from '../oci/types.js';
 import type { ImageSource } from '../transport/types.js';
-import { type FlatEntry, type FlatItem, flatPath, flattenLayers, withImage } from './flatten.js';
+import { type FlatEntry, type FlatItem, flatPath, flattenLayers, shownPath, withImage } from './flatten.js';
 
 export interface UnpackIssue {
   path: string;
@@ -33,6 +39,22 @@ export interface ExtractResult {
   refused: UnpackIssue[];
   /** Entries not written for other reasons (device nodes, links to nothing...). */
   skipped: UnpackIssue[];
+  /** Files written without their setuid/setgid bits (`setuid: 'strip'`). */
+  stripped: UnpackIssue[];
+}
+
+/** What to do with setuid/setgid bits on files: keep them, clear them, or refuse the file. */
+export type SetuidPolicy = 'keep' | 'strip' | 'refuse';
+/** Device nodes and fifos are never created: skipped with a note, or refused. */
+export type DevicePolicy = 'skip' | 'refuse';
+
+export interface ExtractOptions {
+  /** Mode for the root when the image has no entry for it. */
+  rootMode?: number;
+  /** Default `keep`, as docker and umoci do. */
+  setuid?: SetuidPolicy;
+  /** Default `skip`. */
+  devices?: DevicePolicy;
 }
 
 export interface UnpackOptions {
@@ -41,6 +63,12 @@ export interface UnpackOptions {
   force?: boolean;
   /** Called before each layer is read (for progress). */
   onLayer?: (index: number, layer: Descriptor) => void;
+  /** Default `keep`. */
+  setuid?: SetuidPolicy;
+  /** Default `skip`. */
+  devices?: DevicePolicy;
+  /** Gzip bomb limits; default from the environment (see expansionLimits). */
+  limits?: Partial<ExpansionLimits>;
 }
 
 export interface UnpackResult extends ExtractResult {
@@ -53,6 +81,10 @@ export interface UnpackResult extends ExtractResult {
 
 const OPEN_NEW_FILE = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
 const OPEN_DIR = constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW;
+/** Linux's NAME_MAX and PATH_MAX (less its NUL). */
+const NAME_MAX = 255;
+const PATH_MAX = 4095;
+const SETUID_BITS = 0o6000;
 
 /** An entry that cannot be written where it says, with the reason; `unsafe` for escapes. */
 class Refusal {
@@ -62,17 +94,35 @@ class Refusal {
   ) {}
 }
 
+/** Why `rel` (relative to a root) cannot be created on Linux, if it cannot. */
+function nameTooLong(rel: string, what = 'name'): string | undefined {
+  const bytes = Buffer.byteLength(rel);
+  if (bytes > PATH_MAX) return `${what} is ${bytes} bytes long, over the ${PATH_MAX} a path may have`;
+  for (const seg of rel.split('/'))
+    if (Buffer.byteLength(seg) > NAME_MAX)
+      return `${what} has a component of ${Buffer.byteLength(seg)} bytes, over the ${NAME_MAX} a file name may have`;
+  return undefined;
+}
+
+function isNameTooLong(err: unknown): boolean {
+  const e = err as { code?: string; cause?: { code?: string } } | undefined;
+  return e?.code === 'ENAMETOOLONG' || e?.cause?.code === 'ENAMETOOLONG';
+}
+
 /**
  * Writes flattened entries under `root` (an existing directory). Owners are kept when running as
- * root; modes (setuid & co. included), symlinks and mtimes always. Directory modes and mtimes are set
- * last, deepest first, so a read-only directory does not stop its own contents from being written.
+ * root; modes (setuid & co. included unless `setuid` says otherwise), symlinks and mtimes always.
+ * Directory modes and mtimes are set last, deepest first, so a read-only directory does not stop its
+ * own contents from being written.
  */
 export async function extractFlat(
   items: AsyncIterable<FlatItem>,
   root: string,
-  options: { rootMode?: number } = {},
+  options: ExtractOptions = {},
 ): Promise<ExtractResult> {
-  const result: ExtractResult = { entries: 0, refused: [], skipped: [] };
+  const result: ExtractResult = { entries: 0, refused: [], skipped: [], stripped: [] };
+  const setuid = options.setuid ?? 'keep';
+  const devices = options.devices ?? 'skip';
   const owners = process.getuid?.() === 0;
   // Relative paths known to be real directories (not symlinks) under root: checked or made by us.
   const dirs = new Set<string>(['']);
@@ -128,8 +178,23 @@ export async function extractFlat(
       dirMeta.set('', entry);
       return undefined;
     }
+    const long = nameTooLong(rel);
+    if (long) return new Refusal(`not created: the ${long}`, false);
     const refused = await parents(rel, true);
     if (refused) return refused;
+    if (entry.type === 'char' || entry.type === 'block' || entry.type === 'fifo') {
+      const what = entry.type === 'fifo' ? 'fifo' : 'device node';
+      return devices === 'refuse'
+        ? new Refusal(`${what} refused (--devices refuse)`, true)
+        : new Refusal(`${what} not created (kiln does not make special files)`, false);
+    }
+    let mode = entry.mode;
+    if (entry.type === 'file' && (mode & SETUID_BITS) !== 0 && setuid !== 'keep') {
+      const bits = (mode & 0o4000 ? ['setuid'] : []).concat(mode & 0o2000 ? ['setgid'] : []).join('+');
+      if (setuid === 'refuse') return new Refusal(`${bits} file refused (--setuid refuse)`, true);
+      mode &= ~SETUID_BITS;
+      result.stripped.push({ path: rel, reason: `${bits} bit cleared`, layer: entry.layer });
+    }
     const full = abs(rel);
     switch (entry.type) {
       case 'dir': {
@@ -145,7 +210,7 @@ export async function extractFlat(
           for await (const chunk of content ?? []) await fh.write(chunk);
           if (owners) await fh.chown(entry.uid, entry.gid);
           // After chown, which clears setuid/setgid.
-          await fh.chmod(entry.mode);
+          await fh.chmod(mode);
           await fh.utimes(entry.mtime, entry.mtime);
         } finally {
           await fh.close();
@@ -153,8 +218,12 @@ export async function extractFlat(
         return undefined;
       }
       case 'symlink': {
+        const target = entry.linkname ?? '';
+        if (target.includes('\0')) return new Refusal('symlink target contains a NUL byte', false);
+        if (Buffer.byteLength(target) > PATH_MAX)
+          return new Refusal(`symlink target is ${Buffer.byteLength(target)} bytes, over ${PATH_MAX}`, false);
         await clear(rel, false);
-        await fs.symlink(entry.linkname ?? '', full);
+        await fs.symlink(target, full);
         if (owners) await fs.lchown(full, entry.uid, entry.gid);
         await fs.lutimes(full, entry.mtime, entry.mtime);
         return undefined;
@@ -162,22 +231,23 @@ export async function extractFlat(
       case 'hardlink': {
         const target = entry.linkname ?? '';
         if (target === '' || flatPath(target) !== target)
-          return new Refusal(`hard link target ${target} leaves the root`, true);
+          return new Refusal(`hard link target ${shownPath(target)} leaves the root`, true);
+        const longTarget = nameTooLong(target, 'hard link target');
+        if (longTarget) return new Refusal(`not created: the ${longTarget}`, false);
         const bad = await parents(target, false);
-        if (bad) return new Refusal(`hard link target ${target}: ${bad.reason}`, bad.unsafe);
+        if (bad) return new Refusal(`hard link target ${shownPath(target)}: ${bad.reason}`, bad.unsafe);
         const st = await lstat(abs(target));
-        if (st === undefined) return new Refusal(`hard link target ${target} was not extracted`, false);
-        if (st.isDirectory()) return new Refusal(`hard link target ${target} is a directory`, false);
+        if (st === undefined)
+          return new Refusal(`hard link target ${shownPath(target)} was not extracted`, false);
+        if (st.isDirectory())
+          return new Refusal(`hard link target ${shownPath(target)} is a directory`, false);
         await clear(rel, false);
         // link(2) does not follow a symlink target: the link is to the symlink itself, inside root.
         await fs.link(abs(target), full);
         return undefined;
       }
       default:
-        return new Refusal(
-          `${entry.type === 'fifo' ? 'fifo' : 'device node'} not created (kiln does not make special files)`,
-          false,
-        );
+        return new Refusal(`${entry.type} entries are not created`, false);
     }
   }
 
@@ -195,11 +265,13 @@ export async function extractFlat(
     try {
       outcome = await write(entry, item.content);
     } catch (err) {
-      if (err instanceof KilnError) throw err;
-      throw ioError(err, abs(entry.path));
+      // A name within the limits above, but not under this root (deep in a long DIR) or this filesystem.
+      if (isNameTooLong(err)) outcome = new Refusal('not created: the name is too long here', false);
+      else if (err instanceof KilnError) throw err;
+      else throw ioError(err, abs(shownPath(entry.path)));
     }
     if (outcome) {
-      const issue = { path: entry.path, reason: outcome.reason, layer: entry.layer };
+      const issue = { path: shownPath(entry.path), reason: outcome.reason, layer: entry.layer };
       (outcome.unsafe ? result.refused : result.skipped).push(issue);
     } else result.entries++;
   }
@@ -298,14 +370,19 @@ export async function unpackImage(
   dir: string,
   options: UnpackOptions = {},
 ): Promise<UnpackResult> {
+  const limits = expansionLimits(options.limits); // a bad KILN_MAX_* fails before DIR is touched
   const target = await prepare(dir, options.force ?? false);
   const root = target.kind === 'fresh' ? target.tmp : target.dir;
   try {
     const result = await withImage(src, options.platform, async (source, image) => {
       const layers = image.manifest.layers;
-      const items = flattenLayers(source, layers, { onLayer: options.onLayer });
-      // mkdtemp made a fresh root 0700; without a root entry in the image it gets what mkdir gives.
-      const extracted = await extractFlat(items, root, target.kind === 'fresh' ? { rootMode: 0o755 } : {});
+      const items = flattenLayers(source, layers, { onLayer: options.onLayer, limits });
+      const extracted = await extractFlat(items, root, {
+        // mkdtemp made a fresh root 0700; without a root entry in the image it gets what mkdir gives.
+        ...(target.kind === 'fresh' ? { rootMode: 0o755 } : {}),
+        ...(options.setuid ? { setuid: options.setuid } : {}),
+        ...(options.devices ? { devices: options.devices } : {}),
+      });
       return {
         source: source.name,
         digest: image.descriptor.digest,

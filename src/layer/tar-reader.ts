@@ -39,6 +39,163 @@ export function cleanTarPath(name: string): string {
   return p;
 }
 
+/** How far one layer may expand when it is read: where gzip bombs are stopped. */
+export interface ExpansionLimits {
+  /** Most bytes one layer's tar stream may hold (after gunzip, or as stored). */
+  maxLayerSize: number;
+  /** Most uncompressed bytes per gzip byte read, once past EXPANSION_GRACE; Infinity for no limit. */
+  maxExpansion: number;
+}
+
+const MiB = 1024 * 1024;
+const GiB = 1024 * MiB;
+/** Real layers stay far below: a whole distribution is a few GiB. */
+export const DEFAULT_MAX_LAYER_SIZE = 32 * GiB;
+/**
+ * Tar layers compress 2-10 times; a layer of mostly zeros (a sparse disk image) may reach ~1000, and
+ * so do gzip bombs, which is what this catches. Raise it for such layers.
+ */
+export const DEFAULT_MAX_EXPANSION = 100;
+/** Output a layer may reach before the ratio counts, so small layers of zeros are never refused. */
+export const EXPANSION_GRACE = 64 * MiB;
+
+/**
+ * The limits to read layers with: those given, else KILN_MAX_LAYER_SIZE / KILN_MAX_EXPANSION from the
+ * environment, else the defaults. A malformed environment value is a usage error.
+ */
+export function expansionLimits(
+  given: Partial<ExpansionLimits> = {},
+  env: NodeJS.ProcessEnv = process.env,
+): ExpansionLimits {
+  const size = env.KILN_MAX_LAYER_SIZE;
+  const ratio = env.KILN_MAX_EXPANSION;
+  return {
+    maxLayerSize:
+      given.maxLayerSize ?? (size ? parseByteSize(size, 'KILN_MAX_LAYER_SIZE') : DEFAULT_MAX_LAYER_SIZE),
+    maxExpansion:
+      given.maxExpansion ?? (ratio ? parseExpansion(ratio, 'KILN_MAX_EXPANSION') : DEFAULT_MAX_EXPANSION),
+  };
+}
+
+/** `512M`, `16G`, `1.5GiB`, `1048576`: K, M, G, T are powers of 1024. */
+export function parseByteSize(text: string, what: string): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(?:([kmgt])(?:i?b)?|b)?\s*$/i.exec(text);
+  const n = m ? Number(m[1]) * 1024 ** (m[2] ? 'kmgt'.indexOf(m[2].toLowerCase()) + 1 : 0) : Number.NaN;
+  if (!Number.isFinite(n) || n < 1 || n > Number.MAX_SAFE_INTEGER)
+    throw new KilnError(
+      'E_USAGE',
+      `${what} takes a size such as 512M, 16G or 1073741824, got '${clip(text)}'`,
+    );
+  return Math.floor(n);
+}
+
+/** A ratio of at least 1, or `off` (no ratio limit). */
+export function parseExpansion(text: string, what: string): number {
+  if (/^\s*(off|none|unlimited)\s*$/i.test(text)) return Number.POSITIVE_INFINITY;
+  const n = /^\s*\d+(?:\.\d+)?\s*$/.test(text) ? Number(text) : Number.NaN;
+  if (!Number.isFinite(n) || n < 1)
+    throw new KilnError(
+      'E_USAGE',
+      `${what} takes a ratio of at least 1 (e.g. 1000) or off, got '${clip(text)}'`,
+    );
+  return n;
+}
+
+export function humanBytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  const units = ['KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+  let v = n / 1024;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${Number.isInteger(v) ? v : v.toFixed(1)} ${units[i]}`;
+}
+
+function clip(s: string): string {
+  return s.length > 40 ? `${s.slice(0, 37)}...` : s;
+}
+
+/**
+ * A layer's tar stream: gunzipped when its first bytes say gzip, as stored otherwise. `checkHead`
+ * sees the first bytes (at least 4 unless the blob is shorter) and may refuse them. Fails with
+ * E_TOO_LARGE, naming `what`, once the stream passes `limits` (see ExpansionLimits).
+ */
+export async function* layerStream(
+  source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+  what: string,
+  limits: ExpansionLimits,
+  checkHead?: (head: Buffer) => void,
+): AsyncGenerator<Uint8Array> {
+  const it = asAsync(source)[Symbol.asyncIterator]();
+  let head = Buffer.alloc(0);
+  try {
+    while (head.length < 4) {
+      const r = await it.next();
+      if (r.done) break;
+      head = Buffer.concat([head, r.value]);
+    }
+    checkHead?.(head);
+    let read = 0; // bytes of the blob read
+    async function* rest(): AsyncGenerator<Uint8Array> {
+      if (head.length > 0) {
+        read += head.length;
+        yield head;
+      }
+      for (let r = await it.next(); !r.done; r = await it.next()) {
+        read += r.value.byteLength;
+        yield r.value;
+      }
+    }
+    let out = 0;
+    const tooLarge = () =>
+      new KilnError(
+        'E_TOO_LARGE',
+        `${what} is over the ${humanBytes(limits.maxLayerSize)} limit for one uncompressed layer`,
+        {
+          hint: 'if the layer is genuine, raise the limit: --max-layer-size SIZE (kiln unpack) or KILN_MAX_LAYER_SIZE=SIZE',
+        },
+      );
+    if (!isGzip(head)) {
+      for await (const chunk of rest()) {
+        out += chunk.byteLength;
+        if (out > limits.maxLayerSize) throw tooLarge();
+        yield chunk;
+      }
+      return;
+    }
+    const gunzip = zlib.createGunzip();
+    const feed = pipeline(Readable.from(rest()), gunzip);
+    feed.catch(() => {}); // the same error reaches the reader of gunzip
+    try {
+      for await (const chunk of gunzip) {
+        out += (chunk as Buffer).byteLength;
+        if (out > limits.maxLayerSize) throw tooLarge();
+        if (out > EXPANSION_GRACE && out > limits.maxExpansion * read)
+          throw new KilnError(
+            'E_TOO_LARGE',
+            `${what} expands more than ${limits.maxExpansion} times (${humanBytes(out)} from ${humanBytes(read)} of gzip so far): refused as a likely gzip bomb`,
+            {
+              hint: 'if the layer is genuine, raise the limit: --max-expansion RATIO (kiln unpack) or KILN_MAX_EXPANSION=RATIO',
+            },
+          );
+        yield chunk as Buffer;
+      }
+      await feed;
+    } finally {
+      gunzip.destroy();
+    }
+  } finally {
+    await it.return?.(undefined);
+  }
+}
+
+export interface ReadTarOptions {
+  /** Gzip bomb limits; default from the environment (see expansionLimits). */
+  limits?: Partial<ExpansionLimits>;
+}
+
 /**
  * Reads a (possibly gzip-compressed) tar stream entry by entry. `onEntry` gets each entry's
  * content as a stream it may read; content it leaves unread is skipped.
@@ -47,10 +204,16 @@ export async function readTar(
   source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
   onEntry: (entry: TarEntryInfo, content: AsyncIterable<Buffer>) => Promise<void> | void,
   what = 'layer',
+  options: ReadTarOptions = {},
 ): Promise<void> {
   const extract = tar.extract();
-  const input = Readable.from(sniffGunzip(source));
-  const consume = (async () => {
+  const input = Readable.from(layerStream(source, what, expansionLimits(options.limits)));
+  // The feed's error is the cause (bad gzip, a digest mismatch, a limit); the extractor's is a consequence.
+  const fed = pipeline(input, extract).then(
+    () => undefined,
+    (err: unknown) => err ?? new Error('unknown error'),
+  );
+  try {
     for await (const entry of extract) {
       const h = entry.header;
       const info: TarEntryInfo = {
@@ -68,13 +231,15 @@ export async function readTar(
         // skip what the callback left unread
       }
     }
-  })();
-  try {
-    await Promise.all([pipeline(input, extract), consume]);
+    const err = await fed;
+    if (err) throw err;
   } catch (err) {
-    if (err instanceof KilnError) throw err;
-    throw new KilnError('E_BAD_TAR', `${what} is not a readable tar stream: ${(err as Error).message}`, {
-      cause: err,
+    extract.destroy();
+    // A verdict of our own (the callback's, a limit) stands; else the feed's error says why.
+    const cause = err instanceof KilnError ? err : ((await fed) ?? err);
+    if (cause instanceof KilnError) throw cause;
+    throw new KilnError('E_BAD_TAR', `${what} is not a readable tar stream: ${(cause as Error).message}`, {
+      cause,
     });
   }
 }
@@ -85,33 +250,13 @@ async function* asAsync(
   yield* source;
 }
 
-async function* sniffGunzip(
-  source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
-): AsyncGenerator<Uint8Array> {
-  const it = asAsync(source);
-  const first = await it.next();
-  if (first.done) return;
-  async function* all(): AsyncGenerator<Uint8Array> {
-    yield first.value;
-    for (let r = await it.next(); !r.done; r = await it.next()) yield r.value;
-  }
-  if (!isGzip(first.value)) {
-    yield* all();
-    return;
-  }
-  const gunzip = zlib.createGunzip();
-  const feed = pipeline(Readable.from(all()), gunzip);
-  feed.catch(() => {}); // the error also reaches the reader below
-  for await (const chunk of gunzip) yield chunk as Buffer;
-  await feed;
-}
-
 /** Reads one file's bytes out of a layer (small files only: wasm modules, configs). */
 export async function readFileFromTar(
   source: AsyncIterable<Uint8Array>,
   wanted: (entry: TarEntryInfo) => boolean,
   limit: number,
   what = 'layer',
+  options: ReadTarOptions = {},
 ): Promise<{ entry: TarEntryInfo; data: Buffer } | undefined> {
   let found: { entry: TarEntryInfo; data: Buffer } | undefined;
   await readTar(
@@ -128,6 +273,7 @@ export async function readFileFromTar(
       found = { entry, data: Buffer.concat(parts) };
     },
     what,
+    options,
   );
   return found;
 }
@@ -136,8 +282,9 @@ export async function readFileFromTar(
 export async function listTar(
   source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
   what = 'layer',
+  options: ReadTarOptions = {},
 ): Promise<TarEntryInfo[]> {
   const out: TarEntryInfo[] = [];
-  await readTar(source, (e) => void out.push(e), what);
+  await readTar(source, (e) => void out.push(e), what, options);
   return out;
 }

@@ -11,12 +11,11 @@ import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, test } from 'node:test';
-import { gzipSync } from 'node:zlib';
 import * as tar from 'tar-stream';
-import { writeJsonBlob, writeManifest } from '../../src/image/write.js';
+import { writeJsonBlob } from '../../src/image/write.js';
 import { MediaType } from '../../src/oci/media-types.js';
-import type { Descriptor } from '../../src/oci/types.js';
 import { OciLayout } from '../../src/store/layout.js';
+import { type BuiltImage, dir, file, link, type Spec, symlink, writeImage } from '../support/hostile.js';
 import { KILN_CLI, kiln, kilnHome } from '../support/kiln.js';
 import { requireTool, run, toolSkipReason } from '../support/tools.js';
 
@@ -24,83 +23,17 @@ const work = await fs.mkdtemp(path.join(os.tmpdir(), 'kiln-unpack-'));
 after(() => fs.rm(work, { recursive: true, force: true }));
 const asRoot = process.getuid?.() === 0;
 
-interface Spec {
-  name: string;
-  type?: 'file' | 'directory' | 'symlink' | 'link' | 'character-device';
-  content?: string;
-  linkname?: string;
-  mode?: number;
-  mtime?: number;
-  uid?: number;
-}
-const dir = (name: string, mode = 0o755): Spec => ({ name, type: 'directory', mode });
-const file = (name: string, content: string, mode = 0o644): Spec => ({ name, content, mode });
-const link = (name: string, linkname: string): Spec => ({ name, type: 'link', linkname });
-const symlink = (name: string, linkname: string): Spec => ({ name, type: 'symlink', linkname });
-
-/** A tar exactly as specified (names not cleaned, so they can be hostile). */
-async function tarOf(specs: Spec[]): Promise<Buffer> {
-  const pack = tar.pack();
-  const chunks: Buffer[] = [];
-  const done = (async () => {
-    for await (const c of pack) chunks.push(c as Buffer);
-  })();
-  for (const s of specs) {
-    const type = s.type ?? 'file';
-    const header = {
-      name: s.name,
-      type,
-      mode: s.mode ?? (type === 'directory' ? 0o755 : 0o644),
-      uid: s.uid ?? 0,
-      gid: s.uid ?? 0,
-      mtime: new Date((s.mtime ?? 1_600_000_000) * 1000),
-      ...(s.linkname !== undefined ? { linkname: s.linkname } : {}),
-    };
-    await new Promise<void>((resolve, reject) => {
-      const cb = (err?: Error | null) => (err ? reject(err) : resolve());
-      if (type === 'file') pack.entry(header, s.content ?? '', cb);
-      else pack.entry(header, cb);
-    });
-  }
-  pack.finalize();
-  await done;
-  return Buffer.concat(chunks);
-}
-
-interface Built {
-  layout: string;
-  ref: string;
-  layers: Descriptor[];
-  manifest: Descriptor;
-}
-
-/** An image of `layers` (gzip unless `plain`) in the layout `name`, tagged `tag`. */
-async function makeImage(
+/** An image of `layers` (gzip unless `plain`) in the layout `name` under the work dir, tagged `tag`. */
+function makeImage(
   name: string,
   layers: { entries: Spec[]; plain?: boolean }[],
   options: { tag?: string; arch?: string } = {},
-): Promise<Built> {
-  const layout = path.join(work, name);
-  const store = await OciLayout.open(layout, { create: true });
-  const descs: Descriptor[] = [];
-  const diffIds: string[] = [];
-  for (const l of layers) {
-    const plain = await tarOf(l.entries);
-    const bytes = l.plain ? plain : gzipSync(plain);
-    const mediaType = l.plain ? MediaType.OciLayer : MediaType.OciLayerGzip;
-    descs.push({ mediaType, ...(await store.putBytes(bytes)) });
-    diffIds.push(`sha256:${createHash('sha256').update(plain).digest('hex')}`);
-  }
-  const config = await writeJsonBlob(store, MediaType.OciConfig, {
-    architecture: options.arch ?? 'amd64',
-    os: 'linux',
-    config: { Cmd: ['/bin/sh'] },
-    rootfs: { type: 'layers', diff_ids: diffIds },
-  });
-  const { descriptor } = await writeManifest(store, { config, layers: descs });
-  const tag = options.tag ?? 'test';
-  await store.tag(descriptor, tag);
-  return { layout, ref: `oci:${layout}:${tag}`, layers: descs, manifest: descriptor };
+): Promise<BuiltImage> {
+  return writeImage(
+    path.join(work, name),
+    layers.map((l) => ({ entries: l.entries, gzip: !l.plain })),
+    options,
+  );
 }
 
 interface Listed {

@@ -3,92 +3,26 @@
  * `exportImage`, on hand-written layers in real OCI layouts.
  */
 import * as assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { PassThrough } from 'node:stream';
 import { after, test } from 'node:test';
-import { gzipSync } from 'node:zlib';
 import * as tar from 'tar-stream';
 import { isKilnError, type KilnError } from '../../src/errors.js';
 import { exportImage, type FlatEntry, type FlatIssue, flattenLayers } from '../../src/image/flatten.js';
-import { writeJsonBlob, writeManifest } from '../../src/image/write.js';
 import { MediaType } from '../../src/oci/media-types.js';
 import type { Descriptor } from '../../src/oci/types.js';
-import { OciLayout } from '../../src/store/layout.js';
 import { openSource } from '../../src/transport/open.js';
+import { dir, file, type LayerSpec, link, symlink, writeImage } from '../support/hostile.js';
 
 const work = await fs.mkdtemp(path.join(os.tmpdir(), 'kiln-flatten-'));
 after(() => fs.rm(work, { recursive: true, force: true }));
 
-interface Spec {
-  name: string;
-  type?: 'file' | 'directory' | 'symlink' | 'link' | 'character-device' | 'fifo';
-  content?: string;
-  linkname?: string;
-  mode?: number;
-}
-const dir = (name: string, mode = 0o755): Spec => ({ name, type: 'directory', mode });
-const file = (name: string, content: string, mode = 0o644): Spec => ({ name, content, mode });
-const link = (name: string, linkname: string): Spec => ({ name, type: 'link', linkname });
-const symlink = (name: string, linkname: string): Spec => ({ name, type: 'symlink', linkname });
-
-/** A tar written by tar-stream exactly as specified: names are not cleaned, so they can be hostile. */
-async function tarOf(specs: Spec[]): Promise<Buffer> {
-  const pack = tar.pack();
-  const chunks: Buffer[] = [];
-  const done = (async () => {
-    for await (const c of pack) chunks.push(c as Buffer);
-  })();
-  for (const s of specs) {
-    const type = s.type ?? 'file';
-    const header = {
-      name: s.name,
-      type,
-      mode: s.mode ?? (type === 'directory' ? 0o755 : 0o644),
-      mtime: new Date(1_700_000_000_000),
-      ...(s.linkname !== undefined ? { linkname: s.linkname } : {}),
-    };
-    await new Promise<void>((resolve, reject) => {
-      const cb = (err?: Error | null) => (err ? reject(err) : resolve());
-      if (type === 'file') pack.entry(header, s.content ?? '', cb);
-      else pack.entry(header, cb);
-    });
-  }
-  pack.finalize();
-  await done;
-  return Buffer.concat(chunks);
-}
-
-interface LayerSpec {
-  entries: Spec[];
-  gzip?: boolean;
-  mediaType?: string;
-  raw?: Buffer;
-}
-
 /** Writes an image of hand-made layers to a new OCI layout; returns its `oci:` reference. */
 async function makeImage(name: string, layers: LayerSpec[]): Promise<{ ref: string; layers: Descriptor[] }> {
-  const layoutDir = path.join(work, name);
-  const store = await OciLayout.open(layoutDir, { create: true });
-  const descs: Descriptor[] = [];
-  const diffIds: string[] = [];
-  for (const l of layers) {
-    const plain = l.raw ?? (await tarOf(l.entries));
-    const bytes = l.gzip ? gzipSync(plain) : plain;
-    const mediaType = l.mediaType ?? (l.gzip ? MediaType.OciLayerGzip : MediaType.OciLayer);
-    descs.push({ mediaType, ...(await store.putBytes(bytes)) });
-    diffIds.push(`sha256:${createHash('sha256').update(plain).digest('hex')}`);
-  }
-  const config = await writeJsonBlob(store, MediaType.OciConfig, {
-    architecture: 'amd64',
-    os: 'linux',
-    rootfs: { type: 'layers', diff_ids: diffIds },
-  });
-  const { descriptor } = await writeManifest(store, { config, layers: descs });
-  await store.tag(descriptor, 'test');
-  return { ref: `oci:${layoutDir}:test`, layers: descs };
+  const { ref, layers: descs } = await writeImage(path.join(work, name), layers);
+  return { ref, layers: descs };
 }
 
 interface Flat {
