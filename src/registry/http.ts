@@ -7,7 +7,7 @@
  */
 import * as http from 'node:http';
 import type * as httpsTypes from 'node:https';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { KilnError } from '../errors.js';
 
 export type RequestBody = Buffer | AsyncIterable<Uint8Array>;
@@ -34,9 +34,25 @@ export interface TlsOptions {
   extraCa?: string[];
 }
 
-/** Time to wait for a connection and for response headers; bodies may take longer but not stall. */
-const HEADERS_TIMEOUT_MS = 30_000;
-const IDLE_TIMEOUT_MS = 60_000;
+/**
+ * How long a request may make no progress before it counts as broken (E_TIMEOUT, which is retried
+ * like a reset): no connection, no request bytes taken and no response yet, or no body bytes while
+ * the reader waits for them. Transfers may take any time as long as bytes move. KILN_STALL_TIMEOUT_MS
+ * overrides it (tests set it low).
+ */
+const STALL_TIMEOUT_MS = 30_000;
+
+export function stallTimeoutMs(env: NodeJS.ProcessEnv = process.env): number {
+  const n = Number(env.KILN_STALL_TIMEOUT_MS);
+  return Number.isInteger(n) && n > 0 ? n : STALL_TIMEOUT_MS;
+}
+
+/**
+ * Response bodies up to this size (with a Content-Length) are read before send() resolves: a
+ * connection cut while reading one fails the request, which the caller's retries then repeat. Tokens,
+ * errors and manifests are this small; blobs stream, and resume with Range requests (repository.ts).
+ */
+const SMALL_BODY = 64 * 1024;
 
 /** TLS failures that mean "this port does not speak TLS", where an insecure registry may fall back to HTTP. */
 const TLS_PROTOCOL_CODES = new Set([
@@ -108,7 +124,10 @@ export class HttpClient {
     return agent;
   }
 
-  /** Sends one request; resolves when the response headers arrive. Never retries. */
+  /**
+   * Sends one request; resolves when the response headers arrive (and a small body has been read).
+   * Never retries. A request that makes no progress for stallTimeoutMs() fails with E_TIMEOUT.
+   */
   async send(req: HttpRequest, options: { verifyTls?: boolean } = {}): Promise<HttpResponse> {
     const { url } = req;
     const isHttps = url.protocol === 'https:';
@@ -116,40 +135,71 @@ export class HttpClient {
     const mod = isHttps ? this.https! : http;
     const headers: Record<string, string> = { 'user-agent': USER_AGENT, ...req.headers };
     if (Buffer.isBuffer(req.body)) headers['content-length'] = String(req.body.length);
+    const stallMs = stallTimeoutMs();
     return new Promise<HttpResponse>((resolve, reject) => {
       let settled = false;
+      let sending = req.body !== undefined;
       const fail = (err: unknown) => {
+        clearTimeout(timer);
         if (settled) return;
         settled = true;
         r.destroy();
         reject(toKilnError(err, req));
       };
+      const done = (res: HttpResponse) => {
+        clearTimeout(timer);
+        if (settled) return void res.body.destroy();
+        settled = true;
+        resolve(res);
+      };
       const r = mod.request(url, { method: req.method, headers, agent, signal: req.signal }, (res) => {
         if (settled) return void res.resume();
-        settled = true;
         clearTimeout(timer);
-        res.setTimeout(IDLE_TIMEOUT_MS, () =>
-          res.destroy(
-            new KilnError('E_TIMEOUT', `${describe(req)}: no data for ${IDLE_TIMEOUT_MS / 1000} s`),
+        watchBody(res, stallMs, req);
+        const response = { status: res.statusCode ?? 0, headers: res.headers, url, body: res as Readable };
+        const length = Number(res.headers['content-length']);
+        const bodyless = req.method === 'HEAD' || response.status === 204 || response.status === 304;
+        if (bodyless || !Number.isInteger(length) || length > SMALL_BODY) return done(response);
+        const parts: Buffer[] = [];
+        res.on('data', (chunk: Buffer) => parts.push(chunk));
+        res.once('error', fail);
+        res.once('close', () => {
+          if (!res.complete) fail(Object.assign(new Error('aborted'), { code: 'ECONNRESET' }));
+        });
+        res.once('end', () => done({ ...response, body: bufferedBody(Buffer.concat(parts)) }));
+      });
+      // No connection, no request bytes taken or no response: a stall. Progress sending re-arms it;
+      // while the body's own source is slow (a download being resumed) the peer is not to blame.
+      let onSource = false;
+      const timer = setTimeout(() => {
+        if (onSource) return void timer.refresh();
+        fail(
+          new KilnError(
+            'E_TIMEOUT',
+            sending
+              ? `${describe(req)}: sending stalled for ${seconds(stallMs)}`
+              : `${describe(req)}: no response within ${seconds(stallMs)}`,
           ),
         );
-        resolve({ status: res.statusCode ?? 0, headers: res.headers, url, body: res });
-      });
-      const timer = setTimeout(
-        () =>
-          fail(
-            new KilnError('E_TIMEOUT', `${describe(req)}: no response within ${HEADERS_TIMEOUT_MS / 1000} s`),
-          ),
-        HEADERS_TIMEOUT_MS,
-      );
+      }, stallMs);
       timer.unref();
-      r.on('error', (err) => {
-        clearTimeout(timer);
-        fail(err);
-      });
+      r.on('error', fail);
       if (req.body === undefined) r.end();
-      else if (Buffer.isBuffer(req.body)) r.end(req.body);
-      else pump(req.body, r).catch(fail);
+      else if (Buffer.isBuffer(req.body)) r.end(req.body, () => (sending = false));
+      else
+        pump(req.body, r, {
+          waiting: (waiting) => {
+            onSource = waiting;
+            if (!waiting && !settled) timer.refresh();
+          },
+          progress: () => {
+            if (!settled) timer.refresh();
+          },
+        })
+          .then(() => {
+            sending = false;
+          })
+          .catch(fail);
     });
   }
 
@@ -161,30 +211,78 @@ export class HttpClient {
 
 const USER_AGENT = 'kiln/0.1.0';
 
+function seconds(ms: number): string {
+  return ms % 1000 === 0 ? `${ms / 1000} s` : `${(ms / 1000).toFixed(1)} s`;
+}
+
+/**
+ * Fails a response body with E_TIMEOUT when no bytes come for `ms` while its reader waits for them.
+ * A reader that is behind (the body's buffer full: backpressure, e.g. from a slow upload the bytes
+ * go to) is not a stall; the check comes again a period later.
+ */
+function watchBody(res: http.IncomingMessage, ms: number, req: HttpRequest): void {
+  res.setTimeout(ms, () => {
+    if (res.complete || res.destroyed) return;
+    if (res.readableLength >= res.readableHighWaterMark) {
+      res.setTimeout(ms);
+      return;
+    }
+    res.destroy(new KilnError('E_TIMEOUT', `${describe(req)}: no data for ${seconds(ms)}`));
+  });
+}
+
+function bufferedBody(bytes: Buffer): Readable {
+  const body = new Readable({ read() {} });
+  if (bytes.length > 0) body.push(bytes);
+  body.push(null);
+  return body;
+}
+
 async function defaultRoots(): Promise<string[]> {
   return [...(await import('node:tls')).rootCertificates];
 }
 
-/** Writes an async iterable into a request with backpressure, then ends it. */
-async function pump(body: AsyncIterable<Uint8Array>, r: http.ClientRequest): Promise<void> {
-  for await (const chunk of body) {
-    if (r.destroyed) return;
-    if (!r.write(chunk)) {
-      await new Promise<void>((resolve, reject) => {
-        const onDrain = () => {
-          r.off('error', onError);
-          r.off('close', onDrain);
-          resolve();
-        };
-        const onError = (e: Error) => {
-          r.off('drain', onDrain);
-          reject(e);
-        };
-        r.once('drain', onDrain);
-        r.once('close', onDrain);
-        r.once('error', onError);
-      });
+/**
+ * Writes an async iterable into a request with backpressure, then ends it. `waiting` tells the
+ * stall timer when the time is the body's own (its source is slow, not the peer), `progress` that
+ * bytes went out.
+ */
+async function pump(
+  body: AsyncIterable<Uint8Array>,
+  r: http.ClientRequest,
+  watch: { waiting: (onSource: boolean) => void; progress: () => void },
+): Promise<void> {
+  const it = body[Symbol.asyncIterator]();
+  try {
+    for (;;) {
+      watch.waiting(true);
+      const next = await it.next();
+      watch.waiting(false);
+      if (next.done) break;
+      if (r.destroyed) return;
+      watch.progress();
+      if (!r.write(next.value)) {
+        await new Promise<void>((resolve, reject) => {
+          const onDrain = () => {
+            r.off('error', onError);
+            r.off('close', onDrain);
+            resolve();
+          };
+          const onError = (e: Error) => {
+            r.off('drain', onDrain);
+            reject(e);
+          };
+          r.once('drain', onDrain);
+          r.once('close', onDrain);
+          r.once('error', onError);
+        });
+        watch.progress();
+      }
     }
+  } finally {
+    watch.waiting(false);
+    // Ends the body's source (a download, a file) when the request ended first.
+    if (r.destroyed) await it.return?.();
   }
   r.end();
 }
@@ -235,13 +333,18 @@ export function toKilnError(err: unknown, req: HttpRequest): KilnError {
 export async function readBody(res: HttpResponse, limit = 4 * 1024 * 1024): Promise<Buffer> {
   const parts: Buffer[] = [];
   let size = 0;
-  for await (const chunk of res.body) {
-    size += (chunk as Buffer).length;
-    if (size > limit) {
-      res.body.destroy();
-      throw new KilnError('E_TOO_LARGE', `response from ${res.url.host} is over ${limit} bytes`);
+  try {
+    for await (const chunk of res.body) {
+      size += (chunk as Buffer).length;
+      if (size > limit) {
+        res.body.destroy();
+        throw new KilnError('E_TOO_LARGE', `response from ${res.url.host} is over ${limit} bytes`);
+      }
+      parts.push(chunk as Buffer);
     }
-    parts.push(chunk as Buffer);
+  } catch (err) {
+    // A connection cut while reading: E_NETWORK (transient), like one cut before the response.
+    throw toKilnError(err, { method: 'GET', url: res.url });
   }
   return Buffer.concat(parts);
 }

@@ -9,7 +9,14 @@ import { MediaType } from '../oci/media-types.js';
 import type { Descriptor, ImageIndex } from '../oci/types.js';
 import { MAX_MANIFEST_BYTES, parseManifest } from '../oci/validate.js';
 import { verified } from '../transport/verify.js';
-import { discard, type HttpResponse, header, readBody, toKilnError } from './http.js';
+import {
+  discard,
+  type HttpResponse,
+  header,
+  isTransientNetworkError,
+  readBody,
+  toKilnError,
+} from './http.js';
 import { type Registry, type RegistryRequest, registryErrorDetail } from './registry.js';
 import { backoffDelay, isRetryableStatus, sleep } from './retry.js';
 
@@ -31,9 +38,16 @@ export interface UploadOptions {
 /** Opens the blob's content from the start: first for the upload, again to resume a broken one. */
 export type OpenContent = () => Promise<AsyncIterable<Uint8Array>>;
 
+export interface OpenBlobOptions {
+  /** The blob's size, if known: a body that ends short of it is resumed like a broken one. */
+  size?: number;
+}
+
 const MONOLITHIC_MAX = 32 * 1024 * 1024;
 const CHUNK_SIZE = 64 * 1024 * 1024;
 const UPLOAD_ATTEMPTS = 4;
+/** A download resumes at most this many times the retry policy's attempts, progress or not. */
+const RESUME_FACTOR = 4;
 
 /**
  * Errors from upload requests with a streamed body (PATCH, monolithic PUT) that answered a retryable
@@ -42,12 +56,30 @@ const UPLOAD_ATTEMPTS = 4;
  */
 const retryableUploadErrors = new WeakMap<object, string | undefined>();
 
+/**
+ * Errors a transfer gave up with, its retries spent: final. An upload whose source (a download)
+ * failed so does not start over, which would only spend the same retries again.
+ */
+const gaveUp = new WeakSet<object>();
+
+/** Failures to resume a download that a later try may cure: a retryable status, a short body. */
+const retryableDownloadErrors = new WeakSet<object>();
+
+/** Manifest bodies cut while read: getManifest asks again. */
+const bodyCuts = new WeakSet<object>();
+
 /** A broken connection, or a retryable status to a streamed upload request: worth another go. */
 function mayRetryUpload(err: unknown): boolean {
   return (
     err instanceof KilnError &&
+    !gaveUp.has(err) &&
     (['E_NETWORK', 'E_TIMEOUT'].includes(err.code) || retryableUploadErrors.has(err))
   );
+}
+
+/** What a network error says, without the `METHOD URL: ` it starts with. */
+function causeOf(err: KilnError): string {
+  return err.message.replace(/^[A-Z]+ \S+: /, '');
 }
 
 export class Repository {
@@ -146,6 +178,22 @@ export class Repository {
     reference: string,
     signal?: AbortSignal,
   ): Promise<{ descriptor: Descriptor; bytes: Buffer }> {
+    // The request is retried where it is sent; a connection cut while the body comes, here.
+    const policy = this.registry.retry;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.fetchManifest(reference, signal);
+      } catch (err) {
+        if (!bodyCuts.has(err as object) || signal?.aborted || attempt >= policy.attempts) throw err;
+        await sleep(backoffDelay(policy, attempt), signal);
+      }
+    }
+  }
+
+  private async fetchManifest(
+    reference: string,
+    signal?: AbortSignal,
+  ): Promise<{ descriptor: Descriptor; bytes: Buffer }> {
     const res = await this.req({
       method: 'GET',
       path: `/v2/${this.name}/manifests/${reference}`,
@@ -163,6 +211,11 @@ export class Repository {
       );
     }
     const bytes = await readBody(res, MAX_MANIFEST_BYTES).catch((err) => {
+      if (isTransientNetworkError(err)) {
+        bodyCuts.add(err);
+        throw err;
+      }
+      if (!(err instanceof KilnError) || err.code !== 'E_TOO_LARGE') throw err;
       throw new KilnError('E_TOO_LARGE', `${this.where(`manifest ${reference}`)} is over the 4 MiB limit`, {
         cause: err,
       });
@@ -225,17 +278,169 @@ export class Repository {
     return Number.isFinite(size) ? size : -1;
   }
 
-  /** A blob's content as the registry sends it (redirects followed). Not verified: readers do that. */
-  async openBlob(digest: string, signal?: AbortSignal): Promise<Readable> {
-    const res = await this.req({
+  /**
+   * A blob's content as the registry sends it (redirects followed). Not verified: readers do that.
+   * A body that breaks (reset, premature end, no data for the stall timeout) goes on where it
+   * stopped, with a `Range` request, as one stream; within the retry policy, counted from the last
+   * byte that came. A registry that answers the whole blob again instead has the bytes already given
+   * skipped.
+   */
+  async openBlob(digest: string, signal?: AbortSignal, options: OpenBlobOptions = {}): Promise<Readable> {
+    const res = await this.getBlob(digest, 0, signal).catch((err) => {
+      throw this.gaveUp('download', digest, err, 1);
+    });
+    if (res.status !== 200) return this.fail(res, `blob ${digest}`);
+    const { Readable: R } = await import('node:stream');
+    return R.from(this.resumingBody(digest, res, options.size, signal), { objectMode: false });
+  }
+
+  private getBlob(digest: string, from: number, signal?: AbortSignal): Promise<HttpResponse> {
+    return this.req({
       method: 'GET',
       path: `/v2/${this.name}/blobs/${digest}`,
       scopes: this.pull,
+      headers: from > 0 ? { range: `bytes=${from}-` } : undefined,
       followRedirects: true,
       signal,
     });
-    if (res.status !== 200) return this.fail(res, `blob ${digest}`);
-    return networkErrors(res.body, res.url);
+  }
+
+  private async *resumingBody(
+    digest: string,
+    first: HttpResponse,
+    size: number | undefined,
+    signal: AbortSignal | undefined,
+  ): AsyncGenerator<Buffer> {
+    const policy = this.registry.retry;
+    const length = Number(header(first, 'content-length'));
+    const total =
+      size ?? (Number.isInteger(length) && !header(first, 'content-encoding') ? length : undefined);
+    let res: HttpResponse | undefined = first;
+    let url = first.url;
+    let delivered = 0;
+    /** Bytes at the start of this response already delivered (a 200 to a Range request). */
+    let skip = 0;
+    /** Failures since the last byte came, and in all. */
+    let failures = 0;
+    let resumes = 0;
+    let lastProgress = Date.now();
+    try {
+      for (;;) {
+        try {
+          if (!res) {
+            res = await this.getBlob(digest, delivered, signal);
+            url = res.url;
+            const resumed = await this.resumedAt(res, digest, delivered, total);
+            if (resumed === undefined) return;
+            skip = delivered - resumed;
+          }
+          for await (const chunk of res.body as AsyncIterable<Buffer>) {
+            let bytes = chunk;
+            if (skip > 0) {
+              const n = Math.min(skip, bytes.length);
+              skip -= n;
+              bytes = bytes.subarray(n);
+              if (bytes.length === 0) continue;
+            }
+            delivered += bytes.length;
+            failures = 0;
+            lastProgress = Date.now();
+            yield bytes;
+          }
+          res = undefined;
+          if (total === undefined || delivered >= total) return;
+          const short = new KilnError(
+            'E_NETWORK',
+            `GET ${url.origin}${url.pathname}: body ended at byte ${delivered} of ${total}`,
+          );
+          retryableDownloadErrors.add(short);
+          throw short;
+        } catch (caught) {
+          res?.body.destroy();
+          res = undefined;
+          const err = toKilnError(caught, { method: 'GET', url });
+          if (signal?.aborted) throw err;
+          if (!isTransientNetworkError(err) && !retryableDownloadErrors.has(err)) throw err;
+          failures++;
+          resumes++;
+          const delay = backoffDelay(policy, failures);
+          if (
+            failures >= policy.attempts ||
+            resumes >= policy.attempts * RESUME_FACTOR ||
+            Date.now() - lastProgress + delay > policy.budgetMs
+          )
+            throw this.gaveUp(
+              'download',
+              digest,
+              err,
+              resumes,
+              total === undefined ? undefined : `${delivered} of ${total} bytes`,
+            );
+          await sleep(delay, signal);
+        }
+      }
+    } finally {
+      res?.body.destroy();
+    }
+  }
+
+  /**
+   * Where the answer to a `Range: bytes=<from>-` request starts (from, or 0 for a 200), or undefined
+   * when there is nothing left to read. Other answers fail, retryable ones marked so.
+   */
+  private async resumedAt(
+    res: HttpResponse,
+    digest: string,
+    from: number,
+    total: number | undefined,
+  ): Promise<number | undefined> {
+    if (res.status === 200) return 0;
+    if (res.status === 206) {
+      const range = /^bytes (\d+)-\d+\/(?:\d+|\*)$/.exec(header(res, 'content-range') ?? '');
+      const start = range ? Number(range[1]) : from;
+      if (start <= from) return start;
+      res.body.destroy();
+      throw new KilnError(
+        'E_REGISTRY',
+        `${this.registry.host} answered a request for ${this.where(`blob ${digest}`)} from byte ${from} with bytes from ${start}`,
+      );
+    }
+    if (res.status === 416 && total !== undefined && from >= total) {
+      discard(res);
+      return undefined;
+    }
+    try {
+      return await this.fail(res, `blob ${digest}`);
+    } catch (err) {
+      if (isRetryableStatus(res.status)) retryableDownloadErrors.add(err as object);
+      throw err;
+    }
+  }
+
+  /**
+   * The one error a transfer ends with once its retries are spent: a broken connection or a stall
+   * (E_NETWORK, E_TIMEOUT) named by the blob, the repository and the cause. Other errors pass as
+   * they are.
+   */
+  private gaveUp(
+    what: 'download' | 'upload',
+    digest: string,
+    err: unknown,
+    attempts: number,
+    progress?: string,
+  ): unknown {
+    if (!(err instanceof KilnError) || !['E_NETWORK', 'E_TIMEOUT'].includes(err.code) || gaveUp.has(err))
+      return err;
+    const where = `${this.registry.host}/${this.name}`;
+    const tries = attempts > 1 ? ` after ${attempts} attempts` : '';
+    const done = progress ? ` (${progress})` : '';
+    const e = new KilnError(
+      err.code,
+      `${what} of blob ${digest} ${what === 'download' ? 'from' : 'to'} ${where} failed${tries}${done}: ${causeOf(err)}`,
+      { cause: err },
+    );
+    gaveUp.add(e);
+    return e;
   }
 
   /**
@@ -270,18 +475,27 @@ export class Repository {
    * Uploads a blob. Small blobs go in one PUT; large ones in PATCH chunks (at least the registry's
    * OCI-Chunk-Min-Length), and a broken chunk resumes from the offset the registry reports. The
    * content is hashed while sent: a mismatch aborts before the registry would store anything.
+   *
+   * A broken connection or a retryable status starts the upload over, with the content opened
+   * again, up to UPLOAD_ATTEMPTS times; after a break the registry is asked first whether it has the
+   * blob (only its answer may have been lost). A PUT that breaks is not resumed in chunks instead:
+   * distribution drops an upload session once the registry got part of a broken request (404
+   * BLOB_UPLOAD_INVALID on the next), which a cut mid-body almost always does, so one request per
+   * try is the best odds. Past the tries, one error names the blob and the cause.
    */
   async uploadBlob(desc: Descriptor, open: OpenContent, options: UploadOptions = {}): Promise<void> {
     const { signal } = options;
-    let lastError: unknown;
-    for (let attempt = 1; attempt <= UPLOAD_ATTEMPTS; attempt++) {
+    const what = `upload of blob ${desc.digest}`;
+    for (let attempt = 1; ; attempt++) {
       const start = await this.req({
         method: 'POST',
         path: `/v2/${this.name}/blobs/uploads/`,
         scopes: this.push,
         signal,
+      }).catch((err) => {
+        throw this.gaveUp('upload', desc.digest, err, attempt);
       });
-      if (start.status !== 202) return this.fail(start, `upload of blob ${desc.digest}`);
+      if (start.status !== 202) return this.fail(start, what);
       discard(start);
       let location = header(start, 'location');
       if (!location)
@@ -299,7 +513,7 @@ export class Repository {
             body: content,
             signal,
           });
-          if (res.status !== 201) return await this.failUpload(res, `upload of blob ${desc.digest}`);
+          if (res.status !== 201) return await this.failUpload(res, what);
           discard(res);
           return;
         }
@@ -317,11 +531,12 @@ export class Repository {
           body: Buffer.alloc(0),
           signal,
         });
-        if (res.status !== 201) return this.fail(res, `upload of blob ${desc.digest}`);
+        // A retry of a PUT whose answer was lost finds the upload closed: the blob may be there.
+        if (res.status === 404 && (await this.arrived(desc, signal))) return discard(res);
+        if (res.status !== 201) return this.fail(res, what);
         discard(res);
         return;
       } catch (err) {
-        lastError = err;
         // After an abort nothing more goes out (the registry purges the stale upload); the DELETE
         // would also hold the abort up for as long as the registry takes to answer.
         if (signal?.aborted) throw err;
@@ -329,14 +544,21 @@ export class Repository {
         // Our own verdicts (bad content, refused) are final; a dropped connection or a retryable
         // status starts over, after the registry's backoff.
         if (!mayRetryUpload(err)) throw err;
-        if (attempt < UPLOAD_ATTEMPTS)
-          await sleep(
-            backoffDelay(this.registry.retry, attempt, retryableUploadErrors.get(err as object)),
-            signal,
-          );
+        // The connection may have broken after the registry stored the blob, taking only its answer.
+        if (isTransientNetworkError(err) && (await this.arrived(desc, signal))) return;
+        if (attempt >= UPLOAD_ATTEMPTS) throw this.gaveUp('upload', desc.digest, err, attempt);
+        await sleep(
+          backoffDelay(this.registry.retry, attempt, retryableUploadErrors.get(err as object)),
+          signal,
+        );
       }
     }
-    throw lastError;
+  }
+
+  /** True if the repository has the blob, at its size (a failed HEAD says no). */
+  private async arrived(desc: Descriptor, signal?: AbortSignal): Promise<boolean> {
+    const size = await this.hasBlob(desc.digest, signal).catch(() => undefined);
+    return size === desc.size;
   }
 
   private async uploadChunks(
@@ -393,6 +615,7 @@ export class Repository {
         if (!range || range[1] === '0') throw err;
         offset = Number(range[1]) + 1;
         hash = hasherFor(desc.digest);
+        await reader.close();
         reader = new ByteReader(await open());
         for await (const _ of reader.take(offset, (chunk) => hash.update(chunk))) {
           // hashed in the callback; nothing is sent
@@ -470,6 +693,12 @@ class ByteReader {
     this.it = source[Symbol.asyncIterator]();
   }
 
+  /** Ends the source (a download in flight) when it is read no further. */
+  async close(): Promise<void> {
+    this.rest = undefined;
+    await this.it.return?.().catch(() => {});
+  }
+
   async *take(n: number, onChunk: (chunk: Uint8Array) => void): AsyncGenerator<Uint8Array> {
     let left = n;
     while (left > 0) {
@@ -489,20 +718,4 @@ class ByteReader {
       yield chunk;
     }
   }
-}
-
-/**
- * A blob body whose broken connection fails as a KilnError (E_NETWORK, like any other network
- * failure) rather than Node's bare `aborted`, which a destination would report as its own I/O error.
- */
-async function networkErrors(body: Readable, url: URL): Promise<Readable> {
-  const { Readable: R } = await import('node:stream');
-  async function* gen() {
-    try {
-      yield* body as AsyncIterable<Buffer>;
-    } catch (err) {
-      throw toKilnError(err, { method: 'GET', url });
-    }
-  }
-  return R.from(gen());
 }

@@ -41,8 +41,9 @@ export class RegistrySource implements ImageSource {
     return expectSize(bytes, desc, this.name);
   }
 
+  /** The blob's content; a broken download resumes where it stopped (see Repository.openBlob). */
   async fetchBlob(desc: Descriptor): Promise<AsyncIterable<Uint8Array>> {
-    return this.repo.openBlob(desc.digest, this.signal);
+    return this.repo.openBlob(desc.digest, this.signal, { size: desc.size });
   }
 
   blobOrigin(): BlobOrigin {

@@ -9,6 +9,12 @@
  * faults those after the first `skip`, `times` of them. Every request is recorded with what was done
  * to it.
  *
+ * `randomCuts` puts a TCP layer in front that cuts connections at random, as a flaky network does:
+ * each new client connection is picked with a probability, and a picked one is reset once a random
+ * number of bytes has passed in one direction (request or response), wherever in whichever request
+ * that falls. The picks come from a seeded PRNG, so a run can be repeated (connections are numbered
+ * in the order they arrive). Every connection is recorded, with its plan and whether it was cut.
+ *
  * `startConnectionCounter` is a plain TCP pass-through that counts connections and tells TLS
  * handshakes from plain HTTP, for proving a client does not retry a TLS failure.
  */
@@ -39,7 +45,14 @@ export type Fault =
   /** Hold the request this long, then forward it (unless the client went away meanwhile). */
   | { delayMs: number }
   /** Forward, and flip the bits of one byte of the response body (same length, other content). */
-  | { corruptBody: true };
+  | { corruptBody: true }
+  /**
+   * Forward, but stop sending the response body after `afterBytes` bytes (headers already sent):
+   * for `ms`, then go on, or (without `ms`) until the client gives up and goes away.
+   */
+  | { stall: 'mid-body'; afterBytes: number; ms?: number }
+  /** Forward without the request's Range header: the server answers as one without range support. */
+  | { ignoreRange: true };
 
 export interface FaultRule {
   match: {
@@ -70,6 +83,38 @@ export interface FaultLogEntry {
   bytesIn: number;
   /** Response body bytes the proxy sent to the client. */
   bytesOut: number;
+  /** The request's Range header, if it had one. */
+  range?: string;
+}
+
+export interface RandomCuts {
+  /** Share of new connections picked to be cut, 0 to 1. */
+  probability: number;
+  /** Seeds the PRNG behind the picks, directions and offsets. */
+  seed: number;
+  /**
+   * A picked connection is cut after an offset drawn log-uniformly from [minOffset, maxOffset]
+   * bytes (default minOffset 16): as often in the first KiBs (headers, tokens, manifests, small
+   * answers) as in the MiBs of a blob. A connection that ends before the offset is not cut.
+   */
+  maxOffset: number;
+  minOffset?: number;
+  /** Which byte streams may be cut (default both): `request` is what the client sends. */
+  directions?: ('request' | 'response')[];
+}
+
+export interface ConnectionLogEntry {
+  /** 1, 2, … in the order connections arrived. */
+  id: number;
+  at: number;
+  /** The planned cut, for a picked connection. */
+  plan?: { direction: 'request' | 'response'; offset: number };
+  /** True once the connection was cut as planned. */
+  cut: boolean;
+  /** Bytes from the client (all its requests, headers included). */
+  bytesIn: number;
+  /** Bytes to the client. */
+  bytesOut: number;
 }
 
 export interface FaultProxyOptions {
@@ -78,6 +123,8 @@ export interface FaultProxyOptions {
   rewriteHeaders?: { from: string; to: string }[];
   /** Called as each request arrives, after it is logged. */
   onRequest?: (entry: FaultLogEntry) => void;
+  /** Cut connections at random (see the file comment). */
+  randomCuts?: RandomCuts;
 }
 
 export interface FaultProxy {
@@ -87,6 +134,8 @@ export interface FaultProxy {
   readonly url: string;
   /** Every request the proxy got, in arrival order. */
   readonly requests: FaultLogEntry[];
+  /** Every client connection, in arrival order (with `randomCuts` only). */
+  readonly connections: ConnectionLogEntry[];
   /** Replaces the rules (and starts their counts afresh). */
   setRules(rules: FaultRule[]): void;
   /** Empties `requests` (in place). */
@@ -102,11 +151,12 @@ const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te'
 function forwardHeaders(
   headers: IncomingHttpHeaders,
   rewrite: readonly { from: string; to: string }[] = [],
+  drop: readonly string[] = [],
 ): OutgoingHttpHeaders {
   const out: OutgoingHttpHeaders = {};
   const fix = (v: string) => rewrite.reduce((s, r) => s.split(r.from).join(r.to), v);
   for (const [k, v] of Object.entries(headers)) {
-    if (v === undefined || HOP_BY_HOP.has(k)) continue;
+    if (v === undefined || HOP_BY_HOP.has(k) || drop.includes(k)) continue;
     out[k] = Array.isArray(v) ? v.map(fix) : fix(v);
   }
   return out;
@@ -116,6 +166,8 @@ function describeFault(f: Fault): string {
   if ('status' in f) return String(f.status);
   if ('reset' in f) return `reset:${f.reset}`;
   if ('delayMs' in f) return `delay:${f.delayMs}`;
+  if ('stall' in f) return `stall:${f.stall}`;
+  if ('ignoreRange' in f) return 'ignore-range';
   return 'corrupt';
 }
 
@@ -173,6 +225,7 @@ export async function startFaultProxy(target: string, options: FaultProxyOptions
       bytesIn: 0,
       bytesOut: 0,
     };
+    if (typeof req.headers.range === 'string') entry.range = req.headers.range;
     requests.push(entry);
     const fault = faultFor(method, reqUrl);
     if (fault) entry.fault = describeFault(fault);
@@ -220,6 +273,8 @@ export async function startFaultProxy(target: string, options: FaultProxyOptions
     const midBody = fault && 'reset' in fault && fault.reset === 'mid-body' ? fault : undefined;
     const cutRequest = midBody && (midBody.side ?? (hasBody ? 'request' : 'response')) === 'request';
     const cutResponse = midBody && !cutRequest;
+    const stall = fault && 'stall' in fault ? fault : undefined;
+    let stalled = false;
 
     const forward = () => {
       if (clientGone()) {
@@ -253,7 +308,7 @@ export async function startFaultProxy(target: string, options: FaultProxyOptions
           port: upstream.port,
           method,
           path: reqUrl,
-          headers: forwardHeaders(req.headers),
+          headers: forwardHeaders(req.headers, [], fault && 'ignoreRange' in fault ? ['range'] : []),
           agent,
         },
         (ures) => {
@@ -282,6 +337,26 @@ export async function startFaultProxy(target: string, options: FaultProxyOptions
               res.write(out, () => setTimeout(() => resetClient(res), 20));
               return;
             }
+            if (stall && !stalled && entry.bytesOut + out.length >= stall.afterBytes) {
+              // Send up to the stall point; hold the rest back, and the upstream with it (which then
+              // stops sending too, and finds out only afterwards if the client went away).
+              stalled = true;
+              const at = Math.max(0, stall.afterBytes - entry.bytesOut);
+              const held = out.subarray(at);
+              out = out.subarray(0, at);
+              entry.bytesOut += out.length;
+              res.flushHeaders();
+              if (out.length > 0) res.write(out);
+              ures.pause();
+              if (stall.ms !== undefined)
+                setTimeout(() => {
+                  if (res.destroyed) return;
+                  entry.bytesOut += held.length;
+                  res.write(held);
+                  ures.resume();
+                }, stall.ms).unref();
+              return;
+            }
             entry.bytesOut += out.length;
             if (!res.write(out)) {
               ures.pause();
@@ -293,6 +368,10 @@ export async function startFaultProxy(target: string, options: FaultProxyOptions
           });
           ures.on('error', () => {
             if (!cut) res.destroy();
+          });
+          // The upstream went away mid-body (a registry stopped): so does the client's response.
+          ures.on('close', () => {
+            if (!ures.complete && !cut) res.destroy();
           });
         },
       );
@@ -342,12 +421,18 @@ export async function startFaultProxy(target: string, options: FaultProxyOptions
   };
 
   const server = createServer(handle);
-  const port = await listen(server);
+  const innerPort = await listen(server);
+  const connections: ConnectionLogEntry[] = [];
+  const front = options.randomCuts
+    ? await startCutter(innerPort, options.randomCuts, connections)
+    : undefined;
+  const port = front?.port ?? innerPort;
   const url = `http://127.0.0.1:${port}`;
   let stopped = false;
   const stop = async () => {
     if (stopped) return;
     stopped = true;
+    await front?.stop();
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));
     server.closeAllConnections();
     agent.destroy();
@@ -357,6 +442,7 @@ export async function startFaultProxy(target: string, options: FaultProxyOptions
     host: `127.0.0.1:${port}`,
     url,
     requests,
+    connections,
     setRules: (next) => {
       rules = next;
       counts = new Map();
@@ -366,6 +452,122 @@ export async function startFaultProxy(target: string, options: FaultProxyOptions
     },
     stop,
     [Symbol.asyncDispose]: stop,
+  };
+}
+
+/** mulberry32: a small seeded PRNG, uniform in [0, 1). */
+function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/**
+ * The random-cut layer: a TCP pass-through to the proxy's HTTP server on `innerPort` that resets
+ * picked connections at their planned offset. A request cut is cut on the inside too (the registry
+ * gets the bytes that passed, then a broken connection); a response cut reaches the client after the
+ * bytes before it.
+ */
+async function startCutter(
+  innerPort: number,
+  cuts: RandomCuts,
+  log: ConnectionLogEntry[],
+): Promise<{ port: number; stop(): Promise<void> }> {
+  const random = prng(cuts.seed);
+  const directions = cuts.directions ?? ['request', 'response'];
+  const min = Math.max(1, cuts.minOffset ?? 16);
+  const sockets = new Set<Socket>();
+  const server = createNetServer((client) => {
+    const entry: ConnectionLogEntry = {
+      id: log.length + 1,
+      at: Date.now(),
+      cut: false,
+      bytesIn: 0,
+      bytesOut: 0,
+    };
+    log.push(entry);
+    if (random() < cuts.probability) {
+      const direction = directions[Math.floor(random() * directions.length)]!;
+      const offset = Math.round(
+        Math.exp(Math.log(min) + random() * (Math.log(cuts.maxOffset) - Math.log(min))),
+      );
+      entry.plan = { direction, offset };
+    }
+    const inner = createConnection(innerPort, '127.0.0.1');
+    inner.unref();
+    sockets.add(client);
+    sockets.add(inner);
+    let over = false;
+    const close = () => {
+      over = true;
+      sockets.delete(client);
+      sockets.delete(inner);
+      if (!client.destroyed) client.destroy();
+      if (!inner.destroyed) inner.destroy();
+    };
+    /** Passes `chunk` on, or cuts the connection where the plan says. */
+    const pass = (chunk: Buffer, direction: 'request' | 'response') => {
+      if (over) return;
+      const [from, to] = direction === 'request' ? [client, inner] : [inner, client];
+      const before = direction === 'request' ? entry.bytesIn : entry.bytesOut;
+      const plan = entry.plan;
+      let out = chunk;
+      const cutting = plan?.direction === direction && before + chunk.length >= plan.offset;
+      if (cutting) out = chunk.subarray(0, plan.offset - before);
+      if (direction === 'request') entry.bytesIn += out.length;
+      else entry.bytesOut += out.length;
+      if (!cutting) {
+        if (!to.write(out)) {
+          from.pause();
+          to.once('drain', () => from.resume());
+        }
+        return;
+      }
+      over = true;
+      entry.cut = true;
+      if (direction === 'request') {
+        // The client's connection breaks now; the server gets what passed, then a broken one.
+        client.resetAndDestroy();
+        if (out.length === 0) inner.destroy();
+        else inner.write(out, () => inner.destroy());
+      } else {
+        inner.destroy();
+        // What passed reaches the client before the reset (which would discard unsent bytes).
+        if (out.length === 0) client.resetAndDestroy();
+        else client.write(out, () => setTimeout(() => client.resetAndDestroy(), 20));
+      }
+      sockets.delete(client);
+      sockets.delete(inner);
+    };
+    client.on('data', (c: Buffer) => pass(c, 'request'));
+    inner.on('data', (c: Buffer) => pass(c, 'response'));
+    client.on('end', () => {
+      if (!over) inner.end();
+    });
+    inner.on('end', () => {
+      if (!over) client.end();
+    });
+    client.on('error', close);
+    inner.on('error', close);
+    client.on('close', () => {
+      if (!over) close();
+    });
+    inner.on('close', () => {
+      if (!over) close();
+    });
+  });
+  const port = await listen(server);
+  return {
+    port,
+    stop: async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
   };
 }
 
