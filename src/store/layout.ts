@@ -47,6 +47,12 @@ export class OciLayout {
       }
       if (typeof version !== 'string' || !version.startsWith('1.'))
         throw new KilnError('E_BAD_LAYOUT', `${dir} is not an OCI image layout: oci-layout is unreadable`);
+      if (options.create) {
+        // A writer: finish a layout whose creation was cut short (earlier kiln wrote oci-layout
+        // first), and clear what killed writers left behind.
+        await layout.ensureIndex();
+        layout.sweepLater();
+      }
       return layout;
     }
     if (!options.create) {
@@ -63,30 +69,60 @@ export class OciLayout {
     return layout;
   }
 
+  /**
+   * Makes the layout. oci-layout is written last, so a directory that has it is complete; one left
+   * half made (a killed kiln, or another kiln making it right now) holds only what this writes, and
+   * is finished here.
+   */
   private async init(): Promise<void> {
     try {
       const entries = await fs.readdir(this.dir).catch((err: NodeJS.ErrnoException) => {
         if (err.code === 'ENOENT') return [] as string[];
         throw err;
       });
-      if (entries.some((e) => e !== 'index.json' && e !== 'blobs' && !e.startsWith('.')))
+      if (entries.some((e) => !isLayoutEntry(e)))
         throw new KilnError(
           'E_BAD_LAYOUT',
           `${this.dir} exists and is not an OCI image layout; refusing to write into it`,
         );
       await fs.mkdir(path.join(this.dir, 'blobs', 'sha256'), { recursive: true });
+      await this.ensureIndex();
       await writeFileAtomic(path.join(this.dir, 'oci-layout'), LAYOUT_FILE);
-      await withLock(this.indexPath, async () => {
-        const exists = await fs.stat(this.indexPath).then(
-          () => true,
-          () => false,
-        );
-        if (!exists) await writeFileAtomic(this.indexPath, encodeJson(emptyIndex()));
-      });
+      this.sweepLater();
     } catch (err) {
       if (err instanceof KilnError) throw err;
       throw ioError(err, this.dir);
     }
+  }
+
+  /** Writes an empty index.json unless there is one. */
+  private async ensureIndex(): Promise<void> {
+    const exists = () =>
+      fs.stat(this.indexPath).then(
+        () => true,
+        () => false,
+      );
+    if (await exists()) return;
+    try {
+      await withLock(this.indexPath, async () => {
+        if (!(await exists())) await writeFileAtomic(this.indexPath, encodeJson(emptyIndex()));
+      });
+    } catch (err) {
+      if (err instanceof KilnError) throw err;
+      throw ioError(err, this.indexPath);
+    }
+  }
+
+  /**
+   * Removes, in the background, the temp files killed writers left (`blobs/<alg>/.tmp-*`,
+   * `index.json.tmp-*`, ...) once they are an hour old: a write in progress changes its file far
+   * more often than that, whichever process (or container, or host) it runs in. Once per process
+   * and layout; errors are ignored (another kiln may be sweeping too).
+   */
+  private sweepLater(): void {
+    if (swept.has(this.dir)) return;
+    swept.add(this.dir);
+    removeStaleTemps(this.dir).catch(() => {});
   }
 
   get indexPath(): string {
@@ -301,6 +337,52 @@ function tagsHint(index: ImageIndex): string {
     .map((m) => m.annotations?.[REF_NAME_ANNOTATION])
     .filter((t) => t !== undefined);
   return tags.length ? `tags here: ${tags.join(', ')}` : 'the layout has no tagged images';
+}
+
+/** Temp files older than this are taken to be left by a killed writer. */
+export const STALE_TEMP_MS = 60 * 60_000;
+
+const swept = new Set<string>();
+
+/** What kiln itself puts at a layout's top: a half-made layout holding only these is finished, not refused. */
+function isLayoutEntry(name: string): boolean {
+  return (
+    name === 'index.json' ||
+    name === 'blobs' ||
+    name === 'oci-layout' ||
+    name.startsWith('.') ||
+    isRootTemp(name) ||
+    name === 'index.json.lock'
+  );
+}
+
+/** writeFileAtomic's temp files, and locks set aside by withLock, for the layout's own files. */
+function isRootTemp(name: string): boolean {
+  return /^(?:index\.json|oci-layout)\.(?:tmp-|lock\.stale-)/.test(name);
+}
+
+/**
+ * Removes temp files older than `maxAgeMs` that killed writers left in the layout at `dir`; returns
+ * how many. Exported for tests.
+ */
+export async function removeStaleTemps(dir: string, maxAgeMs = STALE_TEMP_MS): Promise<number> {
+  const candidates: string[] = [];
+  for (const name of await fs.readdir(dir).catch(() => [] as string[]))
+    if (isRootTemp(name)) candidates.push(path.join(dir, name));
+  const blobs = path.join(dir, 'blobs');
+  for (const algorithm of await fs.readdir(blobs).catch(() => [] as string[])) {
+    if (algorithm.startsWith('.')) continue;
+    for (const name of await fs.readdir(path.join(blobs, algorithm)).catch(() => [] as string[]))
+      if (name.startsWith('.tmp-')) candidates.push(path.join(blobs, algorithm, name));
+  }
+  let removed = 0;
+  for (const file of candidates) {
+    const st = await fs.lstat(file).catch(() => undefined);
+    if (!st?.isFile() || Date.now() - st.mtimeMs <= maxAgeMs) continue;
+    await fs.rm(file, { force: true });
+    removed++;
+  }
+  return removed;
 }
 
 function emptyIndex(): ImageIndex {

@@ -484,7 +484,9 @@ test('a 503 to a PATCH resumes the chunked upload from where the registry is', {
   assert.equal(await hashBlob(repository(reg.host, 'faults/chunked-503'), desc.digest), desc.digest);
 });
 
-test('a blob download reset on every attempt fails with E_NETWORK and leaves no oci: directory', { skip }, async () => {
+test('a blob download reset on every attempt fails with E_NETWORK and leaves no oci: directory', {
+  skip,
+}, async () => {
   const reg = await sharedRegistry('none');
   const img = await image(4, 512 * 1024);
   await push(img, reg.host, 'faults/download');
