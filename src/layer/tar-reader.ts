@@ -220,8 +220,9 @@ export async function readTar(
         path: cleanTarPath(h.name),
         type: TYPES[h.type ?? 'file'] ?? 'other',
         mode: h.mode ?? 0,
-        uid: h.uid ?? 0,
-        gid: h.gid ?? 0,
+        // Ids past the header's 7 octal digits travel in PAX records, which tar-stream leaves in `pax`.
+        uid: paxId(h.pax?.uid) ?? h.uid ?? 0,
+        gid: paxId(h.pax?.gid) ?? h.gid ?? 0,
         size: h.size ?? 0,
         mtime: h.mtime ? Math.floor(h.mtime.getTime() / 1000) : 0,
       };
@@ -287,4 +288,11 @@ export async function listTar(
   const out: TarEntryInfo[] = [];
   await readTar(source, (e) => void out.push(e), what, options);
   return out;
+}
+
+/** A PAX uid/gid record as a number, when it is an id Linux can hold (0 to 2^32 - 2). */
+function paxId(value: string | undefined): number | undefined {
+  if (value === undefined || !/^\d{1,10}$/.test(value)) return undefined;
+  const id = Number(value);
+  return id < 2 ** 32 - 1 ? id : undefined;
 }

@@ -114,7 +114,10 @@ export function parseConfig(bytes: Uint8Array, what = 'config'): ImageConfig {
   if (doc.os !== undefined && typeof doc.os !== 'string')
     throw new KilnError('E_BAD_CONFIG', `${what}: os is not a string`);
   const rootfs = doc.rootfs as { diff_ids?: unknown } | undefined;
-  if (rootfs !== undefined && (typeof rootfs !== 'object' || !Array.isArray(rootfs.diff_ids)))
+  if (
+    rootfs !== undefined &&
+    (typeof rootfs !== 'object' || rootfs === null || !Array.isArray(rootfs.diff_ids))
+  )
     throw new KilnError('E_BAD_CONFIG', `${what}: rootfs.diff_ids is not an array`);
   return doc as unknown as ImageConfig;
 }

@@ -183,6 +183,13 @@ export async function resolveToolchain(
     const copyOptions: import('../transport/copy.js').CopyOptions = { platform };
     if (options.signal) copyOptions.signal = options.signal;
     await copyImage(source, destination, copyOptions);
+    // Checked before it is listed as a toolchain, so a wrong image is refused on every run.
+    const image = await loadToolchain(store, name, descriptor);
+    if (image.config.os !== platform.os || image.config.architecture !== platform.architecture)
+      throw new KilnError(
+        'E_NO_MATCHING_PLATFORM',
+        `toolchain ${name} is for ${image.config.os}/${image.config.architecture}, builds here run on ${platform.os}/${platform.architecture}`,
+      );
     await store.tag(
       {
         ...descriptor,
@@ -192,13 +199,6 @@ export async function resolveToolchain(
       `${TAG_PREFIX}${name}`,
     );
     options.pins?.set(name, pinned);
-    const image = await loadToolchain(store, name, descriptor);
-    const configPlatform = { os: image.config.os, architecture: image.config.architecture };
-    if (configPlatform.os !== platform.os || configPlatform.architecture !== platform.architecture)
-      throw new KilnError(
-        'E_NO_MATCHING_PLATFORM',
-        `toolchain ${name} is for ${configPlatform.os}/${configPlatform.architecture}, builds here run on ${platform.os}/${platform.architecture}`,
-      );
     return { image, pinned, pulled: true };
   } finally {
     await source.close();
