@@ -221,8 +221,8 @@ export async function readTar(
         type: TYPES[h.type ?? 'file'] ?? 'other',
         mode: h.mode ?? 0,
         // Ids past the header's 7 octal digits travel in PAX records, which tar-stream leaves in `pax`.
-        uid: paxId(h.pax?.uid) ?? h.uid ?? 0,
-        gid: paxId(h.pax?.gid) ?? h.gid ?? 0,
+        uid: paxId(paxRecord(h.pax, 'uid')) ?? h.uid ?? 0,
+        gid: paxId(paxRecord(h.pax, 'gid')) ?? h.gid ?? 0,
         size: h.size ?? 0,
         mtime: h.mtime ? Math.floor(h.mtime.getTime() / 1000) : 0,
       };
@@ -295,4 +295,9 @@ function paxId(value: string | undefined): number | undefined {
   if (value === undefined || !/^\d{1,10}$/.test(value)) return undefined;
   const id = Number(value);
   return id < 2 ** 32 - 1 ? id : undefined;
+}
+
+function paxRecord(pax: unknown, key: string): string | undefined {
+  const value = (pax as Record<string, unknown> | undefined)?.[key];
+  return typeof value === 'string' ? value : undefined;
 }
