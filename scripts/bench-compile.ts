@@ -32,7 +32,7 @@ import { PassThrough } from 'node:stream';
 import { OciLayout } from '../src/store/layout.js';
 import { buildPlatform, resolveToolchain } from '../src/toolchain/images.js';
 import type { BuildJob } from '../src/toolchain/runner.js';
-import { SandboxRunner } from '../src/toolchain/sandbox-runner.js';
+import { PROBE_ARGS, SandboxRunner } from '../src/toolchain/sandbox-runner.js';
 import { type DockerEngine, dockerSkipReason, startDocker } from '../test/support/docker.js';
 import {
   DEBIAN_TOOLCHAINS,
@@ -40,9 +40,19 @@ import {
   debootstrapSkipReason,
 } from '../test/support/toolchain-images.js';
 import { findTool } from '../test/support/tools.js';
+import {
+  CLK_TCK,
+  firstLine,
+  idleLoad,
+  machineBusyS,
+  median,
+  runQuiet,
+  sourceState,
+  verdict,
+  waitQuiet,
+} from './bench-common.js';
 
 const TIME_BIN = '/usr/bin/time';
-const CLK_TCK = 100; // USER_HZ: /proc/stat and /proc/PID/stat count in 1/100 s on Linux
 const PATH_ENV = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 /** Debian names it clang-14 (`clang` is in /usr/lib/llvm-14/bin, not on PATH); Debian's sysroot is /usr. */
 const COMMAND = 'clang-14 --target=wasm32-wasi --sysroot=/usr -O2 -o /out/app.wasm main.c';
@@ -90,24 +100,7 @@ interface Contender {
 }
 
 // ---------------------------------------------------------------------------------------------
-// helpers (as in bench-registry.ts)
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = s.length >> 1;
-  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-}
-
-/** Busy CPU seconds of the whole machine so far (all cores), from /proc/stat. */
-function machineBusyS(): number {
-  try {
-    const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
-    const [user = 0, nice = 0, system = 0, , , irq = 0, softirq = 0, steal = 0] = f;
-    return (user + nice + system + irq + softirq + steal) / CLK_TCK;
-  } catch {
-    return Number.NaN;
-  }
-}
+// helpers (the shared ones are in bench-common.ts)
 
 /** CPU seconds of this process's reaped children so far (cutime + cstime). */
 function childrenCpuS(): number {
@@ -119,91 +112,6 @@ function childrenCpuS(): number {
 function selfCpuS(since: NodeJS.CpuUsage): number {
   const u = process.cpuUsage(since);
   return (u.user + u.system) / 1e6;
-}
-
-function firstLine(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<string> {
-  return new Promise((resolve) => {
-    const child = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => {
-      out += d;
-    });
-    child.stderr.setEncoding('utf8').on('data', (d: string) => {
-      out += d;
-    });
-    child.on('error', () => resolve('unknown'));
-    child.on('close', () => resolve(out.trim().split('\n')[0] ?? 'unknown'));
-  });
-}
-
-/** Runs a command to completion, untimed; throws with its output if it fails. */
-function runQuiet(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string } = {}) {
-  return new Promise<string>((resolve, reject) => {
-    const child = spawn(cmd, args, { ...opts, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => {
-      out += d;
-    });
-    child.stderr.setEncoding('utf8').on('data', (d: string) => {
-      err += d;
-    });
-    child.on('error', reject);
-    child.on('close', (code) =>
-      code === 0
-        ? resolve(out)
-        : reject(
-            new Error(
-              `${cmd} ${args.join(' ')} failed (exit ${code}): ${(err || out).trim().slice(0, 2000)}`,
-            ),
-          ),
-    );
-  });
-}
-
-/** Cores the machine keeps busy over `ms` (this script sleeping meanwhile). */
-async function idleLoad(ms: number): Promise<number> {
-  const b0 = machineBusyS();
-  const t0 = performance.now();
-  await new Promise((resolve) => setTimeout(resolve, ms));
-  return (machineBusyS() - b0) / ((performance.now() - t0) / 1000);
-}
-
-/** Waits (up to `maxS`) until the machine has been under 0.15 cores busy for three 2-second windows in a row. */
-async function waitQuiet(maxS: number): Promise<{ waitedS: number; quiet: boolean }> {
-  const t0 = performance.now();
-  let calm = 0;
-  let shown = false;
-  const done = (quiet: boolean) => {
-    if (shown) process.stdout.write('\n');
-    return { waitedS: (performance.now() - t0) / 1000, quiet };
-  };
-  while (calm < 3) {
-    if ((performance.now() - t0) / 1000 >= maxS) return done(false);
-    const load = await idleLoad(2000);
-    calm = load < 0.15 ? calm + 1 : 0;
-    if (calm === 0) {
-      process.stdout.write(`\r  waiting for a quiet machine: ${load.toFixed(2)} cores busy `);
-      shown = true;
-    }
-  }
-  return done(true);
-}
-
-/** The commit checked out, and the files under src/ changed since (read-only git: no index refresh). */
-async function sourceState(root: string): Promise<string> {
-  const head = await firstLine('git', ['-C', root, 'rev-parse', '--short', 'HEAD']);
-  let dirty = '';
-  try {
-    dirty = await runQuiet('git', ['--no-optional-locks', '-C', root, 'status', '--porcelain', '--', 'src']);
-  } catch {
-    // not a checkout
-  }
-  const files = dirty
-    .split('\n')
-    .filter((l) => l.length > 3)
-    .map((l) => l.slice(3));
-  return files.length ? `commit ${head} with uncommitted changes to ${files.join(', ')}` : `commit ${head}`;
 }
 
 async function sha256File(file: string): Promise<string> {
@@ -311,7 +219,6 @@ int main(int argc, char **argv) {
 `;
 
 const fmtMs = (ms: number) => (Math.abs(ms) >= 1000 ? ms.toFixed(0) : ms.toFixed(1));
-const verdict = (ok: boolean) => (ok ? 'PASS' : 'MISS');
 
 // ---------------------------------------------------------------------------------------------
 // the benchmark
@@ -705,25 +612,7 @@ export async function compileBench(opts: CompileBenchOptions): Promise<CompileBe
         ),
     );
     // The probe kiln's sandbox runner makes once per process before a build (a sandbox like a build's).
-    const probeArgs = [
-      '--unshare-all',
-      '--unshare-user',
-      '--uid',
-      '0',
-      '--gid',
-      '0',
-      '--die-with-parent',
-      '--ro-bind',
-      '/',
-      '/',
-      '--dev',
-      '/dev',
-      '--proc',
-      '/proc',
-      '--tmpfs',
-      '/tmp',
-      'true',
-    ];
+    const probeArgs = PROBE_ARGS;
     add(
       'bwrapTrue',
       'floor',

@@ -21,10 +21,19 @@ import * as path from 'node:path';
 import { makeImage } from '../test/support/images.js';
 import { type OpenRegistry, startRegistry } from '../test/support/registry.js';
 import { findTool } from '../test/support/tools.js';
+import {
+  CLK_TCK,
+  firstLine,
+  idleLoad,
+  machineBusyS,
+  median,
+  sourceState,
+  verdict,
+  waitQuiet,
+} from './bench-common.js';
 
 const TIME_BIN = '/usr/bin/time';
 const MIB = 2 ** 20;
-const CLK_TCK = 100; // USER_HZ: /proc/stat and /proc/PID/stat count in 1/100 s on Linux
 
 export interface RegistryBenchOptions {
   /** Repository root (dist/bin/kiln.js and examples/ are found from it). */
@@ -61,23 +70,6 @@ interface Contender {
 // ---------------------------------------------------------------------------------------------
 // helpers
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = s.length >> 1;
-  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-}
-
-/** Busy CPU seconds of the whole machine so far (all cores), from /proc/stat. */
-function machineBusyS(): number {
-  try {
-    const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
-    const [user = 0, nice = 0, system = 0, , , irq = 0, softirq = 0, steal = 0] = f;
-    return (user + nice + system + irq + softirq + steal) / CLK_TCK;
-  } catch {
-    return Number.NaN;
-  }
-}
-
 /** CPU seconds (user+sys) a process has used so far; 0 once it is gone. */
 function processCpuS(pid: number): number {
   try {
@@ -102,21 +94,6 @@ function registryPid(reg: OpenRegistry): number | undefined {
     }
   }
   return undefined;
-}
-
-function firstLine(cmd: string, args: string[]): Promise<string> {
-  return new Promise((resolve) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => {
-      out += d;
-    });
-    child.stderr.setEncoding('utf8').on('data', (d: string) => {
-      out += d;
-    });
-    child.on('error', () => resolve('unknown'));
-    child.on('close', () => resolve(out.trim().split('\n')[0] ?? 'unknown'));
-  });
 }
 
 class Runner {
@@ -197,61 +174,6 @@ async function remoteDigest(reg: OpenRegistry, repo: string, tag: string): Promi
 }
 
 const fmtMs = (ms: number) => (ms >= 1000 ? ms.toFixed(0) : ms.toFixed(1));
-const verdict = (ok: boolean) => (ok ? 'PASS' : 'MISS');
-
-/** Cores the machine keeps busy over `ms` (this script sleeping meanwhile). */
-async function idleLoad(ms: number): Promise<number> {
-  const b0 = machineBusyS();
-  const t0 = performance.now();
-  await new Promise((resolve) => setTimeout(resolve, ms));
-  return (machineBusyS() - b0) / ((performance.now() - t0) / 1000);
-}
-
-/**
- * Waits (up to `maxS`) until the machine has been quiet, under 0.15 cores busy, for three 2-second
- * windows in a row: other people's tests share this machine. Returns the seconds waited and whether it got quiet.
- */
-async function waitQuiet(maxS: number): Promise<{ waitedS: number; quiet: boolean }> {
-  const t0 = performance.now();
-  let calm = 0;
-  let shown = false;
-  const done = (quiet: boolean) => {
-    if (shown) process.stdout.write('\n');
-    return { waitedS: (performance.now() - t0) / 1000, quiet };
-  };
-  while (calm < 3) {
-    if ((performance.now() - t0) / 1000 >= maxS) return done(false);
-    const load = await idleLoad(2000);
-    calm = load < 0.15 ? calm + 1 : 0;
-    if (calm === 0) {
-      process.stdout.write(`\r  waiting for a quiet machine: ${load.toFixed(2)} cores busy `);
-      shown = true;
-    }
-  }
-  return done(true);
-}
-
-/** The commit checked out, and the files under src/ changed since (read-only git: no index refresh). */
-async function sourceState(root: string): Promise<string> {
-  const head = await firstLine('git', ['-C', root, 'rev-parse', '--short', 'HEAD']);
-  const dirty = await new Promise<string>((resolve) => {
-    const child = spawn('git', ['--no-optional-locks', '-C', root, 'status', '--porcelain', '--', 'src'], {
-      stdio: ['ignore', 'pipe', 'ignore'],
-    });
-    let out = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => {
-      out += d;
-    });
-    child.on('error', () => resolve(''));
-    child.on('close', () => resolve(out));
-  });
-  // porcelain lines are `XY path`
-  const files = dirty
-    .split('\n')
-    .filter((l) => l.length > 3)
-    .map((l) => l.slice(3));
-  return files.length ? `commit ${head} with uncommitted changes to ${files.join(', ')}` : `commit ${head}`;
-}
 
 // ---------------------------------------------------------------------------------------------
 // the benchmark

@@ -32,6 +32,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { collectEntries } from '../src/layer/entries.js';
+import { machineBusyS, median } from './bench-common.js';
 import { compileBench } from './bench-compile.js';
 import { registryBench } from './bench-registry.js';
 
@@ -87,17 +88,6 @@ interface Contender {
 // ---------------------------------------------------------------------------------------------
 // helpers
 
-/** Busy CPU seconds of the whole machine so far (all cores, steal included), from /proc/stat. */
-function machineBusyS(): number {
-  try {
-    const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
-    const [user = 0, nice = 0, system = 0, , , irq = 0, softirq = 0, steal = 0] = f;
-    return (user + nice + system + irq + softirq + steal) / 100;
-  } catch {
-    return Number.NaN;
-  }
-}
-
 function sh(cmd: string): string {
   return execFileSync('bash', ['-c', cmd], { encoding: 'utf8' }).trim();
 }
@@ -112,12 +102,6 @@ function tryRun(cmd: string): string {
 
 function q(s: string): string {
   return `'${s.replace(/'/g, `'\\''`)}'`;
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = s.length >> 1;
-  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
 }
 
 function tarCmd(tree: Tree): string {

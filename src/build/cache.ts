@@ -16,7 +16,7 @@ import { writeJsonBlob, writeManifest } from '../image/write.js';
 import { MediaType } from '../oci/media-types.js';
 import type { Descriptor } from '../oci/types.js';
 import { parseManifest } from '../oci/validate.js';
-import { type OciLayout, writeFileAtomic } from '../store/layout.js';
+import { type OciLayout, type WrittenBlob, writeFileAtomic } from '../store/layout.js';
 
 export const CACHE_ARTIFACT_TYPE = 'application/vnd.dev.kiln.build-cache.v1';
 const KEY_ANNOTATION = 'dev.kiln.build.key';
@@ -77,7 +77,11 @@ export class BuildCache {
 
   /** Stores the artifact file under `key` (its bytes as a blob, hashed while copied). */
   async put(key: string, file: string, toolchain: string): Promise<CacheEntry> {
-    const written = await this.store.writeBlob(createReadStream(file));
+    return this.record(key, await this.store.writeBlob(createReadStream(file)), toolchain);
+  }
+
+  /** Names a blob already in the store as the artifact of `key`. */
+  private async record(key: string, written: WrittenBlob, toolchain: string): Promise<CacheEntry> {
     const entry: CacheEntry = {
       key,
       artifact: { mediaType: MediaType.WasmLayer, digest: written.digest, size: written.size },
@@ -145,14 +149,7 @@ export class BuildCache {
         digest: layer.digest,
         size: layer.size,
       });
-      const entry: CacheEntry = {
-        key,
-        artifact: { mediaType: MediaType.WasmLayer, digest: written.digest, size: written.size },
-        toolchain,
-      };
-      await fs.mkdir(path.dirname(this.entryFile(key)), { recursive: true });
-      await writeFileAtomic(this.entryFile(key), `${JSON.stringify(entry)}\n`);
-      return entry;
+      return await this.record(key, written, toolchain);
     } finally {
       await source.close();
     }

@@ -3,10 +3,12 @@
  * the build cache when nothing that counts has changed (then no runner starts and no network is used
  * when kiln.lock pins the toolchain).
  */
+import { createReadStream } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { KilnError } from '../errors.js';
+import { newHash } from '../oci/digest.js';
 import { formatPlatform } from '../oci/platform.js';
 import { openCache } from '../store/cache.js';
 import { buildPlatform, resolveToolchain, toolchainName } from '../toolchain/images.js';
@@ -249,14 +251,15 @@ export async function compile(options: CompileOptions = {}): Promise<CompileResu
         key,
       };
     }
-    const { createHash } = await import('node:crypto');
-    const bytes = await fs.readFile(built);
+    // Not cached (the local runner): hashed as a stream, never whole in memory.
+    const hash = newHash();
+    for await (const chunk of createReadStream(built)) hash.update(chunk as Buffer);
     await fs.mkdir(path.dirname(output), { recursive: true });
     await fs.copyFile(built, output);
     return {
       ...base,
-      digest: `sha256:${createHash('sha256').update(bytes).digest('hex')}`,
-      size: bytes.length,
+      digest: `sha256:${hash.digest('hex')}`,
+      size: stat.size,
       source: 'build',
       runner: runner.name,
     };

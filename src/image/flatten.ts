@@ -14,6 +14,7 @@ import { Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import * as tar from 'tar-stream';
 import { ioError, KilnError } from '../errors.js';
+import { packEntry } from '../layer/tar-pack.js';
 import { type ExpansionLimits, expansionLimits, layerStream } from '../layer/tar-reader.js';
 import { MediaType } from '../oci/media-types.js';
 import type { Platform } from '../oci/platform.js';
@@ -615,12 +616,12 @@ export async function writeFlatTar(
       if (e.type === 'dir') dirs.set(e.path, e);
       else {
         dirs.delete(e.path);
-        await packEntry(pack, e, item.content);
+        await packFlatEntry(pack, e, item.content);
       }
       result.entries++;
     }
     const order = [...dirs.values()].sort((a, b) => depth(b.path) - depth(a.path));
-    for (const e of order) await packEntry(pack, e, undefined);
+    for (const e of order) await packFlatEntry(pack, e, undefined);
   } catch (err) {
     // A half-written tar must not end with the end-of-archive blocks: readers then see it is cut short.
     pack.destroy(err as Error);
@@ -646,7 +647,7 @@ function depth(p: string): number {
   return n;
 }
 
-async function packEntry(
+async function packFlatEntry(
   pack: tar.Pack,
   e: FlatEntry,
   content: AsyncIterable<Buffer> | undefined,
@@ -680,35 +681,7 @@ async function packEntry(
     header.uid = Math.min(e.uid, MAX_USTAR_ID);
     header.gid = Math.min(e.gid, MAX_USTAR_ID);
   }
-  let sink!: ReturnType<tar.Pack['entry']>;
-  const written = new Promise<void>((resolve, reject) => {
-    sink = pack.entry(header, (err) => (err ? reject(err) : resolve()));
-  });
-  written.catch(() => {}); // awaited below, unless the content fails first
-  // A failed entry is reported through the callback above; without a listener its 'error' would crash.
-  sink.on('error', () => {});
-  if (e.type === 'file') {
-    try {
-      for await (const chunk of content ?? []) {
-        if (!sink.write(chunk))
-          await new Promise<void>((resolve) => {
-            const done = () => {
-              sink.off('drain', done);
-              sink.off('close', done);
-              resolve();
-            };
-            sink.on('drain', done);
-            sink.on('close', done);
-          });
-        if (sink.destroyed) break;
-      }
-    } catch (err) {
-      sink.destroy(err as Error); // a layer cut short, a limit: the tar must not look complete
-      throw err;
-    }
-    sink.end(undefined); // streamx typings want an argument
-  }
-  await written;
+  await packEntry(pack, header, e.type === 'file' ? content : undefined);
 }
 
 export interface ExportOptions {

@@ -27,6 +27,7 @@ import type Dockerode from 'dockerode';
 import type { Header, Pack } from 'tar-stream';
 import { KilnError } from '../errors.js';
 import type { FlatEntry, FlatItem } from '../image/flatten.js';
+import { packEntry } from '../layer/tar-pack.js';
 import { parseDigest } from '../oci/digest.js';
 import { parseManifest } from '../oci/validate.js';
 import {
@@ -218,6 +219,16 @@ export class DockerRunner implements Runner {
   }
 
   async unavailable(): Promise<string | undefined> {
+    // `auto` asks this on every build: a socket that is not there needs no dockerode (~230 ms) to say so.
+    let endpoint: EngineEndpoint;
+    try {
+      endpoint = engineEndpoint(this.name);
+    } catch (err) {
+      return message(err);
+    }
+    const socket = endpoint.options.socketPath;
+    if (socket !== undefined && !existsSync(socket))
+      return `no ${this.label} engine answers at ${endpoint.display} (no such socket)`;
     let conn: Connection;
     try {
       conn = await this.connect();
@@ -580,7 +591,7 @@ async function packTree(pack: Pack, dir: string, prefix: string, owner: SourceOw
       await packTree(pack, full, `${member}/`, owner);
     } else if (st.isFile()) {
       const mode = owner.fileMode(st.mode);
-      await packEntry(pack, { ...base, name: member, type: 'file', mode, size: st.size }, full);
+      await packFileEntry(pack, { ...base, name: member, type: 'file', mode, size: st.size }, full);
     } else if (st.isSymbolicLink()) {
       const linkname = await fs.readlink(full).catch((err) => {
         throw sourceError(err, full);
@@ -591,46 +602,27 @@ async function packTree(pack: Pack, dir: string, prefix: string, owner: SourceOw
 }
 
 /** Adds one member; a file's content is streamed from `file` (its first `size` bytes). */
-async function packEntry(
+async function packFileEntry(
   pack: Pack,
   header: Partial<Header> & { name: string },
   file?: string,
 ): Promise<void> {
-  let sink!: ReturnType<Pack['entry']>;
-  const written = new Promise<void>((resolve, reject) => {
-    sink = pack.entry(header, (err) => (err ? reject(err) : resolve()));
-  });
   const size = header.size ?? 0;
-  if (header.type === 'file') {
-    if (file !== undefined && size > 0) {
-      try {
-        for await (const chunk of createReadStream(file, { start: 0, end: size - 1 })) {
-          if (!sink.write(chunk as Buffer))
-            await new Promise<void>((resolve) => {
-              const done = () => {
-                sink.off('drain', done);
-                sink.off('close', done);
-                resolve();
-              };
-              sink.on('drain', done);
-              sink.on('close', done);
-            });
-          if (sink.destroyed) break;
-        }
-      } catch (err) {
-        written.catch(() => {}); // fails with the same error, reported here
-        sink.destroy(err as Error);
-        throw sourceError(err, file);
-      }
-    }
-    // A file that shrank meanwhile ends short: tar-stream fails the entry (size mismatch).
-    sink.end(undefined);
-  }
-  await written.catch((err: Error) => {
+  const content = file !== undefined && size > 0 ? readPrefix(file, size) : undefined;
+  // A file that shrank meanwhile ends short: tar-stream fails the entry (size mismatch).
+  await packEntry(pack, header, content).catch((err: Error) => {
     throw file && /size mismatch/i.test(err.message)
       ? new KilnError('E_IO', `${file} changed while it was copied into the build container`)
       : err;
   });
+}
+
+async function* readPrefix(file: string, size: number): AsyncGenerator<Buffer> {
+  try {
+    yield* createReadStream(file, { start: 0, end: size - 1 });
+  } catch (err) {
+    throw sourceError(err, file);
+  }
 }
 
 /**

@@ -190,32 +190,34 @@ export class SandboxRunner implements Runner {
   }
 }
 
+/** The bwrap arguments of the probe: a sandbox made like a build's, running `true`. */
+export const PROBE_ARGS: readonly string[] = [
+  '--unshare-all',
+  '--unshare-user',
+  '--uid',
+  '0',
+  '--gid',
+  '0',
+  '--die-with-parent',
+  '--ro-bind',
+  '/',
+  '/',
+  '--dev',
+  '/dev',
+  '--proc',
+  '/proc',
+  '--tmpfs',
+  '/tmp',
+  'true',
+];
+
 /** Undefined when a sandbox like a build's can be made here, else why not (one line). */
 async function probeBwrap(bwrap: string): Promise<string | undefined> {
-  const args = [
-    '--unshare-all',
-    '--unshare-user',
-    '--uid',
-    '0',
-    '--gid',
-    '0',
-    '--die-with-parent',
-    '--ro-bind',
-    '/',
-    '/',
-    '--dev',
-    '/dev',
-    '--proc',
-    '/proc',
-    '--tmpfs',
-    '/tmp',
-    'true',
-  ];
   return await new Promise((resolve) => {
     let stderr = '';
     let child: ChildProcess;
     try {
-      child = spawn(bwrap, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+      child = spawn(bwrap, PROBE_ARGS, { stdio: ['ignore', 'ignore', 'pipe'] });
     } catch (err) {
       resolve(`cannot run ${bwrap}: ${(err as Error).message}`);
       return;

@@ -34,6 +34,7 @@ import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { makeImage, seededBytes } from '../support/images.js';
 import { KILN_CLI } from '../support/kiln.js';
+import { prng } from '../support/random.js';
 import { registrySkipReason, sharedRegistry } from '../support/registry.js';
 
 const work = mkdtempSync(join(tmpdir(), 'kiln-crash-'));
@@ -107,18 +108,6 @@ function ok(r: Outcome, what: string): string {
     `${what} exited with ${r.code ?? r.signal}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`,
   );
   return r.stdout.trim();
-}
-
-/** mulberry32: a small seeded PRNG, so a failing run can be replayed with KILN_CRASH_SEED. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ import {
   type ServerResponse,
 } from 'node:http';
 import { type AddressInfo, createConnection, createServer as createNetServer, type Socket } from 'node:net';
+import { prng } from './random.js';
 
 export type Fault =
   /** Answer this status (with an OCI error body, and `Retry-After` if given) without asking upstream. */
@@ -452,18 +453,6 @@ export async function startFaultProxy(target: string, options: FaultProxyOptions
     },
     stop,
     [Symbol.asyncDispose]: stop,
-  };
-}
-
-/** mulberry32: a small seeded PRNG, uniform in [0, 1). */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
 }
 

@@ -510,3 +510,30 @@ function check(s: JsonSchema, v: unknown, at = '$'): string[] {
   }
   return errors;
 }
+
+describe('loadProject through the memo (src/build/project.ts)', () => {
+  test('a validated file is remembered; an edit is validated again', async () => {
+    const { loadProject: load } = await import('../../src/build/project.js');
+    const dir = await fs.mkdtemp(path.join(work, 'memo-'));
+    const home = await fs.mkdtemp(path.join(work, 'memo-home-'));
+    const saved = process.env.KILN_HOME;
+    process.env.KILN_HOME = home;
+    try {
+      await fs.writeFile(path.join(dir, 'kiln.yaml'), 'lang: c\n');
+      const first = await load(dir);
+      assert.equal(first.project.lang, 'c');
+      const memos = await fs.readdir(path.join(home, 'projects'));
+      assert.equal(memos.length, 1, 'the validated file is remembered');
+      assert.deepEqual(await load(dir), first, 'the memo gives what the validator gave');
+
+      await fs.writeFile(path.join(dir, 'kiln.yaml'), 'lang: cobol\n');
+      await assert.rejects(load(dir), (e) => isKilnError(e, 'E_BAD_PROJECT'));
+      await fs.writeFile(path.join(dir, 'kiln.yaml'), 'lang: rust\n');
+      assert.equal((await load(dir)).project.lang, 'rust');
+      assert.equal((await fs.readdir(path.join(home, 'projects'))).length, 2);
+    } finally {
+      if (saved === undefined) delete process.env.KILN_HOME;
+      else process.env.KILN_HOME = saved;
+    }
+  });
+});
