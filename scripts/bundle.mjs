@@ -1,27 +1,52 @@
 // Bundles the CLI into dist/bin: one file for start-up plus chunks for what commands load lazily.
 // Why: loading ~60 separate ES modules costs ~70 ms before kiln does anything; a bundle loads in a few.
-import { rmSync } from 'node:fs';
+//
+// The build goes to a temp dir and is moved into place so that kiln processes already running (in
+// other terminals, or tests) keep working: chunk names carry content hashes, so new chunks are added
+// beside the old ones, kiln.js is replaced by an atomic rename, and old chunks are removed only when
+// nothing has used them for an hour.
+import { mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { build } from 'esbuild';
 
-// Chunk names carry hashes: clear the old ones so dist/bin holds one build.
-rmSync('dist/bin', { recursive: true, force: true });
+const OUT = 'dist/bin';
+const STALE_MS = 60 * 60 * 1000;
 
-await build({
-  entryPoints: { kiln: 'src/cli/main.ts' },
-  outdir: 'dist/bin',
-  bundle: true,
-  splitting: true,
-  format: 'esm',
-  platform: 'node',
-  target: 'node20',
-  // commander and tar-stream are CommonJS: give the ESM bundle a require() for them.
-  banner: {
-    js: "import { createRequire as kilnCreateRequire } from 'node:module'; const require = kilnCreateRequire(import.meta.url);",
-  },
-  // dockerode (and ssh2, grpc under it) loads only for the docker runner, from node_modules: it has
-  // optional native parts a bundle cannot hold.
-  external: ['dockerode'],
-  chunkNames: 'chunks/[name]-[hash]',
-  legalComments: 'none',
-  logLevel: 'warning',
-});
+mkdirSync('dist', { recursive: true });
+const tmp = mkdtempSync('dist/.bin-');
+try {
+  await build({
+    entryPoints: { kiln: 'src/cli/main.ts' },
+    outdir: tmp,
+    bundle: true,
+    splitting: true,
+    format: 'esm',
+    platform: 'node',
+    target: 'node20',
+    // commander and tar-stream are CommonJS: give the ESM bundle a require() for them.
+    banner: {
+      js: "import { createRequire as kilnCreateRequire } from 'node:module'; const require = kilnCreateRequire(import.meta.url);",
+    },
+    // dockerode (and ssh2, grpc under it) loads only for the docker runner, from node_modules: it has
+    // optional native parts a bundle cannot hold.
+    external: ['dockerode'],
+    chunkNames: 'chunks/[name]-[hash]',
+    legalComments: 'none',
+    logLevel: 'warning',
+  });
+  mkdirSync(join(OUT, 'chunks'), { recursive: true });
+  const fresh = new Set();
+  for (const name of readdirSync(join(tmp, 'chunks'))) {
+    fresh.add(name);
+    renameSync(join(tmp, 'chunks', name), join(OUT, 'chunks', name));
+  }
+  renameSync(join(tmp, 'kiln.js'), join(OUT, 'kiln.js'));
+  const now = Date.now();
+  for (const name of readdirSync(join(OUT, 'chunks'))) {
+    if (fresh.has(name)) continue;
+    const file = join(OUT, 'chunks', name);
+    if (now - statSync(file).atimeMs > STALE_MS && now - statSync(file).mtimeMs > STALE_MS) rmSync(file);
+  }
+} finally {
+  rmSync(tmp, { recursive: true, force: true });
+}

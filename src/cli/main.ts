@@ -35,7 +35,6 @@ export function buildProgram(): Command {
     )
     .option('--ca-cert <file>', 'trust this CA certificate (PEM) for registries (repeatable)', collect)
     .option('-j, --jobs <n>', 'blobs in flight at once', '4')
-    .showHelpAfterError('(run with --help for usage)')
     .configureOutput({ outputError: () => {} })
     .exitOverride()
     .hook('preAction', async (_program, action) => {
@@ -101,7 +100,8 @@ function reportError(err: unknown, flags: GlobalFlags): number {
       return 0;
     const message = err.message.replace(/^error: /, '');
     if (flags.json) process.stdout.write(`${JSON.stringify({ error: { code: 'E_USAGE', message } })}\n`);
-    else process.stderr.write(`${red('kiln:')} ${message}\n(run with --help for usage)\n`);
+    // The same shape as every other error: one line ending in its code, then a hint.
+    else process.stderr.write(`${red('kiln:')} ${message} (E_USAGE)\n  hint: run with --help for usage\n`);
     return 2;
   }
   if (err instanceof KilnError) {
