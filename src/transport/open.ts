@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { KilnError } from '../errors.js';
 import { formatReference } from '../oci/reference.js';
 import type { RegistryOptions } from '../registry/registry.js';
@@ -13,6 +14,24 @@ function unsupported(loc: ImageLocation, input: string): never {
   throw new KilnError('E_UNSUPPORTED', `${what} can't be read (${input})`, {
     hint: 'kiln reads registries, oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG]; docker-daemon: is a destination only',
   });
+}
+
+/**
+ * A short name like `out` or `app.tar` reads as a Docker Hub repository, but when a file or directory
+ * of that name is right here the user almost surely meant it: refuse and name the transport, rather
+ * than go to docker.io and fail there with an auth error.
+ */
+function refuseLocalPath(loc: ImageLocation, input: string): void {
+  if (loc.transport !== 'registry') return;
+  const first = input.split('/')[0] ?? '';
+  if (input.includes('/') && (first.includes('.') || first.includes(':') || first === 'localhost')) return;
+  const colon = input.indexOf(':');
+  const candidates = colon > 0 ? [input, input.slice(0, colon)] : [input];
+  const local = candidates.find((c) => existsSync(c));
+  if (local)
+    throw new KilnError('E_BAD_REFERENCE', `'${input}' names a local path, not an image reference`, {
+      hint: `for an OCI layout directory write oci:${input}, for an archive oci-archive:${input} or docker-archive:${input}; for Docker Hub write docker.io/${input.includes('/') ? '' : 'library/'}${input}`,
+    });
 }
 
 export interface OpenOptions {
@@ -40,6 +59,7 @@ export function currentRegistryOptions(): RegistryOptions {
 
 export async function openSource(input: string, options: OpenOptions = defaults): Promise<ImageSource> {
   const loc = parseLocation(input);
+  refuseLocalPath(loc, input);
   switch (loc.transport) {
     case 'registry': {
       const { RegistrySource, openRepository } = await import('./registry.js');
@@ -66,6 +86,7 @@ export async function openDestination(
   options: OpenOptions = defaults,
 ): Promise<ImageDestination> {
   const loc = parseLocation(input);
+  refuseLocalPath(loc, input);
   switch (loc.transport) {
     case 'registry': {
       const { RegistryDestination, openRepository } = await import('./registry.js');

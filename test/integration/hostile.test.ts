@@ -93,13 +93,14 @@ interface Refusal {
   env?: NodeJS.ProcessEnv;
   /** Run again with --debug and check that it shows the error's stack. */
   debug?: boolean;
+  cwd?: string;
 }
 
 let debugRuns = 0;
 
 /** Runs kiln and checks the refusal contract: exit code, one `kiln:` line with the code, no stack. */
 async function refused(args: string[], want: Refusal): Promise<KilnResult> {
-  const r = await kiln(args, { env: want.env });
+  const r = await kiln(args, { env: want.env, ...(want.cwd ? { cwd: want.cwd } : {}) });
   const exit = want.exit ?? 1;
   assert.equal(r.code, exit, `kiln ${args.join(' ')}: exit code\nstderr: ${r.stderr}`);
   const lines = r.stderr.split('\n').filter((l) => l.startsWith('kiln:'));
@@ -115,7 +116,7 @@ async function refused(args: string[], want: Refusal): Promise<KilnResult> {
       args[0] === 'unpack'
         ? [args[0], args[1]!, path.join(work, `debug-${++debugRuns}`), ...args.slice(3)]
         : args;
-    const d = await kiln([...again, '--debug'], { env: want.env });
+    const d = await kiln([...again, '--debug'], { env: want.env, ...(want.cwd ? { cwd: want.cwd } : {}) });
     if (again !== args) await fs.rm(again[2]!, { recursive: true, force: true });
     assert.equal(d.code, exit);
     assert.match(d.stderr, new RegExp(`\\[${want.code}\\]`), 'with --debug: the error and its code');
@@ -722,7 +723,19 @@ test('reference: a path where a reference is expected is refused (E_BAD_REFERENC
     );
   }
   await refused(['unpack', c.outside, c.target], { code: 'E_BAD_REFERENCE' });
-  await assertContained(c, []);
+
+  // A bare name that is a file or directory right here was meant as one, not as a Docker Hub repository.
+  await fs.writeFile(path.join(c.root, 'app.tar'), 'not an image');
+  const img = await image(c, [{ entries: [file('a', 'a')] }]);
+  for (const args of [
+    ['inspect', 'outside'],
+    ['inspect', 'outside:v1'],
+    ['copy', img.ref, 'app.tar'],
+  ]) {
+    const r = await refused(args, { code: 'E_BAD_REFERENCE', message: /names a local path/, cwd: c.root });
+    assert.match(r.stderr, /hint: for an OCI layout directory write oci:/);
+  }
+  await assertContained(c, ['app.tar', 'image']);
 });
 
 test('arguments: option values out of range are usage errors (exit 2, E_USAGE) and touch nothing', async () => {
