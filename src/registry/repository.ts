@@ -46,6 +46,9 @@ export interface OpenBlobOptions {
 const MONOLITHIC_MAX = 32 * 1024 * 1024;
 const CHUNK_SIZE = 64 * 1024 * 1024;
 const UPLOAD_ATTEMPTS = 4;
+/** A manifest PUT refused this way right after its blobs went up is tried again after these waits. */
+const MANIFEST_RACE_CODES = new Set(['DIGEST_INVALID', 'MANIFEST_BLOB_UNKNOWN', 'BLOB_UNKNOWN']);
+const MANIFEST_RACE_DELAYS_MS = [100, 400, 1600];
 /** A download resumes at most this many times the retry policy's attempts, progress or not. */
 const RESUME_FACTOR = 4;
 
@@ -99,8 +102,8 @@ export class Repository {
   }
 
   /** Turns an unexpected status into a KilnError with the registry's own words. */
-  async fail(res: HttpResponse, what: string): Promise<never> {
-    const detail = res.status === 404 || res.status >= 400 ? await registryErrorDetail(res) : {};
+  async fail(res: HttpResponse, what: string, known?: { code?: string; message?: string }): Promise<never> {
+    const detail = known ?? (res.status === 404 || res.status >= 400 ? await registryErrorDetail(res) : {});
     if (res.status < 400) discard(res);
     const said = detail.message ? `: ${detail.message}` : '';
     const code = detail.code ?? '';
@@ -248,18 +251,43 @@ export class Repository {
     mediaType: string,
     signal?: AbortSignal,
   ): Promise<string> {
-    const res = await this.req({
-      method: 'PUT',
-      path: `/v2/${this.name}/manifests/${reference}`,
-      scopes: this.push,
-      headers: { 'content-type': mediaType },
-      body: bytes,
-      signal,
-    });
-    if (res.status !== 201 && res.status !== 200 && res.status !== 202)
-      return this.fail(res, `push of manifest ${reference}`);
+    return (await this.pushManifest(reference, bytes, mediaType, signal)).digest;
+  }
+
+  /**
+   * putManifest, with what the registry answered: the digest it stored and, for a manifest with a
+   * `subject`, its `OCI-Subject` header, which says it indexed the referrer (distribution spec 1.1).
+   */
+  async pushManifest(
+    reference: string,
+    bytes: Buffer,
+    mediaType: string,
+    signal?: AbortSignal,
+  ): Promise<{ digest: string; subject?: string }> {
+    let res: HttpResponse;
+    for (let attempt = 0; ; attempt++) {
+      res = await this.req({
+        method: 'PUT',
+        path: `/v2/${this.name}/manifests/${reference}`,
+        scopes: this.push,
+        headers: { 'content-type': mediaType },
+        body: bytes,
+        signal,
+      });
+      if (res.status === 201 || res.status === 200 || res.status === 202) break;
+      const what = `push of manifest ${reference}`;
+      if (res.status !== 400 || attempt >= MANIFEST_RACE_DELAYS_MS.length) return this.fail(res, what);
+      // distribution writes a repository's blob links in place: a manifest PUT that checks them while
+      // another push of a shared blob is writing its link reads an empty digest and is refused with
+      // DIGEST_INVALID or *_BLOB_UNKNOWN, though every blob is there. Waiting a moment settles it.
+      const detail = await registryErrorDetail(res);
+      if (!MANIFEST_RACE_CODES.has(detail.code ?? '')) return this.fail(res, what, detail);
+      await sleep(MANIFEST_RACE_DELAYS_MS[attempt]!, signal);
+    }
     discard(res);
-    return header(res, 'docker-content-digest') ?? '';
+    const subject = header(res, 'oci-subject');
+    const digest = header(res, 'docker-content-digest') ?? '';
+    return subject ? { digest, subject } : { digest };
   }
 
   /** The blob's size if the repository has it. */

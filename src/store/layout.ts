@@ -325,11 +325,18 @@ export function findInIndex(index: ImageIndex, name: string | undefined, where: 
     if (byDigest) return byDigest;
     throw new KilnError('E_NOT_FOUND', `no image tagged '${name}' in ${where}`, { hint: tagsHint(index) });
   }
-  if (index.manifests.length === 1) return index.manifests[0]!;
-  if (index.manifests.length === 0) throw new KilnError('E_NOT_FOUND', `${where} holds no images`);
-  throw new KilnError('E_AMBIGUOUS', `${where} holds ${index.manifests.length} images; name one with :TAG`, {
+  // Referrer indexes (SBOMs, signatures) under their fallback tags describe an image; they are not one.
+  const images = index.manifests.filter((m) => !isReferrersTag(m.annotations?.[REF_NAME_ANNOTATION]));
+  if (images.length === 1) return images[0]!;
+  if (images.length === 0) throw new KilnError('E_NOT_FOUND', `${where} holds no images`);
+  throw new KilnError('E_AMBIGUOUS', `${where} holds ${images.length} images; name one with :TAG`, {
     hint: tagsHint(index),
   });
+}
+
+/** The referrers fallback tag scheme (distribution spec 1.1): `<alg>-<hex>` of the subject. */
+export function isReferrersTag(tag: string | undefined): boolean {
+  return tag !== undefined && /^sha256-[0-9a-f]{64}$/.test(tag);
 }
 
 function tagsHint(index: ImageIndex): string {

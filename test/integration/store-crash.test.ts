@@ -483,15 +483,12 @@ test('8 kiln processes at once on one registry and one layout: every tag arrives
 /*
  * distribution 2.8 (the test registry) writes a repository's blob link files in place, not atomically:
  * a manifest PUT that checks its layers while another upload of a shared layer is writing the link
- * reads an empty digest and is refused with DIGEST_INVALID (moby/moby#22854). A retry succeeds; kiln
- * does not retry it yet (src/registry/repository.ts maps it to E_DIGEST_MISMATCH, final), so about
- * one push in 50 fails here. Kept as a todo until the registry client retries a manifest PUT refused
- * with DIGEST_INVALID or MANIFEST_BLOB_UNKNOWN right after its blobs went up.
+ * reads an empty digest and is refused with DIGEST_INVALID (moby/moby#22854), about one push in 50
+ * here. kiln tries such a PUT again after a short wait (src/registry/repository.ts), so all succeed.
  */
 test('8 kiln processes at once pushing images with shared layers into one repository', {
   skip,
   timeout: 120_000,
-  todo: 'kiln does not retry a manifest PUT that distribution refuses while link files are being written',
 }, async (t) => {
   const reg = await sharedRegistry('none');
   const home = join(work, 'conc-one-home');

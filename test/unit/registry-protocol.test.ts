@@ -1,12 +1,17 @@
 /**
  * The small protocol pieces of the registry client: WWW-Authenticate parsing, retry timing,
- * which hosts may speak plain HTTP.
+ * which hosts may speak plain HTTP, when a refused manifest PUT is tried again.
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import type { KilnError } from '../../src/errors.js';
+import { MediaType } from '../../src/oci/media-types.js';
+import { parseReference } from '../../src/oci/reference.js';
 import { parseChallenges } from '../../src/registry/challenge.js';
 import { insecureList, isLoopback } from '../../src/registry/registry.js';
 import { backoffDelay, DEFAULT_RETRY, isRetryableStatus, parseRetryAfter } from '../../src/registry/retry.js';
+import { openRepository } from '../../src/transport/registry.js';
+import { answerPing, startServer } from '../support/hostile.js';
 
 test('challenges: Bearer with quoted params, as Docker Hub and distribution send them', () => {
   assert.deepEqual(
@@ -105,4 +110,37 @@ test('plain HTTP: loopback hosts and the ones named insecure', () => {
     'd',
   ]);
   assert.deepEqual(insecureList({}), []);
+});
+
+test('manifest PUT: refused as DIGEST_INVALID while the registry writes blob links, it is tried again; other refusals are final', async () => {
+  const refusals: string[] = ['DIGEST_INVALID', 'MANIFEST_BLOB_UNKNOWN'];
+  const server = await startServer((req, res) => {
+    if (answerPing(req, res)) return;
+    if (req.method === 'PUT' && req.url?.includes('/manifests/')) {
+      const code = refusals.shift();
+      if (code) {
+        res.writeHead(400, { 'content-type': 'application/json' });
+        return res.end(JSON.stringify({ errors: [{ code, message: 'race' }] }));
+      }
+      res.writeHead(201, { 'docker-content-digest': 'sha256:abc' });
+      return res.end();
+    }
+    res.writeHead(404).end();
+  });
+  try {
+    const repo = openRepository(parseReference(`${server.host}/race/app:1`));
+    const put = () => repo.pushManifest('1', Buffer.from('{}'), MediaType.OciManifest);
+    assert.equal((await put()).digest, 'sha256:abc');
+    assert.equal(server.requests.filter((r) => r.method === 'PUT').length, 3, 'two refusals, then stored');
+
+    refusals.push('MANIFEST_INVALID');
+    await assert.rejects(put(), (e: KilnError) => e.code === 'E_BAD_MANIFEST');
+    assert.equal(server.requests.filter((r) => r.method === 'PUT').length, 4, 'not retried');
+
+    refusals.push('DIGEST_INVALID', 'DIGEST_INVALID', 'DIGEST_INVALID', 'DIGEST_INVALID');
+    await assert.rejects(put(), (e: KilnError) => e.code === 'E_DIGEST_MISMATCH');
+    assert.equal(server.requests.filter((r) => r.method === 'PUT').length, 8, 'bounded: 1 + 3 tries');
+  } finally {
+    await server.stop();
+  }
 });

@@ -76,6 +76,22 @@ test('retagging replaces the old entry; resolving without a tag needs exactly on
   await assert.rejects(layout.resolve('nope'), (e: KilnError) => e.code === 'E_NOT_FOUND');
 });
 
+test('a referrers fallback tag (an SBOM index) does not make an untagged layout ambiguous', async () => {
+  const layout = await OciLayout.open(path.join(await tmp(), 'l'), { create: true });
+  const image = await layout.writeBytes(Buffer.from('{"image":1}'));
+  const referrers = await layout.writeBytes(Buffer.from('{"manifests":[]}'));
+  await layout.tag({ mediaType: MediaType.OciManifest, ...image }, 'app');
+  await layout.tag({ mediaType: MediaType.OciIndex, ...referrers }, image.digest.replace(':', '-'));
+  assert.equal((await layout.resolve()).digest, image.digest);
+  assert.equal(
+    (await layout.resolve(image.digest.replace(':', '-'))).digest,
+    referrers.digest,
+    'still by tag',
+  );
+  await layout.tag({ mediaType: MediaType.OciIndex, ...referrers }, 'sha256-not-a-digest');
+  await assert.rejects(layout.resolve(), (e: KilnError) => e.code === 'E_AMBIGUOUS');
+});
+
 test('a directory that is not a layout is neither read nor written into', async () => {
   const dir = await tmp();
   await fs.writeFile(path.join(dir, 'notes.txt'), 'mine');
