@@ -38,11 +38,13 @@ export type KilnErrorCode =
   | 'E_ABORTED'
   | 'E_BUILD_FAILED'
   | 'E_NO_ARTIFACT'
+  | 'E_WRONG_PLATFORM'
   | 'E_NO_RUNNER'
   | 'E_RUNNER'
   | 'E_OFFLINE'
   | 'E_BAD_PROJECT'
-  | 'E_UNKNOWN_LANGUAGE';
+  | 'E_UNKNOWN_LANGUAGE'
+  | 'E_BASE_MISMATCH';
 
 export interface KilnErrorOptions {
   hint?: string;

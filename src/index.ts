@@ -2,6 +2,14 @@
  * kiln's library API. The CLI uses only what is exported here.
  */
 
+export {
+  type BuildEvent,
+  type BuildOptions,
+  type BuildResult,
+  type BuiltImage,
+  type BuiltSbom,
+  build,
+} from './build/build.js';
 export { isKilnError, KilnError, type KilnErrorCode, redact } from './errors.js';
 export {
   type AppendedLayer,
@@ -12,6 +20,13 @@ export {
 } from './image/append.js';
 export { ComposedSource, type ComposeResult } from './image/compose.js';
 export {
+  type DiffCounts,
+  type DiffLayer,
+  type DiffOptions,
+  type DiffResult,
+  diffImages,
+} from './image/diff.js';
+export {
   type ExportOptions,
   type ExportResult,
   exportImage,
@@ -21,9 +36,28 @@ export {
   flattenLayers,
   writeFlatTar,
 } from './image/flatten.js';
+export {
+  type FlattenedImage,
+  type FlattenImageOptions,
+  type FlattenImageResult,
+  flattenImage,
+} from './image/flatten-image.js';
 export { createIndex, type IndexCreateOptions, type IndexCreateResult } from './image/index-create.js';
 export type { InspectedImage, InspectResult } from './image/inspect.js';
+export {
+  type ConfigFrom,
+  type MergedImage,
+  type MergeOptions,
+  type MergeResult,
+  mergeImages,
+} from './image/merge.js';
 export { type KeyChanges, type MutateOptions, type MutateResult, mutateImage } from './image/mutate.js';
+export {
+  type RebasedImage,
+  type RebaseOptions,
+  type RebaseResult,
+  rebaseImage,
+} from './image/rebase.js';
 export {
   type ExtractResult,
   extractFlat,
@@ -43,6 +77,23 @@ export type { Descriptor, ImageConfig, ImageIndex, ImageManifest } from './oci/t
 export * from './operations.js';
 export type { RegistryOptions } from './registry/registry.js';
 export { type RunImageOptions, runWasm } from './run/run.js';
+export { type ImageFilesOptions, imageFiles } from './sbom/files.js';
+export { lockfilePackages } from './sbom/lockfiles.js';
+export {
+  type AttachOptions,
+  type AttachResult,
+  type AttachSbomOptions,
+  type AttachSbomResult,
+  attachReferrer,
+  attachSbom,
+  type FoundSbom,
+  findSbom,
+  listReferrers,
+  readSbom,
+  referrersTag,
+  SPDX_MEDIA_TYPE,
+} from './sbom/referrers.js';
+export { type SbomFile, type SbomInput, type SbomPackage, spdxDocument } from './sbom/spdx.js';
 export { cacheDir, openCache } from './store/cache.js';
 export { OciLayout } from './store/layout.js';
 export type { CopyEvent, CopyOptions, CopyResult } from './transport/copy.js';

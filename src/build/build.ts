@@ -1,57 +1,400 @@
 /**
- * `kiln build`: compile (or take from the cache), package the .wasm in the image format kiln.yaml
- * or the flags ask for, and write it to every destination. Packaging is deterministic, so an
- * unchanged project writes the same digests (and a registry that has them is only asked a HEAD).
+ * `kiln build`: compile (or take from the cache), pack, and write to every destination.
+ *
+ * One platform (or none: the module's own) is today's single image: the .wasm packed in the format
+ * kiln.yaml or the flags ask for. Several platforms give one OCI index: wasm platforms share one
+ * compile, packed once per platform; each native platform is compiled for its target and put on
+ * the base image for that platform (native-image.ts). Everything is written into kiln's store and
+ * served from there (base blobs from the base), so a destination that has a blob is only asked
+ * about it. Packaging is deterministic: an unchanged project writes the same digests.
  */
+import * as path from 'node:path';
 import { KilnError } from '../errors.js';
-import { isWasmPlatform, type Platform } from '../oci/platform.js';
+import { ComposedSource, defaultCreated, platformKey } from '../image/compose.js';
+import { sortKeys } from '../image/write.js';
+import { MediaType } from '../oci/media-types.js';
+import { formatPlatform, isWasmPlatform, type Platform } from '../oci/platform.js';
+import type { Descriptor, ImageIndex } from '../oci/types.js';
 import type { PackResult } from '../operations.js';
+import { openCache } from '../store/cache.js';
+import { copyImage } from '../transport/copy.js';
+import { openDestination } from '../transport/open.js';
+import { parseLocation } from '../transport/parse.js';
+import type { ImageSource } from '../transport/types.js';
+import type { WasmInfo } from '../wasm/inspect.js';
 import type { WasmFormat } from '../wasm/package.js';
 import { type CompileOptions, type CompileResult, compile } from './compile.js';
+import { buildNativeImage, type NativeBase, type NativeLayer, resolveBases } from './native-image.js';
+import { loadProject } from './project.js';
+import { provenanceAnnotations } from './provenance.js';
 
 export interface BuildOptions extends CompileOptions {
   /** Destinations; default kiln.yaml's `to`. */
   to?: string[];
   format?: WasmFormat;
+  /** One platform (kept for the library's callers); `platforms` wins when both are given. */
   platform?: Platform;
+  /** Platforms to build for; default kiln.yaml's `image.platforms`, else the module's own. */
+  platforms?: Platform[];
+  /** Base image of native images; default kiln.yaml's `image.base`, else none (scratch). */
+  base?: string;
+  /** Also list the wasm image under wasi/wasm in an index; default kiln.yaml's `image.wasiAlias`. */
+  wasiAlias?: boolean;
+  /** Attach an SPDX SBOM to every image; default kiln.yaml's `sbom`, else true. */
+  sbom?: boolean;
+  onBuildEvent?: (e: BuildEvent) => void;
+}
+
+export type BuildEvent =
+  | { type: 'compile'; platform: Platform | undefined }
+  | { type: 'image'; platform: Platform; digest: string }
+  | { type: 'written'; destination: string; digest: string };
+
+/** One image written: for a multi-platform build, one per platform and destination. */
+export interface BuiltImage {
+  destination: string;
+  descriptor: Descriptor;
+  platform: Platform;
+  /** Wasm images: the packaging format and what the module is. */
+  format?: WasmFormat;
+  wasm?: WasmInfo;
+  /** Native images: the base (reference and the platform's manifest digest) and the layers kiln added. */
+  base?: { name: string; digest: string };
+  layers?: NativeLayer[];
+}
+
+export interface BuiltSbom {
+  destination: string;
+  subject: string;
+  descriptor: Descriptor;
 }
 
 export interface BuildResult {
+  /** The first compile (the wasm one when there is one): what `kiln build` returned before indexes. */
   compile: CompileResult;
-  images: PackResult[];
+  /** Every compile, in platform order (wasm platforms share one). */
+  compiles: CompileResult[];
+  /** The index written, for a multi-platform build. */
+  index?: Descriptor;
+  images: BuiltImage[];
+  sboms?: BuiltSbom[];
 }
 
 export async function build(options: BuildOptions = {}): Promise<BuildResult> {
-  const compiled = await compile(options);
-  const p = compiled.project.project;
+  const project = await loadProject(
+    path.resolve(options.dir ?? '.'),
+    options.file ? { file: options.file } : {},
+  );
+  const p = project.project;
   const to = options.to?.length ? options.to : (p.to ?? []);
   if (to.length === 0)
     throw new KilnError('E_USAGE', 'kiln build needs a destination', {
       hint: 'pass --to REGISTRY/REPO:TAG (or oci:DIR:TAG), or set `to:` in kiln.yaml; `kiln compile` only makes the .wasm',
     });
-  const platforms = options.platform ? [options.platform] : (p.image?.platforms ?? []);
-  if (platforms.length > 1 || platforms.some((x) => !isWasmPlatform(x)))
-    throw new KilnError(
-      'E_UNSUPPORTED',
-      'kiln build makes one WebAssembly image for now (os wasip1/wasip2/wasi, arch wasm)',
-      {
-        hint: 'native and multi-platform builds are planned; use `kiln index create` to combine images meanwhile',
-      },
-    );
+  for (const dest of to) parseLocation(dest); // a bad destination fails before any work
+  const platforms = options.platforms?.length
+    ? options.platforms
+    : options.platform
+      ? [options.platform]
+      : (p.image?.platforms ?? []);
+  checkDistinct(platforms);
+  const annotations = {
+    ...(await provenanceAnnotations(project.dir)),
+    ...(p.image?.annotations ?? {}),
+  };
+  const sbom = options.sbom ?? p.sbom ?? true;
+  if (platforms.length <= 1 && platforms.every(isWasmPlatform))
+    return singleWasm(options, to, platforms[0], annotations, sbom);
+  return multiPlatform(options, project.dir, to, platforms, annotations, sbom);
+}
+
+function checkDistinct(platforms: Platform[]): void {
+  const seen = new Set<string>();
+  for (const platform of platforms) {
+    const key = platformKey(platform);
+    if (seen.has(key))
+      throw new KilnError('E_USAGE', `${formatPlatform(platform)} is asked for twice`, {
+        hint: 'list each platform once',
+      });
+    seen.add(key);
+  }
+}
+
+/** Today's build: one wasm image, packed with `pack` and written to each destination. */
+async function singleWasm(
+  options: BuildOptions,
+  to: string[],
+  platform: Platform | undefined,
+  annotations: Record<string, string>,
+  sbom: boolean,
+): Promise<BuildResult> {
+  options.onBuildEvent?.({ type: 'compile', platform });
+  const compiled = await compile(options);
+  const p = compiled.project.project;
   const { pack } = await import('../operations.js');
   const images: PackResult[] = [];
   for (const dest of to) {
-    images.push(
-      await pack({
-        file: compiled.output,
-        to: dest,
-        format: options.format ?? (p.image?.format as WasmFormat | undefined) ?? 'image',
-        ...(p.image?.name ? { name: p.image.name } : {}),
-        ...(platforms[0] ? { platform: platforms[0] } : {}),
-        annotations: p.image?.annotations ?? {},
-        labels: p.image?.labels ?? {},
-      }),
-    );
+    const image = await pack({
+      file: compiled.output,
+      to: dest,
+      format: options.format ?? (p.image?.format as WasmFormat | undefined) ?? 'image',
+      ...(p.image?.name ? { name: p.image.name } : {}),
+      ...(platform ? { platform } : {}),
+      annotations,
+      labels: p.image?.labels ?? {},
+    });
+    images.push(image);
+    options.onBuildEvent?.({ type: 'written', destination: dest, digest: image.descriptor.digest });
   }
-  return { compile: compiled, images };
+  const result: BuildResult = { compile: compiled, compiles: [compiled], images };
+  if (sbom && images[0]) {
+    const { OciDirSource } = await import('../transport/oci-dir.js');
+    const source = OciDirSource.forDescriptor(await openCache(), images[0].descriptor);
+    try {
+      const subjects = [
+        { descriptor: images[0].descriptor, platform: images[0].platform, compile: compiled },
+      ];
+      result.sboms = await attachSboms(source, subjects, to, options.signal);
+    } finally {
+      await source.close();
+    }
+  }
+  return result;
+}
+
+interface PlatformImage {
+  platform: Platform;
+  descriptor: Descriptor;
+  annotations: Record<string, string> | undefined;
+  compile: CompileResult;
+  format?: WasmFormat;
+  wasm?: WasmInfo;
+  base?: { name: string; digest: string };
+  layers?: NativeLayer[];
+  /** How many layers at the bottom are the base's (left out of the SBOM's files). */
+  baseLayers?: number;
+}
+
+async function multiPlatform(
+  options: BuildOptions,
+  projectDir: string,
+  to: string[],
+  platforms: Platform[],
+  annotations: Record<string, string>,
+  sbom: boolean,
+): Promise<BuildResult> {
+  const { onBuildEvent: _e, platforms: _ps, platform: _p, output, ...compileBase } = options;
+  const emit = options.onBuildEvent ?? (() => {});
+  const store = await openCache();
+  const composed = new ComposedSource('kiln build', store);
+  try {
+    const p = (await loadProject(projectDir, options.file ? { file: options.file } : {})).project;
+    const native = platforms.filter((x) => !isWasmPlatform(x));
+    const baseRef = options.base ?? p.image?.base;
+    // Bases first: a base that lacks a platform fails before anything is compiled or written.
+    const bases = new Map<Platform, NativeBase>();
+    if (baseRef && native.length > 0) {
+      const resolved = await resolveBases(composed, baseRef, native);
+      for (const [i, platform] of native.entries()) bases.set(platform, resolved[i]!);
+    }
+    const created = defaultCreated();
+    const name = p.image?.name ?? path.basename(projectDir);
+    const built: PlatformImage[] = [];
+    let wasmCompile: CompileResult | undefined;
+
+    for (const platform of platforms) {
+      if (isWasmPlatform(platform)) {
+        if (!wasmCompile) {
+          emit({ type: 'compile', platform });
+          wasmCompile = await compile({ ...compileBase, ...(output ? { output } : {}) });
+        }
+        const { packageWasm } = await import('../wasm/package.js');
+        const format = options.format ?? (p.image?.format as WasmFormat | undefined) ?? 'image';
+        const packaged = await packageWasm(store, {
+          file: wasmCompile.output,
+          format,
+          ...(p.image?.name ? { name: p.image.name } : {}),
+          platform,
+          annotations,
+          labels: p.image?.labels ?? {},
+        });
+        composed.addOwn(packaged.manifest.config);
+        for (const layer of packaged.manifest.layers) composed.addOwn(layer);
+        composed.addOwn(packaged.descriptor);
+        built.push({
+          platform: packaged.platform,
+          descriptor: packaged.descriptor,
+          annotations: packaged.manifest.annotations,
+          compile: wasmCompile,
+          format,
+          wasm: packaged.info,
+        });
+        emit({ type: 'image', platform: packaged.platform, digest: packaged.descriptor.digest });
+        continue;
+      }
+      emit({ type: 'compile', platform });
+      // Lands at DIR/<name>-<os>-<arch>, which no target counts as a source.
+      const compiled = await compile({ ...compileBase, target: platform });
+      const base = bases.get(platform);
+      const image = await buildNativeImage({
+        composed,
+        store,
+        platform,
+        ...(base ? { base } : {}),
+        name,
+        artifact: compiled.output,
+        ...(p.image?.layers ? { layers: p.image.layers } : {}),
+        ...(p.image?.entrypoint ? { entrypoint: p.image.entrypoint } : {}),
+        ...(p.image?.cmd ? { cmd: p.image.cmd } : {}),
+        ...(p.image?.user ? { user: p.image.user } : {}),
+        ...(p.image?.workdir ? { workdir: p.image.workdir } : {}),
+        ...(p.image?.env ? { env: p.image.env } : {}),
+        ...(p.image?.labels ? { labels: p.image.labels } : {}),
+        annotations,
+        created,
+      });
+      built.push({
+        platform: image.platform,
+        descriptor: image.descriptor,
+        annotations: image.manifest.annotations,
+        compile: compiled,
+        ...(base ? { base: { name: base.name, digest: base.image.descriptor.digest } } : {}),
+        layers: image.layers,
+        baseLayers: base?.image.manifest.layers.length ?? 0,
+      });
+      emit({ type: 'image', platform: image.platform, digest: image.descriptor.digest });
+    }
+
+    let root: Descriptor;
+    let index: Descriptor | undefined;
+    if (built.length === 1) {
+      root = built[0]!.descriptor;
+    } else {
+      const wasiAlias = options.wasiAlias ?? p.image?.wasiAlias ?? false;
+      index = await composed.putJson(MediaType.OciIndex, indexOf(built, annotations, wasiAlias));
+      root = index;
+    }
+    composed.setRoot(root);
+
+    const images: BuiltImage[] = [];
+    for (const dest of to) {
+      await copyImage(
+        composed,
+        await openDestination(dest),
+        options.signal ? { signal: options.signal } : {},
+      );
+      emit({ type: 'written', destination: dest, digest: root.digest });
+      for (const b of built) {
+        const { compile: _c, annotations: _a, baseLayers: _b, ...rest } = b;
+        images.push({ destination: dest, ...rest });
+      }
+    }
+    const compiles = [...new Set(built.map((b) => b.compile))];
+    const result: BuildResult = {
+      compile: wasmCompile ?? compiles[0]!,
+      compiles,
+      ...(index ? { index } : {}),
+      images,
+    };
+    if (sbom) result.sboms = await attachSboms(composed, built, to, options.signal);
+    return result;
+  } finally {
+    await composed.close();
+  }
+}
+
+/**
+ * The index of every platform's manifest, in the order asked, each entry carrying its manifest's
+ * annotations. With `wasiAlias`, the first wasm manifest is listed again under wasi/wasm (Docker's
+ * name for it), unless wasi/wasm was built as a platform of its own.
+ */
+export function indexOf(
+  built: Array<{
+    platform: Platform;
+    descriptor: Descriptor;
+    annotations?: Record<string, string> | undefined;
+  }>,
+  annotations: Record<string, string>,
+  wasiAlias: boolean,
+): ImageIndex {
+  const manifests: Descriptor[] = [];
+  const entry = (b: (typeof built)[number], platform: Platform): Descriptor => ({
+    mediaType: b.descriptor.mediaType,
+    digest: b.descriptor.digest,
+    size: b.descriptor.size,
+    platform,
+    ...(b.annotations && Object.keys(b.annotations).length ? { annotations: sortKeys(b.annotations) } : {}),
+  });
+  const hasWasi = built.some((b) => b.platform.os === 'wasi' && b.platform.architecture === 'wasm');
+  let aliased = false;
+  for (const b of built) {
+    manifests.push(entry(b, b.platform));
+    if (wasiAlias && !hasWasi && !aliased && isWasmPlatform(b.platform)) {
+      manifests.push(entry(b, { os: 'wasi', architecture: 'wasm' }));
+      aliased = true;
+    }
+  }
+  const index: ImageIndex = { schemaVersion: 2, mediaType: MediaType.OciIndex, manifests };
+  if (Object.keys(annotations).length > 0) index.annotations = sortKeys(annotations);
+  return index;
+}
+
+interface SbomSubject {
+  descriptor: Descriptor;
+  platform: Platform;
+  compile: CompileResult;
+  base?: { name: string; digest: string };
+  baseLayers?: number;
+}
+
+/**
+ * Attaches an SPDX SBOM to every image manifest written (once per manifest and destination; the
+ * wasi/wasm alias shares its manifest). The files are those kiln added (not the base's), read from
+ * `source`, where the images were composed. Registry and oci: destinations hold referrers; the
+ * archive and daemon transports have no place for them and are skipped.
+ */
+async function attachSboms(
+  source: ImageSource,
+  subjects: SbomSubject[],
+  to: string[],
+  signal: AbortSignal | undefined,
+): Promise<BuiltSbom[]> {
+  const targets = to.filter((dest) => {
+    const t = parseLocation(dest).transport;
+    return t === 'registry' || t === 'oci';
+  });
+  if (targets.length === 0) return [];
+  const [{ attachSbom }, { imageFiles }, { lockfilePackages }] = await Promise.all([
+    import('../sbom/referrers.js'),
+    import('../sbom/files.js'),
+    import('../sbom/lockfiles.js'),
+  ]);
+  const project = subjects[0]!.compile.project;
+  const name = project.project.image?.name ?? path.basename(project.dir);
+  const packages = await lockfilePackages(project.sourceDir);
+  const created = defaultCreated();
+  const out: BuiltSbom[] = [];
+  const seen = new Set<string>();
+  for (const subject of subjects) {
+    if (seen.has(subject.descriptor.digest)) continue;
+    seen.add(subject.descriptor.digest);
+    const files = await imageFiles(source, subject.descriptor, { skipLayers: subject.baseLayers ?? 0 });
+    const toolchain = subject.compile.toolchain;
+    for (const dest of targets) {
+      const attached = await attachSbom({
+        to: dest,
+        name,
+        subject: subject.descriptor,
+        platform: subject.platform,
+        files,
+        ...(toolchain ? { toolchain: { image: toolchain.name, digest: toolchain.pinned } } : {}),
+        ...(subject.base ? { base: subject.base } : {}),
+        packages,
+        created,
+        ...(signal ? { signal } : {}),
+      });
+      out.push({ destination: dest, subject: subject.descriptor.digest, descriptor: attached.descriptor });
+    }
+  }
+  return out;
 }

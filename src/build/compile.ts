@@ -1,7 +1,11 @@
 /**
- * `kiln compile`: a project to one .wasm, built in its toolchain image by a runner, or taken from
- * the build cache when nothing that counts has changed (then no runner starts and no network is used
- * when kiln.lock pins the toolchain).
+ * `kiln compile`: a project to one .wasm (or one native binary for a linux target), built in its
+ * toolchain image by a runner, or taken from the build cache when nothing that counts has changed
+ * (then no runner starts and no network is used when kiln.lock pins the toolchain).
+ *
+ * The toolchain image always runs on the build machine's platform; a native target is reached by
+ * cross-compiling there, told to the command through $KILN_TARGET_*. The artifact's header is checked
+ * against the target afterwards (artifact-check.ts).
  */
 import { createReadStream } from 'node:fs';
 import * as fs from 'node:fs/promises';
@@ -9,12 +13,26 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { KilnError } from '../errors.js';
 import { newHash } from '../oci/digest.js';
-import { formatPlatform } from '../oci/platform.js';
+import { formatPlatform, type Platform } from '../oci/platform.js';
 import { openCache } from '../store/cache.js';
 import { buildPlatform, resolveToolchain, toolchainName } from '../toolchain/images.js';
-import { DEFAULT_ARTIFACT, detectLanguage, type Language, preset } from '../toolchain/presets/index.js';
+import {
+  DEFAULT_ARTIFACT,
+  DEFAULT_NATIVE_ARTIFACT,
+  detectLanguage,
+  type Language,
+  nativeBuild,
+  preset,
+} from '../toolchain/presets/index.js';
 import { OUT_DIR, type RunnerName, type ToolchainImage } from '../toolchain/runner.js';
 import { type RunnerChoice, selectRunner } from '../toolchain/select.js';
+import {
+  checkArtifact,
+  resolveTarget,
+  SUPPORTED_TARGETS,
+  type Target,
+  WASM_TARGET,
+} from './artifact-check.js';
 import { BuildCache, buildKey, type CacheEntry } from './cache.js';
 import { LockFile } from './lock.js';
 import { type LoadedProject, loadProject } from './project.js';
@@ -31,8 +49,13 @@ export interface CompileOptions {
   dir?: string;
   /** An explicit project file instead of DIR/kiln.yaml. */
   file?: string;
-  /** Where the artifact lands on the host (default: DIR/<name>.wasm). */
+  /** Where the artifact lands on the host (default: DIR/<name>.wasm, DIR/<name>-<os>-<arch> for native). */
   output?: string;
+  /**
+   * The platform to build for (default: wasip1/wasm). A linux one (amd64, arm64, arm/v7, 386,
+   * ppc64le, s390x, riscv64) is cross-compiled in the same toolchain image.
+   */
+  target?: Platform;
   lang?: string;
   toolchain?: string;
   command?: string;
@@ -63,7 +86,29 @@ export interface CompileResult {
   lang?: Language;
   toolchain?: { name: string; pinned: string };
   key?: string;
+  /** The platform built for, normalised (linux/aarch64 → linux/arm64). */
+  target: Platform;
   project: LoadedProject;
+}
+
+/**
+ * What the build command learns about its target. Set for every target, wasm too, so one
+ * kiln.yaml `toolchain.command` can switch on them.
+ */
+export function targetEnv(target: Target): Record<string, string> {
+  return {
+    KILN_TARGET_OS: target.platform.os,
+    KILN_TARGET_ARCH: target.platform.architecture,
+    KILN_TARGET_VARIANT: target.platform.variant ?? '',
+    KILN_TARGET_PLATFORM: formatPlatform(target.platform),
+    KILN_TARGET_TRIPLE: target.triple,
+  };
+}
+
+/** Where a target's artifact lands by default: DIR/<name>.wasm, or DIR/<name>-linux-arm64 (-v7 for arm/v7). */
+export function defaultOutputName(name: string, target: Platform): string {
+  if (target.architecture === 'wasm') return `${name}.wasm`;
+  return [name, target.os, target.architecture, ...(target.variant ? [target.variant] : [])].join('-');
 }
 
 /** `app.wasm` or `/out/app.wasm` → `app.wasm`; anything outside /out is refused. */
@@ -94,6 +139,7 @@ export async function compile(options: CompileOptions = {}): Promise<CompileResu
   );
   const p = project.project;
   const emit = options.onEvent ?? (() => {});
+  const target = resolveTarget(options.target ?? WASM_TARGET);
 
   const explicitImage = options.toolchain ?? p.toolchain?.image;
   const explicitCommand = options.command ?? p.toolchain?.command;
@@ -105,23 +151,51 @@ export async function compile(options: CompileOptions = {}): Promise<CompileResu
         ? undefined
         : await detectLanguage(project.sourceDir);
   const chosen = lang ? preset(lang) : undefined;
-  const command = explicitCommand ?? chosen!.command;
+  // A custom command builds every target itself (it reads $KILN_TARGET_*); a preset has one
+  // command for wasm and one for linux targets.
+  const presetBuild =
+    chosen && !target.wasm && !explicitCommand
+      ? nativeBuild(
+          chosen,
+          {
+            arch: target.platform.architecture,
+            ...(target.platform.variant ? { variant: target.platform.variant } : {}),
+            triple: target.triple,
+          },
+          formatPlatform(target.platform),
+        )
+      : chosen;
+  const command = explicitCommand ?? presetBuild!.command;
   const image = explicitImage ?? chosen!.image;
-  const artifact = artifactPath(options.artifact ?? p.toolchain?.artifact ?? DEFAULT_ARTIFACT);
+  const artifact = artifactPath(
+    options.artifact ?? p.toolchain?.artifact ?? (target.wasm ? DEFAULT_ARTIFACT : DEFAULT_NATIVE_ARTIFACT),
+  );
   const network = options.network ?? p.toolchain?.network ?? chosen?.needsNetwork ?? false;
-  const env = { ...(chosen?.env ?? {}), ...(p.env ?? {}), ...(options.env ?? {}) };
+  const env = { ...(presetBuild?.env ?? {}), ...(p.env ?? {}), ...(options.env ?? {}) };
 
   const name = p.image?.name ?? path.basename(project.dir);
-  const defaultOutput = path.join(project.dir, `${name}.wasm`);
+  const defaultOutput = path.join(project.dir, defaultOutputName(name, target.platform));
   const output = path.resolve(options.output ?? defaultOutput);
 
-  // The artifact (where it goes now, and where it goes by default) and the lock file live in the
-  // project but are outputs, not inputs: the same sources give the same key whatever -o says.
+  // The artifact (where it goes now, and where any target's goes by default) and the lock file live
+  // in the project but are outputs, not inputs: the same sources give the same key whatever -o says,
+  // and building one platform does not change the key of another.
   const exclude = [...(p.exclude ?? []), '/kiln.lock'];
-  for (const file of new Set([output, defaultOutput])) {
+  const defaults = SUPPORTED_TARGETS.map((t) => {
+    const [os, architecture, variant] = t.split('/') as [string, string, string | undefined];
+    return path.join(
+      project.dir,
+      defaultOutputName(name, { os, architecture, ...(variant ? { variant } : {}) }),
+    );
+  });
+  for (const file of new Set([output, defaultOutput, ...defaults])) {
     const rel = path.relative(project.sourceDir, file);
-    if (!rel.startsWith('..') && !path.isAbsolute(rel))
-      exclude.push(exactPattern(rel.split(path.sep).join('/')));
+    if (!rel.startsWith('..') && !path.isAbsolute(rel)) {
+      const pattern = exactPattern(rel.split(path.sep).join('/'));
+      // Also the temp file the cache writes it through: another target's compile running at the
+      // same time must not count it (nor fail when it is renamed away mid-walk).
+      exclude.push(pattern, `${pattern}.kiln-tmp-*`);
+    }
   }
   const files = await listSources(project.sourceDir, {
     ...(p.include ? { include: p.include } : {}),
@@ -134,6 +208,11 @@ export async function compile(options: CompileOptions = {}): Promise<CompileResu
   const cache = new BuildCache(store);
   const lock = await LockFile.load(project.dir);
   const platform = buildPlatform();
+  // A wasm target keeps the key it had before kiln built other targets, so existing caches hit.
+  const keyPlatform =
+    target.wasm && formatPlatform(target.platform) === formatPlatform(WASM_TARGET)
+      ? formatPlatform(platform)
+      : `${formatPlatform(platform)} target=${formatPlatform(target.platform)}`;
 
   // The local runner has no image to pin: its builds are never cached (the host's compiler may change).
   const local = choice === 'local';
@@ -163,7 +242,7 @@ export async function compile(options: CompileOptions = {}): Promise<CompileResu
     toolchain && !options.noCache
       ? buildKey({
           toolchain: `${toolchain.name}@${toolchain.pinned}`,
-          platform: formatPlatform(platform),
+          platform: keyPlatform,
           command,
           env,
           artifact,
@@ -171,7 +250,13 @@ export async function compile(options: CompileOptions = {}): Promise<CompileResu
           sources,
         })
       : undefined;
-  const base = { output, ...(lang ? { lang } : {}), ...(toolchain ? { toolchain } : {}), project };
+  const base = {
+    output,
+    ...(lang ? { lang } : {}),
+    ...(toolchain ? { toolchain } : {}),
+    target: target.platform,
+    project,
+  };
 
   if (key) {
     let entry: CacheEntry | undefined = await cache.get(key);
@@ -188,6 +273,7 @@ export async function compile(options: CompileOptions = {}): Promise<CompileResu
     if (entry) {
       emit({ type: 'cache-hit', where, key });
       await cache.extract(entry, output);
+      if (!target.wasm) await fs.chmod(output, 0o755);
       await lock.save();
       return {
         ...base,
@@ -208,7 +294,8 @@ export async function compile(options: CompileOptions = {}): Promise<CompileResu
     const result = await runner.run({
       ...(resolved ? { image: resolved } : {}),
       command,
-      env,
+      // kiln's own facts about the target last: the build cannot be told another target than the key says.
+      env: { ...env, ...targetEnv(target) },
       srcDir: project.sourceDir,
       outDir,
       network,
@@ -218,7 +305,7 @@ export async function compile(options: CompileOptions = {}): Promise<CompileResu
     if (result.exitCode !== 0)
       throw new KilnError(
         'E_BUILD_FAILED',
-        `the build failed (exit ${result.exitCode}) in the ${runner.name} runner`,
+        `the build${target.wasm ? '' : ` for ${formatPlatform(target.platform)}`} failed (exit ${result.exitCode}) in the ${runner.name} runner`,
         {
           hint: "the compiler's own messages are above",
         },
@@ -233,10 +320,12 @@ export async function compile(options: CompileOptions = {}): Promise<CompileResu
           : `it wrote nothing to ${OUT_DIR} ($KILN_OUT)`,
       });
     }
+    await checkArtifact(built, target, `${OUT_DIR}/${artifact}`);
     await lock.save();
     if (key) {
       const entry = await cache.put(key, built, `${toolchain!.name}@${toolchain!.pinned}`);
       await cache.extract(entry, output);
+      if (!target.wasm) await fs.chmod(output, 0o755);
       const pushTo = options.cacheTo ?? p.cache?.to;
       if (pushTo && !options.offline) {
         await cache.push(entry, pushTo);
@@ -256,6 +345,7 @@ export async function compile(options: CompileOptions = {}): Promise<CompileResu
     for await (const chunk of createReadStream(built)) hash.update(chunk as Buffer);
     await fs.mkdir(path.dirname(output), { recursive: true });
     await fs.copyFile(built, output);
+    if (!target.wasm) await fs.chmod(output, 0o755);
     return {
       ...base,
       digest: `sha256:${hash.digest('hex')}`,

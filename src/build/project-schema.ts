@@ -124,6 +124,42 @@ const imageShape = {
   platforms: platformsSchema
     .optional()
     .describe('Platforms (os/arch[/variant]) to build for, e.g. wasip1/wasm (default: from the module)'),
+  base: imageRef
+    .optional()
+    .describe('Base image of native images (an index gives the image for each platform; default: none)'),
+  entrypoint: oneOrMore(nonEmpty('the entrypoint'))
+    .optional()
+    .describe(
+      'Entrypoint of native images: a path, or a list (program and arguments; default: /usr/local/bin/<name>)',
+    ),
+  cmd: oneOrMore(z.string())
+    .optional()
+    .describe("Default arguments of native images: one or a list (default: none; the base's is dropped)"),
+  user: nonEmpty('the user').optional().describe('User of native images: name, uid, or uid:gid'),
+  workdir: nonEmpty('the working directory')
+    .refine((v) => v.startsWith('/'), { error: 'the working directory must be an absolute path' })
+    .optional()
+    .describe('Working directory of native images (absolute)'),
+  env: stringMap(
+    z.string().regex(ENV_NAME_RE, {
+      error: "variable names are letters, digits and '_', not starting with a digit",
+    }),
+  )
+    .optional()
+    .describe("Environment of native images, on top of the base's"),
+  layers: z
+    .number()
+    .refine(Number.isInteger, { error: 'the layer budget is a whole number' })
+    .min(1, { error: 'the layer budget is at least 1' })
+    .max(32, { error: 'the layer budget is at most 32' })
+    .optional()
+    .describe(
+      'Layer budget of native images (default 3): the binary alone on top, the other files the build wrote grouped by top-level directory below',
+    ),
+  wasiAlias: z
+    .boolean()
+    .optional()
+    .describe("Also list the wasm image under wasi/wasm in a multi-platform index (Docker's name)"),
 };
 
 const cacheShape = {
@@ -167,6 +203,10 @@ const rootShape = {
     .default([])
     .describe('Where the image goes: a destination (registry reference, oci:dir[:tag], ...) or a list'),
   cache: z.strictObject(cacheShape).optional().describe('Sharing compiled artifacts between machines'),
+  sbom: z
+    .boolean()
+    .optional()
+    .describe('Attach an SPDX SBOM to every image built, as an OCI referrer (default: true)'),
 };
 
 /** The whole of kiln.yaml. Strict: unknown keys are errors, at every level. */
@@ -205,6 +245,10 @@ const ALIASES: Record<string, string> = {
   wasm: 'artifact',
   annotation: 'annotations',
   label: 'labels',
+  from: 'base',
+  entry: 'entrypoint',
+  workingdir: 'workdir',
+  working_dir: 'workdir',
 };
 
 // ---------------------------------------------------------------------------------------------

@@ -43,6 +43,8 @@ export interface FlatEntry {
   linkname?: string;
   devmajor?: number;
   devminor?: number;
+  /** Extended attributes from PAX `SCHILY.xattr.NAME` records (values as tar-stream decodes them: UTF-8). */
+  xattrs?: Record<string, string>;
   /** Index in the manifest's layers of the layer the entry comes from (0 is the bottom). */
   layer: number;
 }
@@ -269,7 +271,20 @@ function toEntry(raw: RawEntry, p: string, type: FlatEntryType, layer: number): 
     entry.devmajor = h.devmajor ?? 0;
     entry.devminor = h.devminor ?? 0;
   }
+  const xattrs = paxXattrs(pax);
+  if (xattrs) entry.xattrs = xattrs;
   return entry;
+}
+
+const XATTR = 'SCHILY.xattr.';
+
+/** The `SCHILY.xattr.*` records of a PAX header (GNU tar, Go, BuildKit write these), keys sorted. */
+export function paxXattrs(pax: Record<string, string | undefined>): Record<string, string> | undefined {
+  const keys = Object.keys(pax)
+    .filter((k) => k.startsWith(XATTR) && k.length > XATTR.length && typeof pax[k] === 'string')
+    .sort();
+  if (keys.length === 0) return undefined;
+  return Object.fromEntries(keys.map((k) => [k.slice(XATTR.length), pax[k]!]));
 }
 
 export interface FlattenOptions {
@@ -647,7 +662,8 @@ function depth(p: string): number {
   return n;
 }
 
-async function packFlatEntry(
+/** Writes one flattened entry (a file's bytes from `content`) with its owners, mtime and xattrs. */
+export async function packFlatEntry(
   pack: tar.Pack,
   e: FlatEntry,
   content: AsyncIterable<Buffer> | undefined,
@@ -675,12 +691,17 @@ async function packFlatEntry(
   if (e.linkname !== undefined) header.linkname = e.linkname;
   if (e.devmajor !== undefined) header.devmajor = e.devmajor;
   if (e.devminor !== undefined) header.devminor = e.devminor;
+  const pax: Record<string, string> = {};
   // tar-stream writes ids as 6 octal digits; larger ones go in a PAX header, as GNU tar does.
   if (e.uid > MAX_USTAR_ID || e.gid > MAX_USTAR_ID) {
-    header.pax = { uid: String(e.uid), gid: String(e.gid) };
+    pax.uid = String(e.uid);
+    pax.gid = String(e.gid);
     header.uid = Math.min(e.uid, MAX_USTAR_ID);
     header.gid = Math.min(e.gid, MAX_USTAR_ID);
   }
+  // Sorted, so the same attributes always encode the same bytes.
+  for (const k of Object.keys(e.xattrs ?? {}).sort()) pax[`${XATTR}${k}`] = e.xattrs![k]!;
+  if (Object.keys(pax).length > 0) header.pax = pax;
   await packEntry(pack, header, e.type === 'file' ? content : undefined);
 }
 

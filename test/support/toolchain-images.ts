@@ -4,6 +4,8 @@
  *
  * - busybox: the host's static busybox with every applet linked in /bin. Small (~1 MB), so runner
  *   tests (mounts, network, exit codes, clean-up) run in a second.
+ * - Debian toolchains (c, rust, native: see DEBIAN_TOOLCHAINS) from debootstrap, and a
+ *   linux/amd64 + linux/arm64 busybox base index for native images (busyboxBaseIndex).
  */
 import { createHash } from 'node:crypto';
 import {
@@ -19,8 +21,11 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { artifactMismatch, describeHeader, resolveTarget } from '../../src/build/artifact-check.js';
 import { appendLayers } from '../../src/image/append.js';
-import type { ImageConfig } from '../../src/oci/types.js';
+import { createIndex } from '../../src/image/index-create.js';
+import { hostPlatform } from '../../src/oci/platform.js';
+import type { Descriptor, ImageConfig } from '../../src/oci/types.js';
 import { parseManifest } from '../../src/oci/validate.js';
 import { OciLayout } from '../../src/store/layout.js';
 import type { ToolchainImage } from '../../src/toolchain/runner.js';
@@ -107,6 +112,17 @@ export async function busyboxToolchain(home: string): Promise<ToolchainImage> {
 export const DEBIAN_TOOLCHAINS = {
   c: ['clang-14', 'lld-14', 'wasi-libc', 'libclang-rt-14-dev-wasm32'],
   rust: ['rustc', 'cargo', 'libstd-rust-dev-wasm32', 'libc6-dev', 'lld-14'],
+  // c's packages plus the arm64 cross sysroot (glibc and libgcc, static archives included): one
+  // clang builds wasm32-wasi, x86_64-linux-gnu (host libc) and aarch64-linux-gnu (ld.lld links it).
+  native: [
+    'clang-14',
+    'lld-14',
+    'wasi-libc',
+    'libclang-rt-14-dev-wasm32',
+    'libc6-dev',
+    'libc6-dev-arm64-cross',
+    'libgcc-12-dev-arm64-cross',
+  ],
 } as const;
 export type DebianToolchain = keyof typeof DEBIAN_TOOLCHAINS;
 
@@ -154,5 +170,117 @@ export async function debianToolchainRootfs(kind: DebianToolchain): Promise<stri
   } catch (err) {
     rmSync(tmp, { recursive: true, force: true });
     throw err;
+  }
+}
+
+/**
+ * Writes the Debian toolchain `kind` as a linux image for this machine to `to` (a registry
+ * reference or `oci:DIR:TAG`), one layer made by kiln's own append, as compile.test.ts pushes the c
+ * and rust ones with the CLI. `storeDir` is the kiln store the layer is written through. The layer
+ * is deterministic, so a registry that already has it is not sent it again.
+ */
+export async function pushDebianToolchain(
+  kind: DebianToolchain,
+  to: string,
+  storeDir: string,
+): Promise<string> {
+  const rootfs = await debianToolchainRootfs(kind);
+  const store = await OciLayout.open(storeDir, { create: true });
+  await appendLayers({ base: 'scratch', layers: [{ source: rootfs }], to, platform: hostPlatform(), store });
+  return to;
+}
+
+/**
+ * busybox-static for arm64, from the Debian mirror (no foreign dpkg architecture needed): the .deb
+ * of the host's busybox-static version, its `_amd64` swapped for `_arm64` (a binNMU suffix `+bN`
+ * may be the amd64 build's alone: then without it), unpacked with dpkg-deb and kept under
+ * $KILN_TEST_CACHE. The mirror is plain HTTP like debootstrap's; the binary is checked to be a
+ * static AArch64 ELF. KILN_TEST_BUSYBOX_ARM64_DEB names a local .deb instead (offline machines).
+ */
+export async function arm64Busybox(): Promise<string> {
+  const cache = process.env.KILN_TEST_CACHE ?? '/var/tmp/kiln-test-cache';
+  const show = await runOk(requireTool('apt-cache')!, ['show', 'busybox-static']);
+  const filename = /^Filename: (\S+)$/m.exec(show.stdout)?.[1];
+  if (!filename) throw new Error('apt-cache show busybox-static names no Filename');
+  const version = /^Version: (\S+)$/m.exec(show.stdout)![1]!.replace(/[^A-Za-z0-9.+~-]/g, '_');
+  const dir = join(cache, `busybox-static-arm64-${version}`);
+  const binary = join(dir, 'bin', 'busybox');
+  if (existsSync(join(dir, '.complete'))) return binary;
+  mkdirSync(cache, { recursive: true });
+  const tmp = mkdtempSync(join(cache, '.building-busybox-arm64-'));
+  try {
+    let deb = process.env.KILN_TEST_BUSYBOX_ARM64_DEB;
+    if (!deb) {
+      const arm64 = filename.replace(/_[a-z0-9]+\.deb$/, '_arm64.deb');
+      const tried: string[] = [];
+      for (const candidate of new Set([arm64, arm64.replace(/\+b\d+_arm64\.deb$/, '_arm64.deb')])) {
+        const url = `${MIRROR}/${candidate}`;
+        tried.push(url);
+        const res = await fetch(url, { signal: AbortSignal.timeout(120_000) });
+        if (!res.ok) continue;
+        deb = join(tmp, 'busybox-static.deb');
+        writeFileSync(deb, Buffer.from(await res.arrayBuffer()));
+        break;
+      }
+      if (!deb) throw new Error(`no arm64 busybox-static on the mirror; tried ${tried.join(', ')}`);
+    }
+    const root = join(tmp, 'root');
+    await runOk(requireTool('dpkg-deb')!, ['-x', deb, root]);
+    const head = readFileSync(join(root, 'bin', 'busybox')).subarray(0, 64);
+    if (artifactMismatch(head, resolveTarget({ os: 'linux', architecture: 'arm64' })) !== undefined)
+      throw new Error(`${deb}: bin/busybox is ${describeHeader(head)}, not an AArch64 ELF`);
+    if (!isStaticElf(join(root, 'bin', 'busybox'))) throw new Error(`${deb}: bin/busybox is not static`);
+    writeFileSync(join(root, '.complete'), `${filename}\n`);
+    rmSync(dir, { recursive: true, force: true });
+    renameSync(root, dir);
+    return binary;
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+export interface BusyboxBase {
+  /** `oci:DIR:TAG`, the index. */
+  ref: string;
+  descriptor: Descriptor;
+  /** The index's entries: linux/amd64 and linux/arm64. */
+  manifests: Descriptor[];
+}
+
+/**
+ * A multi-platform base image in the OCI layout `dir` (created if needed), tagged `tag`: an index of
+ * linux/amd64 and linux/arm64, each one layer of static busybox (/bin/busybox, a symlink per applet,
+ * /tmp). amd64 is the host's busybox-static; arm64 comes from {@link arm64Busybox}, with the host's
+ * applet list (the same Debian version and configuration). The per-platform images are also tagged
+ * `<tag>-linux-amd64` and `<tag>-linux-arm64`. Deterministic: the same digests on every run.
+ */
+export async function busyboxBaseIndex(dir: string, tag = 'busybox'): Promise<BusyboxBase> {
+  const store = await OciLayout.open(dir, { create: true });
+  const amd64 = await busyboxRootfs(mkdtempSync(join(tmpdir(), 'kiln-busybox-base-')));
+  const arm64 = await busyboxRootfs(mkdtempSync(join(tmpdir(), 'kiln-busybox-base-')));
+  try {
+    copyFileSync(await arm64Busybox(), join(arm64, 'bin', 'busybox'));
+    const sources: string[] = [];
+    for (const [rootfs, architecture] of [
+      [amd64, 'amd64'],
+      [arm64, 'arm64'],
+    ] as const) {
+      const ref = `oci:${dir}:${tag}-linux-${architecture}`;
+      await appendLayers({
+        base: 'scratch',
+        layers: [{ source: rootfs }],
+        to: ref,
+        platform: { os: 'linux', architecture },
+        created: '1970-01-01T00:00:00Z',
+        store,
+      });
+      sources.push(ref);
+    }
+    const ref = `oci:${dir}:${tag}`;
+    const index = await createIndex({ sources, to: ref, store });
+    return { ref, descriptor: await store.resolve(tag), manifests: index.manifests };
+  } finally {
+    rmSync(amd64, { recursive: true, force: true });
+    rmSync(arm64, { recursive: true, force: true });
   }
 }

@@ -130,6 +130,24 @@ describe('parseProject', () => {
     ]);
   });
 
+  test('native image keys: entrypoint and cmd as one or a list, env, layers, wasiAlias, sbom', () => {
+    const p = parseProject(
+      'sbom: false\nimage:\n  base: localhost:5000/busybox:1\n  entrypoint: /usr/local/bin/app\n  cmd: [--port, "8080"]\n  user: "1000:1000"\n  workdir: /data\n  env: { MODE: prod }\n  layers: 2\n  wasiAlias: true\n',
+      'k',
+    );
+    assert.equal(p.sbom, false);
+    assert.deepEqual(p.image, {
+      base: 'localhost:5000/busybox:1',
+      entrypoint: ['/usr/local/bin/app'],
+      cmd: ['--port', '8080'],
+      user: '1000:1000',
+      workdir: '/data',
+      env: { MODE: 'prod' },
+      layers: 2,
+      wasiAlias: true,
+    });
+  });
+
   test('a byte order mark and YAML 1.2 scalars: `no` and `on` stay strings', () => {
     const p = parseProject('\ufeffenv:\n  A: no\n  B: on\n', 'k');
     assert.deepEqual(p.env, { A: 'no', B: 'on' });
@@ -256,6 +274,32 @@ describe('parseProject', () => {
       'kiln.yaml:1:1: include: list at least one pattern, or leave the key out to include every file',
     ],
     ['empty source', 'source: ""\n', 'kiln.yaml:1:1: source: the source directory cannot be empty'],
+    [
+      'image.layers: not a whole number',
+      'image:\n  layers: 1.5\n',
+      'kiln.yaml:2:3: image.layers: the layer budget is a whole number',
+    ],
+    [
+      'image.layers: zero',
+      'image:\n  layers: 0\n',
+      'kiln.yaml:2:3: image.layers: the layer budget is at least 1',
+    ],
+    [
+      'image.workdir: relative',
+      'image:\n  workdir: app\n',
+      'kiln.yaml:2:3: image.workdir: the working directory must be an absolute path',
+    ],
+    [
+      'image.base: a bad reference',
+      'image:\n  base: "Bad Base"\n',
+      'kiln.yaml:2:3: image.base: invalid image reference "Bad Base": references cannot contain whitespace',
+    ],
+    [
+      'image: from for base',
+      'image:\n  from: busybox\n',
+      "kiln.yaml:2:3: image: unknown key 'from' (did you mean 'base'?)",
+    ],
+    ['sbom: a string', 'sbom: "no"\n', "kiln.yaml:1:1: sbom: expected true or false (got 'no')"],
     [
       'several problems: the first in the file, and a count',
       'env: {A: 1}\nlang: x\ncolour: red\n',

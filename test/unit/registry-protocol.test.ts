@@ -120,10 +120,12 @@ test('manifest PUT: refused as DIGEST_INVALID while the registry writes blob lin
       const code = refusals.shift();
       if (code) {
         res.writeHead(400, { 'content-type': 'application/json' });
-        return res.end(JSON.stringify({ errors: [{ code, message: 'race' }] }));
+        res.end(JSON.stringify({ errors: [{ code, message: 'race' }] }));
+        return;
       }
       res.writeHead(201, { 'docker-content-digest': 'sha256:abc' });
-      return res.end();
+      res.end();
+      return;
     }
     res.writeHead(404).end();
   });

@@ -1,50 +1,106 @@
-import { type Command, Option } from 'commander';
+import { type Command, InvalidArgumentError, Option } from 'commander';
 import { collect, examples, globals } from '../common.js';
 import { Output } from '../output.js';
 import { compileOptions, toCompileOptions } from './compile.js';
+
+/** `--sbom=false` as well as `--no-sbom`: commander hands `--sbom=VALUE` over as a string. */
+function parseBool(value: string): boolean {
+  if (/^(true|yes|1|on)$/i.test(value)) return true;
+  if (/^(false|no|0|off)$/i.test(value)) return false;
+  throw new InvalidArgumentError('expected true or false');
+}
 
 export function register(program: Command): void {
   compileOptions(
     program
       .command('build')
-      .description('compile a project, package the .wasm as an image, and write it (kiln.yaml)'),
+      .description(
+        'compile a project and write it as an image: wasm, native on a base image, or one index of several platforms (kiln.yaml)',
+      ),
   )
     .option('--to <dest>', "destination (repeatable; default: kiln.yaml's to)", collect)
     .addOption(
       new Option(
         '--format <format>',
-        "packaging convention (default: kiln.yaml's image.format, else image)",
+        "packaging convention of wasm images (default: kiln.yaml's image.format, else image)",
       ).choices(['image', 'artifact', 'istio', 'istio-oci', 'wasm-to-oci']),
     )
     .option(
-      '--platform <os/arch>',
-      'platform of the image (default: wasip1/wasm, wasip2/wasm for a component)',
+      '--platform <os/arch,...>',
+      "platforms to build, comma-separated or repeated; several make one index (default: kiln.yaml's image.platforms, else wasip1/wasm, wasip2/wasm for a component)",
+      collect,
     )
+    .option(
+      '--base <ref>',
+      "base image of native images, resolved per platform (default: kiln.yaml's image.base)",
+    )
+    .option('--wasi-alias', 'also list the wasm image under wasi/wasm in the index (for Docker)')
+    .addOption(
+      new Option('--sbom [bool]', 'attach an SPDX SBOM to each image (default: true)').argParser(parseBool),
+    )
+    .option('--no-sbom', 'do not attach SBOMs (also --sbom=false)')
     .option('-o, --output <file>', 'where the .wasm also lands (default: DIR/<name>.wasm)')
     .addHelpText(
       'after',
       examples([
         'kiln build --to localhost:5000/apps/hello:1',
         'kiln build ./app --to oci:./out:app --runner sandbox',
+        'kiln build --platform linux/amd64,linux/arm64,wasip1/wasm --base localhost:5000/busybox:1 --to localhost:5000/apps/hello:2',
         'kiln build                                    # destinations from kiln.yaml',
       ]),
     )
     .action(async (dir: string, opts, cmd: Command) => {
       const out = new Output(globals(cmd));
       const { build } = await import('../../build/build.js');
-      const { parsePlatform } = await import('../../oci/platform.js');
+      const { formatPlatform, parsePlatform } = await import('../../oci/platform.js');
+      const platforms = ((opts.platform as string[] | undefined) ?? [])
+        .flatMap((v) => v.split(','))
+        .map((v) => v.trim())
+        .filter((v) => v !== '')
+        .map(parsePlatform);
       const result = await build({
         ...toCompileOptions(dir, opts, out),
         ...(opts.to ? { to: opts.to as string[] } : {}),
         ...(opts.format ? { format: opts.format } : {}),
-        ...(opts.platform ? { platform: parsePlatform(opts.platform) } : {}),
+        ...(platforms.length ? { platforms } : {}),
+        ...(opts.base ? { base: opts.base as string } : {}),
+        ...(opts.wasiAlias ? { wasiAlias: true } : {}),
+        // Unset unless --sbom[=bool] or --no-sbom: kiln.yaml's `sbom` decides then.
+        ...(opts.sbom !== undefined ? { sbom: opts.sbom !== false } : {}),
+        onBuildEvent: (e) => {
+          if (e.type === 'compile' && e.platform) out.info(`compiling for ${formatPlatform(e.platform)}`);
+        },
       });
       if (out.flags.json) {
-        const { project: _p, ...compiled } = result.compile;
-        return out.json({ compile: compiled, images: result.images });
+        const strip = ({ project: _p, ...rest }: typeof result.compile) => rest;
+        return out.json({
+          ...(result.index ? { index: result.index } : {}),
+          images: result.images,
+          ...(result.sboms ? { sboms: result.sboms } : {}),
+          compile: strip(result.compile),
+          compiles: result.compiles.map(strip),
+        });
+      }
+      const seen = new Set<string>();
+      for (const image of result.images) {
+        const key = `${formatPlatform(image.platform)} ${image.descriptor.digest}`;
+        if (result.index && seen.has(key)) continue;
+        seen.add(key);
+        out.info(
+          `${formatPlatform(image.platform)}: ${image.descriptor.digest}${image.format ? ` (${image.format})` : ''}${image.base ? ` on ${image.base.name}` : ''}`,
+        );
+      }
+      for (const s of result.sboms ?? [])
+        out.info(`sbom for ${s.subject.slice(0, 19)}: ${s.descriptor.digest}`);
+      if (result.index) {
+        for (const dest of [...new Set(result.images.map((i) => i.destination))]) {
+          out.info(`wrote ${dest} (index of ${seen.size} images)`);
+          out.data(`${dest}@${result.index.digest}`);
+        }
+        return;
       }
       for (const image of result.images) {
-        out.info(`wrote ${image.destination} (${image.format})`);
+        out.info(`wrote ${image.destination} (${image.format ?? formatPlatform(image.platform)})`);
         out.data(`${image.destination}@${image.descriptor.digest}`);
       }
     });

@@ -21,7 +21,7 @@ export function compileOptions(cmd: Command): Command {
     )
     .option('--toolchain <image>', "the toolchain image (default: the preset's), pinned in kiln.lock")
     .option('--command <cmd>', "the build command, run by /bin/sh -c in /src (default: the preset's)")
-    .option('--artifact <path>', 'the artifact under /out (default: app.wasm)')
+    .option('--artifact <path>', 'the artifact under /out (default: app.wasm; app for a linux target)')
     .option('--env <k=v>', 'environment variable for the build (repeatable)', collect)
     .addOption(
       new Option('--runner <runner>', 'where the build runs')
@@ -87,9 +87,18 @@ function describe(e: CompileEvent): string {
 
 export function register(program: Command): void {
   compileOptions(
-    program.command('compile').description('compile a project to WebAssembly inside its toolchain image'),
+    program
+      .command('compile')
+      .description('compile a project to WebAssembly (or a linux binary) inside its toolchain image'),
   )
-    .option('-o, --output <file>', 'where the .wasm lands (default: DIR/<name>.wasm)')
+    .option(
+      '-o, --output <file>',
+      'where the artifact lands (default: DIR/<name>.wasm, DIR/<name>-<os>-<arch>)',
+    )
+    .option(
+      '--platform <os/arch>',
+      'the target: wasip1/wasm (default), or linux/amd64, linux/arm64, linux/arm/v7, linux/386, linux/ppc64le, linux/s390x, linux/riscv64, cross-compiled in the toolchain image',
+    )
     .addHelpText(
       'after',
       examples([
@@ -97,18 +106,30 @@ export function register(program: Command): void {
         'kiln compile ./app -o app.wasm --runner sandbox',
         'kiln compile --toolchain localhost:5000/wasi-sdk:25 --command "clang -O2 main.c -o /out/app.wasm"',
         'kiln compile --offline                        # only what kiln toolchain pull fetched',
+        'kiln compile --platform linux/arm64           # a native binary, DIR/<name>-linux-arm64',
       ]),
     )
     .action(async (dir: string, opts, cmd: Command) => {
       const out = new Output(globals(cmd));
       const { compile } = await import('../../build/compile.js');
-      const result = await compile(toCompileOptions(dir, opts, out));
+      const options = toCompileOptions(dir, opts, out);
+      const platform = (opts as { platform?: string }).platform;
+      if (platform) {
+        const { parsePlatform } = await import('../../oci/platform.js');
+        options.target = parsePlatform(platform);
+      }
+      const result = await compile(options);
       if (out.flags.json) {
         const { project: _p, ...rest } = result;
         return out.json(rest);
       }
+      const { formatPlatform, isWasmPlatform } = await import('../../oci/platform.js');
+      const tags = [
+        ...(result.lang ? [result.lang] : []),
+        ...(isWasmPlatform(result.target) ? [] : [formatPlatform(result.target)]),
+      ];
       out.info(
-        `${result.source === 'build' ? 'compiled' : 'restored'} ${result.output} (${humanSize(result.size)})${result.lang ? ` [${result.lang}]` : ''}`,
+        `${result.source === 'build' ? 'compiled' : 'restored'} ${result.output} (${humanSize(result.size)})${tags.length ? ` [${tags.join(', ')}]` : ''}`,
       );
       out.data(result.digest);
     });

@@ -21,10 +21,32 @@ export interface Preset {
   markers: string[];
   /** The command fetches what it needs: the build gets a network unless told otherwise. */
   needsNetwork?: boolean;
+  /**
+   * The build for a native (linux) target, cross-compiling in the same image; absent when the
+   * language has none. The build sees the target in $KILN_TARGET_* (see compile.ts).
+   */
+  native?: (target: NativeTarget) => NativeBuild;
+}
+
+/** A native target as a preset needs it. */
+export interface NativeTarget {
+  /** Go's names: amd64, arm64, arm, 386, ppc64le, s390x, riscv64. */
+  arch: string;
+  variant?: string;
+  /** GNU triple: x86_64-linux-gnu, aarch64-linux-gnu, arm-linux-gnueabihf, ... */
+  triple: string;
+}
+
+export interface NativeBuild {
+  /** Run by /bin/sh -c in /src; writes "$KILN_OUT/app". */
+  command: string;
+  env: Record<string, string>;
 }
 
 /** The artifact every preset writes, relative to /out. */
 export const DEFAULT_ARTIFACT = 'app.wasm';
+/** The artifact every preset's native build writes, relative to /out. */
+export const DEFAULT_NATIVE_ARTIFACT = 'app';
 
 const PRESETS: Readonly<Record<Language, Preset>> = { rust, tinygo, go, c, dotnet, assemblyscript };
 
@@ -38,6 +60,15 @@ export function preset(lang: string): Preset {
       hint: `use one of ${LANGUAGES.join(', ')}, or --toolchain IMAGE --command CMD`,
     });
   return PRESETS[lang];
+}
+
+/** The preset's build for a native target; E_UNSUPPORTED for languages that only build wasm. */
+export function nativeBuild(p: Preset, target: NativeTarget, platform: string): NativeBuild {
+  if (!p.native)
+    throw new KilnError('E_UNSUPPORTED', `${p.lang} has no native target in kiln (asked for ${platform})`, {
+      hint: `build it for wasm (no --platform, or wasip1/wasm), or give --toolchain IMAGE --command CMD that writes $KILN_OUT/app for $KILN_TARGET_PLATFORM`,
+    });
+  return p.native(target);
 }
 
 /** Order of detection: the most specific markers first (C last: stray .c files are common). */

@@ -1,0 +1,131 @@
+/**
+ * How a native build's files are split into layers, within a budget (`image.layers`, default 3).
+ * The binary changes on every edit; what else the build wrote under /out (`lib/`, `share/`, ...)
+ * changes rarely. So the binary goes alone into the top layer, and the other files are grouped by
+ * their top-level directory, largest group lowest: a rebuild that only changes the binary pushes one
+ * new layer, and every other layer keeps its digest (layers are deterministic: same files, same bytes).
+ *
+ * With a budget of n: the binary takes the top layer and the groups share n - 1 layers, the
+ * largest n - 2 groups each alone and the rest together in one (the smallest, least likely to be
+ * worth caching apart). A budget of 1 puts everything in one layer.
+ */
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
+import { ioError } from '../errors.js';
+
+export const DEFAULT_LAYER_BUDGET = 3;
+/** Where the native binary goes, and the prefix for the other files under /out (FHS: local software). */
+export const NATIVE_PREFIX = 'usr/local';
+
+export interface PlannedFile {
+  /** Path in the image (relative, posix). */
+  path: string;
+  /** The file on the host. */
+  source: string;
+  size: number;
+  /** Executable files keep their x bits (modes are otherwise normalised). */
+  executable: boolean;
+}
+
+export interface PlannedLayer {
+  /** The groups in this layer (top-level directories under /out, or `app` for the binary). */
+  groups: string[];
+  files: PlannedFile[];
+  size: number;
+}
+
+export interface LayerGroup {
+  name: string;
+  files: PlannedFile[];
+  size: number;
+}
+
+/** Groups files by the first segment of their path relative to the out directory. */
+export function groupFiles(files: Array<PlannedFile & { rel: string }>): LayerGroup[] {
+  const groups = new Map<string, LayerGroup>();
+  for (const f of files) {
+    const slash = f.rel.indexOf('/');
+    const name = slash < 0 ? '.' : f.rel.slice(0, slash);
+    let g = groups.get(name);
+    if (!g) {
+      g = { name, files: [], size: 0 };
+      groups.set(name, g);
+    }
+    g.files.push({ path: f.path, source: f.source, size: f.size, executable: f.executable });
+    g.size += f.size;
+  }
+  return [...groups.values()];
+}
+
+/**
+ * Plans the layers, bottom first: the groups (largest lowest, ties by name), then the app alone.
+ * Deterministic: the same files give the same plan whatever order they are listed in.
+ */
+export function planLayers(
+  groups: LayerGroup[],
+  app: PlannedFile,
+  budget = DEFAULT_LAYER_BUDGET,
+): PlannedLayer[] {
+  if (!Number.isInteger(budget) || budget < 1)
+    throw new RangeError(`layer budget must be >= 1, got ${budget}`);
+  const sorted = [...groups]
+    .filter((g) => g.files.length > 0)
+    .sort((a, b) => b.size - a.size || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  const layer = (gs: LayerGroup[], extra: PlannedFile[] = []): PlannedLayer => {
+    const files = [...gs.flatMap((g) => g.files), ...extra].sort((a, b) =>
+      a.path < b.path ? -1 : a.path > b.path ? 1 : 0,
+    );
+    return {
+      groups: [...gs.map((g) => g.name), ...(extra.length ? ['app'] : [])],
+      files,
+      size: files.reduce((n, f) => n + f.size, 0),
+    };
+  };
+  if (budget === 1) return [layer(sorted, [app])];
+  const lower = budget - 1;
+  const out: PlannedLayer[] = [];
+  if (sorted.length <= lower) for (const g of sorted) out.push(layer([g]));
+  else {
+    for (const g of sorted.slice(0, lower - 1)) out.push(layer([g]));
+    out.push(layer(sorted.slice(lower - 1)));
+  }
+  out.push(layer([], [app]));
+  return out;
+}
+
+/**
+ * The files a build left under its out directory, other than the artifact, as planned files under
+ * `/usr/local/<rel>`. Symlinks and special files are skipped (a build's output is regular files).
+ */
+export async function outFiles(
+  outDir: string,
+  artifactRel: string,
+): Promise<Array<PlannedFile & { rel: string }>> {
+  const out: Array<PlannedFile & { rel: string }> = [];
+  const walk = async (dir: string, prefix: string): Promise<void> => {
+    let names: string[];
+    try {
+      names = (await fs.readdir(dir)).sort();
+    } catch (err) {
+      throw ioError(err, dir);
+    }
+    for (const name of names) {
+      const full = path.join(dir, name);
+      const rel = prefix === '' ? name : `${prefix}/${name}`;
+      const st = await fs.lstat(full).catch((err) => {
+        throw ioError(err, full);
+      });
+      if (st.isDirectory()) await walk(full, rel);
+      else if (st.isFile() && rel !== artifactRel)
+        out.push({
+          rel,
+          path: `${NATIVE_PREFIX}/${rel}`,
+          source: full,
+          size: st.size,
+          executable: (st.mode & 0o111) !== 0,
+        });
+    }
+  };
+  await walk(outDir, '');
+  return out;
+}

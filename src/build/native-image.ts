@@ -1,0 +1,243 @@
+/**
+ * A native image out of a build: the base image for the platform (or nothing), the build's files
+ * on top in layers planned by layering.ts, and a config with the entrypoint, user, workdir and env.
+ *
+ * The binary goes to `/usr/local/bin/<name>` (on every base's PATH, so `docker run IMAGE` and
+ * `docker run IMAGE <name> ...` both work) and is the default entrypoint; other files the build
+ * wrote under /out keep their path under `/usr/local` (`lib/x.so` → `/usr/local/lib/x.so`).
+ *
+ * Base blobs are registered with the composition, never read: the copy engine sends them only
+ * when a destination lacks them (and a registry mounts them from the base's repository).
+ */
+import * as fs from 'node:fs/promises';
+import { ioError, KilnError } from '../errors.js';
+import {
+  type ComposedSource,
+  checkPlatform,
+  configPlatform,
+  type LoadedImage,
+  loadImage,
+  loadRoot,
+  pickImage,
+} from '../image/compose.js';
+import { sortKeys } from '../image/write.js';
+import type { LayerEntry } from '../layer/entries.js';
+import { writeLayer } from '../layer/write-layer.js';
+import type { Digest } from '../oci/digest.js';
+import { MediaType } from '../oci/media-types.js';
+import { formatPlatform, type Platform } from '../oci/platform.js';
+import type { Descriptor, ImageConfig, ImageManifest } from '../oci/types.js';
+import type { OciLayout } from '../store/layout.js';
+import { openSource } from '../transport/open.js';
+import {
+  DEFAULT_LAYER_BUDGET,
+  groupFiles,
+  NATIVE_PREFIX,
+  outFiles,
+  type PlannedFile,
+  type PlannedLayer,
+  planLayers,
+} from './layering.js';
+import { ANNOTATION_BASE_DIGEST, ANNOTATION_BASE_NAME } from './provenance.js';
+
+export interface NativeBase {
+  /** The reference as given (`base:` / `--base`). */
+  name: string;
+  image: LoadedImage;
+  platform: Platform;
+}
+
+/**
+ * Resolves a base for each platform: an index gives the manifest for each, a single image must be
+ * for the one platform asked. A platform the base lacks is E_NO_MATCHING_PLATFORM listing what it
+ * has. Only manifests and configs are read; the base's layers are registered with `composed`.
+ */
+export async function resolveBases(
+  composed: ComposedSource,
+  ref: string,
+  platforms: Platform[],
+): Promise<NativeBase[]> {
+  const source = composed.addSource(await openSource(ref));
+  const where = `the base ${ref}`;
+  const { root, bytes, parsed } = await loadRoot(source);
+  const out: NativeBase[] = [];
+  for (const platform of platforms) {
+    let image: LoadedImage;
+    if (parsed.kind === 'index') {
+      image = await loadImage(source, pickImage(parsed.index, platform, where));
+    } else {
+      image = await loadImage(source, root, bytes);
+      checkPlatform(image, platform, where);
+    }
+    for (const layer of image.manifest.layers) composed.addBase(layer, source);
+    out.push({ name: ref, image, platform: configPlatform(image.config) ?? platform });
+  }
+  return out;
+}
+
+export interface NativeImageOptions {
+  composed: ComposedSource;
+  store: OciLayout;
+  platform: Platform;
+  base?: NativeBase;
+  /** The binary's name in the image: `/usr/local/bin/<name>`. */
+  name: string;
+  /** The compiled binary on the host. */
+  artifact: string;
+  /** A directory with more files the build wrote (the /out of the build), packed under /usr/local. */
+  extraDir?: string;
+  /** The artifact's path relative to `extraDir`, left out of the extras. */
+  artifactRel?: string;
+  /** The layer budget (default 3). */
+  layers?: number;
+  entrypoint?: string[];
+  cmd?: string[];
+  user?: string;
+  workdir?: string;
+  env?: Record<string, string>;
+  labels?: Record<string, string>;
+  /** Manifest annotations (base.name and base.digest are added for a base). */
+  annotations?: Record<string, string>;
+  /** RFC 3339: the config's and history's time. */
+  created: string;
+}
+
+export interface NativeLayer {
+  descriptor: Descriptor;
+  diffId: Digest;
+  /** What went into it: top-level directories under /out, `app` for the binary. */
+  groups: string[];
+}
+
+export interface NativeImage {
+  descriptor: Descriptor;
+  manifest: ImageManifest;
+  platform: Platform;
+  /** The layers kiln added, bottom first (the last one holds the binary). */
+  layers: NativeLayer[];
+  /** Where the binary is in the image. */
+  binary: string;
+}
+
+/** Builds one native image into the store and registers what it wrote with `composed`. */
+export async function buildNativeImage(options: NativeImageOptions): Promise<NativeImage> {
+  const { composed, store, base } = options;
+  const binary = `${NATIVE_PREFIX}/bin/${options.name}`;
+  const { size } = await fs.stat(options.artifact).catch((err) => {
+    throw ioError(err, options.artifact);
+  });
+  const app: PlannedFile = { path: binary, source: options.artifact, size, executable: true };
+  const extras = options.extraDir ? await outFiles(options.extraDir, options.artifactRel ?? '') : [];
+  if (extras.some((f) => f.path === binary))
+    throw new KilnError(
+      'E_USAGE',
+      `the build wrote ${binary.slice(NATIVE_PREFIX.length + 1)} besides the binary`,
+      {
+        hint: `/${binary} is where kiln puts the binary; write other files elsewhere under /out`,
+      },
+    );
+  const plan = planLayers(groupFiles(extras), app, options.layers ?? DEFAULT_LAYER_BUDGET);
+
+  const layers: NativeLayer[] = [];
+  for (const planned of plan) {
+    const written = await writeLayer(store, layerEntries(planned));
+    composed.addOwn(written.descriptor);
+    layers.push({ descriptor: written.descriptor, diffId: written.diffId, groups: planned.groups });
+  }
+
+  const config = imageConfig(options, binary);
+  config.rootfs = {
+    type: 'layers',
+    diff_ids: [...(config.rootfs?.diff_ids ?? []), ...layers.map((l) => l.diffId)],
+  };
+  config.history = [
+    ...(config.history ?? []),
+    ...layers.map((l) => ({ created: options.created, created_by: `kiln build (${l.groups.join(', ')})` })),
+  ];
+  const configDesc = await composed.putJson(MediaType.OciConfig, config);
+
+  const annotations: Record<string, string> = { ...(options.annotations ?? {}) };
+  if (base) {
+    annotations[ANNOTATION_BASE_NAME] = base.name;
+    annotations[ANNOTATION_BASE_DIGEST] = base.image.descriptor.digest;
+  }
+  // Always an OCI manifest: a Docker base's gzip layers are the same bytes under the OCI type.
+  const baseLayers = (base?.image.manifest.layers ?? []).map((l) =>
+    l.mediaType === MediaType.DockerLayerGzip ? { ...l, mediaType: MediaType.OciLayerGzip } : l,
+  );
+  const manifest: ImageManifest = {
+    schemaVersion: 2,
+    mediaType: MediaType.OciManifest,
+    config: configDesc,
+    layers: [...baseLayers, ...layers.map((l) => l.descriptor)],
+  };
+  if (Object.keys(annotations).length > 0) manifest.annotations = sortKeys(annotations);
+  const descriptor = await composed.putJson(MediaType.OciManifest, manifest);
+  const platform = configPlatform(config)!;
+  return { descriptor, manifest, platform, layers, binary: `/${binary}` };
+}
+
+function layerEntries(planned: PlannedLayer): LayerEntry[] {
+  const byPath = new Map<string, LayerEntry>();
+  for (const f of planned.files) {
+    // Parent directories, so the layer unpacks anywhere (0755, as every base has them).
+    const parts = f.path.split('/');
+    for (let i = 1; i < parts.length; i++) {
+      const dir = parts.slice(0, i).join('/');
+      if (!byPath.has(dir)) byPath.set(dir, { path: dir, type: 'dir', mode: 0o755 });
+    }
+    byPath.set(f.path, {
+      path: f.path,
+      type: 'file',
+      mode: f.executable ? 0o755 : 0o644,
+      source: f.source,
+      size: f.size,
+    });
+  }
+  return [...byPath.values()].sort((a, b) => Buffer.compare(Buffer.from(a.path), Buffer.from(b.path)));
+}
+
+function imageConfig(options: NativeImageOptions, binary: string): ImageConfig {
+  const { base, platform, created } = options;
+  let config: ImageConfig;
+  if (base) {
+    config = structuredClone(base.image.config);
+  } else {
+    config = {
+      architecture: platform.architecture,
+      os: platform.os,
+      rootfs: { type: 'layers', diff_ids: [] },
+    };
+    if (platform.variant) config.variant = platform.variant;
+  }
+  config.created = created;
+  const c = { ...(config.config ?? {}) };
+  if (options.entrypoint?.length) c.Entrypoint = options.entrypoint;
+  else c.Entrypoint = [`/${binary}`];
+  // As a Dockerfile's ENTRYPOINT does: the base's CMD (busybox's `sh`) is not an argument for the app.
+  if (options.cmd) c.Cmd = options.cmd;
+  else delete c.Cmd;
+  if (options.user !== undefined) c.User = options.user;
+  if (options.workdir !== undefined) c.WorkingDir = options.workdir;
+  if (options.env && Object.keys(options.env).length > 0) c.Env = mergeEnv(c.Env ?? [], options.env);
+  if (options.labels && Object.keys(options.labels).length > 0)
+    c.Labels = sortKeys({ ...(c.Labels ?? {}), ...options.labels });
+  config.config = c;
+  return config;
+}
+
+/** The base's environment with kiln.yaml's on top: a name set in both takes kiln.yaml's value. */
+export function mergeEnv(base: string[], add: Record<string, string>): string[] {
+  const out = base.filter((kv) => {
+    const name = kv.includes('=') ? kv.slice(0, kv.indexOf('=')) : kv;
+    return !Object.hasOwn(add, name);
+  });
+  for (const [k, v] of Object.entries(add).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
+    out.push(`${k}=${v}`);
+  return out;
+}
+
+/** `linux/arm64/v8` → `linux-arm64-v8`: a platform in a file name. */
+export function platformSlug(p: Platform): string {
+  return formatPlatform(p).replaceAll('/', '-');
+}

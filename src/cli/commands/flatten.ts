@@ -1,0 +1,56 @@
+import type { Command } from 'commander';
+import { examples, globals } from '../common.js';
+import { Output } from '../output.js';
+import { reportIssues } from './diff.js';
+
+export function register(program: Command): void {
+  program
+    .command('flatten')
+    .description("squash an image's layers into one and write the new image")
+    .argument('<src>', 'the image or index (any source transport)')
+    .requiredOption(
+      '--to <dest>',
+      'destination: REGISTRY/REPO[:TAG], oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG], docker-daemon:NAME:TAG',
+    )
+    .option('--platform <os/arch>', 'from an index: flatten only this image and write it alone')
+    .option('--created <rfc3339>', 'time of the history entry (default: SOURCE_DATE_EPOCH, else the epoch)')
+    .addHelpText(
+      'after',
+      `${examples([
+        'kiln flatten oci:./out:app --to oci:./out:app-flat',
+        'kiln flatten oci:./out:multi --platform linux/arm64 --to docker-archive:./flat.tar:app:flat',
+      ])}
+The layer holds the filesystem the layers make (whiteouts applied), sorted, with modes, owners, mtimes,
+xattrs and hard links kept: the same image gives the same digest. The config is kept, with one diff_id
+and one "kiln flatten" history entry. Without --platform every image of an index is flattened.
+`,
+    )
+    .action(async (src: string, opts, cmd: Command) => {
+      const out = new Output(globals(cmd));
+      const kiln = await import('../../index.js');
+      const result = await kiln.flattenImage({
+        source: src,
+        to: opts.to,
+        platform: opts.platform ? kiln.parsePlatform(opts.platform) : undefined,
+        created: opts.created,
+        onLayer: (i, layer) => out.debug(`reading layer ${i} ${layer.digest}`),
+      });
+      const error = reportIssues(
+        out,
+        result.images.flatMap((i) => i.issues),
+      );
+      if (out.flags.json) {
+        out.json(error ? { ...result, error: error.toJSON() } : result);
+        if (error) process.exitCode = 1;
+        return;
+      }
+      for (const image of result.images)
+        out.info(
+          `flattened ${image.layersBefore} layer${image.layersBefore === 1 ? '' : 's'} of ${image.from}` +
+            `${image.platform ? ` (${kiln.formatPlatform(image.platform)})` : ''} into one (${image.entries} entries)`,
+        );
+      out.info(`wrote ${result.destination}`);
+      out.data(result.descriptor.digest);
+      if (error) throw error;
+    });
+}

@@ -1,0 +1,719 @@
+/**
+ * Layers as values: `kiln diff LOWER UPPER` is one layer holding what UPPER adds or changes over
+ * LOWER, with OCI whiteouts for what it deletes, so that LOWER's layers followed by the diff give
+ * UPPER's filesystem. `kiln flatten` (flatten-image.ts) is the diff of an image over nothing.
+ *
+ * When LOWER's diff_ids are a prefix of UPPER's, the diff is UPPER's own remaining layers, reused.
+ * Otherwise both images are flattened (flatten.ts): LOWER into a map of metadata and content digests
+ * (content is never kept), then UPPER, whose changed files are spooled to one temporary file while
+ * they are hashed, so the layer can be written sorted by path without holding any content in memory.
+ */
+import { createReadStream } from 'node:fs';
+import * as fs from 'node:fs/promises';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import * as tar from 'tar-stream';
+import { ioError, KilnError } from '../errors.js';
+import { compareBytes } from '../layer/entries.js';
+import { parallelGzip } from '../layer/gzip.js';
+import { type ExpansionLimits, expansionLimits, layerStream } from '../layer/tar-reader.js';
+import { defaultMtime } from '../layer/tar-writer.js';
+import { type Digest, newHash } from '../oci/digest.js';
+import { MediaType } from '../oci/media-types.js';
+import type { Platform } from '../oci/platform.js';
+import type { Descriptor, ImageConfig, ImageManifest } from '../oci/types.js';
+import { openCache } from '../store/cache.js';
+import type { OciLayout } from '../store/layout.js';
+import { openSource } from '../transport/open.js';
+import { parseLocation } from '../transport/parse.js';
+import type { ImageSource } from '../transport/types.js';
+import { verified } from '../transport/verify.js';
+import {
+  ComposedSource,
+  type ComposeResult,
+  checkPlatform,
+  configPlatform,
+  defaultCreated,
+  type LoadedImage,
+  loadImage,
+  loadRoot,
+  pickImage,
+  writeComposed,
+} from './compose.js';
+import {
+  checkLayers,
+  type FlatEntry,
+  type FlatIssue,
+  type FlatItem,
+  type FlattenOptions,
+  flattenLayers,
+  packFlatEntry,
+} from './flatten.js';
+
+// ---------------------------------------------------------------------------------------------------
+// Trees: a flattened filesystem as metadata only
+
+/** One inode of a flattened tree: every path that names it (hard links), its metadata, its content's digest. */
+export interface Inode {
+  /** The metadata as flattened (of the entry that carried the content); its `path` is not meaningful. */
+  entry: FlatEntry;
+  /** Everything that makes two inodes equal: type, mode, owners, mtime, link target, xattrs, content. */
+  key: string;
+  paths: string[];
+  /** Where the content sits in the spool, when it was kept. */
+  spooled?: { start: number; size: number };
+}
+
+export type Tree = Map<string, Inode>;
+
+function inodeKey(e: FlatEntry, digest: string): string {
+  const xattrs = Object.entries(e.xattrs ?? {}).sort((a, b) => compareBytes(a[0], b[0]));
+  return JSON.stringify([
+    e.type,
+    e.mode,
+    e.uid,
+    e.gid,
+    e.mtime,
+    e.linkname ?? '',
+    e.devmajor ?? 0,
+    e.devminor ?? 0,
+    xattrs,
+    e.type === 'file' ? e.size : 0,
+    digest,
+  ]);
+}
+
+/** Content kept for writing later: one temporary file, written at the end, rewound when content is not wanted. */
+class Spool {
+  private end = 0;
+
+  private constructor(
+    private readonly dir: string,
+    private readonly file: string,
+    private readonly handle: fs.FileHandle,
+  ) {}
+
+  static async create(): Promise<Spool> {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'kiln-diff-')).catch((err) => {
+      throw ioError(err, os.tmpdir());
+    });
+    const file = path.join(dir, 'spool');
+    const handle = await fs.open(file, 'wx+', 0o600).catch(async (err) => {
+      await fs.rm(dir, { recursive: true, force: true });
+      throw ioError(err, file);
+    });
+    return new Spool(dir, file, handle);
+  }
+
+  /** Writes `content` after what is kept, hashing it; `keep` it, or the next write goes over it. */
+  async write(content: AsyncIterable<Uint8Array>, hash: ReturnType<typeof newHash>) {
+    const start = this.end;
+    let pos = start;
+    for await (const chunk of content) {
+      hash.update(chunk);
+      let done = 0;
+      while (done < chunk.byteLength) {
+        const { bytesWritten } = await this.handle
+          .write(chunk, done, chunk.byteLength - done, pos + done)
+          .catch((err) => {
+            throw ioError(err, `spool file ${this.file}`);
+          });
+        done += bytesWritten;
+      }
+      pos += chunk.byteLength;
+    }
+    return { start, size: pos - start };
+  }
+
+  keep(ref: { start: number; size: number }): void {
+    this.end = Math.max(this.end, ref.start + ref.size);
+  }
+
+  read(ref: { start: number; size: number }): AsyncIterable<Buffer> {
+    if (ref.size === 0) return Readable.from([]);
+    return createReadStream(this.file, { start: ref.start, end: ref.start + ref.size - 1 });
+  }
+
+  async close(): Promise<void> {
+    await this.handle.close().catch(() => {});
+    await fs.rm(this.dir, { recursive: true, force: true });
+  }
+}
+
+interface ScanOptions {
+  /** Where content is kept, for each file `keep` says yes to. */
+  spool?: Spool;
+  keep?: (path: string, key: string) => boolean;
+  issues: FlatIssue[];
+}
+
+/** Reads a flattened filesystem into a tree: metadata and digests, content hashed (and maybe spooled). */
+export async function scanTree(items: AsyncIterable<FlatItem>, options: ScanOptions): Promise<Tree> {
+  const tree: Tree = new Map();
+  const set = (p: string, inode: Inode) => {
+    const old = tree.get(p);
+    if (old) old.paths = old.paths.filter((q) => q !== p);
+    tree.set(p, inode);
+    inode.paths.push(p);
+  };
+  for await (const item of items) {
+    if (item.kind === 'issue') {
+      const { kind: _kind, ...issue } = item;
+      options.issues.push(issue);
+      continue;
+    }
+    const e = item.entry;
+    if (e.type === 'hardlink') {
+      const target = tree.get(e.linkname ?? '');
+      if (target) set(e.path, target);
+      else
+        options.issues.push({ path: e.path, layer: e.layer, reason: 'hard link to nothing', unsafe: false });
+      continue;
+    }
+    let digest = '';
+    let spooled: Inode['spooled'];
+    if (e.type === 'file') {
+      const hash = newHash();
+      if (options.spool && item.content) {
+        const ref = await options.spool.write(item.content, hash);
+        digest = hash.digest('hex');
+        if (options.keep?.(e.path, inodeKey(e, digest))) {
+          options.spool.keep(ref);
+          spooled = ref;
+        }
+      } else {
+        for await (const chunk of item.content ?? []) hash.update(chunk);
+        digest = hash.digest('hex');
+      }
+    }
+    const inode: Inode = { entry: e, key: inodeKey(e, digest), paths: [] };
+    if (spooled) inode.spooled = spooled;
+    set(e.path, inode);
+  }
+  for (const inode of new Set(tree.values())) inode.paths.sort(compareBytes);
+  return tree;
+}
+
+/** Directories implied by deeper paths but without an entry of their own (the root excluded). */
+function implicitDirs(tree: Tree): Set<string> {
+  const out = new Set<string>();
+  for (const p of tree.keys())
+    for (let i = p.indexOf('/'); i !== -1; i = p.indexOf('/', i + 1)) {
+      const a = p.slice(0, i);
+      if (!tree.has(a)) out.add(a);
+    }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The plan: which entries and whiteouts the diff holds
+
+export type PlanItem =
+  | { kind: 'entry'; path: string; entry: FlatEntry; inode?: Inode }
+  | { kind: 'whiteout'; path: string; target: string }
+  | { kind: 'opaque'; path: string; dir: string };
+
+export interface DiffCounts {
+  /** Paths UPPER has and LOWER has not. */
+  added: number;
+  /** Paths both have, with different type, metadata, content or hard links. */
+  changed: number;
+  /** Whiteouts: paths of LOWER gone from UPPER (only the topmost of a deleted subtree). */
+  deleted: number;
+  /** Opaque markers: directories whose every LOWER child is gone. */
+  opaque: number;
+}
+
+function parentOf(p: string): string {
+  const i = p.lastIndexOf('/');
+  return i === -1 ? '' : p.slice(0, i);
+}
+
+function join(dir: string, name: string): string {
+  return dir === '' ? name : `${dir}/${name}`;
+}
+
+/** Children of each directory in a tree (implicit directories included), by parent path. */
+function childCounts(paths: Iterable<string>): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const p of paths) if (p !== '') out.set(parentOf(p), (out.get(parentOf(p)) ?? 0) + 1);
+  return out;
+}
+
+const OPAQUE_MIN = 2;
+
+/**
+ * The diff of two trees, sorted by path (parents before children, a hard link after its target).
+ * An inode is written whole (all its paths) when any of its paths changed: its metadata, content, or
+ * the set of paths sharing it. So a hard link in the diff always finds its target earlier in it.
+ */
+export function planDiff(lower: Tree, upper: Tree): { items: PlanItem[]; counts: DiffCounts } {
+  const counts: DiffCounts = { added: 0, changed: 0, deleted: 0, opaque: 0 };
+  const items: PlanItem[] = [];
+  const changed = new Set<Inode>();
+  for (const [p, u] of upper) {
+    const l = lower.get(p);
+    if (
+      !l ||
+      l.key !== u.key ||
+      l.paths.length !== u.paths.length ||
+      l.paths.some((q, i) => q !== u.paths[i])
+    )
+      changed.add(u);
+  }
+  for (const inode of changed) {
+    const [first, ...rest] = inode.paths;
+    if (first === undefined) continue;
+    items.push({ kind: 'entry', path: first, entry: { ...inode.entry, path: first }, inode });
+    for (const p of rest) {
+      const { xattrs: _x, devmajor: _ma, devminor: _mi, ...meta } = inode.entry;
+      items.push({
+        kind: 'entry',
+        path: p,
+        entry: { ...meta, path: p, type: 'hardlink', size: 0, linkname: first },
+      });
+    }
+    for (const p of inode.paths) {
+      if (lower.has(p)) counts.changed++;
+      else counts.added++;
+    }
+  }
+
+  const upperImplicit = implicitDirs(upper);
+  const lowerImplicit = implicitDirs(lower);
+  // A directory UPPER implies where LOWER has something else: it must become a directory.
+  const mtime = defaultMtime();
+  for (const d of upperImplicit) {
+    const l = lower.get(d);
+    if (l && l.entry.type !== 'dir') {
+      items.push({
+        kind: 'entry',
+        path: d,
+        entry: { path: d, type: 'dir', mode: 0o755, uid: 0, gid: 0, size: 0, mtime, layer: 0 },
+      });
+      counts.changed++;
+    }
+  }
+
+  // Deleted: in LOWER (with its implied directories), in neither form in UPPER. Only the topmost.
+  const exists = (p: string) => upper.has(p) || upperImplicit.has(p);
+  const deleted = new Set<string>();
+  for (const p of [...lower.keys(), ...lowerImplicit]) if (p !== '' && !exists(p)) deleted.add(p);
+  const topmost: string[] = [];
+  for (const p of deleted) {
+    let hidden = false;
+    for (let i = p.indexOf('/'); i !== -1 && !hidden; i = p.indexOf('/', i + 1)) {
+      const a = p.slice(0, i);
+      // Under a deleted directory, or under something UPPER made a non-directory (which hides it).
+      hidden = deleted.has(a) || (upper.get(a)?.entry.type ?? 'dir') !== 'dir';
+    }
+    if (!hidden) topmost.push(p);
+  }
+  // A directory that lost every child of LOWER gets one opaque marker instead of a whiteout each:
+  // nothing of LOWER survives below it, so everything UPPER has there is new and in the diff already.
+  const lowerChildren = childCounts([...lower.keys(), ...lowerImplicit]);
+  const gone = childCounts(topmost);
+  for (const [dir, n] of gone)
+    if (n >= OPAQUE_MIN && n === lowerChildren.get(dir)) {
+      items.push({ kind: 'opaque', path: join(dir, '.wh..wh..opq'), dir });
+      counts.opaque++;
+    }
+  for (const p of topmost) {
+    const dir = parentOf(p);
+    const n = gone.get(dir)!;
+    if (n >= OPAQUE_MIN && n === lowerChildren.get(dir)) continue;
+    items.push({
+      kind: 'whiteout',
+      path: join(dir, `.wh.${p.slice(dir === '' ? 0 : dir.length + 1)}`),
+      target: p,
+    });
+    counts.deleted++;
+  }
+  items.sort((a, b) => compareBytes(a.path, b.path));
+  return { items, counts };
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Writing a layer
+
+/** The tar bytes `produce` packs, handed to `consume` as they come (back-pressure both ways). */
+async function packTo<T>(
+  produce: (pack: tar.Pack) => Promise<void>,
+  consume: (bytes: AsyncIterable<Buffer>) => Promise<T>,
+): Promise<T> {
+  const pack = tar.pack();
+  const producing = (async () => {
+    try {
+      await produce(pack);
+      pack.finalize();
+    } catch (err) {
+      pack.destroy(err as Error); // the tar must never look complete
+      throw err;
+    }
+  })();
+  producing.catch(() => {}); // awaited below
+  let result: T;
+  try {
+    result = await consume(pack as unknown as AsyncIterable<Buffer>);
+  } catch (err) {
+    pack.destroy();
+    const cause = await producing.then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    // A layer that could not be read is the cause; the writer's complaint is its consequence.
+    throw cause instanceof KilnError ? cause : err;
+  }
+  await producing;
+  return result;
+}
+
+export interface LayerBytes {
+  /** sha256 of the uncompressed tar. */
+  diffId: Digest;
+  /** Digest and size of what was written (gzip or plain). */
+  digest: Digest;
+  size: number;
+  gzip: boolean;
+}
+
+/** Where a layer goes: a store blob, or a file written under a temporary name and renamed. */
+export type LayerSink = { store: OciLayout } | { file: string; gzip: boolean };
+
+/** Streams a tar through the diff_id hash and gzip (unless plain) into `sink`. */
+async function writeLayerBytes(tarBytes: AsyncIterable<Uint8Array>, sink: LayerSink): Promise<LayerBytes> {
+  const diff = newHash();
+  async function* hashed(): AsyncGenerator<Uint8Array> {
+    for await (const chunk of tarBytes) {
+      diff.update(chunk);
+      yield chunk;
+    }
+  }
+  if ('store' in sink) {
+    const blob = await sink.store.writeBlob(parallelGzip(hashed()));
+    return { diffId: `sha256:${diff.digest('hex')}`, digest: blob.digest, size: blob.size, gzip: true };
+  }
+  const written = await writeFileAtomic(sink.file, sink.gzip ? parallelGzip(hashed()) : hashed());
+  return { diffId: `sha256:${diff.digest('hex')}`, ...written, gzip: sink.gzip };
+}
+
+/** Writes a stream to `file` under a temporary name, renamed when complete; nothing is left on failure. */
+async function writeFileAtomic(
+  file: string,
+  bytes: AsyncIterable<Uint8Array>,
+): Promise<{ digest: Digest; size: number }> {
+  const target = path.resolve(file);
+  const tmp = path.join(path.dirname(target), `.${path.basename(target)}.kiln-${process.pid}-${Date.now()}`);
+  const hash = newHash();
+  let size = 0;
+  async function* counted(): AsyncGenerator<Uint8Array> {
+    for await (const chunk of bytes) {
+      hash.update(chunk);
+      size += chunk.byteLength;
+      yield chunk;
+    }
+  }
+  let handle: fs.FileHandle;
+  try {
+    handle = await fs.open(tmp, 'wx', 0o644);
+  } catch (err) {
+    throw ioError(err, file);
+  }
+  try {
+    await pipeline(Readable.from(counted()), handle.createWriteStream());
+    await fs.rename(tmp, target);
+  } catch (err) {
+    await fs.rm(tmp, { force: true });
+    if (err instanceof KilnError) throw err;
+    throw ioError(err, file);
+  } finally {
+    await handle.close().catch(() => {});
+  }
+  return { digest: `sha256:${hash.digest('hex')}`, size };
+}
+
+export interface TreeDiffOptions extends FlattenOptions {
+  /** An empty tree when absent: the diff is then the whole of UPPER (`kiln flatten`). */
+  lower?: { source: ImageSource; layers: Descriptor[] };
+  upper: { source: ImageSource; layers: Descriptor[] };
+}
+
+export interface TreeDiffResult extends LayerBytes {
+  /** Entries in the layer, whiteouts and opaque markers included. */
+  entries: number;
+  counts: DiffCounts;
+  /** Entries the flattening left out (unsafe paths, broken hard links), of LOWER then UPPER. */
+  issues: FlatIssue[];
+}
+
+/** Flattens both sides and writes the diff as one sorted, deterministic layer into `sink`. */
+export async function writeTreeDiff(options: TreeDiffOptions, sink: LayerSink): Promise<TreeDiffResult> {
+  const flat: FlattenOptions = { onLayer: options.onLayer, limits: expansionLimits(options.limits) };
+  const issues: FlatIssue[] = [];
+  const lower: Tree = options.lower
+    ? await scanTree(flattenLayers(options.lower.source, options.lower.layers, flat), { issues })
+    : new Map();
+  const spool = await Spool.create();
+  try {
+    const { source, layers } = options.upper;
+    // Content is kept when its path is new or different; a file whose only change is its hard links
+    // (rare) is read again below.
+    const upper = await scanTree(flattenLayers(source, layers, flat), {
+      spool,
+      keep: (p, key) => lower.get(p)?.key !== key,
+      issues,
+    });
+    const plan = planDiff(lower, upper);
+    const missing = new Set<Inode>();
+    for (const item of plan.items)
+      if (item.kind === 'entry' && item.inode && item.entry.type === 'file' && !item.inode.spooled)
+        missing.add(item.inode);
+    if (missing.size > 0) {
+      for await (const item of flattenLayers(source, layers, flat)) {
+        if (item.kind !== 'entry' || !item.content) continue;
+        const inode = upper.get(item.entry.path);
+        if (!inode || !missing.has(inode) || inode.spooled) continue;
+        const ref = await spool.write(item.content, newHash());
+        spool.keep(ref);
+        inode.spooled = ref;
+      }
+      for (const inode of missing)
+        if (!inode.spooled) throw new Error(`diff: content of ${inode.paths[0]} was not found again`);
+    }
+    const mtime = defaultMtime();
+    const written = await packTo(
+      async (pack) => {
+        for (const item of plan.items) {
+          if (item.kind === 'entry') {
+            const ref = item.entry.type === 'file' ? item.inode?.spooled : undefined;
+            await packFlatEntry(pack, item.entry, ref ? spool.read(ref) : undefined);
+          } else {
+            const marker: FlatEntry = {
+              path: item.path,
+              type: 'file',
+              mode: 0o644,
+              uid: 0,
+              gid: 0,
+              size: 0,
+              mtime,
+              layer: 0,
+            };
+            await packFlatEntry(pack, marker, undefined);
+          }
+        }
+      },
+      (bytes) => writeLayerBytes(bytes, sink),
+    );
+    return { ...written, entries: plan.items.length, counts: plan.counts, issues };
+  } finally {
+    await spool.close();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// kiln diff
+
+export interface DiffOptions {
+  /** Any source transport. */
+  lower: string;
+  upper: string;
+  /** Writes an image: UPPER's config over the diff layers. One of `to` and `output`. */
+  to?: string;
+  /** Writes the diff as one layer file: gzip, or plain tar when the name ends in `.tar`. */
+  output?: string;
+  /** Chooses the images out of indexes (LOWER defaults to UPPER's platform). */
+  platform?: Platform;
+  /** RFC 3339 time of the history entries; default SOURCE_DATE_EPOCH, else the epoch. */
+  created?: string;
+  store?: OciLayout;
+  /** Gzip bomb limits; default from the environment. */
+  limits?: Partial<ExpansionLimits>;
+  onLayer?: FlattenOptions['onLayer'];
+}
+
+export interface DiffLayer {
+  descriptor: Descriptor;
+  diffId: Digest;
+}
+
+export interface DiffResult {
+  lower: string;
+  upper: string;
+  /** The image manifests compared (chosen from indexes by platform). */
+  lowerDigest: string;
+  upperDigest: string;
+  /** True when the diff is UPPER's own layers, reused byte for byte (LOWER's are a prefix of them). */
+  reused: boolean;
+  layers: DiffLayer[];
+  /** Entries in the layer written; undefined when layers were reused as they are. */
+  entries?: number;
+  counts?: DiffCounts;
+  issues: FlatIssue[];
+  /** With `to`: where the image went and its root. */
+  destination?: string;
+  descriptor?: Descriptor;
+  /** With `output`: the file written. */
+  output?: string;
+}
+
+/**
+ * Opens `ref` (closed with `composed`) and picks its image: by `platform` from an index, else by
+ * `prefer` (a hint only), else the only one; a single image must match `platform` when given.
+ */
+export async function openImage(
+  composed: ComposedSource,
+  ref: string,
+  platform: Platform | undefined,
+  prefer?: Platform,
+): Promise<{ source: ImageSource; image: LoadedImage }> {
+  const source = composed.addSource(await openSource(ref));
+  const { root, bytes, parsed } = await loadRoot(source);
+  let image: LoadedImage;
+  if (parsed.kind === 'index') {
+    let chosen: Descriptor;
+    try {
+      chosen = pickImage(parsed.index, platform ?? prefer, source.name);
+    } catch (err) {
+      if (platform !== undefined || prefer === undefined) throw err;
+      chosen = pickImage(parsed.index, undefined, source.name);
+    }
+    image = await loadImage(source, chosen);
+  } else {
+    image = await loadImage(source, root, bytes);
+    checkPlatform(image, platform, source.name);
+  }
+  return { source, image };
+}
+
+/** diff_ids as the config lists them, when they match the manifest's layers one for one. */
+function diffIdsOf(image: LoadedImage): string[] | undefined {
+  const ids = image.config.rootfs?.diff_ids;
+  return Array.isArray(ids) && ids.length === image.manifest.layers.length ? ids : undefined;
+}
+
+function isGzipLayer(mediaType: string): boolean {
+  return mediaType.endsWith('+gzip') || mediaType.endsWith('.gzip');
+}
+
+/** The layer file name's choice: plain tar for `.tar`, else gzip. */
+export function outputIsGzip(file: string): boolean {
+  return !file.toLowerCase().endsWith('.tar');
+}
+
+/** The difference of two images as a layer (or UPPER's own layers), written as an image or a layer file. */
+export async function diffImages(options: DiffOptions): Promise<DiffResult> {
+  if ((options.to === undefined) === (options.output === undefined))
+    throw new KilnError('E_USAGE', 'diff writes either an image (--to DST) or a layer file (--output FILE)');
+  if (options.to !== undefined) parseLocation(options.to); // a bad destination fails before any work
+  const created = options.created ?? defaultCreated();
+  if (Number.isNaN(Date.parse(created)))
+    throw new KilnError('E_USAGE', `--created must be an RFC 3339 time, got '${created}'`);
+  const limits = expansionLimits(options.limits);
+  const store = options.store ?? (await openCache());
+  const composed = new ComposedSource('kiln diff', store);
+  try {
+    const up = await openImage(composed, options.upper, options.platform);
+    const low = await openImage(composed, options.lower, options.platform, configPlatform(up.image.config));
+    const lowerIds = diffIdsOf(low.image);
+    const upperIds = diffIdsOf(up.image);
+    const upperLayers = up.image.manifest.layers;
+    const docker =
+      (up.image.manifest.mediaType ?? up.image.descriptor.mediaType) === MediaType.DockerManifest;
+    const base = {
+      lower: low.source.name,
+      upper: up.source.name,
+      lowerDigest: low.image.descriptor.digest,
+      upperDigest: up.image.descriptor.digest,
+    };
+
+    let layers: DiffLayer[];
+    let reused = false;
+    let tree: TreeDiffResult | undefined;
+    const prefix =
+      lowerIds !== undefined &&
+      upperIds !== undefined &&
+      lowerIds.length < upperIds.length &&
+      lowerIds.every((id, i) => id === upperIds[i]);
+    const same =
+      lowerIds !== undefined &&
+      upperIds !== undefined &&
+      lowerIds.length === upperIds.length &&
+      lowerIds.every((id, i) => id === upperIds[i]);
+    const rest = prefix ? upperLayers.slice(lowerIds!.length) : [];
+
+    if (prefix && (options.to !== undefined || rest.length === 1)) {
+      reused = true;
+      layers = rest.map((descriptor, i) => ({
+        descriptor,
+        diffId: upperIds![lowerIds!.length + i] as Digest,
+      }));
+      for (const l of rest) composed.addBase(l, up.source);
+      if (options.output !== undefined) checkLayers(rest, up.source.name);
+      if (options.output !== undefined) await copyLayer(up.source, rest[0]!, options.output, limits);
+    } else {
+      const sink: LayerSink =
+        options.output !== undefined
+          ? { file: options.output, gzip: outputIsGzip(options.output) }
+          : { store };
+      // Identical layers: the empty layer, without reading anything.
+      const upper = { source: up.source, layers: same ? [] : upperLayers };
+      const lower = { source: low.source, layers: same ? [] : low.image.manifest.layers };
+      tree = await writeTreeDiff({ lower, upper, limits, onLayer: options.onLayer }, sink);
+      const mediaType = !tree.gzip
+        ? MediaType.OciLayer
+        : docker
+          ? MediaType.DockerLayerGzip
+          : MediaType.OciLayerGzip;
+      const descriptor: Descriptor = { mediaType, digest: tree.digest, size: tree.size };
+      if ('store' in sink) composed.addOwn(descriptor);
+      layers = [{ descriptor, diffId: tree.diffId }];
+    }
+
+    const result: DiffResult = {
+      ...base,
+      reused,
+      layers,
+      ...(tree ? { entries: tree.entries, counts: tree.counts } : {}),
+      issues: tree?.issues ?? [],
+    };
+    if (options.output !== undefined) return { ...result, output: options.output };
+
+    const config: ImageConfig = structuredClone(up.image.config);
+    config.rootfs = { ...config.rootfs, type: 'layers', diff_ids: layers.map((l) => l.diffId) };
+    config.history = layers.map(() => ({ created, created_by: 'kiln diff' }));
+    const configDesc = await composed.putJson(up.image.manifest.config.mediaType, config);
+    const manifest: ImageManifest = {
+      ...up.image.manifest,
+      config: configDesc,
+      layers: layers.map((l) => l.descriptor),
+    };
+    const descriptor = await composed.putJson(manifest.mediaType ?? up.image.descriptor.mediaType, manifest);
+    composed.setRoot(descriptor);
+    const written: ComposeResult = {
+      destination: options.to!,
+      descriptor: (await writeComposed(composed, options.to!)).descriptor,
+    };
+    return { ...result, ...written };
+  } finally {
+    await composed.close();
+  }
+}
+
+/** One layer of a source as a file: its bytes as they are when the compression matches, else (un)compressed. */
+async function copyLayer(
+  source: ImageSource,
+  layer: Descriptor,
+  file: string,
+  limits: ExpansionLimits,
+): Promise<void> {
+  const blob = verified(await source.fetchBlob(layer), layer, source.name);
+  const gzip = outputIsGzip(file);
+  if (gzip && isGzipLayer(layer.mediaType)) {
+    await writeFileAtomic(file, blob);
+    return;
+  }
+  const plain = layerStream(blob, `layer ${layer.digest} of ${source.name}`, limits);
+  await writeFileAtomic(file, gzip ? parallelGzip(plain) : plain);
+}

@@ -1,0 +1,161 @@
+/**
+ * `kiln flatten`: an image squashed into one layer holding its flattened filesystem, sorted and
+ * deterministic (the diff of the image over nothing, see diff.ts). The config is kept, with one
+ * diff_id and one history entry. An index is flattened image by image into a new index.
+ */
+import { KilnError } from '../errors.js';
+import type { ExpansionLimits } from '../layer/tar-reader.js';
+import { isManifestType, MediaType } from '../oci/media-types.js';
+import type { Platform } from '../oci/platform.js';
+import type { Descriptor, ImageConfig, ImageIndex, ImageManifest } from '../oci/types.js';
+import { parseManifest } from '../oci/validate.js';
+import { openCache } from '../store/cache.js';
+import type { OciLayout } from '../store/layout.js';
+import { openSource } from '../transport/open.js';
+import { parseLocation } from '../transport/parse.js';
+import type { ImageSource } from '../transport/types.js';
+import {
+  ComposedSource,
+  type ComposeResult,
+  checkPlatform,
+  configPlatform,
+  defaultCreated,
+  isImageConfigType,
+  isUnknownPlatform,
+  type LoadedImage,
+  loadImage,
+  loadRoot,
+  pickImage,
+  writeComposed,
+} from './compose.js';
+import { type DiffLayer, writeTreeDiff } from './diff.js';
+import type { FlatIssue, FlattenOptions } from './flatten.js';
+
+export interface FlattenImageOptions {
+  /** Any source transport. */
+  source: string;
+  to: string;
+  /** From an index: flatten only this image and write it alone. Without: every image of the index. */
+  platform?: Platform;
+  /** RFC 3339 time of the history entry; default SOURCE_DATE_EPOCH, else the epoch. */
+  created?: string;
+  store?: OciLayout;
+  /** Gzip bomb limits; default from the environment. */
+  limits?: Partial<ExpansionLimits>;
+  onLayer?: FlattenOptions['onLayer'];
+}
+
+export interface FlattenedImage {
+  /** The image manifest flattened, and the one written in its place. */
+  from: string;
+  descriptor: Descriptor;
+  platform?: Platform;
+  /** Layers before; after, always one. */
+  layersBefore: number;
+  layer: DiffLayer;
+  /** Entries in the new layer. */
+  entries: number;
+  /** Entries left out (unsafe paths, broken hard links), as `kiln export` reports them. */
+  issues: FlatIssue[];
+}
+
+export interface FlattenImageResult extends ComposeResult {
+  images: FlattenedImage[];
+}
+
+/** Squashes an image (every image of an index, or the one chosen) to one layer and writes it to `to`. */
+export async function flattenImage(options: FlattenImageOptions): Promise<FlattenImageResult> {
+  parseLocation(options.to); // a bad destination fails before any work
+  const created = options.created ?? defaultCreated();
+  if (Number.isNaN(Date.parse(created)))
+    throw new KilnError('E_USAGE', `--created must be an RFC 3339 time, got '${created}'`);
+  const store = options.store ?? (await openCache());
+  const composed = new ComposedSource('kiln flatten', store);
+  try {
+    const source = composed.addSource(await openSource(options.source));
+    const { root, bytes, parsed } = await loadRoot(source);
+    const images: FlattenedImage[] = [];
+    const one = (image: LoadedImage) => flattenOne(composed, source, image, created, options, images);
+    let descriptor: Descriptor;
+    if (parsed.kind === 'manifest') {
+      const image = await loadImage(source, root, bytes);
+      checkPlatform(image, options.platform, source.name);
+      descriptor = await one(image);
+    } else if (options.platform) {
+      descriptor = await one(await loadImage(source, pickImage(parsed.index, options.platform, source.name)));
+    } else {
+      const manifests: Descriptor[] = [];
+      for (const child of parsed.index.manifests) {
+        if (!isManifestType(child.mediaType) || isUnknownPlatform(child.platform)) {
+          // Nested indexes and attestations (unknown/unknown) are kept as they are.
+          composed.addBase(child, source);
+          manifests.push(child);
+          continue;
+        }
+        const childBytes = await source.fetchManifest(child);
+        const p = parseManifest(childBytes, `${source.name} manifest ${child.digest}`, child.mediaType);
+        if (p.kind !== 'manifest' || !isImageConfigType(p.manifest.config.mediaType)) {
+          composed.addBase(child, source); // an artifact: no filesystem to flatten
+          manifests.push(child);
+          continue;
+        }
+        const next = await one(await loadImage(source, child, childBytes));
+        const entry: Descriptor = {
+          ...child,
+          mediaType: next.mediaType,
+          digest: next.digest,
+          size: next.size,
+        };
+        delete entry.data; // embedded content would be the old manifest's
+        manifests.push(entry);
+      }
+      const index: ImageIndex = { ...parsed.index, manifests };
+      descriptor = await composed.putJson(parsed.index.mediaType ?? root.mediaType, index);
+    }
+    composed.setRoot(descriptor);
+    const written = await writeComposed(composed, options.to);
+    return { destination: options.to, descriptor: written.descriptor, images };
+  } finally {
+    await composed.close();
+  }
+}
+
+async function flattenOne(
+  composed: ComposedSource,
+  source: ImageSource,
+  image: LoadedImage,
+  created: string,
+  options: FlattenImageOptions,
+  out: FlattenedImage[],
+): Promise<Descriptor> {
+  const layers = image.manifest.layers;
+  const tree = await writeTreeDiff(
+    { upper: { source, layers }, limits: options.limits, onLayer: options.onLayer },
+    { store: composed.store },
+  );
+  // A Docker v2 image keeps Docker media types: a manifest may not mix the two families.
+  const docker = (image.manifest.mediaType ?? image.descriptor.mediaType) === MediaType.DockerManifest;
+  const layer: Descriptor = {
+    mediaType: docker ? MediaType.DockerLayerGzip : MediaType.OciLayerGzip,
+    digest: tree.digest,
+    size: tree.size,
+  };
+  composed.addOwn(layer);
+  const config: ImageConfig = structuredClone(image.config);
+  config.rootfs = { ...config.rootfs, type: 'layers', diff_ids: [tree.diffId] };
+  config.history = [{ created, created_by: 'kiln flatten' }];
+  const configDesc = await composed.putJson(image.manifest.config.mediaType, config);
+  const manifest: ImageManifest = { ...image.manifest, config: configDesc, layers: [layer] };
+  const descriptor = await composed.putJson(manifest.mediaType ?? image.descriptor.mediaType, manifest);
+  const platform = configPlatform(image.config);
+  out.push({
+    from: image.descriptor.digest,
+    descriptor,
+    ...(platform ? { platform } : {}),
+    layersBefore: layers.length,
+    layer: { descriptor: layer, diffId: tree.diffId },
+    entries: tree.entries,
+    issues: tree.issues,
+  });
+  return descriptor;
+}

@@ -1,0 +1,256 @@
+/**
+ * `kiln rebase SRC --old-base OLD --new-base NEW`, like `crane rebase`: SRC's layers that came from
+ * OLD are swapped for NEW's; SRC's own layers are kept as they are (the same blobs).
+ */
+import { isDeepStrictEqual } from 'node:util';
+import { KilnError } from '../errors.js';
+import { MediaType } from '../oci/media-types.js';
+import type { Platform } from '../oci/platform.js';
+import type { Descriptor, HistoryEntry, ImageConfig, ImageIndex } from '../oci/types.js';
+import { openCache } from '../store/cache.js';
+import type { OciLayout } from '../store/layout.js';
+import { openSource } from '../transport/open.js';
+import { parseLocation } from '../transport/parse.js';
+import type { ImageSource } from '../transport/types.js';
+import {
+  ComposedSource,
+  type ComposeResult,
+  checkPlatform,
+  configPlatform,
+  indexImages,
+  type LoadedImage,
+  loadImage,
+  loadRoot,
+  pickImage,
+  writeComposed,
+} from './compose.js';
+import {
+  buildManifest,
+  checkLayers,
+  familyLayer,
+  type InputImage,
+  imageHistory,
+  manifestFamily,
+  nonEmpty,
+  samePlatform,
+} from './merge.js';
+
+export interface RebaseOptions {
+  /** The image to rebase (any source transport). */
+  source: string;
+  /** The base SRC was built on: its layers must be the first of SRC's. */
+  oldBase: string;
+  /** The base to put under SRC's own layers instead. */
+  newBase: string;
+  to: string;
+  /** From an index SRC: rebase only this image and write it alone. Without: every image of the index. */
+  platform?: Platform;
+  store?: OciLayout;
+}
+
+export interface RebasedImage {
+  platform: Platform;
+  descriptor: Descriptor;
+  /** OLD's layers taken away, NEW's put in their place, SRC's own kept. */
+  removed: number;
+  added: number;
+  kept: number;
+}
+
+export interface RebaseResult extends ComposeResult {
+  images: RebasedImage[];
+  blobsCopied: number;
+  blobsSkipped: number;
+  blobsMounted: number;
+}
+
+interface Opened {
+  name: string;
+  source: ImageSource;
+  root: Descriptor;
+  bytes: Buffer;
+  index?: ImageIndex;
+}
+
+/** Rebases SRC (every image of an index, or the one `platform` names) and writes it to `to`; nothing is written when a check fails. */
+export async function rebaseImage(options: RebaseOptions): Promise<RebaseResult> {
+  parseLocation(options.to); // a bad destination fails before any work
+  const store = options.store ?? (await openCache());
+  const composed = new ComposedSource('kiln rebase', store);
+  try {
+    const open = async (name: string): Promise<Opened> => {
+      const source = composed.addSource(await openSource(name));
+      const { root, bytes, parsed } = await loadRoot(source);
+      return parsed.kind === 'index'
+        ? { name, source, root, bytes, index: parsed.index }
+        : { name, source, root, bytes };
+    };
+    const src = await open(options.source);
+    const oldBase = await open(options.oldBase);
+    const newBase = await open(options.newBase);
+    const images: RebasedImage[] = [];
+    let descriptor: Descriptor;
+    if (!src.index) {
+      const image = await loadImage(src.source, src.root, src.bytes);
+      checkPlatform(image, options.platform, src.name);
+      descriptor = await rebaseOne(
+        composed,
+        { name: src.name, source: src.source, image },
+        oldBase,
+        newBase,
+        images,
+      );
+    } else if (options.platform) {
+      const image = await loadImage(src.source, pickImage(src.index, options.platform, src.name));
+      descriptor = await rebaseOne(
+        composed,
+        { name: src.name, source: src.source, image },
+        oldBase,
+        newBase,
+        images,
+      );
+    } else {
+      descriptor = await rebaseIndex(composed, src, src.index, oldBase, newBase, images);
+    }
+    composed.setRoot(descriptor);
+    const written = await writeComposed(composed, options.to);
+    return {
+      destination: options.to,
+      descriptor: written.descriptor,
+      images,
+      blobsCopied: written.blobsCopied,
+      blobsSkipped: written.blobsSkipped,
+      blobsMounted: written.blobsMounted,
+    };
+  } finally {
+    await composed.close();
+  }
+}
+
+async function rebaseIndex(
+  composed: ComposedSource,
+  src: Opened,
+  index: ImageIndex,
+  oldBase: Opened,
+  newBase: Opened,
+  images: RebasedImage[],
+): Promise<Descriptor> {
+  const manifests: Descriptor[] = [];
+  // Attestations (unknown/unknown) are left out: they describe the images as they were.
+  for (const child of indexImages(index)) {
+    const image = await loadImage(src.source, child);
+    const next = await rebaseOne(
+      composed,
+      { name: src.name, source: src.source, image },
+      oldBase,
+      newBase,
+      images,
+    );
+    const entry: Descriptor = { ...child, mediaType: next.mediaType, digest: next.digest, size: next.size };
+    delete entry.data; // embedded content would be the old manifest's
+    manifests.push(entry);
+  }
+  const docker = manifests.every((m) => m.mediaType === MediaType.DockerManifest);
+  const next: ImageIndex = {
+    ...index,
+    mediaType: docker ? (index.mediaType ?? src.root.mediaType) : MediaType.OciIndex,
+    manifests,
+  };
+  if (docker) delete next.annotations;
+  return composed.putJson(next.mediaType!, next);
+}
+
+/** The image of a base for `platform`: a single image must be for it, an index must list it. */
+async function baseFor(base: Opened, platform: Platform): Promise<InputImage> {
+  const image = base.index
+    ? await loadImage(base.source, pickImage(base.index, platform, base.name))
+    : await loadImage(base.source, base.root, base.bytes);
+  return { name: base.name, source: base.source, image };
+}
+
+async function rebaseOne(
+  composed: ComposedSource,
+  src: InputImage,
+  oldOpened: Opened,
+  newOpened: Opened,
+  images: RebasedImage[],
+): Promise<Descriptor> {
+  const platform = configPlatform(src.image.config)!;
+  const oldBase = await baseFor(oldOpened, platform);
+  const newBase = await baseFor(newOpened, platform);
+  samePlatform([src, oldBase, newBase]);
+  for (const input of [src, oldBase, newBase]) checkLayers(input);
+  checkPrefix(src, oldBase);
+
+  const cut = oldBase.image.manifest.layers.length;
+  const own = src.image.manifest.layers.slice(cut);
+  for (const layer of own) composed.addBase(layer, src.source);
+  for (const layer of newBase.image.manifest.layers) composed.addBase(layer, newBase.source);
+
+  const family = manifestFamily([src.image, newBase.image]);
+  const config: ImageConfig = structuredClone(src.image.config);
+  config.rootfs = {
+    type: 'layers',
+    diff_ids: [...newBase.image.config.rootfs.diff_ids, ...src.image.config.rootfs.diff_ids.slice(cut)],
+  };
+  config.history = [...imageHistory(newBase.image, 'kiln rebase'), ...ownHistory(src.image, oldBase.image)];
+  const configDesc = await composed.putJson(
+    family === 'docker' ? MediaType.DockerConfig : MediaType.OciConfig,
+    config,
+  );
+  const layers = [...newBase.image.manifest.layers, ...own].map((l) => familyLayer(l, family));
+  const manifest = buildManifest(family, configDesc, layers, src.image.manifest.annotations, newBase);
+  const descriptor = await composed.putJson(manifest.mediaType!, manifest);
+  images.push({
+    platform,
+    descriptor,
+    removed: cut,
+    added: newBase.image.manifest.layers.length,
+    kept: own.length,
+  });
+  return descriptor;
+}
+
+/** SRC's diff_ids must begin with OLD's: else SRC was not built on OLD, and a rebase would drop or keep the wrong files. */
+function checkPrefix(src: InputImage, oldBase: InputImage): void {
+  const have = src.image.config.rootfs.diff_ids;
+  const old = oldBase.image.config.rootfs.diff_ids;
+  const hint = `give as --old-base the image ${src.name} was built on (kiln inspect lists the layers of both)`;
+  if (old.length > have.length)
+    throw new KilnError(
+      'E_BASE_MISMATCH',
+      `${src.name} is not built on ${oldBase.name}: the old base has ${old.length} layers, the image only ${have.length}`,
+      { hint },
+    );
+  const i = old.findIndex((d, n) => d !== have[n]);
+  if (i >= 0)
+    throw new KilnError(
+      'E_BASE_MISMATCH',
+      `${src.name} is not built on ${oldBase.name}: its layer ${i + 1} is ${have[i]}, the old base's ${old[i]}`,
+      { hint },
+    );
+}
+
+/**
+ * SRC's history after OLD's part. An image built FROM OLD starts with OLD's whole history (its
+ * empty_layer entries, ENV or CMD, included); otherwise the cut is after OLD's last layer.
+ */
+function ownHistory(src: LoadedImage, oldBase: LoadedImage): HistoryEntry[] {
+  const history = imageHistory(src, 'kiln rebase');
+  const old = oldBase.config.history ?? [];
+  const layers = oldBase.manifest.layers.length;
+  if (
+    old.length > 0 &&
+    old.length <= history.length &&
+    nonEmpty(old) === layers &&
+    old.every((h, i) => isDeepStrictEqual(h, history[i]))
+  )
+    return history.slice(old.length);
+  let seen = 0;
+  let i = 0;
+  while (i < history.length && seen < layers) {
+    if (!history[i]!.empty_layer) seen++;
+    i++;
+  }
+  return history.slice(i);
+}

@@ -1,0 +1,639 @@
+/**
+ * `kiln merge` and `kiln rebase` through the built CLI (`npm run build`): layers reused as they are
+ * (same digests), later layers winning (whiteouts included) as kiln, umoci and skopeo read them,
+ * blobs a registry has never sent again, and a rebased image run in a real Docker engine.
+ */
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import {
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { dockerSkipReason, sharedDocker } from '../support/docker.js';
+import { file, tarOf, writeImage } from '../support/hostile.js';
+import { kiln } from '../support/kiln.js';
+import { registrySkipReason, sharedRegistry, startRequestLog } from '../support/registry.js';
+import { busyboxRootfs, busyboxSkipReason } from '../support/toolchain-images.js';
+import { requireTool, run, toolSkipReason } from '../support/tools.js';
+
+const TIMEOUT = 120_000;
+const HELLO_WASM = fileURLToPath(new URL('../../examples/hello/hello.wasm', import.meta.url));
+const OCI_LAYER = 'application/vnd.oci.image.layer.v1.tar';
+const OCI_LAYER_GZIP = 'application/vnd.oci.image.layer.v1.tar+gzip';
+const DOCKER_MANIFEST = 'application/vnd.docker.distribution.manifest.v2+json';
+const BASE_NAME = 'org.opencontainers.image.base.name';
+const BASE_DIGEST = 'org.opencontainers.image.base.digest';
+
+const work = mkdtempSync(join(tmpdir(), 'kiln-merge-'));
+after(() => rmSync(work, { recursive: true, force: true }));
+
+interface Descriptor {
+  mediaType: string;
+  digest: string;
+  size: number;
+  platform?: { os: string; architecture: string };
+}
+interface Manifest {
+  mediaType?: string;
+  config: Descriptor;
+  layers: Descriptor[];
+  annotations?: Record<string, string>;
+}
+interface Index {
+  mediaType?: string;
+  manifests: Descriptor[];
+}
+interface Config {
+  os: string;
+  architecture: string;
+  config?: { Cmd?: string[]; Entrypoint?: string[]; Env?: string[] };
+  rootfs: { diff_ids: string[] };
+  history?: { created_by?: string; empty_layer?: boolean }[];
+}
+
+const blob = (dir: string, digest: string) => readFileSync(join(dir, 'blobs', digest.replace(':', '/')));
+const json = <T>(dir: string, digest: string) => JSON.parse(blob(dir, digest).toString('utf8')) as T;
+const sha256 = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+
+function ok(r: { code: number; stdout: string; stderr: string }, what: string): string {
+  assert.equal(r.code, 0, `${what} exited with ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
+  return r.stdout;
+}
+
+async function kilnDigest(args: string[], env?: NodeJS.ProcessEnv): Promise<string> {
+  const out = ok(await kiln(args, { env }), `kiln ${args.join(' ')}`).trim();
+  assert.match(out, /^sha256:[0-9a-f]{64}$/, `kiln ${args[0]} stdout: ${out}`);
+  return out;
+}
+
+async function kilnJson<T>(args: string[]): Promise<T> {
+  return JSON.parse(ok(await kiln([...args, '--json']), `kiln ${args.join(' ')}`)) as T;
+}
+
+async function kilnFails(
+  args: string[],
+  code: string,
+): Promise<{ code: string; message: string; hint?: string }> {
+  const r = await kiln([...args, '--json']);
+  assert.notEqual(r.code, 0, `kiln ${args.join(' ')} should fail\nstdout: ${r.stdout}`);
+  const { error } = JSON.parse(r.stdout) as { error: { code: string; message: string; hint?: string } };
+  assert.equal(error.code, code, error.message);
+  return error;
+}
+
+/** Files of a directory tree, relative path → content (symlinks and directories left out). */
+function readTree(dir: string, prefix = ''): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const name of readdirSync(join(dir, prefix))) {
+    const rel = prefix ? `${prefix}/${name}` : name;
+    const st = lstatSync(join(dir, rel));
+    if (st.isDirectory()) for (const [k, v] of readTree(dir, rel)) out.set(k, v);
+    else if (st.isFile()) out.set(rel, readFileSync(join(dir, rel), 'utf8'));
+  }
+  return out;
+}
+
+function tree(name: string, files: Record<string, string>): string {
+  const dir = join(work, name);
+  for (const [p, content] of Object.entries(files)) {
+    mkdirSync(join(dir, p, '..'), { recursive: true });
+    writeFileSync(join(dir, p), content, { mode: p.endsWith('.sh') ? 0o755 : 0o644 });
+  }
+  return dir;
+}
+
+/**
+ * Three images, each with its own kind of layer: A from `kiln append` (gzip, two layers), B written
+ * by hand with an uncompressed tar layer and an Entrypoint, C a tar with a whiteout of A's file.
+ */
+async function threeImages(): Promise<{ a: string; b: string; c: string; layouts: Record<string, string> }> {
+  const la = join(work, 'three-a');
+  await kilnDigest([
+    'append',
+    'scratch',
+    '--platform',
+    'linux/amd64',
+    '--layer',
+    tree('a1', { 'etc/motd': 'A\n', 'etc/shared': 'from A\n', 'data/gone': 'gone\n', 'data/keep': 'keep\n' }),
+    '--layer',
+    tree('a2', { 'etc/a2': 'second layer of A\n' }),
+    '--to',
+    `oci:${la}:a0`,
+  ]);
+  await kilnDigest(['mutate', `oci:${la}:a0`, '--cmd', '/bin/sh', '--env', 'FROM=A', '--to', `oci:${la}:a`]);
+  const b = await writeImage(
+    join(work, 'three-b'),
+    [{ entries: [file('etc/shared', 'from B\n'), file('app/run.sh', '#!/bin/sh\necho run\n', 0o755)] }],
+    { config: { Entrypoint: ['/app/run.sh'], Env: ['FROM=B'] } },
+  );
+  const whiteout = join(work, 'whiteout.tar');
+  writeFileSync(whiteout, await tarOf([file('data/.wh.gone', ''), file('etc/shared', 'from C\n')]));
+  const lc = join(work, 'three-c');
+  await kilnDigest([
+    'append',
+    'scratch',
+    '--platform',
+    'linux/amd64',
+    '--layer',
+    whiteout,
+    '--to',
+    `oci:${lc}:c`,
+  ]);
+  return { a: `oci:${la}:a`, b: b.ref, c: `oci:${lc}:c`, layouts: { a: la, b: b.layout, c: lc } };
+}
+
+function resolveTag(layout: string, tag: string): string {
+  const index = JSON.parse(readFileSync(join(layout, 'index.json'), 'utf8')) as {
+    manifests: (Descriptor & { annotations?: Record<string, string> })[];
+  };
+  const hit = index.manifests.find((m) => m.annotations?.['org.opencontainers.image.ref.name'] === tag);
+  assert.ok(hit, `${layout} has no tag ${tag}`);
+  return hit.digest;
+}
+
+test('merge of three images: their layers in order, the same blobs; later wins, a whiteout deletes; kiln, umoci and skopeo agree', async (t) => {
+  const { a, b, c, layouts } = await threeImages();
+  const inputs = (['a', 'b', 'c'] as const).map((k) => {
+    const digest = resolveTag(layouts[k]!, k === 'b' ? 'test' : k);
+    const manifest = json<Manifest>(layouts[k]!, digest);
+    return { digest, manifest, config: json<Config>(layouts[k]!, manifest.config.digest) };
+  });
+  const out = join(work, 'merged');
+  const result = await kilnJson<{
+    descriptor: Descriptor;
+    images: { layers: number; configFrom: string }[];
+  }>(['merge', a, b, c, '--to', `oci:${out}:m`]);
+  const digest = result.descriptor.digest;
+  const manifest = json<Manifest>(out, digest);
+  const config = json<Config>(out, manifest.config.digest);
+
+  assert.deepEqual(
+    manifest.layers.map((l) => [l.mediaType, l.digest, l.size]),
+    inputs.flatMap((i) => i.manifest.layers.map((l) => [l.mediaType, l.digest, l.size])),
+    'the inputs’ layers, in order, as they were',
+  );
+  assert.deepEqual(
+    manifest.layers.map((l) => l.mediaType),
+    [OCI_LAYER_GZIP, OCI_LAYER_GZIP, OCI_LAYER, OCI_LAYER_GZIP],
+    'gzip and plain tar layers mix',
+  );
+  for (const l of manifest.layers) assert.ok(existsSync(join(out, 'blobs', l.digest.replace(':', '/'))));
+  assert.deepEqual(
+    config.rootfs.diff_ids,
+    inputs.flatMap((i) => i.config.rootfs.diff_ids),
+  );
+  assert.equal(config.history?.filter((h) => !h.empty_layer).length, 4, 'one history entry per layer');
+  assert.equal(result.images[0]!.configFrom, b, 'auto: the last input with an Entrypoint or Cmd');
+  assert.deepEqual(config.config?.Entrypoint, ['/app/run.sh']);
+  assert.deepEqual(config.config?.Env, ['FROM=B']);
+  assert.equal(manifest.annotations?.[BASE_DIGEST], inputs[0]!.digest);
+  assert.equal(manifest.annotations?.[BASE_NAME], undefined, 'a local base has no pullable name');
+
+  // The same inputs merge to the same digest; --config-from picks the whole container config.
+  assert.equal(await kilnDigest(['merge', a, b, c, '--to', `oci:${join(work, 'merged-2')}:m`]), digest);
+  const fromBase = await kilnDigest(['merge', a, b, c, '--config-from', 'base', '--to', `oci:${out}:base`]);
+  const baseConfig = json<Config>(out, json<Manifest>(out, fromBase).config.digest);
+  assert.deepEqual(baseConfig.config, { Cmd: ['/bin/sh'], Env: ['FROM=A'] });
+  const fromLast = await kilnDigest(['merge', a, b, c, '--config-from', 'last', '--to', `oci:${out}:last`]);
+  assert.equal(json<Config>(out, json<Manifest>(out, fromLast).config.digest).config?.Entrypoint, undefined);
+  await kilnFails(['merge', a, b, '--config-from', 'first', '--to', `oci:${out}:x`], 'E_USAGE');
+
+  // Later wins, and C's whiteout removes A's data/gone: kiln's own unpack...
+  const expected = new Map([
+    ['app/run.sh', '#!/bin/sh\necho run\n'],
+    ['data/keep', 'keep\n'],
+    ['etc/a2', 'second layer of A\n'],
+    ['etc/motd', 'A\n'],
+    ['etc/shared', 'from C\n'],
+  ]);
+  const rootfs = join(work, 'merged-rootfs');
+  ok(await kiln(['unpack', `oci:${out}:m`, rootfs]), 'kiln unpack');
+  assert.deepEqual(new Map([...readTree(rootfs)].sort()), expected);
+  // ... and without C, B's file wins and A's data/gone is there.
+  const ab = join(work, 'merged-ab-rootfs');
+  await kilnDigest(['merge', a, b, '--to', `oci:${out}:ab`]);
+  ok(await kiln(['unpack', `oci:${out}:ab`, ab]), 'kiln unpack');
+  assert.equal(readFileSync(join(ab, 'etc/shared'), 'utf8'), 'from B\n');
+  assert.equal(readFileSync(join(ab, 'data/gone'), 'utf8'), 'gone\n');
+
+  const reason = toolSkipReason('skopeo', 'umoci');
+  if (reason !== undefined) return t.skip(reason);
+  const raw = await run(requireTool('skopeo')!, ['--insecure-policy', 'inspect', '--raw', `oci:${out}:m`], {
+    timeoutMs: TIMEOUT,
+  });
+  assert.equal(sha256(Buffer.from(ok(raw, 'skopeo inspect'))), digest);
+  const bundle = join(work, 'merged-umoci');
+  ok(
+    await run(requireTool('umoci')!, ['unpack', '--rootless', '--image', `${out}:m`, bundle], {
+      timeoutMs: TIMEOUT,
+    }),
+    'umoci unpack',
+  );
+  assert.deepEqual(new Map([...readTree(join(bundle, 'rootfs'))].sort()), expected);
+});
+
+test('merge: Docker v2 and OCI inputs give an OCI manifest with the same blobs; indexes merge per platform; wrong inputs refused', async (t) => {
+  const reason = toolSkipReason('skopeo');
+  if (reason !== undefined) return t.skip(reason);
+  const dir = join(work, 'families');
+  const base = tree('fam-base', { 'etc/base': 'base\n' });
+  const app = tree('fam-app', { 'opt/app': 'app\n' });
+  for (const p of ['linux/amd64', 'linux/arm64']) {
+    const tag = p.replace('/', '-');
+    await kilnDigest([
+      'append',
+      'scratch',
+      '--platform',
+      p,
+      '--layer',
+      base,
+      '--to',
+      `oci:${dir}:base-${tag}`,
+    ]);
+    await kilnDigest(['append', 'scratch', '--platform', p, '--layer', app, '--to', `oci:${dir}:app-${tag}`]);
+  }
+  const v2 = join(work, 'families-v2');
+  ok(
+    await run(
+      requireTool('skopeo')!,
+      ['--insecure-policy', 'copy', '--format', 'v2s2', `oci:${dir}:base-linux-amd64`, `oci:${v2}:b`],
+      { timeoutMs: TIMEOUT },
+    ),
+    'skopeo copy --format v2s2',
+  );
+  const dockerBase = json<Manifest>(v2, resolveTag(v2, 'b'));
+  assert.equal(dockerBase.mediaType, DOCKER_MANIFEST);
+  const mixed = await kilnDigest([
+    'merge',
+    `oci:${v2}:b`,
+    `oci:${dir}:app-linux-amd64`,
+    '--to',
+    `oci:${dir}:mixed`,
+  ]);
+  const m = json<Manifest>(dir, mixed);
+  assert.equal(m.mediaType, 'application/vnd.oci.image.manifest.v1+json');
+  assert.equal(m.layers[0]!.digest, dockerBase.layers[0]!.digest, 'the Docker layer blob, renamed');
+  assert.equal(m.layers[0]!.mediaType, OCI_LAYER_GZIP);
+  // Docker only: stays Docker.
+  const docker = await kilnDigest(['merge', `oci:${v2}:b`, `oci:${v2}:b`, '--to', `oci:${dir}:docker`]);
+  assert.equal(json<Manifest>(dir, docker).mediaType, DOCKER_MANIFEST);
+
+  for (const kind of ['base', 'app'])
+    await kilnDigest([
+      'index',
+      'create',
+      '--to',
+      `oci:${dir}:${kind}-multi`,
+      `oci:${dir}:${kind}-linux-amd64`,
+      `oci:${dir}:${kind}-linux-arm64`,
+    ]);
+  const multi = await kilnDigest([
+    'merge',
+    `oci:${dir}:base-multi`,
+    `oci:${dir}:app-multi`,
+    '--to',
+    `oci:${dir}:m`,
+  ]);
+  const index = json<Index>(dir, multi);
+  assert.deepEqual(
+    index.manifests.map((e) => `${e.platform?.os}/${e.platform?.architecture}`),
+    ['linux/amd64', 'linux/arm64'],
+  );
+  for (const [i, p] of ['linux-amd64', 'linux-arm64'].entries()) {
+    const merged = json<Manifest>(dir, index.manifests[i]!.digest);
+    const want = [`base-${p}`, `app-${p}`].map(
+      (tag) => json<Manifest>(dir, resolveTag(dir, tag)).layers[0]!.digest,
+    );
+    assert.deepEqual(
+      merged.layers.map((l) => l.digest),
+      want,
+    );
+    assert.equal(json<Config>(dir, merged.config.digest).architecture, p.split('-')[1]);
+  }
+  // --platform picks out of indexes; a single image among the inputs sets the platform too.
+  const arm = await kilnDigest([
+    'merge',
+    `oci:${dir}:base-multi`,
+    `oci:${dir}:app-multi`,
+    '--platform',
+    'linux/arm64',
+    '--to',
+    `oci:${dir}:arm`,
+  ]);
+  assert.equal(arm, index.manifests[1]!.digest);
+  const picked = await kilnDigest([
+    'merge',
+    `oci:${dir}:base-multi`,
+    `oci:${dir}:app-linux-arm64`,
+    '--to',
+    `oci:${dir}:p`,
+  ]);
+  assert.equal(picked, index.manifests[1]!.digest);
+
+  const wrong = await kilnFails(
+    ['merge', `oci:${dir}:base-linux-amd64`, `oci:${dir}:app-linux-arm64`, '--to', `oci:${dir}:x`],
+    'E_NO_MATCHING_PLATFORM',
+  );
+  assert.match(wrong.message, /linux\/arm64/);
+  ok(await kiln(['package', HELLO_WASM, '--to', `oci:${dir}:wasm`]), 'kiln package');
+  const wasm = await kilnFails(
+    ['merge', `oci:${dir}:wasm`, `oci:${dir}:wasm`, '--to', `oci:${dir}:x`],
+    'E_UNSUPPORTED',
+  );
+  assert.match(wasm.message, /WebAssembly/);
+  await kilnFails(['merge', `oci:${dir}:base-multi`, '--to', `oci:${dir}:x`], 'E_USAGE');
+});
+
+test('merge into a registry: the blobs it has are mounted or skipped, never read or sent again', {
+  skip: registrySkipReason('none'),
+}, async () => {
+  const reg = await sharedRegistry('none');
+  const { a, b, c, layouts } = await threeImages();
+  ok(await kiln(['copy', a, `${reg.host}/merge/a:1`]), 'push a');
+  ok(await kiln(['copy', b, `${reg.host}/merge/b:1`]), 'push b');
+  const log = await startRequestLog(reg.url);
+  after(() => log.stop());
+  const result = await kilnJson<{ blobsCopied: number; blobsMounted: number; descriptor: Descriptor }>([
+    'merge',
+    `${log.host}/merge/a:1`,
+    `${log.host}/merge/b:1`,
+    c,
+    '--to',
+    `${log.host}/merge/app:1`,
+  ]);
+  const layerDigests = [a, b].flatMap((_, i) => {
+    const layout = i === 0 ? layouts.a! : layouts.b!;
+    return json<Manifest>(layout, resolveTag(layout, i === 0 ? 'a' : 'test')).layers.map((l) => l.digest);
+  });
+  const uploads = log.requests.filter((r) => r.method === 'PUT' && r.path.includes('/blobs/uploads/'));
+  assert.equal(uploads.length, 2, `C's layer and the new config only: ${JSON.stringify(log.requests)}`);
+  assert.equal(result.blobsCopied, 2);
+  assert.equal(result.blobsMounted, layerDigests.length, 'A and B layers mounted from their repositories');
+  const reads = log.requests.filter(
+    (r) => r.method === 'GET' && layerDigests.some((d) => r.path.endsWith(d)),
+  );
+  assert.deepEqual(reads, [], 'no base layer read');
+
+  // Merged again into the same repository: every blob is there.
+  log.clear();
+  const again = await kilnJson<{ blobsCopied: number; descriptor: Descriptor }>([
+    'merge',
+    `${log.host}/merge/a:1`,
+    `${log.host}/merge/b:1`,
+    c,
+    '--to',
+    `${log.host}/merge/app:2`,
+  ]);
+  assert.equal(again.descriptor.digest, result.descriptor.digest);
+  assert.equal(again.blobsCopied, 0);
+  // Only the inputs' configs are read (GET); nothing is uploaded, no layer is read.
+  assert.deepEqual(
+    log.requests.filter(
+      (r) =>
+        r.path.includes('/blobs/') &&
+        r.method !== 'HEAD' &&
+        !(r.method === 'GET' && !layerDigests.some((d) => r.path.endsWith(d))),
+    ),
+    [],
+  );
+  const pulled = join(work, 'registry-merged');
+  ok(await kiln(['copy', `${reg.host}/merge/app:1`, `oci:${pulled}:m`]), 'pull');
+  const m = json<Manifest>(pulled, result.descriptor.digest);
+  assert.equal(m.annotations?.[BASE_NAME], `${log.host}/merge/a:1`, 'a registry base is named');
+});
+
+test('rebase: the app layer kept, the new base under it, run by Docker; a wrong old base writes nothing', {
+  timeout: 300_000,
+}, async (t) => {
+  const reason = busyboxSkipReason() ?? dockerSkipReason();
+  if (reason !== undefined) return t.skip(reason);
+  const dir = join(work, 'rebase');
+  const rootfs = await busyboxRootfs(join(work, 'busybox-rootfs'));
+  const base1 = await kilnDigest([
+    'append',
+    'scratch',
+    '--layer',
+    rootfs,
+    '--layer',
+    tree('motd-1', { 'etc/motd': 'base one\n' }),
+    '--to',
+    `oci:${dir}:base1`,
+  ]);
+  // The new base has another layer shape: its own history and layer count.
+  const base2 = await kilnDigest([
+    'append',
+    'scratch',
+    '--layer',
+    rootfs,
+    '--layer',
+    tree('motd-2', { 'etc/motd': 'base two\n' }),
+    '--layer',
+    tree('extra-2', { 'etc/extra': 'x\n' }),
+    '--to',
+    `oci:${dir}:base2`,
+  ]);
+  await kilnDigest([
+    'append',
+    `oci:${dir}:base1`,
+    '--layer',
+    `${tree('app', { 'hello.sh': '#!/bin/sh\necho "app on $(cat /etc/motd)"\n' })}:/app`,
+    '--to',
+    `oci:${dir}:app0`,
+  ]);
+  const app = await kilnDigest([
+    'mutate',
+    `oci:${dir}:app0`,
+    '--entrypoint',
+    '/app/hello.sh',
+    '--to',
+    `oci:${dir}:app`,
+  ]);
+  const appManifest = json<Manifest>(dir, app);
+  const appConfig = json<Config>(dir, appManifest.config.digest);
+  const b2 = json<Manifest>(dir, base2);
+  assert.deepEqual(
+    appManifest.layers.slice(0, 2).map((l) => l.digest),
+    json<Manifest>(dir, base1).layers.map((l) => l.digest),
+    'the app is built on base1',
+  );
+  const b2Config = json<Config>(dir, b2.config.digest);
+
+  const result = await kilnJson<{
+    descriptor: Descriptor;
+    images: { removed: number; added: number; kept: number }[];
+  }>([
+    'rebase',
+    `oci:${dir}:app`,
+    '--old-base',
+    `oci:${dir}:base1`,
+    '--new-base',
+    `oci:${dir}:base2`,
+    '--to',
+    `oci:${dir}:rebased`,
+  ]);
+  assert.deepEqual(
+    result.images.map((i) => [i.removed, i.added, i.kept]),
+    [[2, 3, 1]],
+  );
+  const rebased = json<Manifest>(dir, result.descriptor.digest);
+  const config = json<Config>(dir, rebased.config.digest);
+  assert.deepEqual(
+    rebased.layers.map((l) => l.digest),
+    [...b2.layers.map((l) => l.digest), appManifest.layers[2]!.digest],
+    "NEW's layers, then the app layer, the same blob",
+  );
+  assert.deepEqual(config.rootfs.diff_ids, [...b2Config.rootfs.diff_ids, appConfig.rootfs.diff_ids[2]!]);
+  assert.equal(config.history?.length, 4);
+  assert.deepEqual(config.config?.Entrypoint, ['/app/hello.sh'], "SRC's config");
+  assert.equal(rebased.annotations?.[BASE_DIGEST], base2);
+
+  const engine = await sharedDocker();
+  const env = { DOCKER_HOST: engine.host };
+  ok(await kiln(['copy', `oci:${dir}:app`, 'docker-daemon:kiln-rebase-app:1'], { env }), 'load app');
+  ok(await kiln(['copy', `oci:${dir}:rebased`, 'docker-daemon:kiln-rebase-app:2'], { env }), 'load rebased');
+  const before = await engine.docker(['run', '--rm', 'kiln-rebase-app:1'], { timeoutMs: TIMEOUT });
+  assert.equal(ok(before, 'docker run app').trim(), 'app on base one');
+  const ran = await engine.docker(['run', '--rm', 'kiln-rebase-app:2'], { timeoutMs: TIMEOUT });
+  assert.equal(ok(ran, 'docker run rebased').trim(), 'app on base two');
+
+  // The wrong old base: a clear error naming the first layer that differs, and no destination.
+  const target = join(work, 'rebase-wrong');
+  const err = await kilnFails(
+    [
+      'rebase',
+      `oci:${dir}:app`,
+      '--old-base',
+      `oci:${dir}:base2`,
+      '--new-base',
+      `oci:${dir}:base1`,
+      '--to',
+      `oci:${target}:r`,
+    ],
+    'E_BASE_MISMATCH',
+  );
+  assert.match(err.message, /is not built on .*base2: its layer 2 is sha256:/);
+  assert.equal(existsSync(target), false, 'nothing written');
+  const shorter = await kilnFails(
+    [
+      'rebase',
+      `oci:${dir}:base1`,
+      '--old-base',
+      `oci:${dir}:base2`,
+      '--new-base',
+      `oci:${dir}:base1`,
+      '--to',
+      `oci:${target}:r`,
+    ],
+    'E_BASE_MISMATCH',
+  );
+  assert.match(shorter.message, /3 layers, the image only 2/);
+  assert.equal(existsSync(target), false, 'nothing written');
+});
+
+test('rebase of an index: every platform onto the new base index; --platform and single images agree', async () => {
+  const dir = join(work, 'rebase-index');
+  const platforms = ['linux/amd64', 'linux/arm64'];
+  const appTree = tree('ri-app', { 'opt/app': 'app\n' });
+  for (const p of platforms) {
+    const tag = p.replace('/', '-');
+    const layer = (name: string) => tree(`ri-${name}-${tag}`, { [`etc/${name}`]: `${name} ${p}\n` });
+    await kilnDigest([
+      'append',
+      'scratch',
+      '--platform',
+      p,
+      '--layer',
+      layer('old'),
+      '--to',
+      `oci:${dir}:old-${tag}`,
+    ]);
+    await kilnDigest([
+      'append',
+      'scratch',
+      '--platform',
+      p,
+      '--layer',
+      layer('new'),
+      '--to',
+      `oci:${dir}:new-${tag}`,
+    ]);
+    await kilnDigest([
+      'append',
+      `oci:${dir}:old-${tag}`,
+      '--layer',
+      appTree,
+      '--to',
+      `oci:${dir}:app-${tag}`,
+    ]);
+  }
+  for (const kind of ['old', 'new', 'app'])
+    await kilnDigest([
+      'index',
+      'create',
+      '--to',
+      `oci:${dir}:${kind}`,
+      ...platforms.map((p) => `oci:${dir}:${kind}-${p.replace('/', '-')}`),
+    ]);
+  const args = ['--old-base', `oci:${dir}:old`, '--new-base', `oci:${dir}:new`];
+  const digest = await kilnDigest(['rebase', `oci:${dir}:app`, ...args, '--to', `oci:${dir}:rebased`]);
+  const index = json<Index>(dir, digest);
+  assert.deepEqual(
+    index.manifests.map((m) => `${m.platform?.os}/${m.platform?.architecture}`),
+    platforms,
+  );
+  for (const [i, p] of platforms.entries()) {
+    const tag = p.replace('/', '-');
+    const m = json<Manifest>(dir, index.manifests[i]!.digest);
+    const app = json<Manifest>(dir, resolveTag(dir, `app-${tag}`));
+    const newBase = resolveTag(dir, `new-${tag}`);
+    assert.deepEqual(
+      m.layers.map((l) => l.digest),
+      [json<Manifest>(dir, newBase).layers[0]!.digest, app.layers[1]!.digest],
+    );
+    assert.equal(m.annotations?.[BASE_DIGEST], newBase, "the new base's image for this platform");
+    assert.equal(json<Config>(dir, m.config.digest).architecture, p.split('/')[1]);
+  }
+  const arm = await kilnDigest([
+    'rebase',
+    `oci:${dir}:app`,
+    ...args,
+    '--platform',
+    'linux/arm64',
+    '--to',
+    `oci:${dir}:arm`,
+  ]);
+  assert.equal(arm, index.manifests[1]!.digest);
+  const single = await kilnDigest([
+    'rebase',
+    `oci:${dir}:app-linux-arm64`,
+    ...args,
+    '--to',
+    `oci:${dir}:single`,
+  ]);
+  assert.equal(single, index.manifests[1]!.digest);
+  // An old base for another platform is refused, not guessed around.
+  const err = await kilnFails(
+    [
+      'rebase',
+      `oci:${dir}:app-linux-arm64`,
+      '--old-base',
+      `oci:${dir}:old-linux-amd64`,
+      '--new-base',
+      `oci:${dir}:new`,
+      '--to',
+      `oci:${dir}:x`,
+    ],
+    'E_NO_MATCHING_PLATFORM',
+  );
+  assert.match(err.message, /linux\/amd64/);
+});
