@@ -255,3 +255,40 @@ export function platformKey(p: Platform): string {
 export function defaultCreated(): string {
   return new Date(defaultMtime() * 1000).toISOString().replace('.000Z', 'Z');
 }
+
+/**
+ * An index's manifests with every image (a manifest with an image config) replaced by what `each`
+ * makes of it. Nested indexes, attestations (unknown/unknown) and artifacts are kept as they are,
+ * served from `source`.
+ */
+export async function mapIndexImages(
+  composed: ComposedSource,
+  source: ImageSource,
+  index: ImageIndex,
+  each: (image: LoadedImage) => Promise<Descriptor>,
+): Promise<Descriptor[]> {
+  const manifests: Descriptor[] = [];
+  for (const child of index.manifests) {
+    let image: LoadedImage | undefined;
+    if (isManifestType(child.mediaType) && !isUnknownPlatform(child.platform)) {
+      const bytes = await source.fetchManifest(child);
+      const parsed = parseManifest(bytes, `${source.name} manifest ${child.digest}`, child.mediaType);
+      if (parsed.kind === 'manifest' && isImageConfigType(parsed.manifest.config.mediaType))
+        image = await loadImage(source, child, bytes);
+    }
+    if (!image) {
+      composed.addBase(child, source);
+      manifests.push(child);
+      continue;
+    }
+    manifests.push(replacedEntry(child, await each(image)));
+  }
+  return manifests;
+}
+
+/** An index entry pointing at `next` instead, keeping its platform and annotations. */
+export function replacedEntry(child: Descriptor, next: Descriptor): Descriptor {
+  const entry: Descriptor = { ...child, mediaType: next.mediaType, digest: next.digest, size: next.size };
+  delete entry.data; // embedded content would be the old manifest's
+  return entry;
+}

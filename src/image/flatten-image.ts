@@ -5,10 +5,9 @@
  */
 import { KilnError } from '../errors.js';
 import type { ExpansionLimits } from '../layer/tar-reader.js';
-import { isManifestType, MediaType } from '../oci/media-types.js';
+import { MediaType } from '../oci/media-types.js';
 import type { Platform } from '../oci/platform.js';
 import type { Descriptor, ImageConfig, ImageIndex, ImageManifest } from '../oci/types.js';
-import { parseManifest } from '../oci/validate.js';
 import { openCache } from '../store/cache.js';
 import type { OciLayout } from '../store/layout.js';
 import { openSource } from '../transport/open.js';
@@ -20,11 +19,10 @@ import {
   checkPlatform,
   configPlatform,
   defaultCreated,
-  isImageConfigType,
-  isUnknownPlatform,
   type LoadedImage,
   loadImage,
   loadRoot,
+  mapIndexImages,
   pickImage,
   writeComposed,
 } from './compose.js';
@@ -84,31 +82,7 @@ export async function flattenImage(options: FlattenImageOptions): Promise<Flatte
     } else if (options.platform) {
       descriptor = await one(await loadImage(source, pickImage(parsed.index, options.platform, source.name)));
     } else {
-      const manifests: Descriptor[] = [];
-      for (const child of parsed.index.manifests) {
-        if (!isManifestType(child.mediaType) || isUnknownPlatform(child.platform)) {
-          // Nested indexes and attestations (unknown/unknown) are kept as they are.
-          composed.addBase(child, source);
-          manifests.push(child);
-          continue;
-        }
-        const childBytes = await source.fetchManifest(child);
-        const p = parseManifest(childBytes, `${source.name} manifest ${child.digest}`, child.mediaType);
-        if (p.kind !== 'manifest' || !isImageConfigType(p.manifest.config.mediaType)) {
-          composed.addBase(child, source); // an artifact: no filesystem to flatten
-          manifests.push(child);
-          continue;
-        }
-        const next = await one(await loadImage(source, child, childBytes));
-        const entry: Descriptor = {
-          ...child,
-          mediaType: next.mediaType,
-          digest: next.digest,
-          size: next.size,
-        };
-        delete entry.data; // embedded content would be the old manifest's
-        manifests.push(entry);
-      }
+      const manifests = await mapIndexImages(composed, source, parsed.index, one);
       const index: ImageIndex = { ...parsed.index, manifests };
       descriptor = await composed.putJson(parsed.index.mediaType ?? root.mediaType, index);
     }

@@ -1,8 +1,7 @@
 import { KilnError } from '../errors.js';
-import { isManifestType } from '../oci/media-types.js';
 import type { Platform } from '../oci/platform.js';
 import type { Annotations, ContainerConfig, Descriptor, ImageConfig, ImageIndex } from '../oci/types.js';
-import { encodeJson, parseManifest } from '../oci/validate.js';
+import { encodeJson } from '../oci/validate.js';
 import { openCache } from '../store/cache.js';
 import type { OciLayout } from '../store/layout.js';
 import { openSource } from '../transport/open.js';
@@ -12,11 +11,10 @@ import {
   ComposedSource,
   type ComposeResult,
   checkPlatform,
-  isImageConfigType,
-  isUnknownPlatform,
   type LoadedImage,
   loadImage,
   loadRoot,
+  mapIndexImages,
   pickImage,
   writeComposed,
 } from './compose.js';
@@ -89,27 +87,9 @@ async function mutateIndex(
   options: MutateOptions,
   state: { changed: number },
 ): Promise<Descriptor> {
-  const manifests: Descriptor[] = [];
-  for (const child of index.manifests) {
-    if (!isManifestType(child.mediaType) || isUnknownPlatform(child.platform)) {
-      // Nested indexes and attestations (unknown/unknown) are kept as they are.
-      composed.addBase(child, source);
-      manifests.push(child);
-      continue;
-    }
-    const bytes = await source.fetchManifest(child);
-    const parsed = parseManifest(bytes, `${source.name} manifest ${child.digest}`, child.mediaType);
-    if (parsed.kind !== 'manifest' || !isImageConfigType(parsed.manifest.config.mediaType)) {
-      composed.addBase(child, source); // an artifact: no config to edit
-      manifests.push(child);
-      continue;
-    }
-    const image = await loadImage(source, child, bytes);
-    const next = await mutateOne(composed, source, image, options, state);
-    const entry: Descriptor = { ...child, mediaType: next.mediaType, digest: next.digest, size: next.size };
-    delete entry.data; // embedded content would be the old manifest's
-    manifests.push(entry);
-  }
+  const manifests = await mapIndexImages(composed, source, index, (image) =>
+    mutateOne(composed, source, image, options, state),
+  );
   const next: ImageIndex = { ...index, manifests };
   const annotations = mergeKeys(index.annotations, options.annotations);
   if (annotations) next.annotations = annotations;

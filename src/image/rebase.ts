@@ -22,6 +22,7 @@ import {
   loadImage,
   loadRoot,
   pickImage,
+  replacedEntry,
   writeComposed,
 } from './compose.js';
 import {
@@ -146,9 +147,7 @@ async function rebaseIndex(
       newBase,
       images,
     );
-    const entry: Descriptor = { ...child, mediaType: next.mediaType, digest: next.digest, size: next.size };
-    delete entry.data; // embedded content would be the old manifest's
-    manifests.push(entry);
+    manifests.push(replacedEntry(child, next));
   }
   const docker = manifests.every((m) => m.mediaType === MediaType.DockerManifest);
   const next: ImageIndex = {
