@@ -243,6 +243,8 @@ async function multiPlatform(
         ...(base ? { base } : {}),
         name,
         artifact: compiled.output,
+        // The other files the build wrote: laid out under /usr/local in layers below the binary's.
+        ...(compiled.extras ? { extraDir: compiled.extras } : {}),
         ...(p.image?.layers ? { layers: p.image.layers } : {}),
         ...(p.image?.entrypoint ? { entrypoint: p.image.entrypoint } : {}),
         ...(p.image?.cmd ? { cmd: p.image.cmd } : {}),

@@ -6,6 +6,11 @@
  * The toolchain image always runs on the build machine's platform; a native target is reached by
  * cross-compiling there, told to the command through $KILN_TARGET_*. The artifact's header is checked
  * against the target afterwards (artifact-check.ts).
+ *
+ * A native build may write more than the artifact under /out (`lib/libfoo.so`, `share/app/...`):
+ * those extras are kept, cached with the artifact and restored to `<output>.files/` (see
+ * CompileResult.extras), for `kiln build` to lay out in layers of their own. A wasm build keeps
+ * only its module.
  */
 import { createReadStream } from 'node:fs';
 import * as fs from 'node:fs/promises';
@@ -14,6 +19,7 @@ import * as path from 'node:path';
 import { KilnError } from '../errors.js';
 import { newHash } from '../oci/digest.js';
 import { formatPlatform, type Platform } from '../oci/platform.js';
+import type { Descriptor } from '../oci/types.js';
 import { openCache } from '../store/cache.js';
 import { buildPlatform, resolveToolchain, toolchainName } from '../toolchain/images.js';
 import {
@@ -88,7 +94,19 @@ export interface CompileResult {
   key?: string;
   /** The platform built for, normalised (linux/aarch64 → linux/arm64). */
   target: Platform;
+  /**
+   * Native targets: a directory holding every other file the build wrote under /out, at the same
+   * relative paths (`<output>.files/`, replaced as a whole on each compile; removed, and this
+   * undefined, when the build wrote nothing else). Modes normalised (0644, 0755 for executables),
+   * relative symlinks inside it kept.
+   */
+  extras?: string;
   project: LoadedProject;
+}
+
+/** Where a native compile's extras land on the host, beside its artifact. */
+export function extrasDir(output: string): string {
+  return `${output}.files`;
 }
 
 /**
@@ -194,7 +212,8 @@ export async function compile(options: CompileOptions = {}): Promise<CompileResu
       const pattern = exactPattern(rel.split(path.sep).join('/'));
       // Also the temp file the cache writes it through: another target's compile running at the
       // same time must not count it (nor fail when it is renamed away mid-walk).
-      exclude.push(pattern, `${pattern}.kiln-tmp-*`);
+      // The extras beside it, and their temp names while they are swapped in, likewise.
+      exclude.push(pattern, `${pattern}.kiln-tmp-*`, `${pattern}.files`, `${pattern}.files.kiln-*`);
     }
   }
   const files = await listSources(project.sourceDir, {
@@ -258,12 +277,19 @@ export async function compile(options: CompileOptions = {}): Promise<CompileResu
     project,
   };
 
+  const native = !target.wasm;
+  const restoreExtras = async (extras: Descriptor | undefined): Promise<{ extras?: string }> => {
+    if (!native) return {};
+    const dir = await cache.extractExtras(extras, extrasDir(output));
+    return dir ? { extras: dir } : {};
+  };
+
   if (key) {
-    let entry: CacheEntry | undefined = await cache.get(key);
+    let entry: CacheEntry | undefined = await cache.get(key, { native });
     let where: 'local' | 'remote' = 'local';
     if (!entry && !options.offline) {
       for (const repo of options.cacheFrom ?? p.cache?.from ?? []) {
-        entry = await cache.pull(key, repo, `${toolchain!.name}@${toolchain!.pinned}`);
+        entry = await cache.pull(key, repo, `${toolchain!.name}@${toolchain!.pinned}`, { native });
         if (entry) {
           where = 'remote';
           break;
@@ -274,9 +300,11 @@ export async function compile(options: CompileOptions = {}): Promise<CompileResu
       emit({ type: 'cache-hit', where, key });
       await cache.extract(entry, output);
       if (!target.wasm) await fs.chmod(output, 0o755);
+      const extras = await restoreExtras(entry.extras);
       await lock.save();
       return {
         ...base,
+        ...extras,
         digest: entry.artifact.digest,
         size: entry.artifact.size,
         source: where === 'local' ? 'cache' : 'remote-cache',
@@ -321,11 +349,19 @@ export async function compile(options: CompileOptions = {}): Promise<CompileResu
       });
     }
     await checkArtifact(built, target, `${OUT_DIR}/${artifact}`);
+    // Packed into the store even when not cached: one deterministic, checked form for every runner.
+    const packed = native ? await cache.packExtras(outDir, artifact) : undefined;
     await lock.save();
     if (key) {
-      const entry = await cache.put(key, built, `${toolchain!.name}@${toolchain!.pinned}`);
+      const entry = await cache.put(
+        key,
+        built,
+        `${toolchain!.name}@${toolchain!.pinned}`,
+        native ? { title: artifact, ...(packed ? { extras: packed } : {}) } : undefined,
+      );
       await cache.extract(entry, output);
       if (!target.wasm) await fs.chmod(output, 0o755);
+      const extras = await restoreExtras(entry.extras);
       const pushTo = options.cacheTo ?? p.cache?.to;
       if (pushTo && !options.offline) {
         await cache.push(entry, pushTo);
@@ -333,6 +369,7 @@ export async function compile(options: CompileOptions = {}): Promise<CompileResu
       }
       return {
         ...base,
+        ...extras,
         digest: entry.artifact.digest,
         size: entry.artifact.size,
         source: 'build',
@@ -346,8 +383,10 @@ export async function compile(options: CompileOptions = {}): Promise<CompileResu
     await fs.mkdir(path.dirname(output), { recursive: true });
     await fs.copyFile(built, output);
     if (!target.wasm) await fs.chmod(output, 0o755);
+    const extras = await restoreExtras(packed);
     return {
       ...base,
+      ...extras,
       digest: `sha256:${hash.digest('hex')}`,
       size: stat.size,
       source: 'build',

@@ -11,7 +11,7 @@
  */
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { ioError } from '../errors.js';
+import { ioError, KilnError } from '../errors.js';
 
 export const DEFAULT_LAYER_BUDGET = 3;
 /** Where the native binary goes, and the prefix for the other files under /out (FHS: local software). */
@@ -25,6 +25,8 @@ export interface PlannedFile {
   size: number;
   /** Executable files keep their x bits (modes are otherwise normalised). */
   executable: boolean;
+  /** A symlink's target (relative, inside the out directory); its size is 0. */
+  linkname?: string;
 }
 
 export interface PlannedLayer {
@@ -51,7 +53,8 @@ export function groupFiles(files: Array<PlannedFile & { rel: string }>): LayerGr
       g = { name, files: [], size: 0 };
       groups.set(name, g);
     }
-    g.files.push({ path: f.path, source: f.source, size: f.size, executable: f.executable });
+    const { rel: _rel, ...planned } = f;
+    g.files.push(planned);
     g.size += f.size;
   }
   return [...groups.values()];
@@ -95,13 +98,19 @@ export function planLayers(
 
 /**
  * The files a build left under its out directory, other than the artifact, as planned files under
- * `/usr/local/<rel>`. Symlinks and special files are skipped (a build's output is regular files).
+ * `/usr/local/<rel>`: regular files and symlinks (directories only as their parents; an empty one is
+ * not kept). A symlink must be relative and stay inside the directory, also when resolved for real
+ * (`a -> b/..` with `b -> .`), and anything else (a device, fifo or socket) is refused: both
+ * E_UNSAFE_PATH, as the docker runner refuses them when it copies /out back.
  */
 export async function outFiles(
   outDir: string,
   artifactRel: string,
 ): Promise<Array<PlannedFile & { rel: string }>> {
   const out: Array<PlannedFile & { rel: string }> = [];
+  const root = await fs.realpath(outDir).catch((err) => {
+    throw ioError(err, outDir);
+  });
   const walk = async (dir: string, prefix: string): Promise<void> => {
     let names: string[];
     try {
@@ -116,7 +125,8 @@ export async function outFiles(
         throw ioError(err, full);
       });
       if (st.isDirectory()) await walk(full, rel);
-      else if (st.isFile() && rel !== artifactRel)
+      else if (rel === artifactRel) continue;
+      else if (st.isFile())
         out.push({
           rel,
           path: `${NATIVE_PREFIX}/${rel}`,
@@ -124,8 +134,44 @@ export async function outFiles(
           size: st.size,
           executable: (st.mode & 0o111) !== 0,
         });
+      else if (st.isSymbolicLink()) {
+        const linkname = await fs.readlink(full).catch((err) => {
+          throw ioError(err, full);
+        });
+        await checkLink(root, full, rel, linkname);
+        out.push({
+          rel,
+          path: `${NATIVE_PREFIX}/${rel}`,
+          source: full,
+          size: 0,
+          executable: false,
+          linkname,
+        });
+      } else
+        throw new KilnError(
+          'E_UNSAFE_PATH',
+          `the build's /out/${rel} is a special file (device, fifo or socket)`,
+          {
+            hint: 'a build may leave files, directories and symlinks in /out',
+          },
+        );
     }
   };
   await walk(outDir, '');
   return out;
+}
+
+/** Refuses a symlink that is absolute or leads outside `root` (lexically, then for real if it resolves). */
+async function checkLink(root: string, full: string, rel: string, target: string): Promise<void> {
+  const lexical = path.posix.normalize(path.posix.join(path.posix.dirname(rel), target));
+  let escapes = target === '' || target.startsWith('/') || lexical === '..' || lexical.startsWith('../');
+  if (!escapes) {
+    // A dangling link stays where its text says; one that resolves must land inside.
+    const real = await fs.realpath(full).catch(() => undefined);
+    escapes = real !== undefined && real !== root && !real.startsWith(`${root}${path.sep}`);
+  }
+  if (escapes)
+    throw new KilnError('E_UNSAFE_PATH', `the build's /out/${rel} is a symlink to ${target}, outside /out`, {
+      hint: 'links in /out must be relative and stay inside it (ln -sr)',
+    });
 }

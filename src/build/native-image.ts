@@ -4,7 +4,8 @@
  *
  * The binary goes to `/usr/local/bin/<name>` (on every base's PATH, so `docker run IMAGE` and
  * `docker run IMAGE <name> ...` both work) and is the default entrypoint; other files the build
- * wrote under /out keep their path under `/usr/local` (`lib/x.so` → `/usr/local/lib/x.so`).
+ * wrote under /out (compile's `extras`) keep their path under `/usr/local` (`lib/x.so` →
+ * `/usr/local/lib/x.so`, symlinks as symlinks), in the lower layers of the plan.
  *
  * Base blobs are registered with the composition, never read: the copy engine sends them only
  * when a destination lacks them (and a registry mounts them from the base's repository).
@@ -84,7 +85,10 @@ export interface NativeImageOptions {
   name: string;
   /** The compiled binary on the host. */
   artifact: string;
-  /** A directory with more files the build wrote (the /out of the build), packed under /usr/local. */
+  /**
+   * A directory with more files the build wrote (compile's `extras`, or a build's /out), packed
+   * under /usr/local in layers of their own, below the binary's.
+   */
   extraDir?: string;
   /** The artifact's path relative to `extraDir`, left out of the extras. */
   artifactRel?: string;
@@ -128,14 +132,12 @@ export async function buildNativeImage(options: NativeImageOptions): Promise<Nat
   });
   const app: PlannedFile = { path: binary, source: options.artifact, size, executable: true };
   const extras = options.extraDir ? await outFiles(options.extraDir, options.artifactRel ?? '') : [];
-  if (extras.some((f) => f.path === binary))
-    throw new KilnError(
-      'E_USAGE',
-      `the build wrote ${binary.slice(NATIVE_PREFIX.length + 1)} besides the binary`,
-      {
-        hint: `/${binary} is where kiln puts the binary; write other files elsewhere under /out`,
-      },
-    );
+  // Also a file or link where a parent of the binary goes (`bin` itself): the app layer would hide it.
+  const clash = extras.find((f) => f.path === binary || binary.startsWith(`${f.path}/`));
+  if (clash)
+    throw new KilnError('E_USAGE', `the build wrote ${clash.rel} besides the binary`, {
+      hint: `/${binary} is where kiln puts the binary; write other files elsewhere under /out`,
+    });
   const plan = planLayers(groupFiles(extras), app, options.layers ?? DEFAULT_LAYER_BUDGET);
 
   const layers: NativeLayer[] = [];
@@ -186,13 +188,12 @@ function layerEntries(planned: PlannedLayer): LayerEntry[] {
       const dir = parts.slice(0, i).join('/');
       if (!byPath.has(dir)) byPath.set(dir, { path: dir, type: 'dir', mode: 0o755 });
     }
-    byPath.set(f.path, {
-      path: f.path,
-      type: 'file',
-      mode: f.executable ? 0o755 : 0o644,
-      source: f.source,
-      size: f.size,
-    });
+    byPath.set(
+      f.path,
+      f.linkname !== undefined
+        ? { path: f.path, type: 'symlink', linkname: f.linkname }
+        : { path: f.path, type: 'file', mode: f.executable ? 0o755 : 0o644, source: f.source, size: f.size },
+    );
   }
   return [...byPath.values()].sort((a, b) => Buffer.compare(Buffer.from(a.path), Buffer.from(b.path)));
 }

@@ -2,8 +2,8 @@
  * Multi-platform `kiln build` end to end, against real parts: a C project compiled in a Debian
  * toolchain image (clang for wasm32-wasi, x86_64 and aarch64 Linux, see toolchain-images.ts
  * `native`) by the sandbox runner, the native binaries put on a busybox base index
- * (linux/amd64 = the host's static busybox; linux/arm64 = a one-file stand-in), pushed as one OCI
- * index to a real registry.
+ * (busyboxBaseIndex: the host's static busybox for linux/amd64, Debian's arm64 busybox-static for
+ * linux/arm64), pushed as one OCI index to a real registry.
  *
  * Checks: skopeo sees the index with every platform (and wasi/wasm with --wasi-alias); umoci unpacks
  * every manifest; the real Docker engine pulls the index and runs the native image; `kiln run
@@ -12,21 +12,29 @@
  * the top layer and config of each image (a counting proxy in front of the registry); a base without
  * a platform fails before anything is written; the same inputs give the same index digest.
  *
+ * Extras: a build command that writes the binary plus `share/greeting.txt` (read by the program at
+ * run time) and a bigger `lib/` tree with a symlink gives base + 3 kiln layers (lib, share, app), runs
+ * in Docker printing the greeting; a cached build restores the extras without a runner, from the
+ * local cache and from `--cache-from` (the cache artifact: the binary as application/octet-stream
+ * titled `app`, the extras as its second layer); changing main.c uploads only the top layer and
+ * the configs; changing the greeting uploads only its layer and the configs.
+ *
  * The kiln CLI must be built (`npm run build`). Outside CI a missing tool skips; in CI it fails.
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { listTar } from '../../src/layer/tar-reader.js';
 import type { Descriptor, ImageConfig, ImageIndex, ImageManifest } from '../../src/oci/types.js';
 import { type DockerEngine, dockerSkipReason, sharedDocker } from '../support/docker.js';
 import { kiln } from '../support/kiln.js';
 import { registrySkipReason, sharedRegistry, startRequestLog } from '../support/registry.js';
 import {
-  busyboxRootfs,
+  busyboxBaseIndex,
   busyboxSkipReason,
   debianToolchainRootfs,
   debootstrapSkipReason,
@@ -148,6 +156,83 @@ function writeProject(dir: string, greeting: string): string {
   return dir;
 }
 
+/** A C program that reads its greeting at run time from the extras the build installs. */
+const EXTRAS_MAIN_C = (tag: string) => `#include <stdio.h>
+#include <string.h>
+int main(int argc, char **argv) {
+  char greeting[128] = "no greeting";
+  FILE *f = fopen("/usr/local/share/greeting.txt", "r");
+  if (f) {
+    if (!fgets(greeting, sizeof greeting, f)) greeting[0] = 0;
+    greeting[strcspn(greeting, "\\n")] = 0;
+    fclose(f);
+  }
+  FILE *d = fopen("/usr/local/lib/hello/current", "rb");
+  long size = -1;
+  if (d) {
+    fseek(d, 0, SEEK_END);
+    size = ftell(d);
+    fclose(d);
+  }
+  printf("%s, %s (${tag}, data %ld)\\n", greeting, argc > 1 ? argv[1] : "nobody", size);
+  return 0;
+}
+`;
+
+/**
+ * One command for every target (it switches on $KILN_TARGET_*): the static binary, then the extras:
+ * share/greeting.txt and a bigger lib/hello/ with a data file and a relative symlink to it.
+ */
+const EXTRAS_COMMAND = [
+  'set -e',
+  'case "$KILN_TARGET_OS/$KILN_TARGET_ARCH" in linux/amd64|linux/arm64) ;; *) echo "no $KILN_TARGET_PLATFORM here" >&2; exit 1;; esac',
+  'CLANG=$(command -v clang || ls /usr/bin/clang-[0-9]* | sort -V | tail -n 1)',
+  'LD=; command -v "$KILN_TARGET_TRIPLE-ld" >/dev/null || LD=-fuse-ld=lld',
+  '$CLANG --target="$KILN_TARGET_TRIPLE" $LD -O2 -static -o "$KILN_OUT/app" main.c',
+  'mkdir -p "$KILN_OUT/share" "$KILN_OUT/lib/hello"',
+  'cp greeting.txt "$KILN_OUT/share/greeting.txt"',
+  'cp data.bin "$KILN_OUT/lib/hello/data-1.bin"',
+  'ln -s data-1.bin "$KILN_OUT/lib/hello/current"',
+].join('\n');
+
+/** 256 KiB of seeded bytes: the largest group, so the lowest kiln layer. */
+function dataBin(): Buffer {
+  const out = Buffer.alloc(256 * 1024);
+  let block = Buffer.from('kiln extras');
+  for (let i = 0; i < out.length; i += 32) {
+    block = createHash('sha256').update(block).digest();
+    block.copy(out, i);
+  }
+  return out;
+}
+
+function writeExtrasProject(dir: string): string {
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, 'main.c'), EXTRAS_MAIN_C('v1'));
+  writeFileSync(join(dir, 'greeting.txt'), 'hello from the extras\n');
+  writeFileSync(join(dir, 'data.bin'), dataBin());
+  writeFileSync(
+    join(dir, 'kiln.yaml'),
+    `toolchain:\n  image: ${toolchain}\n  command: ${JSON.stringify(EXTRAS_COMMAND)}\nimage:\n  name: hello\n  base: ${base}\n`,
+  );
+  writeFileSync(join(dir, '.gitignore'), 'hello*\nkiln.lock\n');
+  return dir;
+}
+
+interface NativeLayerJson {
+  descriptor: Descriptor;
+  groups: string[];
+}
+
+async function layerFiles(repo: string, digest: string): Promise<string[]> {
+  const res = await fetch(`http://${repo.replace('/', '/v2/')}/blobs/${digest}`);
+  assert.equal(res.status, 200, `GET blob ${digest}`);
+  const entries = await listTar(res.body as unknown as AsyncIterable<Uint8Array>);
+  return entries
+    .filter((e) => e.type !== 'dir')
+    .map((e) => (e.linkname ? `${e.path} -> ${e.linkname}` : `${e.path} ${e.mode.toString(8)}`));
+}
+
 describe('kiln build for several platforms', { skip }, () => {
   before(async () => {
     docker = await sharedDocker();
@@ -170,42 +255,12 @@ describe('kiln build for several platforms', { skip }, () => {
       ),
       'push the toolchain',
     );
-    // The base index: busybox for amd64, and an arm64 stand-in (no arm64 busybox here).
-    const amd64 = await busyboxRootfs(join(work, 'busybox-amd64'));
-    const arm64 = join(work, 'base-arm64');
-    mkdirSync(join(arm64, 'etc'), { recursive: true });
-    writeFileSync(join(arm64, 'etc', 'base-release'), 'arm64 stand-in\n');
+    // The base index: real static busybox for amd64 and arm64.
+    const layout = await busyboxBaseIndex(join(work, 'base-layout'));
     base = `${registry}/bases/busybox:1`;
-    for (const [dir, p] of [
-      [amd64, 'linux/amd64'],
-      [arm64, 'linux/arm64'],
-    ] as const) {
-      ok(
-        await k([
-          'append',
-          'scratch',
-          '--platform',
-          p,
-          '--layer',
-          dir,
-          '--to',
-          `${registry}/bases/busybox:${p.replace('/', '-')}`,
-        ]),
-        `base ${p}`,
-      );
-    }
-    ok(
-      await k([
-        'index',
-        'create',
-        `${registry}/bases/busybox:linux-amd64`,
-        `${registry}/bases/busybox:linux-arm64`,
-        '--to',
-        base,
-      ]),
-      'base index',
-    );
+    ok(await k(['copy', layout.ref, base]), 'push the base index');
     baseIndex = (await skopeoRaw(base)).json as ImageIndex;
+    assert.equal(sha256((await skopeoRaw(base)).text), layout.descriptor.digest);
 
     project = writeProject(join(work, 'hello'), 'hello');
     git(project, 'init', '-q');
@@ -314,10 +369,8 @@ describe('kiln build for several platforms', { skip }, () => {
         const bin = readFileSync(join(rootfs, 'usr/local/bin/hello'));
         assert.equal(bin.readUInt32BE(0), 0x7f454c46, `${p}: an ELF binary`);
         assert.equal(bin.readUInt16LE(18), p === 'linux/amd64' ? 62 : 183, `${p}: built for its machine`);
-        assert.ok(
-          existsSync(join(rootfs, p === 'linux/amd64' ? 'bin/busybox' : 'etc/base-release')),
-          'on its base',
-        );
+        const busybox = readFileSync(join(rootfs, 'bin/busybox'));
+        assert.equal(busybox.readUInt16LE(18), bin.readUInt16LE(18), `${p}: on its own busybox`);
       } else {
         assert.equal(readFileSync(join(rootfs, 'hello.wasm')).subarray(0, 4).toString('latin1'), '\0asm');
       }
@@ -434,4 +487,194 @@ describe('kiln build for several platforms', { skip }, () => {
       }
     },
   );
+
+  describe('a native build that writes more than the binary', () => {
+    const PLATS = 'linux/amd64,linux/arm64';
+    let dir: string;
+    let firstBuild: BuildJson & { images: Array<{ layers?: NativeLayerJson[] }> };
+    let firstManifests: ImageManifest[];
+    const extrasRepo = () => `${registry}/apps/extras`;
+    const cacheRepo = () => `${registry}/cache/extras`;
+
+    /** PUT blob digests while `fn` runs, through a counting proxy; `fn` gets the proxy's host. */
+    async function uploads(fn: (host: string) => Promise<void>): Promise<string[]> {
+      const log = await startRequestLog(`http://${registry}`);
+      try {
+        await fn(log.host);
+        const sessions = log.requests.filter(
+          (r) => r.method === 'POST' && /\/blobs\/uploads\/$/.test(r.path),
+        );
+        const put = log.requests
+          .filter((r) => r.method === 'PUT' && r.path.includes('/blobs/uploads/'))
+          .map((r) => new URL(r.url, 'http://x').searchParams.get('digest')!)
+          .sort();
+        assert.equal(sessions.length, put.length, 'one upload session per blob, no mounts');
+        return put;
+      } finally {
+        await log.stop();
+      }
+    }
+
+    test(
+      'base layers + lib, share, app layers, in that order; runs in Docker reading its extras',
+      LONG,
+      async () => {
+        dir = writeExtrasProject(join(work, 'extras'));
+        firstBuild = await buildJson(dir, [
+          '--platform',
+          PLATS,
+          '--cache-to',
+          cacheRepo(),
+          '--to',
+          `${extrasRepo()}:1`,
+        ]);
+        assert.deepEqual(
+          firstBuild.compiles.map((c) => c.source),
+          ['build', 'build'],
+        );
+        firstManifests = [];
+        for (const image of firstBuild.images) {
+          const arch = image.platform.architecture;
+          assert.deepEqual(
+            image.layers?.map((l) => l.groups),
+            [['lib'], ['share'], ['app']],
+            `${arch}: the plan`,
+          );
+          const manifest = await manifestOf(extrasRepo(), image.descriptor.digest);
+          firstManifests.push(manifest);
+          const baseEntry = baseIndex.manifests.find((m) => m.platform?.architecture === arch)!;
+          const baseManifest = await manifestOf(`${registry}/bases/busybox`, baseEntry.digest);
+          assert.equal(manifest.layers.length, baseManifest.layers.length + 3, `${arch}: base + 3`);
+          assert.deepEqual(manifest.layers.slice(0, -3), baseManifest.layers);
+          assert.deepEqual(
+            manifest.layers.slice(-3).map((l) => l.digest),
+            image.layers!.map((l) => l.descriptor.digest),
+          );
+          const [lib, share, app] = manifest.layers.slice(-3) as [Descriptor, Descriptor, Descriptor];
+          assert.deepEqual(await layerFiles(extrasRepo(), lib.digest), [
+            'usr/local/lib/hello/current -> data-1.bin',
+            'usr/local/lib/hello/data-1.bin 644',
+          ]);
+          assert.deepEqual(await layerFiles(extrasRepo(), share.digest), [
+            'usr/local/share/greeting.txt 644',
+          ]);
+          assert.deepEqual(await layerFiles(extrasRepo(), app.digest), ['usr/local/bin/hello 755']);
+          const config = await blobJson<ImageConfig>(extrasRepo(), manifest.config.digest);
+          assert.equal(config.rootfs.diff_ids.length, manifest.layers.length);
+          assert.deepEqual(
+            config.history?.slice(-3).map((h) => h.created_by),
+            ['kiln build (lib)', 'kiln build (share)', 'kiln build (app)'],
+          );
+        }
+        // The compile left the extras beside the binary.
+        assert.equal(
+          readFileSync(join(dir, 'hello-linux-amd64.files', 'share', 'greeting.txt'), 'utf8'),
+          'hello from the extras\n',
+        );
+        assert.equal(
+          readlinkSync(join(dir, 'hello-linux-arm64.files', 'lib', 'hello', 'current')),
+          'data-1.bin',
+        );
+
+        const ran = await docker.docker(['run', '--rm', `${extrasRepo()}:1`, 'docker'], {
+          timeoutMs: 300_000,
+        });
+        assert.equal(ok(ran, 'docker run').trim(), `hello from the extras, docker (v1, data ${256 * 1024})`);
+      },
+    );
+
+    test(
+      'a cached build restores the extras without a runner, locally and from --cache-from',
+      LONG,
+      async () => {
+        // Gone from the host: only the cache can bring them back.
+        rmSync(join(dir, 'hello-linux-amd64.files'), { recursive: true, force: true });
+        const cached = await buildJson(dir, ['--platform', PLATS, '--to', `${extrasRepo()}:cached`]);
+        assert.deepEqual(
+          cached.compiles.map((c) => c.source),
+          ['cache', 'cache'],
+          'no runner started',
+        );
+        assert.equal(cached.index?.digest, firstBuild.index?.digest, 'the same index');
+        assert.equal(
+          readFileSync(join(dir, 'hello-linux-amd64.files', 'share', 'greeting.txt'), 'utf8'),
+          'hello from the extras\n',
+        );
+
+        // The cache artifact: the binary under its own name and type, the extras as a second layer.
+        const key = (firstBuild.compiles[0] as unknown as { key: string }).key;
+        const entry = (await skopeoRaw(`${cacheRepo()}:${key}`)).json as ImageManifest;
+        assert.deepEqual(
+          entry.layers.map((l) => [l.mediaType, l.annotations?.['org.opencontainers.image.title']]),
+          [
+            ['application/octet-stream', 'app'],
+            ['application/vnd.oci.image.layer.v1.tar+gzip', 'extras.tar.gz'],
+          ],
+        );
+
+        // Another machine: an empty kiln home, the toolchain pinned by kiln.lock, no engine needed.
+        const fresh = join(work, 'extras-fresh');
+        cpSync(dir, fresh, { recursive: true });
+        rmSync(join(fresh, 'hello-linux-amd64.files'), { recursive: true, force: true });
+        rmSync(join(fresh, 'hello-linux-arm64.files'), { recursive: true, force: true });
+        const remote = await buildJson(
+          fresh,
+          ['--platform', PLATS, '--cache-from', cacheRepo(), '--to', `${extrasRepo()}:remote`],
+          { KILN_HOME: join(work, 'home-fresh'), DOCKER_HOST: 'unix:///nonexistent/kiln-test.sock' },
+        );
+        assert.deepEqual(
+          remote.compiles.map((c) => c.source),
+          ['remote-cache', 'remote-cache'],
+        );
+        assert.equal(remote.index?.digest, firstBuild.index?.digest, 'the same index from the remote cache');
+        assert.equal(
+          readlinkSync(join(fresh, 'hello-linux-arm64.files', 'lib', 'hello', 'current')),
+          'data-1.bin',
+        );
+      },
+    );
+
+    test('changing main.c uploads only the top layer and the configs', LONG, async () => {
+      writeFileSync(join(dir, 'main.c'), EXTRAS_MAIN_C('v2'));
+      let second!: BuildJson;
+      const put = await uploads(async (host) => {
+        second = await buildJson(dir, ['--platform', PLATS, '--no-sbom', '--to', `${host}/apps/extras:2`]);
+      });
+      const expected: string[] = [];
+      for (const [i, image] of second.images.entries()) {
+        const m = await manifestOf(extrasRepo(), image.descriptor.digest);
+        assert.deepEqual(m.layers.slice(0, -1), firstManifests[i]!.layers.slice(0, -1), 'lower layers kept');
+        assert.notEqual(m.layers.at(-1)!.digest, firstManifests[i]!.layers.at(-1)!.digest);
+        expected.push(m.config.digest, m.layers.at(-1)!.digest);
+      }
+      assert.deepEqual(put, expected.sort(), 'exactly the new binary layers and configs');
+      const ran = await docker.docker(['run', '--rm', `${extrasRepo()}:2`, 'again'], { timeoutMs: 300_000 });
+      assert.equal(ok(ran, 'docker run').trim(), `hello from the extras, again (v2, data ${256 * 1024})`);
+    });
+
+    test('changing the greeting uploads only its layer and the configs', LONG, async () => {
+      const before: ImageManifest[] = [];
+      for (const image of (await buildJson(dir, ['--platform', PLATS, '--to', `${extrasRepo()}:2b`])).images)
+        before.push(await manifestOf(extrasRepo(), image.descriptor.digest));
+      writeFileSync(join(dir, 'greeting.txt'), 'hi from new extras\n');
+      let third!: BuildJson;
+      const put = await uploads(async (host) => {
+        third = await buildJson(dir, ['--platform', PLATS, '--no-sbom', '--to', `${host}/apps/extras:3`]);
+      });
+      const expected: string[] = [];
+      for (const [i, image] of third.images.entries()) {
+        const m = await manifestOf(extrasRepo(), image.descriptor.digest);
+        const was = before[i]!.layers;
+        assert.deepEqual(m.layers.slice(0, -2), was.slice(0, -2), 'base and lib layers kept');
+        assert.notEqual(m.layers.at(-2)!.digest, was.at(-2)!.digest, 'the share layer changed');
+        // The binary is compiled again from the same main.c: the same bytes, the same layer.
+        assert.equal(m.layers.at(-1)!.digest, was.at(-1)!.digest, 'the binary layer kept');
+        expected.push(m.config.digest, m.layers.at(-2)!.digest);
+      }
+      // Both platforms' share layers are the same bytes: one upload.
+      assert.deepEqual(put, [...new Set(expected)].sort(), 'exactly the new greeting layer and configs');
+      const ran = await docker.docker(['run', '--rm', `${extrasRepo()}:3`, 'you'], { timeoutMs: 300_000 });
+      assert.equal(ok(ran, 'docker run').trim(), `hi from new extras, you (v2, data ${256 * 1024})`);
+    });
+  });
 });

@@ -8,10 +8,22 @@
  * (the header's bytes, read here), the same bytes from docker and the sandbox; a command that ignores
  * the target fails with E_WRONG_PLATFORM and writes nothing; a target the toolchain cannot build fails
  * with the build's error; native and wasm builds of one project are distinct cache entries that both
- * hit on a second run (with no engine reachable); a custom command sees $KILN_TARGET_*.
+ * hit on a second run (with no engine reachable); a custom command sees $KILN_TARGET_*; what else
+ * the build writes under /out lands in <output>.files/, is restored from the cache, and a symlink
+ * leaving /out is refused with the previous output left as it was.
  */
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -66,6 +78,7 @@ interface CompileJson {
   runner?: string;
   key?: string;
   target: { os: string; architecture: string; variant?: string };
+  extras?: string;
 }
 
 async function compileJson(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CompileJson> {
@@ -280,6 +293,65 @@ describe('native compiles', { skip }, () => {
       'custom wasm',
     );
   });
+
+  test(
+    'extras: other files under /out land in <output>.files, cached; a link leaving /out is refused',
+    LONG,
+    async () => {
+      const dir = join(work, 'extras');
+      mkdirSync(dir, { recursive: true });
+      writeFileSync(join(dir, 'main.c'), 'int main(void) { return 0; }\n');
+      writeFileSync(join(dir, 'extras.txt'), 'kept\n');
+      const command = [
+        'set -e',
+        'CLANG=$(command -v clang || ls /usr/bin/clang-[0-9]* | sort -V | tail -n 1)',
+        '$CLANG -O2 -static -o "$KILN_OUT/app" main.c',
+        'mkdir -p "$KILN_OUT/share/doc"',
+        '[ -f extras.txt ] && cp extras.txt "$KILN_OUT/share/doc/extras.txt" && ln -s doc/extras.txt "$KILN_OUT/share/link"',
+        '[ -f evil ] && ln -s ../../etc/passwd "$KILN_OUT/share/evil"',
+        'true',
+      ].join('\n');
+      writeFileSync(
+        join(dir, 'kiln.yaml'),
+        `toolchain:\n  image: ${image}\n  command: ${JSON.stringify(command)}\nimage:\n  name: ex\n`,
+      );
+      const files = join(dir, 'ex-linux-amd64.files');
+      const first = await compileJson([dir, '--platform', 'linux/amd64', '--runner', 'sandbox']);
+      assert.equal(first.source, 'build');
+      assert.equal(first.extras, files);
+      assert.equal(readFileSync(join(files, 'share', 'doc', 'extras.txt'), 'utf8'), 'kept\n');
+      assert.equal(readlinkSync(join(files, 'share', 'link')), 'doc/extras.txt');
+
+      // Restored from the cache (no engine reachable, so no runner could have run).
+      rmSync(files, { recursive: true });
+      const hit = await compileJson([dir, '--platform', 'linux/amd64'], { DOCKER_HOST: NO_ENGINE });
+      assert.equal(hit.source, 'cache');
+      assert.equal(hit.extras, files);
+      assert.equal(readFileSync(join(files, 'share', 'doc', 'extras.txt'), 'utf8'), 'kept\n');
+
+      writeFileSync(join(dir, 'evil'), '');
+      const evil = await k(['compile', dir, '--platform', 'linux/amd64', '--runner', 'sandbox']);
+      assert.equal(evil.code, 1, evil.stderr);
+      assert.match(
+        evil.stderr,
+        /\/out\/share\/evil is a symlink to \.\.\/\.\.\/etc\/passwd.*\(E_UNSAFE_PATH\)/,
+      );
+      assert.equal(
+        readFileSync(join(files, 'share', 'doc', 'extras.txt'), 'utf8'),
+        'kept\n',
+        'left as it was',
+      );
+      assert.equal(readdirSync(dir).filter((n) => n.includes('kiln-')).length, 0, 'no temp files');
+
+      // Nothing but the binary: no extras, and the old directory goes.
+      rmSync(join(dir, 'evil'));
+      rmSync(join(dir, 'extras.txt'));
+      const lone = await compileJson([dir, '--platform', 'linux/amd64', '--runner', 'sandbox']);
+      assert.equal(lone.source, 'build');
+      assert.equal(lone.extras, undefined);
+      assert.equal(existsSync(files), false);
+    },
+  );
 
   test(
     "Rust: linux/amd64 with the rust preset runs; linux/arm64 fails with rustc's error (Debian has no aarch64 std)",

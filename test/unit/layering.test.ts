@@ -4,16 +4,33 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  createReadStream,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { indexOf } from '../../src/build/build.js';
+import { BuildCache } from '../../src/build/cache.js';
 import { groupFiles, outFiles, type PlannedFile, planLayers } from '../../src/build/layering.js';
 import { mergeEnv } from '../../src/build/native-image.js';
 import { createdFromEpoch, gitInfo, provenanceAnnotations, sourceUrl } from '../../src/build/provenance.js';
+import { listTar } from '../../src/layer/tar-reader.js';
 import type { Platform } from '../../src/oci/platform.js';
 import type { Descriptor } from '../../src/oci/types.js';
+import { OciLayout } from '../../src/store/layout.js';
 import { findTool } from '../support/tools.js';
 
 const work = mkdtempSync(join(tmpdir(), 'kiln-layering-'));
@@ -86,6 +103,102 @@ describe('planLayers', () => {
         ['notes.txt', 'usr/local/notes.txt', 1, false],
       ],
     );
+  });
+});
+
+describe('extras: what a native build wrote besides the artifact', () => {
+  const tree = (name: string): string => {
+    const out = join(work, name);
+    mkdirSync(join(out, 'lib'), { recursive: true });
+    mkdirSync(join(out, 'share', 'app'), { recursive: true });
+    writeFileSync(join(out, 'app'), 'binary', { mode: 0o755 });
+    writeFileSync(join(out, 'lib', 'libfoo.so.1'), 'elf-ish', { mode: 0o755 });
+    symlinkSync('libfoo.so.1', join(out, 'lib', 'libfoo.so'));
+    writeFileSync(join(out, 'share', 'app', 'data.json'), '{"a":1}\n', { mode: 0o640 });
+    return out;
+  };
+
+  test('outFiles keeps relative symlinks inside /out, with their target', async () => {
+    const found = await outFiles(tree('links'), 'app');
+    assert.deepEqual(
+      found.map((f) => [f.rel, f.path, f.linkname, f.size]),
+      [
+        ['lib/libfoo.so', 'usr/local/lib/libfoo.so', 'libfoo.so.1', 0],
+        ['lib/libfoo.so.1', 'usr/local/lib/libfoo.so.1', undefined, 7],
+        ['share/app/data.json', 'usr/local/share/app/data.json', undefined, 8],
+      ],
+    );
+  });
+
+  test('outFiles refuses links that leave /out (absolute, by .., through another link) and special files', async () => {
+    const cases: Array<[string, (out: string) => void]> = [
+      ['absolute', (out) => symlinkSync('/etc/passwd', join(out, 'lib', 'evil'))],
+      ['absolute into /out', (out) => symlinkSync('/out/app', join(out, 'lib', 'evil'))],
+      ['dot-dot', (out) => symlinkSync('../../etc', join(out, 'lib', 'evil'))],
+      [
+        'through another link',
+        (out) => {
+          symlinkSync('.', join(out, 'lib', 'self'));
+          symlinkSync('self/self/../..', join(out, 'lib', 'evil'));
+        },
+      ],
+      ['fifo', (out) => execFileSync('mkfifo', [join(out, 'lib', 'evil')])],
+    ];
+    for (const [name, make] of cases) {
+      if (name === 'fifo' && !findTool('mkfifo')) continue;
+      const out = tree(`refuse-${name.replaceAll(' ', '-')}`);
+      make(out);
+      await assert.rejects(outFiles(out, 'app'), (err: { code?: string; message?: string }) => {
+        assert.equal(err.code, 'E_UNSAFE_PATH', name);
+        assert.match(err.message ?? '', /\/out\/lib\/evil/);
+        return true;
+      });
+    }
+  });
+
+  test('packExtras is deterministic (mtimes, modes, listing order); extractExtras restores and replaces', async () => {
+    const store = await OciLayout.open(join(work, 'store'), { create: true });
+    const cache = new BuildCache(store);
+    const a = tree('pack-a');
+    const b = tree('pack-b');
+    // Other mtimes and group/other bits: the same blob.
+    utimesSync(join(b, 'share', 'app', 'data.json'), 12345, 12345);
+    chmodSync(join(b, 'share', 'app', 'data.json'), 0o600);
+    chmodSync(join(b, 'lib', 'libfoo.so.1'), 0o700);
+    const da = await cache.packExtras(a, 'app');
+    const db = await cache.packExtras(b, 'app');
+    assert.ok(da && db);
+    assert.equal(da.mediaType, 'application/vnd.oci.image.layer.v1.tar+gzip');
+    assert.equal(da.digest, db.digest);
+    const entries = await listTar(createReadStream(store.blobPath(da.digest)));
+    assert.deepEqual(
+      entries.map((e) => [e.path, e.type, e.mode.toString(8), e.mtime, e.linkname]),
+      [
+        ['lib', 'dir', '755', 0, undefined],
+        ['lib/libfoo.so', 'symlink', '777', 0, 'libfoo.so.1'],
+        ['lib/libfoo.so.1', 'file', '755', 0, undefined],
+        ['share', 'dir', '755', 0, undefined],
+        ['share/app', 'dir', '755', 0, undefined],
+        ['share/app/data.json', 'file', '644', 0, undefined],
+      ],
+    );
+    // Only the artifact: nothing to pack.
+    const lone = join(work, 'lone');
+    mkdirSync(lone);
+    writeFileSync(join(lone, 'app'), 'x');
+    assert.equal(await cache.packExtras(lone, 'app'), undefined);
+
+    const dest = join(work, 'restored', 'hello-linux-amd64.files');
+    mkdirSync(join(dest, 'stale'), { recursive: true });
+    writeFileSync(join(dest, 'stale', 'old.txt'), 'old');
+    assert.equal(await cache.extractExtras(da, dest), dest);
+    assert.equal(readlinkSync(join(dest, 'lib', 'libfoo.so')), 'libfoo.so.1');
+    assert.equal(readFileSync(join(dest, 'share', 'app', 'data.json'), 'utf8'), '{"a":1}\n');
+    assert.equal(statSync(join(dest, 'lib', 'libfoo.so.1')).mode & 0o777, 0o755);
+    assert.ok(!existsSync(join(dest, 'stale')), 'the old directory is replaced, not merged');
+    assert.deepEqual(readdirSync(join(work, 'restored')), ['hello-linux-amd64.files'], 'no temp left');
+    assert.equal(await cache.extractExtras(undefined, dest), undefined);
+    assert.ok(!existsSync(dest), 'no extras: the directory goes');
   });
 });
 
