@@ -131,6 +131,7 @@ export function register(program: Command): void {
       out.info(
         `${result.source === 'build' ? 'compiled' : 'restored'} ${result.output} (${humanSize(result.size)})${tags.length ? ` [${tags.join(', ')}]` : ''}`,
       );
+      if (result.extras) out.info(`  and the other files the build wrote: ${result.extras}/`);
       out.data(result.digest);
     });
 }
