@@ -5,6 +5,8 @@
  * leaves those out.
  */
 import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import * as path from 'node:path';
 import { defaultMtime } from '../layer/tar-writer.js';
 
 export const ANNOTATION_CREATED = 'org.opencontainers.image.created';
@@ -60,11 +62,24 @@ function git(dir: string, args: string[]): Promise<string | undefined> {
   });
 }
 
+/** Whether `dir` may be in a git work tree: a `.git` here or above (or GIT_DIR), checked without spawning git. */
+function mayBeInGit(dir: string): boolean {
+  if (process.env.GIT_DIR) return true;
+  for (let d = path.resolve(dir); ; d = path.dirname(d)) {
+    if (existsSync(path.join(d, '.git'))) return true;
+    if (path.dirname(d) === d) return false;
+  }
+}
+
 /** The commit checked out in `dir` and its `origin` URL, each when known. */
 export async function gitInfo(dir: string): Promise<{ revision?: string; source?: string }> {
-  const revision = await git(dir, ['rev-parse', '--verify', '--quiet', 'HEAD^{commit}']);
+  // Most builds outside a repository would pay two process starts for nothing: a cached rebuild's budget.
+  if (!mayBeInGit(dir)) return {};
+  const [revision, remote] = await Promise.all([
+    git(dir, ['rev-parse', '--verify', '--quiet', 'HEAD^{commit}']),
+    git(dir, ['config', '--get', 'remote.origin.url']),
+  ]);
   if (revision === undefined || !/^[0-9a-f]{40,64}$/.test(revision)) return {};
-  const remote = await git(dir, ['config', '--get', 'remote.origin.url']);
   const source = remote === undefined ? undefined : sourceUrl(remote);
   return { revision, ...(source ? { source } : {}) };
 }
