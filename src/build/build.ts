@@ -25,7 +25,7 @@ import type { WasmInfo } from '../wasm/inspect.js';
 import type { WasmFormat } from '../wasm/package.js';
 import { type CompileOptions, type CompileResult, compile } from './compile.js';
 import { buildNativeImage, type NativeBase, type NativeLayer, resolveBases } from './native-image.js';
-import { loadProject } from './project.js';
+import { type LoadedProject, loadProject } from './project.js';
 import { provenanceAnnotations } from './provenance.js';
 
 export interface BuildOptions extends CompileOptions {
@@ -105,7 +105,7 @@ export async function build(options: BuildOptions = {}): Promise<BuildResult> {
   const sbom = options.sbom ?? p.sbom ?? true;
   if (platforms.length <= 1 && platforms.every(isWasmPlatform))
     return singleWasm(options, to, platforms[0], annotations, sbom);
-  return multiPlatform(options, project.dir, to, platforms, annotations, sbom);
+  return multiPlatform(options, project, to, platforms, annotations, sbom);
 }
 
 function checkDistinct(platforms: Platform[]): void {
@@ -177,7 +177,7 @@ interface PlatformImage {
 
 async function multiPlatform(
   options: BuildOptions,
-  projectDir: string,
+  project: LoadedProject,
   to: string[],
   platforms: Platform[],
   annotations: Record<string, string>,
@@ -188,7 +188,7 @@ async function multiPlatform(
   const store = await openCache();
   const composed = new ComposedSource('kiln build', store);
   try {
-    const p = (await loadProject(projectDir, options.file ? { file: options.file } : {})).project;
+    const p = project.project;
     const native = platforms.filter((x) => !isWasmPlatform(x));
     const baseRef = options.base ?? p.image?.base;
     // Bases first: a base that lacks a platform fails before anything is compiled or written.
@@ -198,7 +198,7 @@ async function multiPlatform(
       for (const [i, platform] of native.entries()) bases.set(platform, resolved[i]!);
     }
     const created = defaultCreated();
-    const name = p.image?.name ?? path.basename(projectDir);
+    const name = p.image?.name ?? path.basename(project.dir);
     const built: PlatformImage[] = [];
     let wasmCompile: CompileResult | undefined;
 

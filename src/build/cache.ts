@@ -19,13 +19,12 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { ioError, isKilnError, KilnError } from '../errors.js';
 import { writeJsonBlob, writeManifest } from '../image/write.js';
-import { compareBytes, type LayerEntry } from '../layer/entries.js';
 import { writeLayer } from '../layer/write-layer.js';
 import { MediaType } from '../oci/media-types.js';
 import type { Descriptor } from '../oci/types.js';
 import { parseManifest } from '../oci/validate.js';
 import { type OciLayout, type WrittenBlob, writeFileAtomic } from '../store/layout.js';
-import { outFiles } from './layering.js';
+import { layerEntries, outFiles } from './layering.js';
 
 export const CACHE_ARTIFACT_TYPE = 'application/vnd.dev.kiln.build-cache.v1';
 const KEY_ANNOTATION = 'dev.kiln.build.key';
@@ -163,21 +162,7 @@ export class BuildCache {
   async packExtras(outDir: string, artifactRel: string): Promise<Descriptor | undefined> {
     const files = await outFiles(outDir, artifactRel);
     if (files.length === 0) return undefined;
-    const byPath = new Map<string, LayerEntry>();
-    for (const f of files) {
-      const parts = f.rel.split('/');
-      for (let i = 1; i < parts.length; i++) {
-        const dir = parts.slice(0, i).join('/');
-        if (!byPath.has(dir)) byPath.set(dir, { path: dir, type: 'dir', mode: 0o755 });
-      }
-      byPath.set(
-        f.rel,
-        f.linkname !== undefined
-          ? { path: f.rel, type: 'symlink', linkname: f.linkname }
-          : { path: f.rel, type: 'file', mode: f.executable ? 0o755 : 0o644, source: f.source, size: f.size },
-      );
-    }
-    const entries = [...byPath.values()].sort((a, b) => compareBytes(a.path, b.path));
+    const entries = layerEntries(files.map(({ rel, ...f }) => ({ ...f, path: rel })));
     return (await writeLayer(this.store, entries)).descriptor;
   }
 

@@ -12,6 +12,7 @@
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { ioError, KilnError } from '../errors.js';
+import { compareBytes, type LayerEntry } from '../layer/entries.js';
 
 export const DEFAULT_LAYER_BUDGET = 3;
 /** Where the native binary goes, and the prefix for the other files under /out (FHS: local software). */
@@ -27,6 +28,29 @@ export interface PlannedFile {
   executable: boolean;
   /** A symlink's target (relative, inside the out directory); its size is 0. */
   linkname?: string;
+}
+
+/**
+ * The layer entries for `files` (paths relative, posix): their parent directories (0755, as every
+ * base has them, so the layer unpacks anywhere), files with normalised modes keeping the exec bit,
+ * symlinks as they are; sorted by byte order, as kiln's layers always are.
+ */
+export function layerEntries(files: readonly PlannedFile[]): LayerEntry[] {
+  const byPath = new Map<string, LayerEntry>();
+  for (const f of files) {
+    const parts = f.path.split('/');
+    for (let i = 1; i < parts.length; i++) {
+      const dir = parts.slice(0, i).join('/');
+      if (!byPath.has(dir)) byPath.set(dir, { path: dir, type: 'dir', mode: 0o755 });
+    }
+    byPath.set(
+      f.path,
+      f.linkname !== undefined
+        ? { path: f.path, type: 'symlink', linkname: f.linkname }
+        : { path: f.path, type: 'file', mode: f.executable ? 0o755 : 0o644, source: f.source, size: f.size },
+    );
+  }
+  return [...byPath.values()].sort((a, b) => compareBytes(a.path, b.path));
 }
 
 export interface PlannedLayer {

@@ -22,7 +22,6 @@ import {
   pickImage,
 } from '../image/compose.js';
 import { sortKeys } from '../image/write.js';
-import type { LayerEntry } from '../layer/entries.js';
 import { writeLayer } from '../layer/write-layer.js';
 import type { Digest } from '../oci/digest.js';
 import { MediaType } from '../oci/media-types.js';
@@ -33,10 +32,10 @@ import { openSource } from '../transport/open.js';
 import {
   DEFAULT_LAYER_BUDGET,
   groupFiles,
+  layerEntries,
   NATIVE_PREFIX,
   outFiles,
   type PlannedFile,
-  type PlannedLayer,
   planLayers,
 } from './layering.js';
 import { ANNOTATION_BASE_DIGEST, ANNOTATION_BASE_NAME } from './provenance.js';
@@ -142,7 +141,7 @@ export async function buildNativeImage(options: NativeImageOptions): Promise<Nat
 
   const layers: NativeLayer[] = [];
   for (const planned of plan) {
-    const written = await writeLayer(store, layerEntries(planned));
+    const written = await writeLayer(store, layerEntries(planned.files));
     composed.addOwn(written.descriptor);
     layers.push({ descriptor: written.descriptor, diffId: written.diffId, groups: planned.groups });
   }
@@ -177,25 +176,6 @@ export async function buildNativeImage(options: NativeImageOptions): Promise<Nat
   const descriptor = await composed.putJson(MediaType.OciManifest, manifest);
   const platform = configPlatform(config)!;
   return { descriptor, manifest, platform, layers, binary: `/${binary}` };
-}
-
-function layerEntries(planned: PlannedLayer): LayerEntry[] {
-  const byPath = new Map<string, LayerEntry>();
-  for (const f of planned.files) {
-    // Parent directories, so the layer unpacks anywhere (0755, as every base has them).
-    const parts = f.path.split('/');
-    for (let i = 1; i < parts.length; i++) {
-      const dir = parts.slice(0, i).join('/');
-      if (!byPath.has(dir)) byPath.set(dir, { path: dir, type: 'dir', mode: 0o755 });
-    }
-    byPath.set(
-      f.path,
-      f.linkname !== undefined
-        ? { path: f.path, type: 'symlink', linkname: f.linkname }
-        : { path: f.path, type: 'file', mode: f.executable ? 0o755 : 0o644, source: f.source, size: f.size },
-    );
-  }
-  return [...byPath.values()].sort((a, b) => Buffer.compare(Buffer.from(a.path), Buffer.from(b.path)));
 }
 
 function imageConfig(options: NativeImageOptions, binary: string): ImageConfig {

@@ -91,18 +91,12 @@ export async function rebaseImage(options: RebaseOptions): Promise<RebaseResult>
     const newBase = await open(options.newBase);
     const images: RebasedImage[] = [];
     let descriptor: Descriptor;
-    if (!src.index) {
-      const image = await loadImage(src.source, src.root, src.bytes);
-      checkPlatform(image, options.platform, src.name);
-      descriptor = await rebaseOne(
-        composed,
-        { name: src.name, source: src.source, image },
-        oldBase,
-        newBase,
-        images,
-      );
-    } else if (options.platform) {
-      const image = await loadImage(src.source, pickImage(src.index, options.platform, src.name));
+    if (!src.index || options.platform) {
+      // One image: SRC itself (checked against --platform), or the one --platform picks from it.
+      const image = src.index
+        ? await loadImage(src.source, pickImage(src.index, options.platform, src.name))
+        : await loadImage(src.source, src.root, src.bytes);
+      if (!src.index) checkPlatform(image, options.platform, src.name);
       descriptor = await rebaseOne(
         composed,
         { name: src.name, source: src.source, image },

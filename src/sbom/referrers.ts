@@ -35,7 +35,6 @@ import type { RegistryOptions } from '../registry/registry.js';
 import type { Repository } from '../registry/repository.js';
 import { sleep } from '../registry/retry.js';
 import { OciLayout } from '../store/layout.js';
-import { OciDirSource } from '../transport/oci-dir.js';
 import { currentRegistryOptions, openSource } from '../transport/open.js';
 import { type ImageLocation, parseLocation } from '../transport/parse.js';
 import type { ImageSource } from '../transport/types.js';
@@ -314,20 +313,8 @@ async function repository(ref: Reference, options: RegistryOptions | undefined):
   return openRepository(ref, options ?? currentRegistryOptions());
 }
 
-const FALLBACK_TAG = /^(sha256|sha512)-[0-9a-f]{64,128}$/;
-
-/**
- * A source for the image `ref` names. An untagged `oci:DIR` means its only image, fallback tags
- * (which attaching adds to index.json) not counted.
- */
-async function openForReading(loc: ImageLocation, ref: string, options: ListOptions): Promise<ImageSource> {
-  if (loc.transport === 'oci' && loc.tag === undefined) {
-    const layout = await OciLayout.open(loc.path);
-    const images = (await layout.readIndex()).manifests.filter(
-      (m) => !FALLBACK_TAG.test(m.annotations?.[REF_NAME_ANNOTATION] ?? ''),
-    );
-    if (images.length === 1) return OciDirSource.forDescriptor(layout, images[0]!);
-  }
+/** A source for the image `ref` names (an untagged `oci:DIR` skips fallback tags: see findInIndex). */
+function openForReading(loc: ImageLocation, ref: string, options: ListOptions): Promise<ImageSource> {
   if (loc.transport === 'registry')
     return openSource(ref, {
       registry: options.registry ?? currentRegistryOptions(),

@@ -336,7 +336,7 @@ export function findInIndex(index: ImageIndex, name: string | undefined, where: 
 
 /** The referrers fallback tag scheme (distribution spec 1.1): `<alg>-<hex>` of the subject. */
 export function isReferrersTag(tag: string | undefined): boolean {
-  return tag !== undefined && /^sha256-[0-9a-f]{64}$/.test(tag);
+  return tag !== undefined && /^(sha256-[0-9a-f]{64}|sha512-[0-9a-f]{128})$/.test(tag);
 }
 
 function tagsHint(index: ImageIndex): string {
