@@ -15,13 +15,13 @@ import { sortKeys } from '../image/write.js';
 import { MediaType } from '../oci/media-types.js';
 import { formatPlatform, isWasmPlatform, type Platform } from '../oci/platform.js';
 import type { Descriptor, ImageIndex } from '../oci/types.js';
-import type { PackResult } from '../operations.js';
 import { openCache } from '../store/cache.js';
 import { copyImage } from '../transport/copy.js';
 import { openDestination } from '../transport/open.js';
 import { parseLocation } from '../transport/parse.js';
 import type { ImageSource } from '../transport/types.js';
 import type { WasmInfo } from '../wasm/inspect.js';
+import type { PackResult } from '../wasm/pack.js';
 import type { WasmFormat } from '../wasm/package.js';
 import { type CompileOptions, type CompileResult, compile } from './compile.js';
 import { buildNativeImage, type NativeBase, type NativeLayer, resolveBases } from './native-image.js';
@@ -131,7 +131,7 @@ async function singleWasm(
   options.onBuildEvent?.({ type: 'compile', platform });
   const compiled = await compile(options);
   const p = compiled.project.project;
-  const { pack } = await import('../operations.js');
+  const { pack } = await import('../wasm/pack.js');
   const images: PackResult[] = [];
   for (const dest of to) {
     const image = await pack({

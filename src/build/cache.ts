@@ -244,9 +244,13 @@ export class BuildCache {
       artifactType: CACHE_ARTIFACT_TYPE,
       annotations: { [KEY_ANNOTATION]: entry.key, 'dev.kiln.build.toolchain': entry.toolchain },
     });
-    const { copy } = await import('../operations.js');
+    const { copyImage } = await import('../transport/copy.js');
+    const { openDestination } = await import('../transport/open.js');
     const { OciDirSource } = await import('../transport/oci-dir.js');
-    await copy(OciDirSource.forDescriptor(this.store, descriptor), `${repo}:${entry.key}`);
+    await copyImage(
+      OciDirSource.forDescriptor(this.store, descriptor),
+      await openDestination(`${repo}:${entry.key}`),
+    );
   }
 
   /**

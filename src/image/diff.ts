@@ -29,7 +29,7 @@ import type { OciLayout } from '../store/layout.js';
 import { openSource } from '../transport/open.js';
 import { parseLocation } from '../transport/parse.js';
 import type { ImageSource } from '../transport/types.js';
-import { verified } from '../transport/verify.js';
+import { verified } from '../oci/verify.js';
 import {
   ComposedSource,
   type ComposeResult,

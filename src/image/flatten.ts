@@ -21,7 +21,7 @@ import type { Platform } from '../oci/platform.js';
 import type { Descriptor } from '../oci/types.js';
 import { openSource } from '../transport/open.js';
 import type { ImageSource } from '../transport/types.js';
-import { verified } from '../transport/verify.js';
+import { verified } from '../oci/verify.js';
 import { type ResolvedImage, resolveImage, selectManifest } from './resolve.js';
 
 export type FlatEntryType = 'file' | 'dir' | 'symlink' | 'hardlink' | 'char' | 'block' | 'fifo';

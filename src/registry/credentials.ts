@@ -3,6 +3,7 @@
  * `--creds`, then env KILN_AUTH, then docker's config.json (credHelpers, auths, credsStore), else none.
  */
 import { KilnError } from '../errors.js';
+import type { Credentials } from './docker-config.js';
 import {
   authsOf,
   credHelperFor,
@@ -18,12 +19,7 @@ import {
   serverAddress,
 } from './docker-config.js';
 
-export interface Credentials {
-  username?: string;
-  password?: string;
-  /** An OAuth2 refresh token (docker's `identitytoken`); when set, exchange it rather than the password. */
-  identityToken?: string;
-}
+export type { Credentials } from './docker-config.js';
 
 export interface FoundCredentials {
   credentials?: Credentials;

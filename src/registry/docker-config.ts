@@ -14,7 +14,14 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { ioError, KilnError } from '../errors.js';
 import { withLock } from '../store/lock.js';
-import type { Credentials } from './credentials.js';
+
+/** A user name and password, or an identity token, for one registry. */
+export interface Credentials {
+  username?: string;
+  password?: string;
+  /** An OAuth2 refresh token (docker's `identitytoken`); when set, exchange it rather than the password. */
+  identityToken?: string;
+}
 
 /** The key docker writes Docker Hub credentials under, and the server URL it gives helpers for Hub. */
 export const HUB_SERVER = 'https://index.docker.io/v1/';

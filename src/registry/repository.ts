@@ -8,7 +8,7 @@ import { type Digest, hasherFor, isDigest, newHash, parseDigest } from '../oci/d
 import { MediaType } from '../oci/media-types.js';
 import type { Descriptor, ImageIndex } from '../oci/types.js';
 import { MAX_MANIFEST_BYTES, parseManifest } from '../oci/validate.js';
-import { verified } from '../transport/verify.js';
+import { verified } from '../oci/verify.js';
 import {
   discard,
   type HttpResponse,

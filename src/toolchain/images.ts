@@ -5,9 +5,9 @@
  * `kiln toolchain list` and `--offline` builds can find it.
  */
 import { KilnError } from '../errors.js';
-import { selectManifest } from '../image/resolve.js';
 import { hostPlatform, type Platform } from '../oci/platform.js';
 import { formatReference, parseReference } from '../oci/reference.js';
+import { selectManifest } from '../oci/select.js';
 import type { Descriptor, ImageConfig } from '../oci/types.js';
 import { parseConfig, parseManifest } from '../oci/validate.js';
 import { openCache } from '../store/cache.js';

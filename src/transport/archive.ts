@@ -6,11 +6,11 @@ import { MediaType } from '../oci/media-types.js';
 import { familiarReference, formatReference, parseReference, type Reference } from '../oci/reference.js';
 import { type Descriptor, type ImageIndex, type ImageManifest, REF_NAME_ANNOTATION } from '../oci/types.js';
 import { encodeJson, MAX_MANIFEST_BYTES, parseManifest } from '../oci/validate.js';
+import { expectSize, verified } from '../oci/verify.js';
 import { findInIndex } from '../store/layout.js';
 import { ArchiveFile } from './archive-file.js';
 import { ArchiveWriter } from './archive-writer.js';
 import type { ImageDestination, ImageSource } from './types.js';
-import { expectSize, verified } from './verify.js';
 
 const LAYOUT_FILE = '{"imageLayoutVersion":"1.0.0"}';
 

@@ -1,6 +1,6 @@
 import { KilnError } from '../errors.js';
-import { selectManifest } from '../image/resolve.js';
 import type { Platform } from '../oci/platform.js';
+import { selectManifest } from '../oci/select.js';
 import type { Descriptor } from '../oci/types.js';
 import { parseManifest } from '../oci/validate.js';
 import type { ImageDestination, ImageSource } from './types.js';

@@ -2,9 +2,9 @@ import * as fs from 'node:fs/promises';
 import { KilnError } from '../errors.js';
 import type { Descriptor } from '../oci/types.js';
 import { MAX_MANIFEST_BYTES } from '../oci/validate.js';
+import { expectSize } from '../oci/verify.js';
 import { OciLayout } from '../store/layout.js';
 import type { ImageDestination, ImageSource } from './types.js';
-import { expectSize } from './verify.js';
 
 /** `oci:DIR[:TAG]` as a source. */
 export class OciDirSource implements ImageSource {

@@ -4,10 +4,10 @@
 import { KilnError } from '../errors.js';
 import type { Reference } from '../oci/reference.js';
 import type { Descriptor } from '../oci/types.js';
+import { expectSize } from '../oci/verify.js';
 import { type RegistryOptions, registryFor } from '../registry/registry.js';
 import { type OpenContent, Repository } from '../registry/repository.js';
 import type { BlobOrigin, ImageDestination, ImageSource } from './types.js';
-import { expectSize } from './verify.js';
 
 export function openRepository(ref: Reference, options: RegistryOptions = {}): Repository {
   return new Repository(registryFor(ref.registry, options), ref.repository);

@@ -7,7 +7,7 @@
  * Native (linux) builds cross-compile in the same image and write "$KILN_OUT/app"; dotnet and
  * assemblyscript have none.
  */
-import type { NativeTarget, Preset } from './index.js';
+import type { NativeTarget, Preset } from './types.js';
 
 /** A copy of the source to build in, for tools that write into the project directory. */
 const COPY_TO_TMP = 'rm -rf /tmp/kiln-src && cp -a . /tmp/kiln-src && cd /tmp/kiln-src';

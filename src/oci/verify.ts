@@ -1,6 +1,6 @@
 import { KilnError } from '../errors.js';
-import { hasherFor } from '../oci/digest.js';
-import type { Descriptor } from '../oci/types.js';
+import { hasherFor } from './digest.js';
+import type { Descriptor } from './types.js';
 
 /**
  * Re-hashes a stream as it is read and fails at the end if it is not what the descriptor says.
