@@ -40,6 +40,8 @@ export function buildProgram(): Command {
     )
     .option('--ca-cert <file>', 'trust this CA certificate (PEM) for registries (repeatable)', collect)
     .option('-j, --jobs <n>', 'blobs in flight at once', '4')
+    // Every subcommand's --help lists these global options too (commands inherit this setting).
+    .configureHelp({ showGlobalOptions: true })
     .configureOutput({ outputError: () => {} })
     .exitOverride()
     .hook('preAction', async (_program, action) => {
@@ -69,15 +71,6 @@ export function buildProgram(): Command {
   return program;
 }
 
-function silenceExperimentalWasi(debug: boolean): void {
-  // Node 20 prints an ExperimentalWarning for WASI on every `kiln run`; users did not ask for it.
-  process.removeAllListeners('warning');
-  process.on('warning', (w) => {
-    if (w.name === 'ExperimentalWarning' && !debug) return;
-    process.stderr.write(`${w.name}: ${w.message}\n`);
-  });
-}
-
 export async function main(argv: string[]): Promise<number> {
   // Read before parsing, so errors from the parser itself honour them; the module's own
   // arguments after `--` are not kiln's.
@@ -87,7 +80,6 @@ export async function main(argv: string[]): Promise<number> {
     debug: own.includes('--debug'),
     quiet: own.includes('--quiet') || own.includes('-q'),
   };
-  silenceExperimentalWasi(flags.debug);
   process.stdout.on('error', (err: NodeJS.ErrnoException) => {
     if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
   });
@@ -108,10 +100,19 @@ function reportError(err: unknown, flags: GlobalFlags): number {
       err.code === 'commander.help'
     )
       return 0;
-    const message = err.message.replace(/^error: /, '');
-    if (flags.json) process.stdout.write(`${JSON.stringify({ error: { code: 'E_USAGE', message } })}\n`);
-    // The same shape as every other error: one line ending in its code, then a hint.
-    else process.stderr.write(`${red('kiln:')} ${message} (E_USAGE)\n  hint: run with --help for usage\n`);
+    // Commander appends its suggestion on a line of its own: "\n(Did you mean inspect?)".
+    const [message = '', ...more] = err.message.replace(/^error: /, '').split('\n');
+    const suggestion = more.join(' ').trim();
+    if (flags.json)
+      process.stdout.write(
+        `${JSON.stringify({ error: { code: 'E_USAGE', message, ...(suggestion ? { hint: suggestion.replace(/^\((.*)\)$/, '$1') } : {}) } })}\n`,
+      );
+    // The same shape as every other error: one line ending in its code, the suggestion on a line
+    // of its own, then a hint.
+    else
+      process.stderr.write(
+        `${red('kiln:')} ${message} (E_USAGE)\n${suggestion ? `  ${suggestion}\n` : ''}  hint: run with --help for usage\n`,
+      );
     return 2;
   }
   if (err instanceof KilnError) {

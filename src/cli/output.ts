@@ -39,6 +39,11 @@ export class Output {
   }
 }
 
+/** `1 layer`, `2 layers`, `0 entries`: a count with its noun, singular only for exactly one. */
+export function plural(n: number, singular: string, pluralForm = `${singular}s`): string {
+  return `${n} ${n === 1 ? singular : pluralForm}`;
+}
+
 export function humanSize(n: number): string {
   if (n < 1024) return `${n} B`;
   const units = ['KiB', 'MiB', 'GiB', 'TiB'];

@@ -27,7 +27,9 @@ export function renderInspect(r: InspectResult): string {
     for (const e of img.config.env ?? []) lines.push(`  env        ${e}`);
     for (const [k, v] of Object.entries(img.config.labels ?? {})) lines.push(`  label      ${k}=${v}`);
     for (const [k, v] of Object.entries(img.annotations ?? {})) lines.push(`  annotation ${k}=${v}`);
-    lines.push(`  layers     ${img.layers.length} (${humanSize(img.totalSize)} in all)`);
+    // The layers' own sum: totalSize also counts the manifest and the config.
+    const layerBytes = img.layers.reduce((n, l) => n + l.size, 0);
+    lines.push(`  layers     ${img.layers.length} (${humanSize(layerBytes)} in all)`);
     for (const l of img.layers)
       lines.push(`    ${l.digest}  ${humanSize(l.size).padStart(9)}  ${l.mediaType}`);
   }

@@ -1,3 +1,4 @@
+import { createRequire } from 'node:module';
 import * as path from 'node:path';
 import { KilnError } from '../errors.js';
 import { inspectWasm } from '../wasm/inspect.js';
@@ -67,7 +68,7 @@ export async function runWasiModule(
     const { host, guest } = parseDirMapping(spec);
     preopens[guest] = host;
   }
-  const { WASI } = await import('node:wasi');
+  const { WASI } = loadWasi();
   const wasi = new WASI({
     version: 'preview1',
     args: [argv0, ...(options.args ?? [])],
@@ -89,5 +90,32 @@ export async function runWasiModule(
     if (err instanceof WebAssembly.RuntimeError)
       throw new KilnError('E_TRAP', `${argv0} trapped: ${err.message}`, { cause: err });
     throw err;
+  }
+}
+
+/**
+ * node:wasi without the `ExperimentalWarning: WASI is an experimental feature` Node 20 emits when it
+ * is first loaded: kiln chose WASI, its users did not. Only that warning is dropped; every other
+ * warning (and the process's own listeners) is left alone. Loading is synchronous, so nothing else
+ * runs while process.emitWarning is wrapped.
+ */
+function loadWasi(): typeof import('node:wasi') {
+  const emitWarning = process.emitWarning;
+  process.emitWarning = function (this: NodeJS.Process, warning: string | Error, ...rest: unknown[]) {
+    const opt = rest[0];
+    const type =
+      typeof warning === 'string'
+        ? typeof opt === 'string'
+          ? opt
+          : (opt as { type?: string })?.type
+        : warning.name;
+    const message = typeof warning === 'string' ? warning : warning.message;
+    if (type === 'ExperimentalWarning' && /\bWASI\b/.test(message)) return;
+    return (emitWarning as (...a: unknown[]) => void).call(this, warning, ...rest);
+  } as typeof process.emitWarning;
+  try {
+    return createRequire(import.meta.url)('node:wasi');
+  } finally {
+    process.emitWarning = emitWarning;
   }
 }

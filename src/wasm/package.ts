@@ -13,6 +13,8 @@ import { defaultOs, inspectWasm, type WasmInfo } from './inspect.js';
 /** The WebAssembly packaging conventions of shared/wasm-oci.md; kiln never invents another. */
 export const WASM_FORMATS = ['image', 'artifact', 'istio', 'istio-oci', 'wasm-to-oci'] as const;
 export type WasmFormat = (typeof WASM_FORMATS)[number];
+/** The formats that carry an Istio runtime config; any other refuses one rather than drop it. */
+export const RUNTIME_CONFIG_FORMATS: readonly WasmFormat[] = ['istio', 'istio-oci'];
 
 export const VARIANT_ANNOTATION = 'module.wasm.image/variant';
 /** The largest module kiln will load into memory to inspect (a module is compiled whole anyway). */
@@ -48,6 +50,12 @@ export async function packageWasm(store: OciLayout, options: PackageOptions): Pr
     throw new KilnError('E_UNKNOWN_FORMAT', `unknown format '${format}'`, {
       hint: `formats: ${WASM_FORMATS.join(', ')}`,
     });
+  if (options.runtimeConfig !== undefined && !RUNTIME_CONFIG_FORMATS.includes(format))
+    throw new KilnError(
+      'E_USAGE',
+      `--runtime-config is for the ${RUNTIME_CONFIG_FORMATS.join(' and ')} formats; the ${format} format has nowhere to put it`,
+      { hint: `add --format ${RUNTIME_CONFIG_FORMATS.join(' or --format ')}, or leave --runtime-config out` },
+    );
   const bytes = await readModule(options.file);
   const info = inspectWasm(bytes, path.basename(options.file));
   const name = moduleName(options.name ?? path.basename(options.file));

@@ -259,3 +259,162 @@ test('an index of a wasm and a native image: run picks wasm, inspect lists both,
   const back = JSON.parse((await kiln(['inspect', `oci-archive:${work}/multi.tar:all`, '--json'])).stdout);
   assert.equal(back.manifests.length, 2);
 });
+
+test('kiln run of a native image is E_NOT_WASM naming its platforms, with a hint for docker/podman', async () => {
+  const { makeImage } = await import('../support/images.js');
+  const { OciLayout } = await import('../../src/store/layout.js');
+  const { writeJsonBlob } = await import('../../src/image/write.js');
+  const dir = `${work}/native`;
+  const amd = await makeImage(dir, 'amd64', { layers: 1, layerBytes: 100 });
+  let r = await kiln(['run', `oci:${dir}:amd64`]);
+  assertOneLineError(r, 1, 'E_NOT_WASM');
+  assert.match(r.stderr.split('\n')[0]!, /not a WebAssembly image.*linux\/amd64/);
+  assert.match(r.stderr, /hint: .*kiln run. runs WebAssembly images; use docker or podman for native ones/);
+
+  const layout = await OciLayout.open(dir);
+  const index = {
+    schemaVersion: 2,
+    mediaType: 'application/vnd.oci.image.index.v1+json',
+    manifests: [
+      { ...amd.descriptor, annotations: undefined, platform: { os: 'linux', architecture: 'amd64' } },
+      {
+        ...amd.descriptor,
+        annotations: undefined,
+        platform: { os: 'linux', architecture: 'arm64', variant: 'v8' },
+      },
+    ],
+  };
+  await layout.tag(await writeJsonBlob(layout, index.mediaType, index), 'multi');
+  r = await kiln(['run', `oci:${dir}:multi`]);
+  assertOneLineError(r, 1, 'E_NOT_WASM');
+  assert.match(r.stderr.split('\n')[0]!, /linux\/amd64, linux\/arm64\/v8/);
+  assert.match(r.stderr, /use docker or podman/);
+  r = await kiln(['run', `oci:${dir}:multi`, '--platform', 'linux/arm64']);
+  assertOneLineError(r, 1, 'E_NOT_WASM');
+  assert.match(r.stderr.split('\n')[0]!, /linux\/amd64, linux\/arm64\/v8/);
+
+  // A wasm image recorded for a native platform (crun's compat images) still runs.
+  const crun = `oci:${work}/crun:x`;
+  assert.equal((await kiln(['package', hello, '--platform', 'linux/amd64', '--to', crun])).code, 0);
+  const ok = await kiln(['run', crun, '--', 'crun']);
+  assert.equal(ok.code, 0, ok.stderr);
+  assert.match(ok.stdout, /^hello crun$/m);
+});
+
+test('--runtime-config is refused by the formats that would drop it', async () => {
+  const rc = path.join(work, 'runtime-config.json');
+  await fs.writeFile(rc, JSON.stringify({ type: 'envoy_proxy', abiVersions: ['v0-4689'] }));
+  for (const format of ['image', 'artifact', 'wasm-to-oci']) {
+    const r = await kiln([
+      'package',
+      hello,
+      '--format',
+      format,
+      '--runtime-config',
+      rc,
+      '--to',
+      `oci:${work}/rc-${format}:x`,
+    ]);
+    assertOneLineError(r, 2, 'E_USAGE');
+    assert.match(r.stderr.split('\n')[0]!, /--runtime-config is for the istio and istio-oci formats/, format);
+    await assertNothingWritten(`${work}/rc-${format}`);
+  }
+  for (const format of ['istio', 'istio-oci']) {
+    const r = await kiln([
+      'package',
+      hello,
+      '--format',
+      format,
+      '--runtime-config',
+      rc,
+      '--to',
+      `oci:${work}/rc-${format}:x`,
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+  }
+});
+
+test('human output: singular for one, inspect sums the layers alone', async () => {
+  const { makeImage } = await import('../support/images.js');
+  const { humanSize } = await import('../../src/cli/output.js');
+  const to = `oci:${work}/one:x`;
+  assert.equal((await kiln(['package', hello, '--to', to])).code, 0);
+  const exported = await kiln(['export', to, '-o', path.join(work, 'one.tar')]);
+  assert.equal(exported.code, 0, exported.stderr);
+  assert.match(exported.stderr, /exported 1 entry from 1 layer of /);
+  const unpacked = await kiln(['unpack', to, path.join(work, 'one-dir')]);
+  assert.equal(unpacked.code, 0, unpacked.stderr);
+  assert.match(unpacked.stderr, /unpacked 1 entry from 1 layer of /);
+
+  const img = await makeImage(`${work}/sizes`, 'two', { layers: 2, layerBytes: 100 });
+  const shown = await kiln(['inspect', `oci:${work}/sizes:two`]);
+  assert.equal(shown.code, 0, shown.stderr);
+  const sum = img.layers.reduce((n, l) => n + l.size, 0);
+  assert.match(shown.stdout, new RegExp(`^  layers +2 \\(${humanSize(sum)} in all\\)$`, 'm'));
+});
+
+test('a mistyped command: the code ends the first line, the suggestion has a line of its own', async () => {
+  const r = await kiln(['inspec', 'oci:./x:y']);
+  assert.equal(r.code, 2);
+  const lines = r.stderr.split('\n');
+  assert.equal(lines[0], "kiln: unknown command 'inspec' (E_USAGE)");
+  assert.equal(lines[1]?.trim(), '(Did you mean inspect?)');
+  assert.match(lines[2] ?? '', /^ {2}hint: /);
+  const json = await kiln(['inspec', '--json']);
+  assert.deepEqual(JSON.parse(json.stdout).error, {
+    code: 'E_USAGE',
+    message: "unknown command 'inspec'",
+    hint: 'Did you mean inspect?',
+  });
+});
+
+test("every subcommand's --help lists the global options", async () => {
+  for (const cmd of [['package'], ['run'], ['inspect'], ['toolchain', 'list'], ['copy']]) {
+    const help = await kiln([...cmd, '--help']);
+    assert.equal(help.code, 0, help.stderr);
+    for (const flag of [
+      '--json',
+      '--debug',
+      '--quiet',
+      '--creds',
+      '--insecure-registry',
+      '--ca-cert',
+      '--jobs',
+    ])
+      assert.ok(help.stdout.includes(flag), `kiln ${cmd.join(' ')} --help lists ${flag}`);
+  }
+});
+
+test('kiln toolchain list shows the whole reference: name@digest', async () => {
+  const { hostPlatform } = await import('../../src/oci/platform.js');
+  const platform = `linux/${hostPlatform().architecture}`;
+  const name = `oci:${work}/tc:base`;
+  assert.equal((await kiln(['package', hello, '--platform', platform, '--to', name])).code, 0);
+  const pulled = await kiln(['toolchain', 'pull', name]);
+  assert.equal(pulled.code, 0, pulled.stderr);
+  const pinned = pulled.stdout.trim();
+  assert.match(pinned, /@sha256:[0-9a-f]{64}$/);
+  const list = await kiln(['toolchain', 'list']);
+  assert.equal(list.code, 0, list.stderr);
+  assert.equal(list.stdout.split('\n')[0]?.split('\t')[0], pinned);
+});
+
+test('running WASI prints no ExperimentalWarning for it, and leaves every other warning alone', async () => {
+  const other =
+    "data:text/javascript,setTimeout(()=>process.emitWarning('Other is experimental','ExperimentalWarning'),0)";
+  const env = { ...process.env, NO_COLOR: '1', KILN_HOME: path.join(work, 'warn-home') };
+  const cli = await run(process.execPath, ['--import', other, KILN_CLI, 'run', hello, '--', 'cli'], { env });
+  assert.equal(cli.code, 0, cli.stderr);
+  assert.match(cli.stdout, /^hello cli$/m);
+  assert.doesNotMatch(cli.stderr, /WASI/);
+  assert.match(cli.stderr, /ExperimentalWarning: Other is experimental/);
+
+  const library = new URL('../../dist/index.js', import.meta.url).href;
+  const script = `const { runWasm } = await import(${JSON.stringify(library)});
+process.exitCode = await runWasm(${JSON.stringify(hello)}, { args: ['lib'] });`;
+  const lib = await run(process.execPath, ['--import', other, '--input-type=module', '-e', script], { env });
+  assert.equal(lib.code, 0, lib.stderr);
+  assert.match(lib.stdout, /^hello lib$/m);
+  assert.doesNotMatch(lib.stderr, /WASI/);
+  assert.match(lib.stderr, /ExperimentalWarning: Other is experimental/);
+});

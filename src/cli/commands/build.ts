@@ -1,6 +1,6 @@
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import { collect, examples, globals } from '../common.js';
-import { Output } from '../output.js';
+import { Output, plural } from '../output.js';
 import { compileOptions, toCompileOptions } from './compile.js';
 
 /** `--sbom=false` as well as `--no-sbom`: commander hands `--sbom=VALUE` over as a string. */
@@ -94,7 +94,7 @@ export function register(program: Command): void {
         out.info(`sbom for ${s.subject.slice(0, 19)}: ${s.descriptor.digest}`);
       if (result.index) {
         for (const dest of [...new Set(result.images.map((i) => i.destination))]) {
-          out.info(`wrote ${dest} (index of ${seen.size} images)`);
+          out.info(`wrote ${dest} (index of ${plural(seen.size, 'image')})`);
           out.data(`${dest}@${result.index.digest}`);
         }
         return;

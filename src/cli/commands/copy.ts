@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { KilnError } from '../../errors.js';
 import { examples, globals, jobs, registryOptions } from '../common.js';
-import { Output } from '../output.js';
+import { Output, plural } from '../output.js';
 import { Progress } from '../progress.js';
 
 export function register(program: Command): void {
@@ -47,7 +47,7 @@ export function register(program: Command): void {
       if (out.flags.json) return out.json(result);
       const mounted = result.blobsMounted ? `, ${result.blobsMounted} mounted` : '';
       out.info(
-        `copied ${result.blobsCopied} blobs (${result.blobsSkipped} already there${mounted}) to ${dst}`,
+        `copied ${plural(result.blobsCopied, 'blob')} (${result.blobsSkipped} already there${mounted}) to ${dst}`,
       );
       out.data(result.descriptor.digest);
     });

@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { KilnError } from '../../errors.js';
 import type { FlatIssue } from '../../index.js';
 import { examples, globals } from '../common.js';
-import { Output, red } from '../output.js';
+import { Output, plural, red } from '../output.js';
 
 /** Names what flattening left out; unsafe entries make the command fail once its output is written. */
 export function reportIssues(out: Output, issues: FlatIssue[]): KilnError | undefined {
@@ -15,7 +15,7 @@ export function reportIssues(out: Output, issues: FlatIssue[]): KilnError | unde
   if (unsafe.length === 0) return undefined;
   return new KilnError(
     'E_UNSAFE_PATH',
-    `left out ${unsafe.length} unsafe ${unsafe.length === 1 ? 'entry' : 'entries'} (first: ${unsafe[0]!.path}); everything else was written`,
+    `left out ${plural(unsafe.length, 'unsafe entry', 'unsafe entries')} (first: ${unsafe[0]!.path}); everything else was written`,
   );
 }
 
@@ -70,8 +70,8 @@ else the remaining layers are squashed into one.
       const c = result.counts;
       out.info(
         result.reused
-          ? `reused ${result.layers.length} layer${result.layers.length === 1 ? '' : 's'} of ${upper} (${lower} is a prefix of it)`
-          : `diff: ${c?.added ?? 0} added, ${c?.changed ?? 0} changed, ${c?.deleted ?? 0} whiteouts, ${c?.opaque ?? 0} opaque (${result.entries ?? 0} entries)`,
+          ? `reused ${plural(result.layers.length, 'layer')} of ${upper} (${lower} is a prefix of it)`
+          : `diff: ${c?.added ?? 0} added, ${c?.changed ?? 0} changed, ${plural(c?.deleted ?? 0, 'whiteout')}, ${c?.opaque ?? 0} opaque (${plural(result.entries ?? 0, 'entry', 'entries')})`,
       );
       if (result.output !== undefined) {
         out.info(`wrote ${result.output}`);

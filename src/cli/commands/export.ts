@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { KilnError } from '../../errors.js';
 import { examples, globals } from '../common.js';
-import { Output, red } from '../output.js';
+import { Output, plural, red } from '../output.js';
 
 export function register(program: Command): void {
   program
@@ -38,7 +38,7 @@ export function register(program: Command): void {
         unsafe.length > 0
           ? new KilnError(
               'E_UNSAFE_PATH',
-              `left out ${unsafe.length} unsafe ${unsafe.length === 1 ? 'entry' : 'entries'} (first: ${unsafe[0]!.path}); everything else was exported`,
+              `left out ${plural(unsafe.length, 'unsafe entry', 'unsafe entries')} (first: ${unsafe[0]!.path}); everything else was exported`,
             )
           : undefined;
       if (out.flags.json) {
@@ -52,7 +52,7 @@ export function register(program: Command): void {
         else out.info(`skipped: ${issue.path} (layer ${issue.layer}): ${issue.reason}`);
       if (error) throw error;
       out.info(
-        `exported ${result.entries} entries from ${result.layers} layers of ${result.digest} to ${toStdout ? 'stdout' : opts.output}`,
+        `exported ${plural(result.entries, 'entry', 'entries')} from ${plural(result.layers, 'layer')} of ${result.digest} to ${toStdout ? 'stdout' : opts.output}`,
       );
     });
 }

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { examples, globals } from '../common.js';
-import { Output } from '../output.js';
+import { Output, plural } from '../output.js';
 import { reportIssues } from './diff.js';
 
 export function register(program: Command): void {
@@ -46,8 +46,8 @@ and one "kiln flatten" history entry. Without --platform every image of an index
       }
       for (const image of result.images)
         out.info(
-          `flattened ${image.layersBefore} layer${image.layersBefore === 1 ? '' : 's'} of ${image.from}` +
-            `${image.platform ? ` (${kiln.formatPlatform(image.platform)})` : ''} into one (${image.entries} entries)`,
+          `flattened ${plural(image.layersBefore, 'layer')} of ${image.from}` +
+            `${image.platform ? ` (${kiln.formatPlatform(image.platform)})` : ''} into one (${plural(image.entries, 'entry', 'entries')})`,
         );
       out.info(`wrote ${result.destination}`);
       out.data(result.descriptor.digest);

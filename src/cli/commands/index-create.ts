@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { collect, examples, globals, keyValues } from '../common.js';
-import { Output } from '../output.js';
+import { Output, plural } from '../output.js';
 
 export function register(program: Command): void {
   const index = program.command('index').description('make image indexes (multi-platform images)');
@@ -37,7 +37,7 @@ native one. Two different images for one platform are refused; the same image tw
         m.platform ? kiln.formatPlatform(m.platform) : 'unknown',
       );
       out.info(
-        `indexed ${result.manifests.length} images (${platforms.join(', ')}) to ${result.destination}`,
+        `indexed ${plural(result.manifests.length, 'image')} (${platforms.join(', ')}) to ${result.destination}`,
       );
       out.data(result.descriptor.digest);
     });

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { KilnError } from '../../errors.js';
 import { examples, globals } from '../common.js';
-import { Output } from '../output.js';
+import { Output, plural } from '../output.js';
 
 const CONFIG_FROM = ['auto', 'base', 'last'] as const;
 
@@ -55,11 +55,11 @@ image among the inputs) picks the image out of each index.
       if (out.flags.json) return out.json(result);
       for (const image of result.images)
         out.info(
-          `merged ${sources.length + 1} images (${kiln.formatPlatform(image.platform)}): ${image.layers} layers, ` +
+          `merged ${sources.length + 1} images (${kiln.formatPlatform(image.platform)}): ${plural(image.layers, 'layer')}, ` +
             `config from ${image.configFrom}`,
         );
       out.info(
-        `wrote ${result.destination} (${result.blobsCopied} blobs sent, ${result.blobsSkipped} there already)`,
+        `wrote ${result.destination} (${plural(result.blobsCopied, 'blob')} sent, ${result.blobsSkipped} there already)`,
       );
       out.data(result.descriptor.digest);
     });

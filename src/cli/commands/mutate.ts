@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { KilnError } from '../../errors.js';
 import { collect, examples, globals } from '../common.js';
-import { Output } from '../output.js';
+import { Output, plural } from '../output.js';
 
 /**
  * An entrypoint or command: a JSON array of strings, or one word (a program without arguments).
@@ -90,9 +90,7 @@ Without --platform every image of an index is changed and a new index is written
         user: opts.user,
       });
       if (out.flags.json) return out.json(result);
-      out.info(
-        `changed ${result.changed} image${result.changed === 1 ? '' : 's'} of ${src}, wrote ${result.destination}`,
-      );
+      out.info(`changed ${plural(result.changed, 'image')} of ${src}, wrote ${result.destination}`);
       out.data(result.descriptor.digest);
     });
 }

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { examples, globals } from '../common.js';
-import { Output } from '../output.js';
+import { Output, plural } from '../output.js';
 
 export function register(program: Command): void {
   program
@@ -40,8 +40,8 @@ image for SRC's platform is taken from each. Without --platform every image of a
       if (out.flags.json) return out.json(result);
       for (const image of result.images)
         out.info(
-          `rebased ${src} (${kiln.formatPlatform(image.platform)}): ${image.removed} base layers replaced by ` +
-            `${image.added}, ${image.kept} own layers kept`,
+          `rebased ${src} (${kiln.formatPlatform(image.platform)}): ${plural(image.removed, 'base layer')} replaced by ` +
+            `${image.added}, ${plural(image.kept, 'own layer')} kept`,
         );
       out.info(`wrote ${result.destination}`);
       out.data(result.descriptor.digest);

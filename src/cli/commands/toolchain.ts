@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { examples, globals } from '../common.js';
-import { humanSize, Output } from '../output.js';
+import { humanSize, Output, plural } from '../output.js';
 
 export function register(program: Command): void {
   const toolchain = program
@@ -26,8 +26,9 @@ export function register(program: Command): void {
       }));
       if (out.flags.json) return out.json(rows);
       if (rows.length === 0) return out.info('no toolchain images yet: kiln toolchain pull LANG|IMAGE');
+      // The whole reference as stored: NAME@DIGEST, never a shortened digest.
       for (const r of rows)
-        out.data(`${r.name}\t${r.pinned.slice(0, 19)}\t${r.platform ?? ''}${r.unpacked ? '\tunpacked' : ''}`);
+        out.data(`${r.name}@${r.pinned}\t${r.platform ?? ''}${r.unpacked ? '\tunpacked' : ''}`);
     });
 
   toolchain
@@ -115,7 +116,7 @@ export function register(program: Command): void {
           bytes: gc.bytes,
         });
       out.info(
-        `removed ${dropped.length} toolchain image(s), ${removedRootfs.length} unpacked root filesystem(s), ${gc.removed} blob(s) (${humanSize(gc.bytes)})`,
+        `removed ${plural(dropped.length, 'toolchain image')}, ${plural(removedRootfs.length, 'unpacked root filesystem')}, ${plural(gc.removed, 'blob')} (${humanSize(gc.bytes)})`,
       );
     });
 }

@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { KilnError } from '../../errors.js';
 import type { ExpansionLimits } from '../../layer/tar-reader.js';
 import { examples, globals } from '../common.js';
-import { Output, red } from '../output.js';
+import { Output, plural, red } from '../output.js';
 
 function choice<T extends string>(flag: string, value: string, allowed: readonly T[]): T {
   if ((allowed as readonly string[]).includes(value)) return value as T;
@@ -78,7 +78,7 @@ KILN_MAX_LAYER_SIZE / KILN_MAX_EXPANSION, which every command that reads layers 
         n > 0
           ? new KilnError(
               'E_UNSAFE_PATH',
-              `refused ${n} unsafe ${n === 1 ? 'entry' : 'entries'} (first: ${result.refused[0]!.path}); everything else was extracted to ${dir}`,
+              `refused ${plural(n, 'unsafe entry', 'unsafe entries')} (first: ${result.refused[0]!.path}); everything else was extracted to ${dir}`,
             )
           : undefined;
       if (out.flags.json) {
@@ -92,7 +92,7 @@ KILN_MAX_LAYER_SIZE / KILN_MAX_EXPANSION, which every command that reads layers 
       for (const s of result.stripped) out.info(`stripped: ${s.path} (layer ${s.layer}): ${s.reason}`);
       if (error) throw error;
       out.info(
-        `unpacked ${result.entries} entries from ${result.layers} layers of ${result.digest} into ${dir}`,
+        `unpacked ${plural(result.entries, 'entry', 'entries')} from ${plural(result.layers, 'layer')} of ${result.digest} into ${dir}`,
       );
     });
 }
