@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { collect, examples, globals } from '../common.js';
-import { Output } from '../output.js';
+import { Output, plural } from '../output.js';
 
 /** `SRC[:DEST]`: DEST is an absolute path, so the split is at the last ':/' and SRC may hold colons. */
 export function parseLayerSpec(spec: string): { source: string; dest?: string } {
@@ -53,7 +53,7 @@ per layer. An index base with several images needs --platform.
       });
       if (out.flags.json) return out.json(result);
       out.info(
-        `appended ${result.layers.length} layer${result.layers.length === 1 ? '' : 's'} to ${base} ` +
+        `appended ${plural(result.layers.length, 'layer')} to ${base} ` +
           `(${kiln.formatPlatform(result.platform)}), wrote ${result.destination}`,
       );
       out.data(result.descriptor.digest);
