@@ -334,9 +334,7 @@ test('--runtime-config is refused by the formats that would drop it', async () =
   }
 });
 
-test('human output: singular for one, inspect sums the layers alone', async () => {
-  const { makeImage } = await import('../support/images.js');
-  const { humanSize } = await import('../../src/cli/output.js');
+test('human output says 1 entry, 1 layer: singular for one', async () => {
   const to = `oci:${work}/one:x`;
   assert.equal((await kiln(['package', hello, '--to', to])).code, 0);
   const exported = await kiln(['export', to, '-o', path.join(work, 'one.tar')]);
@@ -345,7 +343,11 @@ test('human output: singular for one, inspect sums the layers alone', async () =
   const unpacked = await kiln(['unpack', to, path.join(work, 'one-dir')]);
   assert.equal(unpacked.code, 0, unpacked.stderr);
   assert.match(unpacked.stderr, /unpacked 1 entry from 1 layer of /);
+});
 
+test("inspect's layer total is the layers' sum, not the manifest's and config's too", async () => {
+  const { makeImage } = await import('../support/images.js');
+  const { humanSize } = await import('../../src/cli/output.js');
   const img = await makeImage(`${work}/sizes`, 'two', { layers: 2, layerBytes: 100 });
   const shown = await kiln(['inspect', `oci:${work}/sizes:two`]);
   assert.equal(shown.code, 0, shown.stderr);
@@ -399,16 +401,21 @@ test('kiln toolchain list shows the whole reference: name@digest', async () => {
   assert.equal(list.stdout.split('\n')[0]?.split('\t')[0], pinned);
 });
 
-test('running WASI prints no ExperimentalWarning for it, and leaves every other warning alone', async () => {
-  const other =
-    "data:text/javascript,setTimeout(()=>process.emitWarning('Other is experimental','ExperimentalWarning'),0)";
+/** A preload that emits another ExperimentalWarning as the program ends (long after kiln started). */
+const other =
+  "data:text/javascript,process.once('beforeExit',()=>process.emitWarning('Other is experimental','ExperimentalWarning'))";
+
+test('kiln run prints no ExperimentalWarning for WASI, and leaves every other warning alone', async () => {
   const env = { ...process.env, NO_COLOR: '1', KILN_HOME: path.join(work, 'warn-home') };
   const cli = await run(process.execPath, ['--import', other, KILN_CLI, 'run', hello, '--', 'cli'], { env });
   assert.equal(cli.code, 0, cli.stderr);
   assert.match(cli.stdout, /^hello cli$/m);
   assert.doesNotMatch(cli.stderr, /WASI/);
   assert.match(cli.stderr, /ExperimentalWarning: Other is experimental/);
+});
 
+test('runWasm used as a library prints no ExperimentalWarning for WASI, and leaves every other warning alone', async () => {
+  const env = { ...process.env, NO_COLOR: '1', KILN_HOME: path.join(work, 'warn-home') };
   const library = new URL('../../dist/index.js', import.meta.url).href;
   const script = `const { runWasm } = await import(${JSON.stringify(library)});
 process.exitCode = await runWasm(${JSON.stringify(hello)}, { args: ['lib'] });`;
