@@ -9,6 +9,8 @@ export function renderInspect(r: InspectResult): string {
     `  mediaType  ${r.mediaType}`,
     `  size       ${r.size}`,
   ];
+  if (r.synthesized)
+    lines.push('  note       manifest synthesised from a Docker archive (no OCI index in the archive)');
   if (r.manifests) {
     lines.push(`  manifests  ${r.manifests.length}`);
     for (const m of r.manifests)

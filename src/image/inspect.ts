@@ -40,6 +40,11 @@ export interface InspectResult {
     platform?: Platform;
     annotations?: Annotations;
   }[];
+  /**
+   * True when the manifest was made up by kiln: a Docker archive without an OCI index has none of
+   * its own, so its digest is kiln's.
+   */
+  synthesized?: true;
   /** The image: the root itself, or the entry chosen with `platform`. */
   image?: InspectedImage;
   raw: Buffer;
@@ -64,6 +69,7 @@ export async function inspectSource(
     size: root.size,
     raw: rootBytes,
   };
+  if (source.synthesized) result.synthesized = true;
   if (parsed.kind === 'index') {
     result.manifests = parsed.index.manifests.map((m) => ({
       digest: m.digest,

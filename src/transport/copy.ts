@@ -1,8 +1,10 @@
 import { KilnError } from '../errors.js';
-import type { Platform } from '../oci/platform.js';
+import { isManifestType, MediaType } from '../oci/media-types.js';
+import { formatPlatform, hostPlatform, type Platform, platformMatches } from '../oci/platform.js';
 import { selectManifest } from '../oci/select.js';
-import type { Descriptor } from '../oci/types.js';
-import { parseManifest } from '../oci/validate.js';
+import type { Descriptor, ImageIndex, ImageManifest } from '../oci/types.js';
+import { MAX_CONFIG_BYTES, parseConfig, parseManifest } from '../oci/validate.js';
+import { verified } from '../oci/verify.js';
 import type { ImageDestination, ImageSource } from './types.js';
 
 export type CopyEvent =
@@ -49,27 +51,103 @@ export async function copyImage(
     bytesCopied: 0,
   };
   const jobs = dst.sequential ? 1 : Math.max(1, options.jobs ?? 4);
+  // A staged destination (a load into an engine) has delivered nothing until its commit: what it
+  // staged is reported once the commit succeeded, so a refused load prints no "copied" lines.
+  const held: CopyEvent[] = [];
+  const report = options.onEvent;
+  const opts: CopyOptions =
+    dst.staged && report
+      ? {
+          ...options,
+          onEvent: (e) => {
+            if (e.type === 'blob-start' || e.type === 'blob-progress') report(e);
+            else held.push(e);
+          },
+        }
+      : options;
   try {
     let root = await src.resolve();
     let bytes = await src.fetchManifest(root);
     let parsed = parseManifest(bytes, `manifest ${root.digest}`, root.mediaType);
-    if (parsed.kind === 'index' && (options.platform || dst.singleImage)) {
-      root = selectManifest(parsed.index, options.platform, src.name);
+    if (parsed.kind === 'index' && (opts.platform || dst.singleImage)) {
+      root = opts.platform
+        ? selectManifest(parsed.index, opts.platform, src.name)
+        : onlyImage(parsed.index, src.name, dst.name);
       bytes = await src.fetchManifest(root);
       parsed = parseManifest(bytes, `manifest ${root.digest}`, root.mediaType);
     }
+    if (dst.prepare) await dst.prepare({ root, platforms: await platformsOf(src, root, parsed) });
     // Already there (a warm copy): only the name is written, if that.
     const exists = dst.hasManifest ? await dst.hasManifest(root) : false;
     if (exists) await dst.putManifest(root, bytes);
-    else await copyNode(src, dst, root, bytes, 0, jobs, options, result);
-    options.signal?.throwIfAborted();
+    else await copyNode(src, dst, root, bytes, 0, jobs, opts, result);
+    opts.signal?.throwIfAborted();
     await dst.commit(root);
+    for (const e of held) report?.(e);
     result.descriptor = root;
     return result;
   } catch (err) {
     await dst.abort().catch(() => {});
     throw err;
   }
+}
+
+/** Attestations (buildx) sit in an index as images of platform unknown/unknown; they are not one. */
+function isAttestation(desc: Descriptor): boolean {
+  return desc.annotations?.['vnd.docker.reference.type'] === 'attestation-manifest';
+}
+
+/**
+ * The one image of an index, for a destination that holds one image: an index of several is
+ * refused rather than narrowed to one platform behind the user's back.
+ */
+function onlyImage(index: ImageIndex, source: string, destination: string): Descriptor {
+  const images = index.manifests.filter(
+    (m) => (isManifestType(m.mediaType) || m.mediaType === undefined) && !isAttestation(m),
+  );
+  if (images.length === 1) return images[0]!;
+  const platforms = images.map((m) => (m.platform ? formatPlatform(m.platform) : 'unknown'));
+  const host = hostPlatform();
+  const example = images.find((m) => m.platform && platformMatches(host, m.platform))?.platform;
+  throw new KilnError(
+    'E_AMBIGUOUS',
+    `${destination} takes one image, and ${source} is an index of ${images.length}: ${platforms.join(', ') || 'none'}`,
+    {
+      hint: `choose one with --platform (e.g. --platform ${example ? formatPlatform(example) : (platforms[0] ?? 'linux/amd64')})`,
+    },
+  );
+}
+
+/** The platforms of what is copied: an index's entries, or an image's own (from its config if need be). */
+async function platformsOf(
+  src: ImageSource,
+  root: Descriptor,
+  parsed: ReturnType<typeof parseManifest>,
+): Promise<Platform[]> {
+  if (parsed.kind === 'index')
+    return parsed.index.manifests.flatMap((m) => (m.platform && !isAttestation(m) ? [m.platform] : []));
+  if (root.platform) return [root.platform];
+  const platform = await configPlatform(src, parsed.manifest);
+  return platform ? [platform] : [];
+}
+
+/** An image config's os/architecture; undefined for an artifact (its config is not an image config). */
+async function configPlatform(src: ImageSource, manifest: ImageManifest): Promise<Platform | undefined> {
+  const desc = manifest.config;
+  if (desc.mediaType !== MediaType.OciConfig && desc.mediaType !== MediaType.DockerConfig) return undefined;
+  if (desc.size > MAX_CONFIG_BYTES)
+    throw new KilnError(
+      'E_TOO_LARGE',
+      `config ${desc.digest} is ${desc.size} bytes, over the ${MAX_CONFIG_BYTES} byte limit`,
+    );
+  const parts: Buffer[] = [];
+  for await (const chunk of verified(await src.fetchBlob(desc), desc, src.name))
+    parts.push(Buffer.from(chunk));
+  const config = parseConfig(Buffer.concat(parts), `${src.name} config`);
+  if (!config.os) return undefined;
+  const platform: Platform = { os: config.os, architecture: config.architecture ?? '' };
+  if (config.variant) platform.variant = config.variant;
+  return platform;
 }
 
 async function copyNode(

@@ -1,3 +1,4 @@
+import type { Platform } from '../oci/platform.js';
 import type { Descriptor } from '../oci/types.js';
 
 /** Where images are read from: a registry, an OCI layout, an archive. */
@@ -18,7 +19,19 @@ export interface ImageSource {
    * a destination on the same registry then mounts it instead of copying bytes.
    */
   blobOrigin?(desc: Descriptor): BlobOrigin | undefined;
+  /**
+   * True once `resolve` has made the manifest up from another format (a Docker-only archive's
+   * manifest.json): its digest is kiln's, not one the archive's author wrote.
+   */
+  readonly synthesized?: boolean;
   close(): Promise<void>;
+}
+
+/** What a copy is about to write, told to the destination before anything is sent. */
+export interface CopyPlan {
+  root: Descriptor;
+  /** The platforms of the images under `root`, as far as known (an image's from its config). */
+  platforms: Platform[];
 }
 
 /** A registry repository holding a blob: `registry` is the host[:port] as in references. */
@@ -48,8 +61,21 @@ export interface ImageDestination {
   commit(root: Descriptor): Promise<void>;
   /** Removes whatever this destination wrote that is not committed. */
   abort(): Promise<void>;
-  /** Whether the destination can hold an index, or only one image (docker-archive). */
+  /**
+   * Refuses, before any blob is sent, what the destination can't take (an engine that can't load
+   * the image's os). Called once per copy, with the root to be written.
+   */
+  prepare?(plan: CopyPlan): Promise<void>;
+  /**
+   * Whether the destination holds one image only (docker-daemon): an index must be narrowed with
+   * a platform, else the copy is refused.
+   */
   readonly singleImage?: boolean;
+  /**
+   * Blobs are staged and only delivered by `commit` (docker-daemon: a load); a copy reports them
+   * (done, skipped) once the commit succeeded, not while they are staged.
+   */
+  readonly staged?: boolean;
   /** Blobs must arrive one at a time, in order (archives: members are appended to one stream). */
   readonly sequential?: boolean;
 }

@@ -1,9 +1,15 @@
 import * as assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { before, test } from 'node:test';
+import { formatPlatform, hostPlatform } from '../../src/oci/platform.js';
 import { type DockerEngine, sharedDocker } from '../support/docker.js';
+import { truncatedTar, writeImage } from '../support/hostile.js';
 import { kiln } from '../support/kiln.js';
 import { buildWasiProgram, HELLO_C } from '../support/wasi.js';
 
+const HOST = formatPlatform(hostPlatform());
 let engine: DockerEngine;
 let hello: string;
 
@@ -43,4 +49,102 @@ test('docker-daemon: an engine that does not answer is a clear error', async () 
   });
   assert.equal(r.code, 1);
   assert.match(r.stderr, /cannot reach the Docker engine/);
+});
+
+/** oci:DIR:multi, an index of the wasm image and one of the host's platform. */
+async function wasmAndNative(dir: string): Promise<{ index: string; native: string }> {
+  const digest = async (args: string[]) => {
+    const r = await kiln(args);
+    assert.equal(r.code, 0, r.stderr);
+    return r.stdout.trim();
+  };
+  await digest(['package', hello, '--to', `oci:${dir}:wasm`]);
+  const native = await digest(['append', 'scratch', '--layer', hello, '--to', `oci:${dir}:native`]);
+  const index = await digest([
+    'index',
+    'create',
+    '--to',
+    `oci:${dir}:multi`,
+    `oci:${dir}:wasm`,
+    `oci:${dir}:native`,
+  ]);
+  return { index, native };
+}
+
+test('docker-daemon: an index is refused with its platforms listed, before the engine is asked; --platform loads one', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'kiln-daemon-index-'));
+  try {
+    const { native } = await wasmAndNative(join(dir, 'layout'));
+    const r = await kiln(['copy', `oci:${dir}/layout:multi`, 'docker-daemon:kiln-index-test:1'], {
+      env: { DOCKER_HOST: engine.host },
+    });
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    assert.match(r.stderr, /E_AMBIGUOUS/);
+    assert.match(r.stderr, new RegExp(`wasip1/wasm, ${HOST}`));
+    assert.match(r.stderr, /hint: .*--platform/);
+    assert.doesNotMatch(r.stderr, /copied/);
+    assert.notEqual((await engine.docker(['image', 'inspect', 'kiln-index-test:1'])).code, 0);
+
+    const one = await kiln(
+      ['copy', '--platform', HOST, `oci:${dir}/layout:multi`, 'docker-daemon:kiln-index-test:1'],
+      { env: { DOCKER_HOST: engine.host } },
+    );
+    assert.equal(one.code, 0, one.stderr);
+    assert.equal(one.stdout.trim(), native);
+    assert.equal((await engine.docker(['image', 'inspect', 'kiln-index-test:1'])).code, 0);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('docker-daemon: an os the engine refuses (wasip1 without the containerd store) is an error before any blob is copied', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'kiln-daemon-wasm-'));
+  try {
+    assert.equal((await kiln(['package', hello, '--to', `oci:${dir}:wasm`])).code, 0);
+    const r = await kiln(['copy', `oci:${dir}:wasm`, 'docker-daemon:kiln-wasm-copy:1'], {
+      env: { DOCKER_HOST: engine.host },
+    });
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    assert.match(r.stderr, /E_DOCKER/);
+    assert.match(r.stderr, /wasip1/);
+    assert.match(r.stderr, /hint: .*containerd image store.*--platform linux\/amd64/);
+    assert.doesNotMatch(r.stderr, /copied/);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('docker-daemon: a load the engine fails (a truncated layer) prints no "copied" lines', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'kiln-daemon-bad-'));
+  try {
+    const image = await writeImage(join(dir, 'layout'), [{ raw: await truncatedTar() }], { tag: 'bad' });
+    const r = await kiln(['copy', image.ref, 'docker-daemon:kiln-bad-layer:1'], {
+      env: { DOCKER_HOST: engine.host },
+    });
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    assert.match(r.stderr, /E_DOCKER/);
+    assert.doesNotMatch(r.stderr, /copied/);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('a docker-archive of an index holds the index, and docker load takes its host image under the tag', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'kiln-daemon-archive-'));
+  try {
+    const { index } = await wasmAndNative(join(dir, 'layout'));
+    const archive = join(dir, 'multi.tar');
+    const r = await kiln(['copy', `oci:${dir}/layout:multi`, `docker-archive:${archive}:kiln-multi:1`]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout.trim(), index, 'the archive holds the whole index');
+    const load = await engine.docker(['load', '-i', archive]);
+    assert.equal(load.code, 0, load.stderr);
+    assert.match(load.stdout, /Loaded image: kiln-multi:1/);
+    const inspect = await engine.docker(['image', 'inspect', 'kiln-multi:1']);
+    assert.equal(inspect.code, 0, inspect.stderr);
+    const [info] = JSON.parse(inspect.stdout);
+    assert.equal(`${info.Os}/${info.Architecture}`, HOST);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 });

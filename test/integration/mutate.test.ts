@@ -403,7 +403,7 @@ test('E_AMBIGUOUS: append to a multi-image index without --platform, and two ima
   assert.equal(json<Index>(dir, once).manifests.length, 2);
 });
 
-test('index create of a wasm image and a native one: kiln run picks the wasm entry, a docker-archive copy the native', async () => {
+test('index create of a wasm image and a native one: kiln run picks the wasm entry, a docker-archive copy keeps both (docker load gets the native)', async () => {
   const tree = makeTree('tree-index');
   const dir = join(work, 'index');
   await kilnDigest(['package', HELLO_WASM, '--to', `oci:${dir}:wasm`]);
@@ -435,14 +435,17 @@ test('index create of a wasm image and a native one: kiln run picks the wasm ent
     await kiln(['copy', `oci:${dir}:multi`, `docker-archive:${archive}:native:1`]),
     'kiln copy to docker-archive',
   );
-  const r = await kiln(['inspect', `docker-archive:${archive}`, '--json']);
-  ok(r, 'kiln inspect');
+  // The archive holds the whole index (index.json); manifest.json, which docker load reads, the native image.
+  const whole = await kiln(['inspect', `docker-archive:${archive}`, '--json']);
+  ok(whole, 'kiln inspect');
+  assert.equal((JSON.parse(whole.stdout) as { digest: string }).digest, digest);
+  const r = await kiln(['inspect', `docker-archive:${archive}`, '--platform', HOST, '--json']);
+  ok(r, 'kiln inspect --platform');
   const info = JSON.parse(r.stdout) as {
-    digest: string;
-    image: { platform: { os: string; architecture: string } };
+    image: { digest: string; platform: { os: string; architecture: string } };
   };
   assert.equal(formatPlatform(info.image.platform), HOST);
-  assert.equal(info.digest, index.manifests[1]!.digest);
+  assert.equal(info.image.digest, index.manifests[1]!.digest);
 });
 
 function tool(name: string, args: string[]): Promise<RunResult> {

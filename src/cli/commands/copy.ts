@@ -22,6 +22,17 @@ export function register(program: Command): void {
     .option('--dest-creds <user:password>', 'credentials for the destination registry')
     .addHelpText(
       'after',
+      [
+        '',
+        'Destinations:',
+        '  oci:DIR[:TAG], oci-archive:FILE[:TAG]  the tag replaces its entry; other tags already there are kept',
+        '  docker-archive:FILE[:NAME:TAG]         an index keeps every platform (index.json); manifest.json,',
+        "                                         which docker load reads, names the host platform's image",
+        '  docker-daemon:NAME:TAG                 one image: choose it from an index with --platform',
+      ].join('\n'),
+    )
+    .addHelpText(
+      'after',
       examples([
         'kiln copy localhost:5000/app:1 registry.example.com/team/app:1',
         'kiln copy registry.example.com/app:1 oci:./layout:app --platform linux/arm64',
