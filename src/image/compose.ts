@@ -75,6 +75,13 @@ export class ComposedSource implements ImageSource {
     return desc;
   }
 
+  /** Stores bytes already encoded (their descriptor computed by the caller) and serves them from the store. */
+  async putBytes(desc: Descriptor, bytes: Buffer): Promise<void> {
+    const written = await this.store.putBytes(bytes);
+    if (written.digest !== desc.digest) throw new Error(`putBytes: ${written.digest} is not ${desc.digest}`);
+    this.addOwn(desc);
+  }
+
   setRoot(desc: Descriptor): void {
     this.root = desc;
   }

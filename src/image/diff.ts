@@ -24,12 +24,12 @@ import { type Digest, newHash } from '../oci/digest.js';
 import { MediaType } from '../oci/media-types.js';
 import type { Platform } from '../oci/platform.js';
 import type { Descriptor, ImageConfig, ImageManifest } from '../oci/types.js';
+import { verified } from '../oci/verify.js';
 import { openCache } from '../store/cache.js';
 import type { OciLayout } from '../store/layout.js';
 import { openSource } from '../transport/open.js';
 import { parseLocation } from '../transport/parse.js';
 import type { ImageSource } from '../transport/types.js';
-import { verified } from '../oci/verify.js';
 import {
   ComposedSource,
   type ComposeResult,

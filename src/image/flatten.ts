@@ -19,9 +19,9 @@ import { type ExpansionLimits, expansionLimits, layerStream } from '../layer/tar
 import { MediaType } from '../oci/media-types.js';
 import type { Platform } from '../oci/platform.js';
 import type { Descriptor } from '../oci/types.js';
+import { verified } from '../oci/verify.js';
 import { openSource } from '../transport/open.js';
 import type { ImageSource } from '../transport/types.js';
-import { verified } from '../oci/verify.js';
 import { type ResolvedImage, resolveImage, selectManifest } from './resolve.js';
 
 export type FlatEntryType = 'file' | 'dir' | 'symlink' | 'hardlink' | 'char' | 'block' | 'fifo';

@@ -1,13 +1,4 @@
 import { KilnError } from '../errors.js';
-import { isManifestType } from '../oci/media-types.js';
-import {
-  formatPlatform,
-  hostPlatform,
-  isWasmPlatform,
-  normalizePlatform,
-  type Platform,
-  platformMatches,
-} from '../oci/platform.js';
 import type { Descriptor, ImageConfig, ImageIndex, ImageManifest } from '../oci/types.js';
 import { MAX_CONFIG_BYTES, parseConfig, parseManifest } from '../oci/validate.js';
 import { verified } from '../oci/verify.js';

@@ -4,8 +4,8 @@ import { type ResolvedImage, readSmallBlob } from '../image/resolve.js';
 import { readFileFromTar } from '../layer/tar-reader.js';
 import { layerCompression, MediaType } from '../oci/media-types.js';
 import { TITLE_ANNOTATION } from '../oci/types.js';
-import type { ImageSource } from '../transport/types.js';
 import { verified } from '../oci/verify.js';
+import type { ImageSource } from '../transport/types.js';
 import { MAX_MODULE_BYTES } from '../wasm/package.js';
 
 export interface FoundModule {

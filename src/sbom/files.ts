@@ -8,8 +8,8 @@ import { flattenLayers } from '../image/flatten.js';
 import { layerCompression } from '../oci/media-types.js';
 import { type Descriptor, TITLE_ANNOTATION } from '../oci/types.js';
 import { parseManifest } from '../oci/validate.js';
-import type { ImageSource } from '../transport/types.js';
 import { verified } from '../oci/verify.js';
+import type { ImageSource } from '../transport/types.js';
 import type { SbomFile } from './spdx.js';
 
 export interface ImageFilesOptions {
