@@ -248,7 +248,7 @@ export class Image {
     return this.with({ config: next, configChanged: true });
   }
 
-  /** Sets or removes manifest annotations (kept sorted). Docker v2 manifests have none: refused there. */
+  /** Sets or removes manifest annotations (the changed map is written with its keys sorted). */
   withAnnotations(changes: KeyChanges): Image {
     if (Object.keys(changes).length === 0) return this;
     const annotations = mergeKeys(this.s.annotations, changes);
@@ -298,15 +298,17 @@ export class Image {
   manifest(): ImageManifest {
     const base = this.s.base?.loaded;
     if (base && this.unchanged) return base.manifest;
-    const manifest: ImageManifest = {
-      schemaVersion: 2,
-      mediaType: this.s.mediaType,
-      ...this.s.rest,
-      config: this.configBlob().descriptor,
-      layers: this.s.layers.map((l) => l.descriptor),
-    } as ImageManifest;
+    // From the base, its fields keep their order (the bytes of what did not change stay the same).
+    const manifest: ImageManifest = base
+      ? { ...base.manifest }
+      : ({ schemaVersion: 2, mediaType: this.s.mediaType, ...this.s.rest } as ImageManifest);
+    if (manifest.mediaType !== undefined || this.s.mediaType !== base?.descriptor.mediaType)
+      manifest.mediaType = this.s.mediaType;
+    manifest.config = this.configBlob().descriptor;
+    manifest.layers = this.s.layers.map((l) => l.descriptor);
     if (this.s.annotations && Object.keys(this.s.annotations).length > 0)
-      manifest.annotations = sortKeys(this.s.annotations);
+      manifest.annotations = this.s.annotations;
+    else delete manifest.annotations;
     return manifest;
   }
 

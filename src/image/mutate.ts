@@ -1,6 +1,6 @@
 import { KilnError } from '../errors.js';
 import type { Platform } from '../oci/platform.js';
-import type { Annotations, ContainerConfig, Descriptor, ImageConfig, ImageIndex } from '../oci/types.js';
+import type { Descriptor, ImageIndex } from '../oci/types.js';
 import { encodeJson } from '../oci/validate.js';
 import { openCache } from '../store/cache.js';
 import type { OciLayout } from '../store/layout.js';
@@ -18,10 +18,9 @@ import {
   pickImage,
   writeComposed,
 } from './compose.js';
-import { sortKeys } from './write.js';
+import { Image, type KeyChanges, mergeEnv, mergeKeys } from './image.js';
 
-/** A change to a keyed map: a value sets the key, null removes it. */
-export type KeyChanges = Record<string, string | null>;
+export type { KeyChanges };
 
 export interface MutateOptions {
   source: string;
@@ -108,82 +107,11 @@ async function mutateOne(
   options: MutateOptions,
   state: { changed: number },
 ): Promise<Descriptor> {
-  const root: Descriptor = {
-    mediaType: image.descriptor.mediaType,
-    digest: image.descriptor.digest,
-    size: image.descriptor.size,
-  };
-  for (const layer of image.manifest.layers) composed.addBase(layer, source);
-  const config = mutateConfig(image.config, options);
-  const configChanged = !encodeJson(config).equals(encodeJson(image.config));
-  const manifest = { ...image.manifest };
-  if (configChanged) manifest.config = await composed.putJson(image.manifest.config.mediaType, config);
-  else composed.addBase(image.manifest.config, source); // unchanged: the base's bytes, mountable
-  const annotations = mergeKeys(image.manifest.annotations, options.annotations);
-  if (annotations) manifest.annotations = annotations;
-  else delete manifest.annotations;
-  if (!configChanged && encodeJson(manifest).equals(encodeJson(image.manifest))) {
-    composed.addBase(root, source);
-    return root;
-  }
-  state.changed++;
-  return composed.putJson(image.manifest.mediaType ?? root.mediaType, manifest);
+  const next = Image.of(source, image)
+    .withConfig(options)
+    .withAnnotations(options.annotations ?? {});
+  if (!next.unchanged) state.changed++;
+  return next.write(composed);
 }
 
-/** The config with the requested changes; fields not asked about stay as they were, in their order. */
-export function mutateConfig(config: ImageConfig, options: MutateOptions): ImageConfig {
-  const next = structuredClone(config);
-  const had = typeof next.config === 'object' && next.config !== null;
-  const c: ContainerConfig = had ? next.config! : {};
-  const setList = (key: 'Entrypoint' | 'Cmd', value: string[] | undefined) => {
-    if (value === undefined) return;
-    if (value.length > 0) c[key] = [...value];
-    else delete c[key];
-  };
-  setList('Entrypoint', options.entrypoint);
-  setList('Cmd', options.cmd);
-  if (options.env && Object.keys(options.env).length > 0) {
-    const env = mergeEnv(Array.isArray(c.Env) ? c.Env : [], options.env);
-    if (env.length > 0) c.Env = env;
-    else delete c.Env;
-  }
-  if (options.labels && Object.keys(options.labels).length > 0) {
-    const labels = mergeKeys(c.Labels ?? undefined, options.labels);
-    if (labels) c.Labels = labels;
-    else delete c.Labels;
-  }
-  if (options.workdir !== undefined) c.WorkingDir = options.workdir;
-  if (options.user !== undefined) c.User = options.user;
-  if (had || Object.keys(c).length > 0) next.config = c;
-  return next;
-}
-
-/** Env by name: a set replaces the variable where it stands, or appends it; null removes it. */
-export function mergeEnv(env: string[], changes: KeyChanges): string[] {
-  let out = [...env];
-  const nameOf = (e: string) => (e.includes('=') ? e.slice(0, e.indexOf('=')) : e);
-  for (const [key, value] of Object.entries(changes)) {
-    if (value === null) {
-      out = out.filter((e) => nameOf(e) !== key);
-      continue;
-    }
-    const i = out.findIndex((e) => nameOf(e) === key);
-    if (i >= 0) out[i] = `${key}=${value}`;
-    else out.push(`${key}=${value}`);
-  }
-  return out;
-}
-
-/** A merged map with keys sorted (so the same changes always encode the same); undefined when emptied. */
-function mergeKeys(
-  current: Annotations | undefined,
-  changes: KeyChanges | undefined,
-): Annotations | undefined {
-  if (!changes || Object.keys(changes).length === 0) return current; // untouched, even if empty
-  const out: Annotations = { ...(current ?? {}) };
-  for (const [k, v] of Object.entries(changes)) {
-    if (v === null) delete out[k];
-    else out[k] = v;
-  }
-  return Object.keys(out).length > 0 ? sortKeys(out) : undefined;
-}
+export { mergeEnv };
