@@ -7,6 +7,7 @@ import { KilnError } from '../errors.js';
 import { defaultMtime } from '../layer/tar-writer.js';
 import { isManifestType, MediaType } from '../oci/media-types.js';
 import { formatPlatform, normalizePlatform, type Platform, platformMatches } from '../oci/platform.js';
+import { isUnknownPlatform } from '../oci/select.js';
 import type { Descriptor, ImageConfig, ImageIndex, ImageManifest } from '../oci/types.js';
 import {
   encodeJson,
@@ -198,42 +199,7 @@ export function configPlatform(config: Partial<ImageConfig>): Platform | undefin
   return p;
 }
 
-/** Image entries of an index: manifests, minus attestations (buildx lists those as unknown/unknown). */
-export function indexImages(index: ImageIndex): Descriptor[] {
-  return index.manifests.filter(
-    (m) => (isManifestType(m.mediaType) || m.mediaType === undefined) && !isUnknownPlatform(m.platform),
-  );
-}
-
-export function isUnknownPlatform(p: Platform | undefined): boolean {
-  return p?.os === 'unknown' && p.architecture === 'unknown';
-}
-
-export function describePlatforms(descs: Descriptor[]): string {
-  return descs.map((m) => (m.platform ? formatPlatform(m.platform) : 'unknown')).join(', ') || 'none';
-}
-
-/**
- * Picks one image out of an index for a command that writes a single image: the platform asked
- * for, else the only image there. Several and no --platform is E_AMBIGUOUS: guessing the host's
- * would silently drop the others.
- */
-export function pickImage(index: ImageIndex, want: Platform | undefined, where: string): Descriptor {
-  const images = indexImages(index);
-  if (want) {
-    const hit = images.find((m) => m.platform && platformMatches(want, m.platform));
-    if (!hit)
-      throw new KilnError('E_NO_MATCHING_PLATFORM', `${where} has no image for ${formatPlatform(want)}`, {
-        hint: `platforms there: ${describePlatforms(images)}`,
-      });
-    return hit;
-  }
-  if (images.length === 1) return images[0]!;
-  if (images.length === 0) throw new KilnError('E_NOT_FOUND', `${where} is an index with no images`);
-  throw new KilnError('E_AMBIGUOUS', `${where} is an index of ${images.length} images; choose one`, {
-    hint: `use --platform with one of: ${describePlatforms(images)}`,
-  });
-}
+export { describePlatforms, indexImages, isUnknownPlatform, pickImage } from '../oci/select.js';
 
 /** Checks that a single image is for the platform asked for (when one was). */
 export function checkPlatform(image: LoadedImage, want: Platform | undefined, where: string): void {
