@@ -17,6 +17,7 @@ export const DEBIAN_PACKAGES: Readonly<Record<string, string>> = {
   'docker-registry': 'docker-registry',
   skopeo: 'skopeo',
   umoci: 'umoci',
+  'oci-image-tool': 'oci-image-tool',
   bwrap: 'bubblewrap',
   clang: 'clang',
   'wasm-ld': 'lld',
