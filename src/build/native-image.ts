@@ -21,14 +21,14 @@ import {
   loadRoot,
   pickImage,
 } from '../image/compose.js';
-import { sortKeys } from '../image/write.js';
+import { Image } from '../image/image.js';
 import { writeLayer } from '../layer/write-layer.js';
 import type { Digest } from '../oci/digest.js';
-import { MediaType } from '../oci/media-types.js';
 import { formatPlatform, type Platform } from '../oci/platform.js';
 import type { Descriptor, ImageConfig, ImageManifest } from '../oci/types.js';
 import type { OciLayout } from '../store/layout.js';
 import { openSource } from '../transport/open.js';
+import type { ImageSource } from '../transport/types.js';
 import {
   DEFAULT_LAYER_BUDGET,
   groupFiles,
@@ -44,6 +44,8 @@ export interface NativeBase {
   /** The reference as given (`base:` / `--base`). */
   name: string;
   image: LoadedImage;
+  /** Where the base's blobs are read from. */
+  source: ImageSource;
   platform: Platform;
 }
 
@@ -70,7 +72,7 @@ export async function resolveBases(
       checkPlatform(image, platform, where);
     }
     for (const layer of image.manifest.layers) composed.addBase(layer, source);
-    out.push({ name: ref, image, platform: configPlatform(image.config) ?? platform });
+    out.push({ name: ref, image, source, platform: configPlatform(image.config) ?? platform });
   }
   return out;
 }
@@ -146,76 +148,44 @@ export async function buildNativeImage(options: NativeImageOptions): Promise<Nat
     layers.push({ descriptor: written.descriptor, diffId: written.diffId, groups: planned.groups });
   }
 
-  const config = imageConfig(options, binary);
-  config.rootfs = {
-    type: 'layers',
-    diff_ids: [...(config.rootfs?.diff_ids ?? []), ...layers.map((l) => l.diffId)],
-  };
-  config.history = [
-    ...(config.history ?? []),
-    ...layers.map((l) => ({ created: options.created, created_by: `kiln build (${l.groups.join(', ')})` })),
-  ];
-  const configDesc = await composed.putJson(MediaType.OciConfig, config);
-
   const annotations: Record<string, string> = { ...(options.annotations ?? {}) };
   if (base) {
     annotations[ANNOTATION_BASE_NAME] = base.name;
     annotations[ANNOTATION_BASE_DIGEST] = base.image.descriptor.digest;
   }
   // Always an OCI manifest: a Docker base's gzip layers are the same bytes under the OCI type.
-  const baseLayers = (base?.image.manifest.layers ?? []).map((l) =>
-    l.mediaType === MediaType.DockerLayerGzip ? { ...l, mediaType: MediaType.OciLayerGzip } : l,
-  );
-  const manifest: ImageManifest = {
-    schemaVersion: 2,
-    mediaType: MediaType.OciManifest,
-    config: configDesc,
-    layers: [...baseLayers, ...layers.map((l) => l.descriptor)],
+  const image = (
+    base ? Image.of(base.source, base.image) : Image.fromConfig(scratchConfig(options.platform), options.name)
+  )
+    .withFamily('oci')
+    .withConfig({
+      created: options.created,
+      entrypoint: options.entrypoint?.length ? options.entrypoint : [`/${binary}`],
+      // As a Dockerfile's ENTRYPOINT does: the base's CMD (busybox's `sh`) is not an argument for the app.
+      cmd: options.cmd ?? [],
+      user: options.user,
+      workdir: options.workdir,
+      env: options.env,
+      labels: options.labels,
+    })
+    .appendLayers(
+      layers.map((l) => ({ descriptor: l.descriptor, diffId: l.diffId })),
+      layers.map((l) => ({ created: options.created, created_by: `kiln build (${l.groups.join(', ')})` })),
+    )
+    .withAnnotationsReplaced(annotations);
+  const descriptor = await image.write(composed);
+  return { descriptor, manifest: image.manifest(), platform: image.platform, layers, binary: `/${binary}` };
+}
+
+/** The config of an image with no base: the platform and an empty filesystem. */
+function scratchConfig(platform: Platform): ImageConfig {
+  const config: ImageConfig = {
+    architecture: platform.architecture,
+    os: platform.os,
+    rootfs: { type: 'layers', diff_ids: [] },
   };
-  if (Object.keys(annotations).length > 0) manifest.annotations = sortKeys(annotations);
-  const descriptor = await composed.putJson(MediaType.OciManifest, manifest);
-  const platform = configPlatform(config)!;
-  return { descriptor, manifest, platform, layers, binary: `/${binary}` };
-}
-
-function imageConfig(options: NativeImageOptions, binary: string): ImageConfig {
-  const { base, platform, created } = options;
-  let config: ImageConfig;
-  if (base) {
-    config = structuredClone(base.image.config);
-  } else {
-    config = {
-      architecture: platform.architecture,
-      os: platform.os,
-      rootfs: { type: 'layers', diff_ids: [] },
-    };
-    if (platform.variant) config.variant = platform.variant;
-  }
-  config.created = created;
-  const c = { ...(config.config ?? {}) };
-  if (options.entrypoint?.length) c.Entrypoint = options.entrypoint;
-  else c.Entrypoint = [`/${binary}`];
-  // As a Dockerfile's ENTRYPOINT does: the base's CMD (busybox's `sh`) is not an argument for the app.
-  if (options.cmd) c.Cmd = options.cmd;
-  else delete c.Cmd;
-  if (options.user !== undefined) c.User = options.user;
-  if (options.workdir !== undefined) c.WorkingDir = options.workdir;
-  if (options.env && Object.keys(options.env).length > 0) c.Env = mergeEnv(c.Env ?? [], options.env);
-  if (options.labels && Object.keys(options.labels).length > 0)
-    c.Labels = sortKeys({ ...(c.Labels ?? {}), ...options.labels });
-  config.config = c;
+  if (platform.variant) config.variant = platform.variant;
   return config;
-}
-
-/** The base's environment with kiln.yaml's on top: a name set in both takes kiln.yaml's value. */
-export function mergeEnv(base: string[], add: Record<string, string>): string[] {
-  const out = base.filter((kv) => {
-    const name = kv.includes('=') ? kv.slice(0, kv.indexOf('=')) : kv;
-    return !Object.hasOwn(add, name);
-  });
-  for (const [k, v] of Object.entries(add).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
-    out.push(`${k}=${v}`);
-  return out;
 }
 
 /** `linux/arm64/v8` → `linux-arm64-v8`: a platform in a file name. */

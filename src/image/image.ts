@@ -131,6 +131,11 @@ export class Image {
       history: [],
     };
     if (platform.variant) config.variant = platform.variant;
+    return Image.fromConfig(config, name);
+  }
+
+  /** A new OCI image of `config` and no layers yet (its rootfs.diff_ids must be empty). */
+  static fromConfig(config: ImageConfig, name: string): Image {
     return new Image({
       name,
       mediaType: MediaType.OciManifest,
@@ -257,6 +262,14 @@ export class Image {
     if (annotations) next.s.annotations = annotations;
     else delete next.s.annotations;
     return next;
+  }
+
+  /** Replaces every manifest annotation with `annotations` (none: the manifest has no annotations). */
+  withAnnotationsReplaced(annotations: Annotations): Image {
+    const changes: KeyChanges = Object.fromEntries(
+      Object.keys(this.s.annotations ?? {}).map((k) => [k, null]),
+    );
+    return this.withAnnotations({ ...changes, ...annotations });
   }
 
   /** The same image in the other media-type family (the blobs are the same bytes). */

@@ -25,8 +25,8 @@ import { after, describe, test } from 'node:test';
 import { indexOf } from '../../src/build/build.js';
 import { BuildCache } from '../../src/build/cache.js';
 import { groupFiles, outFiles, type PlannedFile, planLayers } from '../../src/build/layering.js';
-import { mergeEnv } from '../../src/build/native-image.js';
 import { createdFromEpoch, gitInfo, provenanceAnnotations, sourceUrl } from '../../src/build/provenance.js';
+import { mergeEnv } from '../../src/image/image.js';
 import { listTar } from '../../src/layer/tar-reader.js';
 import type { Platform } from '../../src/oci/platform.js';
 import type { Descriptor } from '../../src/oci/types.js';
@@ -292,11 +292,11 @@ describe('provenance', () => {
   });
 });
 
-test('mergeEnv: kiln.yaml wins over the base, the rest keeps its order', () => {
+test('mergeEnv (the one env merge, also for native images): kiln.yaml wins over the base in place, new names appended', () => {
   assert.deepEqual(mergeEnv(['PATH=/bin', 'HOME=/root', 'ODD'], { HOME: '/app', A: '1' }), [
     'PATH=/bin',
+    'HOME=/app',
     'ODD',
     'A=1',
-    'HOME=/app',
   ]);
 });
