@@ -23,7 +23,7 @@ import { defaultMtime } from '../layer/tar-writer.js';
 import { type Digest, newHash } from '../oci/digest.js';
 import { MediaType } from '../oci/media-types.js';
 import type { Platform } from '../oci/platform.js';
-import type { Descriptor, ImageConfig, ImageManifest } from '../oci/types.js';
+import type { Descriptor } from '../oci/types.js';
 import { verified } from '../oci/verify.js';
 import { openCache } from '../store/cache.js';
 import type { OciLayout } from '../store/layout.js';
@@ -51,6 +51,7 @@ import {
   flattenLayers,
   packFlatEntry,
 } from './flatten.js';
+import { Image } from './image.js';
 
 // ---------------------------------------------------------------------------------------------------
 // Trees: a flattened filesystem as metadata only
@@ -680,16 +681,11 @@ export async function diffImages(options: DiffOptions): Promise<DiffResult> {
     };
     if (options.output !== undefined) return { ...result, output: options.output };
 
-    const config: ImageConfig = structuredClone(up.image.config);
-    config.rootfs = { ...config.rootfs, type: 'layers', diff_ids: layers.map((l) => l.diffId) };
-    config.history = layers.map(() => ({ created, created_by: 'kiln diff' }));
-    const configDesc = await composed.putJson(up.image.manifest.config.mediaType, config);
-    const manifest: ImageManifest = {
-      ...up.image.manifest,
-      config: configDesc,
-      layers: layers.map((l) => l.descriptor),
-    };
-    const descriptor = await composed.putJson(manifest.mediaType ?? up.image.descriptor.mediaType, manifest);
+    const image = Image.of(up.source, up.image).withLayers(
+      layers.map((l) => ({ ...l, source: reused ? up.source : undefined })),
+      layers.map(() => ({ created, created_by: 'kiln diff' })),
+    );
+    const descriptor = await image.write(composed);
     composed.setRoot(descriptor);
     const written: ComposeResult = {
       destination: options.to!,

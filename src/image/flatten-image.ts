@@ -7,7 +7,7 @@ import { KilnError } from '../errors.js';
 import type { ExpansionLimits } from '../layer/tar-reader.js';
 import { MediaType } from '../oci/media-types.js';
 import type { Platform } from '../oci/platform.js';
-import type { Descriptor, ImageConfig, ImageIndex, ImageManifest } from '../oci/types.js';
+import type { Descriptor, ImageIndex } from '../oci/types.js';
 import { openCache } from '../store/cache.js';
 import type { OciLayout } from '../store/layout.js';
 import { openSource } from '../transport/open.js';
@@ -28,6 +28,7 @@ import {
 } from './compose.js';
 import { type DiffLayer, writeTreeDiff } from './diff.js';
 import type { FlatIssue, FlattenOptions } from './flatten.js';
+import { Image } from './image.js';
 
 export interface FlattenImageOptions {
   /** Any source transport. */
@@ -107,20 +108,18 @@ async function flattenOne(
     { upper: { source, layers }, limits: options.limits, onLayer: options.onLayer },
     { store: composed.store },
   );
-  // A Docker v2 image keeps Docker media types: a manifest may not mix the two families.
-  const docker = (image.manifest.mediaType ?? image.descriptor.mediaType) === MediaType.DockerManifest;
-  const layer: Descriptor = {
-    mediaType: docker ? MediaType.DockerLayerGzip : MediaType.OciLayerGzip,
-    digest: tree.digest,
-    size: tree.size,
-  };
-  composed.addOwn(layer);
-  const config: ImageConfig = structuredClone(image.config);
-  config.rootfs = { ...config.rootfs, type: 'layers', diff_ids: [tree.diffId] };
-  config.history = [{ created, created_by: 'kiln flatten' }];
-  const configDesc = await composed.putJson(image.manifest.config.mediaType, config);
-  const manifest: ImageManifest = { ...image.manifest, config: configDesc, layers: [layer] };
-  const descriptor = await composed.putJson(manifest.mediaType ?? image.descriptor.mediaType, manifest);
+  // The image's family (a Docker v2 image keeps Docker media types: a manifest may not mix the two).
+  const next = Image.of(source, image).withLayers(
+    [
+      {
+        descriptor: { mediaType: MediaType.OciLayerGzip, digest: tree.digest, size: tree.size },
+        diffId: tree.diffId,
+      },
+    ],
+    [{ created, created_by: 'kiln flatten' }],
+  );
+  const layer = next.layers[0]!.descriptor;
+  const descriptor = await next.write(composed);
   const platform = configPlatform(image.config);
   out.push({
     from: image.descriptor.digest,

@@ -223,7 +223,7 @@ export class Image {
    */
   withLayers(layers: ImageLayer[], history: HistoryEntry[]): Image {
     const config = structuredClone(this.s.config);
-    config.rootfs = { type: 'layers', diff_ids: layers.map((l) => l.diffId) };
+    config.rootfs = { ...config.rootfs, type: 'layers', diff_ids: layers.map((l) => l.diffId) };
     config.history = history;
     const family = this.family;
     return this.with({
