@@ -66,7 +66,14 @@ export {
   type UnpackResult,
   unpackImage,
 } from './image/unpack.js';
-export { collectEntries, type LayerEntry, type LayerInput } from './layer/entries.js';
+export {
+  type CollectOptions,
+  collectEntries,
+  type LayerDevicePolicy,
+  type LayerEntry,
+  type LayerInput,
+  type SkippedEntry,
+} from './layer/entries.js';
 export { listTar, type TarEntryInfo } from './layer/tar-reader.js';
 export { type WrittenLayer, writeLayer } from './layer/write-layer.js';
 export { type Digest, parseDigest, sha256 } from './oci/digest.js';

@@ -4,7 +4,13 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
 import { ioError, KilnError } from '../errors.js';
-import { collectEntries, layerPath } from '../layer/entries.js';
+import {
+  type CollectOptions,
+  collectEntries,
+  type LayerDevicePolicy,
+  layerPath,
+  type SkippedEntry,
+} from '../layer/entries.js';
 import { parallelGzip } from '../layer/gzip.js';
 import { BLOCK } from '../layer/tar-header.js';
 import { isGzip } from '../layer/tar-reader.js';
@@ -47,6 +53,12 @@ export interface AppendOptions {
   platform?: Platform;
   /** RFC 3339 time of the history entries (and of a scratch config); default SOURCE_DATE_EPOCH, else the epoch. */
   created?: string;
+  /**
+   * Device nodes and fifos in a directory: written as GNU tar writes them (`keep`, the default),
+   * left out (`skip`, listed in each layer's `skipped`), or an error (`refuse`). Sockets are always
+   * left out.
+   */
+  devices?: LayerDevicePolicy;
   store?: OciLayout;
 }
 
@@ -54,6 +66,8 @@ export interface AppendedLayer {
   source: string;
   descriptor: Descriptor;
   diffId: Digest;
+  /** Entries of the directory left out of the layer (sockets; devices and fifos with `devices: 'skip'`). */
+  skipped: SkippedEntry[];
 }
 
 export interface AppendResult extends ComposeResult {
@@ -89,10 +103,14 @@ export async function appendLayers(options: AppendOptions): Promise<AppendResult
 
     const layers: AppendedLayer[] = [];
     for (const input of options.layers) {
-      const written = await buildLayer(store, input);
+      const skipped: SkippedEntry[] = [];
+      const written = await buildLayer(store, input, {
+        devices: options.devices,
+        onSkip: (s) => void skipped.push(s),
+      });
       const descriptor = { ...written.descriptor, mediaType: layerType };
       composed.addOwn(descriptor);
-      layers.push({ source: input.source, descriptor, diffId: written.diffId });
+      layers.push({ source: input.source, descriptor, diffId: written.diffId, skipped });
     }
 
     const platform = base ? configPlatform(base.config)! : (options.platform ?? hostPlatform());
@@ -150,7 +168,11 @@ interface BuiltLayer {
 }
 
 /** Writes one input as a layer blob into the store. */
-export async function buildLayer(store: OciLayout, input: AppendLayer): Promise<BuiltLayer> {
+export async function buildLayer(
+  store: OciLayout,
+  input: AppendLayer,
+  collect: CollectOptions = {},
+): Promise<BuiltLayer> {
   let real: string;
   let st: import('node:fs').Stats;
   try {
@@ -162,11 +184,13 @@ export async function buildLayer(store: OciLayout, input: AppendLayer): Promise<
   }
   const dest = input.dest === undefined ? '' : layerPath(input.dest);
   if (st.isDirectory()) {
-    const entries = await collectEntries([{ source: real, dest }]);
+    const entries = await collectEntries([{ source: real, dest }], collect);
     return writeLayer(store, entries);
   }
   if (!st.isFile())
-    throw new KilnError('E_UNSUPPORTED', `${input.source} is not a regular file or a directory`);
+    throw new KilnError('E_UNSUPPORTED', `${input.source} is not a regular file or a directory`, {
+      hint: 'to put a device node or fifo into a layer, give the directory that holds it',
+    });
   if (TAR_SUFFIXES.some((s) => input.source.toLowerCase().endsWith(s))) {
     if (input.dest !== undefined && dest !== '')
       throw new KilnError('E_USAGE', `${input.source} is a tar, taken as a layer as it is; it has no :DEST`, {
@@ -175,7 +199,10 @@ export async function buildLayer(store: OciLayout, input: AppendLayer): Promise<
     return tarLayer(store, real, input.source);
   }
   const name = path.basename(input.source); // the name given, even through a symlink
-  const entries = await collectEntries([{ source: real, dest: dest === '' ? name : `${dest}/${name}` }]);
+  const entries = await collectEntries(
+    [{ source: real, dest: dest === '' ? name : `${dest}/${name}` }],
+    collect,
+  );
   return writeLayer(store, entries);
 }
 

@@ -14,6 +14,28 @@ export interface LayerEntry {
   source?: string; // host file for the content
   content?: Uint8Array;
   size?: number;
+  /** A char or block device's numbers. */
+  devmajor?: number;
+  devminor?: number;
+}
+
+/**
+ * What a directory's device nodes and fifos become: entries of the layer, as GNU tar writes them
+ * (`keep`, the default), nothing (`skip`, each named through `onSkip`), or an error (`refuse`).
+ */
+export type LayerDevicePolicy = 'keep' | 'skip' | 'refuse';
+
+/** An entry of the input left out of the layer, and why. */
+export interface SkippedEntry {
+  path: string; // in the layer
+  reason: string;
+}
+
+export interface CollectOptions {
+  /** Default `keep`. */
+  devices?: LayerDevicePolicy;
+  /** Told about each entry left out: sockets always (as tar does), devices and fifos with `skip`. */
+  onSkip?: (skipped: SkippedEntry) => void;
 }
 
 export interface LayerInput {
@@ -38,7 +60,11 @@ export function layerPath(p: string): string {
  * Walks the inputs and returns entries sorted by path, with parent directories of each
  * destination added. Hard links inside one input are kept as links to the first path seen.
  */
-export async function collectEntries(inputs: LayerInput[]): Promise<LayerEntry[]> {
+export async function collectEntries(
+  inputs: LayerInput[],
+  options: CollectOptions = {},
+): Promise<LayerEntry[]> {
+  const ctx: Context = { devices: options.devices ?? 'keep', onSkip: options.onSkip ?? (() => {}) };
   const byPath = new Map<string, LayerEntry>();
   for (const input of inputs) {
     const dest = layerPath(input.dest);
@@ -50,12 +76,14 @@ export async function collectEntries(inputs: LayerInput[]): Promise<LayerEntry[]
     }
     if (st.isDirectory()) {
       if (dest !== '') addParents(byPath, dest, true);
-      await walk(input.source, dest, byPath);
+      await walk(input.source, dest, byPath, ctx);
     } else {
       if (dest === '')
         throw new KilnError('E_USAGE', `a file needs a destination path in the layer: ${input.source}`);
+      const entry = await entryFor(input.source, dest, st, ctx);
+      if (entry === undefined) continue;
       addParents(byPath, dest, false);
-      byPath.set(dest, await entryFor(input.source, dest, st));
+      byPath.set(dest, entry);
     }
   }
   const entries = [...byPath.values()].sort((a, b) => compareBytes(a.path, b.path));
@@ -65,7 +93,12 @@ export async function collectEntries(inputs: LayerInput[]): Promise<LayerEntry[]
 
 const inodes = new WeakMap<LayerEntry, string>();
 
-async function walk(dir: string, prefix: string, out: Map<string, LayerEntry>): Promise<void> {
+interface Context {
+  devices: LayerDevicePolicy;
+  onSkip: (skipped: SkippedEntry) => void;
+}
+
+async function walk(dir: string, prefix: string, out: Map<string, LayerEntry>, ctx: Context): Promise<void> {
   let names: string[];
   try {
     names = await fs.readdir(dir);
@@ -81,13 +114,19 @@ async function walk(dir: string, prefix: string, out: Map<string, LayerEntry>): 
     } catch (err) {
       throw ioError(err, full);
     }
-    const entry = await entryFor(full, rel, st);
+    const entry = await entryFor(full, rel, st, ctx);
+    if (entry === undefined) continue;
     out.set(rel, entry);
-    if (st.isDirectory()) await walk(full, rel, out);
+    if (st.isDirectory()) await walk(full, rel, out, ctx);
   }
 }
 
-async function entryFor(full: string, rel: string, st: import('node:fs').Stats): Promise<LayerEntry> {
+async function entryFor(
+  full: string,
+  rel: string,
+  st: import('node:fs').Stats,
+  ctx: Context,
+): Promise<LayerEntry | undefined> {
   if (st.isDirectory()) return { path: rel, type: 'dir', mode: st.mode };
   if (st.isSymbolicLink()) {
     const target = await fs.readlink(full).catch((err) => {
@@ -100,10 +139,42 @@ async function entryFor(full: string, rel: string, st: import('node:fs').Stats):
     if (st.nlink > 1) inodes.set(entry, `${st.dev}:${st.ino}`);
     return entry;
   }
-  throw new KilnError(
-    'E_UNSUPPORTED',
-    `${full} is a special file (device, socket or fifo); kiln does not put those in layers`,
-  );
+  if (st.isSocket()) {
+    // A socket is a live endpoint of some process, meaningless in an image; tar leaves them out too.
+    ctx.onSkip({ path: rel, reason: 'socket left out (tar does the same)' });
+    return undefined;
+  }
+  const type = st.isCharacterDevice()
+    ? 'char'
+    : st.isBlockDevice()
+      ? 'block'
+      : st.isFIFO()
+        ? 'fifo'
+        : undefined;
+  if (type === undefined)
+    throw new KilnError('E_UNSUPPORTED', `${full} is a file of a type kiln does not know`, {
+      hint: 'remove it from the directory, or copy the directory without it',
+    });
+  const what = type === 'fifo' ? 'fifo' : 'device node';
+  if (ctx.devices === 'skip') {
+    ctx.onSkip({ path: rel, reason: `${what} left out (--devices skip)` });
+    return undefined;
+  }
+  if (ctx.devices === 'refuse')
+    throw new KilnError('E_UNSUPPORTED', `${full} is a ${what}, refused (--devices refuse)`, {
+      hint: '--devices keep writes device nodes and fifos into the layer (as tar does), --devices skip leaves them out',
+    });
+  if (type === 'fifo') return { path: rel, type, mode: st.mode };
+  return { path: rel, type, mode: st.mode, ...deviceNumbers(st.rdev) };
+}
+
+/** A Linux dev_t (fs.Stats' rdev) split into its major and minor numbers, as glibc's major()/minor() split it. */
+export function deviceNumbers(rdev: number): { devmajor: number; devminor: number } {
+  const d = BigInt(rdev);
+  return {
+    devmajor: Number(((d & 0xfff00n) >> 8n) | ((d & 0xfffff00000000000n) >> 32n)),
+    devminor: Number((d & 0xffn) | ((d & 0xffffff00000n) >> 12n)),
+  };
 }
 
 function addParents(out: Map<string, LayerEntry>, dest: string, includeSelf: boolean): void {

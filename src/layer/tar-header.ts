@@ -3,7 +3,9 @@
  * fit ustar (long paths or link targets, sizes over 8 GiB, ids over 2^21). No user/group names,
  * no atime/ctime, so the bytes depend on the entry alone.
  */
-export type EntryType = 'file' | 'dir' | 'symlink' | 'hardlink';
+import { KilnError } from '../errors.js';
+
+export type EntryType = 'file' | 'dir' | 'symlink' | 'hardlink' | 'char' | 'block' | 'fifo';
 
 export interface TarHeader {
   path: string; // relative, posix, no leading slash; directories without trailing slash
@@ -14,10 +16,21 @@ export interface TarHeader {
   size: number; // content bytes (0 for anything but files)
   mtime: number; // seconds
   linkname?: string;
+  /** Device numbers of a char or block device (written as GNU tar does; 0 for anything else). */
+  devmajor?: number;
+  devminor?: number;
 }
 
 export const BLOCK = 512;
-const TYPEFLAG: Record<EntryType, string> = { file: '0', hardlink: '1', symlink: '2', dir: '5' };
+const TYPEFLAG: Record<EntryType, string> = {
+  file: '0',
+  hardlink: '1',
+  symlink: '2',
+  char: '3',
+  block: '4',
+  dir: '5',
+  fifo: '6',
+};
 const MAX_OCTAL_11 = 0o77777777777; // 8 GiB - 1
 const MAX_OCTAL_7 = 0o7777777;
 
@@ -31,6 +44,20 @@ export function encodeHeader(h: TarHeader): Buffer {
   if (h.size > MAX_OCTAL_11) pax.push(['size', String(h.size)]);
   if (h.uid > MAX_OCTAL_7) pax.push(['uid', String(h.uid)]);
   if (h.gid > MAX_OCTAL_7) pax.push(['gid', String(h.gid)]);
+  const device = h.type === 'char' || h.type === 'block';
+  // Linux device numbers (12-bit major, 20-bit minor) fit the 7 octal digits; anything larger is no Linux device.
+  for (const [field, n] of [
+    ['major', h.devmajor],
+    ['minor', h.devminor],
+  ] as const)
+    if (device && n !== undefined && (!Number.isInteger(n) || n < 0 || n > MAX_OCTAL_7))
+      throw new KilnError(
+        'E_UNSUPPORTED',
+        `${h.path}: device ${field} number ${n} does not fit a tar header`,
+        {
+          hint: 'a tar header holds device numbers up to 2097151; leave the device out (kiln append --devices skip)',
+        },
+      );
 
   const ustar = ustarBlock({
     name: split ? split.name : truncateUtf8(name, 100),
@@ -42,6 +69,8 @@ export function encodeHeader(h: TarHeader): Buffer {
     mtime: h.mtime,
     typeflag: TYPEFLAG[h.type],
     linkname: h.linkname === undefined ? '' : truncateUtf8(h.linkname, 100),
+    devmajor: device ? (h.devmajor ?? 0) : 0,
+    devminor: device ? (h.devminor ?? 0) : 0,
   });
   if (pax.length === 0) return ustar;
 
@@ -57,6 +86,8 @@ export function encodeHeader(h: TarHeader): Buffer {
     mtime: h.mtime,
     typeflag: 'x',
     linkname: '',
+    devmajor: 0,
+    devminor: 0,
   });
   return Buffer.concat([paxHeader, body, Buffer.alloc(padding(body.length)), ustar]);
 }
@@ -78,6 +109,8 @@ interface UstarFields {
   mtime: number;
   typeflag: string;
   linkname: string;
+  devmajor: number;
+  devminor: number;
 }
 
 function ustarBlock(f: UstarFields): Buffer {
@@ -92,8 +125,8 @@ function ustarBlock(f: UstarFields): Buffer {
   b.write(f.typeflag, 156, 1, 'ascii');
   b.write(f.linkname, 157, 100, 'utf8');
   b.write('ustar\u000000', 257, 8, 'ascii');
-  octal(b, 329, 8, 0); // devmajor
-  octal(b, 337, 8, 0); // devminor
+  octal(b, 329, 8, f.devmajor);
+  octal(b, 337, 8, f.devminor);
   b.write(f.prefix, 345, 155, 'utf8');
   let sum = 0;
   for (let i = 0; i < BLOCK; i++) sum += b[i]!;

@@ -13,6 +13,9 @@ export interface TarEntryInfo {
   size: number;
   mtime: number;
   linkname?: string;
+  /** A char or block device's numbers. */
+  devmajor?: number;
+  devminor?: number;
 }
 
 /** Sniffs gzip by its magic bytes, so callers need not trust a media type. */
@@ -227,6 +230,10 @@ export async function readTar(
         mtime: h.mtime ? Math.floor(h.mtime.getTime() / 1000) : 0,
       };
       if (h.linkname) info.linkname = h.linkname;
+      if (info.type === 'char' || info.type === 'block') {
+        info.devmajor = h.devmajor ?? 0;
+        info.devminor = h.devminor ?? 0;
+      }
       await onEntry(info, entry as unknown as AsyncIterable<Buffer>);
       for await (const _ of entry) {
         // skip what the callback left unread

@@ -8,7 +8,10 @@ export interface TarOptions {
   mtime?: number;
   uid?: number;
   gid?: number;
-  /** Keep permission bits (setuid, group-write...) instead of normalising to 0644/0755. */
+  /**
+   * Keep permission bits (setuid, group-write...) instead of normalising to 0644/0755. Device nodes
+   * and fifos keep their permission bits either way (less setuid, setgid and sticky unless kept).
+   */
   keepModes?: boolean;
 }
 
@@ -30,6 +33,13 @@ export function normalMode(entry: LayerEntry, keep: boolean): number {
       return keep && entry.mode !== undefined ? mode & 0o7777 : 0o755;
     case 'symlink':
       return 0o777;
+    case 'char':
+    case 'block':
+    case 'fifo':
+      // Their permission bits are what they are for (/dev/null 0666, /dev/console 0600): kept, as tar
+      // keeps them; only setuid, setgid and sticky go unless modes are kept.
+      if (entry.mode === undefined) return 0o644;
+      return keep ? mode & 0o7777 : mode & 0o777;
     default:
       if (keep && entry.mode !== undefined) return mode & 0o7777;
       return mode & 0o111 ? 0o755 : 0o644;
@@ -54,6 +64,8 @@ export async function* tarStream(
       size,
       mtime,
       linkname: e.linkname,
+      devmajor: e.devmajor,
+      devminor: e.devminor,
     });
     if (e.type !== 'file' || size === 0) continue;
     if (e.content) yield Buffer.from(e.content.buffer, e.content.byteOffset, e.content.byteLength);

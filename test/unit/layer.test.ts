@@ -2,16 +2,24 @@ import * as assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs/promises';
+import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { test } from 'node:test';
 import { gunzipSync } from 'node:zlib';
-import { collectEntries, type LayerEntry } from '../../src/layer/entries.js';
+import { isKilnError } from '../../src/errors.js';
+import {
+  collectEntries,
+  deviceNumbers,
+  type LayerEntry,
+  type SkippedEntry,
+} from '../../src/layer/entries.js';
 import { MEMBER_SIZE, parallelGzip } from '../../src/layer/gzip.js';
 import { listTar } from '../../src/layer/tar-reader.js';
 import { tarStream } from '../../src/layer/tar-writer.js';
 import { writeLayer } from '../../src/layer/write-layer.js';
 import { OciLayout } from '../../src/store/layout.js';
+import { skipOrFail } from '../support/tools.js';
 
 async function collect(it: AsyncIterable<Uint8Array>): Promise<Buffer> {
   const parts: Buffer[] = [];
@@ -126,4 +134,133 @@ test('writeLayer computes digest and diff_id in one pass and stores a verified b
   const tar = gunzipSync(blob);
   assert.equal(`sha256:${createHash('sha256').update(tar).digest('hex')}`, layer.diffId);
   assert.equal(tar.length, layer.uncompressedSize);
+});
+
+/** Why device nodes cannot be made here (mknod needs root). */
+function mknodSkip(): string | undefined {
+  return process.getuid?.() === 0 ? undefined : skipOrFail('mknod needs root');
+}
+
+/**
+ * A tree with char devices (one with a minor over 8 bits and a setuid bit), a block device, a fifo
+ * and a socket, which is there while the server listens (Node removes it on close).
+ */
+async function makeSpecialTree(root: string): Promise<net.Server> {
+  await fs.mkdir(path.join(root, 'dev'));
+  await fs.mkdir(path.join(root, 'run'));
+  const sh = (cmd: string, ...args: string[]) => {
+    const r = spawnSync(cmd, args, { cwd: root });
+    assert.equal(r.status, 0, `${cmd} ${args.join(' ')}: ${r.stderr}`);
+  };
+  sh('mknod', '-m', '600', 'dev/console', 'c', '5', '1');
+  sh('mknod', '-m', '666', 'dev/null', 'c', '1', '3');
+  sh('mknod', 'dev/wide', 'c', '300', '70000');
+  await fs.chmod(path.join(root, 'dev/wide'), 0o4660);
+  sh('mknod', '-m', '660', 'dev/loop9', 'b', '7', '9');
+  sh('mkfifo', '-m', '640', 'run/fifo');
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(path.join(root, 'run/sock'), resolve));
+  await fs.writeFile(path.join(root, 'file'), 'x\n');
+  return server;
+}
+
+test('device nodes and fifos: written as GNU tar writes them, read back with their numbers; sockets left out', {
+  skip: mknodSkip(),
+}, async (t) => {
+  const dir = await tmpdir();
+  const server = await makeSpecialTree(dir);
+  t.after(() => server.close());
+  await fs.utimes(path.join(dir, 'dev/null'), 1_000_000, 1_000_000);
+  const skipped: SkippedEntry[] = [];
+  const entries = await collectEntries([{ source: dir, dest: '' }], { onSkip: (s) => skipped.push(s) });
+  assert.deepEqual(skipped, [{ path: 'run/sock', reason: 'socket left out (tar does the same)' }]);
+  const tar = await collect(tarStream(entries, { mtime: 1_700_000_000 }));
+  const read = new Map((await listTar([tar])).map((e) => [e.path, e]));
+  const pick = (p: string) => {
+    const e = read.get(p);
+    assert.ok(e, `${p} is in the layer`);
+    return [e.type, e.mode.toString(8), e.devmajor, e.devminor, e.uid, e.gid, e.size, e.mtime];
+  };
+  assert.deepEqual(pick('dev/console'), ['char', '600', 5, 1, 0, 0, 0, 1_700_000_000]);
+  assert.deepEqual(pick('dev/null'), ['char', '666', 1, 3, 0, 0, 0, 1_700_000_000]);
+  // the permission bits are kept, setuid is not
+  assert.deepEqual(pick('dev/wide'), ['char', '660', 300, 70000, 0, 0, 0, 1_700_000_000]);
+  assert.deepEqual(pick('dev/loop9'), ['block', '660', 7, 9, 0, 0, 0, 1_700_000_000]);
+  assert.deepEqual(pick('run/fifo'), ['fifo', '640', undefined, undefined, 0, 0, 0, 1_700_000_000]);
+  assert.equal(read.has('run/sock'), false);
+
+  // GNU tar lists them, and its own ustar header for each has the same type and device fields.
+  const listed = spawnSync('tar', ['-tvf', '-'], { input: tar });
+  assert.equal(listed.status, 0, listed.stderr.toString());
+  assert.match(listed.stdout.toString(), /^crw------- 0\/0 +5,1 .* dev\/console$/m);
+  assert.match(listed.stdout.toString(), /^crw-rw---- 0\/0 +300,70000 .* dev\/wide$/m);
+  assert.match(listed.stdout.toString(), /^brw-rw---- 0\/0 +7,9 .* dev\/loop9$/m);
+  assert.match(listed.stdout.toString(), /^prw-r----- 0\/0 +0 .* run\/fifo$/m);
+  const fields = (b: Buffer) => [b.subarray(156, 157), b.subarray(329, 345)].map((f) => f.toString('latin1'));
+  for (const p of ['dev/console', 'dev/wide', 'dev/loop9', 'run/fifo']) {
+    const gnu = spawnSync('tar', ['--format=ustar', '--numeric-owner', '-cf', '-', p], { cwd: dir });
+    assert.equal(gnu.status, 0, gnu.stderr.toString());
+    const ours = await collect(tarStream(entries.filter((e) => e.path === p)));
+    assert.deepEqual(fields(ours), fields(gnu.stdout), p);
+  }
+
+  // Deterministic: the device's mtime on disk does not matter.
+  await fs.utimes(path.join(dir, 'dev/null'), 2_000_000, 2_000_000);
+  const again = await collect(
+    tarStream(await collectEntries([{ source: dir, dest: '' }]), { mtime: 1_700_000_000 }),
+  );
+  assert.ok(again.equals(tar));
+});
+
+test('devices skip leaves device nodes and fifos out, each named; refuse fails on the first', {
+  skip: mknodSkip(),
+}, async (t) => {
+  const dir = await tmpdir();
+  const server = await makeSpecialTree(dir);
+  t.after(() => server.close());
+  const skipped: SkippedEntry[] = [];
+  const entries = await collectEntries([{ source: dir, dest: 'root' }], {
+    devices: 'skip',
+    onSkip: (s) => skipped.push(s),
+  });
+  assert.deepEqual(
+    entries.map((e) => e.path),
+    ['root', 'root/dev', 'root/file', 'root/run'],
+  );
+  assert.deepEqual(skipped.map((s) => `${s.path}: ${s.reason}`).sort(), [
+    'root/dev/console: device node left out (--devices skip)',
+    'root/dev/loop9: device node left out (--devices skip)',
+    'root/dev/null: device node left out (--devices skip)',
+    'root/dev/wide: device node left out (--devices skip)',
+    'root/run/fifo: fifo left out (--devices skip)',
+    'root/run/sock: socket left out (tar does the same)',
+  ]);
+  await assert.rejects(
+    collectEntries([{ source: path.join(dir, 'dev'), dest: '' }], { devices: 'refuse' }),
+    (err) => {
+      assert.ok(isKilnError(err, 'E_UNSUPPORTED'), String(err));
+      assert.match(err.message, /dev\/console is a device node, refused \(--devices refuse\)$/);
+      assert.match(err.hint ?? '', /--devices keep/);
+      return true;
+    },
+  );
+});
+
+test('device numbers are split from a 64-bit dev_t as glibc splits them', () => {
+  const makedev = (major: bigint, minor: bigint) =>
+    Number(
+      ((major & 0xfffn) << 8n) | ((major & ~0xfffn) << 32n) | (minor & 0xffn) | ((minor & ~0xffn) << 12n),
+    );
+  for (const [major, minor] of [
+    [0, 0],
+    [1, 3],
+    [5, 1],
+    [259, 0],
+    [4095, 1048575],
+    [0x12345, 0x6789a],
+  ] as const)
+    assert.deepEqual(deviceNumbers(makedev(BigInt(major), BigInt(minor))), {
+      devmajor: major,
+      devminor: minor,
+    });
 });

@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { KilnError } from '../../errors.js';
 import { collect, examples, globals } from '../common.js';
 import { Output, plural } from '../output.js';
 
@@ -27,6 +28,11 @@ export function register(program: Command): void {
       '--platform <os/arch>',
       'the image to use from an index base; for scratch, the platform of the new image (default: this host)',
     )
+    .option(
+      '--devices <mode>',
+      "a directory's device nodes and fifos: keep (written as tar writes them), skip, or refuse",
+      'keep',
+    )
     .option('--created <rfc3339>', 'time of the history entries (default: SOURCE_DATE_EPOCH, else the epoch)')
     .addHelpText(
       'after',
@@ -39,10 +45,22 @@ Layers are deterministic (sorted entries, mtime from SOURCE_DATE_EPOCH, normalis
 a .tar.gz is kept byte for byte. Media types follow the base: a Docker v2 base gets Docker layer types.
 The base's config is kept; its rootfs gets the new diff_ids and its history one "kiln append" entry
 per layer. An index base with several images needs --platform.
+Device nodes and fifos are written as GNU tar writes them (root-owned, their permission bits kept),
+so a debootstrap rootfs appends as it is; --devices skip leaves them out, each named on stderr, and
+--devices refuse fails on the first. Sockets are always left out with a note, as tar does.
 `,
     )
     .action(async (base: string, opts, cmd: Command) => {
       const out = new Output(globals(cmd));
+      const devices = String(opts.devices);
+      if (devices !== 'keep' && devices !== 'skip' && devices !== 'refuse')
+        throw new KilnError(
+          'E_USAGE',
+          `--devices takes keep, skip or refuse, got '${devices.slice(0, 40)}'`,
+          {
+            hint: 'keep writes device nodes and fifos into the layer, skip leaves them out, refuse fails',
+          },
+        );
       const kiln = await import('../../index.js');
       const result = await kiln.appendLayers({
         base,
@@ -50,8 +68,11 @@ per layer. An index base with several images needs --platform.
         to: opts.to,
         platform: opts.platform ? kiln.parsePlatform(opts.platform) : undefined,
         created: opts.created,
+        devices,
       });
       if (out.flags.json) return out.json(result);
+      for (const layer of result.layers)
+        for (const s of layer.skipped) out.info(`skipped: ${s.path} (from ${layer.source}): ${s.reason}`);
       out.info(
         `appended ${plural(result.layers.length, 'layer')} to ${base} ` +
           `(${kiln.formatPlatform(result.platform)}), wrote ${result.destination}`,
