@@ -23,7 +23,8 @@ PLATFORM=linux/amd64
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-kiln() { $KILN "$@"; }
+# `command`: with KILN=kiln, the kiln on PATH rather than this function again
+kiln() { command $KILN "$@"; }
 
 echo "== dev image: toolchain base, then the build tools layer" >&2
 kiln append scratch --platform "$PLATFORM" --layer "$DEV_ROOTFS" --to "oci:$OUT:toolchain"

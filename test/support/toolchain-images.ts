@@ -108,6 +108,8 @@ export async function busyboxToolchain(home: string): Promise<ToolchainImage> {
  * The rootfs comes from `debootstrap --variant=minbase`, about a minute each, and is kept under
  * $KILN_TEST_CACHE (default /var/tmp/kiln-test-cache) keyed by the package list, so later runs on
  * the same machine reuse it; caches, docs and unused targets are removed to keep the image small.
+ * The images are made as README.md's "Make a toolchain image" says: `kiln append scratch --layer
+ * ROOTFS`, debootstrap's /dev nodes included.
  */
 export const DEBIAN_TOOLCHAINS = {
   c: ['clang-14', 'lld-14', 'wasi-libc', 'libclang-rt-14-dev-wasm32'],
@@ -141,11 +143,47 @@ export function debootstrapSkipReason(): string | undefined {
   return toolSkipReason('debootstrap');
 }
 
+/**
+ * Puts a `debootstrap` into `binDir` (to go first on PATH) for tests that run a README's commands as
+ * written: the real debootstrap, run once per machine for the same options, suite and mirror into
+ * $KILN_TEST_CACHE, then copied (`cp -a`) to the target asked for. KILN_TEST_DEBIAN_MIRROR is used
+ * when the command names no mirror. Returns `binDir`.
+ */
+export function cachingDebootstrap(binDir: string): string {
+  const real = requireTool('debootstrap');
+  if (real === undefined) throw new Error('debootstrap not found');
+  const cache = process.env.KILN_TEST_CACHE ?? '/var/tmp/kiln-test-cache';
+  const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+  mkdirSync(binDir, { recursive: true });
+  const script = `#!/bin/sh
+# debootstrap, cached by its arguments (the target aside): see test/support/toolchain-images.ts
+set -eu
+n=0 target=
+for a in "$@"; do case $a in -*) ;; *) n=$((n + 1)); [ $n -ne 2 ] || target=$a ;; esac; done
+[ -n "$target" ] || exec ${q(real)} "$@"
+mirror=\${KILN_TEST_DEBIAN_MIRROR:-}
+[ $n -eq 2 ] && [ -n "$mirror" ] || mirror=
+key=$(for a in "$@"; do [ "$a" = "$target" ] || printf '%s\n' "$a"; done | sha256sum | cut -c1-12)
+cache=${q(cache)}/readme-debootstrap-$key
+if [ ! -e "$cache.complete" ]; then
+  mkdir -p ${q(cache)}
+  tmp=$(mktemp -d "$cache.building-XXXXXX")
+  for a in "$@"; do shift; if [ "$a" = "$target" ]; then set -- "$@" "$tmp"; else set -- "$@" "$a"; fi; done
+  ${q(real)} "$@" \${mirror:+"$mirror"} || { rm -rf "$tmp"; exit 1; }
+  rm -rf "$cache" && mv "$tmp" "$cache" && touch "$cache.complete"
+fi
+mkdir -p "$target"
+exec cp -a "$cache/." "$target/"
+`;
+  writeFileSync(join(binDir, 'debootstrap'), script, { mode: 0o755 });
+  return binDir;
+}
+
 /** The rootfs of a Debian toolchain, built once per machine and package list. */
 export async function debianToolchainRootfs(kind: DebianToolchain): Promise<string> {
   const packages = DEBIAN_TOOLCHAINS[kind];
   const key = createHash('sha256')
-    .update(JSON.stringify([SUITE, packages, SLIMMED]))
+    .update(JSON.stringify([SUITE, packages, SLIMMED, 'with /dev']))
     .digest('hex')
     .slice(0, 12);
   const cache = process.env.KILN_TEST_CACHE ?? '/var/tmp/kiln-test-cache';
@@ -160,9 +198,7 @@ export async function debianToolchainRootfs(kind: DebianToolchain): Promise<stri
       { timeoutMs: 900_000 },
     );
     for (const p of SLIMMED) rmSync(join(tmp, p), { recursive: true, force: true });
-    // Device nodes cannot go into a layer; runners mount their own /dev.
-    rmSync(join(tmp, 'dev'), { recursive: true, force: true });
-    mkdirSync(join(tmp, 'dev'));
+    // /dev keeps debootstrap's device nodes: kiln append writes them as tar does (README's recipe).
     writeFileSync(join(tmp, '.complete'), `${packages.join(' ')}\n`);
     rmSync(dir, { recursive: true, force: true });
     renameSync(tmp, dir);
