@@ -254,6 +254,35 @@ export class BuildCache {
   }
 
   /**
+   * Whether `repo` has an entry tagged `key`: a HEAD of the manifest in a registry (no body
+   * transferred), a tag lookup elsewhere (`oci:DIR`). Nothing is fetched or checked beyond that.
+   */
+  async has(key: string, repo: string): Promise<boolean> {
+    const [{ openSource, currentRegistryOptions }, { parseLocation }] = await Promise.all([
+      import('../transport/open.js'),
+      import('../transport/parse.js'),
+    ]);
+    const location = `${repo}:${key}`;
+    const loc = parseLocation(location);
+    if (loc.transport === 'registry') {
+      const { openRepository } = await import('../transport/registry.js');
+      return (await openRepository(loc.ref, currentRegistryOptions()).headManifest(key)) !== undefined;
+    }
+    try {
+      const source = await openSource(location, { registry: currentRegistryOptions() });
+      try {
+        await source.resolve();
+        return true;
+      } finally {
+        await source.close();
+      }
+    } catch (err) {
+      if (isKilnError(err, 'E_NOT_FOUND')) return false;
+      throw err;
+    }
+  }
+
+  /**
    * Fetches `key` from `repo` into the local cache; undefined when the registry has no such entry
    * (or, for a native target, only one from before extras were kept). The artifact and extras are
    * verified against their digests while they are written to the store.

@@ -46,7 +46,7 @@ import { listSources, sourcesDigest } from './sources.js';
 
 export type CompileEvent =
   | { type: 'pull'; ref: string }
-  | { type: 'runner'; runner: RunnerName; skipped: string[] }
+  | { type: 'runner'; runner: RunnerName; skipped: string[]; reason: string }
   | { type: 'cache-hit'; where: 'local' | 'remote'; key: string }
   | { type: 'cache-push'; repo: string; key: string };
 
@@ -195,9 +195,11 @@ export async function compile(options: CompileOptions = {}): Promise<CompileResu
   const defaultOutput = path.join(project.dir, defaultOutputName(name, target.platform));
   const output = path.resolve(options.output ?? defaultOutput);
 
-  // The artifact (where it goes now, and where any target's goes by default) and the lock file live
-  // in the project but are outputs, not inputs: the same sources give the same key whatever -o says,
-  // and building one platform does not change the key of another.
+  // The artifact (where it goes now, where any target's goes by default, and wherever an earlier -o
+  // put one: kiln.lock lists those) and the lock file live in the project but are outputs, not
+  // inputs: the same sources give the same key whatever -o says, and building one platform does
+  // not change the key of another.
+  const lock = await LockFile.load(project.dir);
   const exclude = [...(p.exclude ?? []), '/kiln.lock'];
   const defaults = SUPPORTED_TARGETS.map((t) => {
     const [os, architecture, variant] = t.split('/') as [string, string, string | undefined];
@@ -206,7 +208,8 @@ export async function compile(options: CompileOptions = {}): Promise<CompileResu
       defaultOutputName(name, { os, architecture, ...(variant ? { variant } : {}) }),
     );
   });
-  for (const file of new Set([output, defaultOutput, ...defaults])) {
+  const recorded = lock.outputs().map((rel) => path.join(project.dir, ...rel.split('/')));
+  for (const file of new Set([output, defaultOutput, ...defaults, ...recorded])) {
     const rel = path.relative(project.sourceDir, file);
     if (!rel.startsWith('..') && !path.isAbsolute(rel)) {
       const pattern = exactPattern(rel.split(path.sep).join('/'));
@@ -225,7 +228,14 @@ export async function compile(options: CompileOptions = {}): Promise<CompileResu
   const choice: RunnerChoice = options.runner ?? 'auto';
   const store = await openCache();
   const cache = new BuildCache(store);
-  const lock = await LockFile.load(project.dir);
+  /** Lists the output in kiln.lock when it lies among the sources at a name no rule leaves out. */
+  const recordOutput = (): void => {
+    if (output === defaultOutput || defaults.includes(output)) return;
+    const inSources = path.relative(project.sourceDir, output);
+    if (inSources.startsWith('..') || path.isAbsolute(inSources)) return;
+    const rel = path.relative(project.dir, output);
+    if (!rel.startsWith('..') && !path.isAbsolute(rel)) lock.addOutput(rel.split(path.sep).join('/'));
+  };
   const platform = buildPlatform();
   // A wasm target keeps the key it had before kiln built other targets, so existing caches hit.
   const keyPlatform =
@@ -287,11 +297,13 @@ export async function compile(options: CompileOptions = {}): Promise<CompileResu
   if (key) {
     let entry: CacheEntry | undefined = await cache.get(key, { native });
     let where: 'local' | 'remote' = 'local';
+    let pulledFrom: string | undefined;
     if (!entry && !options.offline) {
       for (const repo of options.cacheFrom ?? p.cache?.from ?? []) {
         entry = await cache.pull(key, repo, `${toolchain!.name}@${toolchain!.pinned}`, { native });
         if (entry) {
           where = 'remote';
+          pulledFrom = repo;
           break;
         }
       }
@@ -301,7 +313,15 @@ export async function compile(options: CompileOptions = {}): Promise<CompileResu
       await cache.extract(entry, output);
       if (!target.wasm) await fs.chmod(output, 0o755);
       const extras = await restoreExtras(entry.extras);
+      recordOutput();
       await lock.save();
+      // A hit still fills the shared cache: a machine whose store persists would otherwise never
+      // push anything. Only when the repository lacks the key (one HEAD), never pushed twice.
+      const pushTo = options.cacheTo ?? p.cache?.to;
+      if (pushTo && !options.offline && pushTo !== pulledFrom && !(await cache.has(key, pushTo))) {
+        await cache.push(entry, pushTo);
+        emit({ type: 'cache-push', repo: pushTo, key });
+      }
       return {
         ...base,
         ...extras,
@@ -313,8 +333,8 @@ export async function compile(options: CompileOptions = {}): Promise<CompileResu
     }
   }
 
-  const { runner, skipped } = await selectRunner(choice);
-  emit({ type: 'runner', runner: runner.name, skipped });
+  const { runner, skipped, reason } = await selectRunner(choice);
+  emit({ type: 'runner', runner: runner.name, skipped, reason });
   if (!local && !resolved) await resolve();
 
   const outDir = await fs.mkdtemp(path.join(os.tmpdir(), 'kiln-out-'));
@@ -351,6 +371,7 @@ export async function compile(options: CompileOptions = {}): Promise<CompileResu
     await checkArtifact(built, target, `${OUT_DIR}/${artifact}`);
     // Packed into the store even when not cached: one deterministic, checked form for every runner.
     const packed = native ? await cache.packExtras(outDir, artifact) : undefined;
+    recordOutput();
     await lock.save();
     if (key) {
       const entry = await cache.put(

@@ -5,7 +5,7 @@
 import { isDeepStrictEqual } from 'node:util';
 import { KilnError } from '../errors.js';
 import { MediaType } from '../oci/media-types.js';
-import type { Platform } from '../oci/platform.js';
+import { formatPlatform, type Platform } from '../oci/platform.js';
 import type { Descriptor, HistoryEntry, ImageConfig, ImageIndex } from '../oci/types.js';
 import { openCache } from '../store/cache.js';
 import type { OciLayout } from '../store/layout.js';
@@ -208,7 +208,10 @@ async function rebaseOne(
 function checkPrefix(src: InputImage, oldBase: InputImage): void {
   const have = src.image.config.rootfs.diff_ids;
   const old = oldBase.image.config.rootfs.diff_ids;
-  const hint = `give as --old-base the image ${src.name} was built on (kiln inspect lists the layers of both)`;
+  // diff_ids (the uncompressed layers' digests) are what is compared: the config shows them, not
+  // the manifest's layer list `kiln inspect` prints (compressed blob digests).
+  const platform = configPlatform(src.image.config);
+  const hint = `give as --old-base the image ${src.name} was built on; compare their rootfs.diff_ids: kiln inspect IMAGE --config${platform ? ` --platform ${formatPlatform(platform)}` : ''}`;
   if (old.length > have.length)
     throw new KilnError(
       'E_BASE_MISMATCH',
@@ -219,7 +222,7 @@ function checkPrefix(src: InputImage, oldBase: InputImage): void {
   if (i >= 0)
     throw new KilnError(
       'E_BASE_MISMATCH',
-      `${src.name} is not built on ${oldBase.name}: its layer ${i + 1} is ${have[i]}, the old base's ${old[i]}`,
+      `${src.name} is not built on ${oldBase.name}: its layer ${i + 1} has diff_id ${have[i]}, the old base's ${old[i]}`,
       { hint },
     );
 }

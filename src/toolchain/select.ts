@@ -1,6 +1,7 @@
 /**
- * Picks the runner: the one asked for (which must work here), or with `auto` a Docker engine if
- * one answers, else the bubblewrap sandbox if it works, else the host's own toolchain.
+ * Picks the runner: the one asked for (which must work here), or with `auto` the bubblewrap sandbox
+ * when it can run (no daemon, no root: kiln is daemonless first), else a Docker engine if one
+ * answers, else the host's own toolchain. Either way the choice comes with why, for the user.
  */
 import { KilnError } from '../errors.js';
 import type { Runner, RunnerName } from './runner.js';
@@ -11,7 +12,12 @@ export interface SelectedRunner {
   runner: Runner;
   /** Why auto skipped the runners before it (empty when one was asked for by name). */
   skipped: string[];
+  /** Why this runner, one line: `bubblewrap works; daemonless`, `bubblewrap unavailable: ...`. */
+  reason: string;
 }
+
+/** The order `auto` tries them in: the daemonless sandbox first, an engine only when it cannot run. */
+export const AUTO_ORDER: readonly RunnerName[] = ['sandbox', 'docker', 'local'];
 
 async function create(name: RunnerName): Promise<Runner> {
   switch (name) {
@@ -31,6 +37,11 @@ async function create(name: RunnerName): Promise<Runner> {
   }
 }
 
+/** How a skipped runner is named in the reason: the sandbox by the tool it needs. */
+function label(name: RunnerName): string {
+  return name === 'sandbox' ? 'bubblewrap' : name;
+}
+
 export async function selectRunner(choice: RunnerChoice = 'auto'): Promise<SelectedRunner> {
   if (choice !== 'auto') {
     const runner = await create(choice);
@@ -39,14 +50,26 @@ export async function selectRunner(choice: RunnerChoice = 'auto'): Promise<Selec
       throw new KilnError('E_NO_RUNNER', `the ${choice} runner cannot run here: ${why}`, {
         hint: 'pick another with --runner (docker, podman, sandbox, local), or auto',
       });
-    return { runner, skipped: [] };
+    return { runner, skipped: [], reason: `asked for with --runner ${choice}` };
   }
-  const skipped: string[] = [];
-  for (const name of ['docker', 'sandbox', 'local'] as const) {
+  const skipped: Array<{ name: RunnerName; why: string }> = [];
+  for (const name of AUTO_ORDER) {
     const runner = await create(name);
     const why = await runner.unavailable();
-    if (why === undefined) return { runner, skipped };
-    skipped.push(`${name}: ${why}`);
+    if (why === undefined) {
+      const reason =
+        name === 'sandbox'
+          ? 'bubblewrap works; daemonless'
+          : skipped.map((s) => `${label(s.name)} unavailable: ${s.why}`).join('; ');
+      return { runner, skipped: skipped.map((s) => `${s.name}: ${s.why}`), reason };
+    }
+    skipped.push({ name, why });
   }
-  throw new KilnError('E_NO_RUNNER', `no runner works here (${skipped.join('; ')})`);
+  throw new KilnError(
+    'E_NO_RUNNER',
+    `no runner works here (${skipped.map((s) => `${s.name}: ${s.why}`).join('; ')})`,
+    {
+      hint: 'install bubblewrap (apt-get install bubblewrap) or start a Docker engine, or pick one with --runner',
+    },
+  );
 }

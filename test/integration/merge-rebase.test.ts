@@ -521,8 +521,20 @@ test('rebase: the app layer kept, the new base under it, run by Docker; a wrong 
     ],
     'E_BASE_MISMATCH',
   );
-  assert.match(err.message, /is not built on .*base2: its layer 2 is sha256:/);
+  const quoted =
+    /is not built on .*base2: its layer 2 has diff_id (sha256:[0-9a-f]{64}), the old base's (sha256:[0-9a-f]{64})$/.exec(
+      err.message,
+    );
+  assert.ok(quoted, err.message);
   assert.equal(existsSync(target), false, 'nothing written');
+  // The hint names a command that shows what the message quotes: run it on both images.
+  const shown = /kiln inspect IMAGE (--config(?: --platform \S+)?)/.exec(err.hint ?? '');
+  assert.ok(shown, `the hint names an inspect command: ${err.hint}`);
+  const diffIds = async (image: string) =>
+    (JSON.parse(ok(await kiln(['inspect', image, ...shown[1]!.split(' ')]), 'inspect')) as Config).rootfs
+      .diff_ids;
+  assert.equal((await diffIds(`oci:${dir}:app`))[1], quoted[1], "the image's diff_id, as quoted");
+  assert.equal((await diffIds(`oci:${dir}:base2`))[1], quoted[2], "the old base's diff_id, as quoted");
   const shorter = await kilnFails(
     [
       'rebase',

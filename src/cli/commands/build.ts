@@ -81,17 +81,29 @@ export function register(program: Command): void {
           compiles: result.compiles.map(strip),
         });
       }
+      // What every destination got alike is said once; the `wrote` lines name each destination.
       const seen = new Set<string>();
       for (const image of result.images) {
         const key = `${formatPlatform(image.platform)} ${image.descriptor.digest}`;
-        if (result.index && seen.has(key)) continue;
+        if (seen.has(key)) continue;
         seen.add(key);
         out.info(
           `${formatPlatform(image.platform)}: ${image.descriptor.digest}${image.format ? ` (${image.format})` : ''}${image.base ? ` on ${image.base.name}` : ''}`,
         );
       }
-      for (const s of result.sboms ?? [])
-        out.info(`sbom for ${s.subject.slice(0, 19)}: ${s.descriptor.digest}`);
+      const destinations = new Set(result.images.map((i) => i.destination));
+      const sboms = new Map<string, { subject: string; digest: string; in: string[] }>();
+      for (const s of result.sboms ?? []) {
+        const key = `${s.subject} ${s.descriptor.digest}`;
+        const group = sboms.get(key) ?? { subject: s.subject, digest: s.descriptor.digest, in: [] };
+        group.in.push(s.destination);
+        sboms.set(key, group);
+      }
+      // Archives and the daemon have no place for referrers: then the line says where it went.
+      for (const s of sboms.values())
+        out.info(
+          `sbom for ${s.subject.slice(0, 19)}: ${s.digest}${s.in.length < destinations.size ? ` (in ${s.in.join(', ')})` : ''}`,
+        );
       if (result.index) {
         for (const dest of [...new Set(result.images.map((i) => i.destination))]) {
           out.info(`wrote ${dest} (index of ${plural(seen.size, 'image')})`);

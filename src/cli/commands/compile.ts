@@ -77,7 +77,7 @@ function describe(e: CompileEvent): string {
     case 'pull':
       return `pulling toolchain ${e.ref}`;
     case 'runner':
-      return `building with the ${e.runner} runner${e.skipped.length ? ` (${e.skipped.join('; ')})` : ''}`;
+      return `runner: ${e.runner} (${e.reason})`;
     case 'cache-hit':
       return `cached: nothing changed (${e.where} build cache ${e.key.slice(0, 12)})`;
     case 'cache-push':
