@@ -13,7 +13,7 @@ export const MediaType = {
   DockerConfig: 'application/vnd.docker.container.image.v1+json',
   DockerLayerGzip: 'application/vnd.docker.image.rootfs.diff.tar.gzip',
   DockerForeignLayerGzip: 'application/vnd.docker.image.rootfs.foreign.diff.tar.gzip',
-  // WebAssembly conventions (shared/wasm-oci.md)
+  // WebAssembly conventions (docs/formats.md)
   WasmConfigV0: 'application/vnd.wasm.config.v0+json',
   WasmLayer: 'application/wasm',
   WasmToOciConfig: 'application/vnd.wasm.config.v1+json',

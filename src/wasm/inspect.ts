@@ -1,7 +1,7 @@
 /**
  * Tells a WebAssembly core module from a component and reads what kiln needs to package it: WASI
- * flavour, command/reactor role, imports and exports (see shared/wasm-oci.md, "Telling a module from a
- * component"). Core modules are read by the engine (`WebAssembly.Module`); components by a minimal
+ * flavour, command/reactor role, imports and exports (see docs/formats.md, "Module or component, and the
+ * platform"). Core modules are read by the engine (`WebAssembly.Module`); components by a minimal
  * reader of the component-model binary format that looks only at the outermost component's import
  * (id 10) and export (id 11) sections and skips every other section by its size.
  */

@@ -21,7 +21,7 @@ export interface PackResult {
   wasm: WasmInfo;
 }
 
-/** Packages a .wasm file in one of the wasm-oci formats and writes it to `to` (any destination transport). */
+/** Packages a .wasm file in one of the formats of docs/formats.md and writes it to `to` (any destination transport). */
 export async function pack(options: PackageOptions & { to: string; store?: OciLayout }): Promise<PackResult> {
   // Parse the destination before any work, so a bad reference fails fast and writes nothing.
   parseLocation(options.to);

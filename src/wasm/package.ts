@@ -10,7 +10,7 @@ import { type Descriptor, type ImageConfig, TITLE_ANNOTATION } from '../oci/type
 import type { OciLayout } from '../store/layout.js';
 import { defaultOs, inspectWasm, type WasmInfo } from './inspect.js';
 
-/** The WebAssembly packaging conventions of shared/wasm-oci.md; kiln never invents another. */
+/** The WebAssembly packaging conventions of docs/formats.md; kiln never invents another. */
 export const WASM_FORMATS = ['image', 'artifact', 'istio', 'istio-oci', 'wasm-to-oci'] as const;
 export type WasmFormat = (typeof WASM_FORMATS)[number];
 /** The formats that carry an Istio runtime config; any other refuses one rather than drop it. */

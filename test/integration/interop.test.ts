@@ -1,6 +1,6 @@
 /**
  * Interoperability: what kiln writes is accepted by real tools (skopeo, umoci, Docker), and kiln reads
- * what they write. Media types and annotations are the ones of shared/wasm-oci.md.
+ * what they write. Media types and annotations are the ones of docs/formats.md.
  *
  * Needs: the WASI C toolchain (test/support/wasi.ts), skopeo, umoci, and for the Docker tests root plus
  * docker.io (a private engine, test/support/docker.ts). Outside CI a missing tool skips; in CI it fails.
@@ -196,7 +196,7 @@ test('umoci unpack makes a runtime bundle of a linux/amd64 image whose process.a
 
 interface FormatCase {
   format: string;
-  /** Checks the manifest (and blobs) read back by skopeo against shared/wasm-oci.md. */
+  /** Checks the manifest (and blobs) read back by skopeo against docs/formats.md. */
   check(m: Manifest, ctx: { wasm: Buffer; archive: string; config: Buffer }): Promise<void> | void;
 }
 
@@ -267,7 +267,7 @@ const FORMATS: FormatCase[] = [
 ];
 
 for (const { format, check } of FORMATS) {
-  test(`--format ${format} in an oci-archive: skopeo reads the media types and annotations of wasm-oci.md, and kiln run prints 'hello x'`, async (t) => {
+  test(`--format ${format} in an oci-archive: skopeo reads the media types and annotations of docs/formats.md, and kiln run prints 'hello x'`, async (t) => {
     const reason = missing('skopeo');
     if (reason !== undefined) return t.skip(reason);
     const wasmPath = await helloWasm();
@@ -317,7 +317,7 @@ test('--format istio-oci records module.wasm.runtime/abi_version as wasme does (
   const m = JSON.parse(raw.stdout) as Manifest;
   assert.equal(m.annotations?.['module.wasm.runtime/abi_version'], versions.join(','));
 
-  // wasm-oci.md lists both annotations as the istio-oci markers; wasme always writes both.
+  // docs/formats.md lists both annotations as the istio-oci markers; wasme always writes both.
   const plain = join(work, 'istio-oci-default.tar');
   await kilnPackage(wasmPath, `oci-archive:${plain}:v1`, ['--format', 'istio-oci']);
   const rawPlain = await skopeo(['inspect', '--raw', `oci-archive:${plain}:v1`]);

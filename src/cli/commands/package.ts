@@ -12,7 +12,7 @@ export function register(program: Command): void {
       'destination: REGISTRY/REPO[:TAG], oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG], docker-daemon:NAME:TAG',
     )
     .addOption(
-      new Option('--format <format>', 'packaging convention (shared/wasm-oci.md)')
+      new Option('--format <format>', 'packaging convention; docs/formats.md has the strings each one writes')
         .choices(['image', 'artifact', 'istio', 'istio-oci', 'wasm-to-oci'])
         .default('image'),
     )

@@ -1,6 +1,6 @@
 /**
  * The six language presets: toolchain image, build command and what marks a project as theirs.
- * Images and commands follow ../shared/wasm-oci.md. Every command writes the artifact to
+ * docs/formats.md lists the images. Every command writes the artifact to
  * "$KILN_OUT/app.wasm" and never into the source, which the container runners mount read-only:
  * tools that must write next to the sources (cargo without a Cargo.lock, npm, dotnet) build from a
  * copy under /tmp. Tags here are pinned to digests in kiln.lock on first use.
