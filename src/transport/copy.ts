@@ -1,10 +1,12 @@
 import { KilnError } from '../errors.js';
+import { type ManifestFormat, parseFormat } from '../oci/media-type-policy.js';
 import { isManifestType, MediaType } from '../oci/media-types.js';
 import { formatPlatform, hostPlatform, type Platform, platformMatches } from '../oci/platform.js';
 import { selectManifest } from '../oci/select.js';
 import type { Descriptor, ImageIndex, ImageManifest } from '../oci/types.js';
 import { MAX_CONFIG_BYTES, parseConfig, parseManifest } from '../oci/validate.js';
 import { verified } from '../oci/verify.js';
+import { inFormat } from './format.js';
 import type { ImageDestination, ImageSource } from './types.js';
 
 export type CopyEvent =
@@ -18,6 +20,11 @@ export type CopyEvent =
 export interface CopyOptions {
   /** Copy only the manifest for this platform out of an index. */
   platform?: Platform;
+  /**
+   * Convert manifests and indexes to this family (as `skopeo copy --format`): re-serialised with its
+   * media types, over the same config and layer blobs. Without it every manifest keeps its bytes.
+   */
+  format?: ManifestFormat;
   /** Blobs in flight at once (archives are always written one member at a time). */
   jobs?: number;
   onEvent?: (e: CopyEvent) => void;
@@ -39,10 +46,12 @@ const MAX_DEPTH = 4;
  * manifests bottom-up, then the commit that names the root. Any failure aborts the destination.
  */
 export async function copyImage(
-  src: ImageSource,
+  source: ImageSource,
   dst: ImageDestination,
   options: CopyOptions = {},
 ): Promise<CopyResult> {
+  const format = parseFormat(options.format);
+  const src = format ? inFormat(source, format) : source;
   const result: CopyResult = {
     descriptor: undefined as unknown as Descriptor,
     blobsCopied: 0,

@@ -1,4 +1,4 @@
-import type { Command } from 'commander';
+import { type Command, Option } from 'commander';
 import { KilnError } from '../../errors.js';
 import { examples, globals, jobs, registryOptions } from '../common.js';
 import { Output, plural } from '../output.js';
@@ -18,6 +18,12 @@ export function register(program: Command): void {
     )
     .option('--platform <os/arch>', 'copy only this platform out of an index')
     .option('--all-platforms', 'copy the whole index, every platform (the default)')
+    .addOption(
+      new Option(
+        '--format <format>',
+        'convert manifests to OCI or Docker v2 schema 2 (same blobs, new digests); default: kept byte for byte',
+      ).choices(['oci', 'docker']),
+    )
     .option('--src-creds <user:password>', 'credentials for the source registry')
     .option('--dest-creds <user:password>', 'credentials for the destination registry')
     .addHelpText(
@@ -37,6 +43,7 @@ export function register(program: Command): void {
         'kiln copy localhost:5000/app:1 registry.example.com/team/app:1',
         'kiln copy registry.example.com/app:1 oci:./layout:app --platform linux/arm64',
         'kiln copy oci:./out:hello oci-archive:./hello.tar',
+        'kiln copy localhost:5000/pushed-by-docker:1 oci:./layout:app --format oci',
       ]),
     )
     .action(async (src: string, dst: string, opts, cmd: Command) => {
@@ -49,6 +56,7 @@ export function register(program: Command): void {
       const result = await kiln
         .copy(src, dst, {
           platform,
+          format: opts.format,
           jobs: jobs(cmd),
           onEvent: progress.handler(),
           source: { registry: registryOptions(cmd, opts.srcCreds) },
