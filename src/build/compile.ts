@@ -373,7 +373,9 @@ export async function compile(options: CompileOptions = {}): Promise<CompileResu
     const packed = native ? await cache.packExtras(outDir, artifact) : undefined;
     recordOutput();
     await lock.save();
-    if (key) {
+    // What the host's own toolchain built (auto may fall back to it) is never stored under the
+    // toolchain image's key: a later sandbox or engine build must not be served it.
+    if (key && runner.name !== 'local') {
       const entry = await cache.put(
         key,
         built,

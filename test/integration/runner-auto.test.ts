@@ -23,6 +23,7 @@ const NO_ENGINE = 'unix:///nonexistent/kiln-test-docker.sock';
 /** A PATH with no bwrap on it (kiln itself runs by node's absolute path). */
 const NO_BWRAP = '/nonexistent/kiln-no-bwrap';
 const WASM = '\\000asm\\001\\000\\000\\000';
+const COMMAND = `printf '${WASM}' > "$KILN_OUT/app.wasm"`;
 
 const work = mkdtempSync(join(tmpdir(), 'kiln-runner-auto-'));
 after(() => rmSync(work, { recursive: true, force: true }));
@@ -55,12 +56,13 @@ function project(): string {
  * `kiln compile` of a fresh project, twice: with --json for the runner it used (whatever the
  * wording), then as people see it for the line that says which runner and why.
  */
-async function compile(args: string[], env: NodeJS.ProcessEnv): Promise<{ runner: string; said: string[] }> {
-  const command = `printf '${WASM}' > "$KILN_OUT/app.wasm"`;
-  const run = async (json: boolean) => {
-    const dir = project();
+async function compile(
+  args: string[],
+  env: NodeJS.ProcessEnv,
+): Promise<{ runner: string; said: string[]; dir: string }> {
+  const run = async (dir: string, json: boolean) => {
     const r = await kiln(
-      ['compile', dir, ...args, '--toolchain', toolchain, '--command', command, ...(json ? ['--json'] : [])],
+      ['compile', dir, ...args, '--toolchain', toolchain, '--command', COMMAND, ...(json ? ['--json'] : [])],
       {
         env: { KILN_HOME: home, DOCKER_HOST: docker.host, ...env },
         timeoutMs: 240_000,
@@ -73,9 +75,10 @@ async function compile(args: string[], env: NodeJS.ProcessEnv): Promise<{ runner
     );
     return r;
   };
-  const { runner } = JSON.parse((await run(true)).stdout) as { runner: string };
-  const said = (await run(false)).stderr.split('\n').filter((l) => l.startsWith('runner: '));
-  return { runner, said };
+  const dir = project();
+  const { runner } = JSON.parse((await run(dir, true)).stdout) as { runner: string };
+  const said = (await run(project(), false)).stderr.split('\n').filter((l) => l.startsWith('runner: '));
+  return { runner, said, dir };
 }
 
 async function engineImages(): Promise<string> {
@@ -112,13 +115,22 @@ describe('--runner auto', { skip }, () => {
     ]);
   });
 
-  test('no bubblewrap and no engine: the host, naming both reasons', TEST, async () => {
+  test('no bubblewrap and no engine: the host, naming both reasons, and not cached', TEST, async () => {
     const r = await compile([], { PATH: NO_BWRAP, DOCKER_HOST: NO_ENGINE });
     assert.equal(r.runner, 'local');
     assert.equal(r.said.length, 1);
     assert.match(
       r.said[0]!,
       /^runner: local \(bubblewrap unavailable: bwrap \(bubblewrap\) is not installed or not on PATH; docker unavailable: no Docker engine answers at .*kiln-test-docker\.sock/i,
+    );
+    // The host's build is not stored under the toolchain image's key: the sandbox builds it again.
+    const again = await kiln(
+      ['compile', r.dir, '--toolchain', toolchain, '--command', COMMAND, '--runner', 'sandbox', '--json'],
+      { env: { KILN_HOME: home }, timeoutMs: 240_000 },
+    );
+    assert.equal(
+      (JSON.parse(ok(again, 'kiln compile --runner sandbox')) as { source: string }).source,
+      'build',
     );
   });
 
