@@ -21,6 +21,7 @@ import { parallelGzip } from '../layer/gzip.js';
 import { type ExpansionLimits, expansionLimits, layerStream } from '../layer/tar-reader.js';
 import { defaultMtime } from '../layer/tar-writer.js';
 import { type Digest, newHash } from '../oci/digest.js';
+import type { ManifestFormat } from '../oci/media-type-policy.js';
 import { MediaType } from '../oci/media-types.js';
 import type { Platform } from '../oci/platform.js';
 import type { Descriptor } from '../oci/types.js';
@@ -528,6 +529,8 @@ export interface DiffOptions {
   platform?: Platform;
   /** RFC 3339 time of the history entries; default SOURCE_DATE_EPOCH, else the epoch. */
   created?: string;
+  /** With `to`: the manifest's media-type family: OCI unless `docker` (Docker v2 schema 2) is asked for. */
+  format?: ManifestFormat;
   store?: OciLayout;
   /** Gzip bomb limits; default from the environment. */
   limits?: Partial<ExpansionLimits>;
@@ -620,8 +623,6 @@ export async function diffImages(options: DiffOptions): Promise<DiffResult> {
     const lowerIds = diffIdsOf(low.image);
     const upperIds = diffIdsOf(up.image);
     const upperLayers = up.image.manifest.layers;
-    const docker =
-      (up.image.manifest.mediaType ?? up.image.descriptor.mediaType) === MediaType.DockerManifest;
     const base = {
       lower: low.source.name,
       upper: up.source.name,
@@ -662,11 +663,7 @@ export async function diffImages(options: DiffOptions): Promise<DiffResult> {
       const upper = { source: up.source, layers: same ? [] : upperLayers };
       const lower = { source: low.source, layers: same ? [] : low.image.manifest.layers };
       tree = await writeTreeDiff({ lower, upper, limits, onLayer: options.onLayer }, sink);
-      const mediaType = !tree.gzip
-        ? MediaType.OciLayer
-        : docker
-          ? MediaType.DockerLayerGzip
-          : MediaType.OciLayerGzip;
+      const mediaType = tree.gzip ? MediaType.OciLayerGzip : MediaType.OciLayer;
       const descriptor: Descriptor = { mediaType, digest: tree.digest, size: tree.size };
       if ('store' in sink) composed.addOwn(descriptor);
       layers = [{ descriptor, diffId: tree.diffId }];
@@ -681,10 +678,14 @@ export async function diffImages(options: DiffOptions): Promise<DiffResult> {
     };
     if (options.output !== undefined) return { ...result, output: options.output };
 
-    const image = Image.of(up.source, up.image).withLayers(
-      layers.map((l) => ({ ...l, source: reused ? up.source : undefined })),
-      layers.map(() => ({ created, created_by: 'kiln diff' })),
-    );
+    // A new manifest: OCI unless Docker v2 is asked for (a Docker upper's types renamed, same blobs).
+    const image = Image.of(up.source, up.image)
+      .withLayers(
+        layers.map((l) => ({ ...l, source: reused ? up.source : undefined })),
+        layers.map(() => ({ created, created_by: 'kiln diff' })),
+      )
+      .created(options.format);
+    result.layers = image.layers.map((l) => ({ descriptor: l.descriptor, diffId: l.diffId }));
     const descriptor = await image.write(composed);
     composed.setRoot(descriptor);
     const written: ComposeResult = {

@@ -5,6 +5,7 @@
  */
 import { KilnError } from '../errors.js';
 import type { ExpansionLimits } from '../layer/tar-reader.js';
+import type { ManifestFormat } from '../oci/media-type-policy.js';
 import { MediaType } from '../oci/media-types.js';
 import type { Platform } from '../oci/platform.js';
 import type { Descriptor, ImageIndex } from '../oci/types.js';
@@ -38,6 +39,8 @@ export interface FlattenImageOptions {
   platform?: Platform;
   /** RFC 3339 time of the history entry; default SOURCE_DATE_EPOCH, else the epoch. */
   created?: string;
+  /** The manifest's media-type family: OCI unless `docker` (Docker v2 schema 2) is asked for. */
+  format?: ManifestFormat;
   store?: OciLayout;
   /** Gzip bomb limits; default from the environment. */
   limits?: Partial<ExpansionLimits>;
@@ -108,16 +111,18 @@ async function flattenOne(
     { upper: { source, layers }, limits: options.limits, onLayer: options.onLayer },
     { store: composed.store },
   );
-  // The image's family (a Docker v2 image keeps Docker media types: a manifest may not mix the two).
-  const next = Image.of(source, image).withLayers(
-    [
-      {
-        descriptor: { mediaType: MediaType.OciLayerGzip, digest: tree.digest, size: tree.size },
-        diffId: tree.diffId,
-      },
-    ],
-    [{ created, created_by: 'kiln flatten' }],
-  );
+  // A new manifest: OCI unless Docker v2 is asked for (a Docker base's types renamed, same blobs).
+  const next = Image.of(source, image)
+    .withLayers(
+      [
+        {
+          descriptor: { mediaType: MediaType.OciLayerGzip, digest: tree.digest, size: tree.size },
+          diffId: tree.diffId,
+        },
+      ],
+      [{ created, created_by: 'kiln flatten' }],
+    )
+    .created(options.format);
   const layer = next.layers[0]!.descriptor;
   const descriptor = await next.write(composed);
   const platform = configPlatform(image.config);

@@ -9,6 +9,14 @@
  */
 import { KilnError } from '../errors.js';
 import { type Digest, sha256 } from '../oci/digest.js';
+import {
+  createdFamily,
+  type Family,
+  familyOf,
+  hasDockerType,
+  inFamily,
+  type ManifestFormat,
+} from '../oci/media-type-policy.js';
 import { MediaType } from '../oci/media-types.js';
 import type { Platform } from '../oci/platform.js';
 import type {
@@ -24,8 +32,7 @@ import type { ImageSource } from '../transport/types.js';
 import { type ComposedSource, configPlatform, type LoadedImage, loadImage } from './compose.js';
 import { sortKeys } from './write.js';
 
-/** The two families of manifest media types; one manifest never mixes them. */
-export type Family = 'oci' | 'docker';
+export type { Family };
 
 /** A change to a keyed map: a value sets the key, null removes it. */
 export type KeyChanges = Record<string, string | null>;
@@ -68,26 +75,6 @@ interface State {
   annotations?: Annotations;
   configChanged: boolean;
   manifestChanged: boolean;
-}
-
-const DOCKER_TO_OCI: Record<string, string> = {
-  [MediaType.DockerManifest]: MediaType.OciManifest,
-  [MediaType.DockerConfig]: MediaType.OciConfig,
-  [MediaType.DockerLayerGzip]: MediaType.OciLayerGzip,
-  [MediaType.DockerForeignLayerGzip]: MediaType.OciLayerNondistributableGzip,
-};
-const OCI_TO_DOCKER: Record<string, string> = Object.fromEntries(
-  Object.entries(DOCKER_TO_OCI).map(([docker, oci]) => [oci, docker]),
-);
-
-/** A media type in `family`: the same bytes under the other family's name, or unchanged when it has none. */
-export function inFamily(mediaType: string, family: Family): string {
-  return (family === 'oci' ? DOCKER_TO_OCI[mediaType] : OCI_TO_DOCKER[mediaType]) ?? mediaType;
-}
-
-/** The family of a manifest media type. */
-export function familyOf(manifestMediaType: string | undefined): Family {
-  return manifestMediaType === MediaType.DockerManifest ? 'docker' : 'oci';
 }
 
 export class Image {
@@ -275,8 +262,7 @@ export class Image {
   /** The same image in the other media-type family (the blobs are the same bytes). */
   withFamily(family: Family): Image {
     if (family === this.family) return this;
-    const dockerable = (t: string) => inFamily(t, 'docker') in DOCKER_TO_OCI;
-    if (family === 'docker' && !this.s.layers.every((l) => dockerable(l.descriptor.mediaType)))
+    if (family === 'docker' && !this.s.layers.every((l) => hasDockerType(l.descriptor.mediaType)))
       throw new KilnError('E_UNSUPPORTED', `${this.s.name} has layers with no Docker v2 media type`, {
         hint: 'keep it an OCI image (zstd and uncompressed layers have no Docker type)',
       });
@@ -291,6 +277,15 @@ export class Image {
     });
     if (family === 'docker') delete next.s.annotations;
     return next;
+  }
+
+  /**
+   * As the media-type policy has a manifest kiln creates: OCI unless `format` asks for Docker v2. An
+   * image no change touched (and no format asked for) stays as it is, bytes and digest.
+   */
+  created(format?: ManifestFormat): Image {
+    if (this.unchanged && format === undefined) return this;
+    return this.withFamily(createdFamily(format));
   }
 
   /** The config as written: its bytes and descriptor (the base's own bytes when unchanged). */

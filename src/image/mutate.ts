@@ -1,4 +1,12 @@
 import { KilnError } from '../errors.js';
+import {
+  createdFamily,
+  familyOf,
+  indexInFamily,
+  indexType,
+  type ManifestFormat,
+} from '../oci/media-type-policy.js';
+import { isManifestType } from '../oci/media-types.js';
 import type { Platform } from '../oci/platform.js';
 import type { Descriptor, ImageIndex } from '../oci/types.js';
 import { encodeJson } from '../oci/validate.js';
@@ -38,6 +46,11 @@ export interface MutateOptions {
   annotations?: KeyChanges;
   workdir?: string;
   user?: string;
+  /**
+   * The family of what is changed: OCI unless `docker` (Docker v2 schema 2) is asked for. Asked for,
+   * every image is written in it; without it, an image (or index) nothing changed keeps its bytes.
+   */
+  format?: ManifestFormat;
   store?: OciLayout;
 }
 
@@ -86,18 +99,27 @@ async function mutateIndex(
   options: MutateOptions,
   state: { changed: number },
 ): Promise<Descriptor> {
-  const manifests = await mapIndexImages(composed, source, index, (image) =>
-    mutateOne(composed, source, image, options, state),
-  );
-  const next: ImageIndex = { ...index, manifests };
+  const family = createdFamily(options.format);
+  const each = (convert: boolean) =>
+    mapIndexImages(composed, source, index, (image) =>
+      mutateOne(composed, source, image, options, state, convert),
+    );
+  let manifests = await each(options.format !== undefined);
   const annotations = mergeKeys(index.annotations, options.annotations);
-  if (annotations) next.annotations = annotations;
-  else delete next.annotations;
-  if (encodeJson(next).equals(encodeJson(index))) {
+  const changed: ImageIndex = { ...index };
+  if (annotations) changed.annotations = annotations;
+  else delete changed.annotations;
+  const same = familyOf(index.mediaType ?? root.mediaType) === family;
+  if (same && encodeJson({ ...changed, manifests }).equals(encodeJson(index))) {
     composed.addBase(root, source); // nothing changed: the original bytes, so the same digest
     return root;
   }
-  return composed.putJson(index.mediaType ?? root.mediaType, next);
+  // A new index, in the family of what kiln creates, and so is every image it lists.
+  if (manifests.some((m) => isManifestType(m.mediaType) && familyOf(m.mediaType) !== family)) {
+    state.changed = 0;
+    manifests = await each(true);
+  }
+  return composed.putJson(indexType(family), indexInFamily(changed, family, manifests));
 }
 
 async function mutateOne(
@@ -106,10 +128,13 @@ async function mutateOne(
   image: LoadedImage,
   options: MutateOptions,
   state: { changed: number },
+  /** Into the created family even when nothing else changed (the image is listed by a new index). */
+  convert = false,
 ): Promise<Descriptor> {
-  const next = Image.of(source, image)
+  const changed = Image.of(source, image)
     .withConfig(options)
     .withAnnotations(options.annotations ?? {});
+  const next = convert ? changed.withFamily(createdFamily(options.format)) : changed.created(options.format);
   if (!next.unchanged) state.changed++;
   return next.write(composed);
 }
