@@ -16,6 +16,7 @@ import { BLOCK } from '../layer/tar-header.js';
 import { isGzip } from '../layer/tar-reader.js';
 import { writeLayer } from '../layer/write-layer.js';
 import { type Digest, newHash } from '../oci/digest.js';
+import { createdFamily, inFamily, type ManifestFormat, manifestInFamily } from '../oci/media-type-policy.js';
 import { MediaType } from '../oci/media-types.js';
 import { hostPlatform, type Platform } from '../oci/platform.js';
 import type { Descriptor, ImageConfig, ImageManifest } from '../oci/types.js';
@@ -59,6 +60,8 @@ export interface AppendOptions {
    * left out.
    */
   devices?: LayerDevicePolicy;
+  /** The manifest's media-type family: OCI unless `docker` (Docker v2 schema 2) is asked for. */
+  format?: ManifestFormat;
   store?: OciLayout;
 }
 
@@ -97,9 +100,9 @@ export async function appendLayers(options: AppendOptions): Promise<AppendResult
       }
       for (const layer of base.manifest.layers) composed.addBase(layer, source);
     }
-    // A Docker v2 base keeps Docker media types: a manifest may not mix the two families.
-    const docker = (base?.manifest.mediaType ?? base?.descriptor.mediaType) === MediaType.DockerManifest;
-    const layerType = docker ? MediaType.DockerLayerGzip : MediaType.OciLayerGzip;
+    // A new manifest: OCI unless Docker v2 is asked for (a Docker base's types renamed, same blobs).
+    const family = createdFamily(options.format);
+    const layerType = inFamily(MediaType.OciLayerGzip, family);
 
     const layers: AppendedLayer[] = [];
     for (const input of options.layers) {
@@ -127,9 +130,13 @@ export async function appendLayers(options: AppendOptions): Promise<AppendResult
     const configDesc = await composed.putJson(base?.manifest.config.mediaType ?? MediaType.OciConfig, config);
     const newLayers = layers.map((l) => l.descriptor);
     // Spreading the base keeps its fields (mediaType, annotations) and their order.
-    const manifest: ImageManifest = base
-      ? { ...base.manifest, config: configDesc, layers: [...base.manifest.layers, ...newLayers] }
-      : { schemaVersion: 2, mediaType: MediaType.OciManifest, config: configDesc, layers: newLayers };
+    const manifest: ImageManifest = manifestInFamily(
+      base
+        ? { ...base.manifest, config: configDesc, layers: [...base.manifest.layers, ...newLayers] }
+        : { schemaVersion: 2, mediaType: MediaType.OciManifest, config: configDesc, layers: newLayers },
+      family,
+      options.base,
+    );
     const mediaType = manifest.mediaType ?? base?.descriptor.mediaType ?? MediaType.OciManifest;
     const descriptor = await composed.putJson(mediaType, manifest);
     composed.setRoot(descriptor);
