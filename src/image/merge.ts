@@ -4,6 +4,14 @@
  * meet and a whiteout in a later image deletes a file of an earlier one.
  */
 import { KilnError } from '../errors.js';
+import {
+  createdFamily,
+  descriptorInFamily,
+  type Family,
+  indexType,
+  inFamily,
+  type ManifestFormat,
+} from '../oci/media-type-policy.js';
 import { layerCompression, MediaType } from '../oci/media-types.js';
 import { formatPlatform, isWasmPlatform, type Platform, platformMatches } from '../oci/platform.js';
 import { formatReference } from '../oci/reference.js';
@@ -59,6 +67,8 @@ export interface MergeOptions {
   platform?: Platform;
   /** Default `auto`. */
   configFrom?: ConfigFrom;
+  /** The manifests' media-type family: OCI unless `docker` (Docker v2 schema 2) is asked for. */
+  format?: ManifestFormat;
   store?: OciLayout;
 }
 
@@ -106,6 +116,7 @@ export async function mergeImages(options: MergeOptions): Promise<MergeResult> {
   const configFrom = options.configFrom ?? 'auto';
   if (!CONFIG_FROM.includes(configFrom))
     throw new KilnError('E_USAGE', `--config-from takes ${CONFIG_FROM.join(', ')}, got '${configFrom}'`);
+  const family = createdFamily(options.format);
   const store = options.store ?? (await openCache());
   const composed = new ComposedSource('kiln merge', store);
   try {
@@ -117,10 +128,10 @@ export async function mergeImages(options: MergeOptions): Promise<MergeResult> {
     const images: MergedImage[] = [];
     let descriptor: Descriptor;
     if (!options.platform && roots.every((r) => r.parsed.kind === 'index')) {
-      descriptor = await mergeIndexes(composed, roots, configFrom, images);
+      descriptor = await mergeIndexes(composed, roots, configFrom, images, family);
     } else {
       const inputs = await pickInputs(roots, options.platform);
-      descriptor = await mergeOne(composed, inputs, configFrom, images);
+      descriptor = await mergeOne(composed, inputs, configFrom, images, family);
     }
     composed.setRoot(descriptor);
     const written = await writeComposed(composed, options.to);
@@ -161,6 +172,7 @@ async function mergeIndexes(
   roots: InputRoot[],
   configFrom: ConfigFrom,
   images: MergedImage[],
+  family: Family,
 ): Promise<Descriptor> {
   const lists = roots.map((r) => {
     const entries = indexImages((r.parsed as { index: ImageIndex }).index);
@@ -193,7 +205,7 @@ async function mergeIndexes(
       const child = lists[i]!.find((e) => platformKey(e.platform!) === key)!;
       inputs.push({ name: r.name, source: r.source, image: await loadImage(r.source, child) });
     }
-    const merged = await mergeOne(composed, inputs, configFrom, images);
+    const merged = await mergeOne(composed, inputs, configFrom, images, family);
     manifests.push({
       mediaType: merged.mediaType,
       digest: merged.digest,
@@ -202,12 +214,7 @@ async function mergeIndexes(
     });
   }
   // A new index: the base index's annotations and attestations describe the base, not the merge.
-  const docker = manifests.every((m) => m.mediaType === MediaType.DockerManifest);
-  const index: ImageIndex = {
-    schemaVersion: 2,
-    mediaType: docker ? MediaType.DockerManifestList : MediaType.OciIndex,
-    manifests,
-  };
+  const index: ImageIndex = { schemaVersion: 2, mediaType: indexType(family), manifests };
   return composed.putJson(index.mediaType!, index);
 }
 
@@ -216,6 +223,7 @@ async function mergeOne(
   inputs: InputImage[],
   configFrom: ConfigFrom,
   images: MergedImage[],
+  family: Family,
 ): Promise<Descriptor> {
   const base = inputs[0]!;
   const platform = samePlatform(inputs);
@@ -223,7 +231,6 @@ async function mergeOne(
     checkLayers(input);
     for (const layer of input.image.manifest.layers) composed.addBase(layer, input.source);
   }
-  const family = manifestFamily(inputs.map((i) => i.image));
   const chosen = chooseConfig(inputs, configFrom);
 
   const config: ImageConfig = structuredClone(base.image.config);
@@ -231,14 +238,11 @@ async function mergeOne(
   else delete config.config;
   config.rootfs = { type: 'layers', diff_ids: inputs.flatMap((i) => i.image.config.rootfs.diff_ids) };
   config.history = inputs.flatMap((i) => imageHistory(i.image, 'kiln merge'));
-  const configDesc = await composed.putJson(
-    family === 'docker' ? MediaType.DockerConfig : MediaType.OciConfig,
-    config,
-  );
+  const configDesc = await composed.putJson(inFamily(MediaType.OciConfig, family), config);
   const manifest = buildManifest(
     family,
     configDesc,
-    inputs.flatMap((i) => i.image.manifest.layers.map((l) => familyLayer(l, family))),
+    inputs.flatMap((i) => i.image.manifest.layers.map((l) => descriptorInFamily(l, family, i.name))),
     base.image.manifest.annotations,
     base,
   );
@@ -301,31 +305,13 @@ export function checkLayers(input: InputImage): void {
     );
 }
 
-/** Docker's manifest types only when every input has them; else OCI (zstd, for one, has no Docker type). */
-export function manifestFamily(images: LoadedImage[]): 'oci' | 'docker' {
-  return images.every((i) => (i.manifest.mediaType ?? i.descriptor.mediaType) === MediaType.DockerManifest)
-    ? 'docker'
-    : 'oci';
-}
-
-const DOCKER_TO_OCI: Record<string, string> = {
-  [MediaType.DockerLayerGzip]: MediaType.OciLayerGzip,
-  [MediaType.DockerForeignLayerGzip]: MediaType.OciLayerNondistributableGzip,
-};
-
-/** A layer descriptor in the manifest's family: the same blob, its type renamed (the bytes are the same format). */
-export function familyLayer(layer: Descriptor, family: 'oci' | 'docker'): Descriptor {
-  const renamed = family === 'oci' ? DOCKER_TO_OCI[layer.mediaType] : undefined;
-  return renamed ? { ...layer, mediaType: renamed } : layer;
-}
-
 /**
  * A manifest of `layers` with base annotations naming `base`: base.digest always, base.name only
  * for a registry base (a local path is no reference another machine could pull). Docker v2
  * manifests have no annotations.
  */
 export function buildManifest(
-  family: 'oci' | 'docker',
+  family: Family,
   config: Descriptor,
   layers: Descriptor[],
   annotations: Annotations | undefined,

@@ -4,6 +4,15 @@
  */
 import { isDeepStrictEqual } from 'node:util';
 import { KilnError } from '../errors.js';
+import {
+  createdFamily,
+  descriptorInFamily,
+  type Family,
+  indexInFamily,
+  indexType,
+  inFamily,
+  type ManifestFormat,
+} from '../oci/media-type-policy.js';
 import { MediaType } from '../oci/media-types.js';
 import { formatPlatform, type Platform } from '../oci/platform.js';
 import type { Descriptor, HistoryEntry, ImageConfig, ImageIndex } from '../oci/types.js';
@@ -28,10 +37,8 @@ import {
 import {
   buildManifest,
   checkLayers,
-  familyLayer,
   type InputImage,
   imageHistory,
-  manifestFamily,
   nonEmpty,
   samePlatform,
 } from './merge.js';
@@ -46,6 +53,8 @@ export interface RebaseOptions {
   to: string;
   /** From an index SRC: rebase only this image and write it alone. Without: every image of the index. */
   platform?: Platform;
+  /** The manifests' media-type family: OCI unless `docker` (Docker v2 schema 2) is asked for. */
+  format?: ManifestFormat;
   store?: OciLayout;
 }
 
@@ -76,6 +85,7 @@ interface Opened {
 /** Rebases SRC (every image of an index, or the one `platform` names) and writes it to `to`; nothing is written when a check fails. */
 export async function rebaseImage(options: RebaseOptions): Promise<RebaseResult> {
   parseLocation(options.to); // a bad destination fails before any work
+  const family = createdFamily(options.format);
   const store = options.store ?? (await openCache());
   const composed = new ComposedSource('kiln rebase', store);
   try {
@@ -103,9 +113,10 @@ export async function rebaseImage(options: RebaseOptions): Promise<RebaseResult>
         oldBase,
         newBase,
         images,
+        family,
       );
     } else {
-      descriptor = await rebaseIndex(composed, src, src.index, oldBase, newBase, images);
+      descriptor = await rebaseIndex(composed, src, src.index, oldBase, newBase, images, family);
     }
     composed.setRoot(descriptor);
     const written = await writeComposed(composed, options.to);
@@ -129,6 +140,7 @@ async function rebaseIndex(
   oldBase: Opened,
   newBase: Opened,
   images: RebasedImage[],
+  family: Family,
 ): Promise<Descriptor> {
   const manifests: Descriptor[] = [];
   // Attestations (unknown/unknown) are left out: they describe the images as they were.
@@ -140,17 +152,12 @@ async function rebaseIndex(
       oldBase,
       newBase,
       images,
+      family,
     );
     manifests.push(replacedEntry(child, next));
   }
-  const docker = manifests.every((m) => m.mediaType === MediaType.DockerManifest);
-  const next: ImageIndex = {
-    ...index,
-    mediaType: docker ? (index.mediaType ?? src.root.mediaType) : MediaType.OciIndex,
-    manifests,
-  };
-  if (docker) delete next.annotations;
-  return composed.putJson(next.mediaType!, next);
+  const next = indexInFamily({ ...index, mediaType: indexType(family) }, family, manifests);
+  return composed.putJson(indexType(family), next);
 }
 
 /** The image of a base for `platform`: a single image must be for it, an index must list it. */
@@ -167,6 +174,7 @@ async function rebaseOne(
   oldOpened: Opened,
   newOpened: Opened,
   images: RebasedImage[],
+  family: Family,
 ): Promise<Descriptor> {
   const platform = configPlatform(src.image.config)!;
   const oldBase = await baseFor(oldOpened, platform);
@@ -180,18 +188,17 @@ async function rebaseOne(
   for (const layer of own) composed.addBase(layer, src.source);
   for (const layer of newBase.image.manifest.layers) composed.addBase(layer, newBase.source);
 
-  const family = manifestFamily([src.image, newBase.image]);
   const config: ImageConfig = structuredClone(src.image.config);
   config.rootfs = {
     type: 'layers',
     diff_ids: [...newBase.image.config.rootfs.diff_ids, ...src.image.config.rootfs.diff_ids.slice(cut)],
   };
   config.history = [...imageHistory(newBase.image, 'kiln rebase'), ...ownHistory(src.image, oldBase.image)];
-  const configDesc = await composed.putJson(
-    family === 'docker' ? MediaType.DockerConfig : MediaType.OciConfig,
-    config,
-  );
-  const layers = [...newBase.image.manifest.layers, ...own].map((l) => familyLayer(l, family));
+  const configDesc = await composed.putJson(inFamily(MediaType.OciConfig, family), config);
+  const layers = [
+    ...newBase.image.manifest.layers.map((l) => descriptorInFamily(l, family, newBase.name)),
+    ...own.map((l) => descriptorInFamily(l, family, src.name)),
+  ];
   const manifest = buildManifest(family, configDesc, layers, src.image.manifest.annotations, newBase);
   const descriptor = await composed.putJson(manifest.mediaType!, manifest);
   images.push({
