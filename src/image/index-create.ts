@@ -1,10 +1,12 @@
 import { KilnError } from '../errors.js';
+import { createdFamily, indexInFamily, indexType, type ManifestFormat } from '../oci/media-type-policy.js';
 import { isManifestType, MediaType } from '../oci/media-types.js';
 import { formatPlatform, normalizePlatform } from '../oci/platform.js';
 import type { Descriptor, ImageIndex } from '../oci/types.js';
 import { MAX_CONFIG_BYTES, parseConfig } from '../oci/validate.js';
 import { openCache } from '../store/cache.js';
 import type { OciLayout } from '../store/layout.js';
+import { inFormat } from '../transport/format.js';
 import { openSource } from '../transport/open.js';
 import { parseLocation } from '../transport/parse.js';
 import type { ImageSource } from '../transport/types.js';
@@ -25,6 +27,11 @@ export interface IndexCreateOptions {
   sources: string[];
   to: string;
   annotations?: Record<string, string>;
+  /**
+   * The index's media-type family, and so its images': OCI unless `docker` (a Docker manifest list)
+   * is asked for. An image listed in the other family is converted (same blobs, new manifest digest).
+   */
+  format?: ManifestFormat;
   store?: OciLayout;
 }
 
@@ -34,13 +41,15 @@ export interface IndexCreateResult extends ComposeResult {
 }
 
 /**
- * Makes one OCI image index of several images. Each image's platform comes from its config; an
- * index's entries are taken with the platform they have. The same platform twice is an error
- * unless it is the same manifest, which is listed once.
+ * Makes one OCI image index of several images (a Docker manifest list with `format: 'docker'`);
+ * Docker v2 images are listed converted to OCI, so an OCI index holds OCI images only. Each image's
+ * platform comes from its config; an index's entries are taken with the platform they have. The
+ * same platform twice is an error unless it is the same manifest, which is listed once.
  */
 export async function createIndex(options: IndexCreateOptions): Promise<IndexCreateResult> {
   parseLocation(options.to); // a bad destination fails before any work
   if (options.sources.length === 0) throw new KilnError('E_USAGE', 'index create needs at least one image');
+  const family = createdFamily(options.format);
   const store = options.store ?? (await openCache());
   const composed = new ComposedSource('kiln index create', store);
   try {
@@ -48,7 +57,7 @@ export async function createIndex(options: IndexCreateOptions): Promise<IndexCre
     const byDigest = new Set<string>();
     const byPlatform = new Map<string, { digest: string; from: string }>();
     for (const name of options.sources) {
-      const source = composed.addSource(await openSource(name));
+      const source = composed.addSource(inFormat(await openSource(name), family));
       for (const entry of await entriesOf(source)) {
         if (byDigest.has(entry.digest)) continue;
         // Attestations (unknown/unknown) and platform-less artifacts never compete for a platform.
@@ -68,14 +77,15 @@ export async function createIndex(options: IndexCreateOptions): Promise<IndexCre
         manifests.push(entry);
       }
     }
-    const index: ImageIndex = { schemaVersion: 2, mediaType: MediaType.OciIndex, manifests };
+    const created: ImageIndex = { schemaVersion: 2, mediaType: indexType(family), manifests };
     if (options.annotations && Object.keys(options.annotations).length > 0)
-      index.annotations = sortKeys(options.annotations);
-    const descriptor = await composed.putJson(MediaType.OciIndex, index);
+      created.annotations = sortKeys(options.annotations);
+    const index = indexInFamily(created, family, manifests);
+    const descriptor = await composed.putJson(indexType(family), index);
     composed.setRoot(descriptor);
     // A single-image destination (docker-archive) gets the host's image: report what was written.
     const written = await writeComposed(composed, options.to);
-    return { destination: options.to, descriptor: written.descriptor, manifests };
+    return { destination: options.to, descriptor: written.descriptor, manifests: index.manifests };
   } finally {
     await composed.close();
   }
