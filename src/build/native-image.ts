@@ -24,6 +24,7 @@ import {
 import { Image } from '../image/image.js';
 import { writeLayer } from '../layer/write-layer.js';
 import type { Digest } from '../oci/digest.js';
+import { createdFamily } from '../oci/media-type-policy.js';
 import { formatPlatform, type Platform } from '../oci/platform.js';
 import type { Descriptor, ImageConfig, ImageManifest } from '../oci/types.js';
 import type { OciLayout } from '../store/layout.js';
@@ -153,11 +154,11 @@ export async function buildNativeImage(options: NativeImageOptions): Promise<Nat
     annotations[ANNOTATION_BASE_NAME] = base.name;
     annotations[ANNOTATION_BASE_DIGEST] = base.image.descriptor.digest;
   }
-  // Always an OCI manifest: a Docker base's gzip layers are the same bytes under the OCI type.
+  // A created manifest (media-type policy): OCI, a Docker base's layers the same bytes under OCI types.
   const image = (
     base ? Image.of(base.source, base.image) : Image.fromConfig(scratchConfig(options.platform), options.name)
   )
-    .withFamily('oci')
+    .withFamily(createdFamily())
     .withConfig({
       created: options.created,
       entrypoint: options.entrypoint?.length ? options.entrypoint : [`/${binary}`],
