@@ -116,7 +116,7 @@ export function manifestInFamily(manifest: ImageManifest, family: Family, name: 
       layers: manifest.layers.map((l) => descriptorInFamily(l, 'oci', name)),
     };
   }
-  if (manifest.mediaType === MediaType.DockerManifest) return manifest;
+  if (manifest.mediaType === MediaType.DockerManifest && manifest.annotations === undefined) return manifest;
   if (manifest.artifactType !== undefined || manifest.subject !== undefined)
     throw new KilnError('E_UNSUPPORTED', `${name} is an OCI artifact, which Docker v2 manifests can't hold`, {
       hint: 'keep it OCI: leave out --format docker',

@@ -276,14 +276,19 @@ test('append: a .tar is gzipped deterministically, a .tar.gz/.tgz is kept byte f
   );
 });
 
-test('append to a base keeps its config and layers; a Docker v2 base keeps Docker media types', async () => {
+test('append to a base keeps its config and layers; a Docker v2 base gives OCI unless Docker is asked for', async () => {
   const { dir } = await makeTree();
   const extra = {
     config: { Env: ['PATH=/bin'], ExposedPorts: { '80/tcp': {} }, Entrypoint: ['/init'] },
     'x-vendor': { keep: [1, 2, 3] },
     created: '2021-02-03T04:05:06Z',
   };
-  for (const docker of [true, false]) {
+  const cases = [
+    { docker: true, format: undefined, out: 'oci' },
+    { docker: true, format: 'docker', out: 'docker' },
+    { docker: false, format: undefined, out: 'oci' },
+  ] as const;
+  for (const { docker, format, out } of cases) {
     const baseDir = fresh('base');
     const baseDesc = await makeImage(baseDir, 'b', { docker, config: extra, annotations: { 'a.b': 'c' } });
     const base = await readImage(`oci:${baseDir}:b`);
@@ -292,19 +297,32 @@ test('append to a base keeps its config and layers; a Docker v2 base keeps Docke
       layers: [{ source: dir, dest: '/srv' }],
       to: `oci:${baseDir}:appended`,
       store,
+      ...(format ? { format } : {}),
     });
     assert.notEqual(result.descriptor.digest, baseDesc.digest);
     const img = await readImage(`oci:${baseDir}:appended`);
-    const family = docker ? 'Docker' : 'OCI';
-    assert.equal(img.manifest.mediaType, docker ? MediaType.DockerManifest : MediaType.OciManifest, family);
+    const family = `${docker ? 'Docker' : 'OCI'} base, ${format ?? 'no'} format`;
+    const outDocker = out === 'docker';
+    assert.equal(
+      img.manifest.mediaType,
+      outDocker ? MediaType.DockerManifest : MediaType.OciManifest,
+      family,
+    );
     assert.equal(img.root.mediaType, img.manifest.mediaType);
-    assert.equal(img.manifest.config.mediaType, docker ? MediaType.DockerConfig : MediaType.OciConfig);
-    assert.deepEqual(img.manifest.layers[0], base.manifest.layers[0], 'the base layer, untouched');
+    assert.equal(img.manifest.config.mediaType, outDocker ? MediaType.DockerConfig : MediaType.OciConfig);
+    assert.deepEqual(
+      img.manifest.layers[0],
+      {
+        ...base.manifest.layers[0]!,
+        mediaType: outDocker ? MediaType.DockerLayerGzip : MediaType.OciLayerGzip,
+      },
+      'the base layer: the same blob, typed in the manifest family',
+    );
     assert.equal(
       img.manifest.layers[1]!.mediaType,
-      docker ? MediaType.DockerLayerGzip : MediaType.OciLayerGzip,
+      outDocker ? MediaType.DockerLayerGzip : MediaType.OciLayerGzip,
     );
-    assert.deepEqual(img.manifest.annotations, { 'a.b': 'c' });
+    assert.deepEqual(img.manifest.annotations, outDocker ? undefined : { 'a.b': 'c' }, 'Docker v2 has none');
     // Everything but rootfs and history is what the base had, in the same order.
     const { rootfs, history, ...rest } = img.config;
     const { rootfs: baseRootfs, history: baseHistory, ...baseRest } = base.config;
