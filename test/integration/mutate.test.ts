@@ -31,6 +31,8 @@ const DOCKER_MANIFEST = 'application/vnd.docker.distribution.manifest.v2+json';
 const DOCKER_CONFIG = 'application/vnd.docker.container.image.v1+json';
 const DOCKER_LAYER = 'application/vnd.docker.image.rootfs.diff.tar.gzip';
 const OCI_LAYER = 'application/vnd.oci.image.layer.v1.tar+gzip';
+const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
+const OCI_CONFIG = 'application/vnd.oci.image.config.v1+json';
 const HOST = formatPlatform(hostPlatform());
 
 const work = mkdtempSync(join(tmpdir(), 'kiln-mutate-'));
@@ -191,7 +193,7 @@ test('append: tar and tar.gz made by GNU tar are the layers; the .tar.gz byte fo
   assert.match(err.message, /as it is/);
 });
 
-test('append keeps Docker media types on a Docker v2 base (as skopeo writes it); a docker-archive base works', async (t) => {
+test('append to a Docker v2 base (as skopeo writes it) writes OCI over the same base blob; a docker-archive base works', async (t) => {
   const reason = toolSkipReason('skopeo');
   if (reason !== undefined) return t.skip(reason);
   const tree = makeTree('tree-docker');
@@ -222,13 +224,20 @@ test('append keeps Docker media types on a Docker v2 base (as skopeo writes it);
     '--to',
     `oci:${out}:a`,
   ]);
+  // A manifest kiln creates is OCI (the media-type policy): the Docker layer is the same blob, renamed.
+  const v2Index = JSON.parse(readFileSync(join(v2, 'index.json'), 'utf8')) as { manifests: Descriptor[] };
+  const base = json<Manifest>(v2, v2Index.manifests[0]!.digest);
+  assert.equal(base.mediaType, DOCKER_MANIFEST);
+  assert.equal(base.config.mediaType, DOCKER_CONFIG);
+  assert.equal(base.layers[0]!.mediaType, DOCKER_LAYER);
   const manifest = json<Manifest>(out, digest);
-  assert.equal(manifest.mediaType, DOCKER_MANIFEST);
-  assert.equal(manifest.config.mediaType, DOCKER_CONFIG);
+  assert.equal(manifest.mediaType, OCI_MANIFEST);
+  assert.equal(manifest.config.mediaType, OCI_CONFIG);
   assert.deepEqual(
     manifest.layers.map((l) => l.mediaType),
-    [DOCKER_LAYER, DOCKER_LAYER],
+    [OCI_LAYER, OCI_LAYER],
   );
+  assert.equal(manifest.layers[0]!.digest, base.layers[0]!.digest);
 
   // A docker-archive base (docker save's layout) is read as an OCI image by the transport.
   const archive = join(work, 'docker-base.tar');
