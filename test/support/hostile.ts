@@ -7,7 +7,6 @@
  *
  * Same inputs, same bytes: mtimes are fixed, gzip runs at a fixed level, nothing is random.
  */
-import { createHash } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -18,6 +17,7 @@ import { writeJsonBlob, writeManifest } from '../../src/image/write.js';
 import { MediaType } from '../../src/oci/media-types.js';
 import type { Descriptor } from '../../src/oci/types.js';
 import { OciLayout } from '../../src/store/layout.js';
+import { sha256 } from './images.js';
 
 // ---------------------------------------------------------------------------------------------------
 // Tars
@@ -174,7 +174,7 @@ export async function writeImage(
     const bytes = l.raw ?? (l.gzip ? gzipSync(plain, { level: 6 }) : plain);
     const mediaType = l.mediaType ?? (l.gzip ? MediaType.OciLayerGzip : MediaType.OciLayer);
     descs.push({ mediaType, ...(await store.putBytes(bytes)) });
-    diffIds.push(`sha256:${sha256hex(plain)}`);
+    diffIds.push(sha256(plain));
   }
   const config = await writeJsonBlob(store, MediaType.OciConfig, {
     architecture: options.arch ?? 'amd64',
@@ -188,14 +188,10 @@ export async function writeImage(
   return { layout: layoutDir, ref: `oci:${layoutDir}:${tag}`, layers: descs, manifest: descriptor, config };
 }
 
-export function sha256hex(bytes: Uint8Array | string): string {
-  return createHash('sha256').update(bytes).digest('hex');
-}
-
 export function descriptorOf(mediaType: string, bytes: Uint8Array | string): Descriptor {
   return {
     mediaType,
-    digest: `sha256:${sha256hex(bytes)}`,
+    digest: sha256(bytes),
     size: typeof bytes === 'string' ? Buffer.byteLength(bytes) : bytes.byteLength,
   };
 }
@@ -212,7 +208,7 @@ export async function writeRawLayout(
   await fs.mkdir(path.join(layoutDir, 'blobs', 'sha256'), { recursive: true });
   await fs.writeFile(path.join(layoutDir, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
   for (const b of blobs) {
-    const name = b.name ?? `sha256:${sha256hex(b.bytes)}`;
+    const name = b.name ?? sha256(b.bytes);
     const [alg, hex] = name.split(':') as [string, string];
     await fs.mkdir(path.join(layoutDir, 'blobs', alg), { recursive: true });
     await fs.writeFile(path.join(layoutDir, 'blobs', alg, hex), b.bytes);
@@ -253,7 +249,7 @@ export async function memoryImage(entries: Spec[] = [file('hello.txt', 'hello\n'
       architecture: 'amd64',
       os: 'linux',
       config: { Cmd: ['/bin/sh'] },
-      rootfs: { type: 'layers', diff_ids: [`sha256:${sha256hex(plain)}`] },
+      rootfs: { type: 'layers', diff_ids: [sha256(plain)] },
     }),
   );
   const configDesc = descriptorOf(MediaType.OciConfig, config);

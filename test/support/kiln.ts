@@ -4,12 +4,17 @@
  * Every call runs `process.execPath dist/bin/kiln.js ...args` with KILN_HOME set to a temp dir that is
  * shared by all calls in this process (i.e. one per test file: `node --test` runs each file in its own
  * process) and removed at exit, so tests never touch ~/.cache/kiln.
+ *
+ * The helpers below run kiln and assert how it ended: it succeeded (kilnOk), printed a digest
+ * (kilnDigest) or JSON (kilnJson), or failed with an error code (kilnFails); kilnAppend and
+ * kilnIndexCreate spell out the two commands most tests make images with.
  */
+import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { run } from './tools.js';
+import { ok, run } from './tools.js';
 
 /** Absolute path of the built CLI. */
 export const KILN_CLI = fileURLToPath(new URL('../../dist/bin/kiln.js', import.meta.url));
@@ -53,4 +58,65 @@ export async function kiln(args: string[], opts: KilnOptions = {}): Promise<Kiln
     timeoutMs: opts.timeoutMs ?? 120_000,
   });
   return { code: r.code, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** A digest as kiln prints it. */
+export const DIGEST = /^sha256:[0-9a-f]{64}$/;
+
+/** Runs kiln, which must succeed; returns its stdout. */
+export async function kilnOk(args: string[], opts: KilnOptions = {}): Promise<string> {
+  return ok(await kiln(args, opts), `kiln ${args.join(' ')}`);
+}
+
+/** Runs kiln, which must succeed and print a digest; returns it. */
+export async function kilnDigest(args: string[], opts: KilnOptions = {}): Promise<string> {
+  const digest = (await kilnOk(args, opts)).trim();
+  assert.match(digest, DIGEST, `kiln ${args[0]} should print a digest, printed: ${digest}`);
+  return digest;
+}
+
+/** Runs kiln with --json, which must succeed; returns what it printed, parsed. */
+export async function kilnJson<T>(args: string[], opts: KilnOptions = {}): Promise<T> {
+  return JSON.parse(await kilnOk([...args, '--json'], opts)) as T;
+}
+
+export interface KilnJsonError {
+  code: string;
+  message: string;
+  hint?: string;
+}
+
+/** Runs kiln with --json, which must fail with the error `code`; returns the error. */
+export async function kilnFails(
+  args: string[],
+  code: string,
+  opts: KilnOptions = {},
+): Promise<KilnJsonError> {
+  const r = await kiln([...args, '--json'], opts);
+  assert.notEqual(r.code, 0, `kiln ${args.join(' ')} should fail\nstdout: ${r.stdout}`);
+  const { error } = JSON.parse(r.stdout) as { error: KilnJsonError };
+  assert.equal(error.code, code, error.message);
+  return error;
+}
+
+/**
+ * `kiln append BASE [--platform P] --layer L… --to TO [extra…]`, which must succeed; returns the
+ * digest. A layer is `SRC` or `SRC:DEST`.
+ */
+export function kilnAppend(
+  base: string,
+  layers: string[],
+  to: string,
+  options: { platform?: string; extra?: string[]; env?: NodeJS.ProcessEnv } = {},
+): Promise<string> {
+  const platform = options.platform ? ['--platform', options.platform] : [];
+  const layerArgs = layers.flatMap((l) => ['--layer', l]);
+  return kilnDigest(['append', base, ...platform, ...layerArgs, '--to', to, ...(options.extra ?? [])], {
+    env: options.env,
+  });
+}
+
+/** `kiln index create --to TO IMAGE…`, which must succeed; returns the index digest. */
+export function kilnIndexCreate(to: string, ...images: string[]): Promise<string> {
+  return kilnDigest(['index', 'create', '--to', to, ...images]);
 }

@@ -4,6 +4,7 @@
  * Policy: outside CI a missing tool lets a test skip with a clear reason; in CI (env CI set, and not
  * "false"/"0") a missing tool is an error, so nothing is ever silently skipped there.
  */
+import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { accessSync, constants, statSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
@@ -181,4 +182,10 @@ export async function runOk(cmd: string, args: readonly string[], opts: RunOptio
     );
   }
   return r;
+}
+
+/** Asserts that a process (kiln, a tool) exited with 0, its output in the message; returns its stdout. */
+export function ok(r: { code: number; stdout: string; stderr: string }, what: string): string {
+  assert.equal(r.code, 0, `${what} exited with ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
+  return r.stdout;
 }
