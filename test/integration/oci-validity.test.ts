@@ -11,8 +11,8 @@
  *    must list the tag.
  * 2. `kiln index create`: one image (umoci unpacks the tag) and two platforms (umoci 0.4.7 calls a tag
  *    of several images ambiguous: each entry is unpacked from a copy of the layout that names it).
- * 3. merge, append, mutate, flatten, rebase and diff of a base Docker pushed (Docker v2 schema 2,
- *    Docker media types) write OCI images, which both tools take.
+ * 3. merge, append, mutate, flatten, rebase, diff and index create of a base Docker pushed (Docker
+ *    v2 schema 2, Docker media types) write OCI images, which both tools take.
  * 4. `kiln copy` keeps a Docker v2 manifest byte for byte; `--format oci` converts it (and a Docker
  *    manifest list) to OCI, `--format docker` back to Docker v2.
  *
@@ -309,7 +309,7 @@ function dockerImages(): Promise<DockerImages> {
 }
 
 test(
-  'merge, append, mutate, flatten, rebase and diff of a Docker-pushed base write valid OCI layouts',
+  'merge, append, mutate, flatten, rebase, diff and index create of a Docker-pushed base write valid OCI layouts',
   LONG,
   async (t) => {
     const reason = dockerImagesSkip();
@@ -332,6 +332,15 @@ test(
         assertOciImage(dir, digest);
       });
     }
+    await t.test('index create', async () => {
+      // An OCI index lists OCI images: the Docker one converted (same blobs).
+      const dir = join(work, 'docker-index');
+      const digest = await kilnDigest(['index', 'create', '--to', `oci:${dir}:index`, base]);
+      const index = json(dir, digest);
+      assert.equal(index.mediaType, OCI_INDEX);
+      await assertValidImage(dir, 'index', ['bin/busybox']);
+      assertOciImage(dir, index.manifests![0]!.digest);
+    });
   },
 );
 
