@@ -77,6 +77,7 @@ export {
 export { listTar, type TarEntryInfo } from './layer/tar-reader.js';
 export { type WrittenLayer, writeLayer } from './layer/write-layer.js';
 export { type Digest, parseDigest, sha256 } from './oci/digest.js';
+export { MANIFEST_FORMATS, type ManifestFormat } from './oci/media-type-policy.js';
 export { MediaType } from './oci/media-types.js';
 export { formatPlatform, hostPlatform, type Platform, parsePlatform } from './oci/platform.js';
 export { familiarReference, formatReference, parseReference, type Reference } from './oci/reference.js';
