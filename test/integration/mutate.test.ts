@@ -4,109 +4,46 @@
  * running a busybox image made from scratch. Outside CI a missing tool skips; in CI it fails.
  */
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
-import {
-  copyFileSync,
-  mkdirSync,
-  mkdtempSync,
-  readFileSync,
-  rmSync,
-  symlinkSync,
-  writeFileSync,
-} from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
+import { test } from 'node:test';
 import { gunzipSync } from 'node:zlib';
 import { listTar, type TarEntryInfo } from '../../src/layer/tar-reader.js';
 import { formatPlatform, hostPlatform } from '../../src/oci/platform.js';
 import { dockerSkipReason, sharedDocker } from '../support/docker.js';
-import { kiln } from '../support/kiln.js';
-import { type RunResult, requireTool, run, runOk, toolSkipReason } from '../support/tools.js';
+import {
+  type Descriptor,
+  DOCKER_CONFIG,
+  DOCKER_LAYER,
+  DOCKER_MANIFEST,
+  HELLO_WASM,
+  type ImageConfig,
+  type ImageIndex,
+  layoutBlob,
+  layoutIndex,
+  layoutJson,
+  OCI_CONFIG,
+  OCI_LAYER_GZIP,
+  OCI_MANIFEST,
+  sha256,
+} from '../support/images.js';
+import { kilnAppend, kilnDigest, kilnFails, kilnIndexCreate, kilnJson, kilnOk } from '../support/kiln.js';
+import { workDir, writeTree } from '../support/temp.js';
+import { busyboxRootfs, busyboxSkipReason } from '../support/toolchain-images.js';
+import { ok, type RunResult, requireTool, run, runOk, toolSkipReason } from '../support/tools.js';
 
 const TIMEOUT = 120_000;
-const HELLO_WASM = fileURLToPath(new URL('../../examples/hello/hello.wasm', import.meta.url));
-const DOCKER_MANIFEST = 'application/vnd.docker.distribution.manifest.v2+json';
-const DOCKER_CONFIG = 'application/vnd.docker.container.image.v1+json';
-const DOCKER_LAYER = 'application/vnd.docker.image.rootfs.diff.tar.gzip';
-const OCI_LAYER = 'application/vnd.oci.image.layer.v1.tar+gzip';
-const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
-const OCI_CONFIG = 'application/vnd.oci.image.config.v1+json';
 const HOST = formatPlatform(hostPlatform());
 
-const work = mkdtempSync(join(tmpdir(), 'kiln-mutate-'));
-after(() => rmSync(work, { recursive: true, force: true }));
-
-const sha256 = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
-
-function ok(r: { code: number; stdout: string; stderr: string }, what: string): void {
-  assert.equal(r.code, 0, `${what} exited with ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
-}
-
-/** Runs kiln, which must succeed and print a digest; returns it. */
-async function kilnDigest(args: string[]): Promise<string> {
-  const r = await kiln(args);
-  ok(r, `kiln ${args.join(' ')}`);
-  const digest = r.stdout.trim();
-  assert.match(digest, /^sha256:[0-9a-f]{64}$/, `kiln ${args[0]} stdout: ${r.stdout}`);
-  return digest;
-}
-
-/** Runs kiln with --json, which must fail with `code`; returns the error. */
-async function kilnFails(
-  args: string[],
-  code: string,
-): Promise<{ code: string; message: string; hint?: string }> {
-  const r = await kiln([...args, '--json']);
-  assert.notEqual(r.code, 0, `kiln ${args.join(' ')} should fail\nstdout: ${r.stdout}`);
-  const { error } = JSON.parse(r.stdout) as { error: { code: string; message: string; hint?: string } };
-  assert.equal(error.code, code, error.message);
-  return error;
-}
-
-interface Descriptor {
-  mediaType: string;
-  digest: string;
-  size: number;
-  platform?: { os: string; architecture: string; variant?: string };
-  annotations?: Record<string, string>;
-}
-interface Manifest {
-  mediaType?: string;
-  config: Descriptor;
-  layers: Descriptor[];
-  annotations?: Record<string, string>;
-}
-interface Index {
-  mediaType?: string;
-  manifests: Descriptor[];
-  annotations?: Record<string, string>;
-}
-interface Config {
-  os: string;
-  architecture: string;
-  config?: { Env?: string[]; Cmd?: string[]; Entrypoint?: string[]; Labels?: Record<string, string> };
-  rootfs: { diff_ids: string[] };
-  history?: { created?: string; created_by?: string }[];
-}
-
-/** Blobs of an oci: layout, read directly from disk (not through kiln). */
-const blob = (dir: string, digest: string) => readFileSync(join(dir, 'blobs', digest.replace(':', '/')));
-const json = <T>(dir: string, digest: string) => JSON.parse(blob(dir, digest).toString('utf8')) as T;
+const work = workDir('kiln-mutate');
 
 async function entries(dir: string, layer: Descriptor): Promise<TarEntryInfo[]> {
-  return listTar([blob(dir, layer.digest)]);
+  return listTar([layoutBlob(dir, layer.digest)]);
 }
 
-/** A small tree: app/a.txt, app/sub/run.sh. */
-function makeTree(name: string): string {
-  const dir = join(work, name);
-  mkdirSync(join(dir, 'sub'), { recursive: true });
-  writeFileSync(join(dir, 'a.txt'), 'alpha\n');
-  writeFileSync(join(dir, 'sub', 'run.sh'), '#!/bin/sh\necho run\n', { mode: 0o755 });
-  return dir;
-}
+/** A small tree: a.txt, sub/run.sh. */
+const makeTree = (name: string) =>
+  writeTree(join(work, name), { 'a.txt': 'alpha\n', 'sub/run.sh': '#!/bin/sh\necho run\n' });
 
 test('append from scratch: the same digest every time, on every transport; files at DEST, config and history right', async () => {
   const tree = makeTree('tree1');
@@ -114,24 +51,18 @@ test('append from scratch: the same digest every time, on every transport; files
   const args = ['--platform', 'linux/arm64', '--layer', tree, '--layer', `${join(tree, 'a.txt')}:/etc/app`];
   const d1 = await kilnDigest(['append', 'scratch', ...args, '--to', `oci:${one}:x`]);
   const d2 = await kilnDigest(['append', 'scratch', ...args, '--to', `oci:${join(work, 'append-2')}:x`]);
-  const d3 = await kilnDigest([
-    'append',
-    'scratch',
-    ...args,
-    '--to',
-    `oci-archive:${join(work, 'append-3.tar')}`,
-  ]);
+  const d3 = await kilnDigest(['append', 'scratch', ...args, '--to', `oci-archive:${work}/append-3.tar`]);
   assert.equal(d1, d2);
   assert.equal(d1, d3);
 
-  const manifest = json<Manifest>(one, d1);
-  const config = json<Config>(one, manifest.config.digest);
+  const manifest = layoutJson(one, d1);
+  const config = layoutJson<ImageConfig>(one, manifest.config.digest);
   assert.equal(config.os, 'linux');
   assert.equal(config.architecture, 'arm64');
   assert.equal(manifest.layers.length, 2);
   assert.deepEqual(
     config.rootfs.diff_ids,
-    manifest.layers.map((l) => sha256(gunzipSync(blob(one, l.digest)))),
+    manifest.layers.map((l) => sha256(gunzipSync(layoutBlob(one, l.digest)))),
   );
   assert.deepEqual(
     config.history?.map((h) => h.created_by),
@@ -151,11 +82,10 @@ test('append from scratch: the same digest every time, on every transport; files
   );
 
   // SOURCE_DATE_EPOCH moves the times, and so the digest
-  const later = await kiln(['append', 'scratch', ...args, '--to', `oci:${join(work, 'append-4')}:x`], {
+  const later = await kilnDigest(['append', 'scratch', ...args, '--to', `oci:${join(work, 'append-4')}:x`], {
     env: { SOURCE_DATE_EPOCH: '1700000000' },
   });
-  ok(later, 'kiln append with SOURCE_DATE_EPOCH');
-  assert.notEqual(later.stdout.trim(), d1);
+  assert.notEqual(later, d1);
 });
 
 test('append: tar and tar.gz made by GNU tar are the layers; the .tar.gz byte for byte', async (t) => {
@@ -167,22 +97,13 @@ test('append: tar and tar.gz made by GNU tar are the layers; the .tar.gz byte fo
   await runOk(requireTool('tar')!, ['-cf', plain, '-C', tree, '.']);
   await runOk(requireTool('tar')!, ['-czf', gz, '-C', tree, '.']);
   const dir = join(work, 'append-tars');
-  const digest = await kilnDigest([
-    'append',
-    'scratch',
-    '--layer',
-    plain,
-    '--layer',
-    gz,
-    '--to',
-    `oci:${dir}:t`,
-  ]);
-  const manifest = json<Manifest>(dir, digest);
-  const config = json<Config>(dir, manifest.config.digest);
+  const digest = await kilnAppend('scratch', [plain, gz], `oci:${dir}:t`);
+  const manifest = layoutJson(dir, digest);
+  const config = layoutJson<ImageConfig>(dir, manifest.config.digest);
   const tarBytes = readFileSync(plain);
   const gzBytes = readFileSync(gz);
   assert.equal(manifest.layers[1]!.digest, sha256(gzBytes), 'the .tar.gz is kept as it is');
-  assert.deepEqual(gunzipSync(blob(dir, manifest.layers[0]!.digest)), tarBytes, 'the .tar, gzipped');
+  assert.deepEqual(gunzipSync(layoutBlob(dir, manifest.layers[0]!.digest)), tarBytes, 'the .tar, gzipped');
   assert.deepEqual(config.rootfs.diff_ids, [sha256(tarBytes), sha256(gunzipSync(gzBytes))]);
   assert.ok((await entries(dir, manifest.layers[1]!)).some((e) => e.path === 'sub/run.sh'));
 
@@ -198,87 +119,46 @@ test('append to a Docker v2 base (as skopeo writes it) writes OCI over the same 
   if (reason !== undefined) return t.skip(reason);
   const tree = makeTree('tree-docker');
   const oci = join(work, 'docker-base-oci');
-  await kilnDigest([
-    'append',
-    'scratch',
-    '--platform',
-    'linux/amd64',
-    '--layer',
-    tree,
-    '--to',
-    `oci:${oci}:b`,
-  ]);
+  await kilnAppend('scratch', [tree], `oci:${oci}:b`, { platform: 'linux/amd64' });
   const v2 = join(work, 'docker-base-v2');
-  const copy = await run(
-    requireTool('skopeo')!,
-    ['--insecure-policy', 'copy', '--format', 'v2s2', `oci:${oci}:b`, `oci:${v2}:b`],
-    { timeoutMs: TIMEOUT },
+  ok(
+    await tool('skopeo', ['copy', '--format', 'v2s2', `oci:${oci}:b`, `oci:${v2}:b`]),
+    'skopeo copy --format v2s2',
   );
-  ok(copy, 'skopeo copy --format v2s2');
   const out = join(work, 'docker-appended');
-  const digest = await kilnDigest([
-    'append',
-    `oci:${v2}:b`,
-    '--layer',
-    `${tree}:/srv`,
-    '--to',
-    `oci:${out}:a`,
-  ]);
+  const digest = await kilnAppend(`oci:${v2}:b`, [`${tree}:/srv`], `oci:${out}:a`);
   // A manifest kiln creates is OCI (the media-type policy): the Docker layer is the same blob, renamed.
-  const v2Index = JSON.parse(readFileSync(join(v2, 'index.json'), 'utf8')) as { manifests: Descriptor[] };
-  const base = json<Manifest>(v2, v2Index.manifests[0]!.digest);
+  const base = layoutJson(v2, layoutIndex(v2).manifests[0]!.digest);
   assert.equal(base.mediaType, DOCKER_MANIFEST);
   assert.equal(base.config.mediaType, DOCKER_CONFIG);
   assert.equal(base.layers[0]!.mediaType, DOCKER_LAYER);
-  const manifest = json<Manifest>(out, digest);
+  const manifest = layoutJson(out, digest);
   assert.equal(manifest.mediaType, OCI_MANIFEST);
   assert.equal(manifest.config.mediaType, OCI_CONFIG);
   assert.deepEqual(
     manifest.layers.map((l) => l.mediaType),
-    [OCI_LAYER, OCI_LAYER],
+    [OCI_LAYER_GZIP, OCI_LAYER_GZIP],
   );
   assert.equal(manifest.layers[0]!.digest, base.layers[0]!.digest);
 
   // A docker-archive base (docker save's layout) is read as an OCI image by the transport.
   const archive = join(work, 'docker-base.tar');
-  ok(await kiln(['copy', `oci:${oci}:b`, `docker-archive:${archive}:base:1`]), 'kiln copy to docker-archive');
+  await kilnOk(['copy', `oci:${oci}:b`, `docker-archive:${archive}:base:1`]);
   const appended = join(work, 'docker-appended.tar');
-  await kilnDigest([
-    'append',
-    `docker-archive:${archive}`,
-    '--layer',
-    `${tree}:/srv`,
-    '--to',
-    `docker-archive:${appended}:app:1`,
-  ]);
-  const r = await kiln(['inspect', `docker-archive:${appended}`, '--json']);
-  ok(r, 'kiln inspect');
-  const info = JSON.parse(r.stdout) as { image: { layers: Descriptor[]; platform: { os: string } } };
+  await kilnAppend(`docker-archive:${archive}`, [`${tree}:/srv`], `docker-archive:${appended}:app:1`);
+  const info = await kilnJson<{ image: { layers: Descriptor[] } }>(['inspect', `docker-archive:${appended}`]);
   assert.deepEqual(
     info.image.layers.map((l) => l.mediaType),
-    [OCI_LAYER, OCI_LAYER],
+    [OCI_LAYER_GZIP, OCI_LAYER_GZIP],
   );
 });
 
 test('mutate: an index has every image changed; --platform writes one image; the CLI parses as documented', async () => {
   const tree = makeTree('tree-mutate');
   const dir = join(work, 'mutate');
-  for (const p of ['linux/amd64', 'linux/arm64'])
-    await kilnDigest([
-      'append',
-      'scratch',
-      '--platform',
-      p,
-      '--layer',
-      tree,
-      '--to',
-      `oci:${dir}:${p.replace('/', '-')}`,
-    ]);
-  const multi = await kilnDigest([
-    'index',
-    'create',
-    '--to',
-    `oci:${dir}:multi`,
+  for (const platform of ['linux/amd64', 'linux/arm64'])
+    await kilnAppend('scratch', [tree], `oci:${dir}:${platform.replace('/', '-')}`, { platform });
+  const multi = await kilnIndexCreate(`oci:${dir}:multi`, [
     `oci:${dir}:linux-amd64`,
     `oci:${dir}:linux-arm64`,
   ]);
@@ -301,7 +181,7 @@ test('mutate: an index has every image changed; --platform writes one image; the
     '65534',
   ];
   const digest = await kilnDigest(['mutate', `oci:${dir}:multi`, ...edits, '--to', `oci:${dir}:mutated`]);
-  const index = json<Index>(dir, digest);
+  const index = layoutJson<ImageIndex>(dir, digest);
   assert.deepEqual(index.annotations, { stamp: '1' });
   assert.deepEqual(
     index.manifests.map((m) => m.platform),
@@ -311,9 +191,9 @@ test('mutate: an index has every image changed; --platform writes one image; the
     ],
   );
   for (const m of index.manifests) {
-    const manifest = json<Manifest>(dir, m.digest);
+    const manifest = layoutJson(dir, m.digest);
     assert.deepEqual(manifest.annotations, { stamp: '1' });
-    const config = json<Config & { config: Record<string, unknown> }>(dir, manifest.config.digest);
+    const config = layoutJson<ImageConfig>(dir, manifest.config.digest);
     assert.deepEqual(config.config, {
       Entrypoint: ['/bin/sh', '-c'],
       Cmd: ['true'],
@@ -325,15 +205,8 @@ test('mutate: an index has every image changed; --platform writes one image; the
     assert.equal(config.history?.length, 1, 'mutate adds no history');
   }
 
-  const one = await kilnDigest([
-    'mutate',
-    `oci:${dir}:multi`,
-    ...edits,
-    '--platform',
-    'linux/arm64',
-    '--to',
-    `oci:${dir}:arm`,
-  ]);
+  const arm = ['--platform', 'linux/arm64', '--to', `oci:${dir}:arm`];
+  const one = await kilnDigest(['mutate', `oci:${dir}:multi`, ...edits, ...arm]);
   assert.equal(one, index.manifests[1]!.digest, 'the arm64 image alone, as in the mutated index');
   const same = await kilnDigest(['mutate', `oci:${dir}:multi`, '--to', `oci:${dir}:same`]);
   assert.equal(same, multi, 'nothing asked, nothing changed: the same index');
@@ -349,85 +222,34 @@ test('mutate: an index has every image changed; --platform writes one image; the
 test('E_AMBIGUOUS: append to a multi-image index without --platform, and two images for one platform in an index', async () => {
   const tree = makeTree('tree-ambiguous');
   const dir = join(work, 'ambiguous');
-  await kilnDigest([
-    'append',
-    'scratch',
-    '--platform',
-    'linux/amd64',
-    '--layer',
-    tree,
-    '--to',
-    `oci:${dir}:a1`,
-  ]);
-  await kilnDigest([
-    'append',
-    'scratch',
-    '--platform',
-    'linux/amd64',
-    '--layer',
-    `${tree}:/other`,
-    '--to',
-    `oci:${dir}:a2`,
-  ]);
-  await kilnDigest([
-    'append',
-    'scratch',
-    '--platform',
-    'linux/s390x',
-    '--layer',
-    tree,
-    '--to',
-    `oci:${dir}:s`,
-  ]);
-  await kilnDigest(['index', 'create', '--to', `oci:${dir}:multi`, `oci:${dir}:a1`, `oci:${dir}:s`]);
+  await kilnAppend('scratch', [tree], `oci:${dir}:a1`, { platform: 'linux/amd64' });
+  await kilnAppend('scratch', [`${tree}:/other`], `oci:${dir}:a2`, { platform: 'linux/amd64' });
+  await kilnAppend('scratch', [tree], `oci:${dir}:s`, { platform: 'linux/s390x' });
+  await kilnIndexCreate(`oci:${dir}:multi`, [`oci:${dir}:a1`, `oci:${dir}:s`]);
   const err = await kilnFails(
     ['append', `oci:${dir}:multi`, '--layer', tree, '--to', `oci:${dir}:x`],
     'E_AMBIGUOUS',
   );
   assert.match(err.hint ?? '', /linux\/amd64, linux\/s390x/);
-  await kilnDigest([
-    'append',
-    `oci:${dir}:multi`,
-    '--platform',
-    'linux/s390x',
-    '--layer',
-    tree,
-    '--to',
-    `oci:${dir}:x`,
-  ]);
+  await kilnAppend(`oci:${dir}:multi`, [tree], `oci:${dir}:x`, { platform: 'linux/s390x' });
   const dup = await kilnFails(
     ['index', 'create', '--to', `oci:${dir}:dup`, `oci:${dir}:a1`, `oci:${dir}:a2`],
     'E_AMBIGUOUS',
   );
   assert.match(dup.message, /linux\/amd64/);
   // The same image twice (directly and through an index) is listed once.
-  const once = await kilnDigest([
-    'index',
-    'create',
-    '--to',
-    `oci:${dir}:once`,
-    `oci:${dir}:multi`,
-    `oci:${dir}:a1`,
-  ]);
-  assert.equal(json<Index>(dir, once).manifests.length, 2);
+  const once = await kilnIndexCreate(`oci:${dir}:once`, [`oci:${dir}:multi`, `oci:${dir}:a1`]);
+  assert.equal(layoutJson<ImageIndex>(dir, once).manifests.length, 2);
 });
 
 test('index create of a wasm image and a native one: kiln run picks the wasm entry, a docker-archive copy keeps both (docker load gets the native)', async () => {
   const tree = makeTree('tree-index');
   const dir = join(work, 'index');
   await kilnDigest(['package', HELLO_WASM, '--to', `oci:${dir}:wasm`]);
-  await kilnDigest(['append', 'scratch', '--layer', tree, '--to', `oci:${dir}:native`]); // the host's platform
-  const digest = await kilnDigest([
-    'index',
-    'create',
-    '--annotation',
-    'org.opencontainers.image.version=1.0',
-    '--to',
-    `oci:${dir}:multi`,
-    `oci:${dir}:wasm`,
-    `oci:${dir}:native`,
-  ]);
-  const index = json<Index>(dir, digest);
+  await kilnAppend('scratch', [tree], `oci:${dir}:native`); // the host's platform
+  const version = ['--annotation', 'org.opencontainers.image.version=1.0'];
+  const digest = await kilnIndexCreate(`oci:${dir}:multi`, [`oci:${dir}:wasm`, `oci:${dir}:native`], version);
+  const index = layoutJson<ImageIndex>(dir, digest);
   assert.equal(index.mediaType, 'application/vnd.oci.image.index.v1+json');
   assert.deepEqual(
     index.manifests.map((m) => (m.platform ? formatPlatform(m.platform) : '?')),
@@ -435,24 +257,18 @@ test('index create of a wasm image and a native one: kiln run picks the wasm ent
   );
   assert.deepEqual(index.annotations, { 'org.opencontainers.image.version': '1.0' });
 
-  const ran = await kiln(['run', `oci:${dir}:multi`, '--', 'from the index']);
-  ok(ran, 'kiln run');
-  assert.match(ran.stdout, /hello, from the index/);
+  assert.match(await kilnOk(['run', `oci:${dir}:multi`, '--', 'from the index']), /hello, from the index/);
 
   const archive = join(work, 'index-native.tar');
-  ok(
-    await kiln(['copy', `oci:${dir}:multi`, `docker-archive:${archive}:native:1`]),
-    'kiln copy to docker-archive',
-  );
+  await kilnOk(['copy', `oci:${dir}:multi`, `docker-archive:${archive}:native:1`]);
   // The archive holds the whole index (index.json); manifest.json, which docker load reads, the native image.
-  const whole = await kiln(['inspect', `docker-archive:${archive}`, '--json']);
-  ok(whole, 'kiln inspect');
-  assert.equal((JSON.parse(whole.stdout) as { digest: string }).digest, digest);
-  const r = await kiln(['inspect', `docker-archive:${archive}`, '--platform', HOST, '--json']);
-  ok(r, 'kiln inspect --platform');
-  const info = JSON.parse(r.stdout) as {
-    image: { digest: string; platform: { os: string; architecture: string } };
-  };
+  assert.equal((await kilnJson<{ digest: string }>(['inspect', `docker-archive:${archive}`])).digest, digest);
+  const info = await kilnJson<{ image: Descriptor & { platform: { os: string; architecture: string } } }>([
+    'inspect',
+    `docker-archive:${archive}`,
+    '--platform',
+    HOST,
+  ]);
   assert.equal(formatPlatform(info.image.platform), HOST);
   assert.equal(info.image.digest, index.manifests[1]!.digest);
 });
@@ -468,16 +284,7 @@ test('skopeo and umoci read what append and mutate write: manifest digest, confi
   if (reason !== undefined) return t.skip(reason);
   const tree = makeTree('tree-tools');
   const dir = join(work, 'tools');
-  await kilnDigest([
-    'append',
-    'scratch',
-    '--platform',
-    'linux/amd64',
-    '--layer',
-    `${tree}:/app`,
-    '--to',
-    `oci:${dir}:base`,
-  ]);
+  await kilnAppend('scratch', [`${tree}:/app`], `oci:${dir}:base`, { platform: 'linux/amd64' });
   const digest = await kilnDigest([
     'mutate',
     `oci:${dir}:base`,
@@ -494,7 +301,7 @@ test('skopeo and umoci read what append and mutate write: manifest digest, confi
   assert.equal(sha256(Buffer.from(raw.stdout)), digest);
   const config = await tool('skopeo', ['inspect', '--config', '--raw', `oci:${dir}:app`]);
   ok(config, 'skopeo inspect --config');
-  const parsed = JSON.parse(config.stdout) as Config;
+  const parsed = JSON.parse(config.stdout) as ImageConfig;
   assert.deepEqual(parsed.config?.Entrypoint, ['/app/sub/run.sh']);
   assert.deepEqual(parsed.config?.Env, ['MODE=test']);
 
@@ -519,15 +326,11 @@ test('skopeo and umoci read what append and mutate write: manifest digest, confi
 test('docker runs a busybox image made from scratch with kiln append and kiln mutate', {
   timeout: 300_000,
 }, async (t) => {
-  const reason = dockerSkipReason() ?? toolSkipReason('busybox');
+  const reason = dockerSkipReason() ?? busyboxSkipReason();
   if (reason !== undefined) return t.skip(reason);
-  const busybox = requireTool('busybox')!;
-  const rootfs = join(work, 'busybox-rootfs');
-  mkdirSync(join(rootfs, 'bin'), { recursive: true });
-  copyFileSync(busybox, join(rootfs, 'bin', 'busybox'));
-  for (const applet of ['sh', 'echo']) symlinkSync('busybox', join(rootfs, 'bin', applet));
+  const rootfs = await busyboxRootfs(join(work, 'busybox-rootfs'));
   const dir = join(work, 'busybox');
-  await kilnDigest(['append', 'scratch', '--layer', rootfs, '--to', `oci:${dir}:bb`]);
+  await kilnAppend('scratch', [rootfs], `oci:${dir}:bb`);
   const archive = join(work, 'busybox.tar');
   await kilnDigest([
     'mutate',

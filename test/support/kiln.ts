@@ -116,7 +116,7 @@ export function kilnAppend(
   });
 }
 
-/** `kiln index create --to TO IMAGE…`, which must succeed; returns the index digest. */
-export function kilnIndexCreate(to: string, ...images: string[]): Promise<string> {
-  return kilnDigest(['index', 'create', '--to', to, ...images]);
+/** `kiln index create [extra…] --to TO IMAGE…`, which must succeed; returns the index digest. */
+export function kilnIndexCreate(to: string, images: string[], extra: string[] = []): Promise<string> {
+  return kilnDigest(['index', 'create', ...extra, '--to', to, ...images]);
 }

@@ -1,7 +1,7 @@
-/** Temp dirs for tests: one work dir per test file, removed once its tests are done, and fresh dirs in it. */
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+/** Temp dirs for tests: one work dir per test file (removed once its tests are done), fresh dirs and trees of files in it. */
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { after } from 'node:test';
 
 /**
@@ -25,4 +25,14 @@ export function freshPaths(root: string, options: { create?: boolean } = {}): (n
     if (options.create) mkdirSync(dir, { recursive: true });
     return dir;
   };
+}
+
+/** Writes `files` (relative path → content) under `dir`, parents made, `*.sh` executable; returns `dir`. */
+export function writeTree(dir: string, files: Record<string, string | Buffer>): string {
+  mkdirSync(dir, { recursive: true });
+  for (const [p, content] of Object.entries(files)) {
+    mkdirSync(dirname(join(dir, p)), { recursive: true });
+    writeFileSync(join(dir, p), content, { mode: p.endsWith('.sh') ? 0o755 : 0o644 });
+  }
+  return dir;
 }
