@@ -24,7 +24,7 @@ export type KilnErrorCode =
   | 'E_AMBIGUOUS'
   | 'E_NOT_RUNNABLE'
   | 'E_TRAP'
-  | 'E_DOCKER'
+  | 'E_ENGINE'
   | 'E_UNSUPPORTED'
   | 'E_IO'
   | 'E_LOCKED'

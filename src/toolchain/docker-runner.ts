@@ -14,17 +14,19 @@
  *   streamed into the container as a tar before it starts, /out is read back as a tar after it ends.
  *   /src is then read-only by ownership and mode rather than by a mount (see uploadSource).
  *
- * The container is removed on every path: success, failure, errors, job.signal, SIGINT/SIGTERM.
- * dockerode and the tar code load lazily: `kiln --help` must not pay for them.
+ * The engine is reached through src/engine (endpoints from DOCKER_HOST / CONTAINER_HOST; engine
+ * failures are E_ENGINE). The container is removed on every path: success, failure, errors,
+ * job.signal, SIGINT/SIGTERM. dockerode and the tar code load lazily: `kiln --help` must not pay for them.
  */
-import { createReadStream, existsSync, readFileSync } from 'node:fs';
+import { createReadStream } from 'node:fs';
 import * as fs from 'node:fs/promises';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type Dockerode from 'dockerode';
 import type { Header, Pack } from 'tar-stream';
+import { EngineClient, message } from '../engine/client.js';
+import type { EngineName } from '../engine/endpoint.js';
 import { KilnError } from '../errors.js';
 import type { FlatEntry, FlatItem } from '../image/flatten.js';
 import { packEntry } from '../layer/tar-pack.js';
@@ -40,7 +42,7 @@ import {
   type ToolchainImage,
 } from './runner.js';
 
-export type EngineName = 'docker' | 'podman';
+export type { EngineName };
 export type Transfer = 'auto' | 'mount' | 'copy';
 
 export interface DockerRunnerOptions {
@@ -49,148 +51,12 @@ export interface DockerRunnerOptions {
   transfer?: Transfer;
 }
 
-/** Where the engine answers, worked out from the environment the way the docker CLI does. */
-export interface EngineEndpoint {
-  /** For messages: `unix:///var/run/docker.sock`, `tcp://host:2376`, `ssh://user@host`. */
-  display: string;
-  /** tcp:// and ssh:// engines are taken to be on another machine: the copy transfer. */
-  remote: boolean;
-  /** For `new Dockerode(...)`. Every field is set, so docker-modem's own env defaults never mix in. */
-  options: Dockerode.DockerOptions & { socketPath?: string };
-}
-
-const PING_TIMEOUT_MS = 1_500;
-/** ssh needs a key exchange before the engine can answer. */
-const SSH_PING_TIMEOUT_MS = 5_000;
 /** How long a SIGINT/SIGTERM waits for the container's removal before the signal goes through anyway. */
 const SIGNAL_CLEANUP_MS = 10_000;
 /** After the container exits, how long its output may take to drain. */
 const OUTPUT_DRAIN_MS = 5_000;
 /** Owner of the copied source when the build runs as root: not root, so root without CAP_FOWNER cannot chmod it. */
 const NOBODY = 65534;
-
-const LABEL = { docker: 'Docker', podman: 'Podman' } as const;
-
-/**
- * The engine's endpoint: DOCKER_HOST (podman: CONTAINER_HOST first) as `unix://PATH`, `tcp://HOST[:PORT]`
- * (TLS with DOCKER_TLS_VERIFY, certificates from DOCKER_CERT_PATH or ~/.docker) or `ssh://[USER@]HOST[:PORT]`;
- * unset, the engine's default socket. Throws E_UNSUPPORTED for other schemes.
- */
-export function engineEndpoint(engine: EngineName, env: NodeJS.ProcessEnv = process.env): EngineEndpoint {
-  const variable = engine === 'podman' && env['CONTAINER_HOST'] ? 'CONTAINER_HOST' : 'DOCKER_HOST';
-  const value = env[variable];
-  if (!value) return unixEndpoint(defaultSocket(engine, env));
-  if (value.startsWith('unix://'))
-    return unixEndpoint(value.slice('unix://'.length) || defaultSocket(engine, env));
-  let url: URL;
-  try {
-    url = new URL(value);
-  } catch {
-    throw unsupportedHost(variable, value);
-  }
-  const none = { socketPath: undefined, ca: undefined, cert: undefined, key: undefined };
-  if (url.protocol === 'tcp:') {
-    const verify = Boolean(env['DOCKER_TLS_VERIFY']);
-    // docker-modem's rule: DOCKER_TLS_VERIFY, or the TLS port.
-    const tls = verify || url.port === '2376';
-    const port = Number(url.port || (tls ? 2376 : 2375));
-    const options: EngineEndpoint['options'] = {
-      ...none,
-      host: url.hostname,
-      port,
-      protocol: tls ? 'https' : 'http',
-    };
-    if (tls) Object.assign(options, tlsFiles(env, verify));
-    return { display: `tcp://${url.host || url.hostname}`, remote: true, options };
-  }
-  if (url.protocol === 'ssh:') {
-    // docker-modem runs `docker system dial-stdio` on the far side: there is no such thing for podman.
-    if (engine === 'podman')
-      throw new KilnError('E_UNSUPPORTED', `${variable}=${value}: kiln cannot reach Podman over ssh://`, {
-        hint: 'forward the socket (ssh -L /tmp/podman.sock:/run/user/UID/podman/podman.sock HOST) and set CONTAINER_HOST=unix:///tmp/podman.sock',
-      });
-    const username = decodeURIComponent(url.username) || os.userInfo().username;
-    return {
-      display: `ssh://${username}@${url.host}`,
-      remote: true,
-      options: {
-        ...none,
-        host: url.hostname,
-        port: Number(url.port || 22),
-        protocol: 'ssh',
-        username,
-        // Keys come from the ssh agent only (docker-modem has no ssh config or key files).
-        sshOptions: { agent: env['SSH_AUTH_SOCK'] },
-      },
-    };
-  }
-  throw unsupportedHost(variable, value);
-}
-
-function unixEndpoint(socketPath: string): EngineEndpoint {
-  return {
-    display: `unix://${socketPath}`,
-    remote: false,
-    options: {
-      socketPath,
-      host: undefined,
-      protocol: 'http',
-      ca: undefined,
-      cert: undefined,
-      key: undefined,
-    },
-  };
-}
-
-function unsupportedHost(variable: string, value: string): KilnError {
-  return new KilnError(
-    'E_UNSUPPORTED',
-    `${variable}=${value} is not supported (unix://, tcp:// and ssh:// are)`,
-    {
-      hint: `set ${variable} to unix:///PATH/TO/SOCKET, tcp://HOST:PORT or ssh://HOST`,
-    },
-  );
-}
-
-function defaultSocket(engine: EngineName, env: NodeJS.ProcessEnv): string {
-  if (engine === 'docker') {
-    // Docker Desktop's per-user socket, as docker-modem looks for it.
-    const user = path.join(os.homedir(), '.docker', 'run', 'docker.sock');
-    return existsSync(user) ? user : '/var/run/docker.sock';
-  }
-  const runtime = env['XDG_RUNTIME_DIR'];
-  const rootless = runtime ? path.join(runtime, 'podman', 'podman.sock') : undefined;
-  if (rootless && existsSync(rootless)) return rootless;
-  const rootful = '/run/podman/podman.sock';
-  return existsSync(rootful) ? rootful : (rootless ?? rootful);
-}
-
-function tlsFiles(env: NodeJS.ProcessEnv, required: boolean): { ca?: Buffer; cert?: Buffer; key?: Buffer } {
-  const dir = env['DOCKER_CERT_PATH'] || path.join(os.homedir(), '.docker');
-  const read = (name: string): Buffer | undefined => {
-    try {
-      return readFileSync(path.join(dir, name));
-    } catch (err) {
-      if (!required) return undefined;
-      throw new KilnError('E_TLS', `DOCKER_TLS_VERIFY is set but ${path.join(dir, name)} cannot be read`, {
-        hint: 'set DOCKER_CERT_PATH to the directory holding ca.pem, cert.pem and key.pem',
-        cause: err,
-      });
-    }
-  };
-  const files = { ca: read('ca.pem'), cert: read('cert.pem'), key: read('key.pem') };
-  return Object.fromEntries(Object.entries(files).filter(([, v]) => v !== undefined));
-}
-
-interface Connection {
-  docker: Dockerode;
-  endpoint: EngineEndpoint;
-}
-
-/** What dockerode's typings leave out: ping takes an abort signal. */
-interface Abortable {
-  ping(options: { abortSignal?: AbortSignal }): Promise<unknown>;
-}
 
 export class DockerRunner implements Runner {
   readonly name: EngineName;
@@ -201,58 +67,25 @@ export class DockerRunner implements Runner {
     this.transfer = options.transfer ?? 'auto';
   }
 
-  private get label(): string {
-    return LABEL[this.name];
-  }
-
-  private async connect(): Promise<Connection> {
-    const endpoint = engineEndpoint(this.name);
-    const { default: Docker } = await import('dockerode');
-    try {
-      return { docker: new Docker(endpoint.options), endpoint };
-    } catch (err) {
-      // docker-modem still reads DOCKER_HOST and DOCKER_CERT_PATH on its own, and throws on bad ones.
-      throw new KilnError('E_RUNNER', `cannot set up a connection to ${endpoint.display}: ${message(err)}`, {
-        cause: err,
-      });
-    }
-  }
-
   async unavailable(): Promise<string | undefined> {
-    // `auto` asks this on every build: a socket that is not there needs no dockerode (~230 ms) to say so.
-    let endpoint: EngineEndpoint;
+    let engine: EngineClient;
     try {
-      endpoint = engineEndpoint(this.name);
+      engine = EngineClient.fromEnv(this.name);
     } catch (err) {
       return message(err);
     }
-    const socket = endpoint.options.socketPath;
-    if (socket !== undefined && !existsSync(socket))
-      return `no ${this.label} engine answers at ${endpoint.display} (no such socket)`;
-    let conn: Connection;
-    try {
-      conn = await this.connect();
-    } catch (err) {
-      return message(err);
-    }
-    const timeout = conn.endpoint.options.protocol === 'ssh' ? SSH_PING_TIMEOUT_MS : PING_TIMEOUT_MS;
-    try {
-      await (conn.docker as unknown as Abortable).ping({ abortSignal: AbortSignal.timeout(timeout) });
-      return undefined;
-    } catch (err) {
-      return `no ${this.label} engine answers at ${conn.endpoint.display} (${pingFailure(err, timeout)})`;
-    }
+    return engine.unavailable();
   }
 
   async run(job: BuildJob): Promise<RunResult> {
     const image = job.image;
     if (!image) throw new KilnError('E_RUNNER', `the ${this.name} runner needs a toolchain image`);
     if (job.signal?.aborted) throw stoppedError(undefined);
-    const conn = await this.connect();
-    const transfer = this.transfer === 'auto' ? (conn.endpoint.remote ? 'copy' : 'mount') : this.transfer;
+    const engine = EngineClient.fromEnv(this.name);
+    const transfer = this.transfer === 'auto' ? (engine.endpoint.remote ? 'copy' : 'mount') : this.transfer;
     const output = job.output ?? process.stderr;
     const fail = (doing: string, hint?: string) => (err: unknown) => {
-      throw engineError(err, this.label, conn.endpoint, doing, hint);
+      throw engine.error(err, doing, hint);
     };
 
     // One stop for both causes: the caller's signal and a SIGINT/SIGTERM to kiln.
@@ -292,9 +125,9 @@ export class DockerRunner implements Runner {
     let creating: Promise<Dockerode.Container> | undefined;
     let attached: NodeJS.ReadableStream | undefined;
     try {
-      const imageId = await this.ensureImage(conn, image, stop.signal);
-      const user = await abortable(this.containerUser(conn), stop.signal);
-      creating = conn.docker
+      const imageId = await this.ensureImage(engine, image, stop.signal);
+      const user = await abortable(this.containerUser(engine, stop.signal), stop.signal);
+      creating = engine
         .createContainer(this.containerSpec(job, image, imageId, user, transfer))
         .catch(fail('create the build container'));
       const container = await abortable(creating, stop.signal);
@@ -318,7 +151,7 @@ export class DockerRunner implements Runner {
         stream.on('close', resolve);
         stream.on('error', () => resolve());
       });
-      conn.docker.modem.demuxStream(stream, output, output);
+      (await engine.docker()).modem.demuxStream(stream, output, output);
 
       await abortable(
         container
@@ -353,7 +186,11 @@ export class DockerRunner implements Runner {
    * image ID) or by kiln's tag (an engine with the containerd store names images by manifest digest),
    * loaded from kiln's store when neither is there.
    */
-  private async ensureImage(conn: Connection, image: ToolchainImage, signal: AbortSignal): Promise<string> {
+  private async ensureImage(
+    engine: EngineClient,
+    image: ToolchainImage,
+    signal: AbortSignal,
+  ): Promise<string> {
     const manifest = parseManifest(
       await image.store.readBlob(image.descriptor.digest),
       `toolchain ${image.name}`,
@@ -366,57 +203,43 @@ export class DockerRunner implements Runner {
       );
     const ids = [manifest.manifest.config.digest, image.descriptor.digest];
     const tag = `kiln-toolchain/${parseDigest(image.descriptor.digest).hex.slice(0, 12)}:latest`;
-    const found = await abortable(this.findImage(conn, ids, tag), signal);
+    const found = await abortable(this.findImage(engine, ids, tag, signal), signal);
     if (found) return found;
 
-    await this.loadImage(conn, image, tag, signal);
-    const loaded = await abortable(this.findImage(conn, ids, tag), signal);
+    await this.loadImage(engine, image, tag, signal);
+    const loaded = await abortable(this.findImage(engine, ids, tag, signal), signal);
     if (loaded) return loaded;
     throw new KilnError(
-      'E_RUNNER',
-      `the ${this.label} engine loaded ${tag} but has no image ${ids[0]} (toolchain ${image.name})`,
+      'E_ENGINE',
+      `the ${engine.label} engine loaded ${tag} but has no image ${ids[0]} (toolchain ${image.name})`,
       { hint: `\`${this.name} image inspect ${tag}\` shows what it made of it` },
     );
   }
 
-  private async findImage(conn: Connection, ids: string[], tag: string): Promise<string | undefined> {
+  private async findImage(
+    engine: EngineClient,
+    ids: string[],
+    tag: string,
+    signal: AbortSignal,
+  ): Promise<string | undefined> {
     const wanted = new Set(ids.map(bareId));
     for (const name of [ids[0]!, tag]) {
-      let info: Dockerode.ImageInspectInfo;
-      try {
-        info = await conn.docker.getImage(name).inspect();
-      } catch (err) {
-        if ((err as { statusCode?: number }).statusCode === 404) continue;
-        throw engineError(err, this.label, conn.endpoint, `look up the toolchain image ${name}`);
-      }
-      if (wanted.has(bareId(info.Id))) return info.Id;
+      const id = await engine.imageId(name, signal);
+      if (id !== undefined && wanted.has(bareId(id))) return id;
     }
     return undefined;
   }
 
   /** kiln's docker-archive writer into a temp file, then /images/load: what `kiln copy ... docker-daemon:` does. */
-  private async loadImage(conn: Connection, image: ToolchainImage, tag: string, signal: AbortSignal) {
-    const [
-      { copyImage },
-      { OciDirSource },
-      { DockerDaemonDestination, checkLoadAnswer },
-      { parseReference },
-    ] = await Promise.all([
-      import('../transport/copy.js'),
-      import('../transport/oci-dir.js'),
-      import('../transport/docker-daemon.js'),
-      import('../oci/reference.js'),
-    ]);
-    const load = async (file: string, name: string) => {
-      let answer: NodeJS.ReadableStream;
-      try {
-        answer = await conn.docker.loadImage(createReadStream(file), { quiet: true, abortSignal: signal });
-      } catch (err) {
-        throw engineError(err, this.label, conn.endpoint, `load the toolchain image ${image.name}`);
-      }
-      checkLoadAnswer(await readText(answer), name);
-    };
-    const destination = new DockerDaemonDestination(tag, parseReference(tag), load);
+  private async loadImage(engine: EngineClient, image: ToolchainImage, tag: string, signal: AbortSignal) {
+    const [{ copyImage }, { OciDirSource }, { DockerDaemonDestination }, { parseReference }] =
+      await Promise.all([
+        import('../transport/copy.js'),
+        import('../transport/oci-dir.js'),
+        import('../transport/docker-daemon.js'),
+        import('../oci/reference.js'),
+      ]);
+    const destination = new DockerDaemonDestination(tag, parseReference(tag), { engine, signal });
     await copyImage(OciDirSource.forDescriptor(image.store, image.descriptor), destination, { signal });
   }
 
@@ -424,17 +247,11 @@ export class DockerRunner implements Runner {
    * Who the build runs as: kiln's own uid:gid, so /out's files belong to the user. Root stays root, and
    * so does everyone on a rootless engine, where the container's root is the user who runs the engine.
    */
-  private async containerUser(conn: Connection): Promise<ContainerUser> {
+  private async containerUser(engine: EngineClient, signal: AbortSignal): Promise<ContainerUser> {
     const uid = process.getuid?.();
     const gid = process.getgid?.();
     if (uid === undefined || gid === undefined || uid === 0) return { uid: 0, gid: 0 };
-    let info: { SecurityOptions?: string[] };
-    try {
-      info = await conn.docker.info();
-    } catch (err) {
-      throw engineError(err, this.label, conn.endpoint, 'read the engine information');
-    }
-    if (info.SecurityOptions?.some((o) => o.includes('name=rootless'))) return { uid: 0, gid: 0 };
+    if ((await engine.info(signal)).rootless) return { uid: 0, gid: 0 };
     return { user: `${uid}:${gid}`, uid, gid };
   }
 
@@ -650,7 +467,7 @@ async function downloadOut(
     const symlinks: string[] = [];
     const result = await extractFlat(outItems(archive, tar, symlinks), root).catch((err: unknown) => {
       if (err instanceof KilnError) throw err;
-      throw new KilnError('E_RUNNER', `cannot copy ${OUT_DIR} out of the container: ${message(err)}`, {
+      throw new KilnError('E_ENGINE', `cannot copy ${OUT_DIR} out of the container: ${message(err)}`, {
         cause: err,
       });
     });
@@ -783,57 +600,9 @@ function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms).unref());
 }
 
-async function readText(stream: NodeJS.ReadableStream): Promise<string> {
-  let text = '';
-  for await (const chunk of stream) text += typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString();
-  return text;
-}
-
 /** `sha256:abc` and `abc` alike (Podman's compat API has answered both ways). */
 function bareId(id: string): string {
   return id.startsWith('sha256:') ? id.slice('sha256:'.length) : id;
-}
-
-function message(err: unknown): string {
-  if (err instanceof KilnError) return err.message;
-  const e = err as { json?: { message?: unknown }; message?: unknown } | undefined;
-  const text = typeof e?.json?.message === 'string' ? e.json.message : String(e?.message ?? err);
-  return text.trim().split('\n')[0] ?? '';
-}
-
-/** An engine that refused or could not be reached, as one line saying what kiln was doing. */
-function engineError(
-  err: unknown,
-  label: string,
-  endpoint: EngineEndpoint,
-  doing: string,
-  hint?: string,
-): KilnError {
-  if (err instanceof KilnError) return err;
-  const code = (err as { code?: string } | undefined)?.code;
-  const unreachable =
-    code !== undefined &&
-    /^(ENOENT|ECONNREFUSED|ECONNRESET|EACCES|EPERM|ETIMEDOUT|EHOSTUNREACH|ENOTFOUND)$/.test(code);
-  return new KilnError(
-    'E_RUNNER',
-    `${label} engine at ${endpoint.display}: cannot ${doing}: ${message(err)}`,
-    {
-      hint: unreachable
-        ? `start ${label}, or point ${label === 'Podman' ? 'CONTAINER_HOST' : 'DOCKER_HOST'} at a running engine`
-        : (hint ?? `\`${label.toLowerCase()} info\` shows the engine's state`),
-      cause: err,
-    },
-  );
-}
-
-function pingFailure(err: unknown, timeout: number): string {
-  const e = err as { code?: string; name?: string } | undefined;
-  if (e?.name === 'AbortError' || e?.name === 'TimeoutError' || e?.code === 'ABORT_ERR')
-    return `no answer within ${timeout / 1000} s`;
-  if (e?.code === 'ENOENT') return 'no such socket';
-  if (e?.code === 'EACCES' || e?.code === 'EPERM') return 'permission denied on the socket';
-  if (e?.code === 'ECONNREFUSED') return 'connection refused';
-  return message(err);
 }
 
 function sourceError(err: unknown, file: string): KilnError {

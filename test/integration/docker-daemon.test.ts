@@ -38,7 +38,7 @@ test('docker-daemon: a wasm image on an engine without the containerd store gets
     env: { DOCKER_HOST: engine.host },
   });
   assert.equal(r.code, 1, r.stdout + r.stderr);
-  assert.match(r.stderr, /E_DOCKER/);
+  assert.match(r.stderr, /E_ENGINE/);
   assert.match(r.stderr, /containerd image store/);
   assert.match(r.stderr, /--platform linux\/amd64/);
 });
@@ -105,7 +105,7 @@ test('docker-daemon: an os the engine refuses (wasip1 without the containerd sto
       env: { DOCKER_HOST: engine.host },
     });
     assert.equal(r.code, 1, r.stdout + r.stderr);
-    assert.match(r.stderr, /E_DOCKER/);
+    assert.match(r.stderr, /E_ENGINE/);
     assert.match(r.stderr, /wasip1/);
     assert.match(r.stderr, /hint: .*containerd image store.*--platform linux\/amd64/);
     assert.doesNotMatch(r.stderr, /copied/);
@@ -122,7 +122,7 @@ test('docker-daemon: a load the engine fails (a truncated layer) prints no "copi
       env: { DOCKER_HOST: engine.host },
     });
     assert.equal(r.code, 1, r.stdout + r.stderr);
-    assert.match(r.stderr, /E_DOCKER/);
+    assert.match(r.stderr, /E_ENGINE/);
     assert.doesNotMatch(r.stderr, /copied/);
   } finally {
     await rm(dir, { recursive: true, force: true });

@@ -29,7 +29,8 @@ import { after, type TestContext, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { isKilnError } from '../../src/errors.js';
 import { parseDigest } from '../../src/oci/digest.js';
-import { DockerRunner, engineEndpoint, type Transfer } from '../../src/toolchain/docker-runner.js';
+import { engineEndpoint } from '../../src/engine/endpoint.js';
+import { DockerRunner, type Transfer } from '../../src/toolchain/docker-runner.js';
 import type { RunResult, ToolchainImage } from '../../src/toolchain/runner.js';
 import { type DockerEngine, dockerSkipReason, sharedDocker } from '../support/docker.js';
 import { busyboxSkipReason, busyboxToolchain } from '../support/toolchain-images.js';
@@ -438,7 +439,7 @@ test(
         /^no Docker engine answers at unix:\/\/\/.*no-such-dir\/docker\.sock \(no such socket\)$/,
       );
       assert.ok(Date.now() - started < 3_000);
-      await assert.rejects(build(s.toolchain, 'true'), (err) => isKilnError(err, 'E_RUNNER'));
+      await assert.rejects(build(s.toolchain, 'true'), (err) => isKilnError(err, 'E_ENGINE'));
     } finally {
       process.env['DOCKER_HOST'] = s.engine.host;
     }
