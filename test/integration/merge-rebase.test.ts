@@ -4,92 +4,35 @@
  * blobs a registry has never sent again, and a rebased image run in a real Docker engine.
  */
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
-import {
-  existsSync,
-  lstatSync,
-  mkdirSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  writeFileSync,
-} from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, lstatSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { dockerSkipReason, sharedDocker } from '../support/docker.js';
 import { file, tarOf, writeImage } from '../support/hostile.js';
-import { kiln } from '../support/kiln.js';
+import {
+  type Descriptor,
+  DOCKER_MANIFEST,
+  HELLO_WASM,
+  type ImageConfig,
+  type ImageIndex,
+  layoutJson,
+  OCI_LAYER,
+  OCI_LAYER_GZIP,
+  OCI_MANIFEST,
+  sha256,
+  tagged,
+} from '../support/images.js';
+import { kilnAppend, kilnDigest, kilnFails, kilnIndexCreate, kilnJson, kilnOk } from '../support/kiln.js';
 import { registrySkipReason, sharedRegistry, startRequestLog } from '../support/registry.js';
+import { workDir, writeTree } from '../support/temp.js';
 import { busyboxRootfs, busyboxSkipReason } from '../support/toolchain-images.js';
-import { requireTool, run, toolSkipReason } from '../support/tools.js';
+import { ok, requireTool, run, toolSkipReason } from '../support/tools.js';
 
 const TIMEOUT = 120_000;
-const HELLO_WASM = fileURLToPath(new URL('../../examples/hello/hello.wasm', import.meta.url));
-const OCI_LAYER = 'application/vnd.oci.image.layer.v1.tar';
-const OCI_LAYER_GZIP = 'application/vnd.oci.image.layer.v1.tar+gzip';
-const DOCKER_MANIFEST = 'application/vnd.docker.distribution.manifest.v2+json';
 const BASE_NAME = 'org.opencontainers.image.base.name';
 const BASE_DIGEST = 'org.opencontainers.image.base.digest';
 
-const work = mkdtempSync(join(tmpdir(), 'kiln-merge-'));
-after(() => rmSync(work, { recursive: true, force: true }));
-
-interface Descriptor {
-  mediaType: string;
-  digest: string;
-  size: number;
-  platform?: { os: string; architecture: string };
-}
-interface Manifest {
-  mediaType?: string;
-  config: Descriptor;
-  layers: Descriptor[];
-  annotations?: Record<string, string>;
-}
-interface Index {
-  mediaType?: string;
-  manifests: Descriptor[];
-}
-interface Config {
-  os: string;
-  architecture: string;
-  config?: { Cmd?: string[]; Entrypoint?: string[]; Env?: string[] };
-  rootfs: { diff_ids: string[] };
-  history?: { created_by?: string; empty_layer?: boolean }[];
-}
-
-const blob = (dir: string, digest: string) => readFileSync(join(dir, 'blobs', digest.replace(':', '/')));
-const json = <T>(dir: string, digest: string) => JSON.parse(blob(dir, digest).toString('utf8')) as T;
-const sha256 = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
-
-function ok(r: { code: number; stdout: string; stderr: string }, what: string): string {
-  assert.equal(r.code, 0, `${what} exited with ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
-  return r.stdout;
-}
-
-async function kilnDigest(args: string[], env?: NodeJS.ProcessEnv): Promise<string> {
-  const out = ok(await kiln(args, { env }), `kiln ${args.join(' ')}`).trim();
-  assert.match(out, /^sha256:[0-9a-f]{64}$/, `kiln ${args[0]} stdout: ${out}`);
-  return out;
-}
-
-async function kilnJson<T>(args: string[]): Promise<T> {
-  return JSON.parse(ok(await kiln([...args, '--json']), `kiln ${args.join(' ')}`)) as T;
-}
-
-async function kilnFails(
-  args: string[],
-  code: string,
-): Promise<{ code: string; message: string; hint?: string }> {
-  const r = await kiln([...args, '--json']);
-  assert.notEqual(r.code, 0, `kiln ${args.join(' ')} should fail\nstdout: ${r.stdout}`);
-  const { error } = JSON.parse(r.stdout) as { error: { code: string; message: string; hint?: string } };
-  assert.equal(error.code, code, error.message);
-  return error;
-}
+const work = workDir('kiln-merge');
 
 /** Files of a directory tree, relative path → content (symlinks and directories left out). */
 function readTree(dir: string, prefix = ''): Map<string, string> {
@@ -103,13 +46,19 @@ function readTree(dir: string, prefix = ''): Map<string, string> {
   return out;
 }
 
-function tree(name: string, files: Record<string, string>): string {
-  const dir = join(work, name);
-  for (const [p, content] of Object.entries(files)) {
-    mkdirSync(join(dir, p, '..'), { recursive: true });
-    writeFileSync(join(dir, p), content, { mode: p.endsWith('.sh') ? 0o755 : 0o644 });
-  }
-  return dir;
+const tree = (name: string, files: Record<string, string>) => writeTree(join(work, name), files);
+
+/** `kiln rebase IMAGE --old-base OLD --new-base NEW --to TO`. */
+const rebaseArgs = (image: string, oldBase: string, newBase: string, to: string) => [
+  'rebase',
+  image,
+  ...['--old-base', oldBase, '--new-base', newBase, '--to', to],
+];
+
+/** skopeo with no policy file, which must succeed. */
+async function skopeo(args: string[]): Promise<string> {
+  const r = await run(requireTool('skopeo')!, ['--insecure-policy', ...args], { timeoutMs: TIMEOUT });
+  return ok(r, `skopeo ${args.join(' ')}`);
 }
 
 /**
@@ -118,18 +67,14 @@ function tree(name: string, files: Record<string, string>): string {
  */
 async function threeImages(): Promise<{ a: string; b: string; c: string; layouts: Record<string, string> }> {
   const la = join(work, 'three-a');
-  await kilnDigest([
-    'append',
-    'scratch',
-    '--platform',
-    'linux/amd64',
-    '--layer',
-    tree('a1', { 'etc/motd': 'A\n', 'etc/shared': 'from A\n', 'data/gone': 'gone\n', 'data/keep': 'keep\n' }),
-    '--layer',
-    tree('a2', { 'etc/a2': 'second layer of A\n' }),
-    '--to',
-    `oci:${la}:a0`,
-  ]);
+  const a1 = tree('a1', {
+    'etc/motd': 'A\n',
+    'etc/shared': 'from A\n',
+    'data/gone': 'gone\n',
+    'data/keep': 'keep\n',
+  });
+  const a2 = tree('a2', { 'etc/a2': 'second layer of A\n' });
+  await kilnAppend('scratch', [a1, a2], `oci:${la}:a0`, { platform: 'linux/amd64' });
   await kilnDigest(['mutate', `oci:${la}:a0`, '--cmd', '/bin/sh', '--env', 'FROM=A', '--to', `oci:${la}:a`]);
   const b = await writeImage(
     join(work, 'three-b'),
@@ -139,34 +84,16 @@ async function threeImages(): Promise<{ a: string; b: string; c: string; layouts
   const whiteout = join(work, 'whiteout.tar');
   writeFileSync(whiteout, await tarOf([file('data/.wh.gone', ''), file('etc/shared', 'from C\n')]));
   const lc = join(work, 'three-c');
-  await kilnDigest([
-    'append',
-    'scratch',
-    '--platform',
-    'linux/amd64',
-    '--layer',
-    whiteout,
-    '--to',
-    `oci:${lc}:c`,
-  ]);
+  await kilnAppend('scratch', [whiteout], `oci:${lc}:c`, { platform: 'linux/amd64' });
   return { a: `oci:${la}:a`, b: b.ref, c: `oci:${lc}:c`, layouts: { a: la, b: b.layout, c: lc } };
-}
-
-function resolveTag(layout: string, tag: string): string {
-  const index = JSON.parse(readFileSync(join(layout, 'index.json'), 'utf8')) as {
-    manifests: (Descriptor & { annotations?: Record<string, string> })[];
-  };
-  const hit = index.manifests.find((m) => m.annotations?.['org.opencontainers.image.ref.name'] === tag);
-  assert.ok(hit, `${layout} has no tag ${tag}`);
-  return hit.digest;
 }
 
 test('merge of three images: their layers in order, the same blobs; later wins, a whiteout deletes; kiln, umoci and skopeo agree', async (t) => {
   const { a, b, c, layouts } = await threeImages();
   const inputs = (['a', 'b', 'c'] as const).map((k) => {
-    const digest = resolveTag(layouts[k]!, k === 'b' ? 'test' : k);
-    const manifest = json<Manifest>(layouts[k]!, digest);
-    return { digest, manifest, config: json<Config>(layouts[k]!, manifest.config.digest) };
+    const digest = tagged(layouts[k]!, k === 'b' ? 'test' : k).digest;
+    const manifest = layoutJson(layouts[k]!, digest);
+    return { digest, manifest, config: layoutJson<ImageConfig>(layouts[k]!, manifest.config.digest) };
   });
   const out = join(work, 'merged');
   const result = await kilnJson<{
@@ -174,8 +101,8 @@ test('merge of three images: their layers in order, the same blobs; later wins, 
     images: { layers: number; configFrom: string }[];
   }>(['merge', a, b, c, '--to', `oci:${out}:m`]);
   const digest = result.descriptor.digest;
-  const manifest = json<Manifest>(out, digest);
-  const config = json<Config>(out, manifest.config.digest);
+  const manifest = layoutJson(out, digest);
+  const config = layoutJson<ImageConfig>(out, manifest.config.digest);
 
   assert.deepEqual(
     manifest.layers.map((l) => [l.mediaType, l.digest, l.size]),
@@ -202,10 +129,13 @@ test('merge of three images: their layers in order, the same blobs; later wins, 
   // The same inputs merge to the same digest; --config-from picks the whole container config.
   assert.equal(await kilnDigest(['merge', a, b, c, '--to', `oci:${join(work, 'merged-2')}:m`]), digest);
   const fromBase = await kilnDigest(['merge', a, b, c, '--config-from', 'base', '--to', `oci:${out}:base`]);
-  const baseConfig = json<Config>(out, json<Manifest>(out, fromBase).config.digest);
+  const baseConfig = layoutJson<ImageConfig>(out, layoutJson(out, fromBase).config.digest);
   assert.deepEqual(baseConfig.config, { Cmd: ['/bin/sh'], Env: ['FROM=A'] });
   const fromLast = await kilnDigest(['merge', a, b, c, '--config-from', 'last', '--to', `oci:${out}:last`]);
-  assert.equal(json<Config>(out, json<Manifest>(out, fromLast).config.digest).config?.Entrypoint, undefined);
+  assert.equal(
+    layoutJson<ImageConfig>(out, layoutJson(out, fromLast).config.digest).config?.Entrypoint,
+    undefined,
+  );
   await kilnFails(['merge', a, b, '--config-from', 'first', '--to', `oci:${out}:x`], 'E_USAGE');
 
   // Later wins, and C's whiteout removes A's data/gone: kiln's own unpack...
@@ -217,21 +147,18 @@ test('merge of three images: their layers in order, the same blobs; later wins, 
     ['etc/shared', 'from C\n'],
   ]);
   const rootfs = join(work, 'merged-rootfs');
-  ok(await kiln(['unpack', `oci:${out}:m`, rootfs]), 'kiln unpack');
+  await kilnOk(['unpack', `oci:${out}:m`, rootfs]);
   assert.deepEqual(new Map([...readTree(rootfs)].sort()), expected);
   // ... and without C, B's file wins and A's data/gone is there.
   const ab = join(work, 'merged-ab-rootfs');
   await kilnDigest(['merge', a, b, '--to', `oci:${out}:ab`]);
-  ok(await kiln(['unpack', `oci:${out}:ab`, ab]), 'kiln unpack');
+  await kilnOk(['unpack', `oci:${out}:ab`, ab]);
   assert.equal(readFileSync(join(ab, 'etc/shared'), 'utf8'), 'from B\n');
   assert.equal(readFileSync(join(ab, 'data/gone'), 'utf8'), 'gone\n');
 
   const reason = toolSkipReason('skopeo', 'umoci');
   if (reason !== undefined) return t.skip(reason);
-  const raw = await run(requireTool('skopeo')!, ['--insecure-policy', 'inspect', '--raw', `oci:${out}:m`], {
-    timeoutMs: TIMEOUT,
-  });
-  assert.equal(sha256(Buffer.from(ok(raw, 'skopeo inspect'))), digest);
+  assert.equal(sha256(await skopeo(['inspect', '--raw', `oci:${out}:m`])), digest);
   const bundle = join(work, 'merged-umoci');
   ok(
     await run(requireTool('umoci')!, ['unpack', '--rootless', '--image', `${out}:m`, bundle], {
@@ -248,30 +175,14 @@ test('merge: Docker v2 and OCI inputs give an OCI manifest with the same blobs; 
   const dir = join(work, 'families');
   const base = tree('fam-base', { 'etc/base': 'base\n' });
   const app = tree('fam-app', { 'opt/app': 'app\n' });
-  for (const p of ['linux/amd64', 'linux/arm64']) {
-    const tag = p.replace('/', '-');
-    await kilnDigest([
-      'append',
-      'scratch',
-      '--platform',
-      p,
-      '--layer',
-      base,
-      '--to',
-      `oci:${dir}:base-${tag}`,
-    ]);
-    await kilnDigest(['append', 'scratch', '--platform', p, '--layer', app, '--to', `oci:${dir}:app-${tag}`]);
+  for (const platform of ['linux/amd64', 'linux/arm64']) {
+    const tag = platform.replace('/', '-');
+    await kilnAppend('scratch', [base], `oci:${dir}:base-${tag}`, { platform });
+    await kilnAppend('scratch', [app], `oci:${dir}:app-${tag}`, { platform });
   }
   const v2 = join(work, 'families-v2');
-  ok(
-    await run(
-      requireTool('skopeo')!,
-      ['--insecure-policy', 'copy', '--format', 'v2s2', `oci:${dir}:base-linux-amd64`, `oci:${v2}:b`],
-      { timeoutMs: TIMEOUT },
-    ),
-    'skopeo copy --format v2s2',
-  );
-  const dockerBase = json<Manifest>(v2, resolveTag(v2, 'b'));
+  await skopeo(['copy', '--format', 'v2s2', `oci:${dir}:base-linux-amd64`, `oci:${v2}:b`]);
+  const dockerBase = layoutJson(v2, tagged(v2, 'b').digest);
   assert.equal(dockerBase.mediaType, DOCKER_MANIFEST);
   const mixed = await kilnDigest([
     'merge',
@@ -280,64 +191,46 @@ test('merge: Docker v2 and OCI inputs give an OCI manifest with the same blobs; 
     '--to',
     `oci:${dir}:mixed`,
   ]);
-  const m = json<Manifest>(dir, mixed);
-  assert.equal(m.mediaType, 'application/vnd.oci.image.manifest.v1+json');
+  const m = layoutJson(dir, mixed);
+  assert.equal(m.mediaType, OCI_MANIFEST);
   assert.equal(m.layers[0]!.digest, dockerBase.layers[0]!.digest, 'the Docker layer blob, renamed');
   assert.equal(m.layers[0]!.mediaType, OCI_LAYER_GZIP);
   // Docker only: OCI too (a manifest kiln creates is OCI unless Docker v2 is asked for).
   const docker = await kilnDigest(['merge', `oci:${v2}:b`, `oci:${v2}:b`, '--to', `oci:${dir}:docker`]);
-  assert.equal(json<Manifest>(dir, docker).mediaType, 'application/vnd.oci.image.manifest.v1+json');
+  assert.equal(layoutJson(dir, docker).mediaType, OCI_MANIFEST);
 
+  const at = (tag: string) => `oci:${dir}:${tag}`;
   for (const kind of ['base', 'app'])
-    await kilnDigest([
-      'index',
-      'create',
-      '--to',
-      `oci:${dir}:${kind}-multi`,
-      `oci:${dir}:${kind}-linux-amd64`,
-      `oci:${dir}:${kind}-linux-arm64`,
-    ]);
-  const multi = await kilnDigest([
-    'merge',
-    `oci:${dir}:base-multi`,
-    `oci:${dir}:app-multi`,
-    '--to',
-    `oci:${dir}:m`,
-  ]);
-  const index = json<Index>(dir, multi);
+    await kilnIndexCreate(at(`${kind}-multi`), [at(`${kind}-linux-amd64`), at(`${kind}-linux-arm64`)]);
+  const multi = await kilnDigest(['merge', at('base-multi'), at('app-multi'), '--to', at('m')]);
+  const index = layoutJson<ImageIndex>(dir, multi);
   assert.deepEqual(
     index.manifests.map((e) => `${e.platform?.os}/${e.platform?.architecture}`),
     ['linux/amd64', 'linux/arm64'],
   );
   for (const [i, p] of ['linux-amd64', 'linux-arm64'].entries()) {
-    const merged = json<Manifest>(dir, index.manifests[i]!.digest);
+    const merged = layoutJson(dir, index.manifests[i]!.digest);
     const want = [`base-${p}`, `app-${p}`].map(
-      (tag) => json<Manifest>(dir, resolveTag(dir, tag)).layers[0]!.digest,
+      (tag) => layoutJson(dir, tagged(dir, tag).digest).layers[0]!.digest,
     );
     assert.deepEqual(
       merged.layers.map((l) => l.digest),
       want,
     );
-    assert.equal(json<Config>(dir, merged.config.digest).architecture, p.split('-')[1]);
+    assert.equal(layoutJson<ImageConfig>(dir, merged.config.digest).architecture, p.split('-')[1]);
   }
   // --platform picks out of indexes; a single image among the inputs sets the platform too.
   const arm = await kilnDigest([
     'merge',
-    `oci:${dir}:base-multi`,
-    `oci:${dir}:app-multi`,
+    at('base-multi'),
+    at('app-multi'),
     '--platform',
     'linux/arm64',
     '--to',
-    `oci:${dir}:arm`,
+    at('arm'),
   ]);
   assert.equal(arm, index.manifests[1]!.digest);
-  const picked = await kilnDigest([
-    'merge',
-    `oci:${dir}:base-multi`,
-    `oci:${dir}:app-linux-arm64`,
-    '--to',
-    `oci:${dir}:p`,
-  ]);
+  const picked = await kilnDigest(['merge', at('base-multi'), at('app-linux-arm64'), '--to', at('p')]);
   assert.equal(picked, index.manifests[1]!.digest);
 
   const wrong = await kilnFails(
@@ -345,7 +238,7 @@ test('merge: Docker v2 and OCI inputs give an OCI manifest with the same blobs; 
     'E_NO_MATCHING_PLATFORM',
   );
   assert.match(wrong.message, /linux\/arm64/);
-  ok(await kiln(['package', HELLO_WASM, '--to', `oci:${dir}:wasm`]), 'kiln package');
+  await kilnDigest(['package', HELLO_WASM, '--to', `oci:${dir}:wasm`]);
   const wasm = await kilnFails(
     ['merge', `oci:${dir}:wasm`, `oci:${dir}:wasm`, '--to', `oci:${dir}:x`],
     'E_UNSUPPORTED',
@@ -359,8 +252,8 @@ test('merge into a registry: the blobs it has are mounted or skipped, never read
 }, async () => {
   const reg = await sharedRegistry('none');
   const { a, b, c, layouts } = await threeImages();
-  ok(await kiln(['copy', a, `${reg.host}/merge/a:1`]), 'push a');
-  ok(await kiln(['copy', b, `${reg.host}/merge/b:1`]), 'push b');
+  await kilnDigest(['copy', a, `${reg.host}/merge/a:1`]);
+  await kilnDigest(['copy', b, `${reg.host}/merge/b:1`]);
   const log = await startRequestLog(reg.url);
   after(() => log.stop());
   const result = await kilnJson<{ blobsCopied: number; blobsMounted: number; descriptor: Descriptor }>([
@@ -373,7 +266,7 @@ test('merge into a registry: the blobs it has are mounted or skipped, never read
   ]);
   const layerDigests = [a, b].flatMap((_, i) => {
     const layout = i === 0 ? layouts.a! : layouts.b!;
-    return json<Manifest>(layout, resolveTag(layout, i === 0 ? 'a' : 'test')).layers.map((l) => l.digest);
+    return layoutJson(layout, tagged(layout, i === 0 ? 'a' : 'test').digest).layers.map((l) => l.digest);
   });
   const uploads = log.requests.filter((r) => r.method === 'PUT' && r.path.includes('/blobs/uploads/'));
   assert.equal(uploads.length, 2, `C's layer and the new config only: ${JSON.stringify(log.requests)}`);
@@ -407,8 +300,8 @@ test('merge into a registry: the blobs it has are mounted or skipped, never read
     [],
   );
   const pulled = join(work, 'registry-merged');
-  ok(await kiln(['copy', `${reg.host}/merge/app:1`, `oci:${pulled}:m`]), 'pull');
-  const m = json<Manifest>(pulled, result.descriptor.digest);
+  await kilnDigest(['copy', `${reg.host}/merge/app:1`, `oci:${pulled}:m`]);
+  const m = layoutJson(pulled, result.descriptor.digest);
   assert.equal(m.annotations?.[BASE_NAME], `${log.host}/merge/a:1`, 'a registry base is named');
 });
 
@@ -419,74 +312,42 @@ test('rebase: the app layer kept, the new base under it, run by Docker; a wrong 
   if (reason !== undefined) return t.skip(reason);
   const dir = join(work, 'rebase');
   const rootfs = await busyboxRootfs(join(work, 'busybox-rootfs'));
-  const base1 = await kilnDigest([
-    'append',
+  const at = (tag: string) => `oci:${dir}:${tag}`;
+  const base1 = await kilnAppend(
     'scratch',
-    '--layer',
-    rootfs,
-    '--layer',
-    tree('motd-1', { 'etc/motd': 'base one\n' }),
-    '--to',
-    `oci:${dir}:base1`,
-  ]);
+    [rootfs, tree('motd-1', { 'etc/motd': 'base one\n' })],
+    at('base1'),
+  );
   // The new base has another layer shape: its own history and layer count.
-  const base2 = await kilnDigest([
-    'append',
+  const motd2 = tree('motd-2', { 'etc/motd': 'base two\n' });
+  const base2 = await kilnAppend(
     'scratch',
-    '--layer',
-    rootfs,
-    '--layer',
-    tree('motd-2', { 'etc/motd': 'base two\n' }),
-    '--layer',
-    tree('extra-2', { 'etc/extra': 'x\n' }),
-    '--to',
-    `oci:${dir}:base2`,
-  ]);
-  await kilnDigest([
-    'append',
-    `oci:${dir}:base1`,
-    '--layer',
-    `${tree('app', { 'hello.sh': '#!/bin/sh\necho "app on $(cat /etc/motd)"\n' })}:/app`,
-    '--to',
-    `oci:${dir}:app0`,
-  ]);
-  const app = await kilnDigest([
-    'mutate',
-    `oci:${dir}:app0`,
-    '--entrypoint',
-    '/app/hello.sh',
-    '--to',
-    `oci:${dir}:app`,
-  ]);
-  const appManifest = json<Manifest>(dir, app);
-  const appConfig = json<Config>(dir, appManifest.config.digest);
-  const b2 = json<Manifest>(dir, base2);
+    [rootfs, motd2, tree('extra-2', { 'etc/extra': 'x\n' })],
+    at('base2'),
+  );
+  const appTree = tree('app', { 'hello.sh': '#!/bin/sh\necho "app on $(cat /etc/motd)"\n' });
+  await kilnAppend(at('base1'), [`${appTree}:/app`], at('app0'));
+  const app = await kilnDigest(['mutate', at('app0'), '--entrypoint', '/app/hello.sh', '--to', at('app')]);
+  const appManifest = layoutJson(dir, app);
+  const appConfig = layoutJson<ImageConfig>(dir, appManifest.config.digest);
+  const b2 = layoutJson(dir, base2);
   assert.deepEqual(
     appManifest.layers.slice(0, 2).map((l) => l.digest),
-    json<Manifest>(dir, base1).layers.map((l) => l.digest),
+    layoutJson(dir, base1).layers.map((l) => l.digest),
     'the app is built on base1',
   );
-  const b2Config = json<Config>(dir, b2.config.digest);
+  const b2Config = layoutJson<ImageConfig>(dir, b2.config.digest);
 
   const result = await kilnJson<{
     descriptor: Descriptor;
     images: { removed: number; added: number; kept: number }[];
-  }>([
-    'rebase',
-    `oci:${dir}:app`,
-    '--old-base',
-    `oci:${dir}:base1`,
-    '--new-base',
-    `oci:${dir}:base2`,
-    '--to',
-    `oci:${dir}:rebased`,
-  ]);
+  }>(rebaseArgs(at('app'), at('base1'), at('base2'), at('rebased')));
   assert.deepEqual(
     result.images.map((i) => [i.removed, i.added, i.kept]),
     [[2, 3, 1]],
   );
-  const rebased = json<Manifest>(dir, result.descriptor.digest);
-  const config = json<Config>(dir, rebased.config.digest);
+  const rebased = layoutJson(dir, result.descriptor.digest);
+  const config = layoutJson<ImageConfig>(dir, rebased.config.digest);
   assert.deepEqual(
     rebased.layers.map((l) => l.digest),
     [...b2.layers.map((l) => l.digest), appManifest.layers[2]!.digest],
@@ -499,8 +360,8 @@ test('rebase: the app layer kept, the new base under it, run by Docker; a wrong 
 
   const engine = await sharedDocker();
   const env = { DOCKER_HOST: engine.host };
-  ok(await kiln(['copy', `oci:${dir}:app`, 'docker-daemon:kiln-rebase-app:1'], { env }), 'load app');
-  ok(await kiln(['copy', `oci:${dir}:rebased`, 'docker-daemon:kiln-rebase-app:2'], { env }), 'load rebased');
+  await kilnOk(['copy', at('app'), 'docker-daemon:kiln-rebase-app:1'], { env });
+  await kilnOk(['copy', at('rebased'), 'docker-daemon:kiln-rebase-app:2'], { env });
   const before = await engine.docker(['run', '--rm', 'kiln-rebase-app:1'], { timeoutMs: TIMEOUT });
   assert.equal(ok(before, 'docker run app').trim(), 'app on base one');
   const ran = await engine.docker(['run', '--rm', 'kiln-rebase-app:2'], { timeoutMs: TIMEOUT });
@@ -509,16 +370,7 @@ test('rebase: the app layer kept, the new base under it, run by Docker; a wrong 
   // The wrong old base: a clear error naming the first layer that differs, and no destination.
   const target = join(work, 'rebase-wrong');
   const err = await kilnFails(
-    [
-      'rebase',
-      `oci:${dir}:app`,
-      '--old-base',
-      `oci:${dir}:base2`,
-      '--new-base',
-      `oci:${dir}:base1`,
-      '--to',
-      `oci:${target}:r`,
-    ],
+    rebaseArgs(at('app'), at('base2'), at('base1'), `oci:${target}:r`),
     'E_BASE_MISMATCH',
   );
   const quoted =
@@ -531,21 +383,11 @@ test('rebase: the app layer kept, the new base under it, run by Docker; a wrong 
   const shown = /kiln inspect IMAGE (--config(?: --platform \S+)?)/.exec(err.hint ?? '');
   assert.ok(shown, `the hint names an inspect command: ${err.hint}`);
   const diffIds = async (image: string) =>
-    (JSON.parse(ok(await kiln(['inspect', image, ...shown[1]!.split(' ')]), 'inspect')) as Config).rootfs
-      .diff_ids;
+    (JSON.parse(await kilnOk(['inspect', image, ...shown[1]!.split(' ')])) as ImageConfig).rootfs.diff_ids;
   assert.equal((await diffIds(`oci:${dir}:app`))[1], quoted[1], "the image's diff_id, as quoted");
   assert.equal((await diffIds(`oci:${dir}:base2`))[1], quoted[2], "the old base's diff_id, as quoted");
   const shorter = await kilnFails(
-    [
-      'rebase',
-      `oci:${dir}:base1`,
-      '--old-base',
-      `oci:${dir}:base2`,
-      '--new-base',
-      `oci:${dir}:base1`,
-      '--to',
-      `oci:${target}:r`,
-    ],
+    rebaseArgs(at('base1'), at('base2'), at('base1'), `oci:${target}:r`),
     'E_BASE_MISMATCH',
   );
   assert.match(shorter.message, /3 layers, the image only 2/);
@@ -556,95 +398,54 @@ test('rebase of an index: every platform onto the new base index; --platform and
   const dir = join(work, 'rebase-index');
   const platforms = ['linux/amd64', 'linux/arm64'];
   const appTree = tree('ri-app', { 'opt/app': 'app\n' });
-  for (const p of platforms) {
-    const tag = p.replace('/', '-');
-    const layer = (name: string) => tree(`ri-${name}-${tag}`, { [`etc/${name}`]: `${name} ${p}\n` });
-    await kilnDigest([
-      'append',
-      'scratch',
-      '--platform',
-      p,
-      '--layer',
-      layer('old'),
-      '--to',
-      `oci:${dir}:old-${tag}`,
-    ]);
-    await kilnDigest([
-      'append',
-      'scratch',
-      '--platform',
-      p,
-      '--layer',
-      layer('new'),
-      '--to',
-      `oci:${dir}:new-${tag}`,
-    ]);
-    await kilnDigest([
-      'append',
-      `oci:${dir}:old-${tag}`,
-      '--layer',
-      appTree,
-      '--to',
-      `oci:${dir}:app-${tag}`,
-    ]);
+  const at = (tag: string) => `oci:${dir}:${tag}`;
+  for (const platform of platforms) {
+    const tag = platform.replace('/', '-');
+    for (const kind of ['old', 'new']) {
+      const layer = tree(`ri-${kind}-${tag}`, { [`etc/${kind}`]: `${kind} ${platform}\n` });
+      await kilnAppend('scratch', [layer], at(`${kind}-${tag}`), { platform });
+    }
+    await kilnAppend(at(`old-${tag}`), [appTree], at(`app-${tag}`));
   }
   for (const kind of ['old', 'new', 'app'])
-    await kilnDigest([
-      'index',
-      'create',
-      '--to',
-      `oci:${dir}:${kind}`,
-      ...platforms.map((p) => `oci:${dir}:${kind}-${p.replace('/', '-')}`),
-    ]);
+    await kilnIndexCreate(
+      at(kind),
+      platforms.map((p) => at(`${kind}-${p.replace('/', '-')}`)),
+    );
   const args = ['--old-base', `oci:${dir}:old`, '--new-base', `oci:${dir}:new`];
   const digest = await kilnDigest(['rebase', `oci:${dir}:app`, ...args, '--to', `oci:${dir}:rebased`]);
-  const index = json<Index>(dir, digest);
+  const index = layoutJson<ImageIndex>(dir, digest);
   assert.deepEqual(
     index.manifests.map((m) => `${m.platform?.os}/${m.platform?.architecture}`),
     platforms,
   );
   for (const [i, p] of platforms.entries()) {
     const tag = p.replace('/', '-');
-    const m = json<Manifest>(dir, index.manifests[i]!.digest);
-    const app = json<Manifest>(dir, resolveTag(dir, `app-${tag}`));
-    const newBase = resolveTag(dir, `new-${tag}`);
+    const m = layoutJson(dir, index.manifests[i]!.digest);
+    const app = layoutJson(dir, tagged(dir, `app-${tag}`).digest);
+    const newBase = tagged(dir, `new-${tag}`).digest;
     assert.deepEqual(
       m.layers.map((l) => l.digest),
-      [json<Manifest>(dir, newBase).layers[0]!.digest, app.layers[1]!.digest],
+      [layoutJson(dir, newBase).layers[0]!.digest, app.layers[1]!.digest],
     );
     assert.equal(m.annotations?.[BASE_DIGEST], newBase, "the new base's image for this platform");
-    assert.equal(json<Config>(dir, m.config.digest).architecture, p.split('/')[1]);
+    assert.equal(layoutJson<ImageConfig>(dir, m.config.digest).architecture, p.split('/')[1]);
   }
   const arm = await kilnDigest([
     'rebase',
-    `oci:${dir}:app`,
+    at('app'),
     ...args,
     '--platform',
     'linux/arm64',
     '--to',
-    `oci:${dir}:arm`,
+    at('arm'),
   ]);
   assert.equal(arm, index.manifests[1]!.digest);
-  const single = await kilnDigest([
-    'rebase',
-    `oci:${dir}:app-linux-arm64`,
-    ...args,
-    '--to',
-    `oci:${dir}:single`,
-  ]);
+  const single = await kilnDigest(['rebase', at('app-linux-arm64'), ...args, '--to', at('single')]);
   assert.equal(single, index.manifests[1]!.digest);
   // An old base for another platform is refused, not guessed around.
   const err = await kilnFails(
-    [
-      'rebase',
-      `oci:${dir}:app-linux-arm64`,
-      '--old-base',
-      `oci:${dir}:old-linux-amd64`,
-      '--new-base',
-      `oci:${dir}:new`,
-      '--to',
-      `oci:${dir}:x`,
-    ],
+    rebaseArgs(at('app-linux-arm64'), at('old-linux-amd64'), at('new'), at('x')),
     'E_NO_MATCHING_PLATFORM',
   );
   assert.match(err.message, /linux\/amd64/);
