@@ -261,21 +261,27 @@ export class Image {
 
   /** The same image in the other media-type family (the blobs are the same bytes). */
   withFamily(family: Family): Image {
-    if (family === this.family) return this;
     if (family === 'docker' && !this.s.layers.every((l) => hasDockerType(l.descriptor.mediaType)))
       throw new KilnError('E_UNSUPPORTED', `${this.s.name} has layers with no Docker v2 media type`, {
         hint: 'keep it an OCI image (zstd and uncompressed layers have no Docker type)',
       });
-    const next = this.with({
-      mediaType: inFamily(this.s.mediaType, family),
-      configMediaType: inFamily(this.s.configMediaType, family),
-      layers: this.s.layers.map((l) => ({
-        ...l,
-        descriptor: { ...l.descriptor, mediaType: inFamily(l.descriptor.mediaType, family) },
-      })),
-      manifestChanged: true,
+    const mediaType = inFamily(this.s.mediaType, family);
+    const configMediaType = inFamily(this.s.configMediaType, family);
+    const layers = this.s.layers.map((l) => {
+      const type = inFamily(l.descriptor.mediaType, family);
+      return type === l.descriptor.mediaType ? l : { ...l, descriptor: { ...l.descriptor, mediaType: type } };
     });
-    if (family === 'docker') delete next.s.annotations;
+    // Docker v2 manifests have no annotations.
+    const dropAnnotations = family === 'docker' && this.s.annotations !== undefined;
+    if (
+      mediaType === this.s.mediaType &&
+      configMediaType === this.s.configMediaType &&
+      layers.every((l, i) => l === this.s.layers[i]) &&
+      !dropAnnotations
+    )
+      return this;
+    const next = this.with({ mediaType, configMediaType, layers, manifestChanged: true });
+    if (dropAnnotations) delete next.s.annotations;
     return next;
   }
 
