@@ -1,10 +1,10 @@
 import * as assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { copyFile, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { before, test } from 'node:test';
 import { formatPlatform, hostPlatform } from '../../src/oci/platform.js';
-import { type DockerEngine, sharedDocker } from '../support/docker.js';
+import { type DockerEngine, sharedDocker, startDocker } from '../support/docker.js';
 import { truncatedTar, writeImage } from '../support/hostile.js';
 import { kiln } from '../support/kiln.js';
 import { buildWasiProgram, HELLO_C } from '../support/wasi.js';
@@ -49,6 +49,39 @@ test('docker-daemon: an engine that does not answer is a clear error', async () 
   });
   assert.equal(r.code, 1);
   assert.match(r.stderr, /cannot reach the Docker engine/);
+});
+
+test('docker-daemon: loads through a tcp+TLS endpoint (DOCKER_TLS_VERIFY, DOCKER_CERT_PATH); a CA that did not sign the engine is E_TLS', async () => {
+  await using tlsEngine = await startDocker({ tls: true });
+  const tls = tlsEngine.tls!;
+  const r = await kiln(
+    ['package', hello, '--platform', 'linux/amd64', '--to', 'docker-daemon:kiln-tls-test:1'],
+    { env: tls.env },
+  );
+  assert.equal(r.code, 0, r.stderr);
+  const inspect = await tlsEngine.docker(['image', 'inspect', 'kiln-tls-test:1']);
+  assert.equal(inspect.code, 0, inspect.stderr);
+  assert.deepEqual(JSON.parse(inspect.stdout)[0].Config.Entrypoint, ['/hello.wasm']);
+
+  // The os check asks /info over TLS too: refused before anything is sent, as over a socket.
+  const wasm = await kiln(['package', hello, '--to', 'docker-daemon:kiln-tls-wasm:1'], { env: tls.env });
+  assert.equal(wasm.code, 1, wasm.stdout + wasm.stderr);
+  assert.match(wasm.stderr, new RegExp(`engine at ${tls.host.replace(/[.]/g, '\\.')}.*wasip1.*E_ENGINE`));
+
+  // Trusting another CA (the client's own certificate): the engine's certificate is refused.
+  const wrong = await mkdtemp(join(tmpdir(), 'kiln-daemon-wrong-ca-'));
+  try {
+    for (const f of ['cert.pem', 'key.pem']) await copyFile(join(tls.certPath, f), join(wrong, f));
+    await copyFile(join(tls.certPath, 'cert.pem'), join(wrong, 'ca.pem'));
+    const refused = await kiln(['package', hello, '--platform', 'linux/amd64', '--to', 'docker-daemon:x:1'], {
+      env: { ...tls.env, DOCKER_CERT_PATH: wrong },
+    });
+    assert.equal(refused.code, 1, refused.stdout + refused.stderr);
+    assert.match(refused.stderr, /TLS with the Docker engine at tcp:\/\/127\.0\.0\.1:\d+ failed.*E_TLS/);
+    assert.match(refused.stderr, /hint: .*DOCKER_CERT_PATH/);
+  } finally {
+    await rm(wrong, { recursive: true, force: true });
+  }
 });
 
 /** oci:DIR:multi, an index of the wasm image and one of the host's platform. */

@@ -19,6 +19,7 @@
  * mounts under its temp dir are unmounted and the dir is removed.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import {
   closeSync,
   existsSync,
@@ -31,10 +32,14 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { request } from 'node:http';
+import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { exitSet, killAndWait, killSync, pidAlive } from './processes.js';
-import { findTool, type RunOptions, type RunResult, requireTool, run, skipOrFail } from './tools.js';
+import { findTool, type RunOptions, type RunResult, requireTool, run, runOk, skipOrFail } from './tools.js';
+
+/** A DOCKER_HOST no engine answers at: a runner that needs an engine cannot start. */
+export const NO_ENGINE = 'unix:///nonexistent/kiln-test-docker.sock';
 
 export interface DockerEngine {
   /** DOCKER_HOST value for this engine: `unix:///…/docker.sock`. */
@@ -48,6 +53,8 @@ export interface DockerEngine {
   readonly cli: string;
   /** Environment that points a docker CLI at this engine (DOCKER_HOST, isolated DOCKER_CONFIG). */
   readonly env: NodeJS.ProcessEnv;
+  /** With `tls`: the engine's tcp+TLS endpoint as a client sees it. */
+  readonly tls?: DockerTls;
   /** Runs the docker CLI against this engine; never rejects on a non-zero exit. */
   docker(args: string[], opts?: RunOptions): Promise<RunResult>;
   /** Stops dockerd and removes its temp dir. Idempotent. */
@@ -60,6 +67,21 @@ export interface StartDockerOptions {
   timeoutMs?: number;
   /** Extra dockerd arguments (e.g. `--storage-driver=vfs`). */
   extraArgs?: string[];
+  /**
+   * Also listen on tcp://127.0.0.1:PORT (a free port) with TLS that verifies clients (`--tlsverify`),
+   * with certificates of a test CA made by openssl for this engine.
+   */
+  tls?: boolean;
+}
+
+/** A tcp+TLS endpoint of a private engine. */
+export interface DockerTls {
+  /** `tcp://127.0.0.1:PORT`. */
+  host: string;
+  /** A DOCKER_CERT_PATH: ca.pem (the test CA), cert.pem and key.pem (a client certificate it signed). */
+  certPath: string;
+  /** DOCKER_HOST, DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH, as the docker CLI reads them. */
+  env: Record<string, string>;
 }
 
 /**
@@ -216,6 +238,7 @@ export async function startDocker(opts: StartDockerOptions = {}): Promise<Docker
   const configFile = join(dir, 'daemon.json');
   const cliConfig = join(dir, 'cli');
   for (const sub of ['data', 'exec', 'cli']) mkdirSync(join(dir, sub));
+  const tls = opts.tls ? await makeTls(join(dir, 'tls')) : undefined;
   // Own trust key (dockerd 20.10 otherwise writes /etc/docker/key.json); only settable in daemon.json.
   writeFileSync(configFile, `${JSON.stringify({ 'deprecated-key-path': join(dir, 'key.json') })}\n`);
   writeFileSync(join(cliConfig, 'config.json'), '{}\n');
@@ -234,6 +257,7 @@ export async function startDocker(opts: StartDockerOptions = {}): Promise<Docker
     '--ip-forward=false',
     '--ip-masq=false',
     '--shutdown-timeout=2',
+    ...(tls?.args ?? []),
     ...(opts.extraArgs ?? []),
   ];
   const path = [process.env['PATH'] ?? '', '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin']
@@ -270,6 +294,7 @@ export async function startDocker(opts: StartDockerOptions = {}): Promise<Docker
     logPath,
     cli,
     env,
+    ...(tls ? { tls: tls.endpoint } : {}),
     docker: (dockerArgs, runOpts = {}) =>
       run(cli, dockerArgs, { ...runOpts, env: { ...env, ...runOpts.env, DOCKER_HOST: host } }),
     stop: () => stopAsync(running),
@@ -298,6 +323,99 @@ export async function startDocker(opts: StartDockerOptions = {}): Promise<Docker
   const version = await engine.docker(['version', '--format', '{{.Server.Version}}'], { timeoutMs: 30_000 });
   if (version.code !== 0) await fail(`answers /_ping but 'docker version' failed: ${version.stderr.trim()}`);
   return engine;
+}
+
+/** A free tcp port on 127.0.0.1 (free when asked: the engine takes it a moment later). */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * A test CA, a server certificate for 127.0.0.1 and a client certificate, both signed by it (EC keys),
+ * in `dir`: dockerd's `--tlsverify` arguments for a free port, and the client's endpoint.
+ */
+async function makeTls(dir: string): Promise<{ args: string[]; endpoint: DockerTls }> {
+  const openssl = requireTool('openssl');
+  if (openssl === undefined) throw new Error('openssl not found (apt-get install openssl)');
+  const certPath = join(dir, 'client');
+  mkdirSync(certPath, { recursive: true });
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+  const ca = join(certPath, 'ca.pem');
+  const caKey = join(dir, 'ca-key.pem');
+  await runOk(openssl, [
+    'req',
+    '-x509',
+    ...ec,
+    '-keyout',
+    caKey,
+    '-out',
+    ca,
+    '-days',
+    '7',
+    '-subj',
+    '/CN=kiln test engine CA',
+    '-addext',
+    'basicConstraints=critical,CA:TRUE',
+    '-addext',
+    'keyUsage=critical,keyCertSign,cRLSign',
+  ]);
+  const sign = async (name: string, key: string, cert: string, ext: string[]) => {
+    const csr = join(dir, `${name}.csr`);
+    const extFile = join(dir, `${name}.ext`);
+    await runOk(openssl, ['req', '-new', ...ec, '-keyout', key, '-out', csr, '-subj', `/CN=${name}`]);
+    writeFileSync(extFile, [...ext, 'basicConstraints=critical,CA:FALSE', ''].join('\n'));
+    await runOk(openssl, [
+      'x509',
+      '-req',
+      '-in',
+      csr,
+      '-CA',
+      ca,
+      '-CAkey',
+      caKey,
+      '-set_serial',
+      `0x${randomBytes(8).toString('hex')}`, // no .srl file next to the CA
+      '-days',
+      '7',
+      '-extfile',
+      extFile,
+      '-out',
+      cert,
+    ]);
+  };
+  const serverCert = join(dir, 'server-cert.pem');
+  const serverKey = join(dir, 'server-key.pem');
+  await sign('localhost', serverKey, serverCert, [
+    'subjectAltName=IP:127.0.0.1,DNS:localhost',
+    'keyUsage=critical,digitalSignature',
+    'extendedKeyUsage=serverAuth',
+  ]);
+  await sign('kiln-test-client', join(certPath, 'key.pem'), join(certPath, 'cert.pem'), [
+    'keyUsage=critical,digitalSignature',
+    'extendedKeyUsage=clientAuth',
+  ]);
+  const host = `tcp://127.0.0.1:${await freePort()}`;
+  return {
+    args: [
+      `--host=${host}`,
+      '--tlsverify',
+      `--tlscacert=${ca}`,
+      `--tlscert=${serverCert}`,
+      `--tlskey=${serverKey}`,
+    ],
+    endpoint: {
+      host,
+      certPath,
+      env: { DOCKER_HOST: host, DOCKER_TLS_VERIFY: '1', DOCKER_CERT_PATH: certPath },
+    },
+  };
 }
 
 let shared: Promise<DockerEngine> | undefined;
