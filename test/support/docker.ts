@@ -19,7 +19,6 @@
  * mounts under its temp dir are unmounted and the dir is removed.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import {
   closeSync,
   existsSync,
@@ -32,11 +31,12 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { request } from 'node:http';
-import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
+import { freePort } from './net.js';
 import { exitSet, killAndWait, killSync, pidAlive } from './processes.js';
-import { findTool, type RunOptions, type RunResult, requireTool, run, runOk, skipOrFail } from './tools.js';
+import { makeCa, SERVER_EXT, signCert } from './tls.js';
+import { findTool, type RunOptions, type RunResult, requireTool, run, skipOrFail } from './tools.js';
 
 /** A DOCKER_HOST no engine answers at: a runner that needs an engine cannot start. */
 export const NO_ENGINE = 'unix:///nonexistent/kiln-test-docker.sock';
@@ -325,79 +325,18 @@ export async function startDocker(opts: StartDockerOptions = {}): Promise<Docker
   return engine;
 }
 
-/** A free tcp port on 127.0.0.1 (free when asked: the engine takes it a moment later). */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
-
 /**
  * A test CA, a server certificate for 127.0.0.1 and a client certificate, both signed by it (EC keys),
  * in `dir`: dockerd's `--tlsverify` arguments for a free port, and the client's endpoint.
  */
 async function makeTls(dir: string): Promise<{ args: string[]; endpoint: DockerTls }> {
-  const openssl = requireTool('openssl');
-  if (openssl === undefined) throw new Error('openssl not found (apt-get install openssl)');
   const certPath = join(dir, 'client');
   mkdirSync(certPath, { recursive: true });
-  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
-  const ca = join(certPath, 'ca.pem');
-  const caKey = join(dir, 'ca-key.pem');
-  await runOk(openssl, [
-    'req',
-    '-x509',
-    ...ec,
-    '-keyout',
-    caKey,
-    '-out',
-    ca,
-    '-days',
-    '7',
-    '-subj',
-    '/CN=kiln test engine CA',
-    '-addext',
-    'basicConstraints=critical,CA:TRUE',
-    '-addext',
-    'keyUsage=critical,keyCertSign,cRLSign',
-  ]);
-  const sign = async (name: string, key: string, cert: string, ext: string[]) => {
-    const csr = join(dir, `${name}.csr`);
-    const extFile = join(dir, `${name}.ext`);
-    await runOk(openssl, ['req', '-new', ...ec, '-keyout', key, '-out', csr, '-subj', `/CN=${name}`]);
-    writeFileSync(extFile, [...ext, 'basicConstraints=critical,CA:FALSE', ''].join('\n'));
-    await runOk(openssl, [
-      'x509',
-      '-req',
-      '-in',
-      csr,
-      '-CA',
-      ca,
-      '-CAkey',
-      caKey,
-      '-set_serial',
-      `0x${randomBytes(8).toString('hex')}`, // no .srl file next to the CA
-      '-days',
-      '7',
-      '-extfile',
-      extFile,
-      '-out',
-      cert,
-    ]);
-  };
+  const ca = await makeCa(dir, join(certPath, 'ca.pem'), '/CN=kiln test engine CA');
   const serverCert = join(dir, 'server-cert.pem');
   const serverKey = join(dir, 'server-key.pem');
-  await sign('localhost', serverKey, serverCert, [
-    'subjectAltName=IP:127.0.0.1,DNS:localhost',
-    'keyUsage=critical,digitalSignature',
-    'extendedKeyUsage=serverAuth',
-  ]);
-  await sign('kiln-test-client', join(certPath, 'key.pem'), join(certPath, 'cert.pem'), [
+  await signCert(ca, 'localhost', serverKey, serverCert, SERVER_EXT);
+  await signCert(ca, 'kiln-test-client', join(certPath, 'key.pem'), join(certPath, 'cert.pem'), [
     'keyUsage=critical,digitalSignature',
     'extendedKeyUsage=clientAuth',
   ]);
@@ -406,7 +345,7 @@ async function makeTls(dir: string): Promise<{ args: string[]; endpoint: DockerT
     args: [
       `--host=${host}`,
       '--tlsverify',
-      `--tlscacert=${ca}`,
+      `--tlscacert=${ca.ca}`,
       `--tlscert=${serverCert}`,
       `--tlskey=${serverKey}`,
     ],

@@ -14,6 +14,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { workDir } from './temp.js';
 import { ok, run } from './tools.js';
 
 /** Absolute path of the built CLI. */
@@ -119,4 +120,31 @@ export function kilnAppend(
 /** `kiln index create [extra…] --to TO IMAGE…`, which must succeed; returns the index digest. */
 export function kilnIndexCreate(to: string, images: string[], extra: string[] = []): Promise<string> {
   return kilnDigest(['index', 'create', ...extra, '--to', to, ...images]);
+}
+
+/**
+ * kiln with an environment of its own on top of the test one (a file's KILN_HOME, its engine's
+ * DOCKER_HOST…), read at each call (`env` is a function: what it names may be set up in `before`);
+ * a call's `env` overrides it.
+ */
+export function kilnWith(
+  env: () => NodeJS.ProcessEnv,
+  timeoutMs = 600_000,
+): (args: string[], extraEnv?: NodeJS.ProcessEnv, timeout?: number) => Promise<KilnResult> {
+  return (args, extraEnv = {}, timeout = timeoutMs) =>
+    kiln(args, { env: { ...env(), ...extraEnv }, timeoutMs: timeout });
+}
+
+/**
+ * A test file's own kiln store: a work dir (workDir, removed after the file's tests) with KILN_HOME
+ * at `home` in it, and `k`, kiln with that home and `env()` ({@link kilnWith}).
+ */
+export function kilnStore(
+  prefix: string,
+  env: () => NodeJS.ProcessEnv = () => ({}),
+  timeoutMs?: number,
+): { work: string; home: string; k: ReturnType<typeof kilnWith> } {
+  const work = workDir(prefix);
+  const home = join(work, 'home');
+  return { work, home, k: kilnWith(() => ({ KILN_HOME: home, ...env() }), timeoutMs) };
 }

@@ -31,10 +31,12 @@ import {
   type ServerResponse,
 } from 'node:http';
 import { request as httpsRequest } from 'node:https';
-import { type AddressInfo, createServer as createNetServer } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { freePort } from './net.js';
 import { exitSet, killAndWait, killSync } from './processes.js';
+import { makeCa, SERVER_EXT, signCert } from './tls.js';
 import { findTool, runOk, skipOrFail } from './tools.js';
 
 export type RegistryAuth = 'none' | 'basic' | 'token';
@@ -200,19 +202,6 @@ async function stopAsync(r: Running): Promise<void> {
 // ---------------------------------------------------------------------------------------------------
 // Helpers
 
-/** A port that was free a moment ago (the registry binds it itself, so a clash is possible). */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createNetServer();
-    srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as AddressInfo;
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
 /** Listens on a kernel-chosen loopback port. Unref'd, as are its connections: never keeps a test alive. */
 function listenLoopback(server: Server): Promise<number> {
   server.on('connection', (socket) => socket.unref());
@@ -252,66 +241,13 @@ function ping(url: string, ca: Buffer | undefined): Promise<boolean> {
   });
 }
 
-const EC_KEY = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
-
 /** A test CA and a server certificate it signed, for 127.0.0.1 and localhost (PEM paths). */
-async function makeTlsCerts(
-  openssl: string,
-  certDir: string,
-): Promise<{ ca: string; cert: string; key: string }> {
-  const ca = join(certDir, 'ca.crt');
-  const caKey = join(certDir, 'ca.key');
-  const csr = join(certDir, 'server.csr');
+async function makeTlsCerts(certDir: string): Promise<{ ca: string; cert: string; key: string }> {
+  const ca = await makeCa(certDir, join(certDir, 'ca.crt'), '/CN=kiln test CA');
   const cert = join(certDir, 'server.crt');
   const key = join(certDir, 'server.key');
-  const ext = join(certDir, 'server.ext');
-  await runOk(openssl, [
-    'req',
-    '-x509',
-    ...EC_KEY,
-    '-keyout',
-    caKey,
-    '-out',
-    ca,
-    '-days',
-    '7',
-    '-subj',
-    '/CN=kiln test CA',
-    '-addext',
-    'basicConstraints=critical,CA:TRUE',
-    '-addext',
-    'keyUsage=critical,keyCertSign,cRLSign',
-  ]);
-  await runOk(openssl, ['req', '-new', ...EC_KEY, '-keyout', key, '-out', csr, '-subj', '/CN=localhost']);
-  writeFileSync(
-    ext,
-    [
-      'subjectAltName=IP:127.0.0.1,DNS:localhost',
-      'basicConstraints=critical,CA:FALSE',
-      'keyUsage=critical,digitalSignature',
-      'extendedKeyUsage=serverAuth',
-      '',
-    ].join('\n'),
-  );
-  await runOk(openssl, [
-    'x509',
-    '-req',
-    '-in',
-    csr,
-    '-CA',
-    ca,
-    '-CAkey',
-    caKey,
-    '-set_serial',
-    `0x${randomBytes(8).toString('hex')}`, // no .srl file next to the CA
-    '-days',
-    '7',
-    '-extfile',
-    ext,
-    '-out',
-    cert,
-  ]);
-  return { ca, cert, key };
+  await signCert(ca, 'localhost', key, cert, SERVER_EXT);
+  return { ca: ca.ca, cert, key };
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -578,8 +514,7 @@ export async function startRegistry<A extends RegistryAuth = 'none'>(
     let extra: Record<string, unknown> = {};
 
     if (auth === 'basic') {
-      const openssl = findTool('openssl')!;
-      const certs = await makeTlsCerts(openssl, certDir);
+      const certs = await makeTlsCerts(certDir);
       ca = readFileSync(certs.ca);
       http['tls'] = { certificate: certs.cert, key: certs.key };
       // distribution only accepts bcrypt entries.
