@@ -92,7 +92,9 @@ export class EngineClient {
     this.dockerode ??= (async () => {
       const { default: Docker } = await import('dockerode');
       try {
-        return new Docker(this.endpoint.options);
+        const docker = new Docker(this.endpoint.options);
+        if (this.ssh) quietSshUrls(docker.modem as unknown as Dialer);
+        return docker;
       } catch (err) {
         // docker-modem still reads DOCKER_HOST and DOCKER_CERT_PATH on its own, and throws on bad ones.
         throw new KilnError(
@@ -315,6 +317,34 @@ export class EngineClient {
       } else req.end();
     });
   }
+}
+
+interface Dialer {
+  dial(...args: unknown[]): unknown;
+}
+
+/**
+ * docker-modem builds an invalid URL for every ssh request (`ssh:HOST:PORTHOST`: only the ssh agent
+ * is used, the URL's host and port never are), and node's url.parse warns about it (DEP0170) on the
+ * user's terminal. That warning alone is dropped, while a request is dialled: dial parses
+ * synchronously, so nothing else runs meanwhile. This modem only (no global change).
+ */
+function quietSshUrls(modem: Dialer): void {
+  const dial = modem.dial.bind(modem);
+  modem.dial = (...args: unknown[]) => {
+    const emitWarning = process.emitWarning;
+    process.emitWarning = function (this: NodeJS.Process, warning: string | Error, ...rest: unknown[]) {
+      const opt = rest[0];
+      const code = typeof opt === 'string' ? rest[1] : (opt as { code?: unknown } | undefined)?.code;
+      if (code === 'DEP0170') return;
+      return (emitWarning as (...a: unknown[]) => void).call(this, warning, ...rest);
+    } as typeof process.emitWarning;
+    try {
+      return dial(...args);
+    } finally {
+      process.emitWarning = emitWarning;
+    }
+  };
 }
 
 /** Node's codes for a certificate or handshake failure. */

@@ -7,6 +7,7 @@ import { formatPlatform, hostPlatform } from '../../src/oci/platform.js';
 import { type DockerEngine, sharedDocker, startDocker } from '../support/docker.js';
 import { truncatedTar, writeImage } from '../support/hostile.js';
 import { kiln } from '../support/kiln.js';
+import { startSshd } from '../support/sshd.js';
 import { buildWasiProgram, HELLO_C } from '../support/wasi.js';
 
 const HOST = formatPlatform(hostPlatform());
@@ -82,6 +83,30 @@ test('docker-daemon: loads through a tcp+TLS endpoint (DOCKER_TLS_VERIFY, DOCKER
   } finally {
     await rm(wrong, { recursive: true, force: true });
   }
+});
+
+test('docker-daemon: loads through an ssh:// endpoint (keys from the ssh agent, docker system dial-stdio on the far side)', async () => {
+  await using sshd = await startSshd({
+    DOCKER_HOST: engine.host,
+    DOCKER_CONFIG: engine.env['DOCKER_CONFIG']!,
+  });
+  const r = await kiln(
+    ['package', hello, '--platform', 'linux/amd64', '--to', 'docker-daemon:kiln-ssh-test:1'],
+    { env: { DOCKER_HOST: sshd.host, SSH_AUTH_SOCK: sshd.authSock } },
+  );
+  assert.equal(r.code, 0, r.stderr);
+  const inspect = await engine.docker(['image', 'inspect', 'kiln-ssh-test:1']);
+  assert.equal(inspect.code, 0, inspect.stderr);
+  assert.deepEqual(JSON.parse(inspect.stdout)[0].Config.Entrypoint, ['/hello.wasm']);
+
+  // The os check (/info) goes over ssh as well.
+  const wasm = await kiln(['package', hello, '--to', 'docker-daemon:kiln-ssh-wasm:1'], {
+    env: { DOCKER_HOST: sshd.host, SSH_AUTH_SOCK: sshd.authSock },
+  });
+  assert.equal(wasm.code, 1, wasm.stdout + wasm.stderr);
+  // (the user in ssh://USER@HOST is redacted, as userinfo in any URL kiln prints)
+  assert.match(wasm.stderr, /^kiln: the Docker engine at ssh:\/\/\S+127\.0\.0\.1:\d+ .*wasip1.*E_ENGINE/);
+  assert.doesNotMatch(r.stderr + wasm.stderr, /Warning/, 'no warnings from the ssh transport');
 });
 
 /** oci:DIR:multi, an index of the wasm image and one of the host's platform. */
