@@ -44,7 +44,10 @@ export type KilnErrorCode =
   | 'E_OFFLINE'
   | 'E_BAD_PROJECT'
   | 'E_UNKNOWN_LANGUAGE'
-  | 'E_BASE_MISMATCH';
+  | 'E_BASE_MISMATCH'
+  | 'E_BAD_KEY'
+  | 'E_BAD_PASSWORD'
+  | 'E_VERIFY_FAILED';
 
 export interface KilnErrorOptions {
   hint?: string;
