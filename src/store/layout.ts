@@ -334,9 +334,12 @@ export function findInIndex(index: ImageIndex, name: string | undefined, where: 
   });
 }
 
-/** The referrers fallback tag scheme (distribution spec 1.1): `<alg>-<hex>` of the subject. */
+/**
+ * The referrers fallback tag scheme (distribution spec 1.1): `<alg>-<hex>` of the subject; and
+ * cosign's tags beside it, `<alg>-<hex>.sig`, `.att`, `.sbom`.
+ */
 export function isReferrersTag(tag: string | undefined): boolean {
-  return tag !== undefined && /^(sha256-[0-9a-f]{64}|sha512-[0-9a-f]{128})$/.test(tag);
+  return tag !== undefined && /^(sha256-[0-9a-f]{64}|sha512-[0-9a-f]{128})(\.(sig|att|sbom))?$/.test(tag);
 }
 
 function tagsHint(index: ImageIndex): string {

@@ -27,6 +27,7 @@ export const LAYERS: readonly (readonly string[])[] = [
   ['image'],
   ['wasm'],
   ['sbom', 'run', 'toolchain'],
+  ['sign'],
   ['project'],
   ['build'],
   ['operations'],
