@@ -34,7 +34,8 @@ try {
     platform: 'node',
     target: 'node20',
     // Native addons cannot be in the bundle; the packages that want one load it in a try/catch.
-    external: ['*.node'],
+    // jco (components) is left out: the executable runs preview 1 modules in-process, refuses components.
+    external: ['*.node', '@bytecodealliance/*'],
     // The main script of a single executable cannot import(): turn it into require().
     supported: { 'dynamic-import': false },
     // CommonJS has no import.meta: the executable's own path stands in for the module's URL.

@@ -1,18 +1,14 @@
 import { createRequire } from 'node:module';
 import * as path from 'node:path';
+import { checkRunnable, type GuestOptions, prepareGuest, runGuest } from '../component/sandbox.js';
 import { KilnError } from '../errors.js';
 import { inspectWasm } from '../wasm/inspect.js';
 
-export interface RunOptions {
-  args?: string[];
-  /** K=V pairs; later ones win. */
-  env?: string[];
-  /** Host directories the module may open: `HOST` or `HOST:GUEST`. */
-  dirs?: string[];
-  stdin?: number;
-  stdout?: number;
-  stderr?: number;
-}
+/**
+ * args, env (K=V, later ones win), dirs (`HOST[:GUEST[:ro]]`), stdio fds, and the sandbox's limits:
+ * maxMemoryMiB, timeoutMs, allowNet (see component/sandbox.ts).
+ */
+export type RunOptions = GuestOptions;
 
 /** Parses `--dir HOST[:GUEST]`: the guest path defaults to the host path as written. */
 export function parseDirMapping(spec: string): { host: string; guest: string } {
@@ -34,8 +30,13 @@ export function envObject(pairs: string[]): Record<string, string> {
 }
 
 /**
- * Runs a WASI preview 1 command module with Node's WASI and returns its exit code.
- * Components and reactors are refused with a clear reason rather than failing inside the engine.
+ * Runs a WASI command, a preview 1 module or a component (wasi:cli/run), and returns its exit code.
+ * It runs in the sandbox of component/sandbox.ts: a child Node under the permission model, a preview 1
+ * module through the preview 1 adapter (its exit code kept whole). Guests that cannot run are refused
+ * with a clear reason before anything starts.
+ *
+ * The single executable (`npm run sea`) has no jco and cannot start a child Node: there a preview 1
+ * module runs in this process with node:wasi, without the sandbox (so without its limits).
  */
 export async function runWasiModule(
   bytes: Uint8Array,
@@ -43,26 +44,38 @@ export async function runWasiModule(
   options: RunOptions = {},
 ): Promise<number> {
   const info = inspectWasm(bytes, argv0);
+  checkRunnable(info, argv0);
+  if (!isSingleExecutable())
+    return runGuest(await prepareGuest(bytes, argv0, info, options.storeDir), argv0, options);
   if (info.kind === 'component')
     throw new KilnError(
-      'E_NOT_RUNNABLE',
-      `${argv0} is a WebAssembly component (WASI preview 2); kiln run runs preview 1 modules only, for now`,
+      'E_UNSUPPORTED',
+      `${argv0} is a component; the single executable runs preview 1 modules only`,
       {
-        hint: 'run components with wasmtime, or package a preview 1 build (wasm32-wasip1)',
+        hint: 'install kiln from npm to run components',
       },
     );
-  if (info.role !== 'command')
+  if (options.maxMemoryMiB !== undefined || options.timeoutMs !== undefined || options.allowNet)
     throw new KilnError(
-      'E_NOT_RUNNABLE',
-      `${argv0} is a ${info.role} module with no _start export; there is nothing to run`,
+      'E_UNSUPPORTED',
+      'the single executable has no sandbox for --max-memory, --timeout or --allow-net',
+      {
+        hint: 'install kiln from npm to use them',
+      },
     );
-  const foreign = info.imports.filter((i) => !i.startsWith('wasi_snapshot_preview1#'));
-  if (foreign.length)
-    throw new KilnError(
-      'E_NOT_RUNNABLE',
-      `${argv0} imports ${foreign.slice(0, 3).join(', ')}${foreign.length > 3 ? ', ...' : ''}, which WASI preview 1 does not provide`,
-    );
+  return runInProcess(bytes, argv0, options);
+}
 
+function isSingleExecutable(): boolean {
+  try {
+    return (createRequire(import.meta.url)('node:sea') as { isSea(): boolean }).isSea();
+  } catch {
+    return false;
+  }
+}
+
+/** A preview 1 command with node:wasi, in this process: what the single executable runs. */
+async function runInProcess(bytes: Uint8Array, argv0: string, options: RunOptions): Promise<number> {
   const preopens: Record<string, string> = {};
   for (const spec of options.dirs ?? []) {
     const { host, guest } = parseDirMapping(spec);

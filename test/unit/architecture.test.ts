@@ -26,6 +26,7 @@ export const LAYERS: readonly (readonly string[])[] = [
   ['transport'],
   ['image'],
   ['wasm'],
+  ['component'],
   ['sbom', 'run', 'toolchain'],
   ['sign'],
   ['project'],
