@@ -10,6 +10,19 @@ export {
   type BuiltSbom,
   build,
 } from './build/build.js';
+/**
+ * The context every operation runs with (`{ context }` in its options): registry settings and
+ * credentials, the connection pool, kiln's store, an abort signal and an event sink. Make one with
+ * createContext, pass it to any number of operations (concurrent ones too), close it when done.
+ * Without one an operation makes its own for that call; two contexts share nothing.
+ */
+export {
+  type ContextOptions,
+  createContext,
+  Interrupted,
+  KilnContext,
+  type KilnEvent,
+} from './context.js';
 export { isKilnError, KilnError, type KilnErrorCode, redact } from './errors.js';
 export {
   type AppendedLayer,
@@ -83,7 +96,10 @@ export { formatPlatform, hostPlatform, type Platform, parsePlatform } from './oc
 export { familiarReference, formatReference, parseReference, type Reference } from './oci/reference.js';
 export type { Descriptor, ImageConfig, ImageIndex, ImageManifest } from './oci/types.js';
 export * from './operations.js';
+/** What a registry (or the network to it) did: status, the registry's error code, Retry-After, retryable. */
+export { RegistryError } from './registry/errors.js';
 export type { RegistryOptions } from './registry/registry.js';
+export type { RetryPolicy } from './registry/retry.js';
 export { type RunImageOptions, runWasm } from './run/run.js';
 export { type ImageFilesOptions, imageFiles } from './sbom/files.js';
 export { lockfilePackages } from './sbom/lockfiles.js';
@@ -105,7 +121,7 @@ export { type SbomFile, type SbomInput, type SbomPackage, spdxDocument } from '.
 export { cacheDir, openCache } from './store/cache.js';
 export { OciLayout } from './store/layout.js';
 export type { CopyEvent, CopyOptions, CopyResult } from './transport/copy.js';
-export { configureRegistries, type OpenOptions, openDestination, openSource } from './transport/open.js';
+export { type OpenOptions, openDestination, openSource } from './transport/open.js';
 export { type ImageLocation, parseLocation } from './transport/parse.js';
 export type { ImageDestination, ImageSource } from './transport/types.js';
 export { inspectWasm, type WasmInfo } from './wasm/inspect.js';

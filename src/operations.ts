@@ -2,20 +2,27 @@
  * The operations behind the commands: pack, copy, inspect, digest, tags. Kept apart from index.ts
  * so a command loads only these and what they use, not the whole library (start-up time).
  */
+import { type KilnContext, withContext } from './context.js';
 import { KilnError } from './errors.js';
 import { type InspectResult, inspectSource } from './image/inspect.js';
 import type { Platform } from './oci/platform.js';
 import type { Descriptor } from './oci/types.js';
 import { type CopyOptions, type CopyResult, copyImage } from './transport/copy.js';
-import { currentRegistryOptions, type OpenOptions, openDestination, openSource } from './transport/open.js';
+import { type OpenOptions, openDestination, openSource } from './transport/open.js';
 import { parseLocation } from './transport/parse.js';
 
 export { type PackResult, pack } from './wasm/pack.js';
 
-export interface CopyCommandOptions extends CopyOptions {
-  /** How to open the source and the destination (credentials of each side, say). */
-  source?: OpenOptions;
-  destination?: OpenOptions;
+/** What every operation may be given: the context it runs with (see KilnContext). */
+export interface ContextOption {
+  /** Registry settings and connections, the store, an abort signal, an event sink; default: one for this call. */
+  context?: KilnContext;
+}
+
+export interface CopyCommandOptions extends CopyOptions, ContextOption {
+  /** How to open the source and the destination (credentials of each side, say), on top of the context. */
+  source?: Omit<OpenOptions, 'context'>;
+  destination?: Omit<OpenOptions, 'context'>;
 }
 
 /** Copies an image or index between any two transports. */
@@ -24,48 +31,70 @@ export async function copy(
   dst: string,
   options: CopyCommandOptions = {},
 ): Promise<CopyResult> {
-  // The copy's signal reaches the transports too, so an abort stops requests in flight.
-  const withSignal = (o: OpenOptions | undefined): OpenOptions | undefined =>
-    options.signal
-      ? { ...o, signal: o?.signal ?? options.signal, registry: o?.registry ?? currentRegistryOptions() }
-      : o;
-  const source = typeof src === 'string' ? await openSource(src, withSignal(options.source)) : src;
-  try {
-    const destination = await openDestination(dst, withSignal(options.destination));
-    return await copyImage(source, destination, options);
-  } finally {
-    await source.close();
-  }
+  return withContext(options.context, async (context) => {
+    // The copy's signal reaches the transports too, so an abort stops requests in flight.
+    const signal = context.signalWith(options.signal);
+    const open = (o: OpenOptions | undefined): OpenOptions => ({
+      ...o,
+      context,
+      signal: o?.signal ?? signal,
+    });
+    const source = typeof src === 'string' ? await openSource(src, open(options.source)) : src;
+    try {
+      const destination = await openDestination(dst, open(options.destination));
+      return await copyImage(source, destination, {
+        ...options,
+        signal,
+        onEvent: context.events(options.onEvent),
+      });
+    } finally {
+      await source.close();
+    }
+  });
 }
 
 /** The manifest (or index), config and layers of an image. */
-export async function inspect(ref: string, options: { platform?: Platform } = {}): Promise<InspectResult> {
-  const source = await openSource(ref);
-  try {
-    return await inspectSource(source, options);
-  } finally {
-    await source.close();
-  }
+export async function inspect(
+  ref: string,
+  options: { platform?: Platform } & ContextOption = {},
+): Promise<InspectResult> {
+  return withContext(options.context, async (context) => {
+    const source = await openSource(ref, { context });
+    try {
+      return await inspectSource(source, options);
+    } finally {
+      await source.close();
+    }
+  });
 }
 
 /** The digest of what a reference names (the platform's manifest with `platform`), as `crane digest`. */
-export async function digest(ref: string, options: { platform?: Platform } = {}): Promise<Descriptor> {
-  const source = await openSource(ref);
-  try {
-    const root = await source.resolve();
-    if (!options.platform) return root;
-    const { selectManifest } = await import('./image/resolve.js');
-    const { parseManifest } = await import('./oci/validate.js');
-    const parsed = parseManifest(await source.fetchManifest(root), `manifest ${root.digest}`, root.mediaType);
-    if (parsed.kind !== 'index') return root;
-    return selectManifest(parsed.index, options.platform, ref);
-  } finally {
-    await source.close();
-  }
+export async function digest(
+  ref: string,
+  options: { platform?: Platform } & ContextOption = {},
+): Promise<Descriptor> {
+  return withContext(options.context, async (context) => {
+    const source = await openSource(ref, { context });
+    try {
+      const root = await source.resolve();
+      if (!options.platform) return root;
+      const { selectManifest } = await import('./image/resolve.js');
+      const { parseManifest } = await import('./oci/validate.js');
+      const parsed = parseManifest(
+        await source.fetchManifest(root),
+        `manifest ${root.digest}`,
+        root.mediaType,
+      );
+      if (parsed.kind !== 'index') return root;
+      return selectManifest(parsed.index, options.platform, ref);
+    } finally {
+      await source.close();
+    }
+  });
 }
 
 /** The tags of a registry repository, or of an OCI layout (`oci:DIR`). */
-export async function listTags(repo: string): Promise<string[]> {
+export async function listTags(repo: string, options: ContextOption = {}): Promise<string[]> {
   const loc = parseLocation(repo);
   if (loc.transport === 'oci') {
     const { OciLayout: Layout } = await import('./store/layout.js');
@@ -81,6 +110,7 @@ export async function listTags(repo: string): Promise<string[]> {
     throw new KilnError('E_USAGE', `kiln tags takes a repository without tag or digest, got ${repo}`, {
       hint: `kiln tags ${loc.ref.registry}/${loc.ref.repository}`,
     });
-  const { openRepository } = await import('./transport/registry.js');
-  return openRepository(loc.ref, currentRegistryOptions()).listTags();
+  return withContext(options.context, async (context) =>
+    (await context.repository(loc.ref)).listTags(context.signal),
+  );
 }

@@ -9,13 +9,13 @@
  * about it. Packaging is deterministic: an unchanged project writes the same digests.
  */
 import * as path from 'node:path';
+import { type KilnContext, withContext } from '../context.js';
 import { KilnError } from '../errors.js';
 import { ComposedSource, defaultCreated, platformKey } from '../image/compose.js';
 import { sortKeys } from '../image/write.js';
 import { MediaType } from '../oci/media-types.js';
 import { formatPlatform, isWasmPlatform, type Platform } from '../oci/platform.js';
 import type { Descriptor, ImageIndex } from '../oci/types.js';
-import { openCache } from '../store/cache.js';
 import { copyImage } from '../transport/copy.js';
 import { openDestination } from '../transport/open.js';
 import { parseLocation } from '../transport/parse.js';
@@ -81,10 +81,18 @@ export interface BuildResult {
 }
 
 export async function build(options: BuildOptions = {}): Promise<BuildResult> {
-  const project = await loadProject(
-    path.resolve(options.dir ?? '.'),
-    options.file ? { file: options.file } : {},
+  return withContext(options.context, (context) =>
+    buildIn({ ...options, context, onBuildEvent: context.events(options.onBuildEvent) }),
   );
+}
+
+type InContext = BuildOptions & { context: KilnContext };
+
+async function buildIn(options: InContext): Promise<BuildResult> {
+  const project = await loadProject(path.resolve(options.dir ?? '.'), {
+    ...(options.file ? { file: options.file } : {}),
+    store: await options.context.store(),
+  });
   const p = project.project;
   const to = options.to?.length ? options.to : (p.to ?? []);
   if (to.length === 0)
@@ -122,7 +130,7 @@ function checkDistinct(platforms: Platform[]): void {
 
 /** Today's build: one wasm image, packed with `pack` and written to each destination. */
 async function singleWasm(
-  options: BuildOptions,
+  options: InContext,
   to: string[],
   platform: Platform | undefined,
   annotations: Record<string, string>,
@@ -142,6 +150,7 @@ async function singleWasm(
       ...(platform ? { platform } : {}),
       annotations,
       labels: p.image?.labels ?? {},
+      context: options.context,
     });
     images.push(image);
     options.onBuildEvent?.({ type: 'written', destination: dest, digest: image.descriptor.digest });
@@ -149,12 +158,12 @@ async function singleWasm(
   const result: BuildResult = { compile: compiled, compiles: [compiled], images };
   if (sbom && images[0]) {
     const { OciDirSource } = await import('../transport/oci-dir.js');
-    const source = OciDirSource.forDescriptor(await openCache(), images[0].descriptor);
+    const source = OciDirSource.forDescriptor(await options.context.store(), images[0].descriptor);
     try {
       const subjects = [
         { descriptor: images[0].descriptor, platform: images[0].platform, compile: compiled },
       ];
-      result.sboms = await attachSboms(source, subjects, to, options.signal);
+      result.sboms = await attachSboms(source, subjects, to, options.signal, options.context);
     } finally {
       await source.close();
     }
@@ -176,7 +185,7 @@ interface PlatformImage {
 }
 
 async function multiPlatform(
-  options: BuildOptions,
+  options: InContext,
   project: LoadedProject,
   to: string[],
   platforms: Platform[],
@@ -185,8 +194,8 @@ async function multiPlatform(
 ): Promise<BuildResult> {
   const { onBuildEvent: _e, platforms: _ps, platform: _p, output, ...compileBase } = options;
   const emit = options.onBuildEvent ?? (() => {});
-  const store = await openCache();
-  const composed = new ComposedSource('kiln build', store);
+  const store = await options.context.store();
+  const composed = new ComposedSource('kiln build', store, options.context);
   try {
     const p = project.project;
     const native = platforms.filter((x) => !isWasmPlatform(x));
@@ -280,11 +289,9 @@ async function multiPlatform(
 
     const images: BuiltImage[] = [];
     for (const dest of to) {
-      await copyImage(
-        composed,
-        await openDestination(dest),
-        options.signal ? { signal: options.signal } : {},
-      );
+      await copyImage(composed, await openDestination(dest, { context: options.context }), {
+        signal: options.context.signalWith(options.signal),
+      });
       emit({ type: 'written', destination: dest, digest: root.digest });
       for (const b of built) {
         const { compile: _c, annotations: _a, baseLayers: _b, ...rest } = b;
@@ -298,7 +305,7 @@ async function multiPlatform(
       ...(index ? { index } : {}),
       images,
     };
-    if (sbom) result.sboms = await attachSboms(composed, built, to, options.signal);
+    if (sbom) result.sboms = await attachSboms(composed, built, to, options.signal, options.context);
     return result;
   } finally {
     await composed.close();
@@ -360,6 +367,7 @@ async function attachSboms(
   subjects: SbomSubject[],
   to: string[],
   signal: AbortSignal | undefined,
+  context: KilnContext,
 ): Promise<BuiltSbom[]> {
   const targets = to.filter((dest) => {
     const t = parseLocation(dest).transport;
@@ -394,6 +402,7 @@ async function attachSboms(
         packages,
         created,
         ...(signal ? { signal } : {}),
+        context,
       });
       out.push({ destination: dest, subject: subject.descriptor.digest, descriptor: attached.descriptor });
     }

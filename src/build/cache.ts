@@ -17,6 +17,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
+import { type KilnContext, withContext } from '../context.js';
 import { ioError, isKilnError, KilnError } from '../errors.js';
 import { writeJsonBlob, writeManifest } from '../image/write.js';
 import { writeLayer } from '../layer/write-layer.js';
@@ -81,7 +82,11 @@ function predatesExtras(artifact: Descriptor): boolean {
 }
 
 export class BuildCache {
-  constructor(readonly store: OciLayout) {}
+  constructor(
+    readonly store: OciLayout,
+    /** How remote caches (registries) are reached; default: a context per call. */
+    private readonly context?: KilnContext,
+  ) {}
 
   private entryFile(key: string): string {
     return path.join(this.store.dir, 'builds', `${key}.json`);
@@ -249,7 +254,7 @@ export class BuildCache {
     const { OciDirSource } = await import('../transport/oci-dir.js');
     await copyImage(
       OciDirSource.forDescriptor(this.store, descriptor),
-      await openDestination(`${repo}:${entry.key}`),
+      await openDestination(`${repo}:${entry.key}`, { context: this.context }),
     );
   }
 
@@ -258,18 +263,19 @@ export class BuildCache {
    * transferred), a tag lookup elsewhere (`oci:DIR`). Nothing is fetched or checked beyond that.
    */
   async has(key: string, repo: string): Promise<boolean> {
-    const [{ openSource, currentRegistryOptions }, { parseLocation }] = await Promise.all([
+    const [{ openSource }, { parseLocation }] = await Promise.all([
       import('../transport/open.js'),
       import('../transport/parse.js'),
     ]);
     const location = `${repo}:${key}`;
     const loc = parseLocation(location);
-    if (loc.transport === 'registry') {
-      const { openRepository } = await import('../transport/registry.js');
-      return (await openRepository(loc.ref, currentRegistryOptions()).headManifest(key)) !== undefined;
-    }
+    if (loc.transport === 'registry')
+      return withContext(this.context, async (ctx) => {
+        const repository = await ctx.repository(loc.ref);
+        return (await repository.headManifest(key, ctx.signal)) !== undefined;
+      });
     try {
-      const source = await openSource(location, { registry: currentRegistryOptions() });
+      const source = await openSource(location, { context: this.context });
       try {
         await source.resolve();
         return true;
@@ -293,8 +299,8 @@ export class BuildCache {
     toolchain: string,
     options: { native?: boolean } = {},
   ): Promise<CacheEntry | undefined> {
-    const { openSource, currentRegistryOptions } = await import('../transport/open.js');
-    const source = await openSource(`${repo}:${key}`, { registry: currentRegistryOptions() });
+    const { openSource } = await import('../transport/open.js');
+    const source = await openSource(`${repo}:${key}`, { context: this.context });
     try {
       let root: Descriptor;
       try {

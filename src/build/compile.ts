@@ -16,11 +16,11 @@ import { createReadStream } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { type KilnContext, withContext } from '../context.js';
 import { KilnError } from '../errors.js';
 import { newHash } from '../oci/digest.js';
 import { formatPlatform, type Platform } from '../oci/platform.js';
 import type { Descriptor } from '../oci/types.js';
-import { openCache } from '../store/cache.js';
 import { buildPlatform, resolveToolchain, toolchainName } from '../toolchain/images.js';
 import {
   DEFAULT_ARTIFACT,
@@ -79,6 +79,8 @@ export interface CompileOptions {
   buildOutput?: NodeJS.WritableStream;
   onEvent?: (e: CompileEvent) => void;
   signal?: AbortSignal;
+  /** Registry settings and connections, the store, the abort signal, events; default: a context for this call. */
+  context?: KilnContext;
 }
 
 export interface CompileResult {
@@ -151,12 +153,18 @@ function exactPattern(rel: string): string {
 }
 
 export async function compile(options: CompileOptions = {}): Promise<CompileResult> {
-  const project = await loadProject(
-    path.resolve(options.dir ?? '.'),
-    options.file ? { file: options.file } : {},
-  );
+  return withContext(options.context, (context) => compileIn(context, options));
+}
+
+async function compileIn(context: KilnContext, options: CompileOptions): Promise<CompileResult> {
+  const store = await context.store();
+  const signal = context.signalWith(options.signal);
+  const project = await loadProject(path.resolve(options.dir ?? '.'), {
+    ...(options.file ? { file: options.file } : {}),
+    store,
+  });
   const p = project.project;
-  const emit = options.onEvent ?? (() => {});
+  const emit = context.events(options.onEvent) ?? (() => {});
   const target = resolveTarget(options.target ?? WASM_TARGET);
 
   const explicitImage = options.toolchain ?? p.toolchain?.image;
@@ -226,8 +234,7 @@ export async function compile(options: CompileOptions = {}): Promise<CompileResu
   const sources = sourcesDigest(files);
 
   const choice: RunnerChoice = options.runner ?? 'auto';
-  const store = await openCache();
-  const cache = new BuildCache(store);
+  const cache = new BuildCache(store, context);
   /** Lists the output in kiln.lock when it lies among the sources at a name no rule leaves out. */
   const recordOutput = (): void => {
     if (output === defaultOutput || defaults.includes(output)) return;
@@ -254,7 +261,8 @@ export async function compile(options: CompileOptions = {}): Promise<CompileResu
       platform,
       store,
       onPull: (ref) => emit({ type: 'pull', ref }),
-      ...(options.signal ? { signal: options.signal } : {}),
+      context,
+      signal,
     });
     resolved = r.image;
     toolchain = { name: r.image.name, pinned: r.pinned };
@@ -333,7 +341,7 @@ export async function compile(options: CompileOptions = {}): Promise<CompileResu
     }
   }
 
-  const { runner, skipped, reason } = await selectRunner(choice);
+  const { runner, skipped, reason } = await selectRunner(choice, context);
   emit({ type: 'runner', runner: runner.name, skipped, reason });
   if (!local && !resolved) await resolve();
 
@@ -348,7 +356,7 @@ export async function compile(options: CompileOptions = {}): Promise<CompileResu
       outDir,
       network,
       ...(options.buildOutput ? { output: options.buildOutput } : {}),
-      ...(options.signal ? { signal: options.signal } : {}),
+      signal,
     });
     if (result.exitCode !== 0)
       throw new KilnError(

@@ -60,7 +60,7 @@ export async function resolveBases(
   ref: string,
   platforms: Platform[],
 ): Promise<NativeBase[]> {
-  const source = composed.addSource(await openSource(ref));
+  const source = composed.addSource(await openSource(ref, { context: composed.context }));
   const where = `the base ${ref}`;
   const { root, bytes, parsed } = await loadRoot(source);
   const out: NativeBase[] = [];

@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { openCache } from '../store/cache.js';
-import { writeFileAtomic } from '../store/layout.js';
+import { type OciLayout, writeFileAtomic } from '../store/layout.js';
 import type { LoadedProject, LoadProjectOptions } from './project-schema.js';
 
 export type { LoadedProject, LoadProjectOptions, Project } from './project-schema.js';
@@ -38,10 +38,13 @@ async function memoKey(dir: string, options: LoadProjectOptions): Promise<string
 }
 
 /** As project-schema.ts's loadProject, from the memo when the same file was validated before. */
-export async function loadProject(dir: string, options: LoadProjectOptions = {}): Promise<LoadedProject> {
+export async function loadProject(
+  dir: string,
+  { store, ...options }: LoadProjectOptions & { store?: OciLayout } = {},
+): Promise<LoadedProject> {
   const key = await memoKey(dir, options);
   // Opened (created when new) first: the memo lives inside kiln's store, which must be a layout.
-  const memo = path.join((await openCache()).dir, 'projects', `${key}.json`);
+  const memo = path.join((store ?? (await openCache())).dir, 'projects', `${key}.json`);
   try {
     const remembered = JSON.parse(await fs.readFile(memo, 'utf8')) as LoadedProject;
     // The source directory was checked when the file was validated; it must still be there.

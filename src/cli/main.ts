@@ -19,13 +19,14 @@ import { register as registerRun } from './commands/run.js';
 import { register as registerSbom } from './commands/sbom.js';
 import { register as registerToolchain } from './commands/toolchain.js';
 import { register as registerUnpack } from './commands/unpack.js';
-import { collect, registryOptions } from './common.js';
+import { collect } from './common.js';
+import { CliRun } from './context.js';
 import { type GlobalFlags, red } from './output.js';
 
 const VERSION = '0.1.0';
 
 /** Exit codes: 0 success, 1 failure, 2 usage error; `kiln run` exits with the module's code. */
-export function buildProgram(): Command {
+export function buildProgram(run: CliRun = new CliRun()): Command {
   const program = new Command('kiln')
     .description('Daemonless builder of OCI images, WebAssembly first')
     .version(VERSION, '-V, --version', 'print the version')
@@ -44,11 +45,9 @@ export function buildProgram(): Command {
     .configureHelp({ showGlobalOptions: true })
     .configureOutput({ outputError: () => {} })
     .exitOverride()
-    .hook('preAction', async (_program, action) => {
-      // Every command may meet a registry: set its options once, from the global flags.
-      const { configureRegistries } = await import('../transport/open.js');
-      configureRegistries(registryOptions(action));
-    });
+    // Every command runs with one context (registry settings, connections, the store, the signal),
+    // built once from the global flags; commands take it with contextOf(cmd).
+    .hook('preAction', (_program, action) => run.start(program, action));
 
   registerCompile(program);
   registerBuild(program);
@@ -83,12 +82,17 @@ export async function main(argv: string[]): Promise<number> {
   process.stdout.on('error', (err: NodeJS.ErrnoException) => {
     if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
   });
-  const program = buildProgram();
+  const run = new CliRun();
+  const program = buildProgram(run);
   try {
     await program.parseAsync(argv, { from: 'user' });
     return typeof process.exitCode === 'number' ? process.exitCode : 0;
   } catch (err) {
+    // Interrupted: the signal ends kiln (finish), as it would have without a handler; no message.
+    if (run.interrupted) return 1;
     return reportError(err, flags);
+  } finally {
+    run.finish();
   }
 }
 

@@ -3,6 +3,7 @@ import { createReadStream } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
+import { type KilnContext, useContext } from '../context.js';
 import { ioError, KilnError } from '../errors.js';
 import {
   type CollectOptions,
@@ -20,7 +21,6 @@ import { createdFamily, inFamily, type ManifestFormat, manifestInFamily } from '
 import { MediaType } from '../oci/media-types.js';
 import { hostPlatform, type Platform } from '../oci/platform.js';
 import type { Descriptor, ImageConfig, ImageManifest } from '../oci/types.js';
-import { openCache } from '../store/cache.js';
 import type { OciLayout } from '../store/layout.js';
 import { openSource } from '../transport/open.js';
 import { parseLocation } from '../transport/parse.js';
@@ -63,6 +63,8 @@ export interface AppendOptions {
   /** The manifest's media-type family: OCI unless `docker` (Docker v2 schema 2) is asked for. */
   format?: ManifestFormat;
   store?: OciLayout;
+  /** Registry settings and connections, the store, the abort signal; default: a context for this call. */
+  context?: KilnContext;
 }
 
 export interface AppendedLayer {
@@ -85,12 +87,13 @@ export async function appendLayers(options: AppendOptions): Promise<AppendResult
   parseLocation(options.to); // a bad destination fails before any work
   if (options.layers.length === 0) throw new KilnError('E_USAGE', 'append needs at least one --layer');
   const created = checkCreated(options.created ?? defaultCreated());
-  const store = options.store ?? (await openCache());
-  const composed = new ComposedSource('kiln append', store);
+  const { ctx, release } = useContext(options.context);
+  const store = options.store ?? (await ctx.store());
+  const composed = new ComposedSource('kiln append', store, ctx);
   try {
     let base: LoadedImage | undefined;
     if (options.base !== 'scratch') {
-      const source = composed.addSource(await openSource(options.base));
+      const source = composed.addSource(await openSource(options.base, { context: ctx }));
       const { root, bytes, parsed } = await loadRoot(source);
       if (parsed.kind === 'index') {
         base = await loadImage(source, pickImage(parsed.index, options.platform, source.name));
@@ -144,6 +147,7 @@ export async function appendLayers(options: AppendOptions): Promise<AppendResult
     return { destination: options.to, descriptor, platform, layers };
   } finally {
     await composed.close();
+    release();
   }
 }
 

@@ -3,6 +3,7 @@
  * index create): new blobs and manifests go into kiln's cache layout, everything else is served
  * from the base sources, so a base layer is read only when the destination lacks it.
  */
+import type { KilnContext } from '../context.js';
 import { KilnError } from '../errors.js';
 import { defaultMtime } from '../layer/tar-writer.js';
 import { isManifestType, MediaType } from '../oci/media-types.js';
@@ -47,6 +48,8 @@ export class ComposedSource implements ImageSource {
   constructor(
     readonly name: string,
     readonly store: OciLayout,
+    /** What its bases are opened with and it is written with (registry connections, the signal). */
+    readonly context?: KilnContext,
   ) {
     this.ownBlobs = new OciDirSource(`kiln cache ${store.dir}`, store, undefined);
   }
@@ -136,8 +139,16 @@ export async function writeComposed(
   to: string,
   options: CopyOptions = {},
 ): Promise<CopyResult> {
+  const { context } = composed;
   try {
-    return await copyImage(composed, await openDestination(to), options);
+    const destination = await openDestination(to, { context });
+    return await copyImage(
+      composed,
+      destination,
+      context
+        ? { ...options, signal: context.signalWith(options.signal), onEvent: context.events(options.onEvent) }
+        : options,
+    );
   } finally {
     await composed.close();
   }

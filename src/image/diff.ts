@@ -15,6 +15,7 @@ import * as path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import * as tar from 'tar-stream';
+import { type KilnContext, useContext } from '../context.js';
 import { ioError, KilnError } from '../errors.js';
 import { compareBytes } from '../layer/entries.js';
 import { parallelGzip } from '../layer/gzip.js';
@@ -26,7 +27,6 @@ import { MediaType } from '../oci/media-types.js';
 import type { Platform } from '../oci/platform.js';
 import type { Descriptor } from '../oci/types.js';
 import { verified } from '../oci/verify.js';
-import { openCache } from '../store/cache.js';
 import type { OciLayout } from '../store/layout.js';
 import { openSource } from '../transport/open.js';
 import { parseLocation } from '../transport/parse.js';
@@ -532,6 +532,8 @@ export interface DiffOptions {
   /** With `to`: the manifest's media-type family: OCI unless `docker` (Docker v2 schema 2) is asked for. */
   format?: ManifestFormat;
   store?: OciLayout;
+  /** Registry settings and connections, the store, the abort signal; default: a context for this call. */
+  context?: KilnContext;
   /** Gzip bomb limits; default from the environment. */
   limits?: Partial<ExpansionLimits>;
   onLayer?: FlattenOptions['onLayer'];
@@ -572,7 +574,7 @@ export async function openImage(
   platform: Platform | undefined,
   prefer?: Platform,
 ): Promise<{ source: ImageSource; image: LoadedImage }> {
-  const source = composed.addSource(await openSource(ref));
+  const source = composed.addSource(await openSource(ref, { context: composed.context }));
   const { root, bytes, parsed } = await loadRoot(source);
   let image: LoadedImage;
   if (parsed.kind === 'index') {
@@ -615,8 +617,9 @@ export async function diffImages(options: DiffOptions): Promise<DiffResult> {
   if (Number.isNaN(Date.parse(created)))
     throw new KilnError('E_USAGE', `--created must be an RFC 3339 time, got '${created}'`);
   const limits = expansionLimits(options.limits);
-  const store = options.store ?? (await openCache());
-  const composed = new ComposedSource('kiln diff', store);
+  const { ctx, release } = useContext(options.context);
+  const store = options.store ?? (await ctx.store());
+  const composed = new ComposedSource('kiln diff', store, ctx);
   try {
     const up = await openImage(composed, options.upper, options.platform);
     const low = await openImage(composed, options.lower, options.platform, configPlatform(up.image.config));
@@ -695,6 +698,7 @@ export async function diffImages(options: DiffOptions): Promise<DiffResult> {
     return { ...result, ...written };
   } finally {
     await composed.close();
+    release();
   }
 }
 

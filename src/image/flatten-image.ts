@@ -3,13 +3,13 @@
  * deterministic (the diff of the image over nothing, see diff.ts). The config is kept, with one
  * diff_id and one history entry. An index is flattened image by image into a new index.
  */
+import { type KilnContext, useContext } from '../context.js';
 import { KilnError } from '../errors.js';
 import type { ExpansionLimits } from '../layer/tar-reader.js';
 import type { ManifestFormat } from '../oci/media-type-policy.js';
 import { MediaType } from '../oci/media-types.js';
 import type { Platform } from '../oci/platform.js';
 import type { Descriptor, ImageIndex } from '../oci/types.js';
-import { openCache } from '../store/cache.js';
 import type { OciLayout } from '../store/layout.js';
 import { openSource } from '../transport/open.js';
 import { parseLocation } from '../transport/parse.js';
@@ -42,6 +42,8 @@ export interface FlattenImageOptions {
   /** The manifest's media-type family: OCI unless `docker` (Docker v2 schema 2) is asked for. */
   format?: ManifestFormat;
   store?: OciLayout;
+  /** Registry settings and connections, the store, the abort signal; default: a context for this call. */
+  context?: KilnContext;
   /** Gzip bomb limits; default from the environment. */
   limits?: Partial<ExpansionLimits>;
   onLayer?: FlattenOptions['onLayer'];
@@ -71,10 +73,11 @@ export async function flattenImage(options: FlattenImageOptions): Promise<Flatte
   const created = options.created ?? defaultCreated();
   if (Number.isNaN(Date.parse(created)))
     throw new KilnError('E_USAGE', `--created must be an RFC 3339 time, got '${created}'`);
-  const store = options.store ?? (await openCache());
-  const composed = new ComposedSource('kiln flatten', store);
+  const { ctx, release } = useContext(options.context);
+  const store = options.store ?? (await ctx.store());
+  const composed = new ComposedSource('kiln flatten', store, ctx);
   try {
-    const source = composed.addSource(await openSource(options.source));
+    const source = composed.addSource(await openSource(options.source, { context: ctx }));
     const { root, bytes, parsed } = await loadRoot(source);
     const images: FlattenedImage[] = [];
     const one = (image: LoadedImage) => flattenOne(composed, source, image, created, options, images);
@@ -95,6 +98,7 @@ export async function flattenImage(options: FlattenImageOptions): Promise<Flatte
     return { destination: options.to, descriptor: written.descriptor, images };
   } finally {
     await composed.close();
+    release();
   }
 }
 

@@ -13,6 +13,7 @@ import * as path from 'node:path';
 import { Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import * as tar from 'tar-stream';
+import type { KilnContext } from '../context.js';
 import { ioError, KilnError } from '../errors.js';
 import { packEntry } from '../layer/tar-pack.js';
 import { type ExpansionLimits, expansionLimits, layerStream } from '../layer/tar-reader.js';
@@ -583,13 +584,16 @@ async function resolveFor(source: ImageSource, platform: Platform | undefined): 
   return resolveImage(source, (index) => selectManifest(index, platform, source.name));
 }
 
-/** Opens `src` (unless it is a source already), resolves the image, and runs `fn`; closes what it opened. */
+/**
+ * Opens `src` (unless it is a source already, with `context`), resolves the image (`platform` from
+ * an index), and runs `fn`; closes what it opened.
+ */
 export async function withImage<T>(
   src: string | ImageSource,
-  platform: Platform | undefined,
+  { platform, context }: { platform?: Platform; context?: KilnContext },
   fn: (source: ImageSource, image: ResolvedImage) => Promise<T>,
 ): Promise<T> {
-  const source = typeof src === 'string' ? await openSource(src) : src;
+  const source = typeof src === 'string' ? await openSource(src, { context }) : src;
   try {
     const image = await resolveFor(source, platform);
     checkLayers(image.manifest.layers, source.name);
@@ -711,6 +715,8 @@ export interface ExportOptions {
   onLayer?: (index: number, layer: Descriptor) => void;
   /** Gzip bomb limits; default from the environment (see expansionLimits). */
   limits?: Partial<ExpansionLimits>;
+  /** Registry settings and connections, the abort signal; default: a context for this call. */
+  context?: KilnContext;
 }
 
 export interface ExportResult {
@@ -734,7 +740,7 @@ export async function exportImage(
   options: ExportOptions = {},
 ): Promise<ExportResult> {
   const limits = expansionLimits(options.limits); // a bad KILN_MAX_* fails before anything is opened
-  return withImage(src, options.platform, async (source, image) => {
+  return withImage(src, options, async (source, image) => {
     const layers = image.manifest.layers;
     const items = flattenLayers(source, layers, { onLayer: options.onLayer, limits });
     let written: WriteFlatResult;

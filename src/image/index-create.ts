@@ -1,10 +1,10 @@
+import { type KilnContext, useContext } from '../context.js';
 import { KilnError } from '../errors.js';
 import { createdFamily, indexInFamily, indexType, type ManifestFormat } from '../oci/media-type-policy.js';
 import { isManifestType, MediaType } from '../oci/media-types.js';
 import { formatPlatform, normalizePlatform } from '../oci/platform.js';
 import type { Descriptor, ImageIndex } from '../oci/types.js';
 import { MAX_CONFIG_BYTES, parseConfig } from '../oci/validate.js';
-import { openCache } from '../store/cache.js';
 import type { OciLayout } from '../store/layout.js';
 import { inFormat } from '../transport/format.js';
 import { openSource } from '../transport/open.js';
@@ -33,6 +33,8 @@ export interface IndexCreateOptions {
    */
   format?: ManifestFormat;
   store?: OciLayout;
+  /** Registry settings and connections, the store, the abort signal; default: a context for this call. */
+  context?: KilnContext;
 }
 
 export interface IndexCreateResult extends ComposeResult {
@@ -50,14 +52,15 @@ export async function createIndex(options: IndexCreateOptions): Promise<IndexCre
   parseLocation(options.to); // a bad destination fails before any work
   if (options.sources.length === 0) throw new KilnError('E_USAGE', 'index create needs at least one image');
   const family = createdFamily(options.format);
-  const store = options.store ?? (await openCache());
-  const composed = new ComposedSource('kiln index create', store);
+  const { ctx, release } = useContext(options.context);
+  const store = options.store ?? (await ctx.store());
+  const composed = new ComposedSource('kiln index create', store, ctx);
   try {
     const manifests: Descriptor[] = [];
     const byDigest = new Set<string>();
     const byPlatform = new Map<string, { digest: string; from: string }>();
     for (const name of options.sources) {
-      const source = composed.addSource(inFormat(await openSource(name), family));
+      const source = composed.addSource(inFormat(await openSource(name, { context: ctx }), family));
       for (const entry of await entriesOf(source)) {
         if (byDigest.has(entry.digest)) continue;
         // Attestations (unknown/unknown) and platform-less artifacts never compete for a platform.
@@ -88,6 +91,7 @@ export async function createIndex(options: IndexCreateOptions): Promise<IndexCre
     return { destination: options.to, descriptor: written.descriptor, manifests: index.manifests };
   } finally {
     await composed.close();
+    release();
   }
 }
 

@@ -3,6 +3,7 @@
  * SRC's in order, as they are (the same blobs, never repacked), so later layers win where paths
  * meet and a whiteout in a later image deletes a file of an earlier one.
  */
+import { type KilnContext, useContext } from '../context.js';
 import { KilnError } from '../errors.js';
 import {
   createdFamily,
@@ -24,7 +25,6 @@ import type {
   ImageManifest,
 } from '../oci/types.js';
 import type { ParsedManifest } from '../oci/validate.js';
-import { openCache } from '../store/cache.js';
 import type { OciLayout } from '../store/layout.js';
 import { openSource } from '../transport/open.js';
 import { parseLocation } from '../transport/parse.js';
@@ -70,6 +70,8 @@ export interface MergeOptions {
   /** The manifests' media-type family: OCI unless `docker` (Docker v2 schema 2) is asked for. */
   format?: ManifestFormat;
   store?: OciLayout;
+  /** Registry settings and connections, the store, the abort signal; default: a context for this call. */
+  context?: KilnContext;
 }
 
 export interface MergedImage {
@@ -117,12 +119,13 @@ export async function mergeImages(options: MergeOptions): Promise<MergeResult> {
   if (!CONFIG_FROM.includes(configFrom))
     throw new KilnError('E_USAGE', `--config-from takes ${CONFIG_FROM.join(', ')}, got '${configFrom}'`);
   const family = createdFamily(options.format);
-  const store = options.store ?? (await openCache());
-  const composed = new ComposedSource('kiln merge', store);
+  const { ctx, release } = useContext(options.context);
+  const store = options.store ?? (await ctx.store());
+  const composed = new ComposedSource('kiln merge', store, ctx);
   try {
     const roots: InputRoot[] = [];
     for (const name of [options.base, ...options.sources]) {
-      const source = composed.addSource(await openSource(name));
+      const source = composed.addSource(await openSource(name, { context: ctx }));
       roots.push({ name, source, ...(await loadRoot(source)) });
     }
     const images: MergedImage[] = [];
@@ -145,6 +148,7 @@ export async function mergeImages(options: MergeOptions): Promise<MergeResult> {
     };
   } finally {
     await composed.close();
+    release();
   }
 }
 

@@ -1,3 +1,4 @@
+import { type KilnContext, useContext } from '../context.js';
 import { KilnError } from '../errors.js';
 import {
   createdFamily,
@@ -10,7 +11,6 @@ import { isManifestType } from '../oci/media-types.js';
 import type { Platform } from '../oci/platform.js';
 import type { Descriptor, ImageIndex } from '../oci/types.js';
 import { encodeJson } from '../oci/validate.js';
-import { openCache } from '../store/cache.js';
 import type { OciLayout } from '../store/layout.js';
 import { openSource } from '../transport/open.js';
 import { parseLocation } from '../transport/parse.js';
@@ -52,6 +52,8 @@ export interface MutateOptions {
    */
   format?: ManifestFormat;
   store?: OciLayout;
+  /** Registry settings and connections, the store, the abort signal; default: a context for this call. */
+  context?: KilnContext;
 }
 
 export interface MutateResult extends ComposeResult {
@@ -65,10 +67,11 @@ export async function mutateImage(options: MutateOptions): Promise<MutateResult>
   for (const key of Object.keys(options.env ?? {}))
     if (key === '' || key.includes('='))
       throw new KilnError('E_USAGE', `invalid environment variable name '${key}'`);
-  const store = options.store ?? (await openCache());
-  const composed = new ComposedSource('kiln mutate', store);
+  const { ctx, release } = useContext(options.context);
+  const store = options.store ?? (await ctx.store());
+  const composed = new ComposedSource('kiln mutate', store, ctx);
   try {
-    const source = composed.addSource(await openSource(options.source));
+    const source = composed.addSource(await openSource(options.source, { context: ctx }));
     const { root, bytes, parsed } = await loadRoot(source);
     const state = { changed: 0 };
     let descriptor: Descriptor;
@@ -88,6 +91,7 @@ export async function mutateImage(options: MutateOptions): Promise<MutateResult>
     return { destination: options.to, descriptor: written.descriptor, changed: state.changed };
   } finally {
     await composed.close();
+    release();
   }
 }
 

@@ -3,6 +3,7 @@
  * OLD are swapped for NEW's; SRC's own layers are kept as they are (the same blobs).
  */
 import { isDeepStrictEqual } from 'node:util';
+import { type KilnContext, useContext } from '../context.js';
 import { KilnError } from '../errors.js';
 import {
   createdFamily,
@@ -16,7 +17,6 @@ import {
 import { MediaType } from '../oci/media-types.js';
 import { formatPlatform, type Platform } from '../oci/platform.js';
 import type { Descriptor, HistoryEntry, ImageConfig, ImageIndex } from '../oci/types.js';
-import { openCache } from '../store/cache.js';
 import type { OciLayout } from '../store/layout.js';
 import { openSource } from '../transport/open.js';
 import { parseLocation } from '../transport/parse.js';
@@ -56,6 +56,8 @@ export interface RebaseOptions {
   /** The manifests' media-type family: OCI unless `docker` (Docker v2 schema 2) is asked for. */
   format?: ManifestFormat;
   store?: OciLayout;
+  /** Registry settings and connections, the store, the abort signal; default: a context for this call. */
+  context?: KilnContext;
 }
 
 export interface RebasedImage {
@@ -86,11 +88,12 @@ interface Opened {
 export async function rebaseImage(options: RebaseOptions): Promise<RebaseResult> {
   parseLocation(options.to); // a bad destination fails before any work
   const family = createdFamily(options.format);
-  const store = options.store ?? (await openCache());
-  const composed = new ComposedSource('kiln rebase', store);
+  const { ctx, release } = useContext(options.context);
+  const store = options.store ?? (await ctx.store());
+  const composed = new ComposedSource('kiln rebase', store, ctx);
   try {
     const open = async (name: string): Promise<Opened> => {
-      const source = composed.addSource(await openSource(name));
+      const source = composed.addSource(await openSource(name, { context: ctx }));
       const { root, bytes, parsed } = await loadRoot(source);
       return parsed.kind === 'index'
         ? { name, source, root, bytes, index: parsed.index }
@@ -130,6 +133,7 @@ export async function rebaseImage(options: RebaseOptions): Promise<RebaseResult>
     };
   } finally {
     await composed.close();
+    release();
   }
 }
 

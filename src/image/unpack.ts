@@ -18,6 +18,7 @@
 import { constants } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
+import type { KilnContext } from '../context.js';
 import { ioError, KilnError } from '../errors.js';
 import { type ExpansionLimits, expansionLimits } from '../layer/tar-reader.js';
 import type { Platform } from '../oci/platform.js';
@@ -69,6 +70,8 @@ export interface UnpackOptions {
   devices?: DevicePolicy;
   /** Gzip bomb limits; default from the environment (see expansionLimits). */
   limits?: Partial<ExpansionLimits>;
+  /** Registry settings and connections, the abort signal; default: a context for this call. */
+  context?: KilnContext;
 }
 
 export interface UnpackResult extends ExtractResult {
@@ -374,7 +377,7 @@ export async function unpackImage(
   const target = await prepare(dir, options.force ?? false);
   const root = target.kind === 'fresh' ? target.tmp : target.dir;
   try {
-    const result = await withImage(src, options.platform, async (source, image) => {
+    const result = await withImage(src, options, async (source, image) => {
       const layers = image.manifest.layers;
       const items = flattenLayers(source, layers, { onLayer: options.onLayer, limits });
       const extracted = await extractFlat(items, root, {

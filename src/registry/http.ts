@@ -9,6 +9,7 @@ import * as http from 'node:http';
 import type * as httpsTypes from 'node:https';
 import { Readable } from 'node:stream';
 import { KilnError } from '../errors.js';
+import { RegistryError } from './errors.js';
 
 export type RequestBody = Buffer | AsyncIterable<Uint8Array>;
 
@@ -75,29 +76,28 @@ const TRANSIENT_CODES = new Set([
   'ERR_STREAM_PREMATURE_CLOSE',
 ]);
 
+/** The Node error code (`ECONNRESET`, `EPROTO`, ...) behind a network or TLS error, if any. */
+export function socketErrorCode(err: unknown): string | undefined {
+  if (!(err instanceof KilnError)) return undefined;
+  const code = (err.cause as NodeJS.ErrnoException | undefined)?.code;
+  return typeof code === 'string' ? code : undefined;
+}
+
+/** A TLS failure that means "this port does not speak TLS", where an insecure registry may fall back to HTTP. */
 export function isTlsProtocolError(err: unknown): boolean {
-  const code = (err as KilnError).cause
-    ? ((err as KilnError).cause as NodeJS.ErrnoException).code
-    : undefined;
   return (
-    err instanceof KilnError &&
-    err.code === 'E_TLS' &&
-    (TLS_PROTOCOL_CODES.has(code ?? '') ||
-      /wrong version number|packet length too long/i.test(String(err.cause)))
+    err instanceof KilnError && err.code === 'E_TLS' && TLS_PROTOCOL_CODES.has(socketErrorCode(err) ?? '')
   );
 }
 
-const transient = new WeakSet<KilnError>();
-
-/** True for failures a retry may cure: resets, refused or timed-out connections. */
-export function isTransientNetworkError(err: unknown): boolean {
-  return err instanceof KilnError && (transient.has(err) || err.code === 'E_TIMEOUT');
+/** A failure of `req` that a retry may cure: a reset, a refused or timed-out connection, a stall. */
+function transientError(req: HttpRequest, reason: string, cause: unknown): RegistryError {
+  return new RegistryError('E_NETWORK', `${describe(req)}: ${reason}`, { cause, reason, retryable: true });
 }
 
-function transientError(message: string, cause: unknown): KilnError {
-  const e = new KilnError('E_NETWORK', message, { cause });
-  transient.add(e);
-  return e;
+/** A request that made no progress for the stall timeout: retried like a reset. */
+function stallError(req: HttpRequest, reason: string): RegistryError {
+  return new RegistryError('E_TIMEOUT', `${describe(req)}: ${reason}`, { reason, retryable: true });
 }
 
 /** One keep-alive agent per scheme and trust setting, shared by every registry this process talks to. */
@@ -174,11 +174,9 @@ export class HttpClient {
       const timer = setTimeout(() => {
         if (onSource) return void timer.refresh();
         fail(
-          new KilnError(
-            'E_TIMEOUT',
-            sending
-              ? `${describe(req)}: sending stalled for ${seconds(stallMs)}`
-              : `${describe(req)}: no response within ${seconds(stallMs)}`,
+          stallError(
+            req,
+            sending ? `sending stalled for ${seconds(stallMs)}` : `no response within ${seconds(stallMs)}`,
           ),
         );
       }, stallMs);
@@ -227,7 +225,7 @@ function watchBody(res: http.IncomingMessage, ms: number, req: HttpRequest): voi
       res.setTimeout(ms);
       return;
     }
-    res.destroy(new KilnError('E_TIMEOUT', `${describe(req)}: no data for ${seconds(ms)}`));
+    res.destroy(stallError(req, `no data for ${seconds(ms)}`));
   });
 }
 
@@ -303,30 +301,35 @@ const CERT_CODES = new Set([
   'CERT_UNTRUSTED',
 ]);
 
-/** Turns a socket or TLS failure into a KilnError that says what happened, in one line. */
+/** Turns a socket or TLS failure into a RegistryError that says what happened, in one line. */
 export function toKilnError(err: unknown, req: HttpRequest): KilnError {
   if (err instanceof KilnError) return err;
   const e = err as NodeJS.ErrnoException;
   const host = req.url.host;
   if (e?.name === 'AbortError' || e?.code === 'ABORT_ERR')
-    return new KilnError('E_ABORTED', `${describe(req)}: aborted`, { cause: err });
+    return new RegistryError('E_ABORTED', `${describe(req)}: aborted`, { cause: err, reason: 'aborted' });
   if (e?.code && CERT_CODES.has(e.code))
-    return new KilnError('E_TLS', `TLS certificate of ${host} not trusted: ${e.message}`, {
+    return new RegistryError('E_TLS', `TLS certificate of ${host} not trusted: ${e.message}`, {
       cause: err,
       hint: 'pass the CA that signed it with --ca-cert FILE (or SSL_CERT_FILE)',
     });
   if (e?.code && (TLS_PROTOCOL_CODES.has(e.code) || /ssl|tls/i.test(e.code)))
-    return new KilnError('E_TLS', `TLS handshake with ${host} failed: ${e.message}`, {
+    return new RegistryError('E_TLS', `TLS handshake with ${host} failed: ${e.message}`, {
       cause: err,
       hint: 'if the registry speaks plain HTTP, name it with --insecure-registry',
     });
-  if (e?.code === 'ECONNREFUSED') return transientError(`cannot connect to ${host}: connection refused`, err);
+  if (e?.code === 'ECONNREFUSED')
+    return new RegistryError('E_NETWORK', `cannot connect to ${host}: connection refused`, {
+      cause: err,
+      reason: 'connection refused',
+      retryable: true,
+    });
   if (e?.code === 'ENOTFOUND')
-    return new KilnError('E_NETWORK', `cannot resolve registry host ${req.url.hostname}`, { cause: err });
-  if (e?.code && TRANSIENT_CODES.has(e.code)) return transientError(`${describe(req)}: ${e.code}`, err);
-  if (e?.message === 'socket hang up')
-    return transientError(`${describe(req)}: connection closed by ${host}`, err);
-  return new KilnError('E_NETWORK', `${describe(req)}: ${e?.message ?? String(err)}`, { cause: err });
+    return new RegistryError('E_NETWORK', `cannot resolve registry host ${req.url.hostname}`, { cause: err });
+  if (e?.code && TRANSIENT_CODES.has(e.code)) return transientError(req, e.code, err);
+  if (e?.message === 'socket hang up') return transientError(req, `connection closed by ${host}`, err);
+  const reason = e?.message ?? String(err);
+  return new RegistryError('E_NETWORK', `${describe(req)}: ${reason}`, { cause: err, reason });
 }
 
 /** Reads a small response body (errors, tokens, tag lists) with a cap, so a hostile peer can't fill memory. */

@@ -6,6 +6,7 @@ import * as fs from 'node:fs';
 import { KilnError } from '../errors.js';
 import { type Challenge, parseChallenges } from './challenge.js';
 import { findCredentials } from './credentials.js';
+import { RegistryError } from './errors.js';
 import {
   discard,
   HttpClient,
@@ -13,10 +14,11 @@ import {
   type HttpResponse,
   header,
   isTlsProtocolError,
-  isTransientNetworkError,
   readBody,
+  socketErrorCode,
+  type TlsOptions,
 } from './http.js';
-import { backoffDelay, DEFAULT_RETRY, isRetryableStatus, type RetryPolicy, sleep } from './retry.js';
+import { DEFAULT_RETRY, isRetryableStatus, parseRetryAfter, type RetryPolicy, withRetry } from './retry.js';
 
 export interface RegistryOptions {
   /** `user:password` for this registry (--creds); else KILN_AUTH, docker's config.json, anonymous. */
@@ -81,52 +83,26 @@ export function insecureList(env: NodeJS.ProcessEnv, extra: string[] = []): stri
   return [...fromEnv, ...extra];
 }
 
-let sharedHttp: HttpClient | undefined;
-let sharedHttpKey = '';
-
-function httpClientFor(options: RegistryOptions): HttpClient {
+/** The TLS trust of a client for these options: SSL_CERT_FILE replaces the roots, --ca-cert adds to them. */
+export function tlsOptions(options: RegistryOptions): TlsOptions {
   const env = options.env ?? process.env;
-  const key = JSON.stringify([env.SSL_CERT_FILE ?? '', options.caFiles ?? []]);
-  if (!sharedHttp || key !== sharedHttpKey) {
-    const readPem = (file: string) => {
-      try {
-        return fs.readFileSync(file, 'utf8');
-      } catch (err) {
-        throw new KilnError('E_NOT_FOUND', `CA certificate file ${file} can't be read`, { cause: err });
-      }
-    };
-    sharedHttp = new HttpClient({
-      roots: env.SSL_CERT_FILE ? [readPem(env.SSL_CERT_FILE)] : undefined,
-      extraCa: options.caFiles?.map(readPem),
-    });
-    sharedHttpKey = key;
-  }
-  return sharedHttp;
+  const readPem = (file: string) => {
+    try {
+      return fs.readFileSync(file, 'utf8');
+    } catch (err) {
+      throw new KilnError('E_NOT_FOUND', `CA certificate file ${file} can't be read`, { cause: err });
+    }
+  };
+  return {
+    roots: env.SSL_CERT_FILE ? [readPem(env.SSL_CERT_FILE)] : undefined,
+    extraCa: options.caFiles?.map(readPem),
+  };
 }
 
-const registries = new Map<string, Registry>();
-
-/** The Registry for `host`, shared within the process so pings, tokens and sockets are reused. */
-export function registryFor(host: string, options: RegistryOptions = {}): Registry {
-  const key = JSON.stringify([
-    host,
-    options.creds ?? '',
-    options.insecureRegistries ?? [],
-    options.caFiles ?? [],
-  ]);
-  let r = registries.get(key);
-  if (!r) {
-    r = new Registry(host, options);
-    registries.set(key, r);
-  }
-  return r;
-}
-
-/** Closes every pooled connection (lets a short-lived process exit at once). */
-export function closeRegistries(): void {
-  registries.clear();
-  sharedHttp?.close();
-  sharedHttp = undefined;
+/** Which HttpClient these options need: clients with the same trust are one. */
+export function tlsKey(options: RegistryOptions): string {
+  const env = options.env ?? process.env;
+  return JSON.stringify([env.SSL_CERT_FILE ?? '', options.caFiles ?? []]);
 }
 
 export class Registry {
@@ -141,14 +117,19 @@ export class Registry {
   private challenge: Challenge | undefined;
   private creds: Promise<{ credentials?: Credentials; source: string }> | undefined;
   private readonly tokens = new Map<string, Promise<Token>>();
+  /** True when this registry made its own client (no pool gave one): close() closes it. */
+  private readonly ownsHttp: boolean;
 
   constructor(
     /** As written in references: `docker.io`, `127.0.0.1:5000`. */
     readonly host: string,
     private readonly options: RegistryOptions = {},
+    /** The connection pool's client (a KilnContext's); without one the registry makes its own. */
+    http?: HttpClient,
   ) {
     this.apiHost = apiHost(host);
-    this.http = httpClientFor(options);
+    this.ownsHttp = http === undefined;
+    this.http = http ?? new HttpClient(tlsOptions(options));
     const env = options.env ?? process.env;
     const named = insecureList(env, options.insecureRegistries);
     this.explicitlyInsecure = named.includes(host) || named.includes(hostname(host));
@@ -158,6 +139,11 @@ export class Registry {
 
   private debug(line: string): void {
     this.options.debug?.(line);
+  }
+
+  /** Closes the connections of a client this registry made itself (a pooled one is the pool's to close). */
+  close(): void {
+    if (this.ownsHttp) this.http.close();
   }
 
   private credentials(): Promise<{ credentials?: Credentials; source: string }> {
@@ -191,7 +177,7 @@ export class Registry {
       // Loopback registries mostly speak plain HTTP: try it first, which also spares loading the
       // TLS trust store (~90 ms). A TLS port answers 400 "HTTP request to an HTTPS server" or hangs up.
       const plain = await tryScheme('http').catch((err) => {
-        if (isRefused(err) && !/refused/.test((err as Error).message)) return undefined;
+        if (socketErrorCode(err) === 'ECONNRESET') return undefined;
         throw err;
       });
       const tlsPort =
@@ -221,17 +207,19 @@ export class Registry {
       this.challenge =
         challenges.find((c) => c.scheme === 'bearer') ?? challenges.find((c) => c.scheme === 'basic');
       if (!this.challenge)
-        throw new KilnError(
+        throw new RegistryError(
           'E_REGISTRY',
           `${this.host} asks for authentication in a way kiln does not know`,
           {
             hint: `WWW-Authenticate: ${String(res.headers['www-authenticate'] ?? '(none)')}`,
+            status: res.status,
           },
         );
     } else if (res.status !== 200) {
-      throw new KilnError(
+      throw new RegistryError(
         'E_REGISTRY',
         `${this.host} is not an OCI registry: GET /v2/ answered ${res.status}`,
+        { status: res.status },
       );
     }
     this.debug(
@@ -250,7 +238,9 @@ export class Registry {
       const res = await this.request({ method: 'GET', path: '/v2/', scopes: [], signal });
       discard(res);
       if (res.status !== 200)
-        throw new KilnError('E_REGISTRY', `${this.host} answered ${res.status} to GET /v2/`);
+        throw new RegistryError('E_REGISTRY', `${this.host} answered ${res.status} to GET /v2/`, {
+          status: res.status,
+        });
       return;
     }
     const { credentials } = await this.credentials();
@@ -301,9 +291,9 @@ export class Registry {
     for (let hops = 0; current.status >= 300 && current.status < 400 && current.status !== 304; hops++) {
       const location = header(current, 'location');
       discard(current);
-      if (!location) throw new KilnError('E_REGISTRY', `${this.host} redirected without a Location`);
+      if (!location) throw new RegistryError('E_REGISTRY', `${this.host} redirected without a Location`);
       if (hops >= MAX_REDIRECTS)
-        throw new KilnError('E_REGISTRY', `${this.host}: more than ${MAX_REDIRECTS} redirects`);
+        throw new RegistryError('E_REGISTRY', `${this.host}: more than ${MAX_REDIRECTS} redirects`);
       const next = new URL(location, url);
       // Storage back ends (S3, CDNs) get no registry credentials: they'd be leaked, and they'd refuse them.
       const headers = { ...req.headers };
@@ -325,46 +315,39 @@ export class Registry {
     const what = req.scopes.some((s) => s.endsWith('push')) ? 'push to' : 'pull from';
     const repo = req.scopes[0]?.split(':')[1] ?? '';
     if (!credentials)
-      throw new KilnError('E_AUTH', `${this.host} requires authentication to ${what} ${repo}`.trim(), {
+      throw new RegistryError('E_AUTH', `${this.host} requires authentication to ${what} ${repo}`.trim(), {
         hint: `log in with: kiln login ${this.host} (or pass --creds USER:PASSWORD)`,
+        status: 401,
       });
-    throw new KilnError(
+    throw new RegistryError(
       'E_AUTH',
       `${this.host} refused the credentials from ${source} to ${what} ${repo}`.trim(),
       {
         hint: `check them with: kiln login ${this.host}`,
+        status: 401,
       },
     );
   }
 
-  /** Runs `send` again on transient failures and retryable statuses, within the retry policy. */
-  private async withRetries(
+  /** Runs `send` again on retryable failures and retryable statuses, within the retry policy. */
+  private withRetries(
     req: Pick<HttpRequest, 'method' | 'url' | 'signal'>,
     send: () => Promise<HttpResponse>,
   ): Promise<HttpResponse> {
-    const started = Date.now();
-    for (let attempt = 1; ; attempt++) {
-      let res: HttpResponse | undefined;
-      let error: unknown;
-      try {
-        res = await send();
-      } catch (err) {
-        if (!isTransientNetworkError(err)) throw err;
-        error = err;
-      }
-      if (res && !isRetryableStatus(res.status)) return res;
-      const last = attempt >= this.retry.attempts;
-      const delay = backoffDelay(this.retry, attempt, res ? header(res, 'retry-after') : undefined);
-      if (last || Date.now() - started + delay > this.retry.budgetMs) {
-        if (res) return res; // the caller turns the status into an error with the registry's message
-        throw error;
-      }
-      if (res) discard(res);
-      this.debug(
-        `${req.method} ${req.url.pathname}: ${res ? `status ${res.status}` : (error as Error).message}; retry ${attempt} in ${delay} ms`,
-      );
-      await sleep(delay, req.signal);
-    }
+    // A status still retryable once the policy is spent is returned: the caller turns it into an
+    // error with the registry's message.
+    return withRetry(this.retry, send, {
+      signal: req.signal,
+      again: (res) =>
+        isRetryableStatus(res.status)
+          ? { retryAfterMs: parseRetryAfter(header(res, 'retry-after')) }
+          : undefined,
+      discard,
+      onRetry: ({ attempt, delayMs, error, result }) =>
+        this.debug(
+          `${req.method} ${req.url.pathname}: ${result ? `status ${result.status}` : (error as Error).message}; retry ${attempt} in ${delayMs} ms`,
+        ),
+    });
   }
 
   /** The Authorization header for these scopes, fetching (and caching) a token when the registry wants one. */
@@ -399,12 +382,12 @@ export class Registry {
     signal?: AbortSignal,
   ): Promise<Token> {
     const realm = challenge.params.realm;
-    if (!realm) throw new KilnError('E_REGISTRY', `${this.host} asks for a token but names no realm`);
+    if (!realm) throw new RegistryError('E_REGISTRY', `${this.host} asks for a token but names no realm`);
     let url: URL;
     try {
       url = new URL(realm);
     } catch {
-      throw new KilnError('E_REGISTRY', `${this.host} names an invalid token realm`);
+      throw new RegistryError('E_REGISTRY', `${this.host} names an invalid token realm`);
     }
     const service = challenge.params.service;
     let res: HttpResponse;
@@ -442,24 +425,26 @@ export class Registry {
     );
     if (res.status === 401 || res.status === 403) {
       const { source } = await this.credentials();
-      throw new KilnError(
+      throw new RegistryError(
         'E_AUTH',
         credentials
           ? `${this.host}'s token service refused the credentials from ${source}`
           : `${this.host}'s token service refused anonymous access`,
-        { hint: `log in with: kiln login ${this.host}` },
+        { hint: `log in with: kiln login ${this.host}`, status: res.status },
       );
     }
     if (res.status !== 200)
-      throw new KilnError('E_REGISTRY', `${this.host}'s token service answered ${res.status}`);
+      throw new RegistryError('E_REGISTRY', `${this.host}'s token service answered ${res.status}`, {
+        status: res.status,
+      });
     let parsed: { token?: string; access_token?: string; expires_in?: number; issued_at?: string };
     try {
       parsed = JSON.parse(body.toString('utf8'));
     } catch {
-      throw new KilnError('E_REGISTRY', `${this.host}'s token service sent a response that is not JSON`);
+      throw new RegistryError('E_REGISTRY', `${this.host}'s token service sent a response that is not JSON`);
     }
     const value = parsed.token || parsed.access_token;
-    if (!value) throw new KilnError('E_REGISTRY', `${this.host}'s token service sent no token`);
+    if (!value) throw new RegistryError('E_REGISTRY', `${this.host}'s token service sent no token`);
     const lifetime = typeof parsed.expires_in === 'number' && parsed.expires_in > 0 ? parsed.expires_in : 60;
     const issued = parsed.issued_at ? Date.parse(parsed.issued_at) : Number.NaN;
     const start = Number.isNaN(issued) || issued > Date.now() ? Date.now() : issued;
@@ -471,11 +456,11 @@ function scopeKey(scopes: string[]): string {
   return [...scopes].sort().join(' ');
 }
 
+/** A connection refused, reset or hung up: on an insecure host, the port may speak the other scheme. */
 function isRefused(err: unknown): boolean {
+  const code = socketErrorCode(err);
   return (
-    err instanceof KilnError &&
-    err.code === 'E_NETWORK' &&
-    /connection (refused|closed)|ECONNRESET/.test(err.message)
+    err instanceof KilnError && err.code === 'E_NETWORK' && (code === 'ECONNREFUSED' || code === 'ECONNRESET')
   );
 }
 

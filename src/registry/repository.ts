@@ -9,16 +9,10 @@ import { MediaType } from '../oci/media-types.js';
 import type { Descriptor, ImageIndex } from '../oci/types.js';
 import { MAX_MANIFEST_BYTES, parseManifest } from '../oci/validate.js';
 import { verified } from '../oci/verify.js';
-import {
-  discard,
-  type HttpResponse,
-  header,
-  isTransientNetworkError,
-  readBody,
-  toKilnError,
-} from './http.js';
+import { isRetryable, RegistryError } from './errors.js';
+import { discard, type HttpResponse, header, readBody, toKilnError } from './http.js';
 import { type Registry, type RegistryRequest, registryErrorDetail } from './registry.js';
-import { backoffDelay, isRetryableStatus, sleep } from './retry.js';
+import { isRetryableStatus, parseRetryAfter, RetryBudget, sleep, withRetry } from './retry.js';
 
 /** Every manifest type kiln reads, so registries don't down-convert to schema 1. */
 export const MANIFEST_ACCEPT = [
@@ -52,37 +46,10 @@ const MANIFEST_RACE_DELAYS_MS = [100, 400, 1600];
 /** A download resumes at most this many times the retry policy's attempts, progress or not. */
 const RESUME_FACTOR = 4;
 
-/**
- * Errors from upload requests with a streamed body (PATCH, monolithic PUT) that answered a retryable
- * status (5xx, 408, 429), with the registry's Retry-After. withRetries can't re-send a stream, so the
- * upload itself resumes or starts over, as after a dropped connection.
- */
-const retryableUploadErrors = new WeakMap<object, string | undefined>();
-
-/**
- * Errors a transfer gave up with, its retries spent: final. An upload whose source (a download)
- * failed so does not start over, which would only spend the same retries again.
- */
-const gaveUp = new WeakSet<object>();
-
-/** Failures to resume a download that a later try may cure: a retryable status, a short body. */
-const retryableDownloadErrors = new WeakSet<object>();
-
-/** Manifest bodies cut while read: getManifest asks again. */
-const bodyCuts = new WeakSet<object>();
-
-/** A broken connection, or a retryable status to a streamed upload request: worth another go. */
-function mayRetryUpload(err: unknown): boolean {
-  return (
-    err instanceof KilnError &&
-    !gaveUp.has(err) &&
-    (['E_NETWORK', 'E_TIMEOUT'].includes(err.code) || retryableUploadErrors.has(err))
-  );
-}
-
-/** What a network error says, without the `METHOD URL: ` it starts with. */
-function causeOf(err: KilnError): string {
-  return err.message.replace(/^[A-Z]+ \S+: /, '');
+/** What fail() should know beyond the response: the registry's error, read already; whether a retry may cure it. */
+interface FailOptions {
+  detail?: { code?: string; message?: string };
+  retryable?: boolean;
 }
 
 export class Repository {
@@ -101,51 +68,65 @@ export class Repository {
     return `${what} in ${this.registry.host}/${this.name}`;
   }
 
-  /** Turns an unexpected status into a KilnError with the registry's own words. */
-  async fail(res: HttpResponse, what: string, known?: { code?: string; message?: string }): Promise<never> {
-    const detail = known ?? (res.status === 404 || res.status >= 400 ? await registryErrorDetail(res) : {});
+  /**
+   * Turns an unexpected status into a RegistryError with the registry's own words, its status, code
+   * and Retry-After. `retryable` only where the caller retries at its level: a request's own
+   * retries (Registry.request) are spent by the time a status reaches here.
+   */
+  async fail(res: HttpResponse, what: string, options: FailOptions = {}): Promise<never> {
+    const detail =
+      options.detail ?? (res.status === 404 || res.status >= 400 ? await registryErrorDetail(res) : {});
     if (res.status < 400) discard(res);
     const said = detail.message ? `: ${detail.message}` : '';
     const code = detail.code ?? '';
-    if (res.status === 404 || /_UNKNOWN$/.test(code))
-      throw new KilnError(
+    const fields = {
+      status: res.status,
+      registryCode: detail.code,
+      retryAfterMs: parseRetryAfter(header(res, 'retry-after')),
+      retryable: options.retryable ?? false,
+    };
+    if (res.status === 404 || code.endsWith('_UNKNOWN'))
+      throw new RegistryError(
         'E_NOT_FOUND',
         `${this.where(what)}: not found${code === 'NAME_UNKNOWN' ? ' (no such repository)' : ''}`,
+        fields,
       );
     if (res.status === 403 || code === 'DENIED')
-      throw new KilnError('E_DENIED', `${this.registry.host} denied ${what} in ${this.name}${said}`, {
+      throw new RegistryError('E_DENIED', `${this.registry.host} denied ${what} in ${this.name}${said}`, {
+        ...fields,
         hint: 'check that these credentials may access this repository',
       });
     if (code === 'DIGEST_INVALID')
-      throw new KilnError(
+      throw new RegistryError(
         'E_DIGEST_MISMATCH',
         `${this.registry.host} rejected ${what}: digest does not match content${said}`,
+        fields,
       );
     if (code === 'MANIFEST_INVALID' || code === 'MANIFEST_BLOB_UNKNOWN' || code === 'TAG_INVALID')
-      throw new KilnError('E_BAD_MANIFEST', `${this.registry.host} rejected ${what}${said}`);
+      throw new RegistryError('E_BAD_MANIFEST', `${this.registry.host} rejected ${what}${said}`, fields);
     if (res.status === 429 || code === 'TOOMANYREQUESTS')
-      throw new KilnError('E_REGISTRY', `${this.registry.host} is rate-limiting (${what})${said}`, {
+      throw new RegistryError('E_REGISTRY', `${this.registry.host} is rate-limiting (${what})${said}`, {
+        ...fields,
         hint: 'wait and try again, or log in for a higher limit',
       });
-    throw new KilnError('E_REGISTRY', `${this.registry.host} answered ${res.status} to ${what}${said}`);
+    throw new RegistryError(
+      'E_REGISTRY',
+      `${this.registry.host} answered ${res.status} to ${what}${said}`,
+      fields,
+    );
   }
 
   /**
-   * `fail` for an upload request with a streamed body: a retryable status is marked for
-   * mayRetryUpload, and so are 404 and 416 when `resumed`: the registry may still have been writing
-   * the broken chunk when it reported its Range, then finds the session corrupt (distribution answers
-   * 404 BLOB_UPLOAD_INVALID and drops it), and the upload must start over.
+   * `fail` for an upload request with a streamed body, which Registry.request can't re-send: a
+   * retryable status is marked retryable so the upload resumes or starts over, and so are 404 and
+   * 416 when `resumed`: the registry may still have been writing the broken chunk when it reported
+   * its Range, then finds the session corrupt (distribution answers 404 BLOB_UPLOAD_INVALID and
+   * drops it), and the upload must start over.
    */
-  private async failUpload(res: HttpResponse, what: string, resumed = false): Promise<never> {
-    const retryAfter = header(res, 'retry-after');
+  private failUpload(res: HttpResponse, what: string, resumed = false): Promise<never> {
     const retryable =
       isRetryableStatus(res.status) || (resumed && (res.status === 404 || res.status === 416));
-    try {
-      return await this.fail(res, what);
-    } catch (err) {
-      if (retryable) retryableUploadErrors.set(err as object, retryAfter);
-      throw err;
-    }
+    return this.fail(res, what, { retryable });
   }
 
   private req(r: Omit<RegistryRequest, 'path'> & { path: string }): Promise<HttpResponse> {
@@ -181,22 +162,25 @@ export class Repository {
     reference: string,
     signal?: AbortSignal,
   ): Promise<{ descriptor: Descriptor; bytes: Buffer }> {
-    // The request is retried where it is sent; a connection cut while the body comes, here.
-    const policy = this.registry.retry;
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return await this.fetchManifest(reference, signal);
-      } catch (err) {
-        if (!bodyCuts.has(err as object) || signal?.aborted || attempt >= policy.attempts) throw err;
-        await sleep(backoffDelay(policy, attempt), signal);
-      }
-    }
+    // The request is retried where it is sent; a connection cut while the body comes, here: only
+    // that, so a failure whose retries are spent is not tried again.
+    const got = await withRetry(this.registry.retry, () => this.fetchManifest(reference, signal), {
+      signal,
+      retryable: () => false,
+      again: (r) => (r.cut && !signal?.aborted ? {} : undefined),
+    });
+    if (got.cut) throw got.cut;
+    return got.manifest;
   }
 
+  /** One GET of a manifest; a body cut while read comes back as `cut`, for getManifest to retry. */
   private async fetchManifest(
     reference: string,
     signal?: AbortSignal,
-  ): Promise<{ descriptor: Descriptor; bytes: Buffer }> {
+  ): Promise<
+    | { manifest: { descriptor: Descriptor; bytes: Buffer }; cut?: undefined }
+    | { manifest?: undefined; cut: KilnError }
+  > {
     const res = await this.req({
       method: 'GET',
       path: `/v2/${this.name}/manifests/${reference}`,
@@ -213,16 +197,16 @@ export class Repository {
         `${this.where(`manifest ${reference}`)} is ${length} bytes, over the 4 MiB limit`,
       );
     }
-    const bytes = await readBody(res, MAX_MANIFEST_BYTES).catch((err) => {
-      if (isTransientNetworkError(err)) {
-        bodyCuts.add(err);
-        throw err;
-      }
+    let bytes: Buffer;
+    try {
+      bytes = await readBody(res, MAX_MANIFEST_BYTES);
+    } catch (err) {
+      if (isRetryable(err)) return { cut: err as KilnError };
       if (!(err instanceof KilnError) || err.code !== 'E_TOO_LARGE') throw err;
       throw new KilnError('E_TOO_LARGE', `${this.where(`manifest ${reference}`)} is over the 4 MiB limit`, {
         cause: err,
       });
-    });
+    }
     const announced = header(res, 'docker-content-digest');
     const expected = reference.includes(':') ? reference : announced;
     const algorithm = expected ? parseDigest(expected).algorithm : 'sha256';
@@ -241,7 +225,7 @@ export class Repository {
           ? (parsed.index.mediaType ?? MediaType.OciIndex)
           : (parsed.manifest.mediaType ?? MediaType.OciManifest);
     }
-    return { descriptor: { mediaType, digest: actual as Digest, size: bytes.length }, bytes };
+    return { manifest: { descriptor: { mediaType, digest: actual as Digest, size: bytes.length }, bytes } };
   }
 
   /** Pushes a manifest under a tag or its digest; returns the digest the registry stored. */
@@ -281,7 +265,7 @@ export class Repository {
       // another push of a shared blob is writing its link reads an empty digest and is refused with
       // DIGEST_INVALID or *_BLOB_UNKNOWN, though every blob is there. Waiting a moment settles it.
       const detail = await registryErrorDetail(res);
-      if (!MANIFEST_RACE_CODES.has(detail.code ?? '')) return this.fail(res, what, detail);
+      if (!MANIFEST_RACE_CODES.has(detail.code ?? '')) return this.fail(res, what, { detail });
       await sleep(MANIFEST_RACE_DELAYS_MS[attempt]!, signal);
     }
     discard(res);
@@ -348,10 +332,8 @@ export class Repository {
     let delivered = 0;
     /** Bytes at the start of this response already delivered (a 200 to a Range request). */
     let skip = 0;
-    /** Failures since the last byte came, and in all. */
-    let failures = 0;
-    let resumes = 0;
-    let lastProgress = Date.now();
+    /** Failures since the last byte came (and the time since), and in all. */
+    const retries = new RetryBudget(policy, policy.attempts * RESUME_FACTOR);
     try {
       for (;;) {
         try {
@@ -371,37 +353,28 @@ export class Repository {
               if (bytes.length === 0) continue;
             }
             delivered += bytes.length;
-            failures = 0;
-            lastProgress = Date.now();
+            retries.progress();
             yield bytes;
           }
           res = undefined;
           if (total === undefined || delivered >= total) return;
-          const short = new KilnError(
-            'E_NETWORK',
-            `GET ${url.origin}${url.pathname}: body ended at byte ${delivered} of ${total}`,
-          );
-          retryableDownloadErrors.add(short);
-          throw short;
+          const reason = `body ended at byte ${delivered} of ${total}`;
+          throw new RegistryError('E_NETWORK', `GET ${url.origin}${url.pathname}: ${reason}`, {
+            reason,
+            retryable: true,
+          });
         } catch (caught) {
           res?.body.destroy();
           res = undefined;
           const err = toKilnError(caught, { method: 'GET', url });
-          if (signal?.aborted) throw err;
-          if (!isTransientNetworkError(err) && !retryableDownloadErrors.has(err)) throw err;
-          failures++;
-          resumes++;
-          const delay = backoffDelay(policy, failures);
-          if (
-            failures >= policy.attempts ||
-            resumes >= policy.attempts * RESUME_FACTOR ||
-            Date.now() - lastProgress + delay > policy.budgetMs
-          )
+          if (signal?.aborted || !isRetryable(err)) throw err;
+          const delay = retries.next((err as RegistryError).retryAfterMs);
+          if (delay === undefined)
             throw this.gaveUp(
               'download',
               digest,
               err,
-              resumes,
+              retries.count,
               total === undefined ? undefined : `${delivered} of ${total} bytes`,
             );
           await sleep(delay, signal);
@@ -428,27 +401,23 @@ export class Repository {
       const start = range ? Number(range[1]) : from;
       if (start <= from) return start;
       res.body.destroy();
-      throw new KilnError(
+      throw new RegistryError(
         'E_REGISTRY',
         `${this.registry.host} answered a request for ${this.where(`blob ${digest}`)} from byte ${from} with bytes from ${start}`,
+        { status: res.status },
       );
     }
     if (res.status === 416 && total !== undefined && from >= total) {
       discard(res);
       return undefined;
     }
-    try {
-      return await this.fail(res, `blob ${digest}`);
-    } catch (err) {
-      if (isRetryableStatus(res.status)) retryableDownloadErrors.add(err as object);
-      throw err;
-    }
+    return this.fail(res, `blob ${digest}`, { retryable: isRetryableStatus(res.status) });
   }
 
   /**
-   * The one error a transfer ends with once its retries are spent: a broken connection or a stall
-   * (E_NETWORK, E_TIMEOUT) named by the blob, the repository and the cause. Other errors pass as
-   * they are.
+   * The one error a transfer ends with once its retries are spent: final (not retryable), and a
+   * broken connection or a stall (E_NETWORK, E_TIMEOUT) named by the blob, the repository and the
+   * cause. Other errors keep their message.
    */
   private gaveUp(
     what: 'download' | 'upload',
@@ -457,18 +426,14 @@ export class Repository {
     attempts: number,
     progress?: string,
   ): unknown {
-    if (!(err instanceof KilnError) || !['E_NETWORK', 'E_TIMEOUT'].includes(err.code) || gaveUp.has(err))
-      return err;
+    if (!(err instanceof RegistryError)) return err;
+    if (!['E_NETWORK', 'E_TIMEOUT'].includes(err.code) || !err.retryable) return err.final();
     const where = `${this.registry.host}/${this.name}`;
     const tries = attempts > 1 ? ` after ${attempts} attempts` : '';
     const done = progress ? ` (${progress})` : '';
-    const e = new KilnError(
-      err.code,
-      `${what} of blob ${digest} ${what === 'download' ? 'from' : 'to'} ${where} failed${tries}${done}: ${causeOf(err)}`,
-      { cause: err },
+    return err.final(
+      `${what} of blob ${digest} ${what === 'download' ? 'from' : 'to'} ${where} failed${tries}${done}: ${err.reason}`,
     );
-    gaveUp.add(e);
-    return e;
   }
 
   /**
@@ -513,73 +478,91 @@ export class Repository {
    */
   async uploadBlob(desc: Descriptor, open: OpenContent, options: UploadOptions = {}): Promise<void> {
     const { signal } = options;
+    let attempts = 0;
+    // No time budget: an upload may take long, and each start over begins afresh.
+    const policy = { ...this.registry.retry, attempts: UPLOAD_ATTEMPTS, budgetMs: Number.POSITIVE_INFINITY };
+    try {
+      const once = (attempt: number) => {
+        attempts = attempt;
+        return this.uploadOnce(desc, open, options, attempt);
+      };
+      await withRetry(policy, once, { signal });
+    } catch (err) {
+      throw signal?.aborted ? err : this.gaveUp('upload', desc.digest, err, attempts);
+    }
+  }
+
+  /**
+   * One try of uploadBlob. Our own verdicts (bad content, refused) fail for good; a dropped
+   * connection or a retryable status fails retryable, for uploadBlob to start over after the
+   * registry's backoff.
+   */
+  private async uploadOnce(
+    desc: Descriptor,
+    open: OpenContent,
+    options: UploadOptions,
+    attempt: number,
+  ): Promise<void> {
+    const { signal } = options;
     const what = `upload of blob ${desc.digest}`;
-    for (let attempt = 1; ; attempt++) {
-      const start = await this.req({
-        method: 'POST',
-        path: `/v2/${this.name}/blobs/uploads/`,
-        scopes: this.push,
-        signal,
-      }).catch((err) => {
-        throw this.gaveUp('upload', desc.digest, err, attempt);
+    const start = await this.req({
+      method: 'POST',
+      path: `/v2/${this.name}/blobs/uploads/`,
+      scopes: this.push,
+      signal,
+    }).catch((err) => {
+      throw this.gaveUp('upload', desc.digest, err, attempt);
+    });
+    if (start.status !== 202) return this.fail(start, what);
+    discard(start);
+    let location = header(start, 'location');
+    if (!location)
+      throw new RegistryError('E_REGISTRY', `${this.registry.host} started an upload without a Location`, {
+        status: start.status,
       });
-      if (start.status !== 202) return this.fail(start, what);
-      discard(start);
-      let location = header(start, 'location');
-      if (!location)
-        throw new KilnError('E_REGISTRY', `${this.registry.host} started an upload without a Location`);
-      const minChunk = Number(header(start, 'oci-chunk-min-length')) || 0;
-      const monolithicMax = options.monolithicMax ?? MONOLITHIC_MAX;
-      try {
-        if (desc.size <= monolithicMax && minChunk <= desc.size) {
-          const content = verified(await open(), desc, `${this.registry.host}/${this.name}`);
-          const res = await this.req({
-            method: 'PUT',
-            path: withDigest(location, desc.digest),
-            scopes: this.push,
-            headers: { 'content-type': 'application/octet-stream', 'content-length': String(desc.size) },
-            body: content,
-            signal,
-          });
-          if (res.status !== 201) return await this.failUpload(res, what);
-          discard(res);
-          return;
-        }
-        location = await this.uploadChunks(
-          desc,
-          location,
-          Math.max(minChunk, options.chunkSize ?? CHUNK_SIZE),
-          open,
-          options,
-        );
+    const minChunk = Number(header(start, 'oci-chunk-min-length')) || 0;
+    const monolithicMax = options.monolithicMax ?? MONOLITHIC_MAX;
+    try {
+      if (desc.size <= monolithicMax && minChunk <= desc.size) {
+        const content = verified(await open(), desc, `${this.registry.host}/${this.name}`);
         const res = await this.req({
           method: 'PUT',
           path: withDigest(location, desc.digest),
           scopes: this.push,
-          body: Buffer.alloc(0),
+          headers: { 'content-type': 'application/octet-stream', 'content-length': String(desc.size) },
+          body: content,
           signal,
         });
-        // A retry of a PUT whose answer was lost finds the upload closed: the blob may be there.
-        if (res.status === 404 && (await this.arrived(desc, signal))) return discard(res);
-        if (res.status !== 201) return this.fail(res, what);
+        if (res.status !== 201) return await this.failUpload(res, what);
         discard(res);
         return;
-      } catch (err) {
-        // After an abort nothing more goes out (the registry purges the stale upload); the DELETE
-        // would also hold the abort up for as long as the registry takes to answer.
-        if (signal?.aborted) throw err;
-        await this.cancelUpload(location);
-        // Our own verdicts (bad content, refused) are final; a dropped connection or a retryable
-        // status starts over, after the registry's backoff.
-        if (!mayRetryUpload(err)) throw err;
-        // The connection may have broken after the registry stored the blob, taking only its answer.
-        if (isTransientNetworkError(err) && (await this.arrived(desc, signal))) return;
-        if (attempt >= UPLOAD_ATTEMPTS) throw this.gaveUp('upload', desc.digest, err, attempt);
-        await sleep(
-          backoffDelay(this.registry.retry, attempt, retryableUploadErrors.get(err as object)),
-          signal,
-        );
       }
+      location = await this.uploadChunks(
+        desc,
+        location,
+        Math.max(minChunk, options.chunkSize ?? CHUNK_SIZE),
+        open,
+        options,
+      );
+      const res = await this.req({
+        method: 'PUT',
+        path: withDigest(location, desc.digest),
+        scopes: this.push,
+        body: Buffer.alloc(0),
+        signal,
+      });
+      // A retry of a PUT whose answer was lost finds the upload closed: the blob may be there.
+      if (res.status === 404 && (await this.arrived(desc, signal))) return discard(res);
+      if (res.status !== 201) return await this.fail(res, what);
+      discard(res);
+    } catch (err) {
+      // After an abort nothing more goes out (the registry purges the stale upload); the DELETE
+      // would also hold the abort up for as long as the registry takes to answer.
+      if (signal?.aborted) throw err;
+      await this.cancelUpload(location);
+      // The connection may have broken after the registry stored the blob, taking only its answer.
+      if (isBrokenConnection(err) && (await this.arrived(desc, signal))) return;
+      throw err;
     }
   }
 
@@ -625,7 +608,7 @@ export class Repository {
         location = header(res, 'location') ?? location;
         offset += length;
       } catch (err) {
-        if (!mayRetryUpload(err) || resumes >= UPLOAD_ATTEMPTS || options.signal?.aborted) throw err;
+        if (!isRetryable(err) || resumes >= UPLOAD_ATTEMPTS || options.signal?.aborted) throw err;
         resumes++;
         // Ask the registry how much it has, then go on from there: re-read the prefix only to hash it.
         const status = await this.req({
@@ -700,6 +683,11 @@ export class Repository {
     const found = index.manifests ?? [];
     return artifactType ? found.filter((d) => d.artifactType === artifactType) : found;
   }
+}
+
+/** A connection that broke or stalled (not a status): the registry may have got everything. */
+function isBrokenConnection(err: unknown): boolean {
+  return isRetryable(err) && ['E_NETWORK', 'E_TIMEOUT'].includes((err as RegistryError).code);
 }
 
 function withDigest(location: string, digest: string): string {

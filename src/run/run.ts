@@ -1,4 +1,5 @@
 import * as fs from 'node:fs/promises';
+import type { KilnContext } from '../context.js';
 import { ioError, KilnError } from '../errors.js';
 import { type ResolvedImage, resolveImage, selectWasmManifest } from '../image/resolve.js';
 import { MediaType } from '../oci/media-types.js';
@@ -11,6 +12,8 @@ import { type RunOptions, runWasiModule } from './wasi.js';
 
 export interface RunImageOptions extends RunOptions {
   platform?: Platform;
+  /** Registry settings and connections, the abort signal; default: a context for this call. */
+  context?: KilnContext;
 }
 
 const NATIVE_HINT = '`kiln run` runs WebAssembly images; use docker or podman for native ones';
@@ -26,7 +29,7 @@ export async function runWasm(target: string, options: RunImageOptions = {}): Pr
     });
     return runWasiModule(bytes, target, options);
   }
-  const source = await openSource(target);
+  const source = await openSource(target, { context: options.context });
   try {
     const image = await resolveImage(source, (index) => {
       if (

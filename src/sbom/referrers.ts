@@ -16,13 +16,13 @@
  * to 8 parallel attaches to one image, about 1 in 16 with 16). Attaching is idempotent, so attaching
  * again repairs it. Each platform's image is its own subject, so one build never contends with itself.
  */
+import { type KilnContext, withContext } from '../context.js';
 import { KilnError } from '../errors.js';
 import { readSmallBlob, selectManifest } from '../image/resolve.js';
 import { defaultMtime } from '../layer/tar-writer.js';
 import { type Digest, parseDigest, sha256 } from '../oci/digest.js';
 import { isManifestType, MediaType } from '../oci/media-types.js';
 import { formatPlatform, type Platform } from '../oci/platform.js';
-import type { Reference } from '../oci/reference.js';
 import {
   CREATED_ANNOTATION,
   type Descriptor,
@@ -35,7 +35,7 @@ import type { RegistryOptions } from '../registry/registry.js';
 import type { Repository } from '../registry/repository.js';
 import { sleep } from '../registry/retry.js';
 import { OciLayout } from '../store/layout.js';
-import { currentRegistryOptions, openSource } from '../transport/open.js';
+import { openSource } from '../transport/open.js';
 import { type ImageLocation, parseLocation } from '../transport/parse.js';
 import type { ImageSource } from '../transport/types.js';
 import { type SbomInput, spdxDocument } from './spdx.js';
@@ -126,7 +126,9 @@ export interface AttachOptions extends ArtifactOptions {
   /** Where the subject is: a registry reference (`repo[:tag]`) or `oci:DIR[:TAG]`. */
   to: string;
   signal?: AbortSignal;
-  /** How to reach the registry; default what configureRegistries set. */
+  /** Registry settings and connections, the abort signal; default: a context for this call. */
+  context?: KilnContext;
+  /** Registry settings on top of the context's. */
   registry?: RegistryOptions;
 }
 
@@ -139,16 +141,24 @@ export interface AttachResult {
 export async function attachReferrer(options: AttachOptions): Promise<AttachResult> {
   const artifact = artifactManifest(options);
   const loc = parseLocation(options.to);
-  if (loc.transport === 'registry') {
-    const repo = await repository(loc.ref, options.registry);
-    return attachInRegistry(repo, artifact, options.subject, options.signal);
-  }
+  if (loc.transport === 'registry')
+    return withContext(options.context, async (context) =>
+      attachInRegistry(
+        await context.repository(loc.ref, options.registry),
+        artifact,
+        options.subject,
+        context.signalWith(options.signal),
+      ),
+    );
   if (loc.transport === 'oci') return attachInLayout(loc.path, artifact, options.subject);
   throw unsupported(options.to, 'attach');
 }
 
 export interface ListOptions {
   signal?: AbortSignal;
+  /** Registry settings and connections, the abort signal; default: a context for this call. */
+  context?: KilnContext;
+  /** Registry settings on top of the context's. */
   registry?: RegistryOptions;
 }
 
@@ -164,26 +174,34 @@ export async function listReferrers(
 ): Promise<Descriptor[]> {
   const loc = parseLocation(ref);
   if (loc.transport !== 'registry' && loc.transport !== 'oci') throw unsupported(ref, 'list');
-  let target = subject;
-  if (!target) {
-    const source = await openForReading(loc, ref, options);
-    try {
-      target = await source.resolve();
-    } finally {
-      await source.close();
+  return withContext(options.context, async (context) => {
+    const scoped = { ...options, context };
+    let target = subject;
+    if (!target) {
+      const source = await openForReading(loc, ref, scoped);
+      try {
+        target = await source.resolve();
+      } finally {
+        await source.close();
+      }
     }
-  }
-  return referrersIn(loc, target.digest, artifactType, options);
+    return referrersIn(loc, target.digest, artifactType, scoped);
+  });
 }
 
 async function referrersIn(
   loc: ImageLocation,
   digest: string,
   artifactType: string | undefined,
-  options: ListOptions,
+  options: ListOptions & { context: KilnContext },
 ): Promise<Descriptor[]> {
+  const { context } = options;
   if (loc.transport === 'registry')
-    return (await repository(loc.ref, options.registry)).referrers(digest, artifactType, options.signal);
+    return (await context.repository(loc.ref, options.registry)).referrers(
+      digest,
+      artifactType,
+      context.signalWith(options.signal),
+    );
   if (loc.transport !== 'oci') return [];
   const layout = await OciLayout.open(loc.path);
   const { index } = await layoutFallback(layout, referrersTag(digest));
@@ -194,6 +212,9 @@ async function referrersIn(
 export interface AttachSbomOptions extends SbomInput {
   to: string;
   signal?: AbortSignal;
+  /** Registry settings and connections, the abort signal; default: a context for this call. */
+  context?: KilnContext;
+  /** Registry settings on top of the context's. */
   registry?: RegistryOptions;
 }
 
@@ -204,7 +225,7 @@ export interface AttachSbomResult extends AttachResult {
 
 /** Generates the SPDX document for `input` and attaches it to `input.subject` in `to`. */
 export async function attachSbom(options: AttachSbomOptions): Promise<AttachSbomResult> {
-  const { to, signal, registry, ...input } = options;
+  const { to, signal, registry, context, ...input } = options;
   const data = spdxDocument(input);
   const attach: AttachOptions = {
     to,
@@ -216,6 +237,7 @@ export async function attachSbom(options: AttachSbomOptions): Promise<AttachSbom
   };
   if (signal) attach.signal = signal;
   if (registry) attach.registry = registry;
+  if (context) attach.context = context;
   const result = await attachReferrer(attach);
   return { ...result, document: { mediaType: SPDX_MEDIA_TYPE, digest: sha256(data), size: data.length } };
 }
@@ -239,6 +261,14 @@ export async function findSbom(
 ): Promise<FoundSbom> {
   const loc = parseLocation(ref);
   if (loc.transport !== 'registry' && loc.transport !== 'oci') throw unsupported(ref, 'read');
+  return withContext(options.context, (context) => findIn(loc, ref, { ...options, context }));
+}
+
+async function findIn(
+  loc: ImageLocation,
+  ref: string,
+  options: { platform?: Platform } & ListOptions & { context: KilnContext },
+): Promise<FoundSbom> {
   const source = await openForReading(loc, ref, options);
   try {
     const root = await source.resolve();
@@ -272,7 +302,10 @@ export async function findSbom(
 }
 
 /** The SPDX document attached to the image `ref` names (see findSbom). */
-export async function readSbom(ref: string, options: { platform?: Platform } = {}): Promise<Buffer> {
+export async function readSbom(
+  ref: string,
+  options: { platform?: Platform; context?: KilnContext } = {},
+): Promise<Buffer> {
   return (await findSbom(ref, options)).document;
 }
 
@@ -308,18 +341,14 @@ function unsupported(ref: string, what: string): KilnError {
   });
 }
 
-async function repository(ref: Reference, options: RegistryOptions | undefined): Promise<Repository> {
-  const { openRepository } = await import('../transport/registry.js');
-  return openRepository(ref, options ?? currentRegistryOptions());
-}
-
 /** A source for the image `ref` names (an untagged `oci:DIR` skips fallback tags: see findInIndex). */
-function openForReading(loc: ImageLocation, ref: string, options: ListOptions): Promise<ImageSource> {
+function openForReading(
+  loc: ImageLocation,
+  ref: string,
+  options: ListOptions & { context: KilnContext },
+): Promise<ImageSource> {
   if (loc.transport === 'registry')
-    return openSource(ref, {
-      registry: options.registry ?? currentRegistryOptions(),
-      signal: options.signal,
-    });
+    return openSource(ref, { context: options.context, registry: options.registry, signal: options.signal });
   return openSource(ref);
 }
 

@@ -4,13 +4,13 @@
  * index.json under `toolchain/<name>`, annotated with the name and the digest it was pinned as, so
  * `kiln toolchain list` and `--offline` builds can find it.
  */
+import { type KilnContext, useContext } from '../context.js';
 import { KilnError } from '../errors.js';
 import { hostPlatform, type Platform } from '../oci/platform.js';
 import { formatReference, parseReference } from '../oci/reference.js';
 import { selectManifest } from '../oci/select.js';
 import type { Descriptor, ImageConfig } from '../oci/types.js';
 import { parseConfig, parseManifest } from '../oci/validate.js';
-import { openCache } from '../store/cache.js';
 import type { OciLayout } from '../store/layout.js';
 import type { ToolchainImage } from './runner.js';
 
@@ -33,6 +33,8 @@ export interface ResolveToolchainOptions {
   /** Called before a pull from the network, with the pinned reference. */
   onPull?: (ref: string) => void;
   signal?: AbortSignal;
+  /** Registry settings and connections, the store, the abort signal; default: a context for this call. */
+  context?: KilnContext;
 }
 
 export interface ResolvedToolchain {
@@ -136,9 +138,23 @@ export async function resolveToolchain(
   input: string,
   options: ResolveToolchainOptions = {},
 ): Promise<ResolvedToolchain> {
+  const { ctx, release } = useContext(options.context);
+  try {
+    return await resolveWith(ctx, input, options);
+  } finally {
+    release();
+  }
+}
+
+async function resolveWith(
+  ctx: KilnContext,
+  input: string,
+  options: ResolveToolchainOptions,
+): Promise<ResolvedToolchain> {
   const name = toolchainName(input);
   const platform = options.platform ?? buildPlatform();
-  const store = options.store ?? (await openCache());
+  const store = options.store ?? (await ctx.store());
+  const signal = ctx.signalWith(options.signal);
   const explicit = /@sha256:/.test(name) && !name.startsWith('oci') ? parseReference(name).digest : undefined;
   let pinned = explicit ?? options.pins?.get(name);
 
@@ -160,9 +176,9 @@ export async function resolveToolchain(
   const location = pinned ? pinnedLocation(name, pinned) : name;
   options.onPull?.(location);
   const { copyImage } = await import('../transport/copy.js');
-  const { openSource, currentRegistryOptions } = await import('../transport/open.js');
+  const { openSource } = await import('../transport/open.js');
   const { OciDirDestination } = await import('../transport/oci-dir.js');
-  const source = await openSource(location, { registry: currentRegistryOptions(), signal: options.signal });
+  const source = await openSource(location, { context: ctx, signal });
   try {
     const root = await source.resolve();
     if (pinned && root.digest !== pinned)
@@ -180,9 +196,7 @@ export async function resolveToolchain(
     if (parsed.kind === 'index') descriptor = selectManifest(parsed.index, platform, name);
     // Committed under the toolchain's tag, then re-tagged with the annotations that find it again.
     const destination = await OciDirDestination.open('kiln store', store.dir, `${TAG_PREFIX}${name}`);
-    const copyOptions: import('../transport/copy.js').CopyOptions = { platform };
-    if (options.signal) copyOptions.signal = options.signal;
-    await copyImage(source, destination, copyOptions);
+    await copyImage(source, destination, { platform, signal });
     // Checked before it is listed as a toolchain, so a wrong image is refused on every run.
     const image = await loadToolchain(store, name, descriptor);
     if (image.config.os !== platform.os || image.config.architecture !== platform.architecture)

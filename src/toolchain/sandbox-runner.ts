@@ -13,6 +13,7 @@ import { constants as fsConstants } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import type { Readable } from 'node:stream';
+import type { KilnContext } from '../context.js';
 import { KilnError } from '../errors.js';
 import { defaultRootfsRoot, ensureRootfs, RESOLV_CONF } from './rootfs.js';
 import {
@@ -39,30 +40,32 @@ export interface SandboxRunnerOptions {
   rootfsRoot?: string;
   /** Debug lines (entries unpack refused or skipped). */
   debug?: (line: string) => void;
+  /** Keeps the probe of bwrap, so every runner of this context asks once (else once per runner). */
+  context?: KilnContext;
 }
-
-/** Probe results per bwrap executable, so `auto` and every run in a process ask only once. */
-const probes = new Map<string, Promise<string | undefined>>();
 
 export class SandboxRunner implements Runner {
   readonly name = 'sandbox' as const;
   private readonly bwrap: string;
   private readonly rootfsRoot: string | undefined;
   private readonly debug: ((line: string) => void) | undefined;
+  private readonly context: KilnContext | undefined;
+  private probe: Promise<string | undefined> | undefined;
 
   constructor(options: SandboxRunnerOptions = {}) {
     this.bwrap = options.bwrap ?? 'bwrap';
     this.rootfsRoot = options.rootfsRoot;
     this.debug = options.debug;
+    this.context = options.context;
   }
 
+  /** Asked once per runner, or once per context: `auto` and the run share the answer. */
   unavailable(): Promise<string | undefined> {
-    let probe = probes.get(this.bwrap);
-    if (probe === undefined) {
-      probe = probeBwrap(this.bwrap);
-      probes.set(this.bwrap, probe);
-    }
-    return probe;
+    const bwrap = this.bwrap;
+    this.probe ??= this.context
+      ? this.context.memo(`sandbox-probe:${bwrap}`, () => probeBwrap(bwrap))
+      : probeBwrap(bwrap);
+    return this.probe;
   }
 
   async run(job: BuildJob): Promise<RunResult> {

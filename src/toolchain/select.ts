@@ -3,6 +3,7 @@
  * when it can run (no daemon, no root: kiln is daemonless first), else a Docker engine if one
  * answers, else the host's own toolchain. Either way the choice comes with why, for the user.
  */
+import type { KilnContext } from '../context.js';
 import { KilnError } from '../errors.js';
 import type { Runner, RunnerName } from './runner.js';
 
@@ -19,7 +20,7 @@ export interface SelectedRunner {
 /** The order `auto` tries them in: the daemonless sandbox first, an engine only when it cannot run. */
 export const AUTO_ORDER: readonly RunnerName[] = ['sandbox', 'docker', 'local'];
 
-async function create(name: RunnerName): Promise<Runner> {
+async function create(name: RunnerName, context: KilnContext | undefined): Promise<Runner> {
   switch (name) {
     case 'docker':
     case 'podman': {
@@ -28,7 +29,7 @@ async function create(name: RunnerName): Promise<Runner> {
     }
     case 'sandbox': {
       const { SandboxRunner } = await import('./sandbox-runner.js');
-      return new SandboxRunner();
+      return new SandboxRunner(context ? { context } : {});
     }
     case 'local': {
       const { LocalRunner } = await import('./local-runner.js');
@@ -42,9 +43,13 @@ function label(name: RunnerName): string {
   return name === 'sandbox' ? 'bubblewrap' : name;
 }
 
-export async function selectRunner(choice: RunnerChoice = 'auto'): Promise<SelectedRunner> {
+/** `context` keeps what runners learn about this machine (the sandbox's probe) for its life. */
+export async function selectRunner(
+  choice: RunnerChoice = 'auto',
+  context?: KilnContext,
+): Promise<SelectedRunner> {
   if (choice !== 'auto') {
-    const runner = await create(choice);
+    const runner = await create(choice, context);
     const why = await runner.unavailable();
     if (why !== undefined)
       throw new KilnError('E_NO_RUNNER', `the ${choice} runner cannot run here: ${why}`, {
@@ -54,7 +59,7 @@ export async function selectRunner(choice: RunnerChoice = 'auto'): Promise<Selec
   }
   const skipped: Array<{ name: RunnerName; why: string }> = [];
   for (const name of AUTO_ORDER) {
-    const runner = await create(name);
+    const runner = await create(name, context);
     const why = await runner.unavailable();
     if (why === undefined) {
       const reason =

@@ -1,4 +1,5 @@
 import { existsSync } from 'node:fs';
+import { type KilnContext, useContext } from '../context.js';
 import { KilnError } from '../errors.js';
 import { formatReference } from '../oci/reference.js';
 import type { RegistryOptions } from '../registry/registry.js';
@@ -35,40 +36,39 @@ function refuseLocalPath(loc: ImageLocation, input: string): void {
 }
 
 export interface OpenOptions {
-  /** How registries are reached: credentials, insecure hosts, CAs. */
+  /**
+   * What the source or destination works with: registry settings and connections, the abort signal.
+   * Without one, a registry source or destination makes a context of its own, closed when it is
+   * closed (a source) or committed or aborted (a destination).
+   */
+  context?: KilnContext;
+  /** Registry settings on top of the context's (the credentials for this side of a copy, say). */
   registry?: RegistryOptions;
+  /** Aborts this one's requests; the context's signal does too. */
   signal?: AbortSignal;
-}
-
-let defaults: OpenOptions = {};
-
-/**
- * Registry settings for every open that doesn't pass its own: the CLI sets them once from its
- * flags, so commands built on openSource/openDestination need not thread them through.
- */
-export function configureRegistries(options: RegistryOptions): void {
-  defaults = { ...defaults, registry: options };
 }
 
 // Archives (and tar-stream with them) load only when an archive is named: start-up time.
 
-/** The registry settings configureRegistries set, for code that opens repositories itself. */
-export function currentRegistryOptions(): RegistryOptions {
-  return defaults.registry ?? {};
+/** The context to open a registry with, and how to let go of it: one made here goes with the source. */
+function registryContext(options: OpenOptions): {
+  ctx: KilnContext;
+  release: () => void;
+  signal: AbortSignal;
+} {
+  const { ctx, release } = useContext(options.context);
+  return { ctx, release, signal: ctx.signalWith(options.signal) };
 }
 
-export async function openSource(input: string, options: OpenOptions = defaults): Promise<ImageSource> {
+export async function openSource(input: string, options: OpenOptions = {}): Promise<ImageSource> {
   const loc = parseLocation(input);
   refuseLocalPath(loc, input);
   switch (loc.transport) {
     case 'registry': {
-      const { RegistrySource, openRepository } = await import('./registry.js');
-      return new RegistrySource(
-        input,
-        loc.ref,
-        openRepository(loc.ref, options.registry ?? defaults.registry),
-        options.signal,
-      );
+      const { RegistrySource } = await import('./registry.js');
+      const { ctx, release, signal } = registryContext(options);
+      const repo = await ctx.repository(loc.ref, options.registry);
+      return new RegistrySource(input, loc.ref, repo, signal, release);
     }
     case 'oci':
       return OciDirSource.open(input, loc.path, loc.tag);
@@ -81,25 +81,18 @@ export async function openSource(input: string, options: OpenOptions = defaults)
   }
 }
 
-export async function openDestination(
-  input: string,
-  options: OpenOptions = defaults,
-): Promise<ImageDestination> {
+export async function openDestination(input: string, options: OpenOptions = {}): Promise<ImageDestination> {
   const loc = parseLocation(input);
   refuseLocalPath(loc, input);
   switch (loc.transport) {
     case 'registry': {
-      const { RegistryDestination, openRepository } = await import('./registry.js');
-      const repo = openRepository(loc.ref, options.registry ?? defaults.registry);
+      const { RegistryDestination } = await import('./registry.js');
+      const { ctx, release, signal } = registryContext(options);
+      const repo = await ctx.repository(loc.ref, options.registry);
       // Learn the scheme and auth while the caller prepares what it will push; a failure here is
       // forgotten and met again, with its message, on first use.
-      repo.registry.ping(options.signal).catch(() => {});
-      return new RegistryDestination(
-        input,
-        loc.ref,
-        openRepository(loc.ref, options.registry ?? defaults.registry),
-        options.signal,
-      );
+      repo.registry.ping(signal).catch(() => {});
+      return new RegistryDestination(input, loc.ref, repo, signal, release);
     }
     case 'oci':
       return OciDirDestination.open(input, loc.path, loc.tag);

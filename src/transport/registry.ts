@@ -5,12 +5,16 @@ import { KilnError } from '../errors.js';
 import type { Reference } from '../oci/reference.js';
 import type { Descriptor } from '../oci/types.js';
 import { expectSize } from '../oci/verify.js';
-import { type RegistryOptions, registryFor } from '../registry/registry.js';
+import { Registry, type RegistryOptions } from '../registry/registry.js';
 import { type OpenContent, Repository } from '../registry/repository.js';
 import type { BlobOrigin, ImageDestination, ImageSource } from './types.js';
 
+/**
+ * A repository on a Registry of its own, outside any context's pool (tests, one-off checks).
+ * Operations use their context's: `context.repository(ref)`.
+ */
 export function openRepository(ref: Reference, options: RegistryOptions = {}): Repository {
-  return new Repository(registryFor(ref.registry, options), ref.repository);
+  return new Repository(new Registry(ref.registry, options), ref.repository);
 }
 
 export class RegistrySource implements ImageSource {
@@ -22,6 +26,8 @@ export class RegistrySource implements ImageSource {
     readonly ref: Reference,
     readonly repo: Repository,
     private readonly signal?: AbortSignal,
+    /** Called by close(): closes a context made for this source alone. */
+    private readonly release?: () => void,
   ) {}
 
   /** GETs the named manifest at once (one request instead of HEAD + GET) and keeps its bytes. */
@@ -50,7 +56,9 @@ export class RegistrySource implements ImageSource {
     return { registry: this.ref.registry, repository: this.ref.repository };
   }
 
-  async close(): Promise<void> {}
+  async close(): Promise<void> {
+    this.release?.();
+  }
 }
 
 /**
@@ -71,6 +79,8 @@ export class RegistryDestination implements ImageDestination {
     readonly ref: Reference,
     readonly repo: Repository,
     private readonly signal?: AbortSignal,
+    /** Called once committed or aborted: closes a context made for this destination alone. */
+    private readonly release?: () => void,
   ) {}
 
   hasBlob(desc: Descriptor): Promise<boolean> {
@@ -149,18 +159,23 @@ export class RegistryDestination implements ImageDestination {
         `${this.name} names digest ${this.ref.digest} but the image is ${root.digest}`,
       );
     const p = this.pending;
-    if (p && p.desc.digest === root.digest) {
-      this.pending = undefined;
-      if (this.tagCurrent === root.digest) return;
-      await this.repo.putManifest(this.ref.tag ?? root.digest, p.bytes, p.desc.mediaType, this.signal);
-      return;
+    try {
+      if (p && p.desc.digest === root.digest) {
+        this.pending = undefined;
+        if (this.tagCurrent === root.digest) return;
+        await this.repo.putManifest(this.ref.tag ?? root.digest, p.bytes, p.desc.mediaType, this.signal);
+        return;
+      }
+      await this.flush();
+      throw new KilnError('E_REGISTRY', `internal: root ${root.digest} was not the last manifest written`);
+    } finally {
+      this.release?.();
     }
-    await this.flush();
-    throw new KilnError('E_REGISTRY', `internal: root ${root.digest} was not the last manifest written`);
   }
 
   /** Registries keep no half-written state visible: an upload not finished is never a blob. */
   async abort(): Promise<void> {
     this.pending = undefined;
+    this.release?.();
   }
 }

@@ -14,7 +14,8 @@ import { KilnError } from '../../src/errors.js';
 import { sha256 } from '../../src/oci/digest.js';
 import { parseReference } from '../../src/oci/reference.js';
 import type { Descriptor } from '../../src/oci/types.js';
-import { closeRegistries, Registry, type RegistryOptions } from '../../src/registry/registry.js';
+import { HttpClient } from '../../src/registry/http.js';
+import { Registry, type RegistryOptions } from '../../src/registry/registry.js';
 import { Repository } from '../../src/registry/repository.js';
 import type { RetryPolicy } from '../../src/registry/retry.js';
 import { OciLayout } from '../../src/store/layout.js';
@@ -32,9 +33,11 @@ import { makeImage, seededBytes, type TestImage } from '../support/images.js';
 import { kiln } from '../support/kiln.js';
 import { registrySkipReason, sharedRegistry } from '../support/registry.js';
 
+/** One client for every Registry here, as a context's pool would share it; closed at the end. */
+const http = new HttpClient();
 const work = mkdtempSync(join(tmpdir(), 'kiln-faults-'));
 after(() => {
-  closeRegistries();
+  http.close();
   rmSync(work, { recursive: true, force: true });
 });
 
@@ -46,7 +49,7 @@ const FAST: RetryPolicy = { attempts: 4, baseDelayMs: 10, maxDelayMs: 50, budget
 const ENV = { DOCKER_CONFIG: join(work, 'no-docker-config') };
 
 function repository(host: string, name: string, options: RegistryOptions = {}): Repository {
-  return new Repository(new Registry(host, { retry: FAST, env: ENV, ...options }), name);
+  return new Repository(new Registry(host, { retry: FAST, env: ENV, ...options }, http), name);
 }
 
 async function proxy(target: string, options: FaultProxyOptions = {}): Promise<FaultProxy> {

@@ -16,7 +16,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { parseReference } from '../../src/oci/reference.js';
-import { closeRegistries, Registry } from '../../src/registry/registry.js';
+import { HttpClient } from '../../src/registry/http.js';
+import { Registry } from '../../src/registry/registry.js';
 import { Repository } from '../../src/registry/repository.js';
 import type { RetryPolicy } from '../../src/registry/retry.js';
 import { copyImage } from '../../src/transport/copy.js';
@@ -34,9 +35,11 @@ import { exitSet, killAndWait, killSync } from '../support/processes.js';
 import { registrySkipReason, sharedRegistry, startRegistry } from '../support/registry.js';
 import { findTool, requireTool, run } from '../support/tools.js';
 
+/** One client for every Registry here, as a context's pool would share it; closed at the end. */
+const http = new HttpClient();
 const work = mkdtempSync(join(tmpdir(), 'kiln-resilience-'));
 after(() => {
-  closeRegistries();
+  http.close();
   rmSync(work, { recursive: true, force: true });
 });
 
@@ -62,7 +65,7 @@ async function image(layers: number, layerBytes: number): Promise<TestImage> {
 }
 
 function repository(host: string, name: string, retry: RetryPolicy = FAST): Repository {
-  return new Repository(new Registry(host, { retry, env: ENV }), name);
+  return new Repository(new Registry(host, { retry, env: ENV }, http), name);
 }
 
 /** Pushes a test image to `host/name:1` with the library, straight to the registry. */

@@ -70,8 +70,8 @@ test('retry: Retry-After in seconds and as an HTTP date', () => {
   const ms = parseRetryAfter(inTwo)!;
   assert.ok(ms > 0 && ms <= 2000, String(ms));
   // The server's wish is honoured, up to a bound.
-  assert.equal(backoffDelay(DEFAULT_RETRY, 1, '2'), 2000);
-  assert.equal(backoffDelay({ ...DEFAULT_RETRY, maxDelayMs: 100 }, 1, '3600'), 300);
+  assert.equal(backoffDelay(DEFAULT_RETRY, 1, parseRetryAfter('2')), 2000);
+  assert.equal(backoffDelay({ ...DEFAULT_RETRY, maxDelayMs: 100 }, 1, parseRetryAfter('3600')), 300);
 });
 
 test('retry: backoff grows exponentially with jitter and stays under the cap', () => {

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { KilnError } from '../../errors.js';
 import { collect, examples, globals } from '../common.js';
+import { contextOf } from '../context.js';
 import { Output, plural } from '../output.js';
 
 /** `SRC[:DEST]`: DEST is an absolute path, so the split is at the last ':/' and SRC may hold colons. */
@@ -63,6 +64,7 @@ so a debootstrap rootfs appends as it is; --devices skip leaves them out, each n
         );
       const kiln = await import('../../index.js');
       const result = await kiln.appendLayers({
+        context: contextOf(cmd),
         base,
         layers: (opts.layer as string[]).map(parseLayerSpec),
         to: opts.to,

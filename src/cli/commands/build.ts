@@ -1,5 +1,6 @@
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import { collect, examples, globals } from '../common.js';
+import { contextOf } from '../context.js';
 import { Output, plural } from '../output.js';
 import { compileOptions, toCompileOptions } from './compile.js';
 
@@ -59,6 +60,7 @@ export function register(program: Command): void {
         .filter((v) => v !== '')
         .map(parsePlatform);
       const result = await build({
+        context: contextOf(cmd),
         ...toCompileOptions(dir, opts, out),
         ...(opts.to ? { to: opts.to as string[] } : {}),
         ...(opts.format ? { format: opts.format } : {}),

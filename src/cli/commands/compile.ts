@@ -2,6 +2,7 @@ import { type Command, Option } from 'commander';
 import type { CompileEvent, CompileOptions } from '../../build/compile.js';
 import { RUNNER_NAMES } from '../../toolchain/runner.js';
 import { collect, examples, globals, keyValues } from '../common.js';
+import { contextOf } from '../context.js';
 import { humanSize, Output } from '../output.js';
 
 /** The options compile and build share. */
@@ -118,7 +119,7 @@ export function register(program: Command): void {
         const { parsePlatform } = await import('../../oci/platform.js');
         options.target = parsePlatform(platform);
       }
-      const result = await compile(options);
+      const result = await compile({ ...options, context: contextOf(cmd) });
       if (out.flags.json) {
         const { project: _p, ...rest } = result;
         return out.json(rest);

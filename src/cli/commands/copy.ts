@@ -1,6 +1,7 @@
 import { type Command, Option } from 'commander';
 import { KilnError } from '../../errors.js';
-import { examples, globals, jobs, registryOptions } from '../common.js';
+import { examples, globals, jobs } from '../common.js';
+import { contextOf } from '../context.js';
 import { Output, plural } from '../output.js';
 import { Progress } from '../progress.js';
 
@@ -59,8 +60,10 @@ export function register(program: Command): void {
           format: opts.format,
           jobs: jobs(cmd),
           onEvent: progress.handler(),
-          source: { registry: registryOptions(cmd, opts.srcCreds) },
-          destination: { registry: registryOptions(cmd, opts.destCreds) },
+          context: contextOf(cmd),
+          // --src-creds and --dest-creds over the context's --creds, for their side only.
+          ...(opts.srcCreds ? { source: { registry: { creds: opts.srcCreds } } } : {}),
+          ...(opts.destCreds ? { destination: { registry: { creds: opts.destCreds } } } : {}),
         })
         .finally(() => progress.finish());
       if (out.flags.json) return out.json(result);
@@ -81,7 +84,7 @@ export function register(program: Command): void {
       const out = new Output(globals(cmd));
       const kiln = { ...(await import('../../operations.js')), ...(await import('../../oci/platform.js')) };
       const platform = opts.platform ? kiln.parsePlatform(opts.platform) : undefined;
-      const desc = await kiln.digest(image, { platform });
+      const desc = await kiln.digest(image, { platform, context: contextOf(cmd) });
       if (out.flags.json) return out.json(desc);
       out.data(desc.digest);
     });
@@ -94,7 +97,7 @@ export function register(program: Command): void {
     .action(async (repo: string, _opts, cmd: Command) => {
       const out = new Output(globals(cmd));
       const kiln = { ...(await import('../../operations.js')), ...(await import('../../oci/platform.js')) };
-      const tags = await kiln.listTags(repo);
+      const tags = await kiln.listTags(repo, { context: contextOf(cmd) });
       if (out.flags.json) return out.json(tags);
       if (tags.length) out.data(tags.join('\n'));
     });

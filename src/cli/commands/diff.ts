@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { KilnError } from '../../errors.js';
 import type { FlatIssue } from '../../index.js';
 import { examples, globals } from '../common.js';
+import { contextOf } from '../context.js';
 import { Output, plural, red } from '../output.js';
 
 /** Names what flattening left out; unsafe entries make the command fail once its output is written. */
@@ -53,6 +54,7 @@ else the remaining layers are squashed into one.
         throw new KilnError('E_USAGE', 'give exactly one of --to DST and --output FILE');
       const kiln = await import('../../index.js');
       const result = await kiln.diffImages({
+        context: contextOf(cmd),
         lower,
         upper,
         to: opts.to,

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { KilnError } from '../../errors.js';
 import { examples, globals } from '../common.js';
+import { contextOf } from '../context.js';
 import { Output, plural, red } from '../output.js';
 
 export function register(program: Command): void {
@@ -29,6 +30,7 @@ export function register(program: Command): void {
       const kiln = await import('../../index.js');
       const platform = opts.platform ? kiln.parsePlatform(opts.platform) : undefined;
       const result = await kiln.exportImage(src, toStdout ? process.stdout : opts.output, {
+        context: contextOf(cmd),
         platform,
         onLayer: (i, layer) => out.debug(`reading layer ${i} ${layer.digest}`),
       });

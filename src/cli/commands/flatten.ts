@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { examples, globals } from '../common.js';
+import { contextOf } from '../context.js';
 import { Output, plural } from '../output.js';
 import { reportIssues } from './diff.js';
 
@@ -29,6 +30,7 @@ and one "kiln flatten" history entry. Without --platform every image of an index
       const out = new Output(globals(cmd));
       const kiln = await import('../../index.js');
       const result = await kiln.flattenImage({
+        context: contextOf(cmd),
         source: src,
         to: opts.to,
         platform: opts.platform ? kiln.parsePlatform(opts.platform) : undefined,

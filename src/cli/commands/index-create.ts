@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { collect, examples, globals, keyValues } from '../common.js';
+import { contextOf } from '../context.js';
 import { Output, plural } from '../output.js';
 
 export function register(program: Command): void {
@@ -28,6 +29,7 @@ native one. Two different images for one platform are refused; the same image tw
       const out = new Output(globals(cmd));
       const kiln = await import('../../index.js');
       const result = await kiln.createIndex({
+        context: contextOf(cmd),
         sources,
         to: opts.to,
         annotations: keyValues(opts.annotation, '--annotation'),

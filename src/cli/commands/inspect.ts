@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { KilnError } from '../../errors.js';
 import { examples, globals } from '../common.js';
+import { contextOf } from '../context.js';
 import { Output } from '../output.js';
 
 export function register(program: Command): void {
@@ -27,7 +28,7 @@ export function register(program: Command): void {
       const out = new Output(globals(cmd));
       const kiln = { ...(await import('../../operations.js')), ...(await import('../../oci/platform.js')) };
       const platform = opts.platform ? kiln.parsePlatform(opts.platform) : undefined;
-      const result = await kiln.inspect(image, { platform });
+      const result = await kiln.inspect(image, { platform, context: contextOf(cmd) });
       if (opts.raw) return void process.stdout.write(result.raw);
       if (opts.config) {
         if (!result.rawConfig)

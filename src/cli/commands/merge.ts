@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { KilnError } from '../../errors.js';
 import { examples, globals } from '../common.js';
+import { contextOf } from '../context.js';
 import { Output, plural } from '../output.js';
 
 const CONFIG_FROM = ['auto', 'base', 'last'] as const;
@@ -46,6 +47,7 @@ image among the inputs) picks the image out of each index.
       if (!(CONFIG_FROM as readonly string[]).includes(configFrom))
         throw new KilnError('E_USAGE', `--config-from takes ${CONFIG_FROM.join(', ')}, got '${configFrom}'`);
       const result = await kiln.mergeImages({
+        context: contextOf(cmd),
         base,
         sources,
         to: opts.to,

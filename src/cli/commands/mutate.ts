@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { KilnError } from '../../errors.js';
 import { collect, examples, globals } from '../common.js';
+import { contextOf } from '../context.js';
 import { Output, plural } from '../output.js';
 
 /**
@@ -78,6 +79,7 @@ Without --platform every image of an index is changed and a new index is written
       const out = new Output(globals(cmd));
       const kiln = await import('../../index.js');
       const result = await kiln.mutateImage({
+        context: contextOf(cmd),
         source: src,
         to: opts.to,
         platform: opts.platform ? kiln.parsePlatform(opts.platform) : undefined,

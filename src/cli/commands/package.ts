@@ -1,5 +1,6 @@
 import { type Command, Option } from 'commander';
 import { collect, examples, globals, keyValues } from '../common.js';
+import { contextOf } from '../context.js';
 import { Output } from '../output.js';
 
 export function register(program: Command): void {
@@ -37,6 +38,7 @@ export function register(program: Command): void {
       const kiln = { ...(await import('../../operations.js')), ...(await import('../../oci/platform.js')) };
       keyValues(opts.env, '--env'); // checked here; the config keeps the K=V list as given
       const result = await kiln.pack({
+        context: contextOf(cmd),
         file,
         to: opts.to,
         format: opts.format,

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { examples, globals } from '../common.js';
+import { contextOf } from '../context.js';
 import { Output, plural } from '../output.js';
 
 export function register(program: Command): void {
@@ -31,6 +32,7 @@ image for SRC's platform is taken from each. Without --platform every image of a
       const out = new Output(globals(cmd));
       const kiln = await import('../../index.js');
       const result = await kiln.rebaseImage({
+        context: contextOf(cmd),
         source: src,
         oldBase: opts.oldBase,
         newBase: opts.newBase,

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { collect, examples } from '../common.js';
+import { contextOf } from '../context.js';
 
 export function register(program: Command): void {
   program
@@ -21,9 +22,15 @@ export function register(program: Command): void {
         'kiln run oci:./out:hello --dir ./data:/data -- /data/input.txt',
       ]),
     )
-    .action(async (image: string, args: string[], opts) => {
+    .action(async (image: string, args: string[], opts, cmd: Command) => {
       const kiln = { ...(await import('../../run/run.js')), ...(await import('../../oci/platform.js')) };
       const platform = opts.platform ? kiln.parsePlatform(opts.platform) : undefined;
-      process.exitCode = await kiln.runWasm(image, { args, env: opts.env, dirs: opts.dir, platform });
+      process.exitCode = await kiln.runWasm(image, {
+        args,
+        env: opts.env,
+        dirs: opts.dir,
+        platform,
+        context: contextOf(cmd),
+      });
     });
 }

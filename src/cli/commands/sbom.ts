@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { examples, globals } from '../common.js';
+import { contextOf } from '../context.js';
 import { Output } from '../output.js';
 
 export function register(program: Command): void {
@@ -24,7 +25,7 @@ with the image (subject) and the referrer manifest's descriptors.
       const out = new Output(globals(cmd));
       const kiln = await import('../../index.js');
       const platform = opts.platform ? kiln.parsePlatform(opts.platform) : undefined;
-      const found = await kiln.findSbom(image, { platform });
+      const found = await kiln.findSbom(image, { platform, context: contextOf(cmd) });
       if (out.flags.json)
         return out.json({
           subject: found.subject,

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { examples, globals } from '../common.js';
+import { contextOf } from '../context.js';
 import { humanSize, Output, plural } from '../output.js';
 
 export function register(program: Command): void {
@@ -12,10 +13,9 @@ export function register(program: Command): void {
     .description('list the toolchain images kiln has pulled')
     .action(async (_opts, cmd: Command) => {
       const out = new Output(globals(cmd));
-      const { openCache } = await import('../../store/cache.js');
       const { storedToolchains } = await import('../../toolchain/images.js');
       const { listRootfs } = await import('../../toolchain/rootfs.js');
-      const store = await openCache();
+      const store = await contextOf(cmd).store();
       const unpacked = new Set((await listRootfs()).map((r) => r.digest));
       const rows = (await storedToolchains(store)).map((t) => ({
         name: t.name,
@@ -53,7 +53,8 @@ export function register(program: Command): void {
       const { resolveToolchain } = await import('../../toolchain/images.js');
       const { LockFile } = await import('../../build/lock.js');
       const { loadProject } = await import('../../build/project.js');
-      const project = await loadProject(opts.dir);
+      const context = contextOf(cmd);
+      const project = await loadProject(opts.dir, { store: await context.store() });
       let image: string;
       if (what === undefined) {
         const p = project.project;
@@ -64,6 +65,7 @@ export function register(program: Command): void {
       const r = await resolveToolchain(image, {
         ...(lock ? { pins: lock } : {}),
         onPull: (ref) => out.info(`pulling ${ref}`),
+        context,
       });
       await lock?.save();
       if (out.flags.json)
@@ -85,12 +87,11 @@ export function register(program: Command): void {
     .argument('[image...]', 'toolchain images to remove (default: all)')
     .action(async (images: string[], _opts, cmd: Command) => {
       const out = new Output(globals(cmd));
-      const { openCache } = await import('../../store/cache.js');
       const { forgetToolchains, storedToolchains, toolchainName } = await import('../../toolchain/images.js');
       const { pruneRootfs } = await import('../../toolchain/rootfs.js');
       const { collectGarbage } = await import('../../store/gc.js');
       const { parseManifest } = await import('../../oci/validate.js');
-      const store = await openCache();
+      const store = await contextOf(cmd).store();
       const names = images.length ? new Set(images.map(toolchainName)) : undefined;
       const dropped = await forgetToolchains(store, names);
       // Their blobs are complete and known: collect them now, not after the grace period.

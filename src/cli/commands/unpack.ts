@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { KilnError } from '../../errors.js';
 import type { ExpansionLimits } from '../../layer/tar-reader.js';
 import { examples, globals } from '../common.js';
+import { contextOf } from '../context.js';
 import { Output, plural, red } from '../output.js';
 
 function choice<T extends string>(flag: string, value: string, allowed: readonly T[]): T {
@@ -65,6 +66,7 @@ KILN_MAX_LAYER_SIZE / KILN_MAX_EXPANSION, which every command that reads layers 
       const limits = expansionLimits(given); // checks KILN_MAX_* too, before anything is read
       const platform = opts.platform ? kiln.parsePlatform(opts.platform) : undefined;
       const result = await kiln.unpackImage(src, dir, {
+        context: contextOf(cmd),
         platform,
         force: !!opts.force,
         setuid,
