@@ -27,12 +27,12 @@ import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { after, type TestContext, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { engineEndpoint } from '../../src/engine/endpoint.js';
 import { isKilnError } from '../../src/errors.js';
 import { parseDigest } from '../../src/oci/digest.js';
-import { engineEndpoint } from '../../src/engine/endpoint.js';
 import { DockerRunner, type Transfer } from '../../src/toolchain/docker-runner.js';
 import type { RunResult, ToolchainImage } from '../../src/toolchain/runner.js';
-import { type DockerEngine, dockerSkipReason, sharedDocker } from '../support/docker.js';
+import { type DockerEngine, dockerSkipReason, sharedDocker, startDocker } from '../support/docker.js';
 import { busyboxSkipReason, busyboxToolchain } from '../support/toolchain-images.js';
 
 const TEST = { timeout: 120_000 };
@@ -441,6 +441,34 @@ test(
       assert.ok(Date.now() - started < 3_000);
       await assert.rejects(build(s.toolchain, 'true'), (err) => isKilnError(err, 'E_ENGINE'));
     } finally {
+      process.env['DOCKER_HOST'] = s.engine.host;
+    }
+  },
+);
+
+test(
+  'over tcp+TLS (DOCKER_TLS_VERIFY, DOCKER_CERT_PATH): unavailable() pings, the image is loaded and the build runs with transfer copy',
+  TEST,
+  async (t) => {
+    const s = await ready(t);
+    if (!s) return;
+    await using engine = await startDocker({ tls: true });
+    const tls = engine.tls!;
+    Object.assign(process.env, tls.env);
+    try {
+      assert.equal(await new DockerRunner().unavailable(), undefined);
+      const { result, output, outDir } = await build(
+        s.toolchain,
+        'cat input.txt > /out/app.wasm; echo "remote build"',
+      );
+      assert.deepEqual(result, { runner: 'docker', exitCode: 0 }, output);
+      assert.match(output, /^remote build$/m);
+      assert.equal(readFileSync(join(outDir, 'app.wasm'), 'utf8'), 'source text\n');
+      const tag = `kiln-toolchain/${parseDigest(s.toolchain.descriptor.digest).hex.slice(0, 12)}:latest`;
+      assert.equal((await engine.docker(['image', 'inspect', tag])).code, 0, 'loaded over TLS');
+      assert.deepEqual(await containers(engine), []);
+    } finally {
+      for (const k of Object.keys(tls.env)) delete process.env[k];
       process.env['DOCKER_HOST'] = s.engine.host;
     }
   },
