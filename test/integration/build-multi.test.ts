@@ -23,15 +23,14 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { cpSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpSync, mkdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, before, describe, test } from 'node:test';
+import { before, describe, test } from 'node:test';
 import { listTar } from '../../src/layer/tar-reader.js';
 import type { Descriptor, ImageConfig, ImageIndex, ImageManifest } from '../../src/oci/types.js';
-import { type DockerEngine, dockerSkipReason, sharedDocker } from '../support/docker.js';
-import { kiln } from '../support/kiln.js';
+import { type DockerEngine, dockerSkipReason, NO_ENGINE, sharedDocker } from '../support/docker.js';
+import { seededBytes, sha256 } from '../support/images.js';
+import { kilnStore } from '../support/kiln.js';
 import { registrySkipReason, sharedRegistry, startRequestLog } from '../support/registry.js';
 import {
   busyboxBaseIndex,
@@ -39,7 +38,7 @@ import {
   debianToolchainRootfs,
   debootstrapSkipReason,
 } from '../support/toolchain-images.js';
-import { requireTool, run, toolSkipReason } from '../support/tools.js';
+import { ok, requireTool, run, toolSkipReason } from '../support/tools.js';
 
 const skip =
   debootstrapSkipReason() ??
@@ -52,35 +51,19 @@ const EPOCH = '1700000000';
 const CREATED = '2023-11-14T22:13:20Z';
 const PLATFORMS = 'linux/amd64,linux/arm64,wasip1/wasm';
 
-const work = mkdtempSync(join(tmpdir(), 'kiln-build-multi-'));
-after(() => rmSync(work, { recursive: true, force: true }));
-const home = join(work, 'home');
-
 let docker: DockerEngine;
+/** kiln with the file's store, the private engine and a fixed SOURCE_DATE_EPOCH, unless env overrides them. */
+const { work, k } = kilnStore(
+  'kiln-build-multi',
+  () => ({ DOCKER_HOST: docker.host, SOURCE_DATE_EPOCH: EPOCH }),
+  900_000,
+);
 let registry: string;
 let toolchain: string;
 let base: string;
 let baseIndex: ImageIndex;
 let project: string;
 let head: string;
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function ok(r: Run, what: string): string {
-  assert.equal(r.code, 0, `${what} exited with ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
-  return r.stdout;
-}
-
-function k(args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 900_000): Promise<Run> {
-  return kiln(args, {
-    env: { KILN_HOME: home, DOCKER_HOST: docker.host, SOURCE_DATE_EPOCH: EPOCH, ...env },
-    timeoutMs,
-  });
-}
 
 interface BuildJson {
   index?: Descriptor;
@@ -93,12 +76,21 @@ interface BuildJson {
   compiles: Array<{ source: string; target: { os: string; architecture: string } }>;
 }
 
-async function buildJson(dir: string, args: string[], env: NodeJS.ProcessEnv = {}): Promise<BuildJson> {
-  const out = ok(
-    await k(['build', dir, '--runner', 'sandbox', '--json', ...args], env),
-    `kiln build ${args.join(' ')}`,
-  );
-  return JSON.parse(out) as BuildJson;
+/** `kiln build DIR --runner sandbox --json --platform PLATFORMS [extra…] --to TO`, which must succeed. */
+async function buildJson(
+  dir: string,
+  platforms: string,
+  to: string,
+  extra: string[] = [],
+  env: NodeJS.ProcessEnv = {},
+): Promise<BuildJson> {
+  const args = ['--platform', platforms, ...extra, '--to', to];
+  return JSON.parse(
+    ok(
+      await k(['build', dir, '--runner', 'sandbox', '--json', ...args], env),
+      `kiln build ${args.join(' ')}`,
+    ),
+  ) as BuildJson;
 }
 
 async function skopeoRaw(ref: string): Promise<{ text: string; json: unknown }> {
@@ -109,7 +101,6 @@ async function skopeoRaw(ref: string): Promise<{ text: string; json: unknown }> 
   return { text, json: JSON.parse(text) };
 }
 
-const sha256 = (s: string | Buffer) => `sha256:${createHash('sha256').update(s).digest('hex')}`;
 const plat = (p: { os: string; architecture: string; variant?: string } | undefined) =>
   p ? `${p.os}/${p.architecture}${p.variant ? `/${p.variant}` : ''}` : 'none';
 
@@ -195,22 +186,11 @@ const EXTRAS_COMMAND = [
   'ln -s data-1.bin "$KILN_OUT/lib/hello/current"',
 ].join('\n');
 
-/** 256 KiB of seeded bytes: the largest group, so the lowest kiln layer. */
-function dataBin(): Buffer {
-  const out = Buffer.alloc(256 * 1024);
-  let block = Buffer.from('kiln extras');
-  for (let i = 0; i < out.length; i += 32) {
-    block = createHash('sha256').update(block).digest();
-    block.copy(out, i);
-  }
-  return out;
-}
-
 function writeExtrasProject(dir: string): string {
   mkdirSync(dir, { recursive: true });
   writeFileSync(join(dir, 'main.c'), EXTRAS_MAIN_C('v1'));
   writeFileSync(join(dir, 'greeting.txt'), 'hello from the extras\n');
-  writeFileSync(join(dir, 'data.bin'), dataBin());
+  writeFileSync(join(dir, 'data.bin'), seededBytes('kiln extras', 256 * 1024)); // the largest group: the lowest kiln layer
   writeFileSync(
     join(dir, 'kiln.yaml'),
     `toolchain:\n  image: ${toolchain}\n  command: ${JSON.stringify(EXTRAS_COMMAND)}\nimage:\n  name: hello\n  base: ${base}\n`,
@@ -274,7 +254,7 @@ describe('kiln build for several platforms', { skip }, () => {
   const repo = () => `${registry}/apps/hello`;
 
   test('one index with every platform: skopeo, annotations, layers, config', LONG, async () => {
-    first = await buildJson(project, ['--platform', PLATFORMS, '--to', `${repo()}:1`]);
+    first = await buildJson(project, PLATFORMS, `${repo()}:1`);
     assert.ok(first.index, 'an index is written');
     assert.deepEqual(
       first.images.map((i) => plat(i.platform)),
@@ -378,13 +358,7 @@ describe('kiln build for several platforms', { skip }, () => {
   });
 
   test('--wasi-alias lists the wasm manifest under wasi/wasm too', LONG, async () => {
-    const built = await buildJson(project, [
-      '--platform',
-      PLATFORMS,
-      '--wasi-alias',
-      '--to',
-      `${repo()}:alias`,
-    ]);
+    const built = await buildJson(project, PLATFORMS, `${repo()}:alias`, ['--wasi-alias']);
     const index = (await skopeoRaw(`${repo()}:alias`)).json as ImageIndex;
     assert.equal(sha256((await skopeoRaw(`${repo()}:alias`)).text), built.index?.digest);
     assert.deepEqual(
@@ -395,13 +369,7 @@ describe('kiln build for several platforms', { skip }, () => {
   });
 
   test('the same inputs give the same index digest, even compiled again', LONG, async () => {
-    const again = await buildJson(project, [
-      '--platform',
-      PLATFORMS,
-      '--no-cache',
-      '--to',
-      `${repo()}:again`,
-    ]);
+    const again = await buildJson(project, PLATFORMS, `${repo()}:again`, ['--no-cache']);
     assert.deepEqual(
       again.compiles.map((c) => c.source),
       ['build', 'build', 'build'],
@@ -409,7 +377,7 @@ describe('kiln build for several platforms', { skip }, () => {
     );
     assert.equal(again.index?.digest, first.index?.digest);
     // The epoch is part of the input: another one gives another index.
-    const later = await buildJson(project, ['--platform', PLATFORMS, '--to', `${repo()}:later`], {
+    const later = await buildJson(project, PLATFORMS, `${repo()}:later`, [], {
       SOURCE_DATE_EPOCH: '1700000001',
     });
     assert.notEqual(later.index?.digest, first.index?.digest);
@@ -444,16 +412,10 @@ describe('kiln build for several platforms', { skip }, () => {
       const log = await startRequestLog(`http://${registry}`);
       try {
         const to = `${log.host}/apps/rebuild:1`;
-        await buildJson(dir, ['--platform', PLATFORMS, '--no-sbom', '--to', to]);
+        await buildJson(dir, PLATFORMS, to, ['--no-sbom']);
         writeFileSync(join(dir, 'main.c'), MAIN_C('changed'));
         log.clear();
-        const second = await buildJson(dir, [
-          '--platform',
-          PLATFORMS,
-          '--no-sbom',
-          '--to',
-          `${log.host}/apps/rebuild:2`,
-        ]);
+        const second = await buildJson(dir, PLATFORMS, `${log.host}/apps/rebuild:2`, ['--no-sbom']);
         const uploads = log.requests.filter((r) => r.method === 'POST' && /\/blobs\/uploads\/$/.test(r.path));
         const put = log.requests
           .filter((r) => r.method === 'PUT' && r.path.includes('/blobs/uploads/'))
@@ -520,14 +482,7 @@ describe('kiln build for several platforms', { skip }, () => {
       LONG,
       async () => {
         dir = writeExtrasProject(join(work, 'extras'));
-        firstBuild = await buildJson(dir, [
-          '--platform',
-          PLATS,
-          '--cache-to',
-          cacheRepo(),
-          '--to',
-          `${extrasRepo()}:1`,
-        ]);
+        firstBuild = await buildJson(dir, PLATS, `${extrasRepo()}:1`, ['--cache-to', cacheRepo()]);
         assert.deepEqual(
           firstBuild.compiles.map((c) => c.source),
           ['build', 'build'],
@@ -589,7 +544,7 @@ describe('kiln build for several platforms', { skip }, () => {
       async () => {
         // Gone from the host: only the cache can bring them back.
         rmSync(join(dir, 'hello-linux-amd64.files'), { recursive: true, force: true });
-        const cached = await buildJson(dir, ['--platform', PLATS, '--to', `${extrasRepo()}:cached`]);
+        const cached = await buildJson(dir, PLATS, `${extrasRepo()}:cached`);
         assert.deepEqual(
           cached.compiles.map((c) => c.source),
           ['cache', 'cache'],
@@ -619,8 +574,10 @@ describe('kiln build for several platforms', { skip }, () => {
         rmSync(join(fresh, 'hello-linux-arm64.files'), { recursive: true, force: true });
         const remote = await buildJson(
           fresh,
-          ['--platform', PLATS, '--cache-from', cacheRepo(), '--to', `${extrasRepo()}:remote`],
-          { KILN_HOME: join(work, 'home-fresh'), DOCKER_HOST: 'unix:///nonexistent/kiln-test.sock' },
+          PLATS,
+          `${extrasRepo()}:remote`,
+          ['--cache-from', cacheRepo()],
+          { KILN_HOME: join(work, 'home-fresh'), DOCKER_HOST: NO_ENGINE },
         );
         assert.deepEqual(
           remote.compiles.map((c) => c.source),
@@ -638,7 +595,7 @@ describe('kiln build for several platforms', { skip }, () => {
       writeFileSync(join(dir, 'main.c'), EXTRAS_MAIN_C('v2'));
       let second!: BuildJson;
       const put = await uploads(async (host) => {
-        second = await buildJson(dir, ['--platform', PLATS, '--no-sbom', '--to', `${host}/apps/extras:2`]);
+        second = await buildJson(dir, PLATS, `${host}/apps/extras:2`, ['--no-sbom']);
       });
       const expected: string[] = [];
       for (const [i, image] of second.images.entries()) {
@@ -654,12 +611,12 @@ describe('kiln build for several platforms', { skip }, () => {
 
     test('changing the greeting uploads only its layer and the configs', LONG, async () => {
       const before: ImageManifest[] = [];
-      for (const image of (await buildJson(dir, ['--platform', PLATS, '--to', `${extrasRepo()}:2b`])).images)
+      for (const image of (await buildJson(dir, PLATS, `${extrasRepo()}:2b`)).images)
         before.push(await manifestOf(extrasRepo(), image.descriptor.digest));
       writeFileSync(join(dir, 'greeting.txt'), 'hi from new extras\n');
       let third!: BuildJson;
       const put = await uploads(async (host) => {
-        third = await buildJson(dir, ['--platform', PLATS, '--no-sbom', '--to', `${host}/apps/extras:3`]);
+        third = await buildJson(dir, PLATS, `${host}/apps/extras:3`, ['--no-sbom']);
       });
       const expected: string[] = [];
       for (const [i, image] of third.images.entries()) {

@@ -16,7 +16,6 @@ import assert from 'node:assert/strict';
 import {
   existsSync,
   mkdirSync,
-  mkdtempSync,
   readdirSync,
   readFileSync,
   readlinkSync,
@@ -24,12 +23,12 @@ import {
   statSync,
   writeFileSync,
 } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, describe, test } from 'node:test';
-import { type DockerEngine, dockerSkipReason, sharedDocker } from '../support/docker.js';
-import { kiln } from '../support/kiln.js';
+import { before, describe, test } from 'node:test';
+import { type DockerEngine, dockerSkipReason, NO_ENGINE, sharedDocker } from '../support/docker.js';
+import { kilnStore } from '../support/kiln.js';
 import { registrySkipReason, sharedRegistry } from '../support/registry.js';
+import { writeTree } from '../support/temp.js';
 import {
   busyboxBaseIndex,
   busyboxSkipReason,
@@ -37,7 +36,7 @@ import {
   isStaticElf,
   pushDebianToolchain,
 } from '../support/toolchain-images.js';
-import { run, toolSkipReason } from '../support/tools.js';
+import { ok, run, toolSkipReason } from '../support/tools.js';
 
 const skip =
   (process.arch === 'x64' ? undefined : 'the native toolchain image is built for linux/amd64 hosts') ??
@@ -46,29 +45,11 @@ const skip =
   dockerSkipReason() ??
   registrySkipReason('none');
 const LONG = { timeout: 1_200_000 };
-const NO_ENGINE = 'unix:///nonexistent/kiln-test-docker.sock';
-
-const work = mkdtempSync(join(tmpdir(), 'kiln-compile-native-'));
-after(() => rmSync(work, { recursive: true, force: true }));
-const home = join(work, 'home');
 
 let docker: DockerEngine;
+/** kiln with the file's store and the private engine, unless env overrides them. */
+const { work, k } = kilnStore('kiln-compile-native', () => ({ DOCKER_HOST: docker.host }));
 let image: string;
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function ok(r: Run, what: string): string {
-  assert.equal(r.code, 0, `${what} exited with ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
-  return r.stdout;
-}
-
-function k(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Run> {
-  return kiln(args, { env: { KILN_HOME: home, DOCKER_HOST: docker.host, ...env }, timeoutMs: 600_000 });
-}
 
 interface CompileJson {
   output: string;
@@ -88,14 +69,10 @@ async function compileJson(args: string[], env: NodeJS.ProcessEnv = {}): Promise
 }
 
 function cProject(name: string, greeting: string, extra = ''): string {
-  const dir = join(work, name);
-  mkdirSync(dir, { recursive: true });
-  writeFileSync(
-    join(dir, 'main.c'),
-    `#include <stdio.h>\nint main(int argc, char **argv) {\n  printf("${greeting} %s\\n", argc > 1 ? argv[1] : "nobody");\n  return 0;\n}\n`,
-  );
-  writeFileSync(join(dir, 'kiln.yaml'), `lang: c\ntoolchain:\n  image: ${image}\n${extra}`);
-  return dir;
+  return writeTree(join(work, name), {
+    'main.c': `#include <stdio.h>\nint main(int argc, char **argv) {\n  printf("${greeting} %s\\n", argc > 1 ? argv[1] : "nobody");\n  return 0;\n}\n`,
+    'kiln.yaml': `lang: c\ntoolchain:\n  image: ${image}\n${extra}`,
+  });
 }
 
 /** e_machine and class from the file's ELF header, read here rather than with kiln's own check. */
@@ -363,17 +340,12 @@ describe('native compiles', { skip }, () => {
         `${registry}/toolchains/rust:1.63`,
         join(work, 'push-store'),
       );
-      const dir = join(work, 'rust');
-      mkdirSync(join(dir, 'src'), { recursive: true });
-      writeFileSync(
-        join(dir, 'Cargo.toml'),
-        '[package]\nname = "hello-rust"\nversion = "0.1.0"\nedition = "2021"\n',
-      );
-      writeFileSync(
-        join(dir, 'src', 'main.rs'),
-        'fn main() {\n    println!("native rust, {}", std::env::args().nth(1).unwrap_or_default());\n}\n',
-      );
-      writeFileSync(join(dir, 'kiln.yaml'), `toolchain:\n  image: ${rustImage}\n`);
+      const dir = writeTree(join(work, 'rust'), {
+        'Cargo.toml': '[package]\nname = "hello-rust"\nversion = "0.1.0"\nedition = "2021"\n',
+        'src/main.rs':
+          'fn main() {\n    println!("native rust, {}", std::env::args().nth(1).unwrap_or_default());\n}\n',
+        'kiln.yaml': `toolchain:\n  image: ${rustImage}\n`,
+      });
       const r = await compileJson([dir, '--platform', 'linux/amd64', '--runner', 'sandbox']);
       assert.equal(r.source, 'build');
       assert.equal(elfHeader(r.output).machine, 62);

@@ -1,26 +1,25 @@
 import * as assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import * as fs from 'node:fs/promises';
-import * as os from 'node:os';
 import * as path from 'node:path';
-import { after, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import fc from 'fast-check';
-import { listSources, type SourceFile, sourcesDigest } from '../../src/build/sources.js';
+import {
+  type ListSourcesOptions,
+  listSources,
+  type SourceFile,
+  sourcesDigest,
+} from '../../src/build/sources.js';
 import { isKilnError } from '../../src/errors.js';
+import { sha256 } from '../support/images.js';
+import { freshPaths, workDir } from '../support/temp.js';
 
-const work = await fs.mkdtemp(path.join(os.tmpdir(), 'kiln-sources-'));
-after(() => fs.rm(work, { recursive: true, force: true }));
-let counter = 0;
-const freshDir = async (name: string) => {
-  const dir = path.join(work, `${name}-${++counter}`);
-  await fs.mkdir(dir, { recursive: true });
-  return dir;
-};
+const work = workDir('kiln-sources');
+const freshDir = freshPaths(work, { create: true });
 
 /** Writes files (path → content; content `-> target` makes a symlink). */
 async function tree(name: string, files: Record<string, string>): Promise<string> {
-  const dir = await freshDir(name);
+  const dir = freshDir(name);
   await writeTree(dir, files);
   return dir;
 }
@@ -34,8 +33,10 @@ async function writeTree(dir: string, files: Record<string, string>): Promise<vo
   }
 }
 
-const sha = (data: string | Buffer) => `sha256:${createHash('sha256').update(data).digest('hex')}`;
+const sha = sha256;
 const paths = (files: SourceFile[]) => files.map((f) => f.path);
+/** Files of content `x`, named in `names` (space-separated). */
+const xs = (names: string) => Object.fromEntries(names.split(' ').map((n) => [n, 'x']));
 
 describe('listSources', () => {
   test('lists files sorted by path, with size and content digest', async () => {
@@ -65,124 +66,77 @@ describe('listSources', () => {
     assert.deepEqual(got, ['Z', '_', 'z', '\uFF5E', '\u{1F600}']);
   });
 
-  test('skips .git (directory or file), .kiln and node_modules/.cache', async () => {
-    const dir = await tree('skips', {
-      '.git/config': 'x',
-      '.git/objects/ab/cd': 'x',
-      'sub/.git': 'gitdir: ../.git/modules/sub',
-      'sub/lib.rs': 'fn f() {}',
-      '.kiln/state': 'x',
-      'node_modules/.cache/big': 'x',
-      'node_modules/pkg/index.js': 'x',
-      '.github/workflow.yml': 'x',
-      main: 'x',
+  /** What listSources keeps of a tree (files of `x` unless given), by ignore files and options. */
+  const SELECTIONS: {
+    title: string;
+    files: Record<string, string>;
+    options?: ListSourcesOptions;
+    want: string;
+  }[] = [
+    {
+      title: 'skips .git (directory or file), .kiln and node_modules/.cache',
+      files: {
+        ...xs('.git/config .git/objects/ab/cd sub/lib.rs .kiln/state node_modules/.cache/big'),
+        ...xs('node_modules/pkg/index.js .github/workflow.yml main'),
+        'sub/.git': 'gitdir: ../.git/modules/sub',
+      },
+      want: '.github/workflow.yml main node_modules/pkg/index.js sub/lib.rs',
+    },
+    {
+      title: 'the root .gitignore is respected, negations too',
+      files: {
+        '.gitignore': '# build output\ntarget/\n*.log\n!keep.log\n/root-only.txt\nNOTES.txt\n',
+        'notes.txt': 'case matters, as git on Linux',
+        ...xs(
+          'target/debug/app src/target.rs a.log sub/b.log keep.log root-only.txt sub/root-only.txt src/main.rs',
+        ),
+      },
+      want: '.gitignore keep.log notes.txt src/main.rs src/target.rs sub/root-only.txt',
+    },
+    {
+      title: 'nested .gitignore files apply below their directory, and win over outer ones',
+      files: {
+        '.gitignore': '*.tmp\n',
+        'a/.gitignore': '/gen/\n!important.tmp\n',
+        ...xs('a/gen/x.rs a/b/gen/y.rs a/important.tmp a/other.tmp b/gen/z.rs b/important.tmp'),
+      },
+      want: '.gitignore a/.gitignore a/b/gen/y.rs a/important.tmp b/gen/z.rs',
+    },
+    {
+      // git leaves out a/b/d.log too; kiln cannot tell the outer `*.log` from the outer `a/b/` for
+      // paths under a/b, and errs on the side of a file too many.
+      title: 'a directory one .gitignore leaves out and a deeper one takes back is walked',
+      files: { '.gitignore': 'a/b/\n*.log\n', 'a/.gitignore': '!b/\n', ...xs('a/b/c.rs a/b/d.log a/e.log') },
+      want: '.gitignore a/.gitignore a/b/c.rs a/b/d.log',
+    },
+    {
+      title: '.kilnignore is read like .gitignore, and may re-include what git ignores',
+      files: {
+        '.gitignore': 'vendor/\n*.generated.rs\n',
+        '.kilnignore': 'docs/\n!api.generated.rs\n',
+        ...xs('docs/readme.md vendor/dep.rs api.generated.rs other.generated.rs src/docs/inner.md lib.rs'),
+      },
+      want: '.gitignore .kilnignore api.generated.rs lib.rs',
+    },
+    {
+      title: 'exclude is applied on top of the ignore files, and cannot be undone by them',
+      files: { 'sub/.gitignore': '!*.md\n', ...xs('docs/a.md sub/b.md sub/c.rs kiln.lock src/kiln.lock') },
+      options: { exclude: ['docs/', '*.md', '/kiln.lock'] },
+      want: 'src/kiln.lock sub/.gitignore sub/c.rs',
+    },
+  ];
+  for (const [i, c] of SELECTIONS.entries()) {
+    test(c.title, async () => {
+      const dir = await tree(`selection-${i}`, c.files);
+      assert.deepEqual(paths(await listSources(dir, c.options)), c.want.split(' '));
     });
-    assert.deepEqual(paths(await listSources(dir)), [
-      '.github/workflow.yml',
-      'main',
-      'node_modules/pkg/index.js',
-      'sub/lib.rs',
-    ]);
-  });
-
-  test('the root .gitignore is respected, negations too', async () => {
-    const dir = await tree('gitignore', {
-      '.gitignore': '# build output\ntarget/\n*.log\n!keep.log\n/root-only.txt\nNOTES.txt\n',
-      'notes.txt': 'case matters, as git on Linux',
-      'target/debug/app': 'x',
-      'src/target.rs': 'x',
-      'a.log': 'x',
-      'sub/b.log': 'x',
-      'keep.log': 'x',
-      'root-only.txt': 'x',
-      'sub/root-only.txt': 'x',
-      'src/main.rs': 'x',
-    });
-    assert.deepEqual(paths(await listSources(dir)), [
-      '.gitignore',
-      'keep.log',
-      'notes.txt',
-      'src/main.rs',
-      'src/target.rs',
-      'sub/root-only.txt',
-    ]);
-  });
-
-  test('nested .gitignore files apply below their directory, and win over outer ones', async () => {
-    const dir = await tree('nested', {
-      '.gitignore': '*.tmp\n',
-      'a/.gitignore': '/gen/\n!important.tmp\n',
-      'a/gen/x.rs': 'x',
-      'a/b/gen/y.rs': 'x',
-      'a/important.tmp': 'x',
-      'a/other.tmp': 'x',
-      'b/gen/z.rs': 'x',
-      'b/important.tmp': 'x',
-    });
-    assert.deepEqual(paths(await listSources(dir)), [
-      '.gitignore',
-      'a/.gitignore',
-      'a/b/gen/y.rs',
-      'a/important.tmp',
-      'b/gen/z.rs',
-    ]);
-  });
-
-  test('a directory one .gitignore leaves out and a deeper one takes back is walked', async () => {
-    const dir = await tree('reinclude', {
-      '.gitignore': 'a/b/\n*.log\n',
-      'a/.gitignore': '!b/\n',
-      'a/b/c.rs': 'x',
-      'a/b/d.log': 'x',
-      'a/e.log': 'x',
-    });
-    // git leaves out a/b/d.log too; kiln cannot tell the outer `*.log` from the outer `a/b/` for
-    // paths under a/b, and errs on the side of a file too many.
-    assert.deepEqual(paths(await listSources(dir)), ['.gitignore', 'a/.gitignore', 'a/b/c.rs', 'a/b/d.log']);
-  });
-
-  test('.kilnignore is read like .gitignore, and may re-include what git ignores', async () => {
-    const dir = await tree('kilnignore', {
-      '.gitignore': 'vendor/\n*.generated.rs\n',
-      '.kilnignore': 'docs/\n!api.generated.rs\n',
-      'docs/readme.md': 'x',
-      'vendor/dep.rs': 'x',
-      'api.generated.rs': 'x',
-      'other.generated.rs': 'x',
-      'src/docs/inner.md': 'x',
-      'lib.rs': 'x',
-    });
-    assert.deepEqual(paths(await listSources(dir)), [
-      '.gitignore',
-      '.kilnignore',
-      'api.generated.rs',
-      'lib.rs',
-    ]);
-  });
-
-  test('exclude is applied on top of the ignore files, and cannot be undone by them', async () => {
-    const dir = await tree('exclude', {
-      'docs/a.md': 'x',
-      'sub/.gitignore': '!*.md\n',
-      'sub/b.md': 'x',
-      'sub/c.rs': 'x',
-      'kiln.lock': 'x',
-      'src/kiln.lock': 'x',
-    });
-    const files = await listSources(dir, { exclude: ['docs/', '*.md', '/kiln.lock'] });
-    assert.deepEqual(paths(files), ['src/kiln.lock', 'sub/.gitignore', 'sub/c.rs']);
-  });
+  }
 
   test('include keeps only matching files, gitignore-style', async () => {
-    const dir = await tree('include', {
-      'Cargo.toml': 'x',
-      'Cargo.lock': 'x',
-      'src/main.rs': 'x',
-      'src/gen/out.rs': 'x',
-      'crates/x/Cargo.toml': 'x',
-      'README.md': 'x',
-      'src/notes.md': 'x',
-    });
+    const dir = await tree(
+      'include',
+      xs('Cargo.toml Cargo.lock src/main.rs src/gen/out.rs crates/x/Cargo.toml README.md src/notes.md'),
+    );
     const files = await listSources(dir, { include: ['src/**', '/Cargo.*', '!*.md'] });
     assert.deepEqual(paths(files), ['Cargo.lock', 'Cargo.toml', 'src/gen/out.rs', 'src/main.rs']);
     const anywhere = await listSources(dir, { include: ['Cargo.toml'] });
@@ -272,7 +226,7 @@ describe('listSources', () => {
     await fs.utimes(path.join(a, 'Cargo.toml'), new Date(), new Date(2_000_000_000_000));
     assert.equal(sourcesDigest(await listSources(a)), digest, 'mtime changed the digest');
 
-    const b = path.join(await freshDir('elsewhere'), 'deeper', 'copy');
+    const b = path.join(freshDir('elsewhere'), 'deeper', 'copy');
     await fs.cp(a, b, { recursive: true, verbatimSymlinks: true });
     assert.deepEqual(await listSources(b), await listSources(a));
     assert.equal(sourcesDigest(await listSources(b)), digest, 'the location changed the digest');
@@ -295,7 +249,7 @@ describe('listSources', () => {
   });
 
   test('large files are hashed in full, with bounded concurrency', async () => {
-    const dir = await freshDir('large');
+    const dir = freshDir('large');
     const big = Buffer.alloc(6 * 1024 * 1024 + 7, 'abc');
     big[big.length - 1] = 0x21;
     await fs.writeFile(path.join(dir, 'big.bin'), big);
@@ -329,24 +283,10 @@ describe('listSources', () => {
   test('selects the files git would', { skip: !hasGit && 'no git' }, async () => {
     const dir = await tree('git', {
       '.gitignore': '*.o\nbuild/\n/dist\n**/logs/*.txt\n!logs/keep.txt\ndoc/**/*.pdf\n\\#hash\n',
-      'a.o': 'x',
-      'a.c': 'x',
-      'build/x': 'x',
-      'src/build/y': 'x',
-      'dist/z': 'x',
-      'src/dist/z': 'x',
-      'logs/a.txt': 'x',
-      'logs/keep.txt': 'x',
-      'deep/logs/b.txt': 'x',
-      'doc/a/b/c.pdf': 'x',
-      'doc/c.pdf': 'x',
-      'doc/readme': 'x',
-      '#hash': 'x',
+      ...xs('a.o a.c build/x src/build/y dist/z src/dist/z logs/a.txt logs/keep.txt deep/logs/b.txt'),
+      ...xs('doc/a/b/c.pdf doc/c.pdf doc/readme #hash'),
       'sub/.gitignore': '!a.o\n*.c\n/only-here\n',
-      'sub/a.o': 'x',
-      'sub/b.c': 'x',
-      'sub/only-here': 'x',
-      'sub/deeper/only-here': 'x',
+      ...xs('sub/a.o sub/b.c sub/only-here sub/deeper/only-here'),
       'link.o': '-> a.c',
       'space ': 'x',
       'weird name.txt': 'x',
