@@ -7,27 +7,32 @@
  * The kiln CLI must be built (`npm run build`).
  */
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, test } from 'node:test';
+import { test } from 'node:test';
 import { gunzipSync } from 'node:zlib';
 import * as tar from 'tar-stream';
 import { dockerSkipReason, sharedDocker } from '../support/docker.js';
-import { kiln } from '../support/kiln.js';
-import { type RunResult, requireTool, run, toolSkipReason } from '../support/tools.js';
+import {
+  type Descriptor,
+  type ImageConfig,
+  type ImageManifest,
+  OCI_CONFIG,
+  OCI_LAYER,
+  OCI_LAYER_GZIP,
+  OCI_MANIFEST,
+  sha256,
+} from '../support/images.js';
+import { kilnDigest, kilnJson, kilnOk } from '../support/kiln.js';
+import { workDir } from '../support/temp.js';
+import { ok, type RunResult, requireTool, run, toolSkipReason } from '../support/tools.js';
 import { buildWasiProgram, HELLO_C, wasiSkipReason } from '../support/wasi.js';
 
 const TIMEOUT = 120_000;
-const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
-const OCI_CONFIG = 'application/vnd.oci.image.config.v1+json';
-const GZIP_LAYER = 'application/vnd.oci.image.layer.v1.tar+gzip';
 const TITLE = 'org.opencontainers.image.title';
 const VARIANT = 'module.wasm.image/variant';
 
-const work = mkdtempSync(join(tmpdir(), 'kiln-interop-'));
-after(() => rmSync(work, { recursive: true, force: true }));
+const work = workDir('kiln-interop');
 
 let helloPromise: Promise<string> | undefined;
 /** hello.wasm built from HELLO_C (cached across runs by the builder). */
@@ -41,13 +46,11 @@ function missing(...tools: string[]): string | undefined {
   return wasiSkipReason() ?? (tools.length ? toolSkipReason(...tools) : undefined);
 }
 
-function ok(r: { code: number; stdout: string; stderr: string }, what: string): void {
-  assert.equal(r.code, 0, `${what} exited with ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
-}
-
-function skopeo(args: string[]): Promise<RunResult> {
+/** skopeo, which must succeed; returns its stdout. */
+async function skopeo(args: string[]): Promise<string> {
   // Local transports only; --insecure-policy so no /etc/containers/policy.json is needed for copy.
-  return run(requireTool('skopeo')!, ['--insecure-policy', ...args], { timeoutMs: TIMEOUT });
+  const r = await run(requireTool('skopeo')!, ['--insecure-policy', ...args], { timeoutMs: TIMEOUT });
+  return ok(r, `skopeo ${args.join(' ')}`);
 }
 
 function umoci(args: string[]): Promise<RunResult> {
@@ -55,30 +58,10 @@ function umoci(args: string[]): Promise<RunResult> {
 }
 
 /** `kiln package` that must succeed; returns the manifest digest it prints on stdout. */
-async function kilnPackage(wasm: string, to: string, extra: string[] = []): Promise<string> {
-  const r = await kiln(['package', wasm, '--to', to, ...extra]);
-  ok(r, `kiln package ${wasm} --to ${to} ${extra.join(' ')}`);
-  const digest = r.stdout.trim();
-  assert.match(digest, /^sha256:[0-9a-f]{64}$/, `kiln package stdout: ${r.stdout}`);
-  return digest;
-}
+const kilnPackage = (wasm: string, to: string, extra: string[] = []) =>
+  kilnDigest(['package', wasm, '--to', to, ...extra]);
 
-interface Descriptor {
-  mediaType: string;
-  digest: string;
-  size: number;
-  annotations?: Record<string, string>;
-}
-interface Manifest {
-  schemaVersion: number;
-  mediaType?: string;
-  artifactType?: string;
-  config: Descriptor;
-  layers: Descriptor[];
-  annotations?: Record<string, string>;
-}
-
-const sha256 = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+type Manifest = ImageManifest;
 
 /** All regular files of a tar stream, by name without a leading `./`. */
 function readTar(data: Buffer): Promise<Map<string, { mode: number; data: Buffer }>> {
@@ -120,25 +103,22 @@ test('skopeo reads a packaged wasm image: wasip1/wasm, kiln’s manifest digest,
   const digest = await kilnPackage(wasm, `oci:${dir}:hello`);
 
   const info = await skopeo(['inspect', `oci:${dir}:hello`]);
-  ok(info, 'skopeo inspect');
-  const parsed = JSON.parse(info.stdout) as { Architecture: string; Os: string; Digest: string };
+  const parsed = JSON.parse(info) as { Architecture: string; Os: string; Digest: string };
   assert.equal(parsed.Architecture, 'wasm');
   assert.equal(parsed.Os, 'wasip1');
   assert.equal(parsed.Digest, digest);
 
   const raw = await skopeo(['inspect', '--raw', `oci:${dir}:hello`]);
-  ok(raw, 'skopeo inspect --raw');
-  assert.equal(sha256(Buffer.from(raw.stdout)), digest, 'the raw manifest hashes to the printed digest');
-  const manifest = JSON.parse(raw.stdout) as Manifest;
+  assert.equal(sha256(raw), digest, 'the raw manifest hashes to the printed digest');
+  const manifest = JSON.parse(raw) as Manifest;
   assert.equal(manifest.mediaType, OCI_MANIFEST);
   assert.equal(manifest.config.mediaType, OCI_CONFIG);
   assert.equal(manifest.annotations?.[VARIANT], 'compat-smart');
   assert.equal(manifest.layers.length, 1);
-  assert.equal(manifest.layers[0]!.mediaType, GZIP_LAYER);
+  assert.equal(manifest.layers[0]!.mediaType, OCI_LAYER_GZIP);
 
   const config = await skopeo(['inspect', '--config', '--raw', `oci:${dir}:hello`]);
-  ok(config, 'skopeo inspect --config --raw');
-  const cfg = JSON.parse(config.stdout) as {
+  const cfg = JSON.parse(config) as {
     architecture: string;
     os: string;
     config: { Entrypoint?: string[] };
@@ -158,8 +138,7 @@ test('umoci raw unpack extracts /hello.wasm from a wasm image byte-identical wit
   await kilnPackage(wasm, `oci:${dir}:hello`);
 
   const rootfs = join(work, 'umoci-wasm-rootfs');
-  const r = await umoci(['raw', 'unpack', '--rootless', '--image', `${dir}:hello`, rootfs]);
-  ok(r, 'umoci raw unpack');
+  ok(await umoci(['raw', 'unpack', '--rootless', '--image', `${dir}:hello`, rootfs]), 'umoci raw unpack');
   const unpacked = join(rootfs, 'hello.wasm');
   assert.ok(readFileSync(unpacked).equals(readFileSync(wasm)), 'hello.wasm differs from the input module');
   assert.equal(statSync(unpacked).mode & 0o7777, 0o755);
@@ -185,8 +164,7 @@ test('umoci unpack makes a runtime bundle of a linux/amd64 image whose process.a
   await kilnPackage(wasm, `oci:${dir}:amd64`, ['--platform', 'linux/amd64']);
 
   const bundle = join(work, 'umoci-amd64-bundle');
-  const r = await umoci(['unpack', '--rootless', '--image', `${dir}:amd64`, bundle]);
-  ok(r, 'umoci unpack');
+  ok(await umoci(['unpack', '--rootless', '--image', `${dir}:amd64`, bundle]), 'umoci unpack');
   const config = JSON.parse(readFileSync(join(bundle, 'config.json'), 'utf8')) as {
     process: { args: string[] };
   };
@@ -224,7 +202,7 @@ const FORMATS: FormatCase[] = [
       assert.equal(m.config.mediaType, OCI_CONFIG);
       assert.equal(m.annotations?.[VARIANT], 'compat');
       assert.equal(m.layers.length, 1, 'exactly one layer');
-      assert.equal(m.layers[0]!.mediaType, GZIP_LAYER);
+      assert.equal(m.layers[0]!.mediaType, OCI_LAYER_GZIP);
       const files = await readTar(gunzipSync(await archiveBlob(archive, m.layers[0]!.digest)));
       assert.ok(
         files.get('plugin.wasm')?.data.equals(wasm),
@@ -277,21 +255,17 @@ for (const { format, check } of FORMATS) {
     const digest = await kilnPackage(wasmPath, ref, ['--format', format]);
 
     const raw = await skopeo(['inspect', '--raw', ref]);
-    ok(raw, `skopeo inspect --raw ${ref}`);
-    assert.equal(sha256(Buffer.from(raw.stdout)), digest);
-    const manifest = JSON.parse(raw.stdout) as Manifest;
+    assert.equal(sha256(raw), digest);
+    const manifest = JSON.parse(raw) as Manifest;
     assert.equal(manifest.schemaVersion, 2);
     assert.equal(manifest.mediaType, OCI_MANIFEST);
     assert.equal(manifest.artifactType, undefined, 'no artifactType');
     const config = await skopeo(['inspect', '--config', '--raw', ref]);
-    ok(config, `skopeo inspect --config --raw ${ref}`);
-    const configBytes = Buffer.from(config.stdout);
+    const configBytes = Buffer.from(config);
     assert.equal(sha256(configBytes), manifest.config.digest);
     await check(manifest, { wasm, archive, config: configBytes });
 
-    const r = await kiln(['run', ref, '--', 'x']);
-    ok(r, `kiln run ${ref}`);
-    assert.equal(r.stdout, 'hello x\n');
+    assert.equal(await kilnOk(['run', ref, '--', 'x']), 'hello x\n');
   });
 }
 
@@ -313,16 +287,14 @@ test('--format istio-oci records module.wasm.runtime/abi_version as wasme does (
     rcFile,
   ]);
   const raw = await skopeo(['inspect', '--raw', `oci-archive:${withVersions}:v1`]);
-  ok(raw, 'skopeo inspect --raw');
-  const m = JSON.parse(raw.stdout) as Manifest;
+  const m = JSON.parse(raw) as Manifest;
   assert.equal(m.annotations?.['module.wasm.runtime/abi_version'], versions.join(','));
 
   // docs/formats.md lists both annotations as the istio-oci markers; wasme always writes both.
   const plain = join(work, 'istio-oci-default.tar');
   await kilnPackage(wasmPath, `oci-archive:${plain}:v1`, ['--format', 'istio-oci']);
   const rawPlain = await skopeo(['inspect', '--raw', `oci-archive:${plain}:v1`]);
-  ok(rawPlain, 'skopeo inspect --raw');
-  const annotations = (JSON.parse(rawPlain.stdout) as Manifest).annotations ?? {};
+  const annotations = (JSON.parse(rawPlain) as Manifest).annotations ?? {};
   assert.ok('module.wasm.runtime/abi_version' in annotations, JSON.stringify(annotations));
 });
 
@@ -358,9 +330,7 @@ test('docker load accepts a linux/amd64 docker-archive: Entrypoint /hello.wasm, 
   assert.equal(image.Os, 'linux');
   assert.equal(image.Architecture, 'amd64');
 
-  const kinspect = await kiln(['inspect', ref, '--json']);
-  ok(kinspect, `kiln inspect ${ref} --json`);
-  const ours = JSON.parse(kinspect.stdout) as { image: { config: { digest: string } } };
+  const ours = await kilnJson<{ image: { config: { digest: string } } }>(['inspect', ref]);
   assert.equal(image.Id, ours.image.config.digest);
 });
 
@@ -391,15 +361,11 @@ test('skopeo copies an oci-archive written by kiln copy, and the copy keeps the 
   const digest = await kilnPackage(wasm, `oci:${dir}:hello`);
 
   const archive = join(work, 'X.tar');
-  const copied = await kiln(['copy', `oci:${dir}:hello`, `oci-archive:${archive}:t`]);
-  ok(copied, 'kiln copy');
-  assert.equal(copied.stdout.trim(), digest);
+  assert.equal(await kilnDigest(['copy', `oci:${dir}:hello`, `oci-archive:${archive}:t`]), digest);
 
   const other = join(work, 'copy-other');
-  ok(await skopeo(['copy', `oci-archive:${archive}:t`, `oci:${other}:t`]), 'skopeo copy');
-  const r = await kiln(['inspect', `oci:${other}:t`, '--json']);
-  ok(r, 'kiln inspect --json');
-  assert.equal((JSON.parse(r.stdout) as { digest: string }).digest, digest);
+  await skopeo(['copy', `oci-archive:${archive}:t`, `oci:${other}:t`]);
+  assert.equal((await kilnJson<{ digest: string }>(['inspect', `oci:${other}:t`])).digest, digest);
 });
 
 /** A docker-archive written by skopeo (uncompressed layers), tagged hello:2. */
@@ -408,10 +374,9 @@ async function skopeoDockerArchive(name: string): Promise<{ archive: string; con
   const dir = join(work, `${name}-src`);
   await kilnPackage(wasm, `oci:${dir}:hello`);
   const archive = join(work, `${name}.tar`);
-  ok(await skopeo(['copy', `oci:${dir}:hello`, `docker-archive:${archive}:hello:2`]), 'skopeo copy');
+  await skopeo(['copy', `oci:${dir}:hello`, `docker-archive:${archive}:hello:2`]);
   const raw = await skopeo(['inspect', '--raw', `oci:${dir}:hello`]);
-  ok(raw, 'skopeo inspect --raw');
-  return { archive, configDigest: (JSON.parse(raw.stdout) as Manifest).config.digest };
+  return { archive, configDigest: (JSON.parse(raw) as Manifest).config.digest };
 }
 
 interface KilnInspect {
@@ -424,25 +389,19 @@ interface KilnInspect {
 
 /** kiln reads the skopeo docker-archive: same config, uncompressed layer whose digest is its diff_id. */
 async function checkSkopeoArchive(ref: string, configDigest: string): Promise<void> {
-  const r = await kiln(['inspect', ref, '--json']);
-  ok(r, `kiln inspect ${ref} --json`);
-  const { image } = JSON.parse(r.stdout) as KilnInspect;
+  const { image } = await kilnJson<KilnInspect>(['inspect', ref]);
   assert.equal(image.config.digest, configDigest);
   assert.deepEqual(image.platform, { os: 'wasip1', architecture: 'wasm' });
   assert.deepEqual(image.config.entrypoint, ['/hello.wasm']);
   assert.equal(image.layers.length, 1);
-  assert.equal(image.layers[0]!.mediaType, 'application/vnd.oci.image.layer.v1.tar');
-  const config = await kiln(['inspect', ref, '--config']);
-  ok(config, `kiln inspect ${ref} --config`);
-  const diffIds = (JSON.parse(config.stdout) as { rootfs: { diff_ids: string[] } }).rootfs.diff_ids;
+  assert.equal(image.layers[0]!.mediaType, OCI_LAYER);
+  const diffIds = (JSON.parse(await kilnOk(['inspect', ref, '--config'])) as ImageConfig).rootfs.diff_ids;
   assert.deepEqual(
     image.layers.map((l) => l.digest),
     diffIds,
     'the digest kiln computes for an uncompressed layer is its diff_id',
   );
-  const run = await kiln(['run', ref, '--', 'y']);
-  ok(run, `kiln run ${ref}`);
-  assert.equal(run.stdout, 'hello y\n');
+  assert.equal(await kilnOk(['run', ref, '--', 'y']), 'hello y\n');
 }
 
 test('kiln reads a docker-archive written by skopeo (uncompressed layers: kiln computes their digests)', async (t) => {
