@@ -3,6 +3,7 @@ import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { before, test } from 'node:test';
+import { indexEntry, makeImage, makeIndex, tagged } from '../support/images.js';
 import { KILN_CLI, kiln } from '../support/kiln.js';
 import { run } from '../support/tools.js';
 import { buildWasiProgram, HELLO_C, wasiSkipReason } from '../support/wasi.js';
@@ -212,26 +213,15 @@ test("arguments after -- belong to the module, even when they look like kiln's o
 });
 
 test('an index of a wasm and a native image: run picks wasm, inspect lists both, copy --platform picks one', async () => {
-  const { OciLayout } = await import('../../src/store/layout.js');
-  const { writeJsonBlob } = await import('../../src/image/write.js');
   const dir = `${work}/multi`;
   assert.equal((await kiln(['package', hello, '--to', `oci:${dir}:wasm`])).code, 0);
   assert.equal(
     (await kiln(['package', hello, '--platform', 'linux/amd64', '--to', `oci:${dir}:native`])).code,
     0,
   );
-  const layout = await OciLayout.open(dir);
-  const wasm = await layout.resolve('wasm');
-  const native = await layout.resolve('native');
-  const index = {
-    schemaVersion: 2,
-    mediaType: 'application/vnd.oci.image.index.v1+json',
-    manifests: [
-      { ...native, annotations: undefined, platform: { os: 'linux', architecture: 'amd64' } },
-      { ...wasm, annotations: undefined, platform: { os: 'wasip1', architecture: 'wasm' } },
-    ],
-  };
-  await layout.tag(await writeJsonBlob(layout, index.mediaType, index), 'app');
+  const wasm = tagged(dir, 'wasm');
+  const native = tagged(dir, 'native');
+  await makeIndex(dir, 'app', [indexEntry(native, 'linux/amd64'), indexEntry(wasm, 'wasip1/wasm')]);
 
   const run = await kiln(['run', `oci:${dir}:app`, '--', 'idx']);
   assert.equal(run.code, 0, run.stderr);
@@ -261,9 +251,6 @@ test('an index of a wasm and a native image: run picks wasm, inspect lists both,
 });
 
 test('kiln run of a native image is E_NOT_WASM naming its platforms, with a hint for docker/podman', async () => {
-  const { makeImage } = await import('../support/images.js');
-  const { OciLayout } = await import('../../src/store/layout.js');
-  const { writeJsonBlob } = await import('../../src/image/write.js');
   const dir = `${work}/native`;
   const amd = await makeImage(dir, 'amd64', { layers: 1, layerBytes: 100 });
   let r = await kiln(['run', `oci:${dir}:amd64`]);
@@ -271,20 +258,7 @@ test('kiln run of a native image is E_NOT_WASM naming its platforms, with a hint
   assert.match(r.stderr.split('\n')[0]!, /not a WebAssembly image.*linux\/amd64/);
   assert.match(r.stderr, /hint: .*kiln run. runs WebAssembly images; use docker or podman for native ones/);
 
-  const layout = await OciLayout.open(dir);
-  const index = {
-    schemaVersion: 2,
-    mediaType: 'application/vnd.oci.image.index.v1+json',
-    manifests: [
-      { ...amd.descriptor, annotations: undefined, platform: { os: 'linux', architecture: 'amd64' } },
-      {
-        ...amd.descriptor,
-        annotations: undefined,
-        platform: { os: 'linux', architecture: 'arm64', variant: 'v8' },
-      },
-    ],
-  };
-  await layout.tag(await writeJsonBlob(layout, index.mediaType, index), 'multi');
+  await makeIndex(dir, 'multi', [indexEntry(amd), indexEntry(amd, 'linux/arm64/v8')]);
   r = await kiln(['run', `oci:${dir}:multi`]);
   assertOneLineError(r, 1, 'E_NOT_WASM');
   assert.match(r.stderr.split('\n')[0]!, /linux\/amd64, linux\/arm64\/v8/);
@@ -304,8 +278,8 @@ test('kiln run of a native image is E_NOT_WASM naming its platforms, with a hint
 test('--runtime-config is refused by the formats that would drop it', async () => {
   const rc = path.join(work, 'runtime-config.json');
   await fs.writeFile(rc, JSON.stringify({ type: 'envoy_proxy', abiVersions: ['v0-4689'] }));
-  for (const format of ['image', 'artifact', 'wasm-to-oci']) {
-    const r = await kiln([
+  const packageAs = (format: string) =>
+    kiln([
       'package',
       hello,
       '--format',
@@ -315,21 +289,14 @@ test('--runtime-config is refused by the formats that would drop it', async () =
       '--to',
       `oci:${work}/rc-${format}:x`,
     ]);
+  for (const format of ['image', 'artifact', 'wasm-to-oci']) {
+    const r = await packageAs(format);
     assertOneLineError(r, 2, 'E_USAGE');
     assert.match(r.stderr.split('\n')[0]!, /--runtime-config is for the istio and istio-oci formats/, format);
     await assertNothingWritten(`${work}/rc-${format}`);
   }
   for (const format of ['istio', 'istio-oci']) {
-    const r = await kiln([
-      'package',
-      hello,
-      '--format',
-      format,
-      '--runtime-config',
-      rc,
-      '--to',
-      `oci:${work}/rc-${format}:x`,
-    ]);
+    const r = await packageAs(format);
     assert.equal(r.code, 0, r.stderr);
   }
 });
@@ -346,7 +313,6 @@ test('human output says 1 entry, 1 layer: singular for one', async () => {
 });
 
 test("inspect's layer total is the layers' sum, not the manifest's and config's too", async () => {
-  const { makeImage } = await import('../support/images.js');
   const { humanSize } = await import('../../src/cli/output.js');
   const img = await makeImage(`${work}/sizes`, 'two', { layers: 2, layerBytes: 100 });
   const shown = await kiln(['inspect', `oci:${work}/sizes:two`]);
