@@ -13,51 +13,39 @@
  * kiln CLI must be built (`npm run build`). Outside CI a missing tool skips; in CI it fails.
  */
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
+import { test } from 'node:test';
 import { formatPlatform, hostPlatform } from '../../src/oci/platform.js';
 import { type DockerEngine, dockerSkipReason, sharedDocker } from '../support/docker.js';
-import { kiln } from '../support/kiln.js';
+import {
+  type Descriptor,
+  DOCKER_CONFIG,
+  DOCKER_LAYER,
+  DOCKER_MANIFEST,
+  HELLO_WASM,
+  type ImageIndex,
+  layoutBlob,
+  OCI_INDEX,
+  sha256,
+} from '../support/images.js';
+import { kilnAppend, kilnDigest, kilnIndexCreate, kilnJson, kilnOk } from '../support/kiln.js';
 import { registrySkipReason, sharedRegistry } from '../support/registry.js';
-import { busyboxSkipReason } from '../support/toolchain-images.js';
-import { requireTool, run, toolSkipReason } from '../support/tools.js';
+import { workDir } from '../support/temp.js';
+import { busyboxRootfs, busyboxSkipReason } from '../support/toolchain-images.js';
+import { ok, requireTool, run, toolSkipReason } from '../support/tools.js';
 
 const TIMEOUT = 120_000;
 const TEST_TIMEOUT = { timeout: 300_000 };
-const HELLO_WASM = fileURLToPath(new URL('../../examples/hello/hello.wasm', import.meta.url));
 const GREETING = 'hello from kiln via registry';
-const DOCKER_MANIFEST = 'application/vnd.docker.distribution.manifest.v2+json';
-const DOCKER_CONFIG = 'application/vnd.docker.container.image.v1+json';
-const DOCKER_LAYER = 'application/vnd.docker.image.rootfs.diff.tar.gzip';
-const OCI_INDEX = 'application/vnd.oci.image.index.v1+json';
 /**
  * The platform of the native images: linux/amd64 on an amd64 host. The busybox binary is the host's,
  * and docker 20.10 only pulls an image whose os is linux, so the wasm image of test 1 is labelled so too.
  */
 const HOST = hostPlatform();
 const NATIVE = formatPlatform({ ...HOST, os: 'linux' });
-const DIGEST = /^sha256:[0-9a-f]{64}$/;
 
-const work = mkdtempSync(join(tmpdir(), 'kiln-registry-docker-'));
-after(() => rmSync(work, { recursive: true, force: true }));
-
-const sha256 = (b: Buffer | string) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
-
-function ok(r: { code: number; stdout: string; stderr: string }, what: string): string {
-  assert.equal(r.code, 0, `${what} exited with ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
-  return r.stdout.trim();
-}
-
-/** Runs kiln, which must succeed and print a digest; returns it. */
-async function kilnDigest(args: string[]): Promise<string> {
-  const digest = ok(await kiln(args), `kiln ${args.join(' ')}`);
-  assert.match(digest, DIGEST, `kiln ${args[0]} should print a digest`);
-  return digest;
-}
+const work = workDir('kiln-registry-docker');
 
 /** Runs the docker CLI of the private engine, which must succeed; returns the whole result. */
 async function docker(engine: DockerEngine, args: string[]) {
@@ -100,12 +88,6 @@ function skopeoInspect(ref: string): Promise<{ Digest: string; Os: string; Archi
   }).then((r) => JSON.parse(ok(r, `skopeo inspect docker://${ref}`)));
 }
 
-interface Descriptor {
-  mediaType: string;
-  digest: string;
-  size: number;
-  platform?: { os: string; architecture: string; variant?: string };
-}
 interface Inspected {
   digest: string;
   mediaType: string;
@@ -118,18 +100,21 @@ interface Inspected {
   };
 }
 
-async function kilnInspect(ref: string): Promise<Inspected> {
-  return JSON.parse(ok(await kiln(['inspect', ref, '--json']), `kiln inspect ${ref}`)) as Inspected;
-}
+const kilnInspect = (ref: string) => kilnJson<Inspected>(['inspect', ref]);
 
 async function diffIds(ref: string): Promise<string[]> {
-  const config = JSON.parse(ok(await kiln(['inspect', ref, '--config']), `kiln inspect ${ref} --config`)) as {
-    rootfs: { diff_ids: string[] };
-  };
-  return config.rootfs.diff_ids;
+  return (JSON.parse(await kilnOk(['inspect', ref, '--config'])) as { rootfs: { diff_ids: string[] } }).rootfs
+    .diff_ids;
 }
 
 const baseSkipReason = () => dockerSkipReason() ?? registrySkipReason('none');
+/** The tests on busybox images: skipped (the reason given) where they cannot run. */
+const BUSYBOX = { ...TEST_TIMEOUT, skip: baseSkipReason() ?? busyboxSkipReason() };
+
+/** The registry, the engine and the busybox images, for a test on them. */
+async function busyboxSetup() {
+  return { reg: await sharedRegistry('none'), engine: await sharedDocker(), ...(await busyboxImages()) };
+}
 
 interface Busybox {
   /** REGISTRY/busybox:1 and its digest: the rootfs alone, from scratch. */
@@ -144,27 +129,15 @@ let busyboxBuilt: Promise<Busybox> | undefined;
 
 /**
  * Builds the busybox images once per file, straight in the registry: `kiln append scratch` of a rootfs
- * (bin/busybox, bin/sh and bin/echo linking to it), then `kiln mutate` registry to registry.
+ * (bin/busybox and its applets linking to it), then `kiln mutate` registry to registry.
  */
 function busyboxImages(): Promise<Busybox> {
   busyboxBuilt ??= (async () => {
     const reg = await sharedRegistry('none');
-    const rootfs = join(work, 'busybox-rootfs');
-    mkdirSync(join(rootfs, 'bin'), { recursive: true });
-    copyFileSync(requireTool('busybox')!, join(rootfs, 'bin', 'busybox'));
-    for (const applet of ['sh', 'echo']) symlinkSync('busybox', join(rootfs, 'bin', applet));
+    const rootfs = await busyboxRootfs(join(work, 'busybox-rootfs'));
     const base = `${reg.host}/busybox:1`;
     const app = `${reg.host}/busybox:2`;
-    const baseDigest = await kilnDigest([
-      'append',
-      'scratch',
-      '--platform',
-      NATIVE,
-      '--layer',
-      rootfs,
-      '--to',
-      base,
-    ]);
+    const baseDigest = await kilnAppend('scratch', [rootfs], base, { platform: NATIVE });
     const appDigest = await kilnDigest([
       'mutate',
       base,
@@ -229,13 +202,9 @@ test(
 
 test(
   'kiln append and mutate a busybox image in the registry; docker pulls it with the digest kiln printed and runs it',
-  TEST_TIMEOUT,
-  async (t) => {
-    const reason = baseSkipReason() ?? busyboxSkipReason();
-    if (reason !== undefined) return t.skip(reason);
-    const reg = await sharedRegistry('none');
-    const engine = await sharedDocker();
-    const { base, baseDigest, app, appDigest } = await busyboxImages();
+  BUSYBOX,
+  async () => {
+    const { reg, engine, base, baseDigest, app, appDigest } = await busyboxSetup();
     const repo = `${reg.host}/busybox`;
 
     // Read back through the registry: kiln sees what it wrote.
@@ -258,13 +227,9 @@ test(
 
 test(
   'docker pushes (Docker v2 schema 2), kiln reads: copy, digest and inspect agree with docker',
-  TEST_TIMEOUT,
-  async (t) => {
-    const reason = baseSkipReason() ?? busyboxSkipReason();
-    if (reason !== undefined) return t.skip(reason);
-    const reg = await sharedRegistry('none');
-    const engine = await sharedDocker();
-    const { app } = await busyboxImages();
+  BUSYBOX,
+  async () => {
+    const { reg, engine, app } = await busyboxSetup();
     const pushed = `${reg.host}/pushed-by-docker:1`;
 
     await dockerPull(engine, app);
@@ -279,7 +244,7 @@ test(
     assert.equal(await kilnDigest(['digest', pushed]), digest);
     assert.equal(await kilnDigest(['digest', `oci:${layout}:x`]), digest);
     // The manifest is kept byte for byte in the layout.
-    const stored = readFileSync(join(layout, 'blobs', 'sha256', digest!.slice('sha256:'.length)));
+    const stored = layoutBlob(layout, digest!);
     assert.equal(sha256(stored), digest);
     assert.equal(stored.length, Number(size));
 
@@ -306,22 +271,18 @@ test(
 
 test(
   'kiln index create of busybox and wasm in the registry: docker pulls and runs the native image, kiln run the wasm one',
-  TEST_TIMEOUT,
-  async (t) => {
-    const reason = baseSkipReason() ?? busyboxSkipReason();
-    if (reason !== undefined) return t.skip(reason);
-    const reg = await sharedRegistry('none');
-    const engine = await sharedDocker();
-    const { app, appDigest } = await busyboxImages();
+  BUSYBOX,
+  async () => {
+    const { reg, engine, app, appDigest } = await busyboxSetup();
     const wasm = `${reg.host}/wasm/hello-wasip1:1`;
     const wasmDigest = await kilnDigest(['package', HELLO_WASM, '--to', wasm]);
     const repo = `${reg.host}/app`;
     const multi = `${repo}:multi`;
-    const indexDigest = await kilnDigest(['index', 'create', '--to', multi, app, wasm]);
+    const indexDigest = await kilnIndexCreate(multi, [app, wasm]);
 
-    const raw = ok(await kiln(['inspect', multi, '--raw']), 'kiln inspect --raw');
+    const raw = await kilnOk(['inspect', multi, '--raw']);
     assert.equal(sha256(raw), indexDigest);
-    const index = JSON.parse(raw) as { mediaType: string; manifests: Descriptor[] };
+    const index = JSON.parse(raw) as ImageIndex;
     assert.equal(index.mediaType, OCI_INDEX);
     assert.deepEqual(
       index.manifests.map((m) => [m.platform ? formatPlatform(m.platform) : '?', m.digest]),
@@ -345,8 +306,6 @@ test(
     assert.deepEqual([image.Os, image.Architecture], ['linux', HOST.architecture]);
     await assertRunsBusybox(engine, multi);
 
-    const ran = await kiln(['run', multi, '--', 'hi']);
-    ok(ran, 'kiln run');
-    assert.equal(ran.stdout, 'hello, hi\n');
+    assert.equal(await kilnOk(['run', multi, '--', 'hi']), 'hello, hi\n');
   },
 );
