@@ -15,8 +15,9 @@
  *   /src is then read-only by ownership and mode rather than by a mount (see uploadSource).
  *
  * The engine is reached through src/engine (endpoints from DOCKER_HOST / CONTAINER_HOST; engine
- * failures are E_ENGINE). The container is removed on every path: success, failure, errors,
- * job.signal, SIGINT/SIGTERM. dockerode and the tar code load lazily: `kiln --help` must not pay for them.
+ * failures are E_ENGINE). The container is removed on every path: success, failure, errors, and
+ * job.signal (which the CLI aborts on SIGINT/SIGTERM, then waits for this cleanup before it exits).
+ * dockerode and the tar code load lazily: `kiln --help` must not pay for them.
  */
 import { createReadStream } from 'node:fs';
 import * as fs from 'node:fs/promises';
@@ -25,6 +26,7 @@ import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type Dockerode from 'dockerode';
 import type { Header, Pack } from 'tar-stream';
+import { Interrupted } from '../context.js';
 import { EngineClient, message } from '../engine/client.js';
 import type { EngineName } from '../engine/endpoint.js';
 import { KilnError } from '../errors.js';
@@ -51,8 +53,6 @@ export interface DockerRunnerOptions {
   transfer?: Transfer;
 }
 
-/** How long a SIGINT/SIGTERM waits for the container's removal before the signal goes through anyway. */
-const SIGNAL_CLEANUP_MS = 10_000;
 /** After the container exits, how long its output may take to drain. */
 const OUTPUT_DRAIN_MS = 5_000;
 /** Owner of the copied source when the build runs as root: not root, so root without CAP_FOWNER cannot chmod it. */
@@ -80,7 +80,7 @@ export class DockerRunner implements Runner {
   async run(job: BuildJob): Promise<RunResult> {
     const image = job.image;
     if (!image) throw new KilnError('E_RUNNER', `the ${this.name} runner needs a toolchain image`);
-    if (job.signal?.aborted) throw stoppedError(undefined);
+    if (job.signal?.aborted) throw stoppedError(job.signal);
     const engine = EngineClient.fromEnv(this.name);
     const transfer = this.transfer === 'auto' ? (engine.endpoint.remote ? 'copy' : 'mount') : this.transfer;
     const output = job.output ?? process.stderr;
@@ -88,39 +88,11 @@ export class DockerRunner implements Runner {
       throw engine.error(err, doing, hint);
     };
 
-    // One stop for both causes: the caller's signal and a SIGINT/SIGTERM to kiln.
+    // The caller's signal (a SIGINT/SIGTERM to the CLI aborts it) stops the build; the container
+    // goes in `finally` before run() settles, which is what the CLI waits for before it exits.
     const stop = new AbortController();
     const onAbort = () => stop.abort();
     job.signal?.addEventListener('abort', onAbort, { once: true });
-    let interrupted: NodeJS.Signals | undefined;
-    let cleanedUp!: () => void;
-    const cleanupDone = new Promise<void>((resolve) => {
-      cleanedUp = resolve;
-    });
-    const stopListening = () => {
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
-    };
-    // The signal's default action (exit) must wait until the container is gone, then happen as if
-    // kiln had not been listening: remove the handler and raise the signal again.
-    const onSignal = (sig: NodeJS.Signals) => {
-      if (interrupted) return;
-      interrupted = sig;
-      stop.abort();
-      let raised = false;
-      const raise = () => {
-        if (raised) return;
-        raised = true;
-        clearTimeout(timer);
-        stopListening();
-        process.kill(process.pid, sig);
-      };
-      const timer = setTimeout(raise, SIGNAL_CLEANUP_MS);
-      timer.unref();
-      void cleanupDone.then(raise);
-    };
-    process.on('SIGINT', onSignal);
-    process.on('SIGTERM', onSignal);
 
     let creating: Promise<Dockerode.Container> | undefined;
     let attached: NodeJS.ReadableStream | undefined;
@@ -168,7 +140,7 @@ export class DockerRunner implements Runner {
       if (transfer === 'copy') await downloadOut(container, job.outDir, output, stop.signal, fail);
       return { runner: this.name, exitCode: status.StatusCode ?? 1 };
     } catch (err) {
-      if (stop.signal.aborted) throw stoppedError(interrupted);
+      if (stop.signal.aborted) throw stoppedError(job.signal);
       throw err;
     } finally {
       (attached as { destroy?: () => void } | undefined)?.destroy?.();
@@ -176,8 +148,6 @@ export class DockerRunner implements Runner {
       const container = await creating?.catch(() => undefined);
       if (container) await container.remove({ force: true, v: true }).catch(() => {});
       job.signal?.removeEventListener('abort', onAbort);
-      if (!interrupted) stopListening();
-      cleanedUp();
     }
   }
 
@@ -589,10 +559,12 @@ function abortable<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
   });
 }
 
-function stoppedError(signal: NodeJS.Signals | undefined): KilnError {
+/** E_ABORTED for a stopped build, naming the signal when the process got one (see Interrupted). */
+function stoppedError(signal: AbortSignal | undefined): KilnError {
+  const reason: unknown = signal?.reason;
   return new KilnError(
     'E_ABORTED',
-    signal ? `the build was interrupted (${signal})` : 'the build was stopped',
+    reason instanceof Interrupted ? `the build was interrupted (${reason.signal})` : 'the build was stopped',
   );
 }
 
