@@ -5,9 +5,7 @@
  * library with a fast retry policy; the CLI (built with `npm run build`) where its defaults matter.
  */
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { KilnError } from '../../src/errors.js';
@@ -22,24 +20,16 @@ import { OciLayout } from '../../src/store/layout.js';
 import { copyImage } from '../../src/transport/copy.js';
 import { OciDirDestination, OciDirSource } from '../../src/transport/oci-dir.js';
 import { RegistryDestination, RegistrySource } from '../../src/transport/registry.js';
-import {
-  type FaultLogEntry,
-  type FaultProxy,
-  type FaultProxyOptions,
-  startConnectionCounter,
-  startFaultProxy,
-} from '../support/fault-proxy.js';
-import { makeImage, seededBytes, type TestImage } from '../support/images.js';
+import { type FaultLogEntry, faultProxy, startConnectionCounter } from '../support/fault-proxy.js';
+import { imageSeries, seededBytes, sha256Of, type TestImage } from '../support/images.js';
 import { kiln } from '../support/kiln.js';
 import { registrySkipReason, sharedRegistry } from '../support/registry.js';
+import { freshPaths, workDir } from '../support/temp.js';
 
 /** One client for every Registry here, as a context's pool would share it; closed at the end. */
 const http = new HttpClient();
-const work = mkdtempSync(join(tmpdir(), 'kiln-faults-'));
-after(() => {
-  http.close();
-  rmSync(work, { recursive: true, force: true });
-});
+const work = workDir('kiln-faults');
+after(() => http.close());
 
 const skip = registrySkipReason('none') ?? registrySkipReason('basic') ?? registrySkipReason('token');
 
@@ -52,17 +42,9 @@ function repository(host: string, name: string, options: RegistryOptions = {}): 
   return new Repository(new Registry(host, { retry: FAST, env: ENV, ...options }, http), name);
 }
 
-async function proxy(target: string, options: FaultProxyOptions = {}): Promise<FaultProxy> {
-  const p = await startFaultProxy(target, options);
-  after(() => p.stop());
-  return p;
-}
-
-let images = 0;
-async function image(layers: number, layerBytes: number): Promise<TestImage> {
-  const n = images++;
-  return makeImage(join(work, `img-${n}`), `t${n}`, { layers, layerBytes, seed: `faults-${n}` });
-}
+const proxy = faultProxy;
+const image = imageSeries(work, 'faults');
+const fresh = freshPaths(work);
 
 /** Copies a test image to `host/name:1` with the library, as `kiln copy` does. */
 async function push(
@@ -91,7 +73,7 @@ async function assertStored(registryHost: string, name: string, img: TestImage):
   const repo = repository(registryHost, name);
   const { descriptor } = await repo.getManifest('1');
   assert.equal(descriptor.digest, img.descriptor.digest, 'the manifest under the tag is the image');
-  const out = join(work, `check-${images++}`);
+  const out = fresh('check');
   const pulled = await pull(registryHost, name, out);
   assert.equal(pulled.descriptor.digest, img.descriptor.digest);
   for (const layer of img.layers) assert.ok(existsSync(join(out, 'blobs', 'sha256', layer.digest.slice(7))));
@@ -133,9 +115,7 @@ function opener(bytes: Buffer) {
 }
 
 async function hashBlob(repo: Repository, digest: string): Promise<string> {
-  const hash = createHash('sha256');
-  for await (const chunk of await repo.openBlob(digest)) hash.update(chunk as Buffer);
-  return `sha256:${hash.digest('hex')}`;
+  return sha256Of(await repo.openBlob(digest));
 }
 
 // ---------------------------------------------------------------------------------------------------

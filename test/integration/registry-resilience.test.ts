@@ -8,11 +8,9 @@
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { closeSync, existsSync, mkdirSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
-import { type AddressInfo, createServer as createNetServer } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { parseReference } from '../../src/oci/reference.js';
@@ -23,25 +21,19 @@ import type { RetryPolicy } from '../../src/registry/retry.js';
 import { copyImage } from '../../src/transport/copy.js';
 import { OciDirDestination, OciDirSource } from '../../src/transport/oci-dir.js';
 import { RegistryDestination, RegistrySource } from '../../src/transport/registry.js';
-import {
-  type FaultLogEntry,
-  type FaultProxy,
-  type FaultProxyOptions,
-  startFaultProxy,
-} from '../support/fault-proxy.js';
-import { makeImage, type TestImage } from '../support/images.js';
+import { type FaultLogEntry, faultProxy } from '../support/fault-proxy.js';
+import { imageSeries, sha256Of, type TestImage } from '../support/images.js';
 import { kiln } from '../support/kiln.js';
+import { freePort } from '../support/net.js';
 import { exitSet, killAndWait, killSync } from '../support/processes.js';
 import { registrySkipReason, sharedRegistry, startRegistry } from '../support/registry.js';
+import { freshPaths, workDir } from '../support/temp.js';
 import { findTool, requireTool, run } from '../support/tools.js';
 
 /** One client for every Registry here, as a context's pool would share it; closed at the end. */
 const http = new HttpClient();
-const work = mkdtempSync(join(tmpdir(), 'kiln-resilience-'));
-after(() => {
-  http.close();
-  rmSync(work, { recursive: true, force: true });
-});
+const work = workDir('kiln-resilience');
+after(() => http.close());
 
 const skip = registrySkipReason('none');
 /** skopeo checks what kiln wrote, and is measured on the same network; in CI it must be there. */
@@ -52,17 +44,9 @@ const ENV = { DOCKER_CONFIG: join(work, 'no-docker-config') };
 const FAST: RetryPolicy = { attempts: 4, baseDelayMs: 10, maxDelayMs: 50, budgetMs: 10_000 };
 const MiB = 1024 * 1024;
 
-async function proxy(target: string, options: FaultProxyOptions = {}): Promise<FaultProxy> {
-  const p = await startFaultProxy(target, options);
-  after(() => p.stop());
-  return p;
-}
-
-let images = 0;
-async function image(layers: number, layerBytes: number): Promise<TestImage> {
-  const n = images++;
-  return makeImage(join(work, `img-${n}`), `t${n}`, { layers, layerBytes, seed: `resilience-${n}` });
-}
+const proxy = faultProxy;
+const image = imageSeries(work, 'resilience');
+const fresh = freshPaths(work);
 
 function repository(host: string, name: string, retry: RetryPolicy = FAST): Repository {
   return new Repository(new Registry(host, { retry, env: ENV }, http), name);
@@ -80,7 +64,7 @@ async function push(img: TestImage, host: string, name: string): Promise<void> {
  * skopeo (which checks every blob's digest) if installed, else by kiln's library (which does too).
  */
 async function assertStored(registryHost: string, name: string, img: TestImage): Promise<void> {
-  const out = join(work, `check-${images++}`);
+  const out = fresh('check');
   if (skopeoPath) {
     const inspect = await skopeo([
       'inspect',
@@ -279,10 +263,7 @@ test('a download cut midway goes on with a Range request: the source sends the b
     { match: { method: 'GET', path: blobPath }, skip: 1, fault: { ignoreRange: true } },
   ]);
   p.clear();
-  const hash = createHash('sha256');
-  for await (const chunk of await repository(p.host, 'res/range').openBlob(layer.digest))
-    hash.update(chunk as Buffer);
-  assert.equal(`sha256:${hash.digest('hex')}`, layer.digest);
+  assert.equal(await sha256Of(await repository(p.host, 'res/range').openBlob(layer.digest)), layer.digest);
   assert.deepEqual(
     p.requests.filter((x) => blobPath.test(x.path)).map((x) => [x.status, x.range?.replace(/\d+/, 'N')]),
     [
@@ -319,20 +300,8 @@ function ping(url: string): Promise<boolean> {
   });
 }
 
-/** A loopback port that was free a moment ago. */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createNetServer();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
-
 async function restartableRegistry(): Promise<Restartable> {
-  const dir = join(work, `restartable-${images++}`);
+  const dir = fresh('restartable');
   mkdirSync(join(dir, 'storage'), { recursive: true });
   const host = `127.0.0.1:${await freePort()}`;
   const config = join(dir, 'config.json');

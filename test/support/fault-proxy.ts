@@ -29,6 +29,7 @@ import {
   type ServerResponse,
 } from 'node:http';
 import { type AddressInfo, createConnection, createServer as createNetServer, type Socket } from 'node:net';
+import { after } from 'node:test';
 import { prng } from './random.js';
 
 export type Fault =
@@ -189,6 +190,13 @@ function listen(server: Server | ReturnType<typeof createNetServer>): Promise<nu
 function resetClient(res: ServerResponse): void {
   const socket = res.socket ?? res.req.socket;
   if (socket && !socket.destroyed) socket.resetAndDestroy();
+}
+
+/** {@link startFaultProxy}, stopped when the test (or file) that starts it is done (node:test `after`). */
+export async function faultProxy(target: string, options: FaultProxyOptions = {}): Promise<FaultProxy> {
+  const p = await startFaultProxy(target, options);
+  after(() => p.stop());
+  return p;
 }
 
 /** Starts a fault-injecting reverse proxy in front of the plain-HTTP server at `target`. */

@@ -53,6 +53,13 @@ export function sha256(data: Uint8Array | string): Digest {
   return `sha256:${sha256hex(data)}`;
 }
 
+/** SHA-256 of a stream of chunks (a blob as a registry or a file streams it), as an OCI digest. */
+export async function sha256Of(chunks: AsyncIterable<Uint8Array> | Iterable<Uint8Array>): Promise<Digest> {
+  const hash = createHash('sha256');
+  for await (const chunk of chunks) hash.update(chunk);
+  return `sha256:${hash.digest('hex')}`;
+}
+
 /** Deterministic bytes: SHA-256 in counter mode over a seed. */
 export function seededBytes(seed: string, size: number): Buffer {
   const out = Buffer.alloc(size);
@@ -145,6 +152,21 @@ export async function makeImage<Tag extends string | undefined>(
   if (written.variant) platform.variant = written.variant;
   const ref = tag === undefined ? `oci:${dir}` : `oci:${dir}:${tag}`;
   return { layout: dir, tag, ref, descriptor, config, layers, platform };
+}
+
+/**
+ * A series of seeded images in `dir`, each new: `img-N` tagged `tN`, seed `PREFIX-N`, with `layers`
+ * layers of `layerBytes` each.
+ */
+export function imageSeries(
+  dir: string,
+  prefix: string,
+): (layers: number, layerBytes: number) => Promise<TestImage> {
+  let n = 0;
+  return (layers, layerBytes) => {
+    const i = n++;
+    return makeImage(join(dir, `img-${i}`), `t${i}`, { layers, layerBytes, seed: `${prefix}-${i}` });
+  };
 }
 
 /** A WebAssembly image (wasip1/wasm): one layer holding `module` (default hello.wasm) as /hello.wasm. */
