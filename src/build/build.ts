@@ -8,6 +8,7 @@
  * served from there (base blobs from the base), so a destination that has a blob is only asked
  * about it. Packaging is deterministic: an unchanged project writes the same digests.
  */
+import type { KeyObject } from 'node:crypto';
 import * as path from 'node:path';
 import { type KilnContext, withContext } from '../context.js';
 import { KilnError } from '../errors.js';
@@ -42,6 +43,8 @@ export interface BuildOptions extends CompileOptions {
   wasiAlias?: boolean;
   /** Attach an SPDX SBOM to every image; default kiln.yaml's `sbom`, else true. */
   sbom?: boolean;
+  /** Sign what was written (the index and each image) and attach signed SLSA provenance to each image. */
+  signKey?: KeyObject;
   onBuildEvent?: (e: BuildEvent) => void;
 }
 
@@ -78,15 +81,23 @@ export interface BuildResult {
   index?: Descriptor;
   images: BuiltImage[];
   sboms?: BuiltSbom[];
+  /** With signKey: the signed manifests and the provenance attestations, per destination. */
+  signed?: { destination: string; subject: string; signature: string; bundle: string }[];
+  provenance?: { destination: string; subject: string; referrer: string }[];
 }
 
 export async function build(options: BuildOptions = {}): Promise<BuildResult> {
   return withContext(options.context, (context) =>
-    buildIn({ ...options, context, onBuildEvent: context.events(options.onBuildEvent) }),
+    buildIn({
+      ...options,
+      context,
+      onBuildEvent: context.events(options.onBuildEvent),
+      startedOn: new Date().toISOString(),
+    }),
   );
 }
 
-type InContext = BuildOptions & { context: KilnContext };
+type InContext = BuildOptions & { context: KilnContext; startedOn?: string };
 
 async function buildIn(options: InContext): Promise<BuildResult> {
   const project = await loadProject(path.resolve(options.dir ?? '.'), {
@@ -168,6 +179,14 @@ async function singleWasm(
       await source.close();
     }
   }
+  if (options.signKey && images[0])
+    await signBuild(
+      result,
+      [{ descriptor: images[0].descriptor, platform: images[0].platform, compile: compiled }],
+      to,
+      annotations,
+      options,
+    );
   return result;
 }
 
@@ -306,6 +325,7 @@ async function multiPlatform(
       images,
     };
     if (sbom) result.sboms = await attachSboms(composed, built, to, options.signal, options.context);
+    if (options.signKey) await signBuild(result, built, to, annotations, options);
     return result;
   } finally {
     await composed.close();
@@ -408,4 +428,66 @@ async function attachSboms(
     }
   }
   return out;
+}
+
+/**
+ * With a signing key: signs what each registry and oci: destination got (the index, and each image:
+ * --recursive) and attaches SLSA provenance, signed, to each image manifest (docs/signing.md).
+ */
+async function signBuild(
+  result: BuildResult,
+  subjects: SbomSubject[],
+  to: string[],
+  annotations: Record<string, string>,
+  options: InContext,
+): Promise<void> {
+  const key = options.signKey!;
+  const targets = to.filter((dest) => ['registry', 'oci'].includes(parseLocation(dest).transport));
+  if (targets.length === 0) return;
+  const [{ signImage, attestImage }, { provenancePredicate, SLSA_PROVENANCE_V1 }, { createdFromEpoch }] =
+    await Promise.all([import('../sign/sign.js'), import('../sign/slsa.js'), import('./provenance.js')]);
+  const reproducible = createdFromEpoch() !== undefined;
+  const finishedOn = new Date().toISOString();
+  const scope = { context: options.context, ...(options.signal ? { signal: options.signal } : {}) };
+  result.signed = [];
+  result.provenance = [];
+  for (const dest of targets) {
+    const signed = await signImage(dest, { key, recursive: true, ...scope });
+    for (const s of signed.signed)
+      result.signed.push({
+        destination: dest,
+        subject: s.subject.digest,
+        signature: s.signature.descriptor.digest,
+        bundle: s.bundle.digest,
+      });
+    const seen = new Set<string>();
+    for (const subject of subjects) {
+      if (seen.has(subject.descriptor.digest)) continue;
+      seen.add(subject.descriptor.digest);
+      const c = subject.compile;
+      const revision = annotations['org.opencontainers.image.revision'];
+      const source = annotations['org.opencontainers.image.source'];
+      const predicate = provenancePredicate({
+        platform: formatPlatform(subject.platform),
+        ...(c.inputs ? { command: c.inputs.command, env: c.inputs.env, sources: c.inputs.sources } : {}),
+        ...(revision || source
+          ? { git: { ...(revision ? { revision } : {}), ...(source ? { source } : {}) } }
+          : {}),
+        ...(c.toolchain ? { toolchain: { name: c.toolchain.name, digest: c.toolchain.pinned } } : {}),
+        ...(subject.base ? { base: subject.base } : {}),
+        ...(reproducible
+          ? {}
+          : { ...(options.startedOn ? { startedOn: options.startedOn } : {}), finishedOn }),
+      });
+      const attested = await attestImage(dest, {
+        key,
+        predicateType: SLSA_PROVENANCE_V1,
+        predicate,
+        subjects: [subject.descriptor],
+        ...scope,
+      });
+      for (const a of attested)
+        result.provenance.push({ destination: dest, subject: a.subject.digest, referrer: a.referrer.digest });
+    }
+  }
 }

@@ -104,6 +104,8 @@ export interface CompileResult {
    */
   extras?: string;
   project: LoadedProject;
+  /** What the build was told: its command, environment (kiln.yaml, --env) and the sources' digest. */
+  inputs?: { command: string; env: Record<string, string>; sources: string };
 }
 
 /** Where a native compile's extras land on the host, beside its artifact. */
@@ -293,6 +295,7 @@ async function compileIn(context: KilnContext, options: CompileOptions): Promise
     ...(toolchain ? { toolchain } : {}),
     target: target.platform,
     project,
+    inputs: { command, env, sources },
   };
 
   const native = !target.wasm;

@@ -6,7 +6,7 @@
  *   encoding (PAE) of the payload type and payload;
  * - Sigstore bundles v0.3 holding one envelope and the key's hint (no certificate, no tlog entry).
  */
-import { createHash, type KeyObject, sign, verify } from 'node:crypto';
+import { type KeyObject, sign, verify } from 'node:crypto';
 import { KilnError } from '../errors.js';
 import { keyHint } from './keys.js';
 
@@ -189,9 +189,4 @@ export function openBundle(bytes: Buffer, where: string): OpenedBundle {
   if (typeof s?.predicateType !== 'string' || !Array.isArray(s.subject))
     throw bad('not an in-toto statement');
   return { bundle, statement: s };
-}
-
-/** sha256 of bytes as `sha256:<hex>`. */
-export function sha256Digest(bytes: Uint8Array): string {
-  return `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
 }

@@ -41,6 +41,10 @@ export function register(program: Command): void {
     )
     .option('--no-sbom', 'do not attach SBOMs (also --sbom=false)')
     .option('-o, --output <file>', 'where the .wasm also lands (default: DIR/<name>.wasm)')
+    .option(
+      '--sign-key <key>',
+      'sign what is written and attach signed SLSA provenance to each image: FILE, env://VAR or - (password: KILN_PASSWORD)',
+    )
     .addHelpText(
       'after',
       examples([
@@ -53,6 +57,8 @@ export function register(program: Command): void {
     .action(async (dir: string, opts, cmd: Command) => {
       const out = new Output(globals(cmd));
       const { build } = await import('../../build/build.js');
+      // The key first: a wrong password fails before anything is compiled.
+      const signKey = opts.signKey ? await (await import('../keys.js')).privateKey(opts.signKey) : undefined;
       const { formatPlatform, parsePlatform } = await import('../../oci/platform.js');
       const platforms = ((opts.platform as string[] | undefined) ?? [])
         .flatMap((v) => v.split(','))
@@ -69,6 +75,7 @@ export function register(program: Command): void {
         ...(opts.wasiAlias ? { wasiAlias: true } : {}),
         // Unset unless --sbom[=bool] or --no-sbom: kiln.yaml's `sbom` decides then.
         ...(opts.sbom !== undefined ? { sbom: opts.sbom !== false } : {}),
+        ...(signKey ? { signKey } : {}),
         onBuildEvent: (e) => {
           if (e.type === 'compile' && e.platform) out.info(`compiling for ${formatPlatform(e.platform)}`);
         },
@@ -79,6 +86,7 @@ export function register(program: Command): void {
           ...(result.index ? { index: result.index } : {}),
           images: result.images,
           ...(result.sboms ? { sboms: result.sboms } : {}),
+          ...(result.signed ? { signed: result.signed, provenance: result.provenance } : {}),
           compile: strip(result.compile),
           compiles: result.compiles.map(strip),
         });
@@ -106,6 +114,8 @@ export function register(program: Command): void {
         out.info(
           `sbom for ${s.subject.slice(0, 19)}: ${s.digest}${s.in.length < destinations.size ? ` (in ${s.in.join(', ')})` : ''}`,
         );
+      for (const s of result.provenance ?? [])
+        out.info(`signed; provenance for ${s.subject.slice(0, 19)}: ${s.referrer} (in ${s.destination})`);
       if (result.index) {
         for (const dest of [...new Set(result.images.map((i) => i.destination))]) {
           out.info(`wrote ${dest} (index of ${plural(seen.size, 'image')})`);
