@@ -18,30 +18,20 @@
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import {
-  createReadStream,
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readFileSync,
-  rmSync,
-  writeFileSync,
-} from 'node:fs';
+import { createReadStream, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import * as fs from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { makeImage, seededBytes } from '../support/images.js';
+import { HELLO_WASM, makeImage, seededBytes, sha256Of } from '../support/images.js';
 import { KILN_CLI } from '../support/kiln.js';
 import { prng } from '../support/random.js';
 import { registrySkipReason, sharedRegistry } from '../support/registry.js';
+import { workDir } from '../support/temp.js';
+import { name, u32 } from '../support/wasm-bytes.js';
 
-const work = mkdtempSync(join(tmpdir(), 'kiln-crash-'));
-after(() => rmSync(work, { recursive: true, force: true }));
+const work = workDir('kiln-crash');
 
 const skip = registrySkipReason('none');
-const HELLO = join(import.meta.dirname, '../../examples/hello/hello.wasm');
 const SEED = Number(process.env['KILN_CRASH_SEED'] ?? 0x5eed2024);
 /** No credentials from the user's docker config. */
 const DOCKER_CONFIG = join(work, 'no-docker-config');
@@ -132,19 +122,9 @@ async function hashFile(file: string): Promise<string> {
   const id = `${file} ${st.ino} ${st.size} ${st.mtimeMs} ${st.ctimeMs}`;
   const known = verified.get(id);
   if (known !== undefined) return known;
-  const hex = await hashStream(file);
+  const hex = (await sha256Of(createReadStream(file))).slice('sha256:'.length);
   verified.set(id, hex);
   return hex;
-}
-
-function hashStream(file: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const h = createHash('sha256');
-    createReadStream(file)
-      .on('data', (c) => h.update(c))
-      .on('error', reject)
-      .on('end', () => resolve(h.digest('hex')));
-  });
 }
 
 /**
@@ -224,20 +204,9 @@ async function checkLayout(dir: string, where: string): Promise<LayoutState> {
 
 /** hello.wasm with a custom section of `size` seeded bytes: a valid module whose layer is new each time. */
 function paddedWasm(seed: string, size: number): Buffer {
-  const base = readFileSync(HELLO);
-  const leb = (n: number): number[] => {
-    const out: number[] = [];
-    do {
-      let byte = n & 0x7f;
-      n >>>= 7;
-      if (n !== 0) byte |= 0x80;
-      out.push(byte);
-    } while (n !== 0);
-    return out;
-  };
-  const name = Buffer.from('kiln-test-padding');
-  const payload = Buffer.concat([Buffer.from(leb(name.length)), name, seededBytes(seed, size)]);
-  return Buffer.concat([base, Buffer.from([0, ...leb(payload.length)]), payload]);
+  const base = readFileSync(HELLO_WASM);
+  const payload = Buffer.concat([Buffer.from(name('kiln-test-padding')), seededBytes(seed, size)]);
+  return Buffer.concat([base, Buffer.from([0, ...u32(payload.length)]), payload]);
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -427,26 +396,30 @@ test('a lock left by a killed kiln is broken at once, not after the 30 s timeout
   assert.ok(!existsSync(join(dir, 'index.json.lock')), 'no lock left');
 });
 
-/** Images k = 0…7 with layers shared-0 … shared-k: all share the first layer, most share most of theirs. */
-async function overlappingImages(src: string, n: number): Promise<string[]> {
+const N = 8;
+
+/**
+ * The registry, a KILN_HOME and N images k = 0…N-1 in the layout `src` (under `NAME-home` and
+ * `NAME-src`), with layers shared-0 … shared-k: all share the first layer, most share most of theirs.
+ */
+async function overlappingImages(name: string) {
+  const reg = await sharedRegistry('none');
+  const home = join(work, `${name}-home`);
+  const src = join(work, `${name}-src`);
   const digests: string[] = [];
-  for (let k = 0; k < n; k++) {
+  for (let k = 0; k < N; k++) {
     const img = await makeImage(src, `c${k}`, { layers: k + 1, layerBytes: 256 * 1024, seed: 'conc-shared' });
     digests.push(img.descriptor.digest);
   }
-  assert.equal(new Set(digests).size, n);
-  return digests;
+  assert.equal(new Set(digests).size, N);
+  return { reg, home, src, digests };
 }
 
 test('8 kiln processes at once on one registry and one layout: every tag arrives, nothing is corrupt', {
   skip,
   timeout: 120_000,
 }, async (t) => {
-  const reg = await sharedRegistry('none');
-  const home = join(work, 'conc-home');
-  const N = 8;
-  const src = join(work, 'conc-src');
-  const digests = await overlappingImages(src, N);
+  const { reg, home, src, digests } = await overlappingImages('conc');
 
   // 8 pushes at once into one registry (a repository each: see the next test for one repository).
   const repo = (k: number) => `${reg.host}/conc/app${k}`;
@@ -490,11 +463,7 @@ test('8 kiln processes at once pushing images with shared layers into one reposi
   skip,
   timeout: 120_000,
 }, async (t) => {
-  const reg = await sharedRegistry('none');
-  const home = join(work, 'conc-one-home');
-  const N = 8;
-  const src = join(work, 'conc-one-src');
-  const digests = await overlappingImages(src, N);
+  const { reg, home, src, digests } = await overlappingImages('conc-one');
   const failures: string[] = [];
   for (let round = 0; round < 3; round++) {
     const repo = `${reg.host}/conc-one/round${round}`;
