@@ -17,10 +17,10 @@ import { BLOCK } from '../layer/tar-header.js';
 import { isGzip } from '../layer/tar-reader.js';
 import { writeLayer } from '../layer/write-layer.js';
 import { type Digest, newHash } from '../oci/digest.js';
-import { createdFamily, inFamily, type ManifestFormat, manifestInFamily } from '../oci/media-type-policy.js';
+import { createdFamily, inFamily, type ManifestFormat } from '../oci/media-type-policy.js';
 import { MediaType } from '../oci/media-types.js';
 import { hostPlatform, type Platform } from '../oci/platform.js';
-import type { Descriptor, ImageConfig, ImageManifest } from '../oci/types.js';
+import type { Descriptor } from '../oci/types.js';
 import type { OciLayout } from '../store/layout.js';
 import { openSource } from '../transport/open.js';
 import { parseLocation } from '../transport/parse.js';
@@ -36,6 +36,7 @@ import {
   pickImage,
   writeComposed,
 } from './compose.js';
+import { Image } from './image.js';
 
 /** One `--layer SRC[:DEST]`. */
 export interface AppendLayer {
@@ -92,6 +93,7 @@ export async function appendLayers(options: AppendOptions): Promise<AppendResult
   const composed = new ComposedSource('kiln append', store, ctx);
   try {
     let base: LoadedImage | undefined;
+    let baseImage: Image | undefined;
     if (options.base !== 'scratch') {
       const source = composed.addSource(await openSource(options.base, { context: ctx }));
       const { root, bytes, parsed } = await loadRoot(source);
@@ -101,7 +103,7 @@ export async function appendLayers(options: AppendOptions): Promise<AppendResult
         base = await loadImage(source, root, bytes);
         checkPlatform(base, options.platform, source.name);
       }
-      for (const layer of base.manifest.layers) composed.addBase(layer, source);
+      baseImage = Image.of(source, base);
     }
     // A new manifest: OCI unless Docker v2 is asked for (a Docker base's types renamed, same blobs).
     const family = createdFamily(options.format);
@@ -120,28 +122,11 @@ export async function appendLayers(options: AppendOptions): Promise<AppendResult
     }
 
     const platform = base ? configPlatform(base.config)! : (options.platform ?? hostPlatform());
-    const config: ImageConfig = base ? structuredClone(base.config) : scratchConfig(platform, created);
-    config.rootfs = {
-      ...config.rootfs,
-      type: 'layers',
-      diff_ids: [...(config.rootfs?.diff_ids ?? []), ...layers.map((l) => l.diffId)],
-    };
-    config.history = [
-      ...(config.history ?? []),
-      ...layers.map(() => ({ created, created_by: 'kiln append' })),
-    ];
-    const configDesc = await composed.putJson(base?.manifest.config.mediaType ?? MediaType.OciConfig, config);
-    const newLayers = layers.map((l) => l.descriptor);
-    // Spreading the base keeps its fields (mediaType, annotations) and their order.
-    const manifest: ImageManifest = manifestInFamily(
-      base
-        ? { ...base.manifest, config: configDesc, layers: [...base.manifest.layers, ...newLayers] }
-        : { schemaVersion: 2, mediaType: MediaType.OciManifest, config: configDesc, layers: newLayers },
-      family,
-      options.base,
+    const image = (baseImage ?? Image.scratch(platform, created)).withFamily(family).appendLayers(
+      layers.map((l) => ({ descriptor: l.descriptor, diffId: l.diffId })),
+      layers.map(() => ({ created, created_by: 'kiln append' })),
     );
-    const mediaType = manifest.mediaType ?? base?.descriptor.mediaType ?? MediaType.OciManifest;
-    const descriptor = await composed.putJson(mediaType, manifest);
+    const descriptor = await image.write(composed);
     composed.setRoot(descriptor);
     await writeComposed(composed, options.to);
     return { destination: options.to, descriptor, platform, layers };
@@ -149,19 +134,6 @@ export async function appendLayers(options: AppendOptions): Promise<AppendResult
     await composed.close();
     release();
   }
-}
-
-function scratchConfig(platform: Platform, created: string): ImageConfig {
-  const config: ImageConfig = {
-    created,
-    architecture: platform.architecture,
-    os: platform.os,
-    config: {},
-    rootfs: { type: 'layers', diff_ids: [] },
-    history: [],
-  };
-  if (platform.variant) config.variant = platform.variant;
-  return config;
 }
 
 function checkCreated(created: string): string {

@@ -5,25 +5,12 @@
  */
 import { type KilnContext, useContext } from '../context.js';
 import { KilnError } from '../errors.js';
-import {
-  createdFamily,
-  descriptorInFamily,
-  type Family,
-  indexType,
-  inFamily,
-  type ManifestFormat,
-} from '../oci/media-type-policy.js';
-import { layerCompression, MediaType } from '../oci/media-types.js';
+import type { Digest } from '../oci/digest.js';
+import { createdFamily, type Family, indexType, type ManifestFormat } from '../oci/media-type-policy.js';
+import { layerCompression } from '../oci/media-types.js';
 import { formatPlatform, isWasmPlatform, type Platform, platformMatches } from '../oci/platform.js';
 import { formatReference } from '../oci/reference.js';
-import type {
-  Annotations,
-  Descriptor,
-  HistoryEntry,
-  ImageConfig,
-  ImageIndex,
-  ImageManifest,
-} from '../oci/types.js';
+import type { Descriptor, HistoryEntry, ImageIndex } from '../oci/types.js';
 import type { ParsedManifest } from '../oci/validate.js';
 import type { OciLayout } from '../store/layout.js';
 import { openSource } from '../transport/open.js';
@@ -44,7 +31,7 @@ import {
   platformKey,
   writeComposed,
 } from './compose.js';
-import { sortKeys } from './write.js';
+import { Image, type ImageLayer, type KeyChanges } from './image.js';
 
 export const BASE_NAME_ANNOTATION = 'org.opencontainers.image.base.name';
 export const BASE_DIGEST_ANNOTATION = 'org.opencontainers.image.base.digest';
@@ -236,25 +223,19 @@ async function mergeOne(
     for (const layer of input.image.manifest.layers) composed.addBase(layer, input.source);
   }
   const chosen = chooseConfig(inputs, configFrom);
-
-  const config: ImageConfig = structuredClone(base.image.config);
-  if (chosen.image.config.config) config.config = structuredClone(chosen.image.config.config);
-  else delete config.config;
-  config.rootfs = { type: 'layers', diff_ids: inputs.flatMap((i) => i.image.config.rootfs.diff_ids) };
-  config.history = inputs.flatMap((i) => imageHistory(i.image, 'kiln merge'));
-  const configDesc = await composed.putJson(inFamily(MediaType.OciConfig, family), config);
-  const manifest = buildManifest(
-    family,
-    configDesc,
-    inputs.flatMap((i) => i.image.manifest.layers.map((l) => descriptorInFamily(l, family, i.name))),
-    base.image.manifest.annotations,
-    base,
-  );
-  const descriptor = await composed.putJson(manifest.mediaType!, manifest);
+  const image = Image.of(base.source, base.image)
+    .withContainerConfig(chosen.image.config.config)
+    .withLayers(
+      inputs.flatMap((i) => layersOf(i)),
+      inputs.flatMap((i) => imageHistory(i.image, 'kiln merge')),
+    )
+    .withAnnotations(baseAnnotations(base))
+    .withFamily(family);
+  const descriptor = await image.write(composed);
   images.push({
     platform,
     descriptor,
-    layers: manifest.layers.length,
+    layers: image.layers.length,
     configFrom: chosen.name,
   });
   return descriptor;
@@ -309,25 +290,26 @@ export function checkLayers(input: InputImage): void {
     );
 }
 
+/** An input's layers as image-value layers, served from its source. */
+export function layersOf(input: InputImage): ImageLayer[] {
+  const diffIds = input.image.config.rootfs.diff_ids;
+  return input.image.manifest.layers.map((descriptor, n) => ({
+    descriptor,
+    diffId: diffIds[n] as Digest,
+    source: input.source,
+  }));
+}
+
 /**
- * A manifest of `layers` with base annotations naming `base`: base.digest always, base.name only
- * for a registry base (a local path is no reference another machine could pull). Docker v2
- * manifests have no annotations.
+ * The annotations naming the base an image was made on: base.digest always, base.name only for a
+ * registry base (a local path is no reference another machine could pull).
  */
-export function buildManifest(
-  family: Family,
-  config: Descriptor,
-  layers: Descriptor[],
-  annotations: Annotations | undefined,
-  base: InputImage,
-): ImageManifest {
-  if (family === 'docker') return { schemaVersion: 2, mediaType: MediaType.DockerManifest, config, layers };
-  const out: Annotations = { ...(annotations ?? {}) };
-  delete out[BASE_NAME_ANNOTATION];
+export function baseAnnotations(base: InputImage): KeyChanges {
   const location = parseLocation(base.name);
-  if (location.transport === 'registry') out[BASE_NAME_ANNOTATION] = formatReference(location.ref);
-  out[BASE_DIGEST_ANNOTATION] = base.image.descriptor.digest;
-  return { schemaVersion: 2, mediaType: MediaType.OciManifest, config, layers, annotations: sortKeys(out) };
+  return {
+    [BASE_NAME_ANNOTATION]: location.transport === 'registry' ? formatReference(location.ref) : null,
+    [BASE_DIGEST_ANNOTATION]: base.image.descriptor.digest,
+  };
 }
 
 /**

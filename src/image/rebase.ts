@@ -7,16 +7,13 @@ import { type KilnContext, useContext } from '../context.js';
 import { KilnError } from '../errors.js';
 import {
   createdFamily,
-  descriptorInFamily,
   type Family,
   indexInFamily,
   indexType,
-  inFamily,
   type ManifestFormat,
 } from '../oci/media-type-policy.js';
-import { MediaType } from '../oci/media-types.js';
 import { formatPlatform, type Platform } from '../oci/platform.js';
-import type { Descriptor, HistoryEntry, ImageConfig, ImageIndex } from '../oci/types.js';
+import type { Descriptor, HistoryEntry, ImageIndex } from '../oci/types.js';
 import type { OciLayout } from '../store/layout.js';
 import { openSource } from '../transport/open.js';
 import { parseLocation } from '../transport/parse.js';
@@ -34,11 +31,13 @@ import {
   replacedEntry,
   writeComposed,
 } from './compose.js';
+import { Image } from './image.js';
 import {
-  buildManifest,
+  baseAnnotations,
   checkLayers,
   type InputImage,
   imageHistory,
+  layersOf,
   nonEmpty,
   samePlatform,
 } from './merge.js';
@@ -188,23 +187,15 @@ async function rebaseOne(
   checkPrefix(src, oldBase);
 
   const cut = oldBase.image.manifest.layers.length;
-  const own = src.image.manifest.layers.slice(cut);
-  for (const layer of own) composed.addBase(layer, src.source);
-  for (const layer of newBase.image.manifest.layers) composed.addBase(layer, newBase.source);
-
-  const config: ImageConfig = structuredClone(src.image.config);
-  config.rootfs = {
-    type: 'layers',
-    diff_ids: [...newBase.image.config.rootfs.diff_ids, ...src.image.config.rootfs.diff_ids.slice(cut)],
-  };
-  config.history = [...imageHistory(newBase.image, 'kiln rebase'), ...ownHistory(src.image, oldBase.image)];
-  const configDesc = await composed.putJson(inFamily(MediaType.OciConfig, family), config);
-  const layers = [
-    ...newBase.image.manifest.layers.map((l) => descriptorInFamily(l, family, newBase.name)),
-    ...own.map((l) => descriptorInFamily(l, family, src.name)),
-  ];
-  const manifest = buildManifest(family, configDesc, layers, src.image.manifest.annotations, newBase);
-  const descriptor = await composed.putJson(manifest.mediaType!, manifest);
+  const own = layersOf(src).slice(cut);
+  const image = Image.of(src.source, src.image)
+    .withLayers(
+      [...layersOf(newBase), ...own],
+      [...imageHistory(newBase.image, 'kiln rebase'), ...ownHistory(src.image, oldBase.image)],
+    )
+    .withAnnotations(baseAnnotations(newBase))
+    .withFamily(family);
+  const descriptor = await image.write(composed);
   images.push({
     platform,
     descriptor,
