@@ -52,8 +52,8 @@ export class CliRun {
     const { createContext } = await import('../context.js');
     this.context = createContext({ registry: registryOptions(action), signal: this.controller.signal });
     program.setOptionValue(CONTEXT_KEY, this.context);
-    // `kiln run` runs the module on this thread: a handler could not run before the module ends,
-    // so there the signals keep their default action and stop kiln at once.
+    // `kiln run` may run the module on this thread (node:wasi in the single executable): a handler
+    // could not run before the module ends, so there the signals keep their default action.
     if (action.name() === 'run') return;
     process.on('SIGINT', this.onSignal);
     process.on('SIGTERM', this.onSignal);
