@@ -18,13 +18,11 @@
  * stop it: dockerd is killed, leftover containerd/shim processes it started are killed by pid,
  * mounts under its temp dir are unmounted and the dir is removed.
  */
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { type ChildProcess, spawnSync } from 'node:child_process';
 import {
-  closeSync,
   existsSync,
   mkdirSync,
   mkdtempSync,
-  openSync,
   readdirSync,
   readFileSync,
   rmSync,
@@ -34,7 +32,7 @@ import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { freePort } from './net.js';
-import { exitSet, killAndWait, killSync, pidAlive } from './processes.js';
+import { exitSet, killAndWait, killSync, pidAlive, spawnService } from './processes.js';
 import { makeCa, SERVER_EXT, signCert } from './tls.js';
 import { findTool, type RunOptions, type RunResult, requireTool, run, skipOrFail } from './tools.js';
 
@@ -263,24 +261,14 @@ export async function startDocker(opts: StartDockerOptions = {}): Promise<Docker
   const path = [process.env['PATH'] ?? '', '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin']
     .filter((p) => p !== '')
     .join(':');
-  const logFd = openSync(logPath, 'a');
-  let child: ChildProcess;
-  try {
-    child = spawn(dockerd, args, { stdio: ['ignore', logFd, logFd], env: { ...process.env, PATH: path } });
-  } finally {
-    closeSync(logFd);
-  }
-  // No handles keep the test process alive: a forgotten engine is stopped by the exit hook.
-  child.unref();
-  const running: Running = { dir, child, exited: false };
   let spawnError: Error | undefined;
-  child.on('error', (e) => {
-    spawnError = e;
+  // No handles keep the test process alive: a forgotten engine is stopped by the exit hook.
+  const env0 = { ...process.env, PATH: path };
+  const child = spawnService(dockerd, args, logPath, { env: env0, flags: 'a' }, (e) => {
+    spawnError ??= e;
     running.exited = true;
   });
-  child.on('exit', () => {
-    running.exited = true;
-  });
+  const running: Running = { dir, child, exited: false };
   live.add(running);
 
   const env: NodeJS.ProcessEnv = { ...process.env, DOCKER_HOST: host, DOCKER_CONFIG: cliConfig };

@@ -15,9 +15,14 @@
  * that falls. The picks come from a seeded PRNG, so a run can be repeated (connections are numbered
  * in the order they arrive). Every connection is recorded, with its plan and whether it was cut.
  *
+ * `startRequestLog` is the same proxy without faults: it counts requests, and can answer blob GETs with
+ * a redirect to a storage URL, as registries backed by S3 or a CDN do.
+ *
  * `startConnectionCounter` is a plain TCP pass-through that counts connections and tells TLS
  * handshakes from plain HTTP, for proving a client does not retry a TLS failure.
  */
+
+import { randomBytes } from 'node:crypto';
 import {
   Agent,
   createServer,
@@ -612,5 +617,144 @@ export async function startConnectionCounter(target: {
       for (const s of sockets) s.destroy();
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Counting reverse proxy (no faults)
+
+export interface LoggedRequest {
+  method: string;
+  /** Path without the query. */
+  path: string;
+  /** Path and query, as requested. */
+  url: string;
+  /** Status answered to the client; 0 until the answer's head is sent. */
+  status: number;
+}
+
+export interface RequestLog {
+  /** `127.0.0.1:PORT` of the proxy. */
+  readonly host: string;
+  /** `http://127.0.0.1:PORT`: use it instead of the registry's URL. */
+  readonly url: string;
+  /** Every request the proxy got, in arrival order. */
+  readonly requests: LoggedRequest[];
+  /** Empties `requests` (in place). */
+  clear(): void;
+  /** Stops the proxy (not the registry). Idempotent. */
+  stop(): Promise<void>;
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+export interface RequestLogOptions {
+  /**
+   * Answer `GET /v2/<name>/blobs/<digest>` that the registry would serve with a 307 to
+   * `/_storage/<digest>?key=…` on this proxy, which then serves the blob without auth (like a presigned
+   * S3 URL). Errors (401, 404) are passed on as they are.
+   */
+  redirectBlobs?: boolean;
+}
+
+const BLOB_PATH = /^\/v2\/(.+)\/blobs\/([a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+)$/;
+
+/**
+ * Starts a counting reverse proxy in front of the plain-HTTP registry at `target` (`http://host:port`).
+ * Requests are streamed both ways; the Host header stays the proxy's, so the registry's absolute
+ * Location URLs (upload sessions) point back to the proxy and are counted too.
+ */
+export async function startRequestLog(target: string, opts: RequestLogOptions = {}): Promise<RequestLog> {
+  const upstream = new URL(target);
+  if (upstream.protocol !== 'http:') throw new Error(`startRequestLog: only http:// targets, got ${target}`);
+  const agent = new Agent({ keepAlive: true });
+  const requests: LoggedRequest[] = [];
+  // Storage keys handed out in redirects: which blob, with the credentials that were accepted.
+  const storageKeys = new Map<string, { name: string; digest: string; authorization: string | undefined }>();
+  let selfUrl = '';
+
+  const server = createServer((req, res) => {
+    const reqUrl = req.url ?? '/';
+    const path = reqUrl.split('?')[0]!;
+    const entry: LoggedRequest = { method: req.method ?? 'GET', path, url: reqUrl, status: 0 };
+    requests.push(entry);
+    const answer = (status: number, headers: OutgoingHttpHeaders, body?: string) => {
+      entry.status = status;
+      res.writeHead(status, headers);
+      res.end(body);
+    };
+
+    let upstreamPath = reqUrl;
+    let headers = forwardHeaders(req.headers);
+    let redirectable = false;
+    if (opts.redirectBlobs && path.startsWith('/_storage/')) {
+      const key = new URL(reqUrl, 'http://proxy').searchParams.get('key') ?? '';
+      const stored = storageKeys.get(key);
+      if (stored === undefined || `/_storage/${stored.digest}` !== path) {
+        req.resume();
+        answer(403, { 'Content-Type': 'text/plain' }, 'AccessDenied: unknown storage key\n');
+        return;
+      }
+      upstreamPath = `/v2/${stored.name}/blobs/${stored.digest}`;
+      headers = forwardHeaders(req.headers, [], ['authorization']);
+      if (stored.authorization !== undefined) headers['authorization'] = stored.authorization;
+    } else if (opts.redirectBlobs && req.method === 'GET' && BLOB_PATH.test(path)) {
+      redirectable = true;
+    }
+
+    const up = httpRequest(
+      {
+        host: upstream.hostname,
+        port: upstream.port,
+        method: req.method,
+        path: upstreamPath,
+        headers,
+        agent,
+      },
+      (ures) => {
+        const status = ures.statusCode ?? 502;
+        if (redirectable && status === 200) {
+          ures.destroy(); // the client gets the blob from the storage URL instead
+          const [, name, digest] = BLOB_PATH.exec(path)!;
+          const key = randomBytes(12).toString('hex');
+          storageKeys.set(key, { name: name!, digest: digest!, authorization: req.headers.authorization });
+          answer(307, { Location: `${selfUrl}/_storage/${digest}?key=${key}`, 'Content-Length': 0 });
+          return;
+        }
+        entry.status = status;
+        res.writeHead(status, ures.statusMessage, forwardHeaders(ures.headers));
+        ures.pipe(res);
+        ures.on('error', () => res.destroy());
+      },
+    );
+    up.on('error', (e) => {
+      if (res.headersSent) res.destroy();
+      else answer(502, { 'Content-Type': 'text/plain' }, `proxy: ${e.message}\n`);
+    });
+    res.on('close', () => {
+      if (!res.writableFinished) up.destroy(); // the client went away
+    });
+    req.pipe(up);
+  });
+
+  const port = await listen(server);
+  selfUrl = `http://127.0.0.1:${port}`;
+  let stopped = false;
+  const stop = async () => {
+    if (stopped) return;
+    stopped = true;
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    server.closeAllConnections();
+    agent.destroy();
+    await closed;
+  };
+  return {
+    host: `127.0.0.1:${port}`,
+    url: selfUrl,
+    requests,
+    clear: () => {
+      requests.length = 0;
+    },
+    stop,
+    [Symbol.asyncDispose]: stop,
   };
 }

@@ -2,8 +2,8 @@
  * Service processes the tests start (dockerd, docker-registry): stopped gracefully when a test asks,
  * and synchronously at process exit or on SIGINT/SIGTERM when it doesn't, so none outlives its test.
  */
-import type { ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { closeSync, openSync, readFileSync } from 'node:fs';
 
 const sweeps = new Set<() => void>();
 let hooksInstalled = false;
@@ -91,4 +91,29 @@ export async function killAndWait(
     child.kill('SIGKILL');
     await within(killMs);
   }
+}
+
+/**
+ * Starts a service (dockerd, a registry) with its stdout and stderr in `logPath` (appended with flag
+ * `a`, truncated with `w`), unref'd: a forgotten one is stopped by an exit hook, it does not keep the
+ * test process alive. `onEnd` is called when it exits, or with the error when it cannot be started.
+ */
+export function spawnService(
+  cmd: string,
+  args: string[],
+  logPath: string,
+  options: { env: NodeJS.ProcessEnv; flags: 'a' | 'w' },
+  onEnd: (spawnError?: Error) => void,
+): ChildProcess {
+  const logFd = openSync(logPath, options.flags);
+  let child: ChildProcess;
+  try {
+    child = spawn(cmd, args, { stdio: ['ignore', logFd, logFd], env: options.env });
+  } finally {
+    closeSync(logFd);
+  }
+  child.unref();
+  child.on('error', (e) => onEnd(e));
+  child.on('exit', () => onEnd());
+  return child;
 }
