@@ -118,6 +118,30 @@ export {
   SPDX_MEDIA_TYPE,
 } from './sbom/referrers.js';
 export { type SbomFile, type SbomInput, type SbomPackage, spdxDocument } from './sbom/spdx.js';
+export {
+  generateKeys,
+  type KeyPair,
+  keyHint,
+  loadPrivateKey,
+  loadPublicKey,
+  parsePrivateKey,
+  parsePublicKey,
+} from './sign/keys.js';
+export {
+  type Attestation,
+  type AttestOptions,
+  attestImage,
+  type Check,
+  type SignedManifest,
+  type SignOptions,
+  type SignResult,
+  signatureTag,
+  signImage,
+  type VerifyOptions,
+  type VerifyReport,
+  verifyImage,
+} from './sign/sign.js';
+export { type ProvenanceInput, provenancePredicate, SLSA_PROVENANCE_V1 } from './sign/slsa.js';
 export { cacheDir, openCache } from './store/cache.js';
 export { OciLayout } from './store/layout.js';
 export type { CopyEvent, CopyOptions, CopyResult } from './transport/copy.js';
