@@ -1,18 +1,22 @@
 import * as assert from 'node:assert/strict';
-import { copyFile, mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { copyFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { before, test } from 'node:test';
 import { formatPlatform, hostPlatform } from '../../src/oci/platform.js';
 import { type DockerEngine, sharedDocker, startDocker } from '../support/docker.js';
 import { truncatedTar, writeImage } from '../support/hostile.js';
-import { kiln } from '../support/kiln.js';
+import { kiln, kilnAppend, kilnDigest, kilnIndexCreate } from '../support/kiln.js';
 import { startSshd } from '../support/sshd.js';
+import { freshPaths, workDir } from '../support/temp.js';
 import { buildWasiProgram, HELLO_C } from '../support/wasi.js';
 
 const HOST = formatPlatform(hostPlatform());
 let engine: DockerEngine;
 let hello: string;
+const fresh = freshPaths(workDir('kiln-daemon'), { create: true });
+
+/** kiln against the shared engine. */
+const withEngine = (args: string[]) => kiln(args, { env: { DOCKER_HOST: engine.host } });
 
 before(async () => {
   engine = await sharedDocker();
@@ -20,12 +24,14 @@ before(async () => {
 });
 
 test('docker-daemon: loads an image into a real engine', async () => {
-  const r = await kiln(
-    ['package', hello, '--platform', 'linux/amd64', '--to', 'docker-daemon:kiln-daemon-test:1'],
-    {
-      env: { DOCKER_HOST: engine.host },
-    },
-  );
+  const r = await withEngine([
+    'package',
+    hello,
+    '--platform',
+    'linux/amd64',
+    '--to',
+    'docker-daemon:kiln-daemon-test:1',
+  ]);
   assert.equal(r.code, 0, r.stderr);
   const inspect = await engine.docker(['image', 'inspect', 'kiln-daemon-test:1']);
   assert.equal(inspect.code, 0, inspect.stderr);
@@ -35,9 +41,7 @@ test('docker-daemon: loads an image into a real engine', async () => {
 });
 
 test('docker-daemon: a wasm image on an engine without the containerd store gets an error that says why', async () => {
-  const r = await kiln(['package', hello, '--to', 'docker-daemon:kiln-wasm-test:1'], {
-    env: { DOCKER_HOST: engine.host },
-  });
+  const r = await withEngine(['package', hello, '--to', 'docker-daemon:kiln-wasm-test:1']);
   assert.equal(r.code, 1, r.stdout + r.stderr);
   assert.match(r.stderr, /E_ENGINE/);
   assert.match(r.stderr, /containerd image store/);
@@ -70,19 +74,15 @@ test('docker-daemon: loads through a tcp+TLS endpoint (DOCKER_TLS_VERIFY, DOCKER
   assert.match(wasm.stderr, new RegExp(`engine at ${tls.host.replace(/[.]/g, '\\.')}.*wasip1.*E_ENGINE`));
 
   // Trusting another CA (the client's own certificate): the engine's certificate is refused.
-  const wrong = await mkdtemp(join(tmpdir(), 'kiln-daemon-wrong-ca-'));
-  try {
-    for (const f of ['cert.pem', 'key.pem']) await copyFile(join(tls.certPath, f), join(wrong, f));
-    await copyFile(join(tls.certPath, 'cert.pem'), join(wrong, 'ca.pem'));
-    const refused = await kiln(['package', hello, '--platform', 'linux/amd64', '--to', 'docker-daemon:x:1'], {
-      env: { ...tls.env, DOCKER_CERT_PATH: wrong },
-    });
-    assert.equal(refused.code, 1, refused.stdout + refused.stderr);
-    assert.match(refused.stderr, /TLS with the Docker engine at tcp:\/\/127\.0\.0\.1:\d+ failed.*E_TLS/);
-    assert.match(refused.stderr, /hint: .*DOCKER_CERT_PATH/);
-  } finally {
-    await rm(wrong, { recursive: true, force: true });
-  }
+  const wrong = fresh('wrong-ca');
+  for (const f of ['cert.pem', 'key.pem']) await copyFile(join(tls.certPath, f), join(wrong, f));
+  await copyFile(join(tls.certPath, 'cert.pem'), join(wrong, 'ca.pem'));
+  const refused = await kiln(['package', hello, '--platform', 'linux/amd64', '--to', 'docker-daemon:x:1'], {
+    env: { ...tls.env, DOCKER_CERT_PATH: wrong },
+  });
+  assert.equal(refused.code, 1, refused.stdout + refused.stderr);
+  assert.match(refused.stderr, /TLS with the Docker engine at tcp:\/\/127\.0\.0\.1:\d+ failed.*E_TLS/);
+  assert.match(refused.stderr, /hint: .*DOCKER_CERT_PATH/);
 });
 
 test('docker-daemon: loads through an ssh:// endpoint (keys from the ssh agent, docker system dial-stdio on the far side)', async () => {
@@ -111,98 +111,67 @@ test('docker-daemon: loads through an ssh:// endpoint (keys from the ssh agent, 
 
 /** oci:DIR:multi, an index of the wasm image and one of the host's platform. */
 async function wasmAndNative(dir: string): Promise<{ index: string; native: string }> {
-  const digest = async (args: string[]) => {
-    const r = await kiln(args);
-    assert.equal(r.code, 0, r.stderr);
-    return r.stdout.trim();
-  };
-  await digest(['package', hello, '--to', `oci:${dir}:wasm`]);
-  const native = await digest(['append', 'scratch', '--layer', hello, '--to', `oci:${dir}:native`]);
-  const index = await digest([
-    'index',
-    'create',
-    '--to',
-    `oci:${dir}:multi`,
-    `oci:${dir}:wasm`,
-    `oci:${dir}:native`,
-  ]);
+  await kilnDigest(['package', hello, '--to', `oci:${dir}:wasm`]);
+  const native = await kilnAppend('scratch', [hello], `oci:${dir}:native`);
+  const index = await kilnIndexCreate(`oci:${dir}:multi`, [`oci:${dir}:wasm`, `oci:${dir}:native`]);
   return { index, native };
 }
 
 test('docker-daemon: an index is refused with its platforms listed, before the engine is asked; --platform loads one', async () => {
-  const dir = await mkdtemp(join(tmpdir(), 'kiln-daemon-index-'));
-  try {
-    const { native } = await wasmAndNative(join(dir, 'layout'));
-    const r = await kiln(['copy', `oci:${dir}/layout:multi`, 'docker-daemon:kiln-index-test:1'], {
-      env: { DOCKER_HOST: engine.host },
-    });
-    assert.equal(r.code, 1, r.stdout + r.stderr);
-    assert.match(r.stderr, /E_AMBIGUOUS/);
-    assert.match(r.stderr, new RegExp(`wasip1/wasm, ${HOST}`));
-    assert.match(r.stderr, /hint: .*--platform/);
-    assert.doesNotMatch(r.stderr, /copied/);
-    assert.notEqual((await engine.docker(['image', 'inspect', 'kiln-index-test:1'])).code, 0);
+  const dir = fresh('index');
+  const { native } = await wasmAndNative(join(dir, 'layout'));
+  const r = await withEngine(['copy', `oci:${dir}/layout:multi`, 'docker-daemon:kiln-index-test:1']);
+  assert.equal(r.code, 1, r.stdout + r.stderr);
+  assert.match(r.stderr, /E_AMBIGUOUS/);
+  assert.match(r.stderr, new RegExp(`wasip1/wasm, ${HOST}`));
+  assert.match(r.stderr, /hint: .*--platform/);
+  assert.doesNotMatch(r.stderr, /copied/);
+  assert.notEqual((await engine.docker(['image', 'inspect', 'kiln-index-test:1'])).code, 0);
 
-    const one = await kiln(
-      ['copy', '--platform', HOST, `oci:${dir}/layout:multi`, 'docker-daemon:kiln-index-test:1'],
-      { env: { DOCKER_HOST: engine.host } },
-    );
-    assert.equal(one.code, 0, one.stderr);
-    assert.equal(one.stdout.trim(), native);
-    assert.equal((await engine.docker(['image', 'inspect', 'kiln-index-test:1'])).code, 0);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+  const one = await withEngine([
+    'copy',
+    '--platform',
+    HOST,
+    `oci:${dir}/layout:multi`,
+    'docker-daemon:kiln-index-test:1',
+  ]);
+  assert.equal(one.code, 0, one.stderr);
+  assert.equal(one.stdout.trim(), native);
+  assert.equal((await engine.docker(['image', 'inspect', 'kiln-index-test:1'])).code, 0);
 });
 
 test('docker-daemon: an os the engine refuses (wasip1 without the containerd store) is an error before any blob is copied', async () => {
-  const dir = await mkdtemp(join(tmpdir(), 'kiln-daemon-wasm-'));
-  try {
-    assert.equal((await kiln(['package', hello, '--to', `oci:${dir}:wasm`])).code, 0);
-    const r = await kiln(['copy', `oci:${dir}:wasm`, 'docker-daemon:kiln-wasm-copy:1'], {
-      env: { DOCKER_HOST: engine.host },
-    });
-    assert.equal(r.code, 1, r.stdout + r.stderr);
-    assert.match(r.stderr, /E_ENGINE/);
-    assert.match(r.stderr, /wasip1/);
-    assert.match(r.stderr, /hint: .*containerd image store.*--platform linux\/amd64/);
-    assert.doesNotMatch(r.stderr, /copied/);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+  const dir = fresh('wasm');
+  assert.equal((await kiln(['package', hello, '--to', `oci:${dir}:wasm`])).code, 0);
+  const r = await withEngine(['copy', `oci:${dir}:wasm`, 'docker-daemon:kiln-wasm-copy:1']);
+  assert.equal(r.code, 1, r.stdout + r.stderr);
+  assert.match(r.stderr, /E_ENGINE/);
+  assert.match(r.stderr, /wasip1/);
+  assert.match(r.stderr, /hint: .*containerd image store.*--platform linux\/amd64/);
+  assert.doesNotMatch(r.stderr, /copied/);
 });
 
 test('docker-daemon: a load the engine fails (a truncated layer) prints no "copied" lines', async () => {
-  const dir = await mkdtemp(join(tmpdir(), 'kiln-daemon-bad-'));
-  try {
-    const image = await writeImage(join(dir, 'layout'), [{ raw: await truncatedTar() }], { tag: 'bad' });
-    const r = await kiln(['copy', image.ref, 'docker-daemon:kiln-bad-layer:1'], {
-      env: { DOCKER_HOST: engine.host },
-    });
-    assert.equal(r.code, 1, r.stdout + r.stderr);
-    assert.match(r.stderr, /E_ENGINE/);
-    assert.doesNotMatch(r.stderr, /copied/);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+  const dir = fresh('bad');
+  const image = await writeImage(join(dir, 'layout'), [{ raw: await truncatedTar() }], { tag: 'bad' });
+  const r = await withEngine(['copy', image.ref, 'docker-daemon:kiln-bad-layer:1']);
+  assert.equal(r.code, 1, r.stdout + r.stderr);
+  assert.match(r.stderr, /E_ENGINE/);
+  assert.doesNotMatch(r.stderr, /copied/);
 });
 
 test('a docker-archive of an index holds the index, and docker load takes its host image under the tag', async () => {
-  const dir = await mkdtemp(join(tmpdir(), 'kiln-daemon-archive-'));
-  try {
-    const { index } = await wasmAndNative(join(dir, 'layout'));
-    const archive = join(dir, 'multi.tar');
-    const r = await kiln(['copy', `oci:${dir}/layout:multi`, `docker-archive:${archive}:kiln-multi:1`]);
-    assert.equal(r.code, 0, r.stderr);
-    assert.equal(r.stdout.trim(), index, 'the archive holds the whole index');
-    const load = await engine.docker(['load', '-i', archive]);
-    assert.equal(load.code, 0, load.stderr);
-    assert.match(load.stdout, /Loaded image: kiln-multi:1/);
-    const inspect = await engine.docker(['image', 'inspect', 'kiln-multi:1']);
-    assert.equal(inspect.code, 0, inspect.stderr);
-    const [info] = JSON.parse(inspect.stdout);
-    assert.equal(`${info.Os}/${info.Architecture}`, HOST);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+  const dir = fresh('archive');
+  const { index } = await wasmAndNative(join(dir, 'layout'));
+  const archive = join(dir, 'multi.tar');
+  const r = await kiln(['copy', `oci:${dir}/layout:multi`, `docker-archive:${archive}:kiln-multi:1`]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout.trim(), index, 'the archive holds the whole index');
+  const load = await engine.docker(['load', '-i', archive]);
+  assert.equal(load.code, 0, load.stderr);
+  assert.match(load.stdout, /Loaded image: kiln-multi:1/);
+  const inspect = await engine.docker(['image', 'inspect', 'kiln-multi:1']);
+  assert.equal(inspect.code, 0, inspect.stderr);
+  const [info] = JSON.parse(inspect.stdout);
+  assert.equal(`${info.Os}/${info.Architecture}`, HOST);
 });
