@@ -3,13 +3,11 @@
  * so a command loads only these and what they use, not the whole library (start-up time).
  */
 import { type KilnContext, withContext } from './context.js';
-import { KilnError } from './errors.js';
 import { type InspectResult, inspectSource } from './image/inspect.js';
 import type { Platform } from './oci/platform.js';
 import type { Descriptor } from './oci/types.js';
 import { type CopyOptions, type CopyResult, copyImage } from './transport/copy.js';
-import { type OpenOptions, openDestination, openSource } from './transport/open.js';
-import { parseLocation } from './transport/parse.js';
+import { type OpenOptions, openDestination, openSource, openTags } from './transport/open.js';
 
 export { type PackResult, pack } from './wasm/pack.js';
 
@@ -95,22 +93,5 @@ export async function digest(
 
 /** The tags of a registry repository, or of an OCI layout (`oci:DIR`). */
 export async function listTags(repo: string, options: ContextOption = {}): Promise<string[]> {
-  const loc = parseLocation(repo);
-  if (loc.transport === 'oci') {
-    const { OciLayout: Layout } = await import('./store/layout.js');
-    return (await Layout.open(loc.path)).tags();
-  }
-  if (loc.transport !== 'registry')
-    throw new KilnError(
-      'E_UNSUPPORTED',
-      `kiln tags reads registries and oci: layouts, not ${loc.transport}:`,
-    );
-  const last = repo.slice(repo.lastIndexOf('/') + 1);
-  if (last.includes(':') || last.includes('@'))
-    throw new KilnError('E_USAGE', `kiln tags takes a repository without tag or digest, got ${repo}`, {
-      hint: `kiln tags ${loc.ref.registry}/${loc.ref.repository}`,
-    });
-  return withContext(options.context, async (context) =>
-    (await context.repository(loc.ref)).listTags(context.signal),
-  );
+  return openTags(repo, options.context ? { context: options.context } : {});
 }

@@ -1,10 +1,8 @@
 import { existsSync } from 'node:fs';
-import { type KilnContext, useContext } from '../context.js';
 import { KilnError } from '../errors.js';
 import { formatReference } from '../oci/reference.js';
-import type { RegistryOptions } from '../registry/registry.js';
-import { OciDirDestination, OciDirSource } from './oci-dir.js';
 import { type ImageLocation, parseLocation } from './parse.js';
+import { cannot, type OpenOptions, type ReferrerStore, transportOf } from './transports.js';
 import type { ImageDestination, ImageSource } from './types.js';
 
 function unsupported(loc: ImageLocation, input: string): never {
@@ -35,82 +33,36 @@ function refuseLocalPath(loc: ImageLocation, input: string): void {
     });
 }
 
-export interface OpenOptions {
-  /**
-   * What the source or destination works with: registry settings and connections, the abort signal.
-   * Without one, a registry source or destination makes a context of its own, closed when it is
-   * closed (a source) or committed or aborted (a destination).
-   */
-  context?: KilnContext;
-  /** Registry settings on top of the context's (the credentials for this side of a copy, say). */
-  registry?: RegistryOptions;
-  /** Aborts this one's requests; the context's signal does too. */
-  signal?: AbortSignal;
-}
-
-// Archives (and tar-stream with them) load only when an archive is named: start-up time.
-
-/** The context to open a registry with, and how to let go of it: one made here goes with the source. */
-function registryContext(options: OpenOptions): {
-  ctx: KilnContext;
-  release: () => void;
-  signal: AbortSignal;
-} {
-  const { ctx, release } = useContext(options.context);
-  return { ctx, release, signal: ctx.signalWith(options.signal) };
-}
+export type { OpenOptions, ReferrerStore } from './transports.js';
 
 export async function openSource(input: string, options: OpenOptions = {}): Promise<ImageSource> {
   const loc = parseLocation(input);
   refuseLocalPath(loc, input);
-  switch (loc.transport) {
-    case 'registry': {
-      const { RegistrySource } = await import('./registry.js');
-      const { ctx, release, signal } = registryContext(options);
-      const repo = await ctx.repository(loc.ref, options.registry);
-      return new RegistrySource(input, loc.ref, repo, signal, release);
-    }
-    case 'oci':
-      return OciDirSource.open(input, loc.path, loc.tag);
-    case 'oci-archive':
-      return (await import('./archive.js')).OciArchiveSource.open(input, loc.path, loc.tag);
-    case 'docker-archive':
-      return (await import('./archive.js')).DockerArchiveSource.open(input, loc.path, loc.ref);
-    default:
-      return unsupported(loc, input);
-  }
+  const transport = transportOf(loc);
+  if (!transport.openSource) return unsupported(loc, input);
+  return transport.openSource(loc, input, options);
 }
 
 export async function openDestination(input: string, options: OpenOptions = {}): Promise<ImageDestination> {
   const loc = parseLocation(input);
   refuseLocalPath(loc, input);
-  switch (loc.transport) {
-    case 'registry': {
-      const { RegistryDestination } = await import('./registry.js');
-      const { ctx, release, signal } = registryContext(options);
-      const repo = await ctx.repository(loc.ref, options.registry);
-      // Learn the scheme and auth while the caller prepares what it will push; a failure here is
-      // forgotten and met again, with its message, on first use.
-      repo.registry.ping(signal).catch(() => {});
-      return new RegistryDestination(input, loc.ref, repo, signal, release);
-    }
-    case 'oci':
-      return OciDirDestination.open(input, loc.path, loc.tag);
-    case 'oci-archive':
-      return new (await import('./archive.js')).ArchiveDestination(input, loc.path, 'oci', loc.tag);
-    case 'docker-archive':
-      return new (await import('./archive.js')).ArchiveDestination(
-        input,
-        loc.path,
-        'docker',
-        undefined,
-        loc.ref,
-      );
-    case 'docker-daemon': {
-      const { DockerDaemonDestination } = await import('./docker-daemon.js');
-      return new DockerDaemonDestination(input, loc.ref);
-    }
-    default:
-      return unsupported(loc, input);
-  }
+  const transport = transportOf(loc);
+  if (!transport.openDestination) return unsupported(loc, input);
+  return transport.openDestination(loc, input, options);
+}
+
+/** The tags of a registry repository or a layout (`kiln tags`). */
+export async function openTags(input: string, options: OpenOptions = {}): Promise<string[]> {
+  const loc = parseLocation(input);
+  const transport = transportOf(loc);
+  if (!transport.listTags) throw cannot(loc, input, 'list tags', (c) => c.tags);
+  return transport.listTags(loc, input, options);
+}
+
+/** Where the referrers of the images `input` names are kept (a registry repository or a layout). */
+export async function openReferrers(input: string, options: OpenOptions = {}): Promise<ReferrerStore> {
+  const loc = parseLocation(input);
+  const transport = transportOf(loc);
+  if (!transport.openReferrers) throw cannot(loc, input, 'keep referrers', (c) => c.referrers);
+  return transport.openReferrers(loc, input, options);
 }

@@ -1,0 +1,201 @@
+/**
+ * kiln's transports as a table: each with its prefix, what it can do (read, write, hold an index,
+ * list tags, keep referrers) and how it opens a source, a destination, its tags and its referrers.
+ * Code above asks the table, never the transport's kind: a new transport is one entry here.
+ */
+import { type KilnContext, useContext } from '../context.js';
+import { KilnError } from '../errors.js';
+import { formatReference } from '../oci/reference.js';
+import type { AttachResult, ReferrerArtifact } from '../oci/referrers.js';
+import type { Descriptor } from '../oci/types.js';
+import type { RegistryOptions } from '../registry/registry.js';
+import { OciDirDestination, OciDirSource } from './oci-dir.js';
+import type { ImageLocation } from './parse.js';
+import type { ImageDestination, ImageSource } from './types.js';
+
+export interface OpenOptions {
+  /**
+   * What the source or destination works with: registry settings and connections, the abort signal.
+   * Without one, a registry source or destination makes a context of its own, closed when it is
+   * closed (a source) or committed or aborted (a destination).
+   */
+  context?: KilnContext;
+  /** Registry settings on top of the context's (the credentials for this side of a copy, say). */
+  registry?: RegistryOptions;
+  /** Aborts this one's requests; the context's signal does too. */
+  signal?: AbortSignal;
+}
+
+/** Where referrers of images are kept: a registry repository, or a layout. */
+export interface ReferrerStore {
+  /** Stores an artifact whose manifest names `subject`, and records it under the subject. Idempotent. */
+  attach(artifact: ReferrerArtifact, subject: Descriptor): Promise<AttachResult>;
+  /** The referrers of `digest`, of one artifactType when given. */
+  list(digest: string, artifactType?: string): Promise<Descriptor[]>;
+  close(): Promise<void>;
+}
+
+export interface Capabilities {
+  read: boolean;
+  write: boolean;
+  /** Holds an index (every platform), not only one image. */
+  index: boolean;
+  tags: boolean;
+  referrers: boolean;
+}
+
+type Kind = ImageLocation['transport'];
+type Loc<K extends Kind> = Extract<ImageLocation, { transport: K }>;
+
+export interface Transport<K extends Kind = Kind> {
+  kind: K;
+  /** How users write it: `oci:DIR[:TAG]`. */
+  syntax: string;
+  capabilities: Capabilities;
+  openSource?(loc: Loc<K>, input: string, options: OpenOptions): Promise<ImageSource>;
+  openDestination?(loc: Loc<K>, input: string, options: OpenOptions): Promise<ImageDestination>;
+  listTags?(loc: Loc<K>, input: string, options: OpenOptions): Promise<string[]>;
+  openReferrers?(loc: Loc<K>, input: string, options: OpenOptions): Promise<ReferrerStore>;
+}
+
+/** The context to open a registry with, and how to let go of it: one made here goes with the opened thing. */
+function registryContext(options: OpenOptions): {
+  ctx: KilnContext;
+  release: () => void;
+  signal: AbortSignal;
+} {
+  const { ctx, release } = useContext(options.context);
+  return { ctx, release, signal: ctx.signalWith(options.signal) };
+}
+
+// Archives (and tar-stream with them), the registry client and the engine load only when named: start-up time.
+const registry: Transport<'registry'> = {
+  kind: 'registry',
+  syntax: 'REGISTRY/REPO[:TAG][@DIGEST]',
+  capabilities: { read: true, write: true, index: true, tags: true, referrers: true },
+  async openSource(loc, input, options) {
+    const { RegistrySource } = await import('./registry.js');
+    const { ctx, release, signal } = registryContext(options);
+    const repo = await ctx.repository(loc.ref, options.registry);
+    return new RegistrySource(input, loc.ref, repo, signal, release);
+  },
+  async openDestination(loc, input, options) {
+    const { RegistryDestination } = await import('./registry.js');
+    const { ctx, release, signal } = registryContext(options);
+    const repo = await ctx.repository(loc.ref, options.registry);
+    // Learn the scheme and auth while the caller prepares what it will push; a failure here is
+    // forgotten and met again, with its message, on first use.
+    repo.registry.ping(signal).catch(() => {});
+    return new RegistryDestination(input, loc.ref, repo, signal, release);
+  },
+  async listTags(loc, input, options) {
+    const last = input.slice(input.lastIndexOf('/') + 1);
+    if (last.includes(':') || last.includes('@'))
+      throw new KilnError('E_USAGE', `kiln tags takes a repository without tag or digest, got ${input}`, {
+        hint: `kiln tags ${loc.ref.registry}/${loc.ref.repository}`,
+      });
+    const { ctx, release, signal } = registryContext(options);
+    try {
+      return await (await ctx.repository(loc.ref, options.registry)).listTags(signal);
+    } finally {
+      release();
+    }
+  },
+  async openReferrers(loc, _input, options) {
+    const { attachInRegistry } = await import('../registry/referrers.js');
+    const { ctx, release, signal } = registryContext(options);
+    const repo = await ctx.repository(loc.ref, options.registry);
+    return {
+      attach: (artifact, subject) => attachInRegistry(repo, artifact, subject, signal),
+      list: (digest, artifactType) => repo.referrers(digest, artifactType, signal),
+      close: async () => release(),
+    };
+  },
+};
+
+const oci: Transport<'oci'> = {
+  kind: 'oci',
+  syntax: 'oci:DIR[:TAG]',
+  capabilities: { read: true, write: true, index: true, tags: true, referrers: true },
+  openSource: (loc, input) => OciDirSource.open(input, loc.path, loc.tag),
+  openDestination: (loc, input) => OciDirDestination.open(input, loc.path, loc.tag),
+  async listTags(loc) {
+    const { OciLayout } = await import('../store/layout.js');
+    return (await OciLayout.open(loc.path)).tags();
+  },
+  async openReferrers(loc) {
+    const { OciLayout } = await import('../store/layout.js');
+    const { attachInLayout, layoutReferrers } = await import('../store/referrers.js');
+    const layout = await OciLayout.open(loc.path);
+    return {
+      attach: (artifact, subject) => attachInLayout(layout, artifact, subject),
+      list: (digest, artifactType) => layoutReferrers(layout, digest, artifactType),
+      close: async () => {},
+    };
+  },
+};
+
+const ociArchive: Transport<'oci-archive'> = {
+  kind: 'oci-archive',
+  syntax: 'oci-archive:FILE[:TAG]',
+  capabilities: { read: true, write: true, index: true, tags: false, referrers: false },
+  openSource: async (loc, input) =>
+    (await import('./archive.js')).OciArchiveSource.open(input, loc.path, loc.tag),
+  openDestination: async (loc, input) =>
+    new (await import('./archive.js')).ArchiveDestination(input, loc.path, 'oci', loc.tag),
+};
+
+const dockerArchive: Transport<'docker-archive'> = {
+  kind: 'docker-archive',
+  syntax: 'docker-archive:FILE[:NAME:TAG]',
+  capabilities: { read: true, write: true, index: true, tags: false, referrers: false },
+  openSource: async (loc, input) =>
+    (await import('./archive.js')).DockerArchiveSource.open(input, loc.path, loc.ref),
+  openDestination: async (loc, input) =>
+    new (await import('./archive.js')).ArchiveDestination(input, loc.path, 'docker', undefined, loc.ref),
+};
+
+const dockerDaemon: Transport<'docker-daemon'> = {
+  kind: 'docker-daemon',
+  syntax: 'docker-daemon:NAME:TAG',
+  capabilities: { read: false, write: true, index: false, tags: false, referrers: false },
+  async openDestination(loc, input, options) {
+    const { DockerDaemonDestination } = await import('./docker-daemon.js');
+    const signal = options.context ? options.context.signalWith(options.signal) : options.signal;
+    return new DockerDaemonDestination(input, loc.ref, signal ? { signal } : {});
+  },
+};
+
+/** Every transport kiln has, by kind. */
+export const TRANSPORT_TABLE: { readonly [K in Kind]: Transport<K> } = {
+  registry,
+  oci,
+  'oci-archive': ociArchive,
+  'docker-archive': dockerArchive,
+  'docker-daemon': dockerDaemon,
+};
+
+/** The table's entry for a parsed location. */
+export function transportOf<K extends Kind>(loc: Loc<K>): Transport<K> {
+  return TRANSPORT_TABLE[loc.transport] as unknown as Transport<K>;
+}
+
+/** The error for an operation a transport can't do, naming the transports that can. */
+export function cannot(
+  loc: ImageLocation,
+  input: string,
+  what: string,
+  can: (c: Capabilities) => boolean,
+): KilnError {
+  const where =
+    loc.transport === 'registry'
+      ? `registry reference ${formatReference(loc.ref)}`
+      : `${loc.transport}: transport`;
+  const able = Object.values(TRANSPORT_TABLE)
+    .filter((t) => can(t.capabilities))
+    .map((t) => t.syntax)
+    .join(', ');
+  return new KilnError('E_UNSUPPORTED', `${where} can't ${what} (${input})`, {
+    hint: `these can: ${able}`,
+  });
+}
