@@ -15,6 +15,7 @@
  * close it when the call is done. Two contexts share nothing: operations with different credentials
  * run side by side in one process.
  */
+import { setMaxListeners } from 'node:events';
 import { KilnError } from './errors.js';
 import type { RegistryPool } from './registry/pool.js';
 import type { Registry, RegistryOptions } from './registry/registry.js';
@@ -51,13 +52,13 @@ export class Interrupted extends KilnError {
   }
 }
 
-const NEVER = new AbortController().signal;
-
 export class KilnContext {
   /** The registry settings every registry of this context is reached with (an operation may override some). */
   readonly registryOptions: RegistryOptions;
   readonly signal: AbortSignal;
   readonly env: NodeJS.ProcessEnv;
+  /** True when no signal was given: this context's own never aborts. */
+  private readonly quiet: boolean;
   private readonly sink: ((event: KilnEvent) => void) | undefined;
   private readonly storeOption: OciLayout | string | undefined;
   private opened: Promise<OciLayout> | undefined;
@@ -71,7 +72,8 @@ export class KilnContext {
     registry.env ??= options.env;
     if (!registry.debug && this.sink) registry.debug = (message) => this.emit({ type: 'debug', message });
     this.registryOptions = registry;
-    this.signal = options.signal ?? NEVER;
+    this.quiet = options.signal === undefined;
+    this.signal = options.signal ?? unlimited(new AbortController().signal);
     this.storeOption = options.store;
   }
 
@@ -126,8 +128,8 @@ export class KilnContext {
   /** This context's signal, and `signal` too when given: either aborts. */
   signalWith(signal?: AbortSignal): AbortSignal {
     if (!signal || signal === this.signal) return this.signal;
-    if (this.signal === NEVER) return signal;
-    return AbortSignal.any([this.signal, signal]);
+    if (this.quiet) return signal;
+    return unlimited(AbortSignal.any([this.signal, signal]));
   }
 
   /** `make()` once per key for the life of this context. */
@@ -149,6 +151,15 @@ export class KilnContext {
     }
     return this.pool;
   }
+}
+
+/**
+ * Every request, wait and runner of an operation listens on its signal while it is in flight: a
+ * signal kiln makes may have any number of listeners (no MaxListenersExceededWarning).
+ */
+function unlimited(signal: AbortSignal): AbortSignal {
+  setMaxListeners(0, signal);
+  return signal;
 }
 
 /** A context with these options (see KilnContext). Close it when done with it. */

@@ -2,6 +2,7 @@
  * The CLI's side of KilnContext: one context per run, built from the global flags before the
  * command's action and passed to every operation; SIGINT and SIGTERM turned into its abort signal.
  */
+import { setMaxListeners } from 'node:events';
 import type { Command } from 'commander';
 import type { KilnContext } from '../context.js';
 import { registryOptions } from './common.js';
@@ -50,6 +51,8 @@ export class CliRun {
   /** Builds the context from `action`'s global flags (the preAction hook), and listens for signals. */
   async start(program: Command, action: Command): Promise<void> {
     const { createContext } = await import('../context.js');
+    // Every request in flight listens on it: any number may (no MaxListenersExceededWarning).
+    setMaxListeners(0, this.controller.signal);
     this.context = createContext({ registry: registryOptions(action), signal: this.controller.signal });
     program.setOptionValue(CONTEXT_KEY, this.context);
     // `kiln run` may run the module on this thread (node:wasi in the single executable): a handler
