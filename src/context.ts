@@ -83,7 +83,10 @@ export class KilnContext {
    */
   async registry(host: string, overrides?: RegistryOptions): Promise<Registry> {
     const pool = await this.connections();
-    return pool.registry(host, overrides ? { ...this.registryOptions, ...overrides } : this.registryOptions);
+    if (!overrides) return pool.registry(host, this.registryOptions);
+    // Only what the override sets: `{ creds: undefined }` keeps the context's credentials.
+    const set = Object.entries(overrides).filter(([, v]) => v !== undefined);
+    return pool.registry(host, { ...this.registryOptions, ...Object.fromEntries(set) });
   }
 
   /** A repository (`registry` host and `repository` name, as in a parsed reference) on this context's pool. */
