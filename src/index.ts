@@ -10,6 +10,14 @@ export {
   type BuiltSbom,
   build,
 } from './build/build.js';
+export {
+  buildWorkspace,
+  findProjects,
+  type ProjectEvent,
+  type ProjectResult,
+  type WorkspaceOptions,
+  type WorkspaceResult,
+} from './build/workspace.js';
 /**
  * The context every operation runs with (`{ context }` in its options): registry settings and
  * credentials, the connection pool, kiln's store, an abort signal and an event sink. Make one with

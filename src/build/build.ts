@@ -105,6 +105,10 @@ async function buildIn(options: InContext): Promise<BuildResult> {
     store: await options.context.store(),
   });
   const p = project.project;
+  if (p.workspace)
+    throw new KilnError('E_USAGE', `${project.file} is a workspace: it lists projects to build`, {
+      hint: 'build them with `kiln build DIR` (buildWorkspace in the library), or one with `kiln build DIR/PROJECT`',
+    });
   const to = options.to?.length ? options.to : (p.to ?? []);
   if (to.length === 0)
     throw new KilnError('E_USAGE', 'kiln build needs a destination', {

@@ -166,6 +166,10 @@ async function compileIn(context: KilnContext, options: CompileOptions): Promise
     store,
   });
   const p = project.project;
+  if (p.workspace)
+    throw new KilnError('E_USAGE', `${project.file} is a workspace: it lists projects to build`, {
+      hint: 'compile one of them: `kiln compile DIR/PROJECT`; `kiln build DIR` builds them all',
+    });
   const emit = context.events(options.onEvent) ?? (() => {});
   const target = resolveTarget(options.target ?? WASM_TARGET);
 

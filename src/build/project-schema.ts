@@ -207,11 +207,31 @@ const rootShape = {
     .boolean()
     .optional()
     .describe('Attach an SPDX SBOM to every image built, as an OCI referrer (default: true)'),
+  workspace: z
+    .array(nonEmpty('a project directory'))
+    .min(1, { error: 'list at least one project directory' })
+    .optional()
+    .describe(
+      "Makes this a workspace: its projects' directories, relative to this file (DIR/... for every project under DIR); `kiln build` builds each with its own kiln.yaml",
+    ),
 };
 
 /** The whole of kiln.yaml. Strict: unknown keys are errors, at every level. */
 export const projectSchema = z
   .strictObject(rootShape)
+  .superRefine((project, ctx) => {
+    if (!project.workspace) return;
+    // A workspace's file lists projects; what to build is in each project's own kiln.yaml.
+    for (const [key, value] of Object.entries(project)) {
+      if (key === 'workspace' || value === undefined || (Array.isArray(value) && value.length === 0))
+        continue;
+      ctx.addIssue({
+        code: 'custom',
+        path: [key],
+        message: "a workspace's kiln.yaml holds only `workspace:`; move this to each project's kiln.yaml",
+      });
+    }
+  })
   .describe('A kiln project: how to compile the source to WebAssembly and pack it into an OCI image');
 
 /** A parsed kiln.yaml: `to` and `cache.from` always lists, platforms parsed, artifact relative to /out. */
@@ -254,6 +274,7 @@ const ALIASES: Record<string, string> = {
 // ---------------------------------------------------------------------------------------------
 // Parsing
 
+/** A kiln.yaml read and checked: the project, the file it came from, its directory and source directory. */
 export interface LoadedProject {
   /** The project file (absolute), or undefined when there is none. */
   file: string | undefined;

@@ -1,5 +1,6 @@
 import { type Command, InvalidArgumentError, Option } from 'commander';
-import { collect, examples, globals } from '../common.js';
+import type { KilnContext } from '../../api/context.js';
+import { collect, examples, globals, jobs } from '../common.js';
 import { contextOf } from '../context.js';
 import { Output, plural } from '../output.js';
 import { compileOptions, toCompileOptions } from './compile.js';
@@ -45,10 +46,15 @@ export function register(program: Command): void {
       '--sign-key <key>',
       'sign what is written and attach signed SLSA provenance to each image: FILE, env://VAR or - (password: KILN_PASSWORD)',
     )
+    .option(
+      '--fail-fast',
+      'in a workspace (DIR/... or a kiln.yaml with workspace:), stop at the first project that fails; -j/--jobs N builds N projects at once (default: the number of CPUs)',
+    )
     .addHelpText(
       'after',
       examples([
         'kiln build --to localhost:5000/apps/hello:1',
+        'kiln build ./services/... --to oci:./out:{name} -j 4   # every project under services/',
         'kiln build ./app --to oci:./out:app --runner sandbox',
         'kiln build --platform linux/amd64,linux/arm64,wasip1/wasm --base localhost:5000/busybox:1 --to localhost:5000/apps/hello:2',
         'kiln build                                    # destinations from kiln.yaml',
@@ -56,17 +62,41 @@ export function register(program: Command): void {
     )
     .action(async (dir: string, opts, cmd: Command) => {
       const out = new Output(globals(cmd));
-      const { build } = await import('../../build/build.js');
+      const { build } = await import('../../api/build.js');
       // The key first: a wrong password fails before anything is compiled.
       const signKey = opts.signKey ? await (await import('../keys.js')).privateKey(opts.signKey) : undefined;
-      const { formatPlatform, parsePlatform } = await import('../../oci/platform.js');
+      const { formatPlatform, parsePlatform } = await import('../../api/oci.js');
       const platforms = ((opts.platform as string[] | undefined) ?? [])
         .flatMap((v) => v.split(','))
         .map((v) => v.trim())
         .filter((v) => v !== '')
         .map(parsePlatform);
+      const context = contextOf(cmd);
+      if (await isWorkspace(dir, opts.file, context)) {
+        const { buildWorkspaceCommand, checkWorkspaceFlags } = await import('../workspace.js');
+        checkWorkspaceFlags(opts);
+        const { dir: _d, onEvent: _e, ...compile } = toCompileOptions(dir, opts, out);
+        const explicitJobs = ['cli', 'env'].includes(cmd.getOptionValueSourceWithGlobals('jobs') ?? '');
+        return buildWorkspaceCommand(
+          {
+            ...compile,
+            dir,
+            context,
+            ...(explicitJobs ? { jobs: jobs(cmd) } : {}),
+            ...(opts.failFast ? { failFast: true } : {}),
+            ...(opts.to ? { to: opts.to as string[] } : {}),
+            ...(opts.format ? { format: opts.format } : {}),
+            ...(platforms.length ? { platforms } : {}),
+            ...(opts.base ? { base: opts.base as string } : {}),
+            ...(opts.wasiAlias ? { wasiAlias: true } : {}),
+            ...(opts.sbom !== undefined ? { sbom: opts.sbom !== false } : {}),
+            ...(signKey ? { signKey } : {}),
+          },
+          out,
+        );
+      }
       const result = await build({
-        context: contextOf(cmd),
+        context,
         ...toCompileOptions(dir, opts, out),
         ...(opts.to ? { to: opts.to as string[] } : {}),
         ...(opts.format ? { format: opts.format } : {}),
@@ -128,4 +158,16 @@ export function register(program: Command): void {
         out.data(`${image.destination}@${image.descriptor.digest}`);
       }
     });
+}
+
+/** `DIR/...`, or a directory whose kiln.yaml lists a workspace (read through the project memo). */
+async function isWorkspace(dir: string, file: string | undefined, context: KilnContext): Promise<boolean> {
+  if (dir === '...' || dir.endsWith('/...')) return true;
+  if (file !== undefined) return false;
+  const { loadProject } = await import('../../api/build.js');
+  const path = await import('node:path');
+  const loaded = await loadProject(path.resolve(dir), { store: await context.store() }).catch(
+    () => undefined,
+  );
+  return loaded?.project.workspace !== undefined;
 }
