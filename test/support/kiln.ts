@@ -10,7 +10,7 @@
  * kilnIndexCreate spell out the two commands most tests make images with.
  */
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -48,9 +48,39 @@ export function kilnHome(): string {
   return home;
 }
 
+const SRC = fileURLToPath(new URL('../../src', import.meta.url));
+
+/** The newest modification time of any file under `dir`, in ms. */
+export function newestMtime(dir: string): number {
+  let newest = 0;
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const p = join(dir, entry.name);
+    newest = Math.max(newest, entry.isDirectory() ? newestMtime(p) : statSync(p).mtimeMs);
+  }
+  return newest;
+}
+
+let checkedBuild = false;
+
+/**
+ * Refuses a missing or stale dist/: an integration test of an old bundle would pass or fail for the
+ * wrong reasons. Checked once per test file.
+ */
+export function checkBuilt(cli = KILN_CLI, src = SRC): void {
+  if (checkedBuild && cli === KILN_CLI) return;
+  if (!existsSync(cli)) throw new Error(`${cli} not found: run 'npm run build' first`);
+  const built = statSync(cli).mtimeMs;
+  const changed = newestMtime(src);
+  if (changed > built)
+    throw new Error(
+      `${cli} is older than src/ (changed ${new Date(changed).toISOString()}): run 'npm run build' first`,
+    );
+  if (cli === KILN_CLI) checkedBuild = true;
+}
+
 /** Runs the kiln CLI; never rejects on a non-zero exit (only if node itself cannot be started). */
 export async function kiln(args: string[], opts: KilnOptions = {}): Promise<KilnResult> {
-  if (!existsSync(KILN_CLI)) throw new Error(`${KILN_CLI} not found: run 'npm run build' first`);
+  checkBuilt();
   const env: NodeJS.ProcessEnv = { ...process.env, NO_COLOR: '1', KILN_HOME: kilnHome(), ...opts.env };
   const r = await run(process.execPath, [KILN_CLI, ...args], {
     env,
