@@ -5,6 +5,7 @@ import { register as registerAppend } from './commands/append.js';
 import { register as registerAttest } from './commands/attest.js';
 import { register as registerBuild } from './commands/build.js';
 import { register as registerCompile } from './commands/compile.js';
+import { register as registerComponentize } from './commands/componentize.js';
 import { register as registerCopy } from './commands/copy.js';
 import { register as registerDiff } from './commands/diff.js';
 import { register as registerExport } from './commands/export.js';
@@ -56,6 +57,7 @@ export function buildProgram(run: CliRun = new CliRun()): Command {
   registerCompile(program);
   registerBuild(program);
   registerPackage(program);
+  registerComponentize(program);
   registerInspect(program);
   registerRun(program);
   registerCopy(program);

@@ -24,6 +24,7 @@ export function register(program: Command): void {
     .option('--env <k=v>', 'environment variable in the config (repeatable)', collect)
     .option('--created <rfc3339>', 'creation time (default: SOURCE_DATE_EPOCH, else the epoch)')
     .option('--runtime-config <file>', 'Istio runtime config JSON (istio, istio-oci)')
+    .option('--component', 'make a preview 1 module a component first (wasip2), as kiln componentize does')
     .addHelpText(
       'after',
       examples([
@@ -35,21 +36,26 @@ export function register(program: Command): void {
     )
     .action(async (file: string, opts, cmd: Command) => {
       const out = new Output(globals(cmd));
-      const kiln = { ...(await import('../../operations.js')), ...(await import('../../oci/platform.js')) };
+      const kiln = { ...(await import('../../api/wasm.js')), ...(await import('../../api/oci.js')) };
       keyValues(opts.env, '--env'); // checked here; the config keeps the K=V list as given
-      const result = await kiln.pack({
-        context: contextOf(cmd),
-        file,
-        to: opts.to,
-        format: opts.format,
-        name: opts.name,
-        platform: opts.platform ? kiln.parsePlatform(opts.platform) : undefined,
-        annotations: keyValues(opts.annotation, '--annotation'),
-        labels: keyValues(opts.label, '--label'),
-        env: opts.env,
-        created: opts.created,
-        runtimeConfig: opts.runtimeConfig,
-      });
+      const made = opts.component
+        ? await (await import('../../component/file.js')).componentizeToTemp(file)
+        : undefined;
+      const result = await kiln
+        .pack({
+          context: contextOf(cmd),
+          file: made?.file ?? file,
+          to: opts.to,
+          format: opts.format,
+          name: opts.name,
+          platform: opts.platform ? kiln.parsePlatform(opts.platform) : undefined,
+          annotations: keyValues(opts.annotation, '--annotation'),
+          labels: keyValues(opts.label, '--label'),
+          env: opts.env,
+          created: opts.created,
+          runtimeConfig: opts.runtimeConfig,
+        })
+        .finally(() => made?.cleanup());
       if (out.flags.json) return out.json({ ...result });
       out.info(
         `packaged ${file} (${result.wasm.kind}, ${kiln.formatPlatform(result.platform)}) as ${result.format} to ${result.destination}`,

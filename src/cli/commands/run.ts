@@ -1,29 +1,40 @@
 import type { Command } from 'commander';
+import { KilnError } from '../../errors.js';
 import { collect, examples } from '../common.js';
 import { contextOf } from '../context.js';
 
 export function register(program: Command): void {
   program
     .command('run')
-    .description('run a WebAssembly image or .wasm file with WASI (preview 1)')
+    .description(
+      'run a WebAssembly image or .wasm file (a WASI preview 1 command or a component) in a sandbox',
+    )
     .argument(
       '<image>',
       'an image (REGISTRY/REPO:TAG, oci:..., oci-archive:..., docker-archive:...) or a .wasm file',
     )
     .argument('[args...]', 'arguments for the module (after --)')
-    .option('--dir <host[:guest]>', 'give the module a host directory (repeatable)', collect)
+    .option(
+      '--dir <host[:guest[:ro]]>',
+      'give the module a host directory, :ro read-only (repeatable)',
+      collect,
+    )
     .option('--env <k=v>', 'environment variable (repeatable)', collect)
     .option('--platform <os/arch>', 'choose this platform from an index (default: the wasm one)')
+    .option('--max-memory <MiB>', "limit the guest's memory (each wasm memory, and the host's heap)")
+    .option('--timeout <seconds>', 'stop the guest after this long (E_TIMEOUT)')
+    .option('--allow-net', 'let the guest use the network (not available yet: refused)')
     .addHelpText(
       'after',
       examples([
         'kiln run oci:./out:hello -- a b',
         'kiln run hello.wasm --env GREETING=hi -- world',
         'kiln run oci:./out:hello --dir ./data:/data -- /data/input.txt',
+        'kiln run oci:./out:app --dir ./in:/in:ro --max-memory 256 --timeout 30',
       ]),
     )
     .action(async (image: string, args: string[], opts, cmd: Command) => {
-      const kiln = { ...(await import('../../run/run.js')), ...(await import('../../oci/platform.js')) };
+      const kiln = { ...(await import('../../api/run.js')), ...(await import('../../api/oci.js')) };
       const platform = opts.platform ? kiln.parsePlatform(opts.platform) : undefined;
       process.exitCode = await kiln.runWasm(image, {
         args,
@@ -31,6 +42,16 @@ export function register(program: Command): void {
         dirs: opts.dir,
         platform,
         context: contextOf(cmd),
+        maxMemoryMiB: opts.maxMemory === undefined ? undefined : positive(opts.maxMemory, '--max-memory'),
+        timeoutMs: opts.timeout === undefined ? undefined : positive(opts.timeout, '--timeout') * 1000,
+        allowNet: opts.allowNet,
       });
     });
+}
+
+function positive(value: string, flag: string): number {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n <= 0)
+    throw new KilnError('E_USAGE', `${flag} takes a positive number, got '${value}'`);
+  return n;
 }
