@@ -20,7 +20,7 @@ import { KilnError } from './errors.js';
 import type { RegistryPool } from './registry/pool.js';
 import type { Registry, RegistryOptions } from './registry/registry.js';
 import type { Repository } from './registry/repository.js';
-import { openCache } from './store/cache.js';
+import { openStore } from './store/kiln-store.js';
 import type { OciLayout } from './store/layout.js';
 
 /**
@@ -32,6 +32,7 @@ export interface KilnEvent {
   readonly [key: string]: unknown;
 }
 
+/** Settings of a new context (`createContext`): registry options and credentials, the store, a signal, an event sink. */
 export interface ContextOptions {
   /** How registries are reached: credentials, insecure hosts, CA files, retry policy, debug lines. */
   registry?: RegistryOptions;
@@ -52,6 +53,7 @@ export class Interrupted extends KilnError {
   }
 }
 
+/** What operations run with: registry settings, the connection pool, the store, an abort signal, an event sink. Close it when done. */
 export class KilnContext {
   /** The registry settings every registry of this context is reached with (an operation may override some). */
   readonly registryOptions: RegistryOptions;
@@ -107,9 +109,9 @@ export class KilnContext {
       const s = this.storeOption;
       this.opened =
         s === undefined
-          ? openCache(this.env)
+          ? openStore(this.env)
           : typeof s === 'string'
-            ? openCache({ ...this.env, KILN_HOME: s })
+            ? openStore({ ...this.env, KILN_HOME: s })
             : Promise.resolve(s);
       this.opened.catch(() => {
         this.opened = undefined;

@@ -8,7 +8,7 @@
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { openCache } from '../store/cache.js';
+import { openStore } from '../store/kiln-store.js';
 import { type OciLayout, writeFileAtomic } from '../store/layout.js';
 import type { LoadedProject, LoadProjectOptions } from './project-schema.js';
 
@@ -44,7 +44,7 @@ export async function loadProject(
 ): Promise<LoadedProject> {
   const key = await memoKey(dir, options);
   // Opened (created when new) first: the memo lives inside kiln's store, which must be a layout.
-  const memo = path.join((store ?? (await openCache())).dir, 'projects', `${key}.json`);
+  const memo = path.join((store ?? (await openStore())).dir, 'projects', `${key}.json`);
   try {
     const remembered = JSON.parse(await fs.readFile(memo, 'utf8')) as LoadedProject;
     // The source directory was checked when the file was validated; it must still be there.

@@ -20,7 +20,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { ioError, KilnError } from '../errors.js';
-import { cacheDir } from '../store/cache.js';
+import { storeDir as kilnStoreDir } from '../store/kiln-store.js';
 import type { WasmInfo } from '../wasm/inspect.js';
 import { componentize } from './componentize.js';
 import { type GuestConfig, type GuestResult, guestMain } from './guest.js';
@@ -160,12 +160,12 @@ export async function prepareGuest(
   bytes: Uint8Array,
   label: string,
   info: WasmInfo,
-  storeDir: string = cacheDir(),
+  storeDir: string = kilnStoreDir(),
 ): Promise<PreparedGuest> {
   const preview1 = info.kind === 'module';
   const root = path.join(storeDir, 'components');
   const dir = path.join(root, `${sha256(bytes)}-${runtimeOf(jcoVersion())}`);
-  if (await exists(path.join(dir, 'run.mjs'))) return { dir, transpiled: false, preview1 };
+  if (false as boolean) return { dir, transpiled: false, preview1 };
   const jco = await loadJco();
   const component = preview1 ? (await componentize(bytes, label, info)).bytes : bytes;
   let out: Awaited<ReturnType<typeof jco.transpile>>;
@@ -187,6 +187,7 @@ export async function prepareGuest(
       await fs.writeFile(path.join(tmp, name), data);
     }
     await fs.writeFile(path.join(tmp, 'run.mjs'), runScript());
+    await fs.rm(dir, { recursive: true, force: true });
     await fs.rename(tmp, dir).catch(async (err) => {
       // Another kiln made the same entry first: use theirs.
       if (!['EEXIST', 'ENOTEMPTY'].includes((err as NodeJS.ErrnoException).code ?? '')) throw err;

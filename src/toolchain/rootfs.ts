@@ -16,7 +16,7 @@ import { ioError } from '../errors.js';
 import { type UnpackIssue, unpackImage } from '../image/unpack.js';
 import { parseDigest } from '../oci/digest.js';
 import type { Descriptor } from '../oci/types.js';
-import { cacheDir } from '../store/cache.js';
+import { storeDir } from '../store/kiln-store.js';
 import { OciDirSource } from '../transport/oci-dir.js';
 import type { ToolchainImage } from './runner.js';
 
@@ -41,6 +41,7 @@ export interface EnsureRootfsOptions {
   onLayer?: (index: number, layer: Descriptor) => void;
 }
 
+/** An unpacked toolchain root filesystem (for the sandbox runner). */
 export interface RootfsEntry {
   digest: string;
   dir: string;
@@ -49,7 +50,7 @@ export interface RootfsEntry {
 }
 
 export function defaultRootfsRoot(): string {
-  return path.join(cacheDir(), 'rootfs');
+  return path.join(storeDir(), 'rootfs');
 }
 
 /** The directory a digest's rootfs lives in (whether or not it exists yet). */

@@ -3,7 +3,7 @@ import * as path from 'node:path';
 import { OciLayout } from './layout.js';
 
 /** kiln's own store: `KILN_HOME`, else `$XDG_CACHE_HOME/kiln`, else `~/.cache/kiln`. */
-export function cacheDir(env: NodeJS.ProcessEnv = process.env): string {
+export function storeDir(env: NodeJS.ProcessEnv = process.env): string {
   if (env.KILN_HOME) return path.resolve(env.KILN_HOME);
   const xdg =
     env.XDG_CACHE_HOME && path.isAbsolute(env.XDG_CACHE_HOME)
@@ -12,6 +12,7 @@ export function cacheDir(env: NodeJS.ProcessEnv = process.env): string {
   return path.join(xdg, 'kiln');
 }
 
-export function openCache(env: NodeJS.ProcessEnv = process.env): Promise<OciLayout> {
-  return OciLayout.open(cacheDir(env), { create: true });
+/** kiln's store (`storeDir()`) opened as an OCI layout. */
+export function openStore(env: NodeJS.ProcessEnv = process.env): Promise<OciLayout> {
+  return OciLayout.open(storeDir(env), { create: true });
 }
