@@ -3,7 +3,7 @@ import { createReadStream } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
-import { type KilnContext, useContext } from '../context.js';
+import { useContext } from '../context.js';
 import { ioError, KilnError } from '../errors.js';
 import {
   type CollectOptions,
@@ -17,7 +17,7 @@ import { BLOCK } from '../layer/tar-header.js';
 import { isGzip } from '../layer/tar-reader.js';
 import { writeLayer } from '../layer/write-layer.js';
 import { type Digest, newHash } from '../oci/digest.js';
-import { createdFamily, inFamily, type ManifestFormat } from '../oci/media-type-policy.js';
+import { createdFamily, inFamily } from '../oci/media-type-policy.js';
 import { MediaType } from '../oci/media-types.js';
 import { hostPlatform, type Platform } from '../oci/platform.js';
 import type { Descriptor } from '../oci/types.js';
@@ -29,6 +29,7 @@ import {
   type ComposeResult,
   checkPlatform,
   configPlatform,
+  type DeriveOptions,
   defaultCreated,
   type LoadedImage,
   loadImage,
@@ -46,7 +47,8 @@ export interface AppendLayer {
   dest?: string;
 }
 
-export interface AppendOptions {
+/** Options of `appendLayers`: the base image, the layers to add, the destination. */
+export interface AppendOptions extends DeriveOptions {
   /** Any source transport, or `scratch` for an empty image. */
   base: string;
   layers: AppendLayer[];
@@ -61,13 +63,9 @@ export interface AppendOptions {
    * left out.
    */
   devices?: LayerDevicePolicy;
-  /** The manifest's media-type family: OCI unless `docker` (Docker v2 schema 2) is asked for. */
-  format?: ManifestFormat;
-  store?: OciLayout;
-  /** Registry settings and connections, the store, the abort signal; default: a context for this call. */
-  context?: KilnContext;
 }
 
+/** One layer `appendLayers` added: its descriptor and diff_id. */
 export interface AppendedLayer {
   source: string;
   descriptor: Descriptor;
@@ -76,6 +74,7 @@ export interface AppendedLayer {
   skipped: SkippedEntry[];
 }
 
+/** What `appendLayers` wrote: the new image and its layers. */
 export interface AppendResult extends ComposeResult {
   platform: Platform;
   layers: AppendedLayer[];

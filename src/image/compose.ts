@@ -6,6 +6,7 @@
 import type { KilnContext } from '../context.js';
 import { KilnError } from '../errors.js';
 import { defaultMtime } from '../layer/tar-writer.js';
+import type { ManifestFormat } from '../oci/media-type-policy.js';
 import { isManifestType, MediaType } from '../oci/media-types.js';
 import { formatPlatform, normalizePlatform, type Platform, platformMatches } from '../oci/platform.js';
 import { isUnknownPlatform } from '../oci/select.js';
@@ -23,6 +24,16 @@ import { OciDirSource } from '../transport/oci-dir.js';
 import { openDestination } from '../transport/open.js';
 import type { BlobOrigin, ImageSource } from '../transport/types.js';
 import { readSmallBlob } from './resolve.js';
+
+/** What every command that writes an image it derives from others takes (append, mutate, merge, ...). */
+export interface DeriveOptions {
+  /** The manifests' media-type family: OCI unless `docker` (Docker v2 schema 2) is asked for. */
+  format?: ManifestFormat;
+  /** Where new blobs go; default the context's store. */
+  store?: OciLayout;
+  /** Registry settings and connections, the store, the abort signal; default: a context for this call. */
+  context?: KilnContext;
+}
 
 /** What append, mutate and index create return, like `pack`. */
 export interface ComposeResult {

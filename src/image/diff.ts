@@ -15,14 +15,13 @@ import * as path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import * as tar from 'tar-stream';
-import { type KilnContext, useContext } from '../context.js';
+import { useContext } from '../context.js';
 import { ioError, KilnError } from '../errors.js';
 import { compareBytes } from '../layer/entries.js';
 import { parallelGzip } from '../layer/gzip.js';
 import { type ExpansionLimits, expansionLimits, layerStream } from '../layer/tar-reader.js';
 import { defaultMtime } from '../layer/tar-writer.js';
 import { type Digest, newHash } from '../oci/digest.js';
-import type { ManifestFormat } from '../oci/media-type-policy.js';
 import { MediaType } from '../oci/media-types.js';
 import type { Platform } from '../oci/platform.js';
 import type { Descriptor } from '../oci/types.js';
@@ -36,6 +35,7 @@ import {
   type ComposeResult,
   checkPlatform,
   configPlatform,
+  type DeriveOptions,
   defaultCreated,
   type LoadedImage,
   loadImage,
@@ -217,6 +217,7 @@ export type PlanItem =
   | { kind: 'whiteout'; path: string; target: string }
   | { kind: 'opaque'; path: string; dir: string };
 
+/** How many paths an image diff found added, removed and changed. */
 export interface DiffCounts {
   /** Paths UPPER has and LOWER has not. */
   added: number;
@@ -517,7 +518,8 @@ export async function writeTreeDiff(options: TreeDiffOptions, sink: LayerSink): 
 // ---------------------------------------------------------------------------------------------------
 // kiln diff
 
-export interface DiffOptions {
+/** Options of `diffImages`: the two images and what to compare. */
+export interface DiffOptions extends DeriveOptions {
   /** Any source transport. */
   lower: string;
   upper: string;
@@ -529,21 +531,18 @@ export interface DiffOptions {
   platform?: Platform;
   /** RFC 3339 time of the history entries; default SOURCE_DATE_EPOCH, else the epoch. */
   created?: string;
-  /** With `to`: the manifest's media-type family: OCI unless `docker` (Docker v2 schema 2) is asked for. */
-  format?: ManifestFormat;
-  store?: OciLayout;
-  /** Registry settings and connections, the store, the abort signal; default: a context for this call. */
-  context?: KilnContext;
   /** Gzip bomb limits; default from the environment. */
   limits?: Partial<ExpansionLimits>;
   onLayer?: FlattenOptions['onLayer'];
 }
 
+/** A layer in a diff: its descriptor and diff_id. */
 export interface DiffLayer {
   descriptor: Descriptor;
   diffId: Digest;
 }
 
+/** What `diffImages` found between the lower and the upper image. */
 export interface DiffResult {
   lower: string;
   upper: string;

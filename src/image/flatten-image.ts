@@ -3,14 +3,12 @@
  * deterministic (the diff of the image over nothing, see diff.ts). The config is kept, with one
  * diff_id and one history entry. An index is flattened image by image into a new index.
  */
-import { type KilnContext, useContext } from '../context.js';
+import { useContext } from '../context.js';
 import { KilnError } from '../errors.js';
 import type { ExpansionLimits } from '../layer/tar-reader.js';
-import type { ManifestFormat } from '../oci/media-type-policy.js';
 import { MediaType } from '../oci/media-types.js';
 import type { Platform } from '../oci/platform.js';
 import type { Descriptor, ImageIndex } from '../oci/types.js';
-import type { OciLayout } from '../store/layout.js';
 import { openSource } from '../transport/open.js';
 import { parseLocation } from '../transport/parse.js';
 import type { ImageSource } from '../transport/types.js';
@@ -19,6 +17,7 @@ import {
   type ComposeResult,
   checkPlatform,
   configPlatform,
+  type DeriveOptions,
   defaultCreated,
   type LoadedImage,
   loadImage,
@@ -31,7 +30,8 @@ import { type DiffLayer, writeTreeDiff } from './diff.js';
 import type { FlatIssue, FlattenOptions } from './flatten.js';
 import { Image } from './image.js';
 
-export interface FlattenImageOptions {
+/** Options of `flattenImage`: the image (or index), the destination. */
+export interface FlattenImageOptions extends DeriveOptions {
   /** Any source transport. */
   source: string;
   to: string;
@@ -39,16 +39,12 @@ export interface FlattenImageOptions {
   platform?: Platform;
   /** RFC 3339 time of the history entry; default SOURCE_DATE_EPOCH, else the epoch. */
   created?: string;
-  /** The manifest's media-type family: OCI unless `docker` (Docker v2 schema 2) is asked for. */
-  format?: ManifestFormat;
-  store?: OciLayout;
-  /** Registry settings and connections, the store, the abort signal; default: a context for this call. */
-  context?: KilnContext;
   /** Gzip bomb limits; default from the environment. */
   limits?: Partial<ExpansionLimits>;
   onLayer?: FlattenOptions['onLayer'];
 }
 
+/** One image `flattenImage` squashed into a single layer. */
 export interface FlattenedImage {
   /** The image manifest flattened, and the one written in its place. */
   from: string;
@@ -63,6 +59,7 @@ export interface FlattenedImage {
   issues: FlatIssue[];
 }
 
+/** What `flattenImage` wrote: the image, or each image of an index. */
 export interface FlattenImageResult extends ComposeResult {
   images: FlattenedImage[];
 }

@@ -1,11 +1,10 @@
-import { type KilnContext, useContext } from '../context.js';
+import { useContext } from '../context.js';
 import { KilnError } from '../errors.js';
-import { createdFamily, indexInFamily, indexType, type ManifestFormat } from '../oci/media-type-policy.js';
+import { createdFamily, indexInFamily, indexType } from '../oci/media-type-policy.js';
 import { isManifestType, MediaType } from '../oci/media-types.js';
 import { formatPlatform, normalizePlatform } from '../oci/platform.js';
 import type { Descriptor, ImageIndex } from '../oci/types.js';
 import { MAX_CONFIG_BYTES, parseConfig } from '../oci/validate.js';
-import type { OciLayout } from '../store/layout.js';
 import { inFormat } from '../transport/format.js';
 import { openSource } from '../transport/open.js';
 import { parseLocation } from '../transport/parse.js';
@@ -14,6 +13,7 @@ import {
   ComposedSource,
   type ComposeResult,
   configPlatform,
+  type DeriveOptions,
   isUnknownPlatform,
   loadRoot,
   platformKey,
@@ -22,21 +22,15 @@ import {
 import { readSmallBlob } from './resolve.js';
 import { sortKeys } from './write.js';
 
-export interface IndexCreateOptions {
+/** Options of `createIndex`: the images (manifests) to list and the destination. */
+export interface IndexCreateOptions extends DeriveOptions {
   /** Images or indexes (any source transport); an index contributes its entries. */
   sources: string[];
   to: string;
   annotations?: Record<string, string>;
-  /**
-   * The index's media-type family, and so its images': OCI unless `docker` (a Docker manifest list)
-   * is asked for. An image listed in the other family is converted (same blobs, new manifest digest).
-   */
-  format?: ManifestFormat;
-  store?: OciLayout;
-  /** Registry settings and connections, the store, the abort signal; default: a context for this call. */
-  context?: KilnContext;
 }
 
+/** What `createIndex` wrote: the index and its manifests. */
 export interface IndexCreateResult extends ComposeResult {
   /** The entries of the new index, in order. */
   manifests: Descriptor[];

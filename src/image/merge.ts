@@ -3,16 +3,15 @@
  * SRC's in order, as they are (the same blobs, never repacked), so later layers win where paths
  * meet and a whiteout in a later image deletes a file of an earlier one.
  */
-import { type KilnContext, useContext } from '../context.js';
+import { useContext } from '../context.js';
 import { KilnError } from '../errors.js';
 import type { Digest } from '../oci/digest.js';
-import { createdFamily, type Family, indexType, type ManifestFormat } from '../oci/media-type-policy.js';
+import { createdFamily, type Family, indexType } from '../oci/media-type-policy.js';
 import { layerCompression } from '../oci/media-types.js';
 import { formatPlatform, isWasmPlatform, type Platform, platformMatches } from '../oci/platform.js';
 import { formatReference } from '../oci/reference.js';
 import type { Descriptor, HistoryEntry, ImageIndex } from '../oci/types.js';
 import type { ParsedManifest } from '../oci/validate.js';
-import type { OciLayout } from '../store/layout.js';
 import { openSource } from '../transport/open.js';
 import { parseLocation } from '../transport/parse.js';
 import type { ImageSource } from '../transport/types.js';
@@ -21,6 +20,7 @@ import {
   type ComposeResult,
   checkPlatform,
   configPlatform,
+  type DeriveOptions,
   defaultCreated,
   describePlatforms,
   indexImages,
@@ -44,7 +44,8 @@ export const BASE_DIGEST_ANNOTATION = 'org.opencontainers.image.base.digest';
 export type ConfigFrom = 'auto' | 'base' | 'last';
 export const CONFIG_FROM: readonly ConfigFrom[] = ['auto', 'base', 'last'];
 
-export interface MergeOptions {
+/** Options of `mergeImages`: the images whose layers are stacked, the config to keep, the destination. */
+export interface MergeOptions extends DeriveOptions {
   /** The bottom image (any source transport). */
   base: string;
   /** Images whose layers go on top of BASE's, in order. */
@@ -54,13 +55,9 @@ export interface MergeOptions {
   platform?: Platform;
   /** Default `auto`. */
   configFrom?: ConfigFrom;
-  /** The manifests' media-type family: OCI unless `docker` (Docker v2 schema 2) is asked for. */
-  format?: ManifestFormat;
-  store?: OciLayout;
-  /** Registry settings and connections, the store, the abort signal; default: a context for this call. */
-  context?: KilnContext;
 }
 
+/** One image `mergeImages` wrote (one per platform). */
 export interface MergedImage {
   platform: Platform;
   descriptor: Descriptor;
@@ -69,6 +66,7 @@ export interface MergedImage {
   configFrom: string;
 }
 
+/** What `mergeImages` wrote. */
 export interface MergeResult extends ComposeResult {
   /** One per platform written. */
   images: MergedImage[];

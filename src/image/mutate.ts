@@ -1,17 +1,10 @@
-import { type KilnContext, useContext } from '../context.js';
+import { useContext } from '../context.js';
 import { KilnError } from '../errors.js';
-import {
-  createdFamily,
-  familyOf,
-  indexInFamily,
-  indexType,
-  type ManifestFormat,
-} from '../oci/media-type-policy.js';
+import { createdFamily, familyOf, indexInFamily, indexType } from '../oci/media-type-policy.js';
 import { isManifestType } from '../oci/media-types.js';
 import type { Platform } from '../oci/platform.js';
 import type { Descriptor, ImageIndex } from '../oci/types.js';
 import { encodeJson } from '../oci/validate.js';
-import type { OciLayout } from '../store/layout.js';
 import { openSource } from '../transport/open.js';
 import { parseLocation } from '../transport/parse.js';
 import type { ImageSource } from '../transport/types.js';
@@ -19,6 +12,7 @@ import {
   ComposedSource,
   type ComposeResult,
   checkPlatform,
+  type DeriveOptions,
   type LoadedImage,
   loadImage,
   loadRoot,
@@ -30,7 +24,8 @@ import { Image, type KeyChanges, mergeEnv, mergeKeys } from './image.js';
 
 export type { KeyChanges };
 
-export interface MutateOptions {
+/** Options of `mutateImage`: the image, the config and annotation changes, the destination. */
+export interface MutateOptions extends DeriveOptions {
   source: string;
   to: string;
   /** From an index: change only this image and write it alone. Without: change every image of an index. */
@@ -46,16 +41,9 @@ export interface MutateOptions {
   annotations?: KeyChanges;
   workdir?: string;
   user?: string;
-  /**
-   * The family of what is changed: OCI unless `docker` (Docker v2 schema 2) is asked for. Asked for,
-   * every image is written in it; without it, an image (or index) nothing changed keeps its bytes.
-   */
-  format?: ManifestFormat;
-  store?: OciLayout;
-  /** Registry settings and connections, the store, the abort signal; default: a context for this call. */
-  context?: KilnContext;
 }
 
+/** What `mutateImage` wrote. */
 export interface MutateResult extends ComposeResult {
   /** Images whose config or manifest changed. */
   changed: number;

@@ -3,18 +3,11 @@
  * OLD are swapped for NEW's; SRC's own layers are kept as they are (the same blobs).
  */
 import { isDeepStrictEqual } from 'node:util';
-import { type KilnContext, useContext } from '../context.js';
+import { useContext } from '../context.js';
 import { KilnError } from '../errors.js';
-import {
-  createdFamily,
-  type Family,
-  indexInFamily,
-  indexType,
-  type ManifestFormat,
-} from '../oci/media-type-policy.js';
+import { createdFamily, type Family, indexInFamily, indexType } from '../oci/media-type-policy.js';
 import { formatPlatform, type Platform } from '../oci/platform.js';
 import type { Descriptor, HistoryEntry, ImageIndex } from '../oci/types.js';
-import type { OciLayout } from '../store/layout.js';
 import { openSource } from '../transport/open.js';
 import { parseLocation } from '../transport/parse.js';
 import type { ImageSource } from '../transport/types.js';
@@ -23,6 +16,7 @@ import {
   type ComposeResult,
   checkPlatform,
   configPlatform,
+  type DeriveOptions,
   indexImages,
   type LoadedImage,
   loadImage,
@@ -42,7 +36,8 @@ import {
   samePlatform,
 } from './merge.js';
 
-export interface RebaseOptions {
+/** Options of `rebaseImage`: the image, its old base and the new one, the destination. */
+export interface RebaseOptions extends DeriveOptions {
   /** The image to rebase (any source transport). */
   source: string;
   /** The base SRC was built on: its layers must be the first of SRC's. */
@@ -52,13 +47,9 @@ export interface RebaseOptions {
   to: string;
   /** From an index SRC: rebase only this image and write it alone. Without: every image of the index. */
   platform?: Platform;
-  /** The manifests' media-type family: OCI unless `docker` (Docker v2 schema 2) is asked for. */
-  format?: ManifestFormat;
-  store?: OciLayout;
-  /** Registry settings and connections, the store, the abort signal; default: a context for this call. */
-  context?: KilnContext;
 }
 
+/** One image `rebaseImage` wrote (one per platform). */
 export interface RebasedImage {
   platform: Platform;
   descriptor: Descriptor;
@@ -68,6 +59,7 @@ export interface RebasedImage {
   kept: number;
 }
 
+/** What `rebaseImage` wrote. */
 export interface RebaseResult extends ComposeResult {
   images: RebasedImage[];
   blobsCopied: number;
