@@ -11,8 +11,8 @@ import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { gunzipSync } from 'node:zlib';
-import * as tar from 'tar-stream';
 import { dockerSkipReason, sharedDocker } from '../support/docker.js';
+import { readTar } from '../support/hostile.js';
 import {
   type Descriptor,
   type ImageConfig,
@@ -22,6 +22,8 @@ import {
   OCI_LAYER_GZIP,
   OCI_MANIFEST,
   sha256,
+  TITLE_ANNOTATION,
+  VARIANT_ANNOTATION,
 } from '../support/images.js';
 import { kilnDigest, kilnJson, kilnOk } from '../support/kiln.js';
 import { workDir } from '../support/temp.js';
@@ -29,8 +31,6 @@ import { ok, type RunResult, requireTool, run, toolSkipReason } from '../support
 import { buildWasiProgram, HELLO_C, wasiSkipReason } from '../support/wasi.js';
 
 const TIMEOUT = 120_000;
-const TITLE = 'org.opencontainers.image.title';
-const VARIANT = 'module.wasm.image/variant';
 
 const work = workDir('kiln-interop');
 
@@ -64,32 +64,16 @@ const kilnPackage = (wasm: string, to: string, extra: string[] = []) =>
 type Manifest = ImageManifest;
 
 /** All regular files of a tar stream, by name without a leading `./`. */
-function readTar(data: Buffer): Promise<Map<string, { mode: number; data: Buffer }>> {
-  return new Promise((resolve, reject) => {
-    const files = new Map<string, { mode: number; data: Buffer }>();
-    const ex = tar.extract();
-    ex.on('entry', (header, stream, next) => {
-      const chunks: Buffer[] = [];
-      stream.on('data', (c: unknown) => chunks.push(c as Buffer));
-      stream.on('end', () => {
-        if ((header.type ?? 'file') === 'file')
-          files.set(header.name.replace(/^\.\//, ''), {
-            mode: header.mode ?? 0,
-            data: Buffer.concat(chunks),
-          });
-        next();
-      });
-      stream.on('error', reject);
-    });
-    ex.on('finish', () => resolve(files));
-    ex.on('error', reject);
-    ex.end(data);
-  });
+async function tarFiles(data: Buffer): Promise<Map<string, { mode: number; data: Buffer }>> {
+  const files = (await readTar(data)).filter((e) => (e.header.type ?? 'file') === 'file');
+  return new Map(
+    files.map((e) => [e.header.name.replace(/^\.\//, ''), { mode: e.header.mode ?? 0, data: e.data }]),
+  );
 }
 
 /** A blob of an oci-archive (an OCI layout in a tar), read directly from the archive. */
 async function archiveBlob(archive: string, digest: string): Promise<Buffer> {
-  const files = await readTar(readFileSync(archive));
+  const files = await tarFiles(readFileSync(archive));
   const blob = files.get(`blobs/${digest.replace(':', '/')}`);
   assert.ok(blob, `${archive} has no blob ${digest}; members: ${[...files.keys()].join(', ')}`);
   return blob.data;
@@ -113,7 +97,7 @@ test('skopeo reads a packaged wasm image: wasip1/wasm, kiln’s manifest digest,
   const manifest = JSON.parse(raw) as Manifest;
   assert.equal(manifest.mediaType, OCI_MANIFEST);
   assert.equal(manifest.config.mediaType, OCI_CONFIG);
-  assert.equal(manifest.annotations?.[VARIANT], 'compat-smart');
+  assert.equal(manifest.annotations?.[VARIANT_ANNOTATION], 'compat-smart');
   assert.equal(manifest.layers.length, 1);
   assert.equal(manifest.layers[0]!.mediaType, OCI_LAYER_GZIP);
 
@@ -187,7 +171,7 @@ const FORMATS: FormatCase[] = [
       const layer = m.layers[0]!;
       assert.equal(layer.mediaType, 'application/wasm');
       assert.equal(layer.digest, sha256(wasm), 'the layer is the raw module bytes');
-      assert.equal(layer.annotations?.[TITLE], 'hello.wasm');
+      assert.equal(layer.annotations?.[TITLE_ANNOTATION], 'hello.wasm');
       const body = JSON.parse(config.toString('utf8')) as Record<string, unknown>;
       assert.equal(body['architecture'], 'wasm');
       assert.equal(body['os'], 'wasip1');
@@ -200,10 +184,10 @@ const FORMATS: FormatCase[] = [
     format: 'istio',
     async check(m, { wasm, archive, config }) {
       assert.equal(m.config.mediaType, OCI_CONFIG);
-      assert.equal(m.annotations?.[VARIANT], 'compat');
+      assert.equal(m.annotations?.[VARIANT_ANNOTATION], 'compat');
       assert.equal(m.layers.length, 1, 'exactly one layer');
       assert.equal(m.layers[0]!.mediaType, OCI_LAYER_GZIP);
-      const files = await readTar(gunzipSync(await archiveBlob(archive, m.layers[0]!.digest)));
+      const files = await tarFiles(gunzipSync(await archiveBlob(archive, m.layers[0]!.digest)));
       assert.ok(
         files.get('plugin.wasm')?.data.equals(wasm),
         `plugin.wasm in the layer: ${[...files.keys()]}`,
@@ -221,10 +205,10 @@ const FORMATS: FormatCase[] = [
       const [rc, content] = m.layers as [Descriptor, Descriptor];
       assert.equal(rc.mediaType, 'application/vnd.module.wasm.config.v1+json');
       assert.equal(rc.digest, m.config.digest, 'the first layer is the config blob');
-      assert.equal(rc.annotations?.[TITLE], 'runtime-config.json');
+      assert.equal(rc.annotations?.[TITLE_ANNOTATION], 'runtime-config.json');
       assert.equal(content.mediaType, 'application/vnd.module.wasm.content.layer.v1+wasm');
       assert.equal(content.digest, sha256(wasm));
-      assert.equal(content.annotations?.[TITLE], 'filter.wasm');
+      assert.equal(content.annotations?.[TITLE_ANNOTATION], 'filter.wasm');
       const runtimeConfig = JSON.parse(config.toString('utf8')) as { type?: string };
       assert.equal(runtimeConfig.type, 'envoy_proxy');
       assert.equal(m.annotations?.['module.wasm.runtime/type'], 'envoy_proxy');
@@ -239,7 +223,7 @@ const FORMATS: FormatCase[] = [
       const layer = m.layers[0]!;
       assert.equal(layer.mediaType, 'application/vnd.wasm.content.layer.v1+wasm');
       assert.equal(layer.digest, sha256(wasm));
-      assert.equal(layer.annotations?.[TITLE], 'hello.wasm', 'title = the file name');
+      assert.equal(layer.annotations?.[TITLE_ANNOTATION], 'hello.wasm', 'title = the file name');
     },
   },
 ];
@@ -298,60 +282,60 @@ test('--format istio-oci records module.wasm.runtime/abi_version as wasme does (
   assert.ok('module.wasm.runtime/abi_version' in annotations, JSON.stringify(annotations));
 });
 
-function dockerMissing(): string | undefined {
-  return wasiSkipReason() ?? dockerSkipReason();
+/** The docker load tests, skipped (the reason given) where no private engine can run. */
+const DOCKER = { timeout: 300_000, skip: wasiSkipReason() ?? dockerSkipReason() };
+
+/** hello.wasm packaged into the docker-archive NAME.tar under `tag`, and `docker load` of it. */
+async function packageAndLoad(name: string, tag: string, extra: string[] = []) {
+  const engine = await sharedDocker();
+  const archive = join(work, `${name}.tar`);
+  const ref = `docker-archive:${archive}:${tag}`;
+  await kilnPackage(await helloWasm(), ref, extra);
+  return { engine, ref, load: await engine.docker(['load', '-i', archive], { timeoutMs: TIMEOUT }) };
 }
 
-test('docker load accepts a linux/amd64 docker-archive: Entrypoint /hello.wasm, and the image ID is kiln’s config digest', {
-  timeout: 300_000,
-}, async (t) => {
-  const reason = dockerMissing();
-  if (reason !== undefined) return t.skip(reason);
-  const engine = await sharedDocker();
-  const wasm = await helloWasm();
-  const archive = join(work, 'docker-amd64.tar');
-  const ref = `docker-archive:${archive}:hello:1`;
-  await kilnPackage(wasm, ref, ['--platform', 'linux/amd64']);
+test(
+  'docker load accepts a linux/amd64 docker-archive: Entrypoint /hello.wasm, and the image ID is kiln’s config digest',
+  DOCKER,
+  async () => {
+    const { engine, ref, load } = await packageAndLoad('docker-amd64', 'hello:1', [
+      '--platform',
+      'linux/amd64',
+    ]);
+    ok(load, 'docker load');
+    assert.match(load.stdout, /Loaded image: hello:1/);
 
-  const load = await engine.docker(['load', '-i', archive], { timeoutMs: TIMEOUT });
-  ok(load, 'docker load');
-  assert.match(load.stdout, /Loaded image: hello:1/);
+    const inspect = await engine.docker(['image', 'inspect', 'hello:1'], { timeoutMs: TIMEOUT });
+    ok(inspect, 'docker image inspect');
+    const [image] = JSON.parse(inspect.stdout) as {
+      Id: string;
+      Os: string;
+      Architecture: string;
+      Config: { Entrypoint: string[] | null };
+    }[];
+    assert.ok(image);
+    assert.deepEqual(image.Config.Entrypoint, ['/hello.wasm']);
+    assert.equal(image.Os, 'linux');
+    assert.equal(image.Architecture, 'amd64');
 
-  const inspect = await engine.docker(['image', 'inspect', 'hello:1'], { timeoutMs: TIMEOUT });
-  ok(inspect, 'docker image inspect');
-  const [image] = JSON.parse(inspect.stdout) as {
-    Id: string;
-    Os: string;
-    Architecture: string;
-    Config: { Entrypoint: string[] | null };
-  }[];
-  assert.ok(image);
-  assert.deepEqual(image.Config.Entrypoint, ['/hello.wasm']);
-  assert.equal(image.Os, 'linux');
-  assert.equal(image.Architecture, 'amd64');
+    const ours = await kilnJson<{ image: { config: { digest: string } } }>(['inspect', ref]);
+    assert.equal(image.Id, ours.image.config.digest);
+  },
+);
 
-  const ours = await kilnJson<{ image: { config: { digest: string } } }>(['inspect', ref]);
-  assert.equal(image.Id, ours.image.config.digest);
-});
-
-test('docker load (20.10, no containerd image store) refuses a wasip1 image: unknown operating system', {
-  timeout: 300_000,
-}, async (t) => {
-  const reason = dockerMissing();
-  if (reason !== undefined) return t.skip(reason);
-  const engine = await sharedDocker();
-  const wasm = await helloWasm();
-  const archive = join(work, 'docker-wasm.tar');
-  await kilnPackage(wasm, `docker-archive:${archive}:hello:wasm`);
-
-  const version = await engine.docker(['version', '--format', '{{.Server.Version}}']);
-  const load = await engine.docker(['load', '-i', archive], { timeoutMs: TIMEOUT });
-  t.diagnostic(`docker ${version.stdout.trim()} load: exit ${load.code}: ${load.stderr.trim()}`);
-  assert.notEqual(load.code, 0, `docker load unexpectedly accepted a wasip1 image: ${load.stdout}`);
-  // Recorded on docker.io 20.10.24: `"wasip1": unknown operating system or architecture: invalid argument`
-  assert.match(load.stderr, /wasip1/);
-  assert.match(load.stderr, /unknown operating system/);
-});
+test(
+  'docker load (20.10, no containerd image store) refuses a wasip1 image: unknown operating system',
+  DOCKER,
+  async (t) => {
+    const { engine, load } = await packageAndLoad('docker-wasm', 'hello:wasm');
+    const version = await engine.docker(['version', '--format', '{{.Server.Version}}']);
+    t.diagnostic(`docker ${version.stdout.trim()} load: exit ${load.code}: ${load.stderr.trim()}`);
+    assert.notEqual(load.code, 0, `docker load unexpectedly accepted a wasip1 image: ${load.stdout}`);
+    // Recorded on docker.io 20.10.24: `"wasip1": unknown operating system or architecture: invalid argument`
+    assert.match(load.stderr, /wasip1/);
+    assert.match(load.stderr, /unknown operating system/);
+  },
+);
 
 test('skopeo copies an oci-archive written by kiln copy, and the copy keeps the manifest digest', async (t) => {
   const reason = missing('skopeo');

@@ -10,6 +10,8 @@ import { after, test } from 'node:test';
 import { dockerSkipReason, sharedDocker } from '../support/docker.js';
 import { file, tarOf, writeImage } from '../support/hostile.js';
 import {
+  BASE_DIGEST_ANNOTATION,
+  BASE_NAME_ANNOTATION,
   type Descriptor,
   DOCKER_MANIFEST,
   HELLO_WASM,
@@ -29,8 +31,6 @@ import { busyboxRootfs, busyboxSkipReason } from '../support/toolchain-images.js
 import { ok, requireTool, run, toolSkipReason } from '../support/tools.js';
 
 const TIMEOUT = 120_000;
-const BASE_NAME = 'org.opencontainers.image.base.name';
-const BASE_DIGEST = 'org.opencontainers.image.base.digest';
 
 const work = workDir('kiln-merge');
 
@@ -123,8 +123,8 @@ test('merge of three images: their layers in order, the same blobs; later wins, 
   assert.equal(result.images[0]!.configFrom, b, 'auto: the last input with an Entrypoint or Cmd');
   assert.deepEqual(config.config?.Entrypoint, ['/app/run.sh']);
   assert.deepEqual(config.config?.Env, ['FROM=B']);
-  assert.equal(manifest.annotations?.[BASE_DIGEST], inputs[0]!.digest);
-  assert.equal(manifest.annotations?.[BASE_NAME], undefined, 'a local base has no pullable name');
+  assert.equal(manifest.annotations?.[BASE_DIGEST_ANNOTATION], inputs[0]!.digest);
+  assert.equal(manifest.annotations?.[BASE_NAME_ANNOTATION], undefined, 'a local base has no pullable name');
 
   // The same inputs merge to the same digest; --config-from picks the whole container config.
   assert.equal(await kilnDigest(['merge', a, b, c, '--to', `oci:${join(work, 'merged-2')}:m`]), digest);
@@ -302,7 +302,7 @@ test('merge into a registry: the blobs it has are mounted or skipped, never read
   const pulled = join(work, 'registry-merged');
   await kilnDigest(['copy', `${reg.host}/merge/app:1`, `oci:${pulled}:m`]);
   const m = layoutJson(pulled, result.descriptor.digest);
-  assert.equal(m.annotations?.[BASE_NAME], `${log.host}/merge/a:1`, 'a registry base is named');
+  assert.equal(m.annotations?.[BASE_NAME_ANNOTATION], `${log.host}/merge/a:1`, 'a registry base is named');
 });
 
 test('rebase: the app layer kept, the new base under it, run by Docker; a wrong old base writes nothing', {
@@ -356,7 +356,7 @@ test('rebase: the app layer kept, the new base under it, run by Docker; a wrong 
   assert.deepEqual(config.rootfs.diff_ids, [...b2Config.rootfs.diff_ids, appConfig.rootfs.diff_ids[2]!]);
   assert.equal(config.history?.length, 4);
   assert.deepEqual(config.config?.Entrypoint, ['/app/hello.sh'], "SRC's config");
-  assert.equal(rebased.annotations?.[BASE_DIGEST], base2);
+  assert.equal(rebased.annotations?.[BASE_DIGEST_ANNOTATION], base2);
 
   const engine = await sharedDocker();
   const env = { DOCKER_HOST: engine.host };
@@ -428,7 +428,7 @@ test('rebase of an index: every platform onto the new base index; --platform and
       m.layers.map((l) => l.digest),
       [layoutJson(dir, newBase).layers[0]!.digest, app.layers[1]!.digest],
     );
-    assert.equal(m.annotations?.[BASE_DIGEST], newBase, "the new base's image for this platform");
+    assert.equal(m.annotations?.[BASE_DIGEST_ANNOTATION], newBase, "the new base's image for this platform");
     assert.equal(layoutJson<ImageConfig>(dir, m.config.digest).architecture, p.split('/')[1]);
   }
   const arm = await kilnDigest([

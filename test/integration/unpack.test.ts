@@ -6,21 +6,25 @@
  * Needs the built CLI (`npm run build`) and, for the cross-check, umoci.
  */
 import * as assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
 import * as fs from 'node:fs/promises';
-import * as os from 'node:os';
 import * as path from 'node:path';
-import { after, test } from 'node:test';
-import * as tar from 'tar-stream';
-import { writeJsonBlob } from '../../src/image/write.js';
-import { MediaType } from '../../src/oci/media-types.js';
-import { OciLayout } from '../../src/store/layout.js';
-import { type BuiltImage, dir, file, link, type Spec, symlink, writeImage } from '../support/hostile.js';
+import { test } from 'node:test';
+import {
+  type BuiltImage,
+  dir,
+  file,
+  link,
+  readTar,
+  type Spec,
+  symlink,
+  writeImage,
+} from '../support/hostile.js';
+import { indexEntry, makeIndex, sha256hex } from '../support/images.js';
 import { KILN_CLI, kiln, kilnHome } from '../support/kiln.js';
+import { workDir } from '../support/temp.js';
 import { requireTool, run, toolSkipReason } from '../support/tools.js';
 
-const work = await fs.mkdtemp(path.join(os.tmpdir(), 'kiln-unpack-'));
-after(() => fs.rm(work, { recursive: true, force: true }));
+const work = workDir('kiln-unpack');
 const asRoot = process.getuid?.() === 0;
 
 /** An image of `layers` (gzip unless `plain`) in the layout `name` under the work dir, tagged `tag`. */
@@ -46,7 +50,7 @@ interface Listed {
   group?: string;
 }
 
-const hash = (b: Buffer) => createHash('sha256').update(b).digest('hex').slice(0, 16);
+const hash = (b: Buffer) => sha256hex(b).slice(0, 16);
 
 /** Every path under `root` (not root itself) with what matters; hard links by shared inode. */
 async function listDir(
@@ -92,28 +96,20 @@ async function listTarFile(
 ): Promise<Map<string, Listed>> {
   const out = new Map<string, Listed>();
   const links = new Map<string, string>();
-  const extract = tar.extract();
-  const reading = (async () => {
-    for await (const entry of extract) {
-      const parts: Buffer[] = [];
-      for await (const c of entry) parts.push(c as Buffer);
-      const h = entry.header;
-      const name = h.name.replace(/^\.\//, '').replace(/\/$/, '');
-      if (name === '' || name === '.') continue;
-      const base = {
-        mode: h.mode & 0o7777,
-        ...(options.owners ? { uid: h.uid } : {}),
-        ...(options.mtimes && h.type !== 'symlink' ? { mtime: Math.floor(h.mtime.getTime() / 1000) } : {}),
-      };
-      if (h.type === 'directory') out.set(name, { type: 'dir', what: '', ...base });
-      else if (h.type === 'symlink') out.set(name, { type: 'symlink', what: h.linkname, ...base, mode: 0 });
-      else if (h.type === 'file') out.set(name, { type: 'file', what: hash(Buffer.concat(parts)), ...base });
-      else if (h.type === 'link') links.set(name, h.linkname);
-      else out.set(name, { type: 'other', what: '', ...base });
-    }
-  })();
-  extract.end(bytes);
-  await reading;
+  for (const { header: h, data } of await readTar(bytes)) {
+    const name = h.name.replace(/^\.\//, '').replace(/\/$/, '');
+    if (name === '' || name === '.') continue;
+    const base = {
+      mode: h.mode! & 0o7777,
+      ...(options.owners ? { uid: h.uid } : {}),
+      ...(options.mtimes && h.type !== 'symlink' ? { mtime: Math.floor(h.mtime!.getTime() / 1000) } : {}),
+    };
+    if (h.type === 'directory') out.set(name, { type: 'dir', what: '', ...base });
+    else if (h.type === 'symlink') out.set(name, { type: 'symlink', what: h.linkname!, ...base, mode: 0 });
+    else if (h.type === 'file') out.set(name, { type: 'file', what: hash(data), ...base });
+    else if (h.type === 'link') links.set(name, h.linkname!);
+    else out.set(name, { type: 'other', what: '', ...base });
+  }
   const groups = new Map<string, string[]>();
   for (const [name, target] of links) {
     const t = out.get(target);
@@ -210,11 +206,7 @@ test('unpack of a multi-layer image equals its export: same paths, types, modes,
   );
   ok(stdout, 'kiln export -o -');
   const fileBytes = await fs.readFile(tarFile);
-  assert.equal(
-    stdout.stdout.split(' ')[0],
-    createHash('sha256').update(fileBytes).digest('hex'),
-    '-o - writes the same tar',
-  );
+  assert.equal(stdout.stdout.split(' ')[0], sha256hex(fileBytes), '-o - writes the same tar');
 
   const opts = { mtimes: true, owners: asRoot };
   const fromDir = await listDir(dest, opts);
@@ -427,16 +419,10 @@ test('--platform picks the image out of an index; device nodes are skipped with 
     [{ entries: [file('arch', 'arm64'), { name: 'dev/null', type: 'character-device', mode: 0o666 }] }],
     { tag: 'arm', arch: 'arm64' },
   );
-  const store = await OciLayout.open(amd.layout);
-  const index = await writeJsonBlob(store, MediaType.OciIndex, {
-    schemaVersion: 2,
-    mediaType: MediaType.OciIndex,
-    manifests: [
-      { ...amd.manifest, platform: { os: 'linux', architecture: 'amd64' } },
-      { ...arm.manifest, platform: { os: 'linux', architecture: 'arm64' } },
-    ],
-  });
-  await store.tag(index, 'multi');
+  await makeIndex(amd.layout, 'multi', [
+    indexEntry(amd.manifest, 'linux/amd64'),
+    indexEntry(arm.manifest, 'linux/arm64'),
+  ]);
   const ref = `oci:${amd.layout}:multi`;
   const dest = path.join(work, 'multi-arm');
   const r = await kiln(['unpack', ref, dest, '--platform', 'linux/arm64']);

@@ -30,11 +30,11 @@ import {
   type IncomingHttpHeaders,
   type IncomingMessage,
   type OutgoingHttpHeaders,
-  type Server,
   type ServerResponse,
 } from 'node:http';
-import { type AddressInfo, createConnection, createServer as createNetServer, type Socket } from 'node:net';
+import { createConnection, createServer as createNetServer, type Socket } from 'node:net';
 import { after } from 'node:test';
+import { listenLoopback, stopper } from './net.js';
 import { prng } from './random.js';
 
 export type Fault =
@@ -176,19 +176,6 @@ function describeFault(f: Fault): string {
   if ('stall' in f) return `stall:${f.stall}`;
   if ('ignoreRange' in f) return 'ignore-range';
   return 'corrupt';
-}
-
-/** Listens on a kernel-chosen loopback port; unref'd, as are its connections. */
-function listen(server: Server | ReturnType<typeof createNetServer>): Promise<number> {
-  server.on('connection', (socket: Socket) => socket.unref());
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      server.off('error', reject);
-      server.unref();
-      resolve((server.address() as AddressInfo).port);
-    });
-  });
 }
 
 /** Resets the client's connection (RST, not FIN), as a crashed peer or a middlebox would. */
@@ -435,23 +422,14 @@ export async function startFaultProxy(target: string, options: FaultProxyOptions
   };
 
   const server = createServer(handle);
-  const innerPort = await listen(server);
+  const innerPort = await listenLoopback(server);
   const connections: ConnectionLogEntry[] = [];
   const front = options.randomCuts
     ? await startCutter(innerPort, options.randomCuts, connections)
     : undefined;
   const port = front?.port ?? innerPort;
   const url = `http://127.0.0.1:${port}`;
-  let stopped = false;
-  const stop = async () => {
-    if (stopped) return;
-    stopped = true;
-    await front?.stop();
-    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-    server.closeAllConnections();
-    agent.destroy();
-    await closed;
-  };
+  const stop = stopper(server, agent, front?.stop);
   return {
     host: `127.0.0.1:${port}`,
     url,
@@ -563,7 +541,7 @@ async function startCutter(
       if (!over) close();
     });
   });
-  const port = await listen(server);
+  const port = await listenLoopback(server);
   return {
     port,
     stop: async () => {
@@ -609,7 +587,7 @@ export async function startConnectionCounter(target: {
     client.on('close', close);
     up.on('close', close);
   });
-  const port = await listen(server);
+  const port = await listenLoopback(server);
   return {
     host: `127.0.0.1:${port}`,
     connections,
@@ -736,17 +714,9 @@ export async function startRequestLog(target: string, opts: RequestLogOptions = 
     req.pipe(up);
   });
 
-  const port = await listen(server);
+  const port = await listenLoopback(server);
   selfUrl = `http://127.0.0.1:${port}`;
-  let stopped = false;
-  const stop = async () => {
-    if (stopped) return;
-    stopped = true;
-    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-    server.closeAllConnections();
-    agent.destroy();
-    await closed;
-  };
+  const stop = stopper(server, agent);
   return {
     host: `127.0.0.1:${port}`,
     url: selfUrl,

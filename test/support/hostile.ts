@@ -18,6 +18,7 @@ import { MediaType } from '../../src/oci/media-types.js';
 import type { Descriptor } from '../../src/oci/types.js';
 import { OciLayout } from '../../src/store/layout.js';
 import { sha256 } from './images.js';
+import { stopper } from './net.js';
 
 // ---------------------------------------------------------------------------------------------------
 // Tars
@@ -91,6 +92,22 @@ export async function tarOf(specs: Spec[]): Promise<Buffer> {
   pack.finalize();
   await done;
   return Buffer.concat(chunks);
+}
+
+/** Every entry of a tar in order: its header as tar-stream reads it (names as they are) and its bytes. */
+export async function readTar(bytes: Buffer): Promise<{ header: tar.Header; data: Buffer }[]> {
+  const entries: { header: tar.Header; data: Buffer }[] = [];
+  const extract = tar.extract();
+  const reading = (async () => {
+    for await (const entry of extract) {
+      const parts: Buffer[] = [];
+      for await (const c of entry) parts.push(c as Buffer);
+      entries.push({ header: entry.header, data: Buffer.concat(parts) });
+    }
+  })();
+  extract.end(bytes);
+  await reading;
+  return entries;
 }
 
 /** The first `keep` bytes of a tar holding one file of `size` bytes: cut off in the middle of it. */
@@ -317,19 +334,7 @@ export async function startServer(
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const port = (server.address() as AddressInfo).port;
-  let stopped = false;
-  self = {
-    host: `127.0.0.1:${port}`,
-    url: `http://127.0.0.1:${port}`,
-    requests,
-    stop: async () => {
-      if (stopped) return;
-      stopped = true;
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      server.closeAllConnections();
-      await closed;
-    },
-  };
+  self = { host: `127.0.0.1:${port}`, url: `http://127.0.0.1:${port}`, requests, stop: stopper(server) };
   return self;
 }
 

@@ -29,10 +29,9 @@ import {
   type ServerResponse,
 } from 'node:http';
 import { request as httpsRequest } from 'node:https';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { freePort } from './net.js';
+import { freePort, listenLoopback } from './net.js';
 import { exitSet, killAndWait, killSync, spawnService } from './processes.js';
 import { makeCa, SERVER_EXT, signCert } from './tls.js';
 import { findTool, runOk, skipOrFail } from './tools.js';
@@ -199,19 +198,6 @@ async function stopAsync(r: Running): Promise<void> {
 
 // ---------------------------------------------------------------------------------------------------
 // Helpers
-
-/** Listens on a kernel-chosen loopback port. Unref'd, as are its connections: never keeps a test alive. */
-function listenLoopback(server: Server): Promise<number> {
-  server.on('connection', (socket) => socket.unref());
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      server.off('error', reject);
-      server.unref();
-      resolve((server.address() as AddressInfo).port);
-    });
-  });
-}
 
 function logTail(logPath: string, lines = 30): string {
   try {

@@ -8,13 +8,12 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { PassThrough } from 'node:stream';
 import { after, test } from 'node:test';
-import * as tar from 'tar-stream';
 import { isKilnError, type KilnError } from '../../src/errors.js';
 import { exportImage, type FlatEntry, type FlatIssue, flattenLayers } from '../../src/image/flatten.js';
 import { MediaType } from '../../src/oci/media-types.js';
 import type { Descriptor } from '../../src/oci/types.js';
 import { openSource } from '../../src/transport/open.js';
-import { dir, file, type LayerSpec, link, symlink, writeImage } from '../support/hostile.js';
+import { dir, file, type LayerSpec, link, readTar, symlink, writeImage } from '../support/hostile.js';
 
 const work = await fs.mkdtemp(path.join(os.tmpdir(), 'kiln-flatten-'));
 after(() => fs.rm(work, { recursive: true, force: true }));
@@ -339,24 +338,13 @@ test('exportImage writes the flattened entries as one tar: same paths, types, mo
   const result = await exportImage(img.ref, sink);
   assert.equal(result.entries, flat.entries.size);
   assert.deepEqual(result.issues, []);
-  const listed: { name: string; type: string; mode: number; linkname: string | null; data: string }[] = [];
-  const extract = tar.extract();
-  const reading = (async () => {
-    for await (const entry of extract) {
-      const parts: Buffer[] = [];
-      for await (const c of entry) parts.push(c as Buffer);
-      const h = entry.header;
-      listed.push({
-        name: h.name,
-        type: h.type,
-        mode: h.mode,
-        linkname: h.linkname,
-        data: Buffer.concat(parts).toString(),
-      });
-    }
-  })();
-  extract.end(Buffer.concat(chunks));
-  await reading;
+  const listed = (await readTar(Buffer.concat(chunks))).map(({ header: h, data }) => ({
+    name: h.name,
+    type: h.type,
+    mode: h.mode,
+    linkname: h.linkname,
+    data: data.toString(),
+  }));
   const names = listed.map((l) => l.name.replace(/\/$/, ''));
   // Same order, but directories last and deepest first, so extractors set their metadata after the files.
   const isDir = (p: string) => flat.entries.get(p)!.type === 'dir';
