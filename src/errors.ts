@@ -54,6 +54,7 @@ export interface KilnErrorOptions {
   cause?: unknown;
 }
 
+/** An error a user can hit: a stable `code`, a one-line message and a hint. */
 export class KilnError extends Error {
   readonly code: KilnErrorCode;
   readonly hint: string | undefined;
@@ -72,6 +73,7 @@ export class KilnError extends Error {
   }
 }
 
+/** Whether `e` is a KilnError (with `code`, when given). */
 export function isKilnError(e: unknown, code?: KilnErrorCode): e is KilnError {
   return e instanceof KilnError && (code === undefined || e.code === code);
 }

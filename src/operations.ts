@@ -17,6 +17,7 @@ export interface ContextOption {
   context?: KilnContext;
 }
 
+/** Options of `copy`: those of an image copy, a context, and options of opening the source and destination. */
 export interface CopyCommandOptions extends CopyOptions, ContextOption {
   /** How to open the source and the destination (credentials of each side, say), on top of the context. */
   source?: Omit<OpenOptions, 'context'>;

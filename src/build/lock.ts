@@ -64,6 +64,7 @@ async function readLock(file: string): Promise<LockData | undefined> {
   return { version: 1, toolchains: { ...toolchains }, outputs: [...new Set(outputs as string[])].sort() };
 }
 
+/** kiln.lock: the toolchain images (by digest) and sources a project's builds are pinned to; read, changed and written back. */
 export class LockFile {
   private changed = false;
 

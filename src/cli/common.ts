@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
+import type { RegistryOptions } from '../api/registry.js';
 import { KilnError, redact } from '../errors.js';
-import type { RegistryOptions } from '../registry/registry.js';
 import { dim, type GlobalFlags } from './output.js';
 
 /** The global flags as set on the program, wherever they appeared on the command line. */

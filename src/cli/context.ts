@@ -4,7 +4,7 @@
  */
 import { setMaxListeners } from 'node:events';
 import type { Command } from 'commander';
-import type { KilnContext } from '../context.js';
+import type { KilnContext } from '../api/context.js';
 import { registryOptions } from './common.js';
 
 /** Where the root command keeps the run's context (a value, not a flag). */
@@ -38,7 +38,7 @@ export class CliRun {
       return;
     }
     this.signalled = sig;
-    void import('../context.js').then(({ Interrupted }) => this.controller.abort(new Interrupted(sig)));
+    void import('../api/context.js').then(({ Interrupted }) => this.controller.abort(new Interrupted(sig)));
     this.timer = setTimeout(() => this.raise(), SIGNAL_CLEANUP_MS);
     this.timer.unref();
   };
@@ -50,7 +50,7 @@ export class CliRun {
 
   /** Builds the context from `action`'s global flags (the preAction hook), and listens for signals. */
   async start(program: Command, action: Command): Promise<void> {
-    const { createContext } = await import('../context.js');
+    const { createContext } = await import('../api/context.js');
     // Every request in flight listens on it: any number may (no MaxListenersExceededWarning).
     setMaxListeners(0, this.controller.signal);
     this.context = createContext({ registry: registryOptions(action), signal: this.controller.signal });

@@ -53,13 +53,13 @@ function ask(prompt: string): Promise<string> {
 
 /** The private key `spec` names, decrypted with the password (asked only when the key is encrypted). */
 export async function privateKey(spec: string): Promise<KeyObject> {
-  const { isEncrypted, parsePrivateKey, readKeyText } = await import('../sign/keys.js');
+  const { isEncrypted, parsePrivateKey, readKeyText } = await import('../api/sign.js');
   const pem = await readKeyText(spec);
   const secret = isEncrypted(pem) ? await password(spec === '-' ? 'the key' : spec) : undefined;
   return parsePrivateKey(pem, secret, spec);
 }
 
 export async function publicKey(spec: string): Promise<KeyObject> {
-  const { loadPublicKey } = await import('../sign/keys.js');
+  const { loadPublicKey } = await import('../api/sign.js');
   return loadPublicKey(spec);
 }

@@ -2,7 +2,7 @@
  * Progress of blob transfers on stderr: bars redrawn in place on a TTY, one plain line per finished
  * blob otherwise (logs stay readable). Silent with --quiet or --json.
  */
-import type { CopyEvent } from '../transport/copy.js';
+import type { CopyEvent } from '../api/transport.js';
 import { dim, type GlobalFlags, humanSize } from './output.js';
 
 const REDRAW_MS = 100;

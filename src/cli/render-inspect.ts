@@ -1,5 +1,5 @@
-import type { InspectResult } from '../image/inspect.js';
-import { formatPlatform } from '../oci/platform.js';
+import type { InspectResult } from '../api/image.js';
+import { formatPlatform } from '../api/oci.js';
 import { humanSize } from './output.js';
 
 export function renderInspect(r: InspectResult): string {

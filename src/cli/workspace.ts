@@ -3,8 +3,8 @@
  * line each as it finishes (stderr), then a table (stdout): project, platforms, digest, built or
  * cached, time. `--json` prints the projects as an array. Exit code 1 if any project failed.
  */
-import type { ProjectResult, WorkspaceOptions } from '../build/workspace.js';
-import type { KilnContext } from '../context.js';
+import type { ProjectResult, WorkspaceOptions } from '../api/build.js';
+import type { KilnContext } from '../api/context.js';
 import { KilnError } from '../errors.js';
 import { type Output, plural } from './output.js';
 
@@ -12,7 +12,7 @@ export async function buildWorkspaceCommand(
   options: WorkspaceOptions & { context: KilnContext },
   out: Output,
 ): Promise<void> {
-  const { buildWorkspace } = await import('../build/workspace.js');
+  const { buildWorkspace } = await import('../api/build.js');
   const result = await buildWorkspace({
     ...options,
     onProject: (e) => {

@@ -58,6 +58,7 @@ export interface FlatIssue {
   unsafe: boolean;
 }
 
+/** An entry of the merged filesystem (with its content), or an issue met while merging. */
 export type FlatItem =
   /** `content` (files only) must be read, or abandoned, before asking for the next item. */
   { kind: 'entry'; entry: FlatEntry; content?: AsyncIterable<Buffer> } | ({ kind: 'issue' } & FlatIssue);
@@ -709,6 +710,7 @@ export async function packFlatEntry(
   await packEntry(pack, header, e.type === 'file' ? content : undefined);
 }
 
+/** Options of `exportImage`: the image and the tar to write its merged filesystem to. */
 export interface ExportOptions {
   platform?: Platform;
   /** Called before each layer is read (for progress). */
@@ -719,6 +721,7 @@ export interface ExportOptions {
   context?: KilnContext;
 }
 
+/** What `exportImage` wrote: the image read, its layers and the entries written. */
 export interface ExportResult {
   source: string;
   /** The image manifest exported (chosen from an index by platform). */

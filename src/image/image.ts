@@ -77,6 +77,7 @@ interface State {
   manifestChanged: boolean;
 }
 
+/** An image value: config and layers read from a source; changes return new values, writing computes the manifest. */
 export class Image {
   private constructor(private readonly s: State) {}
 

@@ -4,6 +4,7 @@ import { parseManifest } from '../oci/validate.js';
 import type { ImageSource } from '../transport/types.js';
 import { resolveImage, selectManifest } from './resolve.js';
 
+/** One image as inspected: platform, config, layers, sizes. */
 export interface InspectedImage {
   digest: string;
   mediaType: string;
@@ -26,6 +27,7 @@ export interface InspectedImage {
   annotations?: Annotations;
 }
 
+/** What `inspect` returns: the descriptor, and the image (or each image of an index). */
 export interface InspectResult {
   name: string;
   /** The root the name resolves to. */

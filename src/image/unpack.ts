@@ -26,6 +26,7 @@ import type { Descriptor } from '../oci/types.js';
 import type { ImageSource } from '../transport/types.js';
 import { type FlatEntry, type FlatItem, flatPath, flattenLayers, shownPath, withImage } from './flatten.js';
 
+/** An entry refused or skipped while unpacking: its path, why, and its layer. */
 export interface UnpackIssue {
   path: string;
   reason: string;
@@ -33,6 +34,7 @@ export interface UnpackIssue {
   layer: number;
 }
 
+/** What `extractFlat` wrote into a directory: the entries, and those refused or skipped. */
 export interface ExtractResult {
   /** Entries written. */
   entries: number;
@@ -58,6 +60,7 @@ export interface ExtractOptions {
   devices?: DevicePolicy;
 }
 
+/** Options of `unpackImage`: the image, the directory, the limits. */
 export interface UnpackOptions {
   platform?: Platform;
   /** Extract into a directory that is not empty. */
@@ -74,6 +77,7 @@ export interface UnpackOptions {
   context?: KilnContext;
 }
 
+/** What `unpackImage` wrote. */
 export interface UnpackResult extends ExtractResult {
   source: string;
   /** The image manifest unpacked (chosen from an index by platform). */

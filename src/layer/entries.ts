@@ -31,6 +31,7 @@ export interface SkippedEntry {
   reason: string;
 }
 
+/** Options of `collectEntries`: ownership, modes, times and device files. */
 export interface CollectOptions {
   /** Default `keep`. */
   devices?: LayerDevicePolicy;
@@ -38,6 +39,7 @@ export interface CollectOptions {
   onSkip?: (skipped: SkippedEntry) => void;
 }
 
+/** One input of a layer: a host path (`source`) and where it goes in the layer (`dest`). */
 export interface LayerInput {
   /** A file or directory on the host. */
   source: string;

@@ -4,6 +4,7 @@ import * as zlib from 'node:zlib';
 import * as tar from 'tar-stream';
 import { KilnError } from '../errors.js';
 
+/** One tar entry as listed: path, type, size, mode, link target. */
 export interface TarEntryInfo {
   path: string; // normalised: no leading './' or '/', no trailing '/'
   type: 'file' | 'dir' | 'symlink' | 'hardlink' | 'char' | 'block' | 'fifo' | 'other';

@@ -7,6 +7,7 @@ import type { LayerEntry } from './entries.js';
 import { parallelGzip } from './gzip.js';
 import { type TarOptions, tarStream } from './tar-writer.js';
 
+/** A layer written into a layout: its descriptor (gzip) and diff_id (uncompressed). */
 export interface WrittenLayer {
   descriptor: Descriptor; // the compressed blob, as listed in a manifest
   diffId: Digest; // sha256 of the uncompressed tar, as listed in the config's rootfs

@@ -1,6 +1,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import { KilnError } from '../errors.js';
 
+/** An OCI digest, `algorithm:hex`. */
 export type Digest = `${string}:${string}`;
 
 const HEX_LENGTH: Record<string, number> = { sha256: 64, sha512: 128 };
@@ -33,6 +34,7 @@ export function isDigest(value: string): value is Digest {
   }
 }
 
+/** The sha256 digest of bytes. */
 export function sha256(data: Uint8Array | string): Digest {
   return `sha256:${createHash('sha256').update(data).digest('hex')}`;
 }

@@ -24,6 +24,7 @@ import type { Descriptor, ImageIndex, ImageManifest } from './types.js';
 export type Family = 'oci' | 'docker';
 /** A family as asked for by a user (`--format oci|docker`). */
 export type ManifestFormat = Family;
+/** The manifest families kiln writes (`--format`): OCI, Docker v2. */
 export const MANIFEST_FORMATS: readonly ManifestFormat[] = ['oci', 'docker'];
 
 /** The same bytes under each family's name (both ways). */

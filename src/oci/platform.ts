@@ -4,6 +4,7 @@
  */
 import { KilnError } from '../errors.js';
 
+/** An OCI platform: os, architecture, variant, os.version, os.features. */
 export interface Platform {
   os: string;
   architecture: string;
@@ -48,6 +49,7 @@ export function parsePlatform(s: string): Platform {
   return variant === undefined ? { os, architecture } : { os, architecture, variant };
 }
 
+/** A platform as `os/arch[/variant]`. */
 export function formatPlatform(p: Platform): string {
   return `${p.os}/${p.architecture}${p.variant ? `/${p.variant}` : ''}`;
 }
@@ -122,6 +124,7 @@ export function hostPlatform(): Platform {
   return normalizePlatform(p);
 }
 
+/** Whether a platform is WebAssembly (architecture `wasm`). */
 export function isWasmPlatform(p: Platform): boolean {
   return p.architecture === 'wasm';
 }

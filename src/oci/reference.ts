@@ -5,6 +5,7 @@
  */
 import { KilnError } from '../errors.js';
 
+/** A parsed image reference: registry, repository, tag, digest. */
 export interface Reference {
   registry: string;
   repository: string;
@@ -67,6 +68,7 @@ function checkPath(input: string, path: string, start: number): void {
   }
 }
 
+/** Parses an image reference (`registry/repo:tag@digest`, with Docker Hub's defaults). */
 export function parseReference(input: string): Reference {
   if (input.trim() === '') fail(input, 'the reference is empty');
   if (/\s/.test(input)) fail(input, 'references cannot contain whitespace');

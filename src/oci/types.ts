@@ -3,6 +3,7 @@ import type { Platform } from './platform.js';
 
 export type Annotations = Record<string, string>;
 
+/** An OCI content descriptor: media type, digest, size and the optional fields. */
 export interface Descriptor {
   mediaType: string;
   digest: Digest;
@@ -14,6 +15,7 @@ export interface Descriptor {
   data?: string;
 }
 
+/** An OCI image manifest (or Docker v2 schema 2 manifest). */
 export interface ImageManifest {
   schemaVersion: 2;
   mediaType?: string;
@@ -24,6 +26,7 @@ export interface ImageManifest {
   annotations?: Annotations;
 }
 
+/** An OCI image index (or Docker manifest list). */
 export interface ImageIndex {
   schemaVersion: 2;
   mediaType?: string;

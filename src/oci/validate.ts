@@ -8,6 +8,7 @@ export const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
 /** Configs can legitimately be larger (long histories); still bounded so a hostile one cannot exhaust memory. */
 export const MAX_CONFIG_BYTES = 16 * 1024 * 1024;
 
+/** A manifest or an index, parsed and checked. */
 export type ParsedManifest =
   | { kind: 'manifest'; manifest: ImageManifest }
   | { kind: 'index'; index: ImageIndex };

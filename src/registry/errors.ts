@@ -18,6 +18,7 @@ export interface RegistryErrorOptions extends KilnErrorOptions {
   reason?: string;
 }
 
+/** What a registry (or the network to it) did: status, the registry's error code, Retry-After, retryable. */
 export class RegistryError extends KilnError {
   readonly status: number | undefined;
   readonly registryCode: string | undefined;

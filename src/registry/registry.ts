@@ -20,6 +20,7 @@ import {
 } from './http.js';
 import { DEFAULT_RETRY, isRetryableStatus, parseRetryAfter, type RetryPolicy, withRetry } from './retry.js';
 
+/** How to reach registries: credentials, insecure hosts, CA, retries, timeouts. */
 export interface RegistryOptions {
   /** `user:password` for this registry (--creds); else KILN_AUTH, docker's config.json, anonymous. */
   creds?: string;
@@ -105,6 +106,7 @@ export function tlsKey(options: RegistryOptions): string {
   return JSON.stringify([env.SSL_CERT_FILE ?? '', options.caFiles ?? []]);
 }
 
+/** A client of one registry host: auth, retries, its repositories. */
 export class Registry {
   readonly apiHost: string;
   private readonly http: HttpClient;

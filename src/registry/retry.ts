@@ -8,6 +8,7 @@
 import { KilnError } from '../errors.js';
 import { isRetryable, RegistryError } from './errors.js';
 
+/** How requests are retried: attempts, backoff delays and a time budget. */
 export interface RetryPolicy {
   /** Attempts in all, the first included. */
   attempts: number;

@@ -12,6 +12,7 @@ import { verified } from '../oci/verify.js';
 import type { ImageSource } from '../transport/types.js';
 import type { SbomFile } from './spdx.js';
 
+/** Options of `imageFiles`: the layers to skip (a base's). */
 export interface ImageFilesOptions {
   /** Layers at the bottom to leave out: the base image's, whose files kiln did not put there. */
   skipLayers?: number;

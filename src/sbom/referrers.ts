@@ -33,6 +33,7 @@ import { type ImageLocation, parseLocation } from '../transport/parse.js';
 import type { ImageSource } from '../transport/types.js';
 import { type SbomInput, spdxDocument } from './spdx.js';
 
+/** The media type of an SPDX JSON document. */
 export const SPDX_MEDIA_TYPE = 'application/spdx+json';
 
 /** An SBOM is a document a person could read; this bounds what `kiln sbom` holds in memory. */
@@ -95,6 +96,7 @@ function defaultCreated(): string {
   return new Date(defaultMtime() * 1000).toISOString().replace('.000Z', 'Z');
 }
 
+/** Options of `attachReferrer`: the subject image and the artifact to attach. */
 export interface AttachOptions extends ArtifactOptions {
   /** Where the subject is: a registry reference (`repo[:tag]`) or `oci:DIR[:TAG]`. */
   to: string;
@@ -180,6 +182,7 @@ async function referrersIn(
   }
 }
 
+/** Options of `attachSbom`: the subject image and the SPDX document. */
 export interface AttachSbomOptions extends SbomInput {
   to: string;
   signal?: AbortSignal;
@@ -189,6 +192,7 @@ export interface AttachSbomOptions extends SbomInput {
   registry?: RegistryOptions;
 }
 
+/** What `attachSbom` wrote. */
 export interface AttachSbomResult extends AttachResult {
   /** The SPDX document's blob. */
   document: Descriptor;
@@ -213,6 +217,7 @@ export async function attachSbom(options: AttachSbomOptions): Promise<AttachSbom
   return { ...result, document: { mediaType: SPDX_MEDIA_TYPE, digest: sha256(data), size: data.length } };
 }
 
+/** An SBOM found among an image's referrers. */
 export interface FoundSbom {
   /** The image manifest the SBOM describes. */
   subject: Descriptor;

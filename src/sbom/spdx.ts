@@ -7,6 +7,7 @@ import { createHash } from 'node:crypto';
 import type { Platform } from '../oci/platform.js';
 import type { Descriptor } from '../oci/types.js';
 
+/** A file listed in an SBOM: path, sums and size. */
 export interface SbomFile {
   /** Path in the image, relative, posix (`app.wasm`, `usr/bin/app`). */
   path: string;
@@ -17,6 +18,7 @@ export interface SbomFile {
   sha1?: string;
 }
 
+/** A package listed in an SBOM (from a lock file). */
 export interface SbomPackage {
   name: string;
   version?: string;
@@ -27,6 +29,7 @@ export interface SbomPackage {
   dev?: boolean;
 }
 
+/** What an SBOM describes: a name, the subject image, its platform, files and packages. */
 export interface SbomInput {
   /** The image's name (a repository, or kiln.yaml image.name). */
   name: string;

@@ -9,6 +9,7 @@ import * as path from 'node:path';
 import { parseManifest } from '../oci/validate.js';
 import type { OciLayout } from './layout.js';
 
+/** What garbage collection removed and kept. */
 export interface GcResult {
   removed: number;
   bytes: number;

@@ -37,6 +37,7 @@ export interface ResolveToolchainOptions {
   context?: KilnContext;
 }
 
+/** A toolchain image resolved to a digest and in the store. */
 export interface ResolvedToolchain {
   image: ToolchainImage;
   /** The digest the name is pinned to (an index's, when the image is multi-platform). */
@@ -44,6 +45,7 @@ export interface ResolvedToolchain {
   pulled: boolean;
 }
 
+/** A toolchain image kept in the store. */
 export interface StoredToolchain {
   name: string;
   pinned: string;
@@ -72,6 +74,7 @@ function pinnedLocation(name: string, digest: string): string {
   return formatReference({ registry: ref.registry, repository: ref.repository, digest });
 }
 
+/** The toolchain images kept in a store. */
 export async function storedToolchains(store: OciLayout): Promise<StoredToolchain[]> {
   const index = await store.readIndex();
   const out: StoredToolchain[] = [];

@@ -6,7 +6,9 @@
 import type { Descriptor, ImageConfig } from '../oci/types.js';
 import type { OciLayout } from '../store/layout.js';
 
+/** Where a compile runs: docker, podman, kiln's sandbox, or locally. */
 export type RunnerName = 'docker' | 'podman' | 'sandbox' | 'local';
+/** The runners a compile can use. */
 export const RUNNER_NAMES: readonly RunnerName[] = ['docker', 'podman', 'sandbox', 'local'];
 
 /** Where a build sees its inputs and outputs inside a container. */

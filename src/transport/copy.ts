@@ -9,6 +9,7 @@ import { verified } from '../oci/verify.js';
 import { inFormat } from './format.js';
 import type { ImageDestination, ImageSource } from './types.js';
 
+/** Progress of a copy: a blob started, advanced, done or skipped; a manifest written. */
 export type CopyEvent =
   | { type: 'blob-skip'; digest: string; size: number }
   | { type: 'blob-mount'; digest: string; size: number; from: string }
@@ -17,6 +18,7 @@ export type CopyEvent =
   | { type: 'blob-done'; digest: string; size: number }
   | { type: 'manifest'; digest: string };
 
+/** Options of an image copy: platforms, format, jobs, signal, events. */
 export interface CopyOptions {
   /** Copy only the manifest for this platform out of an index. */
   platform?: Platform;
@@ -31,6 +33,7 @@ export interface CopyOptions {
   signal?: AbortSignal;
 }
 
+/** What a copy did: the descriptor written, blobs copied, skipped and mounted, bytes copied. */
 export interface CopyResult {
   descriptor: Descriptor;
   blobsCopied: number;

@@ -35,6 +35,7 @@ function refuseLocalPath(loc: ImageLocation, input: string): void {
 
 export type { OpenOptions, ReferrerStore } from './transports.js';
 
+/** The source an image reference names (`oci:`, archives, `docker-daemon:`, a registry). */
 export async function openSource(input: string, options: OpenOptions = {}): Promise<ImageSource> {
   const loc = parseLocation(input);
   refuseLocalPath(loc, input);
@@ -43,6 +44,7 @@ export async function openSource(input: string, options: OpenOptions = {}): Prom
   return transport.openSource(loc, input, options);
 }
 
+/** The destination an image reference names (`oci:`, archives, `docker-daemon:`, a registry). */
 export async function openDestination(input: string, options: OpenOptions = {}): Promise<ImageDestination> {
   const loc = parseLocation(input);
   refuseLocalPath(loc, input);

@@ -1,6 +1,7 @@
 import { KilnError } from '../errors.js';
 import { parseReference, type Reference } from '../oci/reference.js';
 
+/** A parsed image reference with its transport. */
 export type ImageLocation =
   | { transport: 'oci'; path: string; tag?: string }
   | { transport: 'oci-archive'; path: string; tag?: string }

@@ -13,6 +13,7 @@ import { OciDirDestination, OciDirSource } from './oci-dir.js';
 import type { ImageLocation } from './parse.js';
 import type { ImageDestination, ImageSource } from './types.js';
 
+/** Options of opening a source or destination: the context, registry overrides. */
 export interface OpenOptions {
   /**
    * What the source or destination works with: registry settings and connections, the abort signal.

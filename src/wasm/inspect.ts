@@ -9,6 +9,7 @@ import { KilnError } from '../errors.js';
 
 export type WasmKind = 'module' | 'component';
 
+/** What a `.wasm` is: module or component, its imports and exports. */
 export interface WasmInfo {
   kind: WasmKind;
   /** preview1: core module importing wasi_snapshot_preview1 (or wasi_unstable); preview2: component importing any `wasi:` interface. */

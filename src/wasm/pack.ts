@@ -13,6 +13,7 @@ import { parseLocation } from '../transport/parse.js';
 import type { WasmInfo } from './inspect.js';
 import { type PackageOptions, packageWasm, type WasmFormat } from './package.js';
 
+/** What `pack` wrote: the image, its format and platform, the destination. */
 export interface PackResult {
   destination: string;
   descriptor: Descriptor;

@@ -12,6 +12,7 @@ import { defaultOs, inspectWasm, type WasmInfo } from './inspect.js';
 
 /** The WebAssembly packaging conventions of docs/formats.md; kiln never invents another. */
 export const WASM_FORMATS = ['image', 'artifact', 'istio', 'istio-oci', 'wasm-to-oci'] as const;
+/** A packaging format of docs/formats.md. */
 export type WasmFormat = (typeof WASM_FORMATS)[number];
 /** The formats that carry an Istio runtime config; any other refuses one rather than drop it. */
 export const RUNTIME_CONFIG_FORMATS: readonly WasmFormat[] = ['istio', 'istio-oci'];
@@ -40,6 +41,7 @@ export interface PackagedWasm extends WrittenManifest {
   platform: Platform;
 }
 
+/** Whether `value` names a packaging format. */
 export function isWasmFormat(value: string): value is WasmFormat {
   return (WASM_FORMATS as readonly string[]).includes(value);
 }

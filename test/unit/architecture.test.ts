@@ -32,6 +32,7 @@ export const LAYERS: readonly (readonly string[])[] = [
   ['project'],
   ['build'],
   ['operations'],
+  ['api'],
   ['index'],
   ['cli'],
 ];
@@ -93,6 +94,23 @@ export function upwardImports(files: { file: string; text: string }[]): string[]
   return bad;
 }
 
+/** What the CLI may import besides its own folder: the public API, and errors. */
+export const CLI_MAY_IMPORT: readonly string[] = ['api', 'index', 'errors'];
+
+/** CLI imports of library code not through the public API, as `from -> to` lines. */
+export function privateImportsOfCli(files: { file: string; text: string }[]): string[] {
+  const bad: string[] = [];
+  for (const { file, text } of files) {
+    if (unitOf(file) !== 'cli') continue;
+    for (const imp of importsOf(file, text)) {
+      const b = unitOf(imp.to);
+      if (b !== 'cli' && !CLI_MAY_IMPORT.includes(b))
+        bad.push(`${relative(SRC, imp.from)} -> ${relative(SRC, imp.to)} (use src/api)`);
+    }
+  }
+  return bad;
+}
+
 /** File-level import cycles, each as `a -> b -> a`. */
 export function cycles(files: { file: string; text: string }[]): string[] {
   const graph = new Map(files.map(({ file, text }) => [file, importsOf(file, text).map((i) => i.to)]));
@@ -131,6 +149,10 @@ describe('architecture', () => {
     assert.deepEqual(upwardImports(files), []);
   });
 
+  it('the CLI imports library code only through the public API (src/api, src/index.ts)', () => {
+    assert.deepEqual(privateImportsOfCli(files), []);
+  });
+
   it('no import cycles between files', () => {
     assert.deepEqual(cycles(files), []);
   });
@@ -145,6 +167,16 @@ describe('architecture', () => {
       fake('image/ok.ts', "import { x } from '../oci/types.js';\nimport { y } from './resolve.js';"),
     ]);
     assert.equal(bad.length, 4, bad.join('\n'));
+    assert.equal(
+      privateImportsOfCli([
+        fake('cli/commands/a.ts', "const { pack } = await import('../../wasm/pack.js');"),
+        fake(
+          'cli/commands/b.ts',
+          "import type { Platform } from '../../api/oci.js';\nimport { Output } from '../output.js';",
+        ),
+      ]).length,
+      1,
+    );
     assert.equal(
       cycles([fake('a/a.ts', "import './b.js';"), fake('a/b.ts', "import type { A } from './a.js';")]).length,
       1,

@@ -62,7 +62,7 @@ so a debootstrap rootfs appends as it is; --devices skip leaves them out, each n
             hint: 'keep writes device nodes and fifos into the layer, skip leaves them out, refuse fails',
           },
         );
-      const kiln = await import('../../index.js');
+      const kiln = { ...(await import('../../api/image.js')), ...(await import('../../api/oci.js')) };
       const result = await kiln.appendLayers({
         context: contextOf(cmd),
         base,

@@ -33,7 +33,7 @@ referrer; the index lists no attestation entries). kiln verify IMAGE --key PREFI
         throw new KilnError('E_USAGE', '--predicate and --key cannot both read stdin');
       const predicate = await readPredicate(opts.predicate);
       const key = await privateKey(opts.key);
-      const { attestImage } = await import('../../sign/sign.js');
+      const { attestImage } = await import('../../api/sign.js');
       const attached = await attestImage(image, {
         key,
         predicateType: opts.type,

@@ -1,5 +1,5 @@
 import { type Command, InvalidArgumentError, Option } from 'commander';
-import type { KilnContext } from '../../context.js';
+import type { KilnContext } from '../../api/context.js';
 import { collect, examples, globals, jobs } from '../common.js';
 import { contextOf } from '../context.js';
 import { Output, plural } from '../output.js';
@@ -62,10 +62,10 @@ export function register(program: Command): void {
     )
     .action(async (dir: string, opts, cmd: Command) => {
       const out = new Output(globals(cmd));
-      const { build } = await import('../../build/build.js');
+      const { build } = await import('../../api/build.js');
       // The key first: a wrong password fails before anything is compiled.
       const signKey = opts.signKey ? await (await import('../keys.js')).privateKey(opts.signKey) : undefined;
-      const { formatPlatform, parsePlatform } = await import('../../oci/platform.js');
+      const { formatPlatform, parsePlatform } = await import('../../api/oci.js');
       const platforms = ((opts.platform as string[] | undefined) ?? [])
         .flatMap((v) => v.split(','))
         .map((v) => v.trim())
@@ -164,7 +164,7 @@ export function register(program: Command): void {
 async function isWorkspace(dir: string, file: string | undefined, context: KilnContext): Promise<boolean> {
   if (dir === '...' || dir.endsWith('/...')) return true;
   if (file !== undefined) return false;
-  const { loadProject } = await import('../../build/project.js');
+  const { loadProject } = await import('../../api/build.js');
   const path = await import('node:path');
   const loaded = await loadProject(path.resolve(dir), { store: await context.store() }).catch(
     () => undefined,

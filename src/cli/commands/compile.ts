@@ -1,9 +1,16 @@
 import { type Command, Option } from 'commander';
-import type { CompileEvent, CompileOptions } from '../../build/compile.js';
-import { RUNNER_NAMES } from '../../toolchain/runner.js';
+import type { CompileEvent, CompileOptions } from '../../api/build.js';
+import type { RunnerName } from '../../api/toolchain.js';
 import { collect, examples, globals, keyValues } from '../common.js';
 import { contextOf } from '../context.js';
 import { humanSize, Output } from '../output.js';
+
+/**
+ * The runners, for `--runner`'s choices: spelled here (checked complete against RunnerName) so that
+ * registering the command loads no library code (start-up time).
+ */
+const RUNNERS: Record<RunnerName, true> = { docker: true, podman: true, sandbox: true, local: true };
+const RUNNER_NAMES = Object.keys(RUNNERS) as RunnerName[];
 
 /** The options compile and build share. */
 export function compileOptions(cmd: Command): Command {
@@ -112,11 +119,11 @@ export function register(program: Command): void {
     )
     .action(async (dir: string, opts, cmd: Command) => {
       const out = new Output(globals(cmd));
-      const { compile } = await import('../../build/compile.js');
+      const { compile } = await import('../../api/build.js');
       const options = toCompileOptions(dir, opts, out);
       const platform = (opts as { platform?: string }).platform;
       if (platform) {
-        const { parsePlatform } = await import('../../oci/platform.js');
+        const { parsePlatform } = await import('../../api/oci.js');
         options.target = parsePlatform(platform);
       }
       const result = await compile({ ...options, context: contextOf(cmd) });
@@ -124,7 +131,7 @@ export function register(program: Command): void {
         const { project: _p, ...rest } = result;
         return out.json(rest);
       }
-      const { formatPlatform, isWasmPlatform } = await import('../../oci/platform.js');
+      const { formatPlatform, isWasmPlatform } = await import('../../api/oci.js');
       const tags = [
         ...(result.lang ? [result.lang] : []),
         ...(isWasmPlatform(result.target) ? [] : [formatPlatform(result.target)]),

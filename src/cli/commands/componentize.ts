@@ -17,7 +17,7 @@ export function register(program: Command): void {
     )
     .action(async (input: string, opts, cmd: Command) => {
       const out = new Output(globals(cmd));
-      const kiln = await import('../../component/file.js');
+      const kiln = await import('../../api/run.js');
       const result = await kiln.componentizeFile(input, opts.output);
       if (out.flags.json) return out.json({ ...result });
       out.info(`${input} (preview 1 ${result.role}) -> ${opts.output}: a component (${result.adapter})`);

@@ -51,7 +51,7 @@ export function register(program: Command): void {
       const out = new Output(globals(cmd));
       if (opts.platform && opts.allPlatforms)
         throw new KilnError('E_USAGE', '--platform and --all-platforms exclude each other');
-      const kiln = { ...(await import('../../operations.js')), ...(await import('../../oci/platform.js')) };
+      const kiln = { ...(await import('../../api/transport.js')), ...(await import('../../api/oci.js')) };
       const platform = opts.platform ? kiln.parsePlatform(opts.platform) : undefined;
       const progress = new Progress(out.flags);
       const result = await kiln
@@ -82,7 +82,7 @@ export function register(program: Command): void {
     .addHelpText('after', examples(['kiln digest localhost:5000/app:1', 'kiln digest oci:./out:hello']))
     .action(async (image: string, opts, cmd: Command) => {
       const out = new Output(globals(cmd));
-      const kiln = { ...(await import('../../operations.js')), ...(await import('../../oci/platform.js')) };
+      const kiln = { ...(await import('../../api/transport.js')), ...(await import('../../api/oci.js')) };
       const platform = opts.platform ? kiln.parsePlatform(opts.platform) : undefined;
       const desc = await kiln.digest(image, { platform, context: contextOf(cmd) });
       if (out.flags.json) return out.json(desc);
@@ -96,7 +96,7 @@ export function register(program: Command): void {
     .addHelpText('after', examples(['kiln tags localhost:5000/app', 'kiln tags oci:./layout']))
     .action(async (repo: string, _opts, cmd: Command) => {
       const out = new Output(globals(cmd));
-      const kiln = { ...(await import('../../operations.js')), ...(await import('../../oci/platform.js')) };
+      const kiln = { ...(await import('../../api/transport.js')), ...(await import('../../api/oci.js')) };
       const tags = await kiln.listTags(repo, { context: contextOf(cmd) });
       if (out.flags.json) return out.json(tags);
       if (tags.length) out.data(tags.join('\n'));

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
+import type { FlatIssue } from '../../api/image.js';
 import { KilnError } from '../../errors.js';
-import type { FlatIssue } from '../../index.js';
 import { examples, globals } from '../common.js';
 import { contextOf } from '../context.js';
 import { Output, plural, red } from '../output.js';
@@ -52,7 +52,7 @@ else the remaining layers are squashed into one.
       const out = new Output(globals(cmd));
       if ((opts.to === undefined) === (opts.output === undefined))
         throw new KilnError('E_USAGE', 'give exactly one of --to DST and --output FILE');
-      const kiln = await import('../../index.js');
+      const kiln = { ...(await import('../../api/image.js')), ...(await import('../../api/oci.js')) };
       const result = await kiln.diffImages({
         context: contextOf(cmd),
         lower,

@@ -27,7 +27,7 @@ export function register(program: Command): void {
         throw new KilnError('E_USAGE', 'refusing to write a tar to a terminal', {
           hint: 'redirect stdout, or use -o FILE',
         });
-      const kiln = await import('../../index.js');
+      const kiln = { ...(await import('../../api/image.js')), ...(await import('../../api/oci.js')) };
       const platform = opts.platform ? kiln.parsePlatform(opts.platform) : undefined;
       const result = await kiln.exportImage(src, toStdout ? process.stdout : opts.output, {
         context: contextOf(cmd),

@@ -28,7 +28,7 @@ and one "kiln flatten" history entry. Without --platform every image of an index
     )
     .action(async (src: string, opts, cmd: Command) => {
       const out = new Output(globals(cmd));
-      const kiln = await import('../../index.js');
+      const kiln = { ...(await import('../../api/image.js')), ...(await import('../../api/oci.js')) };
       const result = await kiln.flattenImage({
         context: contextOf(cmd),
         source: src,

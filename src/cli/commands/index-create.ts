@@ -27,7 +27,7 @@ native one. Two different images for one platform are refused; the same image tw
     )
     .action(async (sources: string[], opts, cmd: Command) => {
       const out = new Output(globals(cmd));
-      const kiln = await import('../../index.js');
+      const kiln = { ...(await import('../../api/image.js')), ...(await import('../../api/oci.js')) };
       const result = await kiln.createIndex({
         context: contextOf(cmd),
         sources,

@@ -26,7 +26,7 @@ export function register(program: Command): void {
     )
     .action(async (image: string, opts, cmd: Command) => {
       const out = new Output(globals(cmd));
-      const kiln = { ...(await import('../../operations.js')), ...(await import('../../oci/platform.js')) };
+      const kiln = { ...(await import('../../api/transport.js')), ...(await import('../../api/oci.js')) };
       const platform = opts.platform ? kiln.parsePlatform(opts.platform) : undefined;
       const result = await kiln.inspect(image, { platform, context: contextOf(cmd) });
       if (opts.raw) return void process.stdout.write(result.raw);

@@ -20,7 +20,7 @@ key (SPKI PEM). Existing files are not overwritten. docs/signing.md has the deta
     )
     .action(async (opts, cmd: Command) => {
       const out = new Output(globals(cmd));
-      const { generateKeys } = await import('../../sign/keys.js');
+      const { generateKeys } = await import('../../api/sign.js');
       const prefix: string = opts.outputKeyPrefix;
       const keys = await generateKeys(await password(`the new key ${prefix}.key`, true));
       await writeNew(`${prefix}.key`, keys.privatePem, 0o600);

@@ -29,11 +29,11 @@ export function register(program: Command): void {
     )
     .action(async (registry: string, opts: LoginFlags, cmd: Command) => {
       const out = new Output(globals(cmd));
-      const dc = await import('../../registry/docker-config.js');
+      const dc = await import('../../api/registry.js');
       const host = dc.registryHost(registry);
       const creds = await askCredentials(opts);
       // Checked against the registry first, as docker does, so bad credentials are never stored.
-      const { Registry } = await import('../../registry/registry.js');
+      const { Registry } = await import('../../api/registry.js');
       const verify = () =>
         new Registry(host, {
           ...registryOptions(cmd),
@@ -53,7 +53,7 @@ export function register(program: Command): void {
     .addHelpText('after', examples(['kiln logout ghcr.io']))
     .action(async (registry: string, _opts: unknown, cmd: Command) => {
       const out = new Output(globals(cmd));
-      const dc = await import('../../registry/docker-config.js');
+      const dc = await import('../../api/registry.js');
       const host = dc.registryHost(registry);
       const result = await dc.logout(host);
       if (out.flags.json)

@@ -42,7 +42,7 @@ image among the inputs) picks the image out of each index.
     )
     .action(async (base: string, sources: string[], opts, cmd: Command) => {
       const out = new Output(globals(cmd));
-      const kiln = await import('../../index.js');
+      const kiln = { ...(await import('../../api/image.js')), ...(await import('../../api/oci.js')) };
       const configFrom = String(opts.configFrom);
       if (!(CONFIG_FROM as readonly string[]).includes(configFrom))
         throw new KilnError('E_USAGE', `--config-from takes ${CONFIG_FROM.join(', ')}, got '${configFrom}'`);

@@ -77,7 +77,7 @@ Without --platform every image of an index is changed and a new index is written
     )
     .action(async (src: string, opts, cmd: Command) => {
       const out = new Output(globals(cmd));
-      const kiln = await import('../../index.js');
+      const kiln = { ...(await import('../../api/image.js')), ...(await import('../../api/oci.js')) };
       const result = await kiln.mutateImage({
         context: contextOf(cmd),
         source: src,

@@ -39,7 +39,7 @@ export function register(program: Command): void {
       const kiln = { ...(await import('../../api/wasm.js')), ...(await import('../../api/oci.js')) };
       keyValues(opts.env, '--env'); // checked here; the config keeps the K=V list as given
       const made = opts.component
-        ? await (await import('../../component/file.js')).componentizeToTemp(file)
+        ? await (await import('../../api/run.js')).componentizeToTemp(file)
         : undefined;
       const result = await kiln
         .pack({

@@ -30,7 +30,7 @@ image for SRC's platform is taken from each. Without --platform every image of a
     )
     .action(async (src: string, opts, cmd: Command) => {
       const out = new Output(globals(cmd));
-      const kiln = await import('../../index.js');
+      const kiln = { ...(await import('../../api/image.js')), ...(await import('../../api/oci.js')) };
       const result = await kiln.rebaseImage({
         context: contextOf(cmd),
         source: src,

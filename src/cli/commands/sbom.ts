@@ -23,7 +23,7 @@ with the image (subject) and the referrer manifest's descriptors.
     )
     .action(async (image: string, opts, cmd: Command) => {
       const out = new Output(globals(cmd));
-      const kiln = await import('../../index.js');
+      const kiln = { ...(await import('../../api/sbom.js')), ...(await import('../../api/oci.js')) };
       const platform = opts.platform ? kiln.parsePlatform(opts.platform) : undefined;
       const found = await kiln.findSbom(image, { platform, context: contextOf(cmd) });
       if (out.flags.json)

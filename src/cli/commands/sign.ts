@@ -27,7 +27,7 @@ Check with kiln verify IMAGE --key PREFIX.pub (or cosign verify --key PREFIX.pub
     .action(async (image: string, opts, cmd: Command) => {
       const out = new Output(globals(cmd));
       const key = await privateKey(opts.key);
-      const { signImage } = await import('../../sign/sign.js');
+      const { signImage } = await import('../../api/sign.js');
       const result = await signImage(image, { key, recursive: !!opts.recursive, context: contextOf(cmd) });
       if (out.flags.json) return out.json(result);
       for (const s of result.signed)

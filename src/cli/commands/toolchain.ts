@@ -13,8 +13,8 @@ export function register(program: Command): void {
     .description('list the toolchain images kiln has pulled')
     .action(async (_opts, cmd: Command) => {
       const out = new Output(globals(cmd));
-      const { storedToolchains } = await import('../../toolchain/images.js');
-      const { listRootfs } = await import('../../toolchain/rootfs.js');
+      const { storedToolchains } = await import('../../api/toolchain.js');
+      const { listRootfs } = await import('../../api/toolchain.js');
       const store = await contextOf(cmd).store();
       const unpacked = new Set((await listRootfs()).map((r) => r.digest));
       const rows = (await storedToolchains(store)).map((t) => ({
@@ -49,10 +49,10 @@ export function register(program: Command): void {
     )
     .action(async (what: string | undefined, opts: { dir: string }, cmd: Command) => {
       const out = new Output(globals(cmd));
-      const { isLanguage, preset, detectLanguage } = await import('../../toolchain/presets/index.js');
-      const { resolveToolchain } = await import('../../toolchain/images.js');
-      const { LockFile } = await import('../../build/lock.js');
-      const { loadProject } = await import('../../build/project.js');
+      const { isLanguage, preset, detectLanguage } = await import('../../api/toolchain.js');
+      const { resolveToolchain } = await import('../../api/toolchain.js');
+      const { LockFile } = await import('../../api/build.js');
+      const { loadProject } = await import('../../api/build.js');
       const context = contextOf(cmd);
       const project = await loadProject(opts.dir, { store: await context.store() });
       let image: string;
@@ -87,10 +87,10 @@ export function register(program: Command): void {
     .argument('[image...]', 'toolchain images to remove (default: all)')
     .action(async (images: string[], _opts, cmd: Command) => {
       const out = new Output(globals(cmd));
-      const { forgetToolchains, storedToolchains, toolchainName } = await import('../../toolchain/images.js');
-      const { pruneRootfs } = await import('../../toolchain/rootfs.js');
-      const { collectGarbage } = await import('../../store/gc.js');
-      const { parseManifest } = await import('../../oci/validate.js');
+      const { forgetToolchains, storedToolchains, toolchainName } = await import('../../api/toolchain.js');
+      const { pruneRootfs } = await import('../../api/toolchain.js');
+      const { collectGarbage } = await import('../../api/context.js');
+      const { parseManifest } = await import('../../api/oci.js');
       const store = await contextOf(cmd).store();
       const names = images.length ? new Set(images.map(toolchainName)) : undefined;
       const dropped = await forgetToolchains(store, names);

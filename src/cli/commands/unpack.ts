@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
+import type { ExpansionLimits } from '../../api/image.js';
 import { KilnError } from '../../errors.js';
-import type { ExpansionLimits } from '../../layer/tar-reader.js';
 import { examples, globals } from '../common.js';
 import { contextOf } from '../context.js';
 import { Output, plural, red } from '../output.js';
@@ -54,8 +54,8 @@ KILN_MAX_LAYER_SIZE / KILN_MAX_EXPANSION, which every command that reads layers 
     )
     .action(async (src: string, dir: string, opts, cmd: Command) => {
       const out = new Output(globals(cmd));
-      const kiln = await import('../../index.js');
-      const { parseByteSize, parseExpansion, expansionLimits } = await import('../../layer/tar-reader.js');
+      const kiln = { ...(await import('../../api/image.js')), ...(await import('../../api/oci.js')) };
+      const { parseByteSize, parseExpansion, expansionLimits } = await import('../../api/image.js');
       const setuid = choice('--setuid', String(opts.setuid), ['keep', 'strip', 'refuse'] as const);
       const devices = choice('--devices', String(opts.devices), ['skip', 'refuse'] as const);
       const given: Partial<ExpansionLimits> = {};

@@ -32,7 +32,7 @@ key names its image; each --type has one. Exits 1 listing what failed.
     .action(async (image: string, opts, cmd: Command) => {
       const out = new Output(globals(cmd));
       const key = await publicKey(opts.key);
-      const { verifyImage } = await import('../../sign/sign.js');
+      const { verifyImage } = await import('../../api/sign.js');
       const report = await verifyImage(image, {
         key,
         ...(opts.type ? { types: opts.type } : {}),

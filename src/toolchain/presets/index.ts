@@ -18,10 +18,12 @@ export const DEFAULT_NATIVE_ARTIFACT = 'app';
 
 const PRESETS: Readonly<Record<Language, Preset>> = { rust, tinygo, go, c, dotnet, assemblyscript };
 
+/** Whether `value` names a language kiln has a preset for. */
 export function isLanguage(value: string): value is Language {
   return (LANGUAGES as readonly string[]).includes(value);
 }
 
+/** The preset (toolchain image, command, artifact) of a language. */
 export function preset(lang: string): Preset {
   if (!isLanguage(lang))
     throw new KilnError('E_UNKNOWN_LANGUAGE', `unknown language '${lang}'`, {

@@ -1,7 +1,9 @@
 /** The shapes of a language preset, apart from the presets themselves (languages.ts imports them). */
 export const LANGUAGES = ['rust', 'tinygo', 'go', 'c', 'dotnet', 'assemblyscript'] as const;
+/** A language kiln has a preset for. */
 export type Language = (typeof LANGUAGES)[number];
 
+/** How a language builds: toolchain image, command, artifact, native builds. */
 export interface Preset {
   lang: Language;
   /** Default toolchain image (a tag, pinned in kiln.lock on first use). */

@@ -1,0 +1,13 @@
+/** `kiln-oci/transport`: images by reference (`oci:`, archives, `docker-daemon:`, registries): open, copy, inspect, tags. */
+export {
+  type ContextOption,
+  type CopyCommandOptions,
+  copy,
+  digest,
+  inspect,
+  listTags,
+} from '../operations.js';
+export type { CopyEvent, CopyOptions, CopyResult } from '../transport/copy.js';
+export { type OpenOptions, openDestination, openSource } from '../transport/open.js';
+export { type ImageLocation, parseLocation } from '../transport/parse.js';
+export type { ImageDestination, ImageSource } from '../transport/types.js';

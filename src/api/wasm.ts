@@ -1,0 +1,4 @@
+/** `kiln-oci/wasm`: reading a `.wasm` and packaging it as an image in each format of docs/formats.md. */
+export { inspectWasm, type WasmInfo } from '../wasm/inspect.js';
+export { type PackResult, pack } from '../wasm/pack.js';
+export { isWasmFormat, WASM_FORMATS, type WasmFormat } from '../wasm/package.js';
