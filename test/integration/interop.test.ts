@@ -57,6 +57,13 @@ function umoci(args: string[]): Promise<RunResult> {
   return run(requireTool('umoci')!, args, { timeoutMs: TIMEOUT });
 }
 
+/** hello.wasm packaged into oci:WORK/NAME:TAG; the digest kiln printed. */
+async function packaged(name: string, tag = 'hello', extra: string[] = []) {
+  const wasm = await helloWasm();
+  const dir = join(work, name);
+  return { wasm, dir, digest: await kilnPackage(wasm, `oci:${dir}:${tag}`, extra) };
+}
+
 /** `kiln package` that must succeed; returns the manifest digest it prints on stdout. */
 const kilnPackage = (wasm: string, to: string, extra: string[] = []) =>
   kilnDigest(['package', wasm, '--to', to, ...extra]);
@@ -82,9 +89,7 @@ async function archiveBlob(archive: string, digest: string): Promise<Buffer> {
 test('skopeo reads a packaged wasm image: wasip1/wasm, kiln’s manifest digest, compat-smart, one gzip layer, /hello.wasm entrypoint', async (t) => {
   const reason = missing('skopeo');
   if (reason !== undefined) return t.skip(reason);
-  const wasm = await helloWasm();
-  const dir = join(work, 'skopeo-image');
-  const digest = await kilnPackage(wasm, `oci:${dir}:hello`);
+  const { dir, digest } = await packaged('skopeo-image');
 
   const info = await skopeo(['inspect', `oci:${dir}:hello`]);
   const parsed = JSON.parse(info) as { Architecture: string; Os: string; Digest: string };
@@ -117,9 +122,7 @@ test('skopeo reads a packaged wasm image: wasip1/wasm, kiln’s manifest digest,
 test('umoci raw unpack extracts /hello.wasm from a wasm image byte-identical with mode 0755 (full unpack refuses os wasip1)', async (t) => {
   const reason = missing('umoci');
   if (reason !== undefined) return t.skip(reason);
-  const wasm = await helloWasm();
-  const dir = join(work, 'umoci-wasm');
-  await kilnPackage(wasm, `oci:${dir}:hello`);
+  const { wasm, dir } = await packaged('umoci-wasm');
 
   const rootfs = join(work, 'umoci-wasm-rootfs');
   ok(await umoci(['raw', 'unpack', '--rootless', '--image', `${dir}:hello`, rootfs]), 'umoci raw unpack');
@@ -143,9 +146,7 @@ test('umoci raw unpack extracts /hello.wasm from a wasm image byte-identical wit
 test('umoci unpack makes a runtime bundle of a linux/amd64 image whose process.args[0] is /hello.wasm', async (t) => {
   const reason = missing('umoci');
   if (reason !== undefined) return t.skip(reason);
-  const wasm = await helloWasm();
-  const dir = join(work, 'umoci-amd64');
-  await kilnPackage(wasm, `oci:${dir}:amd64`, ['--platform', 'linux/amd64']);
+  const { wasm, dir } = await packaged('umoci-amd64', 'amd64', ['--platform', 'linux/amd64']);
 
   const bundle = join(work, 'umoci-amd64-bundle');
   ok(await umoci(['unpack', '--rootless', '--image', `${dir}:amd64`, bundle]), 'umoci unpack');
@@ -340,9 +341,7 @@ test(
 test('skopeo copies an oci-archive written by kiln copy, and the copy keeps the manifest digest', async (t) => {
   const reason = missing('skopeo');
   if (reason !== undefined) return t.skip(reason);
-  const wasm = await helloWasm();
-  const dir = join(work, 'copy-src');
-  const digest = await kilnPackage(wasm, `oci:${dir}:hello`);
+  const { dir, digest } = await packaged('copy-src');
 
   const archive = join(work, 'X.tar');
   assert.equal(await kilnDigest(['copy', `oci:${dir}:hello`, `oci-archive:${archive}:t`]), digest);
@@ -354,9 +353,7 @@ test('skopeo copies an oci-archive written by kiln copy, and the copy keeps the 
 
 /** A docker-archive written by skopeo (uncompressed layers), tagged hello:2. */
 async function skopeoDockerArchive(name: string): Promise<{ archive: string; configDigest: string }> {
-  const wasm = await helloWasm();
-  const dir = join(work, `${name}-src`);
-  await kilnPackage(wasm, `oci:${dir}:hello`);
+  const { dir } = await packaged(`${name}-src`);
   const archive = join(work, `${name}.tar`);
   await skopeo(['copy', `oci:${dir}:hello`, `docker-archive:${archive}:hello:2`]);
   const raw = await skopeo(['inspect', '--raw', `oci:${dir}:hello`]);

@@ -4,11 +4,11 @@
  * and node:https are used as clients, so a failure here is the support code's, not kiln's.
  */
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { request as httpRequest, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { test } from 'node:test';
+import { sha256 } from '../support/images.js';
 import {
   registrySkipReason,
   sharedRegistry,
@@ -60,7 +60,6 @@ function send(url: string, opts: SendOptions = {}): Promise<Reply> {
 
 const basic = (user: string, pass: string) => `Basic ${Buffer.from(`${user}:${pass}`).toString('base64')}`;
 const bearer = (token: string) => `Bearer ${token}`;
-const sha256 = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
 /** Monolithic blob upload: POST a session, PUT the bytes with ?digest=. Returns the PUT's reply. */
 async function pushBlob(
@@ -98,9 +97,14 @@ function decodeJwt(token: string): { header: Record<string, unknown>; claims: Re
   };
 }
 
-async function getToken(realm: string, service: string, scopes: string[], auth?: string): Promise<Reply> {
-  const url = new URL(realm);
-  url.searchParams.set('service', service);
+/** A token from the registry's issuer for `scopes`, asked with `auth` (or anonymously). */
+async function getToken(
+  reg: { realm: string; service: string },
+  scopes: string[],
+  auth?: string,
+): Promise<Reply> {
+  const url = new URL(reg.realm);
+  url.searchParams.set('service', reg.service);
   for (const s of scopes) url.searchParams.append('scope', s);
   return send(url.href, { headers: auth ? { Authorization: auth } : {} });
 }
@@ -205,12 +209,7 @@ test('registry token: challenge, token with credentials, push and pull with it',
   assert.deepEqual([kind, repo, actions?.split(',').sort()], ['repository', 'foo/bar', ['pull', 'push']]);
 
   const before = reg.tokenRequests.length;
-  const reply = await getToken(
-    reg.realm,
-    reg.service,
-    ['repository:foo/bar:pull,push'],
-    basic(reg.username, reg.password),
-  );
+  const reply = await getToken(reg, ['repository:foo/bar:pull,push'], basic(reg.username, reg.password));
   const json = JSON.parse(reply.body.toString()) as Record<string, unknown>;
   const token = tokenOf(reply);
   assert.equal(json['access_token'], json['token'], 'both fields by default');
@@ -246,9 +245,7 @@ test('registry token: challenge, token with credentials, push and pull with it',
   });
   assert.deepEqual([got.status, got.body], [200, blob]);
   // A token for another repository does not open this one.
-  const other = tokenOf(
-    await getToken(reg.realm, reg.service, ['repository:other:pull'], basic(reg.username, reg.password)),
-  );
+  const other = tokenOf(await getToken(reg, ['repository:other:pull'], basic(reg.username, reg.password)));
   const denied = await send(`${reg.url}/v2/foo/bar/blobs/${sha256(blob)}`, {
     headers: { Authorization: bearer(other) },
   });
@@ -263,12 +260,12 @@ test('registry token: anonymous callers may only pull public/', {
   const user = basic(reg.username, reg.password);
   const blob = Buffer.from('public blob\n');
   const scopes = ['repository:public/x:pull,push', 'repository:private/y:pull,push'];
-  const pusher = bearer(tokenOf(await getToken(reg.realm, reg.service, scopes, user)));
+  const pusher = bearer(tokenOf(await getToken(reg, scopes, user)));
   assert.equal((await pushBlob(reg.url, 'public/x', blob, { auth: pusher })).status, 201);
   assert.equal((await pushBlob(reg.url, 'private/y', blob, { auth: pusher })).status, 201);
 
   const before = reg.tokenRequests.length;
-  const anon = tokenOf(await getToken(reg.realm, reg.service, ['repository:public/x:pull,push']));
+  const anon = tokenOf(await getToken(reg, ['repository:public/x:pull,push']));
   const record = reg.tokenRequests[before];
   assert.equal(record?.authenticated, false);
   assert.deepEqual(record?.granted, [{ type: 'repository', name: 'public/x', actions: ['pull'] }]);
@@ -285,7 +282,7 @@ test('registry token: anonymous callers may only pull public/', {
   assert.equal(push.status, 401, 'anonymous push is refused');
   assert.match(String(push.headers['www-authenticate']), /error="insufficient_scope"/);
 
-  const priv = tokenOf(await getToken(reg.realm, reg.service, ['repository:private/y:pull']));
+  const priv = tokenOf(await getToken(reg, ['repository:private/y:pull']));
   assert.deepEqual(reg.tokenRequests.at(-1)?.granted, []);
   const hidden = await send(`${reg.url}/v2/private/y/blobs/${sha256(blob)}`, {
     headers: { Authorization: bearer(priv) },
@@ -299,7 +296,7 @@ test('registry token: several scopes, bad credentials, wrong service', {
   const reg = await sharedRegistry('token');
   const before = reg.tokenRequests.length;
   const scopes = ['repository:a/b:pull', 'repository:c:pull,push', 'repository:a/b:push'];
-  const token = tokenOf(await getToken(reg.realm, reg.service, scopes, basic(reg.username, reg.password)));
+  const token = tokenOf(await getToken(reg, scopes, basic(reg.username, reg.password)));
   const expected = [
     { type: 'repository', name: 'a/b', actions: ['pull', 'push'] },
     { type: 'repository', name: 'c', actions: ['pull', 'push'] },
@@ -307,7 +304,7 @@ test('registry token: several scopes, bad credentials, wrong service', {
   assert.deepEqual(decodeJwt(token).claims['access'], expected);
   assert.deepEqual(reg.tokenRequests[before]?.scopes, scopes);
 
-  const bad = await getToken(reg.realm, reg.service, ['repository:a/b:pull'], basic(reg.username, 'wrong'));
+  const bad = await getToken(reg, ['repository:a/b:pull'], basic(reg.username, 'wrong'));
   assert.equal(bad.status, 401);
   assert.equal(bad.headers['content-type'], 'application/json');
   assert.match(bad.body.toString(), /"UNAUTHORIZED"/);
@@ -317,7 +314,11 @@ test('registry token: several scopes, bad credentials, wrong service', {
     [401, false, reg.username, []],
   );
 
-  const wrongService = await getToken(reg.realm, 'elsewhere', [], basic(reg.username, reg.password));
+  const wrongService = await getToken(
+    { realm: reg.realm, service: 'elsewhere' },
+    [],
+    basic(reg.username, reg.password),
+  );
   assert.equal(wrongService.status, 400);
   const post = await send(reg.realm, { method: 'POST', body: 'grant_type=password' });
   assert.equal(post.status, 405, 'only GET (clients fall back to it)');
@@ -325,12 +326,7 @@ test('registry token: several scopes, bad credentials, wrong service', {
 
 test('registry token: tokenField and expiresIn options', { skip: registrySkipReason('token') }, async () => {
   await using reg = await startRegistry({ auth: 'token', tokenField: 'access_token', expiresIn: 60 });
-  const reply = await getToken(
-    reg.realm,
-    reg.service,
-    ['repository:foo/bar:pull'],
-    basic(reg.username, reg.password),
-  );
+  const reply = await getToken(reg, ['repository:foo/bar:pull'], basic(reg.username, reg.password));
   const json = JSON.parse(reply.body.toString()) as Record<string, unknown>;
   assert.equal('token' in json, false);
   assert.equal(json['expires_in'], 60);
@@ -344,10 +340,7 @@ test('registry token: tokenField and expiresIn options', { skip: registrySkipRea
   assert.equal(missing.status, 404);
 
   await using only = await startRegistry({ auth: 'token', tokenField: 'token' });
-  const plain = JSON.parse((await getToken(only.realm, only.service, [])).body.toString()) as Record<
-    string,
-    unknown
-  >;
+  const plain = JSON.parse((await getToken(only, [])).body.toString()) as Record<string, unknown>;
   assert.deepEqual(Object.keys(plain).sort(), ['expires_in', 'issued_at', 'token']);
 });
 
@@ -397,12 +390,7 @@ test('request log: redirectBlobs answers blob GETs with a 307 to a storage URL',
   const reg = await sharedRegistry('token');
   await using log = await startRequestLog(reg.url, { redirectBlobs: true });
   const token = tokenOf(
-    await getToken(
-      reg.realm,
-      reg.service,
-      ['repository:redir/x:pull,push'],
-      basic(reg.username, reg.password),
-    ),
+    await getToken(reg, ['repository:redir/x:pull,push'], basic(reg.username, reg.password)),
   );
   const blob = Buffer.from('redirected blob\n');
   assert.equal((await pushBlob(log.url, 'redir/x', blob, { auth: bearer(token) })).status, 201);

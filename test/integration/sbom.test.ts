@@ -5,11 +5,9 @@
  * skopeo and umoci check what was written. The kiln CLI must be built (`npm run build`).
  */
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, test } from 'node:test';
+import { test } from 'node:test';
 import { MediaType } from '../../src/oci/media-types.js';
 import type { Descriptor } from '../../src/oci/types.js';
 import { imageFiles } from '../../src/sbom/files.js';
@@ -22,20 +20,16 @@ import {
 } from '../../src/sbom/referrers.js';
 import type { SbomInput } from '../../src/sbom/spdx.js';
 import { openSource } from '../../src/transport/open.js';
-import { kiln } from '../support/kiln.js';
+import { HELLO_WASM, sha256hex } from '../support/images.js';
+import { kiln, kilnIndexCreate, kilnOk } from '../support/kiln.js';
 import { registrySkipReason, sharedRegistry } from '../support/registry.js';
-import { requireTool, run, toolSkipReason } from '../support/tools.js';
+import { workDir } from '../support/temp.js';
+import { ok, requireTool, run, toolSkipReason } from '../support/tools.js';
 
-const HELLO = join(import.meta.dirname, '../../examples/hello/hello.wasm');
-const work = mkdtempSync(join(tmpdir(), 'kiln-sbom-'));
-after(() => rmSync(work, { recursive: true, force: true }));
+const HELLO = HELLO_WASM;
+const work = workDir('kiln-sbom');
 
 const skip = registrySkipReason('none') ?? toolSkipReason('skopeo', 'umoci');
-
-function ok(r: { code: number; stdout: string; stderr: string }, what: string): string {
-  assert.equal(r.code, 0, `${what} exited with ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
-  return r.stdout;
-}
 
 async function skopeoRaw(ref: string): Promise<Record<string, unknown>> {
   const args = ['inspect', '--raw', ...(ref.startsWith('docker://') ? ['--tls-verify=false'] : []), ref];
@@ -46,7 +40,7 @@ async function skopeoRaw(ref: string): Promise<Record<string, unknown>> {
 
 /** Packs hello.wasm to `to` with the CLI; the manifest's descriptor, read back with the library. */
 async function packed(to: string, extra: string[] = []): Promise<Descriptor> {
-  ok(await kiln(['package', HELLO, '--to', to, ...extra]), `package ${to}`);
+  await kilnOk(['package', HELLO, '--to', to, ...extra]);
   const source = await openSource(to);
   try {
     const d = await source.resolve();
@@ -76,8 +70,6 @@ async function sbomFor(to: string, name: string, subject: Descriptor): Promise<S
   }
 }
 
-const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
-
 test('registry without the referrers API: the SBOM goes under the fallback tag; kiln sbom prints it', {
   skip,
 }, async () => {
@@ -89,24 +81,24 @@ test('registry without the referrers API: the SBOM goes under the fallback tag; 
   // The files are the image's: hello.wasm, with the digest of the file packed.
   assert.deepEqual(
     input.files.map((f) => [f.path, f.sha256, f.size]),
-    [['hello.wasm', sha256(readFileSync(HELLO)), readFileSync(HELLO).length]],
+    [['hello.wasm', sha256hex(readFileSync(HELLO)), readFileSync(HELLO).length]],
   );
   const first = await attachSbom({ ...input, to: ref });
   assert.equal(first.via, 'fallback-tag');
 
   // kiln sbom prints the document exactly as stored.
-  const printed = ok(await kiln(['sbom', ref]), 'kiln sbom');
-  assert.equal(sha256(Buffer.from(printed)), first.document.digest.slice(7));
+  const printed = await kilnOk(['sbom', ref]);
+  assert.equal(sha256hex(printed), first.document.digest.slice(7));
   const doc = JSON.parse(printed);
   assert.equal(doc.spdxVersion, 'SPDX-2.3');
   assert.equal(doc.files[0].fileName, './hello.wasm');
   assert.match(doc.documentNamespace, new RegExp(`${subject.digest.slice(7)}$`));
-  const json = JSON.parse(ok(await kiln(['sbom', ref, '--json']), 'kiln sbom --json'));
+  const json = JSON.parse(await kilnOk(['sbom', ref, '--json']));
   assert.equal(json.subject.digest, subject.digest);
   assert.equal(json.referrer.digest, first.descriptor.digest);
   assert.deepEqual(json.document, doc);
   // By digest too: the same image.
-  assert.equal(ok(await kiln(['sbom', `${repo}@${subject.digest}`]), 'kiln sbom @digest'), printed);
+  assert.equal(await kilnOk(['sbom', `${repo}@${subject.digest}`]), printed);
 
   // skopeo sees the fallback tag: an OCI index listing the artifact with its artifactType.
   const tag = referrersTag(subject.digest);
@@ -147,7 +139,7 @@ test('registry without the referrers API: the SBOM goes under the fallback tag; 
     ],
   );
   // The signature is not an SBOM: kiln sbom still prints the SBOM.
-  assert.equal(ok(await kiln(['sbom', ref]), 'kiln sbom after a second referrer'), printed);
+  assert.equal(await kilnOk(['sbom', ref]), printed);
 
   // An image without an SBOM: E_NOT_FOUND with a hint naming the fallback tag.
   const bare = await packed(`${repo}:bare`, ['--name', 'other']);
@@ -192,30 +184,25 @@ test('oci: layout: the fallback tag is an entry of index.json; skopeo and umoci 
   assert.deepEqual(umoci.trim().split('\n').sort(), [tag, 'v1']);
 
   // kiln sbom by tag, and untagged (the fallback tag is not an image of its own).
-  const printed = ok(await kiln(['sbom', `oci:${dir}:v1`]), 'kiln sbom oci:');
-  assert.equal(sha256(Buffer.from(printed)), first.document.digest.slice(7));
-  assert.equal(ok(await kiln(['sbom', `oci:${dir}`]), 'kiln sbom untagged'), printed);
+  const printed = await kilnOk(['sbom', `oci:${dir}:v1`]);
+  assert.equal(sha256hex(printed), first.document.digest.slice(7));
+  assert.equal(await kilnOk(['sbom', `oci:${dir}`]), printed);
   // The image itself is untouched: still inspectable and runnable by tag.
-  ok(await kiln(['inspect', `oci:${dir}:v1`]), 'inspect');
+  await kilnOk(['inspect', `oci:${dir}:v1`]);
 });
 
 test('an index: kiln sbom wants --platform, and reads the chosen image SBOM', { skip }, async () => {
   const dir = join(work, 'multi');
   const a = await packed(`oci:${dir}:p1`);
   const b = await packed(`oci:${dir}:wasi`, ['--platform', 'wasi/wasm']);
-  ok(
-    await kiln(['index', 'create', '--to', `oci:${dir}:multi`, `oci:${dir}:p1`, `oci:${dir}:wasi`]),
-    'index create',
-  );
+  await kilnIndexCreate(`oci:${dir}:multi`, [`oci:${dir}:p1`, `oci:${dir}:wasi`]);
   const forB = await attachSbom({ ...(await sbomFor(`oci:${dir}:wasi`, 'hello', b)), to: `oci:${dir}` });
   const ambiguous = await kiln(['sbom', `oci:${dir}:multi`]);
   assert.equal(ambiguous.code, 1);
   assert.match(ambiguous.stderr, /index of 2 images.*\(E_AMBIGUOUS\)/);
   assert.match(ambiguous.stderr, /hint: choose one with --platform: .*wasip1\/wasm/);
   assert.match(ambiguous.stderr, /wasi\/wasm/);
-  const chosen = JSON.parse(
-    ok(await kiln(['sbom', `oci:${dir}:multi`, '--platform', 'wasi/wasm', '--json']), 'b'),
-  );
+  const chosen = JSON.parse(await kilnOk(['sbom', `oci:${dir}:multi`, '--platform', 'wasi/wasm', '--json']));
   assert.equal(chosen.subject.digest, b.digest);
   assert.equal(chosen.referrer.digest, forB.descriptor.digest);
   const missing = await kiln(['sbom', `oci:${dir}:multi`, '--platform', 'wasip1/wasm']);

@@ -2,39 +2,23 @@
  * Self-test of the test support: the private Docker engine and the WASI C builder work on this machine.
  */
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
-import {
-  closeSync,
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  openSync,
-  readFileSync,
-  rmSync,
-  writeFileSync,
-} from 'node:fs';
-import { tmpdir } from 'node:os';
+import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { WASI } from 'node:wasi';
-import * as tar from 'tar-stream';
 import { dockerSkipReason, startDocker } from '../support/docker.js';
+import { file, tarOf } from '../support/hostile.js';
+import { sha256hex } from '../support/images.js';
+import { workDir, writeTree } from '../support/temp.js';
 import { requireTool, run } from '../support/tools.js';
 import { buildWasiProgram, HELLO_C, wasiSkipReason } from '../support/wasi.js';
 
-function packTar(entries: { name: string; data: Buffer; mode?: number }[]): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const pack = tar.pack();
-    const chunks: Buffer[] = [];
-    pack.on('data', (c: unknown) => chunks.push(c as Buffer));
-    pack.on('end', () => resolve(Buffer.concat(chunks)));
-    pack.on('error', reject);
-    for (const e of entries) pack.entry({ name: e.name, mode: e.mode ?? 0o644, mtime: new Date(0) }, e.data);
-    pack.finalize();
-  });
-}
+const work = workDir('kiln-support-selftest');
 
-const sha256 = (b: Buffer | string) => createHash('sha256').update(b).digest('hex');
+/** A tar of `entries`, mtime 0. */
+const packTar = (entries: { name: string; data: Buffer; mode?: number }[]) =>
+  tarOf(entries.map((e) => ({ ...file(e.name, e.data, e.mode), mtime: 0 })));
+const sha256 = sha256hex;
 
 /** A docker-archive (`docker save` format) of one layer holding the static binary `binary` as /init. */
 async function tinyDockerArchive(binary: string, cmd: string[], tag: string): Promise<Buffer> {
@@ -120,49 +104,42 @@ test('wasi: HELLO_C compiles to a cached WASI module that behaves as documented'
   assert.deepEqual([...bytes.subarray(0, 4)], [0x00, 0x61, 0x73, 0x6d], 'starts with \\0asm');
   assert.equal(await buildWasiProgram('hello', HELLO_C), wasm, 'cached by content');
 
-  const work = mkdtempSync(join(tmpdir(), 'kiln-wasi-selftest-'));
+  writeTree(join(work, 'data'), { 'b.txt': 'b', 'a.txt': 'a' });
+  const outPath = join(work, 'stdout');
+  const errPath = join(work, 'stderr');
+  const outFd = openSync(outPath, 'w');
+  const errFd = openSync(errPath, 'w');
+  let code: number;
   try {
-    mkdirSync(join(work, 'data'));
-    writeFileSync(join(work, 'data', 'b.txt'), 'b');
-    writeFileSync(join(work, 'data', 'a.txt'), 'a');
-    const outPath = join(work, 'stdout');
-    const errPath = join(work, 'stderr');
-    const outFd = openSync(outPath, 'w');
-    const errFd = openSync(errPath, 'w');
-    let code: number;
-    try {
-      const wasi = new WASI({
-        version: 'preview1',
-        args: ['hello', 'from', 'kiln'],
-        env: {
-          GREETING: 'howdy',
-          ERR_MSG: 'to stderr',
-          LIST_DIR: '/data',
-          WRITE_FILE: '/data/out.txt',
-          EXIT_CODE: '7',
-        },
-        preopens: { '/data': join(work, 'data') },
-        stdout: outFd,
-        stderr: errFd,
-        returnOnExit: true,
-      });
-      const instance = await WebAssembly.instantiate(
-        await WebAssembly.compile(bytes),
-        wasi.getImportObject() as Record<string, Record<string, unknown>>,
-      );
-      code = wasi.start(instance);
-    } finally {
-      closeSync(outFd);
-      closeSync(errFd);
-    }
-    assert.equal(code, 7);
-    assert.equal(
-      readFileSync(outPath, 'utf8'),
-      'hello from kiln\nGREETING=howdy\nentry: a.txt\nentry: b.txt\nwrote /data/out.txt\n',
+    const wasi = new WASI({
+      version: 'preview1',
+      args: ['hello', 'from', 'kiln'],
+      env: {
+        GREETING: 'howdy',
+        ERR_MSG: 'to stderr',
+        LIST_DIR: '/data',
+        WRITE_FILE: '/data/out.txt',
+        EXIT_CODE: '7',
+      },
+      preopens: { '/data': join(work, 'data') },
+      stdout: outFd,
+      stderr: errFd,
+      returnOnExit: true,
+    });
+    const instance = await WebAssembly.instantiate(
+      await WebAssembly.compile(bytes),
+      wasi.getImportObject() as Record<string, Record<string, unknown>>,
     );
-    assert.equal(readFileSync(errPath, 'utf8'), 'to stderr\n');
-    assert.equal(readFileSync(join(work, 'data', 'out.txt'), 'utf8'), 'hello from wasm\n');
+    code = wasi.start(instance);
   } finally {
-    rmSync(work, { recursive: true, force: true });
+    closeSync(outFd);
+    closeSync(errFd);
   }
+  assert.equal(code, 7);
+  assert.equal(
+    readFileSync(outPath, 'utf8'),
+    'hello from kiln\nGREETING=howdy\nentry: a.txt\nentry: b.txt\nwrote /data/out.txt\n',
+  );
+  assert.equal(readFileSync(errPath, 'utf8'), 'to stderr\n');
+  assert.equal(readFileSync(join(work, 'data', 'out.txt'), 'utf8'), 'hello from wasm\n');
 });

@@ -40,14 +40,14 @@ export const DOCKER_LIST = 'application/vnd.docker.distribution.manifest.list.v2
 export const DOCKER_CONFIG = 'application/vnd.docker.container.image.v1+json';
 export const DOCKER_LAYER = 'application/vnd.docker.image.rootfs.diff.tar.gzip';
 
+/** examples/hello/hello.wasm: a small WASI module checked into the repository. */
+export const HELLO_WASM = fileURLToPath(new URL('../../examples/hello/hello.wasm', import.meta.url));
+
 /** Annotation keys (docs/formats.md), spelled out as the media types are. */
 export const TITLE_ANNOTATION = 'org.opencontainers.image.title';
 export const VARIANT_ANNOTATION = 'module.wasm.image/variant';
 export const BASE_NAME_ANNOTATION = 'org.opencontainers.image.base.name';
 export const BASE_DIGEST_ANNOTATION = 'org.opencontainers.image.base.digest';
-
-/** examples/hello/hello.wasm: a small WASI module checked into the repository. */
-export const HELLO_WASM = fileURLToPath(new URL('../../examples/hello/hello.wasm', import.meta.url));
 
 /** SHA-256 of `data`, hex. */
 export function sha256hex(data: Uint8Array | string): string {
