@@ -9,19 +9,16 @@ import {
   createReadStream,
   existsSync,
   mkdirSync,
-  mkdtempSync,
   readdirSync,
   readFileSync,
   readlinkSync,
-  rmSync,
   statSync,
   symlinkSync,
   utimesSync,
   writeFileSync,
 } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { indexOf } from '../../src/build/build.js';
 import { BuildCache } from '../../src/build/cache.js';
 import { groupFiles, outFiles, type PlannedFile, planLayers } from '../../src/build/layering.js';
@@ -31,10 +28,10 @@ import { listTar } from '../../src/layer/tar-reader.js';
 import type { Platform } from '../../src/oci/platform.js';
 import type { Descriptor } from '../../src/oci/types.js';
 import { OciLayout } from '../../src/store/layout.js';
+import { workDir } from '../support/temp.js';
 import { findTool } from '../support/tools.js';
 
-const work = mkdtempSync(join(tmpdir(), 'kiln-layering-'));
-after(() => rmSync(work, { recursive: true, force: true }));
+const work = workDir('kiln-layering');
 
 const file = (rel: string, size: number): PlannedFile & { rel: string } => ({
   rel,

@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
-import { isKilnError } from '../../src/errors.js';
 import {
   formatPlatform,
   hostPlatform,
@@ -11,6 +10,7 @@ import {
   parsePlatform,
   platformMatches,
 } from '../../src/oci/platform.js';
+import { assertRefusal, thrown } from '../support/errors.js';
 
 const valid: [string, Platform][] = [
   ['linux/amd64', { os: 'linux', architecture: 'amd64' }],
@@ -48,15 +48,7 @@ const invalid: [string, string][] = [
   ['wasi/arm64', 'wasi runs only on the wasm architecture'],
 ];
 
-function caught(fn: () => unknown): { code: string; message: string; hint: string | undefined } {
-  try {
-    fn();
-  } catch (e) {
-    if (isKilnError(e)) return { code: e.code, message: e.message, hint: e.hint };
-    throw e;
-  }
-  assert.fail('expected a KilnError');
-}
+const caught = thrown;
 
 describe('parsePlatform', () => {
   for (const [input, want] of valid) {
@@ -68,13 +60,7 @@ describe('parsePlatform', () => {
   }
   for (const [input, fragment] of invalid) {
     test(`rejects ${JSON.stringify(input)}`, () => {
-      const err = caught(() => parsePlatform(input));
-      assert.equal(err.code, 'E_BAD_PLATFORM');
-      assert.ok(
-        err.message.includes(fragment),
-        `${JSON.stringify(err.message)} lacks ${JSON.stringify(fragment)}`,
-      );
-      assert.ok(err.message.includes(JSON.stringify(input)), 'message shows the input');
+      assertRefusal(() => parsePlatform(input), 'E_BAD_PLATFORM', input, fragment);
     });
   }
   test('hints at the fix for wasm mistakes', () => {

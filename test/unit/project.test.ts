@@ -8,6 +8,7 @@ import { parse as parseYaml } from 'yaml';
 import { renderSchema, SCHEMA_FILE, SCHEMA_ID } from '../../scripts/kiln-schema.js';
 import { editDistance, loadProject, type Project, parseProject } from '../../src/build/project-schema.js';
 import { isKilnError, type KilnError } from '../../src/errors.js';
+import { rejected, thrown } from '../support/errors.js';
 
 const work = await fs.mkdtemp(path.join(os.tmpdir(), 'kiln-project-'));
 after(() => fs.rm(work, { recursive: true, force: true }));
@@ -63,27 +64,6 @@ const FULL_PARSED: Project = {
   to: ['registry.example/app:1'],
   cache: { to: 'registry.example/cache', from: ['registry.example/cache', 'ghcr.io/other/cache'] },
 };
-
-/** The KilnError `fn` throws. */
-function thrown(fn: () => unknown): KilnError {
-  try {
-    fn();
-  } catch (err) {
-    assert.ok(isKilnError(err), `expected a KilnError, got ${String(err)}`);
-    return err;
-  }
-  assert.fail('expected an error');
-}
-
-async function rejected(promise: Promise<unknown>): Promise<KilnError> {
-  try {
-    await promise;
-  } catch (err) {
-    assert.ok(isKilnError(err), `expected a KilnError, got ${String(err)}`);
-    return err;
-  }
-  assert.fail('expected an error');
-}
 
 function assertOneLine(err: KilnError): void {
   assert.ok(!err.message.includes('\n'), err.message);

@@ -1,13 +1,13 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
-import { isKilnError } from '../../src/errors.js';
 import {
   familiarReference,
   formatReference,
   parseReference,
   type Reference,
 } from '../../src/oci/reference.js';
+import { assertRefusal, thrown } from '../support/errors.js';
 
 const SHA256 = `sha256:${'a'.repeat(64)}`;
 const SHA512 = `sha512:${'0123456789abcdef'.repeat(8)}`;
@@ -227,15 +227,7 @@ const invalid: [string, string][] = [
   [`${'a'.repeat(250)}`, 'more than the 255 allowed'],
 ];
 
-function caught(fn: () => unknown): { code: string; message: string; hint?: string } {
-  try {
-    fn();
-  } catch (e) {
-    if (isKilnError(e)) return { code: e.code, message: e.message, ...(e.hint ? { hint: e.hint } : {}) };
-    throw e;
-  }
-  assert.fail('expected a KilnError');
-}
+const caught = thrown;
 
 describe('parseReference', () => {
   for (const [input, want, canonical, familiar] of valid) {
@@ -252,14 +244,7 @@ describe('parseReference', () => {
 
   for (const [input, fragment] of invalid) {
     test(`rejects ${JSON.stringify(input.length > 60 ? `${input.slice(0, 60)}...` : input)}`, () => {
-      const err = caught(() => parseReference(input));
-      assert.equal(err.code, 'E_BAD_REFERENCE');
-      assert.ok(
-        err.message.includes(fragment),
-        `${JSON.stringify(err.message)} lacks ${JSON.stringify(fragment)}`,
-      );
-      assert.ok(err.message.includes(JSON.stringify(input)), 'message shows the input');
-      assert.ok(!err.message.includes('\n'), 'message is one line');
+      assertRefusal(() => parseReference(input), 'E_BAD_REFERENCE', input, fragment);
     });
   }
 
