@@ -1,8 +1,8 @@
 import type { Command } from 'commander';
 import { KilnError } from '../../errors.js';
-import { collect, examples, globals } from '../common.js';
-import { contextOf } from '../context.js';
-import { Output, plural } from '../output.js';
+import { action } from '../action.js';
+import { collect, examples } from '../common.js';
+import { plural } from '../output.js';
 
 /** `SRC[:DEST]`: DEST is an absolute path, so the split is at the last ':/' and SRC may hold colons. */
 export function parseLayerSpec(spec: string): { source: string; dest?: string } {
@@ -51,34 +51,40 @@ so a debootstrap rootfs appends as it is; --devices skip leaves them out, each n
 --devices refuse fails on the first. Sockets are always left out with a note, as tar does.
 `,
     )
-    .action(async (base: string, opts, cmd: Command) => {
-      const out = new Output(globals(cmd));
-      const devices = String(opts.devices);
-      if (devices !== 'keep' && devices !== 'skip' && devices !== 'refuse')
-        throw new KilnError(
-          'E_USAGE',
-          `--devices takes keep, skip or refuse, got '${devices.slice(0, 40)}'`,
-          {
-            hint: 'keep writes device nodes and fifos into the layer, skip leaves them out, refuse fails',
+    .action(
+      action(async ({ out, context, flags: opts }, base) => {
+        const devices = String(opts.devices);
+        if (devices !== 'keep' && devices !== 'skip' && devices !== 'refuse')
+          throw new KilnError(
+            'E_USAGE',
+            `--devices takes keep, skip or refuse, got '${devices.slice(0, 40)}'`,
+            {
+              hint: 'keep writes device nodes and fifos into the layer, skip leaves them out, refuse fails',
+            },
+          );
+        const kiln = { ...(await import('../../api/image.js')), ...(await import('../../api/oci.js')) };
+        const result = await kiln.appendLayers({
+          context,
+          base,
+          layers: (opts.layer as string[]).map(parseLayerSpec),
+          to: opts.to,
+          platform: opts.platform ? kiln.parsePlatform(opts.platform) : undefined,
+          created: opts.created,
+          devices,
+        });
+        return {
+          json: result,
+          human: () => {
+            for (const layer of result.layers)
+              for (const s of layer.skipped)
+                out.info(`skipped: ${s.path} (from ${layer.source}): ${s.reason}`);
+            out.info(
+              `appended ${plural(result.layers.length, 'layer')} to ${base} ` +
+                `(${kiln.formatPlatform(result.platform)}), wrote ${result.destination}`,
+            );
           },
-        );
-      const kiln = { ...(await import('../../api/image.js')), ...(await import('../../api/oci.js')) };
-      const result = await kiln.appendLayers({
-        context: contextOf(cmd),
-        base,
-        layers: (opts.layer as string[]).map(parseLayerSpec),
-        to: opts.to,
-        platform: opts.platform ? kiln.parsePlatform(opts.platform) : undefined,
-        created: opts.created,
-        devices,
-      });
-      if (out.flags.json) return out.json(result);
-      for (const layer of result.layers)
-        for (const s of layer.skipped) out.info(`skipped: ${s.path} (from ${layer.source}): ${s.reason}`);
-      out.info(
-        `appended ${plural(result.layers.length, 'layer')} to ${base} ` +
-          `(${kiln.formatPlatform(result.platform)}), wrote ${result.destination}`,
-      );
-      out.data(result.descriptor.digest);
-    });
+          digest: result.descriptor.digest,
+        };
+      }),
+    );
 }

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
-import { collect, examples, globals, keyValues } from '../common.js';
-import { contextOf } from '../context.js';
-import { Output, plural } from '../output.js';
+import { action, type Flags } from '../action.js';
+import { collect, examples, keyValues } from '../common.js';
+import { plural } from '../output.js';
 
 export function register(program: Command): void {
   const index = program.command('index').description('make image indexes (multi-platform images)');
@@ -25,22 +25,27 @@ os.features): a wasm image as wasip1/wasm or wasip2/wasm, so kiln run picks it a
 native one. Two different images for one platform are refused; the same image twice is listed once.
 `,
     )
-    .action(async (sources: string[], opts, cmd: Command) => {
-      const out = new Output(globals(cmd));
-      const kiln = { ...(await import('../../api/image.js')), ...(await import('../../api/oci.js')) };
-      const result = await kiln.createIndex({
-        context: contextOf(cmd),
-        sources,
-        to: opts.to,
-        annotations: keyValues(opts.annotation, '--annotation'),
-      });
-      if (out.flags.json) return out.json(result);
-      const platforms = result.manifests.map((m) =>
-        m.platform ? kiln.formatPlatform(m.platform) : 'unknown',
-      );
-      out.info(
-        `indexed ${plural(result.manifests.length, 'image')} (${platforms.join(', ')}) to ${result.destination}`,
-      );
-      out.data(result.descriptor.digest);
-    });
+    .action(
+      action<Flags, [string[]]>(async ({ out, context, flags: opts }, sources) => {
+        const kiln = { ...(await import('../../api/image.js')), ...(await import('../../api/oci.js')) };
+        const result = await kiln.createIndex({
+          context,
+          sources,
+          to: opts.to,
+          annotations: keyValues(opts.annotation, '--annotation'),
+        });
+        return {
+          json: result,
+          human: () => {
+            const platforms = result.manifests.map((m) =>
+              m.platform ? kiln.formatPlatform(m.platform) : 'unknown',
+            );
+            out.info(
+              `indexed ${plural(result.manifests.length, 'image')} (${platforms.join(', ')}) to ${result.destination}`,
+            );
+          },
+          digest: result.descriptor.digest,
+        };
+      }),
+    );
 }

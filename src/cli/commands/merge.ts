@@ -1,8 +1,8 @@
 import type { Command } from 'commander';
 import { KilnError } from '../../errors.js';
-import { examples, globals } from '../common.js';
-import { contextOf } from '../context.js';
-import { Output, plural } from '../output.js';
+import { action, type Flags } from '../action.js';
+import { examples } from '../common.js';
+import { plural } from '../output.js';
 
 const CONFIG_FROM = ['auto', 'base', 'last'] as const;
 
@@ -40,29 +40,37 @@ the same platforms, each platform is merged and a new index written; otherwise -
 image among the inputs) picks the image out of each index.
 `,
     )
-    .action(async (base: string, sources: string[], opts, cmd: Command) => {
-      const out = new Output(globals(cmd));
-      const kiln = { ...(await import('../../api/image.js')), ...(await import('../../api/oci.js')) };
-      const configFrom = String(opts.configFrom);
-      if (!(CONFIG_FROM as readonly string[]).includes(configFrom))
-        throw new KilnError('E_USAGE', `--config-from takes ${CONFIG_FROM.join(', ')}, got '${configFrom}'`);
-      const result = await kiln.mergeImages({
-        context: contextOf(cmd),
-        base,
-        sources,
-        to: opts.to,
-        platform: opts.platform ? kiln.parsePlatform(opts.platform) : undefined,
-        configFrom: configFrom as (typeof CONFIG_FROM)[number],
-      });
-      if (out.flags.json) return out.json(result);
-      for (const image of result.images)
-        out.info(
-          `merged ${sources.length + 1} images (${kiln.formatPlatform(image.platform)}): ${plural(image.layers, 'layer')}, ` +
-            `config from ${image.configFrom}`,
-        );
-      out.info(
-        `wrote ${result.destination} (${plural(result.blobsCopied, 'blob')} sent, ${result.blobsSkipped} there already)`,
-      );
-      out.data(result.descriptor.digest);
-    });
+    .action(
+      action<Flags, [string, string[]]>(async ({ out, context, flags: opts }, base, sources) => {
+        const kiln = { ...(await import('../../api/image.js')), ...(await import('../../api/oci.js')) };
+        const configFrom = String(opts.configFrom);
+        if (!(CONFIG_FROM as readonly string[]).includes(configFrom))
+          throw new KilnError(
+            'E_USAGE',
+            `--config-from takes ${CONFIG_FROM.join(', ')}, got '${configFrom}'`,
+          );
+        const result = await kiln.mergeImages({
+          context,
+          base,
+          sources,
+          to: opts.to,
+          platform: opts.platform ? kiln.parsePlatform(opts.platform) : undefined,
+          configFrom: configFrom as (typeof CONFIG_FROM)[number],
+        });
+        return {
+          json: result,
+          human: () => {
+            for (const image of result.images)
+              out.info(
+                `merged ${sources.length + 1} images (${kiln.formatPlatform(image.platform)}): ${plural(image.layers, 'layer')}, ` +
+                  `config from ${image.configFrom}`,
+              );
+            out.info(
+              `wrote ${result.destination} (${plural(result.blobsCopied, 'blob')} sent, ${result.blobsSkipped} there already)`,
+            );
+          },
+          digest: result.descriptor.digest,
+        };
+      }),
+    );
 }

@@ -1,8 +1,8 @@
 import type { Command } from 'commander';
 import { KilnError } from '../../errors.js';
-import { collect, examples, globals } from '../common.js';
-import { contextOf } from '../context.js';
-import { Output, plural } from '../output.js';
+import { action } from '../action.js';
+import { collect, examples } from '../common.js';
+import { plural } from '../output.js';
 
 /**
  * An entrypoint or command: a JSON array of strings, or one word (a program without arguments).
@@ -75,24 +75,29 @@ Setting the entrypoint leaves the command as it is. Everything else of the confi
 Without --platform every image of an index is changed and a new index is written.
 `,
     )
-    .action(async (src: string, opts, cmd: Command) => {
-      const out = new Output(globals(cmd));
-      const kiln = { ...(await import('../../api/image.js')), ...(await import('../../api/oci.js')) };
-      const result = await kiln.mutateImage({
-        context: contextOf(cmd),
-        source: src,
-        to: opts.to,
-        platform: opts.platform ? kiln.parsePlatform(opts.platform) : undefined,
-        entrypoint: opts.entrypoint === undefined ? undefined : parseCommand(opts.entrypoint, '--entrypoint'),
-        cmd: opts.cmd === undefined ? undefined : parseCommand(opts.cmd, '--cmd'),
-        env: parseChanges(opts.env, '--env'),
-        labels: parseChanges(opts.label, '--label'),
-        annotations: parseChanges(opts.annotation, '--annotation'),
-        workdir: opts.workdir,
-        user: opts.user,
-      });
-      if (out.flags.json) return out.json(result);
-      out.info(`changed ${plural(result.changed, 'image')} of ${src}, wrote ${result.destination}`);
-      out.data(result.descriptor.digest);
-    });
+    .action(
+      action(async ({ out, context, flags: opts }, src) => {
+        const kiln = { ...(await import('../../api/image.js')), ...(await import('../../api/oci.js')) };
+        const result = await kiln.mutateImage({
+          context,
+          source: src,
+          to: opts.to,
+          platform: opts.platform ? kiln.parsePlatform(opts.platform) : undefined,
+          entrypoint:
+            opts.entrypoint === undefined ? undefined : parseCommand(opts.entrypoint, '--entrypoint'),
+          cmd: opts.cmd === undefined ? undefined : parseCommand(opts.cmd, '--cmd'),
+          env: parseChanges(opts.env, '--env'),
+          labels: parseChanges(opts.label, '--label'),
+          annotations: parseChanges(opts.annotation, '--annotation'),
+          workdir: opts.workdir,
+          user: opts.user,
+        });
+        return {
+          json: result,
+          human: () =>
+            out.info(`changed ${plural(result.changed, 'image')} of ${src}, wrote ${result.destination}`),
+          digest: result.descriptor.digest,
+        };
+      }),
+    );
 }

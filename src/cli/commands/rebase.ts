@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
-import { examples, globals } from '../common.js';
-import { contextOf } from '../context.js';
-import { Output, plural } from '../output.js';
+import { action } from '../action.js';
+import { examples } from '../common.js';
+import { plural } from '../output.js';
 
 export function register(program: Command): void {
   program
@@ -28,24 +28,29 @@ OLD's) and org.opencontainers.image.base.* annotations naming NEW. OLD and NEW m
 image for SRC's platform is taken from each. Without --platform every image of an index SRC is rebased.
 `,
     )
-    .action(async (src: string, opts, cmd: Command) => {
-      const out = new Output(globals(cmd));
-      const kiln = { ...(await import('../../api/image.js')), ...(await import('../../api/oci.js')) };
-      const result = await kiln.rebaseImage({
-        context: contextOf(cmd),
-        source: src,
-        oldBase: opts.oldBase,
-        newBase: opts.newBase,
-        to: opts.to,
-        platform: opts.platform ? kiln.parsePlatform(opts.platform) : undefined,
-      });
-      if (out.flags.json) return out.json(result);
-      for (const image of result.images)
-        out.info(
-          `rebased ${src} (${kiln.formatPlatform(image.platform)}): ${plural(image.removed, 'base layer')} replaced by ` +
-            `${image.added}, ${plural(image.kept, 'own layer')} kept`,
-        );
-      out.info(`wrote ${result.destination}`);
-      out.data(result.descriptor.digest);
-    });
+    .action(
+      action(async ({ out, context, flags: opts }, src) => {
+        const kiln = { ...(await import('../../api/image.js')), ...(await import('../../api/oci.js')) };
+        const result = await kiln.rebaseImage({
+          context,
+          source: src,
+          oldBase: opts.oldBase,
+          newBase: opts.newBase,
+          to: opts.to,
+          platform: opts.platform ? kiln.parsePlatform(opts.platform) : undefined,
+        });
+        return {
+          json: result,
+          human: () => {
+            for (const image of result.images)
+              out.info(
+                `rebased ${src} (${kiln.formatPlatform(image.platform)}): ${plural(image.removed, 'base layer')} replaced by ` +
+                  `${image.added}, ${plural(image.kept, 'own layer')} kept`,
+              );
+            out.info(`wrote ${result.destination}`);
+          },
+          digest: result.descriptor.digest,
+        };
+      }),
+    );
 }

@@ -1,0 +1,62 @@
+/**
+ * One command's action, without the preamble every command repeated: its Output (from the global
+ * flags), its context, its flags typed, and the end (JSON, or the human lines and the digest on stdout).
+ */
+import type { Command } from 'commander';
+import type { KilnContext } from '../api/context.js';
+import { globals } from './common.js';
+import { contextOf } from './context.js';
+import { Output } from './output.js';
+
+/** A command's flags as commander parses them: untyped, as in commander's own action signature. */
+// biome-ignore lint/suspicious/noExplicitAny: commander gives options untyped; a command reads its own
+export type Flags = Record<string, any>;
+
+/** What an action runs with. */
+export interface ActionScope<F> {
+  out: Output;
+  /** The run's context (built before any action; read only when used). */
+  readonly context: KilnContext;
+  /** The command's own flags, as commander parsed them. */
+  flags: F;
+  cmd: Command;
+}
+
+/**
+ * What an action ends with: `json` is printed with --json; otherwise `human()` writes its lines
+ * (stderr) and `digest`, when given, is the one line on stdout.
+ */
+export interface Reply {
+  json: unknown;
+  human?: () => void;
+  digest?: string;
+}
+
+/**
+ * A commander action: `program.command('x').argument('<src>').action(action(async ({ out, context,
+ * flags }, src) => ({ json, human, digest })))`. An action that returns nothing has written its
+ * output itself.
+ */
+export function action<F = Flags, A extends unknown[] = string[]>(
+  run: (scope: ActionScope<F>, ...args: A) => Promise<Reply | undefined>,
+): (...params: unknown[]) => Promise<void> {
+  return async (...params) => {
+    const cmd = params[params.length - 1] as Command;
+    const flags = params[params.length - 2] as F;
+    const args = params.slice(0, -2) as A;
+    const out = new Output(globals(cmd));
+    const scope: ActionScope<F> = {
+      out,
+      flags,
+      cmd,
+      get context() {
+        return contextOf(cmd);
+      },
+    };
+    const reply = await run(scope, ...args);
+    if (!reply) return;
+    if (out.flags.json) return out.json(reply.json);
+    reply.human?.();
+    if (reply.digest !== undefined) out.data(reply.digest);
+  };
+}
