@@ -1,6 +1,6 @@
 /**
  * One command's action, without the preamble every command repeated: its Output (from the global
- * flags), its context, its flags typed, and the end (JSON, or the human lines and the digest on stdout).
+ * flags), its context and flags, and the end (JSON, or the human lines and the digest on stdout).
  */
 import type { Command } from 'commander';
 import type { KilnContext } from '../api/context.js';
@@ -24,17 +24,17 @@ export interface ActionScope<F> {
 
 /**
  * What an action ends with: `json` is printed with --json; otherwise `human()` writes its lines
- * (stderr) and `digest`, when given, is the one line on stdout.
+ * (stderr) and `data`, when given, is what goes to stdout (a digest, most often).
  */
 export interface Reply {
   json: unknown;
   human?: () => void;
-  digest?: string;
+  data?: string;
 }
 
 /**
  * A commander action: `program.command('x').argument('<src>').action(action(async ({ out, context,
- * flags }, src) => ({ json, human, digest })))`. An action that returns nothing has written its
+ * flags }, src) => ({ json, human, data })))`. An action that returns nothing has written its
  * output itself.
  */
 export function action<F = Flags, A extends unknown[] = string[]>(
@@ -57,6 +57,6 @@ export function action<F = Flags, A extends unknown[] = string[]>(
     if (!reply) return;
     if (out.flags.json) return out.json(reply.json);
     reply.human?.();
-    if (reply.digest !== undefined) out.data(reply.digest);
+    if (reply.data !== undefined) out.data(reply.data);
   };
 }

@@ -83,7 +83,7 @@ so a debootstrap rootfs appends as it is; --devices skip leaves them out, each n
                 `(${kiln.formatPlatform(result.platform)}), wrote ${result.destination}`,
             );
           },
-          digest: result.descriptor.digest,
+          data: result.descriptor.digest,
         };
       }),
     );

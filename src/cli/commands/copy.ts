@@ -1,5 +1,6 @@
 import { type Command, Option } from 'commander';
 import { KilnError } from '../../errors.js';
+import { action } from '../action.js';
 import { examples, globals, jobs } from '../common.js';
 import { contextOf } from '../context.js';
 import { Output, plural } from '../output.js';
@@ -47,32 +48,37 @@ export function register(program: Command): void {
         'kiln copy localhost:5000/pushed-by-docker:1 oci:./layout:app --format oci',
       ]),
     )
-    .action(async (src: string, dst: string, opts, cmd: Command) => {
-      const out = new Output(globals(cmd));
-      if (opts.platform && opts.allPlatforms)
-        throw new KilnError('E_USAGE', '--platform and --all-platforms exclude each other');
-      const kiln = { ...(await import('../../api/transport.js')), ...(await import('../../api/oci.js')) };
-      const platform = opts.platform ? kiln.parsePlatform(opts.platform) : undefined;
-      const progress = new Progress(out.flags);
-      const result = await kiln
-        .copy(src, dst, {
-          platform,
-          format: opts.format,
-          jobs: jobs(cmd),
-          onEvent: progress.handler(),
-          context: contextOf(cmd),
-          // --src-creds and --dest-creds over the context's --creds, for their side only.
-          ...(opts.srcCreds ? { source: { registry: { creds: opts.srcCreds } } } : {}),
-          ...(opts.destCreds ? { destination: { registry: { creds: opts.destCreds } } } : {}),
-        })
-        .finally(() => progress.finish());
-      if (out.flags.json) return out.json(result);
-      const mounted = result.blobsMounted ? `, ${result.blobsMounted} mounted` : '';
-      out.info(
-        `copied ${plural(result.blobsCopied, 'blob')} (${result.blobsSkipped} already there${mounted}) to ${dst}`,
-      );
-      out.data(result.descriptor.digest);
-    });
+    .action(
+      action(async ({ out, context, flags: opts, cmd }, src, dst) => {
+        if (opts.platform && opts.allPlatforms)
+          throw new KilnError('E_USAGE', '--platform and --all-platforms exclude each other');
+        const kiln = { ...(await import('../../api/transport.js')), ...(await import('../../api/oci.js')) };
+        const platform = opts.platform ? kiln.parsePlatform(opts.platform) : undefined;
+        const progress = new Progress(out.flags);
+        const result = await kiln
+          .copy(src, dst, {
+            platform,
+            format: opts.format,
+            jobs: jobs(cmd),
+            onEvent: progress.handler(),
+            context,
+            // --src-creds and --dest-creds over the context's --creds, for their side only.
+            ...(opts.srcCreds ? { source: { registry: { creds: opts.srcCreds } } } : {}),
+            ...(opts.destCreds ? { destination: { registry: { creds: opts.destCreds } } } : {}),
+          })
+          .finally(() => progress.finish());
+        return {
+          json: result,
+          human: () => {
+            const mounted = result.blobsMounted ? `, ${result.blobsMounted} mounted` : '';
+            out.info(
+              `copied ${plural(result.blobsCopied, 'blob')} (${result.blobsSkipped} already there${mounted}) to ${dst}`,
+            );
+          },
+          data: result.descriptor.digest,
+        };
+      }),
+    );
 
   program
     .command('digest')
@@ -80,14 +86,14 @@ export function register(program: Command): void {
     .argument('<image>', 'a registry reference or any image location')
     .option('--platform <os/arch>', "the digest of this platform's image in an index")
     .addHelpText('after', examples(['kiln digest localhost:5000/app:1', 'kiln digest oci:./out:hello']))
-    .action(async (image: string, opts, cmd: Command) => {
-      const out = new Output(globals(cmd));
-      const kiln = { ...(await import('../../api/transport.js')), ...(await import('../../api/oci.js')) };
-      const platform = opts.platform ? kiln.parsePlatform(opts.platform) : undefined;
-      const desc = await kiln.digest(image, { platform, context: contextOf(cmd) });
-      if (out.flags.json) return out.json(desc);
-      out.data(desc.digest);
-    });
+    .action(
+      action(async ({ context, flags: opts }, image) => {
+        const kiln = { ...(await import('../../api/transport.js')), ...(await import('../../api/oci.js')) };
+        const platform = opts.platform ? kiln.parsePlatform(opts.platform) : undefined;
+        const desc = await kiln.digest(image, { platform, context });
+        return { json: desc, data: desc.digest };
+      }),
+    );
 
   program
     .command('tags')

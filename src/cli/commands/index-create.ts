@@ -44,7 +44,7 @@ native one. Two different images for one platform are refused; the same image tw
               `indexed ${plural(result.manifests.length, 'image')} (${platforms.join(', ')}) to ${result.destination}`,
             );
           },
-          digest: result.descriptor.digest,
+          data: result.descriptor.digest,
         };
       }),
     );

@@ -1,9 +1,9 @@
 import { chmod, open } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { ioError, KilnError } from '../../errors.js';
-import { examples, globals } from '../common.js';
+import { action, type Flags } from '../action.js';
+import { examples } from '../common.js';
 import { password } from '../keys.js';
-import { Output } from '../output.js';
 
 export function register(program: Command): void {
   program
@@ -18,18 +18,20 @@ with the password from KILN_PASSWORD, else asked twice on the terminal; PREFIX.p
 key (SPKI PEM). Existing files are not overwritten. docs/signing.md has the details.
 `,
     )
-    .action(async (opts, cmd: Command) => {
-      const out = new Output(globals(cmd));
-      const { generateKeys } = await import('../../api/sign.js');
-      const prefix: string = opts.outputKeyPrefix;
-      const keys = await generateKeys(await password(`the new key ${prefix}.key`, true));
-      await writeNew(`${prefix}.key`, keys.privatePem, 0o600);
-      await writeNew(`${prefix}.pub`, keys.publicPem, 0o644);
-      if (out.flags.json)
-        return out.json({ privateKey: `${prefix}.key`, publicKey: `${prefix}.pub`, hint: keys.hint });
-      out.info(`wrote ${prefix}.key (private, encrypted) and ${prefix}.pub`);
-      out.data(`${prefix}.pub`);
-    });
+    .action(
+      action<Flags, []>(async ({ out, flags: opts }) => {
+        const { generateKeys } = await import('../../api/sign.js');
+        const prefix: string = opts.outputKeyPrefix;
+        const keys = await generateKeys(await password(`the new key ${prefix}.key`, true));
+        await writeNew(`${prefix}.key`, keys.privatePem, 0o600);
+        await writeNew(`${prefix}.pub`, keys.publicPem, 0o644);
+        return {
+          json: { privateKey: `${prefix}.key`, publicKey: `${prefix}.pub`, hint: keys.hint },
+          human: () => out.info(`wrote ${prefix}.key (private, encrypted) and ${prefix}.pub`),
+          data: `${prefix}.pub`,
+        };
+      }),
+    );
 }
 
 /** Creates `file` (never replacing one), mode `mode`. */

@@ -69,7 +69,7 @@ image among the inputs) picks the image out of each index.
               `wrote ${result.destination} (${plural(result.blobsCopied, 'blob')} sent, ${result.blobsSkipped} there already)`,
             );
           },
-          digest: result.descriptor.digest,
+          data: result.descriptor.digest,
         };
       }),
     );

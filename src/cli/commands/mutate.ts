@@ -96,7 +96,7 @@ Without --platform every image of an index is changed and a new index is written
           json: result,
           human: () =>
             out.info(`changed ${plural(result.changed, 'image')} of ${src}, wrote ${result.destination}`),
-          digest: result.descriptor.digest,
+          data: result.descriptor.digest,
         };
       }),
     );

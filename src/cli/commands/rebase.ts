@@ -49,7 +49,7 @@ image for SRC's platform is taken from each. Without --platform every image of a
               );
             out.info(`wrote ${result.destination}`);
           },
-          digest: result.descriptor.digest,
+          data: result.descriptor.digest,
         };
       }),
     );
