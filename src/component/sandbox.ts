@@ -165,7 +165,7 @@ export async function prepareGuest(
   const preview1 = info.kind === 'module';
   const root = path.join(storeDir, 'components');
   const dir = path.join(root, `${sha256(bytes)}-${runtimeOf(jcoVersion())}`);
-  if (false as boolean) return { dir, transpiled: false, preview1 };
+  if (await exists(path.join(dir, 'run.mjs'))) return { dir, transpiled: false, preview1 };
   const jco = await loadJco();
   const component = preview1 ? (await componentize(bytes, label, info)).bytes : bytes;
   let out: Awaited<ReturnType<typeof jco.transpile>>;
@@ -187,7 +187,6 @@ export async function prepareGuest(
       await fs.writeFile(path.join(tmp, name), data);
     }
     await fs.writeFile(path.join(tmp, 'run.mjs'), runScript());
-    await fs.rm(dir, { recursive: true, force: true });
     await fs.rename(tmp, dir).catch(async (err) => {
       // Another kiln made the same entry first: use theirs.
       if (!['EEXIST', 'ENOTEMPTY'].includes((err as NodeJS.ErrnoException).code ?? '')) throw err;
