@@ -379,19 +379,24 @@ test('a chunked upload reset in its first PATCH, or where the registry kept part
   skip,
 }, async () => {
   const reg = await sharedRegistry('none');
-  const bytes = seededBytes('chunked-first', 3 * 1024 * 1024 + 7);
-  const desc = blobDescriptor(bytes);
   const p = await proxy(reg.url, {
     rules: [{ match: { method: 'PATCH' }, fault: { reset: 'mid-body', afterBytes: 100_000 } }],
   });
-  const options = { monolithicMax: 0, chunkSize: 1024 * 1024 };
-  await repository(p.host, 'faults/chunked-first').uploadBlob(desc, opener(bytes).open, options);
-  assert.equal(await hashBlob(repository(reg.host, 'faults/chunked-first'), desc.digest), desc.digest);
-  // Nothing stored: distribution says `Range: 0-0`, as it would for one byte, so the upload starts over.
   const steps = (log: FaultLogEntry[]) =>
     log.filter((r) => r.path.includes('/blobs/uploads/')).map((r) => `${r.method} ${r.status}`);
+  /** Seeded bytes (seed NAME) uploaded in 1 MiB chunks through the proxy, which must arrive whole; the upload's steps. */
+  const chunked = async (name: string, size: number) => {
+    const bytes = seededBytes(name, size);
+    const desc = blobDescriptor(bytes);
+    p.clear();
+    const options = { monolithicMax: 0, chunkSize: 1024 * 1024 };
+    await repository(p.host, `faults/${name}`).uploadBlob(desc, opener(bytes).open, options);
+    assert.equal(await hashBlob(repository(reg.host, `faults/${name}`), desc.digest), desc.digest);
+    return steps(p.requests);
+  };
+  // Nothing stored: distribution says `Range: 0-0`, as it would for one byte, so the upload starts over.
   assert.deepEqual(
-    steps(p.requests),
+    await chunked('chunked-first', 3 * 1024 * 1024 + 7),
     [
       'POST 202',
       'PATCH reset',
@@ -406,27 +411,17 @@ test('a chunked upload reset in its first PATCH, or where the registry kept part
 
   // The registry got part of the broken chunk: its upload no longer matches the session's state
   // (distribution answers the status GET with an error), so the client starts a new upload.
-  const other = seededBytes('chunked-partial', 3 * 1024 * 1024 + 11);
-  const otherDesc = blobDescriptor(other);
   p.setRules([
     { match: { method: 'PATCH' }, skip: 1, fault: { reset: 'mid-body', afterBytes: 200_000, forward: true } },
   ]);
-  p.clear();
-  await repository(p.host, 'faults/chunked-partial').uploadBlob(otherDesc, opener(other).open, options);
   assert.deepEqual(
-    steps(p.requests).slice(0, 6),
+    (await chunked('chunked-partial', 3 * 1024 * 1024 + 11)).slice(0, 6),
     ['POST 202', 'PATCH 202', 'PATCH reset', 'GET 404', 'DELETE 404', 'POST 202'],
     summary(p.requests),
-  );
-  assert.equal(
-    await hashBlob(repository(reg.host, 'faults/chunked-partial'), otherDesc.digest),
-    otherDesc.digest,
   );
 
   // The same, when the registry reports its Range before it has handled the broken chunk: the
   // resumed PATCH meets a corrupt session (404 BLOB_UPLOAD_INVALID). That is not final either.
-  const third = seededBytes('chunked-late', 3 * 1024 * 1024 + 5);
-  const thirdDesc = blobDescriptor(third);
   const invalid = JSON.stringify({
     errors: [{ code: 'BLOB_UPLOAD_INVALID', message: 'upload resumed at wrong offset' }],
   });
@@ -434,16 +429,10 @@ test('a chunked upload reset in its first PATCH, or where the registry kept part
     { match: { method: 'PATCH' }, skip: 1, fault: { reset: 'mid-body', afterBytes: 200_000 } },
     { match: { method: 'PATCH' }, skip: 2, fault: { status: 404, body: invalid } },
   ]);
-  p.clear();
-  await repository(p.host, 'faults/chunked-late').uploadBlob(thirdDesc, opener(third).open, options);
   assert.deepEqual(
-    steps(p.requests).slice(0, 6),
+    (await chunked('chunked-late', 3 * 1024 * 1024 + 5)).slice(0, 6),
     ['POST 202', 'PATCH 202', 'PATCH reset', 'GET 204', 'PATCH 404', 'GET 204'],
     summary(p.requests),
-  );
-  assert.equal(
-    await hashBlob(repository(reg.host, 'faults/chunked-late'), thirdDesc.digest),
-    thirdDesc.digest,
   );
 });
 

@@ -100,6 +100,19 @@ function skopeo(args: string[], timeoutMs = 90_000) {
   return run(skopeoPath!, ['--insecure-policy', ...args], { timeoutMs });
 }
 
+/**
+ * Registry a (the shared one) holding a new image of `layers` × `layerBytes` under `name:1`, and
+ * registry b, a registry of the test's own (stopped after it).
+ */
+async function pushedToA(layers: number, layerBytes: number, name: string) {
+  const a = await sharedRegistry('none');
+  const b = await startRegistry();
+  after(() => b.stop());
+  const img = await image(layers, layerBytes);
+  await push(img, a.host, name);
+  return { a, b, img };
+}
+
 const hex = (d: string) => d.slice('sha256:'.length);
 const summary = (log: FaultLogEntry[]) =>
   log
@@ -114,11 +127,7 @@ const summary = (log: FaultLogEntry[]) =>
 test('half of all connections cut at random, both ways, at both registries: 5 of 5 kiln copies arrive', {
   skip,
 }, async (t) => {
-  const a = await sharedRegistry('none');
-  const b = await startRegistry();
-  after(() => b.stop());
-  const img = await image(6, 3 * MiB);
-  await push(img, a.host, 'res/img');
+  const { a, b, img } = await pushedToA(6, 3 * MiB, 'res/img');
   const cuts = { probability: 0.5, maxOffset: 8 * MiB };
   const pa = await proxy(a.url, { randomCuts: { ...cuts, seed: 11 } });
   const pb = await proxy(b.url, { randomCuts: { ...cuts, seed: 12 } });
@@ -169,11 +178,7 @@ test('half of all connections cut at random, both ways, at both registries: 5 of
 test('a stalled blob response resumes after the stall timeout; stalled every time, the copy fails with E_TIMEOUT naming the blob', {
   skip,
 }, async (t) => {
-  const a = await sharedRegistry('none');
-  const b = await startRegistry();
-  after(() => b.stop());
-  const img = await image(2, 2 * MiB);
-  await push(img, a.host, 'res/stall');
+  const { a, b, img } = await pushedToA(2, 2 * MiB, 'res/stall');
   const layer = img.layers[1]!;
   const blobPath = new RegExp(`/blobs/sha256:${hex(layer.digest)}$`);
   const p = await proxy(a.url, {

@@ -201,6 +201,9 @@ test('no password or token in output, --debug logs, errors, KILN_HOME or written
     printed.push({ what, r });
     return r;
   };
+  /** `kiln login HOST -u USERNAME --password-stdin`, the password on stdin. */
+  const login = (what: string, host: string, password: string, env: NodeJS.ProcessEnv) =>
+    run(what, ['login', host, '-u', username, '--password-stdin'], env, `${password}\n`);
   const img = await makeImage(join(work, 'src'), 's', { layers: 2, layerBytes: 32 * 1024 });
   /** Directories kiln wrote to, searched at the end along with KILN_HOME. */
   const stores = ['basic-pull', 'basic-login', 'token-pull'].map((d) => join(work, d));
@@ -341,15 +344,7 @@ test('no password or token in output, --debug logs, errors, KILN_HOME or written
     // A stored login, used, then removed; a refused login stores nothing.
     const dockerConfig = join(work, 'docker-basic');
     const env = { DOCKER_CONFIG: dockerConfig, SSL_CERT_FILE: reg.caFile };
-    ok(
-      await run(
-        'basic: login',
-        ['login', reg.host, '-u', username, '--password-stdin'],
-        env,
-        `${reg.password}\n`,
-      ),
-      'login',
-    );
+    ok(await login('basic: login', reg.host, reg.password, env), 'login');
     ok(
       await run('basic: login -p', ['login', reg.host, '-u', username, '-p', reg.password], env),
       'login -p',
@@ -363,16 +358,7 @@ test('no password or token in output, --debug logs, errors, KILN_HOME or written
       'pull',
     );
     ok(await run('basic: logout', ['logout', reg.host], env), 'logout');
-    failed(
-      await run(
-        'basic: refused login',
-        ['login', reg.host, '-u', username, '--password-stdin'],
-        env,
-        'not-it\n',
-      ),
-      'refused login',
-      /E_AUTH/,
-    );
+    failed(await login('basic: refused login', reg.host, 'not-it', env), 'refused login', /E_AUTH/);
   }
 
   // Bearer tokens, through the tap.
@@ -416,15 +402,7 @@ test('no password or token in output, --debug logs, errors, KILN_HOME or written
     );
     const dockerConfig = join(work, 'docker-token');
     const env = { DOCKER_CONFIG: dockerConfig };
-    ok(
-      await run(
-        'token: login',
-        ['login', tap.host, '-u', username, '--password-stdin'],
-        env,
-        `${reg.password}\n`,
-      ),
-      'login',
-    );
+    ok(await login('token: login', tap.host, reg.password, env), 'login');
     ok(await run('token: push with the login', ['copy', `oci:${img.layout}:s`, `${repo}:4`], env), 'push');
     ok(await run('token: logout', ['logout', tap.host], env), 'logout');
     assert.ok(tap.tokens.size >= 5, `the tap saw the tokens (${tap.tokens.size})`);
