@@ -150,6 +150,7 @@ export async function makeImage<Tag extends string | undefined>(
         mediaType: MediaType.DockerManifest,
         config,
         layers,
+        ...(options.annotations ? { annotations: options.annotations } : {}),
       })
     : (await writeManifest(store, { config, layers, annotations: options.annotations })).descriptor;
   await store.tag(descriptor, tag);

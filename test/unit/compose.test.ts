@@ -14,15 +14,14 @@ import { mergeEnv, mutateImage } from '../../src/image/mutate.js';
 import { readSmallBlob } from '../../src/image/resolve.js';
 import { listTar, readFileFromTar } from '../../src/layer/tar-reader.js';
 import { tarStream } from '../../src/layer/tar-writer.js';
-import { writeLayer } from '../../src/layer/write-layer.js';
 import { sha256 } from '../../src/oci/digest.js';
 import { MediaType } from '../../src/oci/media-types.js';
 import type { Descriptor, ImageConfig, ImageIndex, ImageManifest } from '../../src/oci/types.js';
-import { encodeJson } from '../../src/oci/validate.js';
 import { OciLayout } from '../../src/store/layout.js';
 import { copyImage } from '../../src/transport/copy.js';
 import { openDestination, openSource } from '../../src/transport/open.js';
 import type { BlobOrigin, ImageSource } from '../../src/transport/types.js';
+import { indexEntry, makeIndex, makeImage as makeTestImage } from '../support/images.js';
 
 const work = await fs.mkdtemp(path.join(os.tmpdir(), 'kiln-compose-'));
 after(() => fs.rm(work, { recursive: true, force: true }));
@@ -42,64 +41,24 @@ interface BaseOptions {
   annotations?: Record<string, string>;
 }
 
-/** Writes a one-layer image into the layout at `dir` under `tag`, the way other tools would. */
+/** A one-layer image (etc/base.txt unless `files`) in the layout at `dir` under `tag`, the way other tools would write it. */
 async function makeImage(dir: string, tag: string | undefined, o: BaseOptions = {}): Promise<Descriptor> {
-  const layout = await OciLayout.open(dir, { create: true });
-  const files = o.files ?? { 'etc/base.txt': 'base' };
-  const layer = await writeLayer(
-    layout,
-    Object.entries(files).map(([p, c]) => ({ path: p, type: 'file' as const, content: Buffer.from(c) })),
-  );
-  const config = {
-    architecture: 'amd64',
-    os: 'linux',
-    config: { Env: ['PATH=/usr/bin:/bin'] },
-    rootfs: { type: 'layers', diff_ids: [layer.diffId] },
-    history: [{ created: '2020-01-01T00:00:00Z', created_by: 'base' }],
-    ...o.config,
-  };
-  const configDesc: Descriptor = {
-    mediaType: o.docker ? MediaType.DockerConfig : MediaType.OciConfig,
-    ...(await layout.putBytes(encodeJson(config))),
-  };
-  const manifest: ImageManifest = {
-    schemaVersion: 2,
-    mediaType: o.docker ? MediaType.DockerManifest : MediaType.OciManifest,
-    config: configDesc,
-    layers: [
-      { ...layer.descriptor, mediaType: o.docker ? MediaType.DockerLayerGzip : MediaType.OciLayerGzip },
-    ],
-  };
-  if (o.annotations) manifest.annotations = o.annotations;
-  const desc: Descriptor = {
-    mediaType: manifest.mediaType!,
-    ...(await layout.putBytes(encodeJson(manifest))),
-  };
-  await layout.tag(desc, tag);
-  return desc;
-}
-
-async function makeIndex(
-  dir: string,
-  tag: string,
-  manifests: Descriptor[],
-  annotations?: Record<string, string>,
-): Promise<Descriptor> {
-  const layout = await OciLayout.open(dir, { create: true });
-  const index: ImageIndex = { schemaVersion: 2, mediaType: MediaType.OciIndex, manifests };
-  if (annotations) index.annotations = annotations;
-  const desc: Descriptor = { mediaType: MediaType.OciIndex, ...(await layout.putBytes(encodeJson(index))) };
-  await layout.tag(desc, tag);
-  return desc;
+  const image = await makeTestImage(dir, tag, {
+    files: o.files ?? { 'etc/base.txt': 'base' },
+    config: {
+      config: { Env: ['PATH=/usr/bin:/bin'] },
+      history: [{ created: '2020-01-01T00:00:00Z', created_by: 'base' }],
+      ...o.config,
+    },
+    ...(o.docker ? { docker: true } : {}),
+    ...(o.annotations ? { annotations: o.annotations } : {}),
+  });
+  return image.descriptor;
 }
 
 /** An index entry: the manifest descriptor plus the platform of its config. */
-const entry = (desc: Descriptor, os: string, architecture: string, variant?: string): Descriptor => ({
-  mediaType: desc.mediaType,
-  digest: desc.digest,
-  size: desc.size,
-  platform: variant ? { os, architecture, variant } : { os, architecture },
-});
+const entry = (desc: Descriptor, os: string, architecture: string, variant?: string): Descriptor =>
+  indexEntry(desc, variant ? { os, architecture, variant } : { os, architecture });
 
 interface ReadImage {
   root: Descriptor;
@@ -357,28 +316,16 @@ test('append: an index base needs --platform when it holds several images; with 
   assert.equal((await readImage(picked.destination)).config.architecture, 'arm64');
   const only = await appendLayers({ base: `oci:${dir}:one`, layers, to: `oci:${fresh('o')}:x`, store });
   assert.equal(only.descriptor.digest, picked.descriptor.digest, 'the only image (attestations aside)');
-  await assert.rejects(
-    appendLayers({
-      base: `oci:${dir}:two`,
-      layers,
-      platform: { os: 'linux', architecture: 's390x' },
-      to: `oci:${fresh('o')}`,
-      store,
-    }),
-    (e: KilnError) => e.code === 'E_NO_MATCHING_PLATFORM',
-  );
+  /** Appending to `base` for linux/ARCHITECTURE, which it does not have. */
+  const noMatch = (base: string, architecture: string) =>
+    assert.rejects(
+      appendLayers({ base, layers, platform: { os: 'linux', architecture }, to: `oci:${fresh('o')}`, store }),
+      (e: KilnError) => e.code === 'E_NO_MATCHING_PLATFORM',
+    );
+  await noMatch(`oci:${dir}:two`, 's390x');
   const single = fresh('single');
   await makeImage(single, 's');
-  await assert.rejects(
-    appendLayers({
-      base: `oci:${single}:s`,
-      layers,
-      platform: { os: 'linux', architecture: 'arm64' },
-      to: `oci:${fresh('o')}`,
-      store,
-    }),
-    (e: KilnError) => e.code === 'E_NO_MATCHING_PLATFORM',
-  );
+  await noMatch(`oci:${single}:s`, 'arm64');
 });
 
 /** Wraps a source, counting blob reads and claiming a registry origin. */
