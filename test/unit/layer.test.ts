@@ -5,7 +5,7 @@ import * as fs from 'node:fs/promises';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { test } from 'node:test';
+import { type TestContext, test } from 'node:test';
 import { gunzipSync } from 'node:zlib';
 import { isKilnError } from '../../src/errors.js';
 import {
@@ -142,10 +142,11 @@ function mknodSkip(): string | undefined {
 }
 
 /**
- * A tree with char devices (one with a minor over 8 bits and a setuid bit), a block device, a fifo
- * and a socket, which is there while the server listens (Node removes it on close).
+ * A new tree with char devices (one with a minor over 8 bits and a setuid bit), a block device, a
+ * fifo and a socket, which is there while the test runs (Node removes it when its server closes).
  */
-async function makeSpecialTree(root: string): Promise<net.Server> {
+async function specialTree(t: TestContext): Promise<string> {
+  const root = await tmpdir();
   await fs.mkdir(path.join(root, 'dev'));
   await fs.mkdir(path.join(root, 'run'));
   const sh = (cmd: string, ...args: string[]) => {
@@ -161,15 +162,14 @@ async function makeSpecialTree(root: string): Promise<net.Server> {
   const server = net.createServer();
   await new Promise<void>((resolve) => server.listen(path.join(root, 'run/sock'), resolve));
   await fs.writeFile(path.join(root, 'file'), 'x\n');
-  return server;
+  t.after(() => server.close());
+  return root;
 }
 
 test('device nodes and fifos: written as GNU tar writes them, read back with their numbers; sockets left out', {
   skip: mknodSkip(),
 }, async (t) => {
-  const dir = await tmpdir();
-  const server = await makeSpecialTree(dir);
-  t.after(() => server.close());
+  const dir = await specialTree(t);
   await fs.utimes(path.join(dir, 'dev/null'), 1_000_000, 1_000_000);
   const skipped: SkippedEntry[] = [];
   const entries = await collectEntries([{ source: dir, dest: '' }], { onSkip: (s) => skipped.push(s) });
@@ -215,9 +215,7 @@ test('device nodes and fifos: written as GNU tar writes them, read back with the
 test('devices skip leaves device nodes and fifos out, each named; refuse fails on the first', {
   skip: mknodSkip(),
 }, async (t) => {
-  const dir = await tmpdir();
-  const server = await makeSpecialTree(dir);
-  t.after(() => server.close());
+  const dir = await specialTree(t);
   const skipped: SkippedEntry[] = [];
   const entries = await collectEntries([{ source: dir, dest: 'root' }], {
     devices: 'skip',
