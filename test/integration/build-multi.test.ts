@@ -477,6 +477,18 @@ describe('kiln build for several platforms', { skip }, () => {
       }
     }
 
+    /** `kiln build` of the project to extras:TAG through {@link uploads}: the blobs PUT, each image's manifest. */
+    async function buildCounted(tag: string): Promise<{ put: string[]; manifests: ImageManifest[] }> {
+      let built!: BuildJson;
+      const put = await uploads(async (host) => {
+        built = await buildJson(dir, PLATS, `${host}/apps/extras:${tag}`, ['--no-sbom']);
+      });
+      const manifests: ImageManifest[] = [];
+      for (const image of built.images)
+        manifests.push(await manifestOf(extrasRepo(), image.descriptor.digest));
+      return { put, manifests };
+    }
+
     test(
       'base layers + lib, share, app layers, in that order; runs in Docker reading its extras',
       LONG,
@@ -593,13 +605,9 @@ describe('kiln build for several platforms', { skip }, () => {
 
     test('changing main.c uploads only the top layer and the configs', LONG, async () => {
       writeFileSync(join(dir, 'main.c'), EXTRAS_MAIN_C('v2'));
-      let second!: BuildJson;
-      const put = await uploads(async (host) => {
-        second = await buildJson(dir, PLATS, `${host}/apps/extras:2`, ['--no-sbom']);
-      });
+      const { put, manifests } = await buildCounted('2');
       const expected: string[] = [];
-      for (const [i, image] of second.images.entries()) {
-        const m = await manifestOf(extrasRepo(), image.descriptor.digest);
+      for (const [i, m] of manifests.entries()) {
         assert.deepEqual(m.layers.slice(0, -1), firstManifests[i]!.layers.slice(0, -1), 'lower layers kept');
         assert.notEqual(m.layers.at(-1)!.digest, firstManifests[i]!.layers.at(-1)!.digest);
         expected.push(m.config.digest, m.layers.at(-1)!.digest);
@@ -614,13 +622,9 @@ describe('kiln build for several platforms', { skip }, () => {
       for (const image of (await buildJson(dir, PLATS, `${extrasRepo()}:2b`)).images)
         before.push(await manifestOf(extrasRepo(), image.descriptor.digest));
       writeFileSync(join(dir, 'greeting.txt'), 'hi from new extras\n');
-      let third!: BuildJson;
-      const put = await uploads(async (host) => {
-        third = await buildJson(dir, PLATS, `${host}/apps/extras:3`, ['--no-sbom']);
-      });
+      const { put, manifests } = await buildCounted('3');
       const expected: string[] = [];
-      for (const [i, image] of third.images.entries()) {
-        const m = await manifestOf(extrasRepo(), image.descriptor.digest);
+      for (const [i, m] of manifests.entries()) {
         const was = before[i]!.layers;
         assert.deepEqual(m.layers.slice(0, -2), was.slice(0, -2), 'base and lib layers kept');
         assert.notEqual(m.layers.at(-2)!.digest, was.at(-2)!.digest, 'the share layer changed');

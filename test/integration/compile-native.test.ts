@@ -68,6 +68,10 @@ async function compileJson(args: string[], env: NodeJS.ProcessEnv = {}): Promise
   ) as CompileJson;
 }
 
+/** `kiln compile DIR --platform PLATFORM --runner RUNNER --json`, which must succeed. */
+const compileFor = (dir: string, platform: string, runner = 'sandbox', env: NodeJS.ProcessEnv = {}) =>
+  compileJson([dir, '--platform', platform, '--runner', runner], env);
+
 function cProject(name: string, greeting: string, extra = ''): string {
   return writeTree(join(work, name), {
     'main.c': `#include <stdio.h>\nint main(int argc, char **argv) {\n  printf("${greeting} %s\\n", argc > 1 ? argv[1] : "nobody");\n  return 0;\n}\n`,
@@ -98,7 +102,7 @@ describe('native compiles', { skip }, () => {
     LONG,
     async () => {
       const dir = cProject('hello', 'hello from native C,');
-      const r = await compileJson([dir, '--platform', 'linux/amd64', '--runner', 'sandbox']);
+      const r = await compileFor(dir, 'linux/amd64');
       assert.equal(r.source, 'build');
       assert.deepEqual(r.target, { os: 'linux', architecture: 'amd64' });
       const out = join(dir, 'hello-linux-amd64');
@@ -118,7 +122,7 @@ describe('native compiles', { skip }, () => {
     LONG,
     async () => {
       const dir = cProject('cross', 'hello from arm64,');
-      const sandbox = await compileJson([dir, '--platform', 'linux/arm64', '--runner', 'sandbox']);
+      const sandbox = await compileFor(dir, 'linux/arm64');
       assert.deepEqual(sandbox.target, { os: 'linux', architecture: 'arm64' });
       const out = join(dir, 'cross-linux-arm64');
       assert.deepEqual(elfHeader(out), { machine: 183, bits: 64, littleEndian: true });
@@ -199,8 +203,8 @@ describe('native compiles', { skip }, () => {
     async () => {
       const dir = cProject('both', 'both,');
       const wasm = await compileJson([dir, '--runner', 'sandbox']);
-      const arm = await compileJson([dir, '--platform', 'linux/arm64', '--runner', 'sandbox']);
-      const amd = await compileJson([dir, '--platform', 'linux/amd64', '--runner', 'sandbox']);
+      const arm = await compileFor(dir, 'linux/arm64');
+      const amd = await compileFor(dir, 'linux/amd64');
       assert.deepEqual(
         [wasm.source, arm.source, amd.source],
         ['build', 'build', 'build'],
@@ -216,8 +220,8 @@ describe('native compiles', { skip }, () => {
       rmSync(join(dir, 'both-linux-arm64'));
       const again = await Promise.all([
         compileJson([dir, '--runner', 'docker'], noEngine),
-        compileJson([dir, '--platform', 'linux/arm64', '--runner', 'docker'], noEngine),
-        compileJson([dir, '--platform', 'linux/amd64', '--runner', 'docker'], noEngine),
+        compileFor(dir, 'linux/arm64', 'docker', noEngine),
+        compileFor(dir, 'linux/amd64', 'docker', noEngine),
       ]);
       assert.deepEqual(
         again.map((r) => [r.source, r.key, r.digest]),
@@ -293,7 +297,7 @@ describe('native compiles', { skip }, () => {
         `toolchain:\n  image: ${image}\n  command: ${JSON.stringify(command)}\nimage:\n  name: ex\n`,
       );
       const files = join(dir, 'ex-linux-amd64.files');
-      const first = await compileJson([dir, '--platform', 'linux/amd64', '--runner', 'sandbox']);
+      const first = await compileFor(dir, 'linux/amd64');
       assert.equal(first.source, 'build');
       assert.equal(first.extras, files);
       assert.equal(readFileSync(join(files, 'share', 'doc', 'extras.txt'), 'utf8'), 'kept\n');
@@ -323,7 +327,7 @@ describe('native compiles', { skip }, () => {
       // Nothing but the binary: no extras, and the old directory goes.
       rmSync(join(dir, 'evil'));
       rmSync(join(dir, 'extras.txt'));
-      const lone = await compileJson([dir, '--platform', 'linux/amd64', '--runner', 'sandbox']);
+      const lone = await compileFor(dir, 'linux/amd64');
       assert.equal(lone.source, 'build');
       assert.equal(lone.extras, undefined);
       assert.equal(existsSync(files), false);
@@ -346,7 +350,7 @@ describe('native compiles', { skip }, () => {
           'fn main() {\n    println!("native rust, {}", std::env::args().nth(1).unwrap_or_default());\n}\n',
         'kiln.yaml': `toolchain:\n  image: ${rustImage}\n`,
       });
-      const r = await compileJson([dir, '--platform', 'linux/amd64', '--runner', 'sandbox']);
+      const r = await compileFor(dir, 'linux/amd64');
       assert.equal(r.source, 'build');
       assert.equal(elfHeader(r.output).machine, 62);
       const ran = await run(r.output, ['kiln']);
