@@ -6,29 +6,21 @@
  * outside CI, a failure in CI).
  */
 import * as assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
 import * as fs from 'node:fs/promises';
-import * as os from 'node:os';
 import * as path from 'node:path';
-import { after, test } from 'node:test';
+import { test } from 'node:test';
 import { dir, file, symlink, tarOf } from '../support/hostile.js';
-import { kiln } from '../support/kiln.js';
-import { requireTool, run, toolSkipReason } from '../support/tools.js';
+import { sha256hex } from '../support/images.js';
+import { kiln, kilnOk as kilnRun } from '../support/kiln.js';
+import { workDir } from '../support/temp.js';
+import { ok, requireTool, run, toolSkipReason } from '../support/tools.js';
 
-const work = await fs.mkdtemp(path.join(os.tmpdir(), 'kiln-diff-flatten-'));
-after(() => fs.rm(work, { recursive: true, force: true }));
+const work = workDir('kiln-diff-flatten');
 const layout = path.join(work, 'oci');
 const ref = (tag: string) => `oci:${layout}:${tag}`;
 
-function ok(r: { code: number; stdout: string; stderr: string }, what: string): void {
-  assert.equal(r.code, 0, `${what} exited with ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
-}
-
-async function kilnOk(args: string[]): Promise<string> {
-  const r = await kiln(args);
-  ok(r, `kiln ${args.join(' ')}`);
-  return r.stdout.trim();
-}
+/** Runs kiln, which must succeed; its stdout, trimmed. */
+const kilnOk = async (args: string[]) => (await kilnRun(args)).trim();
 
 interface Listed {
   type: string;
@@ -55,9 +47,7 @@ async function listDir(root: string): Promise<Record<string, Listed>> {
         out[r] = {
           type: 'file',
           mode,
-          what: createHash('sha256')
-            .update(await fs.readFile(full))
-            .digest('hex'),
+          what: sha256hex(await fs.readFile(full)),
           mtime,
         };
       else out[r] = { type: 'other', mode, what: '', mtime };

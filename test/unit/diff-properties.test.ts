@@ -12,7 +12,6 @@
  * so merge(A, diff(A, B)) must give B's mtimes as well.
  */
 import * as assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -26,6 +25,7 @@ import type { Descriptor, ImageManifest } from '../../src/oci/types.js';
 import { OciLayout } from '../../src/store/layout.js';
 import { openSource } from '../../src/transport/open.js';
 import { type LayerSpec, type Spec, writeImage } from '../support/hostile.js';
+import { sha256Of } from '../support/images.js';
 import { prng } from '../support/random.js';
 
 const seed = process.env['FC_SEED'] === undefined ? undefined : Number(process.env['FC_SEED']);
@@ -274,9 +274,7 @@ async function flatOf(ref: string, layers: Descriptor[]): Promise<Record<string,
       if (e.linkname !== undefined) seen.linkname = e.linkname;
       if (e.xattrs) seen.xattrs = e.xattrs;
       if (item.content) {
-        const h = createHash('sha256');
-        for await (const c of item.content) h.update(c);
-        seen.digest = h.digest('hex');
+        seen.digest = (await sha256Of(item.content)).slice('sha256:'.length);
       }
       out.set(e.path, seen);
     }

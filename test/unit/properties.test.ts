@@ -14,7 +14,6 @@
  * FC_SEED / FC_RUNS (env) replay a failure or run longer.
  */
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -31,6 +30,7 @@ import { formatReference, parseReference } from '../../src/oci/reference.js';
 import { parseConfig, parseManifest } from '../../src/oci/validate.js';
 import { OciLayout } from '../../src/store/layout.js';
 import { parseLocation } from '../../src/transport/parse.js';
+import { sha256 } from '../support/images.js';
 
 const seed = process.env['FC_SEED'] === undefined ? undefined : Number(process.env['FC_SEED']);
 const runs = (n: number) => Number(process.env['FC_RUNS'] ?? n);
@@ -296,13 +296,13 @@ describe('tar', () => {
           const layer = await writeLayer(store, entries, { keepModes, mtime, compression });
           const blob = await fs.readFile(store.blobPath(layer.descriptor.digest));
           assert.equal(blob.length, layer.descriptor.size);
-          assert.equal(`sha256:${createHash('sha256').update(blob).digest('hex')}`, layer.descriptor.digest);
+          assert.equal(sha256(blob), layer.descriptor.digest);
           assert.equal(
             layer.descriptor.mediaType,
             compression === 'gzip' ? MediaType.OciLayerGzip : MediaType.OciLayer,
           );
           const tar = await collect(tarStream(entries, { keepModes, mtime }));
-          assert.equal(layer.diffId, `sha256:${createHash('sha256').update(tar).digest('hex')}`);
+          assert.equal(layer.diffId, sha256(tar));
           assert.equal(layer.uncompressedSize, tar.length);
           assert.deepEqual(
             actual(await readAll(store.openBlob(layer.descriptor.digest))),
