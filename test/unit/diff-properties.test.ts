@@ -313,34 +313,40 @@ async function tarNames(layout: string, layer: Descriptor): Promise<string[]> {
 test('merge(A, diff(A, B)) has the filesystem of B', async () => {
   let withWhiteouts = 0;
   let withOpaque = 0;
-  await fc.assert(
-    fc.asyncProperty(fc.integer({ min: 1, max: 2 ** 31 - 1 }), async (s) => {
-      const m = await makeImages(s);
-      const to = `oci:${m.layout}:d`;
-      const d = await diffImages({ lower: m.a.ref, upper: m.b.ref, to, store });
-      assert.equal(d.reused, false);
-      assert.equal(d.layers.length, 1);
-      withWhiteouts += d.counts!.deleted > 0 ? 1 : 0;
-      withOpaque += d.counts!.opaque > 0 ? 1 : 0;
-      const dm = await manifestOf(m.layout, 'd');
-      assert.deepEqual(
-        dm.layers.map((l) => l.digest),
-        d.layers.map((l) => l.descriptor.digest),
-      );
-      const merged = await flatOf(m.a.ref, [...m.a.layers, ...dm.layers]);
-      const expected = await flatOf(m.b.ref, m.b.layers);
-      assert.deepEqual(merged, expected);
-      // The layer is sorted, parents before children, and every hard link finds its target before it.
-      const names = await tarNames(m.layout, dm.layers[0]!);
-      assert.deepEqual(
-        names,
-        [...names].sort((x, y) => Buffer.compare(Buffer.from(x), Buffer.from(y))),
-      );
-    }),
-    params(40),
-  );
+  const batch = () =>
+    fc.assert(
+      fc.asyncProperty(fc.integer({ min: 1, max: 2 ** 31 - 1 }), async (s) => {
+        const m = await makeImages(s);
+        const to = `oci:${m.layout}:d`;
+        const d = await diffImages({ lower: m.a.ref, upper: m.b.ref, to, store });
+        assert.equal(d.reused, false);
+        assert.equal(d.layers.length, 1);
+        withWhiteouts += d.counts!.deleted > 0 ? 1 : 0;
+        withOpaque += d.counts!.opaque > 0 ? 1 : 0;
+        const dm = await manifestOf(m.layout, 'd');
+        assert.deepEqual(
+          dm.layers.map((l) => l.digest),
+          d.layers.map((l) => l.descriptor.digest),
+        );
+        const merged = await flatOf(m.a.ref, [...m.a.layers, ...dm.layers]);
+        const expected = await flatOf(m.b.ref, m.b.layers);
+        assert.deepEqual(merged, expected);
+        // The layer is sorted, parents before children, and every hard link finds its target before it.
+        const names = await tarNames(m.layout, dm.layers[0]!);
+        assert.deepEqual(
+          names,
+          [...names].sort((x, y) => Buffer.compare(Buffer.from(x), Buffer.from(y))),
+        );
+      }),
+      params(40),
+    );
+  await batch();
+  // The property must not hold vacuously: whiteouts and opaque directories must have been among the
+  // cases. A batch of random seeds now and then has no opaque directory (CI saw one); up to three
+  // more batches make that a non-event, and a generator that never makes one still fails.
+  for (let extra = 0; extra < 3 && runs(40) >= 20 && (withWhiteouts === 0 || withOpaque === 0); extra++)
+    await batch();
   if (runs(40) >= 20) {
-    // Enough runs that the generator surely made these; else the property would hold vacuously.
     assert.ok(withWhiteouts > 0, 'some runs had whiteouts');
     assert.ok(withOpaque > 0, 'some runs had opaque directories');
   }
