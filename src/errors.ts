@@ -47,7 +47,8 @@ export type KilnErrorCode =
   | 'E_BASE_MISMATCH'
   | 'E_BAD_KEY'
   | 'E_BAD_PASSWORD'
-  | 'E_VERIFY_FAILED';
+  | 'E_VERIFY_FAILED'
+  | 'E_CHECK_FAILED';
 
 export interface KilnErrorOptions {
   hint?: string;

@@ -5,6 +5,7 @@
  */
 
 export * from './api/build.js';
+export * from './api/check.js';
 export * from './api/context.js';
 export * from './api/image.js';
 export * from './api/oci.js';

@@ -1,4 +1,6 @@
 /** `kiln-oci/oci`: the OCI model, no I/O: digests, media types, platforms, references, manifest types, validation. */
+
+export { hasAliases, type PlatformAliases, withPlatformAliases } from '../oci/aliases.js';
 export { type Digest, parseDigest, sha256 } from '../oci/digest.js';
 export { MANIFEST_FORMATS, type ManifestFormat } from '../oci/media-type-policy.js';
 export { MediaType } from '../oci/media-types.js';

@@ -14,8 +14,9 @@ import { type KilnContext, withContext } from '../context.js';
 import { KilnError } from '../errors.js';
 import { ComposedSource, defaultCreated, platformKey } from '../image/compose.js';
 import { sortKeys } from '../image/write.js';
+import { hasAliases, type PlatformAliases, withPlatformAliases } from '../oci/aliases.js';
 import { MediaType } from '../oci/media-types.js';
-import { formatPlatform, isWasmPlatform, type Platform } from '../oci/platform.js';
+import { formatPlatform, isWasmPlatform, type Platform, parsePlatform } from '../oci/platform.js';
 import type { Descriptor, ImageIndex } from '../oci/types.js';
 import { copyImage } from '../transport/copy.js';
 import { openDestination } from '../transport/open.js';
@@ -41,6 +42,10 @@ export interface BuildOptions extends CompileOptions {
   base?: string;
   /** Also list the wasm image under wasi/wasm in an index; default kiln.yaml's `image.wasiAlias`. */
   wasiAlias?: boolean;
+  /** Consumers that must run the image (`kiln check --for`); default kiln.yaml's `check`. Nothing is written when one would not. */
+  check?: string[];
+  /** Also list the wasm image under these node platforms (Kubernetes); default kiln.yaml's `image.nodeAliases`. */
+  nodeAliases?: Platform[];
   /** Attach an SPDX SBOM to every image; default kiln.yaml's `sbom`, else true. */
   sbom?: boolean;
   /** Sign what was written (the index and each image) and attach signed SLSA provenance to each image. */
@@ -126,10 +131,26 @@ async function buildIn(options: InContext): Promise<BuildResult> {
     ...(p.image?.annotations ?? {}),
   };
   const sbom = options.sbom ?? p.sbom ?? true;
-  if (platforms.length <= 1 && platforms.every(isWasmPlatform))
+  const aliases: PlatformAliases = {
+    wasi: options.wasiAlias ?? p.image?.wasiAlias ?? false,
+    node: options.nodeAliases ?? (p.image?.nodeAliases ?? []).map(parsePlatform),
+  };
+  // Aliases are index entries, so a single wasm image asked to have them is built as an index.
+  if (platforms.length <= 1 && platforms.every(isWasmPlatform) && !hasAliases(aliases))
     return singleWasm(options, to, platforms[0], annotations, sbom);
-  return multiPlatform(options, project, to, platforms, annotations, sbom);
+  return multiPlatform(
+    options,
+    project,
+    to,
+    platforms.length ? platforms : [DEFAULT_WASM],
+    annotations,
+    sbom,
+    aliases,
+  );
 }
+
+/** The wasm platform when none is asked for: packaging picks wasip1 or wasip2 by the binary. */
+const DEFAULT_WASM: Platform = { os: 'wasip1', architecture: 'wasm' };
 
 function checkDistinct(platforms: Platform[]): void {
   const seen = new Set<string>();
@@ -166,6 +187,7 @@ async function singleWasm(
       annotations,
       labels: p.image?.labels ?? {},
       context: options.context,
+      check: options.check ?? p.check ?? [],
     });
     images.push(image);
     options.onBuildEvent?.({ type: 'written', destination: dest, digest: image.descriptor.digest });
@@ -214,6 +236,7 @@ async function multiPlatform(
   platforms: Platform[],
   annotations: Record<string, string>,
   sbom: boolean,
+  aliases: PlatformAliases,
 ): Promise<BuildResult> {
   const { onBuildEvent: _e, platforms: _ps, platform: _p, output, ...compileBase } = options;
   const emit = options.onBuildEvent ?? (() => {});
@@ -246,7 +269,7 @@ async function multiPlatform(
           file: wasmCompile.output,
           format,
           ...(p.image?.name ? { name: p.image.name } : {}),
-          platform,
+          ...(platform === DEFAULT_WASM ? {} : { platform }),
           annotations,
           labels: p.image?.labels ?? {},
         });
@@ -301,14 +324,19 @@ async function multiPlatform(
 
     let root: Descriptor;
     let index: Descriptor | undefined;
-    if (built.length === 1) {
+    // One platform is one manifest, unless aliases were asked for: those are index entries.
+    if (built.length === 1 && !hasAliases(aliases)) {
       root = built[0]!.descriptor;
     } else {
-      const wasiAlias = options.wasiAlias ?? p.image?.wasiAlias ?? false;
-      index = await composed.putJson(MediaType.OciIndex, indexOf(built, annotations, wasiAlias));
+      index = await composed.putJson(MediaType.OciIndex, indexOf(built, annotations, aliases));
       root = index;
     }
     composed.setRoot(root);
+    const check = options.check ?? p.check ?? [];
+    if (check.length > 0) {
+      const { assertChecked, checkSource, consumersOf } = await import('../check/check.js');
+      assertChecked(await checkSource(composed, consumersOf(check)));
+    }
 
     const images: BuiltImage[] = [];
     for (const dest of to) {
@@ -338,8 +366,8 @@ async function multiPlatform(
 
 /**
  * The index of every platform's manifest, in the order asked, each entry carrying its manifest's
- * annotations. With `wasiAlias`, the first wasm manifest is listed again under wasi/wasm (Docker's
- * name for it), unless wasi/wasm was built as a platform of its own.
+ * annotations, plus the platform aliases asked for (`oci/aliases.ts`: wasi/wasm for Docker, node
+ * platforms for Kubernetes) right after the wasm image.
  */
 export function indexOf(
   built: Array<{
@@ -348,25 +376,16 @@ export function indexOf(
     annotations?: Record<string, string> | undefined;
   }>,
   annotations: Record<string, string>,
-  wasiAlias: boolean,
+  aliases: PlatformAliases,
 ): ImageIndex {
-  const manifests: Descriptor[] = [];
-  const entry = (b: (typeof built)[number], platform: Platform): Descriptor => ({
+  const entries: Descriptor[] = built.map((b) => ({
     mediaType: b.descriptor.mediaType,
     digest: b.descriptor.digest,
     size: b.descriptor.size,
-    platform,
+    platform: b.platform,
     ...(b.annotations && Object.keys(b.annotations).length ? { annotations: sortKeys(b.annotations) } : {}),
-  });
-  const hasWasi = built.some((b) => b.platform.os === 'wasi' && b.platform.architecture === 'wasm');
-  let aliased = false;
-  for (const b of built) {
-    manifests.push(entry(b, b.platform));
-    if (wasiAlias && !hasWasi && !aliased && isWasmPlatform(b.platform)) {
-      manifests.push(entry(b, { os: 'wasi', architecture: 'wasm' }));
-      aliased = true;
-    }
-  }
+  }));
+  const manifests = withPlatformAliases(entries, aliases, 'the build');
   const index: ImageIndex = { schemaVersion: 2, mediaType: MediaType.OciIndex, manifests };
   if (Object.keys(annotations).length > 0) index.annotations = sortKeys(annotations);
   return index;

@@ -11,6 +11,7 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { type Document, isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument } from 'yaml';
 import { z } from 'zod';
+import { CONSUMERS } from '../check/consumer.js';
 import { ioError, KilnError } from '../errors.js';
 import { formatPlatform, parsePlatform } from '../oci/platform.js';
 import { parseReference } from '../oci/reference.js';
@@ -159,7 +160,13 @@ const imageShape = {
   wasiAlias: z
     .boolean()
     .optional()
-    .describe("Also list the wasm image under wasi/wasm in a multi-platform index (Docker's name)"),
+    .describe("Also list the wasm image under wasi/wasm in the index (Docker's name)"),
+  nodeAliases: z
+    .array(nonEmpty('the platform').superRefine(checkedBy(parsePlatform)))
+    .optional()
+    .describe(
+      'Also list the wasm image under these node platforms in the index (e.g. linux/amd64), so a Kubernetes node pulling by its own platform gets it (runwasi RuntimeClass)',
+    ),
 };
 
 const cacheShape = {
@@ -207,6 +214,12 @@ const rootShape = {
     .boolean()
     .optional()
     .describe('Attach an SPDX SBOM to every image built, as an OCI referrer (default: true)'),
+  check: z
+    .array(z.enum(CONSUMERS))
+    .optional()
+    .describe(
+      'Consumers that must run the image (kiln check --for): a build whose image one of them would not run writes nothing',
+    ),
   workspace: z
     .array(nonEmpty('a project directory'))
     .min(1, { error: 'list at least one project directory' })

@@ -51,3 +51,32 @@ export function jobs(cmd: Command): number {
     throw new KilnError('E_USAGE', `--jobs takes a number from 1 to 64, got '${raw}'`);
   return n;
 }
+
+/** Values of a repeatable flag that also takes comma-separated lists (`--platform a,b --platform c`). */
+export function commaList(values: string[] | undefined): string[] {
+  return (values ?? [])
+    .flatMap((v) => v.split(','))
+    .map((v) => v.trim())
+    .filter((v) => v !== '');
+}
+
+/** `--wasi-alias` and `--node-alias`: the wasm image listed in the index under other platforms too. */
+export function aliasOptions(cmd: Command): Command {
+  return cmd
+    .option('--wasi-alias', 'also list the wasm image under wasi/wasm in an index (Docker)')
+    .option(
+      '--node-alias <os/arch,...>',
+      'also list the wasm image under these node platforms in an index, e.g. linux/amd64,linux/arm64 (Kubernetes nodes pulling by their own platform)',
+      collect,
+    );
+}
+
+/** The aliases `aliasOptions` set, with the node platforms parsed by `parse`; undefined when none. */
+export function aliasesOf<P>(
+  opts: { wasiAlias?: boolean; nodeAlias?: string[] },
+  parse: (s: string) => P,
+): { wasi?: boolean; node?: P[] } | undefined {
+  const node = commaList(opts.nodeAlias).map(parse);
+  if (!opts.wasiAlias && node.length === 0) return undefined;
+  return { ...(opts.wasiAlias ? { wasi: true } : {}), ...(node.length ? { node } : {}) };
+}

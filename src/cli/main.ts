@@ -4,6 +4,7 @@ import { KilnError, redact } from '../errors.js';
 import { register as registerAppend } from './commands/append.js';
 import { register as registerAttest } from './commands/attest.js';
 import { register as registerBuild } from './commands/build.js';
+import { register as registerCheck } from './commands/check.js';
 import { register as registerCompile } from './commands/compile.js';
 import { register as registerComponentize } from './commands/componentize.js';
 import { register as registerCopy } from './commands/copy.js';
@@ -59,6 +60,7 @@ export function buildProgram(run: CliRun = new CliRun()): Command {
   registerPackage(program);
   registerComponentize(program);
   registerInspect(program);
+  registerCheck(program);
   registerRun(program);
   registerCopy(program);
   registerExport(program);

@@ -14,6 +14,7 @@ function paint(code: string, text: string): string {
 export const dim = (t: string) => paint('2', t);
 export const bold = (t: string) => paint('1', t);
 export const red = (t: string) => paint('31', t);
+export const green = (t: string) => paint('32', t);
 
 /** Renders what commands return: data on stdout, everything else on stderr. */
 export class Output {

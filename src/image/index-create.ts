@@ -1,5 +1,6 @@
 import { useContext } from '../context.js';
 import { KilnError } from '../errors.js';
+import { type PlatformAliases, withPlatformAliases } from '../oci/aliases.js';
 import { createdFamily, indexInFamily, indexType } from '../oci/media-type-policy.js';
 import { isManifestType, MediaType } from '../oci/media-types.js';
 import { formatPlatform, normalizePlatform } from '../oci/platform.js';
@@ -28,6 +29,8 @@ export interface IndexCreateOptions extends DeriveOptions {
   sources: string[];
   to: string;
   annotations?: Record<string, string>;
+  /** The wasm image listed again under wasi/wasm (Docker) or node platforms (Kubernetes). */
+  aliases?: PlatformAliases;
 }
 
 /** What `createIndex` wrote: the index and its manifests. */
@@ -74,10 +77,14 @@ export async function createIndex(options: IndexCreateOptions): Promise<IndexCre
         manifests.push(entry);
       }
     }
-    const created: ImageIndex = { schemaVersion: 2, mediaType: indexType(family), manifests };
+    const created: ImageIndex = {
+      schemaVersion: 2,
+      mediaType: indexType(family),
+      manifests: withPlatformAliases(manifests, options.aliases ?? {}, 'the index'),
+    };
     if (options.annotations && Object.keys(options.annotations).length > 0)
       created.annotations = sortKeys(options.annotations);
-    const index = indexInFamily(created, family, manifests);
+    const index = indexInFamily(created, family, created.manifests);
     const descriptor = await composed.putJson(indexType(family), index);
     composed.setRoot(descriptor);
     // A single-image destination (docker-archive) gets the host's image: report what was written.

@@ -20,6 +20,12 @@ export const MediaType = {
   WasmToOciLayer: 'application/vnd.wasm.content.layer.v1+wasm',
   IstioOciConfig: 'application/vnd.module.wasm.config.v1+json',
   IstioOciLayer: 'application/vnd.module.wasm.content.layer.v1+wasm',
+  /** runwasi's wasm layer (its oci-tar-builder; marked "subject to change" there). */
+  RunwasiLayer: 'application/vnd.bytecodealliance.wasm.component.layer.v0+wasm',
+  /** Spin (`spin registry push`): the locked app, static files, archived layers. */
+  SpinLockedApp: 'application/vnd.fermyon.spin.application.v1+config',
+  SpinDataLayer: 'application/vnd.wasm.content.layer.v1+data',
+  SpinArchiveLayer: 'application/vnd.wasm.content.bundle.v1.tar+gzip',
 } as const;
 
 export function isIndexType(mediaType: string | undefined): boolean {

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { ioError, KilnError } from '../errors.js';
@@ -11,13 +12,15 @@ import type { OciLayout } from '../store/layout.js';
 import { defaultOs, inspectWasm, type WasmInfo } from './inspect.js';
 
 /** The WebAssembly packaging conventions of docs/formats.md; kiln never invents another. */
-export const WASM_FORMATS = ['image', 'artifact', 'istio', 'istio-oci', 'wasm-to-oci'] as const;
+export const WASM_FORMATS = ['image', 'artifact', 'runwasi', 'istio', 'istio-oci', 'wasm-to-oci'] as const;
 /** A packaging format of docs/formats.md. */
 export type WasmFormat = (typeof WASM_FORMATS)[number];
 /** The formats that carry an Istio runtime config; any other refuses one rather than drop it. */
 export const RUNTIME_CONFIG_FORMATS: readonly WasmFormat[] = ['istio', 'istio-oci'];
 
 export const VARIANT_ANNOTATION = 'module.wasm.image/variant';
+/** runwasi's config label: sha256 (hex) of the layers' hex digests joined, so each module's config differs. */
+export const RUNWASI_LAYERS_LABEL = 'containerd.runwasi.layers';
 /** The largest module kiln will load into memory to inspect (a module is compiled whole anyway). */
 export const MAX_MODULE_BYTES = 1 << 30;
 
@@ -113,6 +116,34 @@ const BUILDERS: Record<WasmFormat, (ctx: Ctx) => Promise<WrittenManifest>> = {
     return writeManifest(ctx.store, {
       config: await writeJsonBlob(ctx.store, MediaType.WasmConfigV0, config),
       layers: [layer],
+      annotations: ctx.options.annotations,
+    });
+  },
+
+  // runwasi's wasm-layer image as its oci-tar-builder writes it: the binary as a raw layer the shim
+  // takes when the config's architecture is wasm, no rootfs (diff_ids empty), and a label making the
+  // config unique per module, since no diff_id does.
+  runwasi: async (ctx) => {
+    const layer = await ctx.store.putBytes(ctx.bytes);
+    const hex = layer.digest.slice('sha256:'.length);
+    const labels = sortKeys({
+      ...ctx.options.labels,
+      [RUNWASI_LAYERS_LABEL]: createHash('sha256').update(hex).digest('hex'),
+    });
+    const config: ImageConfig = {
+      created: ctx.created,
+      architecture: 'wasm',
+      os: ctx.platform.os,
+      config: {
+        Entrypoint: [`${ctx.name}.wasm`],
+        ...(ctx.options.env?.length ? { Env: ctx.options.env } : {}),
+        Labels: labels,
+      },
+      rootfs: { type: 'layers', diff_ids: [] },
+    };
+    return writeManifest(ctx.store, {
+      config: await writeJsonBlob(ctx.store, MediaType.OciConfig, config),
+      layers: [{ mediaType: MediaType.RunwasiLayer, ...layer }],
       annotations: ctx.options.annotations,
     });
   },

@@ -1,11 +1,13 @@
 /**
- * Self-test of the test support: the private Docker engine and the WASI C builder work on this machine.
+ * Self-test of the test support: the private Docker engine and containerd, and the WASI C builder work on
+ * this machine.
  */
 import assert from 'node:assert/strict';
-import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { WASI } from 'node:wasi';
+import { containerdSkipReason, startContainerd } from '../support/containerd.js';
 import { dockerSkipReason, startDocker } from '../support/docker.js';
 import { file, tarOf } from '../support/hostile.js';
 import { sha256hex } from '../support/images.js';
@@ -94,6 +96,47 @@ test('docker: await using stops the engine', async (t) => {
     assert.equal((await engine.docker(['version'])).code, 0);
   }
   assert.equal(existsSync(dir), false);
+});
+
+/** Pids of the processes whose command line names `dir`. */
+function processesNaming(dir: string): number[] {
+  return readdirSync('/proc')
+    .filter((e) => /^\d+$/.test(e) && Number(e) !== process.pid)
+    .filter((e) => {
+      try {
+        return readFileSync(`/proc/${e}/cmdline`, 'utf8').includes(`${dir}/`);
+      } catch {
+        return false;
+      }
+    })
+    .map(Number);
+}
+
+test('containerd: a private daemon answers ctr on its own socket, keeps its store in its dir, and stops cleanly', async (t) => {
+  const reason = containerdSkipReason();
+  if (reason !== undefined) return t.skip(reason);
+  const started = Date.now();
+  let dir: string;
+  {
+    await using containerd = await startContainerd();
+    dir = containerd.dir;
+    t.diagnostic(`containerd ready in ${Date.now() - started} ms at ${containerd.address}`);
+    assert.ok(Buffer.byteLength(`${containerd.address}.ttrpc`) < 108, 'socket paths fit sun_path');
+    assert.ok(containerd.address.startsWith(`${dir}/`));
+    const version = await containerd.ctr(['version']);
+    assert.equal(version.code, 0, version.stderr);
+    assert.match(version.stdout, /Server:\s+Version:/);
+    const plugins = await containerd.ctr(['plugins', 'ls']);
+    assert.equal(plugins.code, 0, plugins.stderr);
+    assert.doesNotMatch(plugins.stdout, /io\.containerd\.grpc\.v1\s+cri\b/, 'the CRI plugin is not loaded');
+    assert.ok(
+      existsSync(join(dir, 'root', 'io.containerd.content.v1.content')),
+      'its content store is in its dir',
+    );
+    assert.notEqual(processesNaming(dir).length, 0, 'containerd runs');
+  }
+  assert.deepEqual(processesNaming(dir), [], 'no process of it is left');
+  assert.equal(existsSync(dir), false, 'stop() removes the temp dir');
 });
 
 test('wasi: HELLO_C compiles to a cached WASI module that behaves as documented', async (t) => {

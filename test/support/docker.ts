@@ -18,21 +18,12 @@
  * stop it: dockerd is killed, leftover containerd/shim processes it started are killed by pid,
  * mounts under its temp dir are unmounted and the dir is removed.
  */
-import { type ChildProcess, spawnSync } from 'node:child_process';
-import {
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  writeFileSync,
-} from 'node:fs';
+import type { ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
-import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { freePort } from './net.js';
-import { exitSet, killAndWait, killSync, pidAlive, spawnService } from './processes.js';
+import { exitSet, killAndWait, killSync, removeLeftovers, shortTempBase, spawnService } from './processes.js';
 import { makeCa, SERVER_EXT, signCert } from './tls.js';
 import { findTool, type RunOptions, type RunResult, requireTool, run, skipOrFail } from './tools.js';
 
@@ -113,12 +104,6 @@ function dockerCli(): string | undefined {
   return findTool('docker');
 }
 
-/** Short temp base: unix socket paths (containerd's lives under exec-root) must stay < 108 bytes. */
-function tempBase(): string {
-  const t = tmpdir();
-  return t.length <= 40 ? t : '/tmp';
-}
-
 interface Running {
   dir: string;
   child: ChildProcess;
@@ -126,57 +111,6 @@ interface Running {
 }
 
 const live = exitSet<Running>((r) => cleanupSync(r));
-
-/** Pids of processes whose command line mentions `dir` (containerd and shims started by our dockerd). */
-function processesUsing(dir: string): number[] {
-  const pids: number[] = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
-    try {
-      const cmdline = readFileSync(`/proc/${entry}/cmdline`, 'utf8');
-      if (cmdline.includes(`${dir}/`) && pidAlive(Number(entry))) pids.push(Number(entry));
-    } catch {
-      // gone already
-    }
-  }
-  return pids;
-}
-
-function unescapeMountPath(p: string): string {
-  return p.replace(/\\([0-7]{3})/g, (_, oct: string) => String.fromCharCode(Number.parseInt(oct, 8)));
-}
-
-/** Mount points at or under `dir`, deepest first. */
-function mountsUnder(dir: string): string[] {
-  const points = new Set<string>();
-  for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
-    const field = line.split(' ')[4];
-    if (field === undefined) continue;
-    const mp = unescapeMountPath(field);
-    if (mp === dir || mp.startsWith(`${dir}/`)) points.add(mp);
-  }
-  return [...points].sort((a, b) => b.length - a.length);
-}
-
-/** After dockerd is gone: kill what it left behind, unmount (overlay, netns, data-root bind), remove. */
-function removeLeftovers(dir: string): void {
-  for (const pid of processesUsing(dir)) {
-    try {
-      process.kill(pid, 'SIGKILL');
-    } catch {
-      // already gone
-    }
-  }
-  for (let pass = 0; pass < 5; pass++) {
-    const mounts = mountsUnder(dir);
-    if (mounts.length === 0) break;
-    for (const mp of mounts) {
-      const r = spawnSync('umount', [mp], { stdio: 'ignore' });
-      if (r.status !== 0) spawnSync('umount', ['-l', mp], { stdio: 'ignore' });
-    }
-  }
-  rmSync(dir, { recursive: true, force: true, maxRetries: 3 });
-}
 
 /** Synchronous stop, for process exit: SIGTERM, wait up to 15 s, SIGKILL, clean up. */
 function cleanupSync(r: Running): void {
@@ -228,7 +162,7 @@ export async function startDocker(opts: StartDockerOptions = {}): Promise<Docker
   const cli = dockerCli()!;
   const timeoutMs = opts.timeoutMs ?? 60_000;
 
-  const dir = mkdtempSync(join(tempBase(), 'kd-'));
+  const dir = mkdtempSync(join(shortTempBase(), 'kd-'));
   const id = basename(dir); // unique: names the containerd namespaces
   const socketPath = join(dir, 'docker.sock');
   const host = `unix://${socketPath}`;

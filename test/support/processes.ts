@@ -1,9 +1,11 @@
 /**
- * Service processes the tests start (dockerd, docker-registry): stopped gracefully when a test asks,
- * and synchronously at process exit or on SIGINT/SIGTERM when it doesn't, so none outlives its test.
+ * Service processes the tests start (dockerd, containerd, docker-registry): stopped gracefully when a
+ * test asks, and synchronously at process exit or on SIGINT/SIGTERM when it doesn't, so none outlives
+ * its test; what a daemon left behind (shims, mounts) is removed with its dir.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
-import { closeSync, openSync, readFileSync } from 'node:fs';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { closeSync, openSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 
 const sweeps = new Set<() => void>();
 let hooksInstalled = false;
@@ -116,4 +118,68 @@ export function spawnService(
   child.on('error', (e) => onEnd(e));
   child.on('exit', () => onEnd());
   return child;
+}
+
+/**
+ * A short temp base for a daemon's dir: unix socket paths in it (containerd's, dockerd's) must stay
+ * < 108 bytes.
+ */
+export function shortTempBase(): string {
+  const t = tmpdir();
+  return t.length <= 40 ? t : '/tmp';
+}
+
+/** Pids of processes whose command line mentions `dir` (containerd and shims a test daemon started). */
+function processesUsing(dir: string): number[] {
+  const pids: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
+    try {
+      const cmdline = readFileSync(`/proc/${entry}/cmdline`, 'utf8');
+      if (cmdline.includes(`${dir}/`) && pidAlive(Number(entry))) pids.push(Number(entry));
+    } catch {
+      // gone already
+    }
+  }
+  return pids;
+}
+
+function unescapeMountPath(p: string): string {
+  return p.replace(/\\([0-7]{3})/g, (_, oct: string) => String.fromCharCode(Number.parseInt(oct, 8)));
+}
+
+/** Mount points at or under `dir`, deepest first. */
+function mountsUnder(dir: string): string[] {
+  const points = new Set<string>();
+  for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
+    const field = line.split(' ')[4];
+    if (field === undefined) continue;
+    const mp = unescapeMountPath(field);
+    if (mp === dir || mp.startsWith(`${dir}/`)) points.add(mp);
+  }
+  return [...points].sort((a, b) => b.length - a.length);
+}
+
+/**
+ * After a daemon (dockerd, containerd) is gone: kill what it left behind (processes whose command line
+ * names its dir: containerd, shims), unmount what is mounted under its dir (overlay, netns, binds),
+ * remove the dir.
+ */
+export function removeLeftovers(dir: string): void {
+  for (const pid of processesUsing(dir)) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+  for (let pass = 0; pass < 5; pass++) {
+    const mounts = mountsUnder(dir);
+    if (mounts.length === 0) break;
+    for (const mp of mounts) {
+      const r = spawnSync('umount', [mp], { stdio: 'ignore' });
+      if (r.status !== 0) spawnSync('umount', ['-l', mp], { stdio: 'ignore' });
+    }
+  }
+  rmSync(dir, { recursive: true, force: true, maxRetries: 3 });
 }

@@ -25,6 +25,7 @@ export const LAYERS: readonly (readonly string[])[] = [
   ['engine'],
   ['transport'],
   ['image'],
+  ['check'],
   ['wasm'],
   ['component'],
   ['sbom', 'run', 'toolchain'],

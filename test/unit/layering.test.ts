@@ -211,7 +211,7 @@ describe('index of a multi-platform build', () => {
   ];
 
   test('entries in order with their manifest annotations; the wasm alias only when asked', () => {
-    const plain = indexOf(built, { k: 'v' }, false);
+    const plain = indexOf(built, { k: 'v' }, {});
     assert.deepEqual(
       plain.manifests.map((m) => [m.platform?.os, m.digest, m.annotations]),
       [
@@ -220,7 +220,7 @@ describe('index of a multi-platform build', () => {
       ],
     );
     assert.deepEqual(plain.annotations, { k: 'v' });
-    const aliased = indexOf(built, {}, true);
+    const aliased = indexOf(built, {}, { wasi: true });
     assert.deepEqual(
       aliased.manifests.map((m) => `${m.platform?.os}/${m.platform?.architecture} ${m.digest.slice(7, 8)}`),
       ['linux/amd64 a', 'wasip1/wasm b', 'wasi/wasm b'],
@@ -230,7 +230,7 @@ describe('index of a multi-platform build', () => {
     const own = indexOf(
       [...built, { platform: { os: 'wasi', architecture: 'wasm' }, descriptor: d('c') }],
       {},
-      true,
+      { wasi: true },
     );
     assert.equal(own.manifests.filter((m) => m.platform?.os === 'wasi').length, 1);
   });

@@ -1,6 +1,6 @@
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import type { KilnContext } from '../../api/context.js';
-import { collect, examples, globals, jobs } from '../common.js';
+import { aliasesOf, aliasOptions, collect, commaList, examples, globals, jobs } from '../common.js';
 import { contextOf } from '../context.js';
 import { Output, plural } from '../output.js';
 import { compileOptions, toCompileOptions } from './compile.js';
@@ -13,19 +13,21 @@ function parseBool(value: string): boolean {
 }
 
 export function register(program: Command): void {
-  compileOptions(
-    program
-      .command('build')
-      .description(
-        'compile a project and write it as an image: wasm, native on a base image, or one index of several platforms (kiln.yaml)',
-      ),
+  aliasOptions(
+    compileOptions(
+      program
+        .command('build')
+        .description(
+          'compile a project and write it as an image: wasm, native on a base image, or one index of several platforms (kiln.yaml)',
+        ),
+    ),
   )
     .option('--to <dest>', "destination (repeatable; default: kiln.yaml's to)", collect)
     .addOption(
       new Option(
         '--format <format>',
         "packaging convention of wasm images (default: kiln.yaml's image.format, else image)",
-      ).choices(['image', 'artifact', 'istio', 'istio-oci', 'wasm-to-oci']),
+      ).choices(['image', 'artifact', 'runwasi', 'istio', 'istio-oci', 'wasm-to-oci']),
     )
     .option(
       '--platform <os/arch,...>',
@@ -36,11 +38,15 @@ export function register(program: Command): void {
       '--base <ref>',
       "base image of native images, resolved per platform (default: kiln.yaml's image.base)",
     )
-    .option('--wasi-alias', 'also list the wasm image under wasi/wasm in the index (for Docker)')
     .addOption(
       new Option('--sbom [bool]', 'attach an SPDX SBOM to each image (default: true)').argParser(parseBool),
     )
     .option('--no-sbom', 'do not attach SBOMs (also --sbom=false)')
+    .option(
+      '--check <consumer,...>',
+      "refuse to write an image these consumers would not run (kiln check --for; default: kiln.yaml's check)",
+      collect,
+    )
     .option('-o, --output <file>', 'where the .wasm also lands (default: DIR/<name>.wasm)')
     .option(
       '--sign-key <key>',
@@ -66,11 +72,8 @@ export function register(program: Command): void {
       // The key first: a wrong password fails before anything is compiled.
       const signKey = opts.signKey ? await (await import('../keys.js')).privateKey(opts.signKey) : undefined;
       const { formatPlatform, parsePlatform } = await import('../../api/oci.js');
-      const platforms = ((opts.platform as string[] | undefined) ?? [])
-        .flatMap((v) => v.split(','))
-        .map((v) => v.trim())
-        .filter((v) => v !== '')
-        .map(parsePlatform);
+      const platforms = commaList(opts.platform).map(parsePlatform);
+      const aliases = aliasesOf(opts, parsePlatform);
       const context = contextOf(cmd);
       if (await isWorkspace(dir, opts.file, context)) {
         const { buildWorkspaceCommand, checkWorkspaceFlags } = await import('../workspace.js');
@@ -88,7 +91,9 @@ export function register(program: Command): void {
             ...(opts.format ? { format: opts.format } : {}),
             ...(platforms.length ? { platforms } : {}),
             ...(opts.base ? { base: opts.base as string } : {}),
-            ...(opts.wasiAlias ? { wasiAlias: true } : {}),
+            ...(aliases?.wasi ? { wasiAlias: true } : {}),
+            ...(aliases?.node ? { nodeAliases: aliases.node } : {}),
+            ...(opts.check ? { check: commaList(opts.check) } : {}),
             ...(opts.sbom !== undefined ? { sbom: opts.sbom !== false } : {}),
             ...(signKey ? { signKey } : {}),
           },
@@ -102,7 +107,9 @@ export function register(program: Command): void {
         ...(opts.format ? { format: opts.format } : {}),
         ...(platforms.length ? { platforms } : {}),
         ...(opts.base ? { base: opts.base as string } : {}),
-        ...(opts.wasiAlias ? { wasiAlias: true } : {}),
+        ...(aliases?.wasi ? { wasiAlias: true } : {}),
+        ...(aliases?.node ? { nodeAliases: aliases.node } : {}),
+        ...(opts.check ? { check: commaList(opts.check) } : {}),
         // Unset unless --sbom[=bool] or --no-sbom: kiln.yaml's `sbom` decides then.
         ...(opts.sbom !== undefined ? { sbom: opts.sbom !== false } : {}),
         ...(signKey ? { signKey } : {}),

@@ -1,12 +1,11 @@
 import type { Command } from 'commander';
 import { action, type Flags } from '../action.js';
-import { collect, examples, keyValues } from '../common.js';
+import { aliasesOf, aliasOptions, collect, examples, keyValues } from '../common.js';
 import { plural } from '../output.js';
 
 export function register(program: Command): void {
   const index = program.command('index').description('make image indexes (multi-platform images)');
-  index
-    .command('create')
+  aliasOptions(index.command('create'))
     .description('make one OCI image index of several images')
     .argument('<sources...>', 'images or indexes (any source transport); an index adds its entries')
     .requiredOption(
@@ -33,6 +32,7 @@ native one. Two different images for one platform are refused; the same image tw
           sources,
           to: opts.to,
           annotations: keyValues(opts.annotation, '--annotation'),
+          aliases: aliasesOf(opts, kiln.parsePlatform),
         });
         return {
           json: result,

@@ -1,11 +1,10 @@
 import { type Command, Option } from 'commander';
-import { collect, examples, globals, keyValues } from '../common.js';
+import { aliasesOf, aliasOptions, collect, commaList, examples, globals, keyValues } from '../common.js';
 import { contextOf } from '../context.js';
 import { Output } from '../output.js';
 
 export function register(program: Command): void {
-  program
-    .command('package')
+  aliasOptions(program.command('package'))
     .description('package a .wasm file as an OCI image or artifact')
     .argument('<file>', 'the WebAssembly module or component')
     .requiredOption(
@@ -14,7 +13,7 @@ export function register(program: Command): void {
     )
     .addOption(
       new Option('--format <format>', 'packaging convention; docs/formats.md has the strings each one writes')
-        .choices(['image', 'artifact', 'istio', 'istio-oci', 'wasm-to-oci'])
+        .choices(['image', 'artifact', 'runwasi', 'istio', 'istio-oci', 'wasm-to-oci'])
         .default('image'),
     )
     .option('--name <name>', "the module's name in the image: /<name>.wasm (default: the file's base name)")
@@ -24,6 +23,11 @@ export function register(program: Command): void {
     .option('--env <k=v>', 'environment variable in the config (repeatable)', collect)
     .option('--created <rfc3339>', 'creation time (default: SOURCE_DATE_EPOCH, else the epoch)')
     .option('--runtime-config <file>', 'Istio runtime config JSON (istio, istio-oci)')
+    .option(
+      '--check <consumer,...>',
+      'refuse to write an image these consumers would not run (kiln check --for; repeatable)',
+      collect,
+    )
     .option('--component', 'make a preview 1 module a component first (wasip2), as kiln componentize does')
     .addHelpText(
       'after',
@@ -32,6 +36,7 @@ export function register(program: Command): void {
         'kiln package hello.wasm --to localhost:5000/wasm/hello:1',
         'kiln package hello.wasm --format artifact --to oci-archive:./hello.tar',
         'kiln package hello.wasm --platform linux/amd64 --to docker-archive:./hello.tar:hello:1',
+        'kiln package hello.wasm --format runwasi --check runwasi,k8s --to localhost:5000/wasm/hello:1',
       ]),
     )
     .action(async (file: string, opts, cmd: Command) => {
@@ -54,6 +59,8 @@ export function register(program: Command): void {
           env: opts.env,
           created: opts.created,
           runtimeConfig: opts.runtimeConfig,
+          aliases: aliasesOf(opts, kiln.parsePlatform),
+          check: commaList(opts.check),
         })
         .finally(() => made?.cleanup());
       if (out.flags.json) return out.json({ ...result });

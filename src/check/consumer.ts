@@ -1,0 +1,106 @@
+/**
+ * The shape every consumer check has: rules written from the consumer's own source (each cites the
+ * file), and a `check` that replays the consumer's choices over a subject and says what goes wrong.
+ */
+import { formatPlatform, type Platform, platformMatches } from '../oci/platform.js';
+import type { CheckSubject, SubjectImage } from './subject.js';
+
+/** The consumers `kiln check --for` knows. */
+export const CONSUMERS = ['containerd', 'k8s', 'runwasi', 'crun', 'docker', 'istio', 'spin', 'wkg'] as const;
+/** A consumer `kiln check --for` knows. */
+export type ConsumerName = (typeof CONSUMERS)[number];
+
+/**
+ * `fail`: the consumer will not run it. `gate`: it runs only on versions or settings the rule names
+ * (an older containerd, Docker's classic image store); reported, never a failure by itself.
+ */
+export type Severity = 'fail' | 'gate';
+
+/** One rule of one consumer: what it checks and where in the consumer's source that comes from. */
+export interface Rule {
+  id: string;
+  severity: Severity;
+  /** What the consumer does, in one line. */
+  says: string;
+  /** The consumer's source the rule was written from: repository and file. */
+  source: string;
+}
+
+/** A rule that does not hold for this subject. */
+export interface Finding {
+  rule: string;
+  severity: Severity;
+  message: string;
+  /** The kiln flag (or step) that fixes it. */
+  fix?: string;
+}
+
+/** What the consumer would take: the image (and platform it is picked by) and the module layer. */
+export interface Picked {
+  digest: string;
+  platform?: string;
+  layer?: string;
+}
+
+/** One consumer's verdict: ok (no failing finding), what it would take, and every finding. */
+export interface Verdict {
+  consumer: ConsumerName;
+  /** No `fail` finding. */
+  ok: boolean;
+  picked?: Picked;
+  findings: Finding[];
+}
+
+/** A consumer's check: its rules and the replay of its choices over a subject. */
+export interface Consumer {
+  name: ConsumerName;
+  /** Who this is, in a few words (`containerd 1.6/1.7, ctr and the CRI`). */
+  title: string;
+  rules: readonly Rule[];
+  check(subject: CheckSubject): { picked?: Picked; findings: Finding[] };
+}
+
+/** Collects findings against a consumer's rule table, so a finding always names a known rule. */
+export class Findings {
+  readonly list: Finding[] = [];
+  constructor(private readonly rules: readonly Rule[]) {}
+
+  add(id: string, message: string, fix?: string): void {
+    const rule = this.rules.find((r) => r.id === id);
+    if (!rule) throw new Error(`no rule ${id}`); // a programming error, caught by the rule-table test
+    this.list.push({ rule: id, severity: rule.severity, message, ...(fix ? { fix } : {}) });
+  }
+}
+
+/** The image a consumer pulling for `want` gets: a top-level manifest as is, else the first matching entry. */
+export function imageFor(
+  subject: CheckSubject,
+  want: (p: Platform) => boolean,
+): { image: SubjectImage; platform?: string } | undefined {
+  if (!subject.index) {
+    const image = subject.images[0];
+    return image ? { image } : undefined;
+  }
+  for (const image of subject.images)
+    if (image.entryPlatform && want(image.entryPlatform))
+      return { image, platform: formatPlatform(image.entryPlatform) };
+  return undefined;
+}
+
+/** Platforms an index lists, for messages. */
+export function listedPlatforms(subject: CheckSubject): string {
+  const ps = subject.images.filter((i) => i.entryPlatform).map((i) => formatPlatform(i.entryPlatform!));
+  return ps.length ? ps.join(', ') : 'none';
+}
+
+export const matching =
+  (want: Platform) =>
+  (p: Platform): boolean =>
+    platformMatches(want, p);
+
+/** A wasm platform entry: architecture `wasm`. */
+export const isWasmEntry = (p: Platform): boolean => p.architecture === 'wasm';
+
+export function picked(image: SubjectImage, platform?: string, layer?: string): Picked {
+  return { digest: image.digest, ...(platform ? { platform } : {}), ...(layer ? { layer } : {}) };
+}

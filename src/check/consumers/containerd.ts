@@ -1,0 +1,92 @@
+/**
+ * containerd 1.6/1.7 pulling a wasm image the way `ctr images pull --platform wasip1/wasm` and the
+ * Go client do: the index entry matching the platform asked for, then every layer unpacked into a
+ * snapshot by its media type.
+ */
+import {
+  type Consumer,
+  Findings,
+  imageFor,
+  isWasmEntry,
+  listedPlatforms,
+  picked,
+  type Rule,
+} from '../consumer.js';
+import type { SubjectImage } from '../subject.js';
+
+const RULES: readonly Rule[] = [
+  {
+    id: 'containerd.platform',
+    severity: 'fail',
+    says: 'an index is narrowed to the platform asked for; with no wasm entry the pull fails ("no match for platform in manifest")',
+    source: 'containerd/containerd images/handlers.go (LimitManifests), platforms/platforms.go',
+  },
+  {
+    id: 'containerd.diff-ids',
+    severity: 'fail',
+    says: 'the layers of a layer type (application/vnd.oci.image.layer.*, Docker rootfs diffs) must match the config\'s rootfs.diff_ids one to one ("mismatched image rootfs and manifest layers")',
+    source:
+      'containerd/containerd images/image.go (getLayers), pkg/unpack/unpacker.go, images/mediatypes.go (IsLayerType)',
+  },
+  {
+    id: 'containerd.layers',
+    severity: 'gate',
+    says: 'layers of other types (application/wasm, runwasi\'s and Spin\'s) are left out of unpacking from 1.6.25 and 1.7.7 ("Allow for images with artifacts to pull"); older versions fail with "mismatched image rootfs and manifest layers"',
+    source:
+      'containerd/containerd images/image.go (getLayers, v1.6.25, v1.7.7); containerd/runwasi docs/src/getting-started/demos.md',
+  },
+];
+
+export const containerd: Consumer = {
+  name: 'containerd',
+  title: 'containerd 1.6/1.7 (ctr, the Go client) pulling the wasm platform',
+  rules: RULES,
+  check(subject) {
+    const f = new Findings(RULES);
+    const hit = imageFor(subject, isWasmEntry);
+    if (!hit) {
+      f.add(
+        'containerd.platform',
+        `the index has no wasm entry (it lists ${listedPlatforms(subject)}); ctr images pull --platform wasip1/wasm finds no match`,
+        'list a wasm image in the index (kiln index create ... with the wasm image)',
+      );
+      return { findings: f.list };
+    }
+    checkUnpack(hit.image, f);
+    return { picked: picked(hit.image, hit.platform), findings: f.list };
+  },
+};
+
+/** What unpacking the picked image meets: its layers against its diff_ids (shared with k8s and runwasi). */
+export function checkUnpack(image: SubjectImage, f: Findings, prefix = 'containerd'): void {
+  const layerType = image.layers.filter((l) => isLayerType(l.mediaType));
+  const rootfs = image.config.json?.rootfs as { diff_ids?: unknown } | undefined;
+  const diffIds = Array.isArray(rootfs?.diff_ids) ? rootfs.diff_ids.length : 0;
+  if (layerType.length !== diffIds)
+    f.add(
+      `${prefix}.diff-ids`,
+      `${layerType.length} tar layers but ${diffIds} rootfs.diff_ids: "mismatched image rootfs and manifest layers"`,
+      '--format image, or --format runwasi (no tar layers, no diff_ids)',
+    );
+  const other = image.layers.filter((l) => !isLayerType(l.mediaType)).map((l) => l.mediaType);
+  if (other.length > 0)
+    f.add(
+      `${prefix}.layers`,
+      `layers of type ${[...new Set(other)].join(', ')} need containerd 1.6.25+ or 1.7.7+ (older versions fail to unpack the image)`,
+      '--format image keeps the module in a tar layer every containerd unpacks',
+    );
+}
+
+/** containerd's images.IsLayerType: what unpacking applies as a layer. */
+export function isLayerType(mediaType: string): boolean {
+  return (
+    mediaType.startsWith('application/vnd.oci.image.layer.') ||
+    mediaType.startsWith('application/vnd.docker.image.rootfs.diff.tar') ||
+    mediaType === 'application/vnd.docker.image.rootfs.foreign.diff.tar.gzip'
+  );
+}
+
+/** A layer whose blob is a tar stream (what crun and runwasi's rootfs fallback need). */
+export function isTarLayer(mediaType: string): boolean {
+  return isLayerType(mediaType);
+}

@@ -1,0 +1,69 @@
+/**
+ * Kubernetes: the kubelet asks containerd's CRI plugin to pull, and the CRI pulls for the node's own
+ * platform (linux/amd64, linux/arm64), whatever RuntimeClass (a runwasi shim) the pod names.
+ */
+import type { Platform } from '../../oci/platform.js';
+import {
+  type Consumer,
+  Findings,
+  imageFor,
+  listedPlatforms,
+  matching,
+  picked,
+  type Rule,
+} from '../consumer.js';
+import { checkUnpack } from './containerd.js';
+
+const RULES: readonly Rule[] = [
+  {
+    id: 'k8s.node-platform',
+    severity: 'fail',
+    says: 'the CRI pulls an index for the node platform only; an index listing only wasm platforms fails with "no match for platform in manifest" (a single manifest is not filtered)',
+    source:
+      'containerd/containerd pkg/cri/server/image_pull.go (platforms.Default), images/handlers.go (LimitManifests)',
+  },
+  {
+    id: 'k8s.diff-ids',
+    severity: 'fail',
+    says: 'the CRI unpacks the pulled image: its tar layers must match rootfs.diff_ids ("mismatched image rootfs and manifest layers")',
+    source:
+      'containerd/containerd pkg/cri/server/image_pull.go (WithPullUnpack), images/image.go (getLayers)',
+  },
+  {
+    id: 'k8s.layers',
+    severity: 'gate',
+    says: 'layers that are not tar need containerd 1.6.25+ or 1.7.7+ on the node',
+    source: 'containerd/containerd pkg/unpack/unpacker.go; containerd/runwasi README',
+  },
+];
+
+/** The node platforms checked: the two Kubernetes nodes run on. */
+const NODES: readonly Platform[] = [
+  { os: 'linux', architecture: 'amd64' },
+  { os: 'linux', architecture: 'arm64' },
+];
+
+export const k8s: Consumer = {
+  name: 'k8s',
+  title: 'Kubernetes nodes (containerd CRI, linux/amd64 and linux/arm64)',
+  rules: RULES,
+  check(subject) {
+    const f = new Findings(RULES);
+    let first: ReturnType<typeof imageFor>;
+    const missing: string[] = [];
+    for (const node of NODES) {
+      const hit = imageFor(subject, matching(node));
+      if (!hit) missing.push(`${node.os}/${node.architecture}`);
+      else first ??= hit;
+    }
+    if (missing.length === NODES.length)
+      f.add(
+        'k8s.node-platform',
+        `a node pulls the index for its own platform (${missing.join(', ')}) and it lists only ${listedPlatforms(subject)}: "no match for platform in manifest"`,
+        `--node-alias ${missing.join(',')} lists the wasm image under the node platforms`,
+      );
+    if (!first) return { findings: f.list };
+    checkUnpack(first.image, f, 'k8s');
+    return { picked: picked(first.image, first.platform), findings: f.list };
+  },
+};

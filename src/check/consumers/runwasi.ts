@@ -1,0 +1,142 @@
+/**
+ * runwasi's shims (io.containerd.wasmtime.v1, wasmedge, wasmer, wamr, spin): run under containerd,
+ * they take the module from the image's wasm layers when the config says architecture wasm, else from
+ * the root filesystem at argv[0].
+ */
+import { MediaType } from '../../oci/media-types.js';
+import {
+  type Consumer,
+  Findings,
+  imageFor,
+  isWasmEntry,
+  listedPlatforms,
+  picked,
+  type Rule,
+} from '../consumer.js';
+import { argvOf, configPlatformOf, fileIn } from '../subject.js';
+import { checkUnpack, isTarLayer } from './containerd.js';
+
+/** The layer types the shims keep by default (Shim::supported_layers_types). */
+export const RUNWASI_LAYER_TYPES: readonly string[] = [MediaType.RunwasiLayer, MediaType.WasmLayer];
+
+const RULES: readonly Rule[] = [
+  {
+    id: 'runwasi.platform',
+    severity: 'fail',
+    says: 'the config is read as a platform (os, architecture); only architecture wasm makes the shim use wasm layers',
+    source: 'containerd/runwasi crates/containerd-shim-wasm/src/containerd/client.rs (load_modules)',
+  },
+  {
+    id: 'runwasi.one-module',
+    severity: 'fail',
+    says: 'with wasm layers, exactly one is run: "only a single module is supported when using images with OCI layers"',
+    source:
+      'containerd/runwasi crates/containerd-shim-wasm/src/sandbox/context.rs; src/shim/shim.rs (supported_layers_types)',
+  },
+  {
+    id: 'runwasi.entrypoint',
+    severity: 'fail',
+    says: 'without wasm layers the module is the file argv[0] names in the root filesystem: any name, a \\0asm header or wat text (ELF and #! run as Linux)',
+    source:
+      'containerd/runwasi crates/containerd-shim-wasm/src/sandbox/mod.rs (can_handle), sandbox/context.rs (entrypoint)',
+  },
+  {
+    id: 'runwasi.diff-ids',
+    severity: 'fail',
+    says: 'containerd unpacks the image before the shim starts: tar layers must match rootfs.diff_ids',
+    source: 'containerd/containerd images/image.go (getLayers), pkg/unpack/unpacker.go',
+  },
+  {
+    id: 'runwasi.index',
+    severity: 'fail',
+    says: "the shim reads the image's target as a manifest; behind an index it finds no wasm layers and falls back to files in the root filesystem",
+    source:
+      'containerd/runwasi crates/containerd-shim-wasm/src/containerd/client.rs (get_image_manifest_and_digest), src/sys/unix/container/instance.rs',
+  },
+  {
+    id: 'runwasi.layers',
+    severity: 'gate',
+    says: 'wasm layers need containerd 1.6.25+ or 1.7.7+, which skip layers that are not tar when unpacking',
+    source: 'containerd/runwasi README; containerd/containerd pkg/unpack/unpacker.go',
+  },
+];
+
+export const runwasi: Consumer = {
+  name: 'runwasi',
+  title: 'runwasi shims under containerd (io.containerd.wasmtime.v1, ...)',
+  rules: RULES,
+  check(subject) {
+    const f = new Findings(RULES);
+    const hit = imageFor(subject, isWasmEntry);
+    if (!hit) {
+      f.add(
+        'runwasi.platform',
+        `the index has no wasm entry (it lists ${listedPlatforms(subject)})`,
+        'list a wasm image in the index',
+      );
+      return { findings: f.list };
+    }
+    const image = hit.image;
+    checkUnpack(image, f, 'runwasi');
+    const { os, architecture } = configPlatformOf(image);
+    if (os === '' || architecture === '') {
+      f.add(
+        'runwasi.platform',
+        `the config (${image.config.mediaType}) has no os and architecture; the shim cannot read it as a platform`,
+        '--format runwasi or --format image',
+      );
+      return { picked: picked(image, hit.platform), findings: f.list };
+    }
+    const wasmLayers = image.layers.filter((l) => RUNWASI_LAYER_TYPES.includes(l.mediaType));
+    if (architecture === 'wasm' && wasmLayers.length > 0) {
+      if (subject.index)
+        f.add(
+          'runwasi.index',
+          'the module is in wasm layers, but the reference names an index: the shim parses it as a manifest, fails, and looks for a file instead',
+          'push the image itself (kiln package without --wasi-alias/--node-alias), or --format image',
+        );
+      if (wasmLayers.length > 1)
+        f.add(
+          'runwasi.one-module',
+          `${wasmLayers.length} wasm layers; the shim runs exactly one`,
+          'package one module per image',
+        );
+      return { picked: picked(image, hit.platform, wasmLayers[0]!.digest), findings: f.list };
+    }
+    if (wasmLayers.length > 0)
+      f.add(
+        'runwasi.platform',
+        `the config's architecture is ${architecture}, so the shim ignores the wasm layers`,
+        '--platform wasip1/wasm (architecture wasm)',
+      );
+    const argv = argvOf(image);
+    if (!image.layers.some((l) => isTarLayer(l.mediaType)))
+      f.add(
+        'runwasi.entrypoint',
+        `no wasm layer of type ${RUNWASI_LAYER_TYPES.join(' or ')} and no root filesystem: nothing to run`,
+        '--format runwasi or --format image',
+      );
+    else if (argv.length === 0)
+      f.add(
+        'runwasi.entrypoint',
+        'no Entrypoint or Cmd: the shim has no module path',
+        '--format image sets Entrypoint /<name>.wasm',
+      );
+    else {
+      const file = fileIn(image, argv[0]!);
+      if (file === undefined)
+        f.add(
+          'runwasi.entrypoint',
+          `argv[0] ${argv[0]} is not a file in the image`,
+          "set the entrypoint to the module's path",
+        );
+      else if (file !== 'unknown' && file.wasm === 'not-wasm')
+        f.add(
+          'runwasi.entrypoint',
+          `argv[0] ${argv[0]} is not a WebAssembly binary`,
+          "set the entrypoint to the module's path",
+        );
+    }
+    return { picked: picked(image, hit.platform), findings: f.list };
+  },
+};
