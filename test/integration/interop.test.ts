@@ -25,7 +25,7 @@ import {
   TITLE_ANNOTATION,
   VARIANT_ANNOTATION,
 } from '../support/images.js';
-import { kilnDigest, kilnJson, kilnOk } from '../support/kiln.js';
+import { kiln, kilnDigest, kilnJson, kilnOk } from '../support/kiln.js';
 import { workDir } from '../support/temp.js';
 import { ok, type RunResult, requireTool, run, toolSkipReason } from '../support/tools.js';
 import { buildWasiProgram, HELLO_C, wasiSkipReason } from '../support/wasi.js';
@@ -328,13 +328,19 @@ test(
   'docker load (20.10, no containerd image store) refuses a wasip1 image: unknown operating system',
   DOCKER,
   async (t) => {
-    const { engine, load } = await packageAndLoad('docker-wasm', 'hello:wasm');
+    const { engine, ref, load } = await packageAndLoad('docker-wasm', 'hello:wasm');
     const version = await engine.docker(['version', '--format', '{{.Server.Version}}']);
     t.diagnostic(`docker ${version.stdout.trim()} load: exit ${load.code}: ${load.stderr.trim()}`);
     assert.notEqual(load.code, 0, `docker load unexpectedly accepted a wasip1 image: ${load.stdout}`);
     // Recorded on docker.io 20.10.24: `"wasip1": unknown operating system or architecture: invalid argument`
     assert.match(load.stderr, /wasip1/);
     assert.match(load.stderr, /unknown operating system/);
+    // kiln check predicted it: the classic image store's gate on a wasm os.
+    const checked = JSON.parse((await kiln(['check', ref, '--for', 'docker', '--json'])).stdout) as {
+      verdicts: { findings: { rule: string }[] }[];
+    };
+    const rules = checked.verdicts[0]!.findings.map((f) => f.rule);
+    assert.ok(rules.includes('docker.classic-store'), JSON.stringify(checked));
   },
 );
 

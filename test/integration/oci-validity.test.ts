@@ -182,6 +182,48 @@ test('kiln package, each --format, writes a valid layout', LONG, async (t) => {
   }
 });
 
+test(
+  '--format runwasi: an image config with no diff_ids and a raw wasm layer; oci-image-tool validates index, manifest and config, umoci lists the tag',
+  LONG,
+  async (t) => {
+    const reason = toolsSkip();
+    if (reason !== undefined) return t.skip(reason);
+    const dir = join(work, 'package-runwasi');
+    const digest = await kilnDigest(['package', HELLO_WASM, '--format', 'runwasi', '--to', `oci:${dir}:a`]);
+    const tool = requireTool('oci-image-tool')!;
+    ok(await run(tool, ['validate', '--type', 'imageIndex', join(dir, 'index.json')]), 'validate index.json');
+    const manifest = await run(tool, [
+      'validate',
+      '--type',
+      'manifest',
+      join(dir, 'blobs', digest.replace(':', '/')),
+    ]);
+    ok(manifest, 'validate manifest');
+    // Valid, with a warning for a layer type the image spec does not list (runwasi's own).
+    assert.match(
+      manifest.stderr + manifest.stdout,
+      /unknown media type: application\/vnd\.bytecodealliance\.wasm\.component\.layer\.v0\+wasm/,
+    );
+    const m = json(dir, digest);
+    assert.equal(m.config.mediaType, OCI_CONFIG);
+    ok(
+      await run(tool, [
+        'validate',
+        '--type',
+        'config',
+        join(dir, 'blobs', m.config.digest.replace(':', '/')),
+      ]),
+      'validate config',
+    );
+    assert.deepEqual(
+      ok(await run(requireTool('umoci')!, ['ls', '--layout', dir]), 'umoci ls')
+        .trim()
+        .split('\n'),
+      ['a'],
+    );
+  },
+);
+
 test('kiln index create writes a valid layout; umoci unpacks each image', LONG, async (t) => {
   const reason = toolsSkip() ?? busyboxSkipReason();
   if (reason !== undefined) return t.skip(reason);
