@@ -120,6 +120,14 @@ async function buildIn(options: InContext): Promise<BuildResult> {
       hint: 'pass --to REGISTRY/REPO:TAG (or oci:DIR:TAG), or set `to:` in kiln.yaml; `kiln compile` only makes the .wasm',
     });
   for (const dest of to) parseLocation(dest); // a bad destination fails before any work
+  if ((options.format ?? p.image?.format) === 'spin')
+    throw new KilnError(
+      'E_USAGE',
+      'kiln build packages the module it compiles; the spin format packages a whole Spin application from its spin.toml',
+      {
+        hint: 'kiln compile -o app.wasm (spin.toml naming it as a source), then kiln package spin.toml --format spin --to ...',
+      },
+    );
   const platforms = options.platforms?.length
     ? options.platforms
     : options.platform

@@ -16,6 +16,7 @@ import { openDestination } from '../transport/open.js';
 import { parseLocation } from '../transport/parse.js';
 import type { WasmInfo } from './inspect.js';
 import { type PackageOptions, packageWasm, type WasmFormat } from './package.js';
+import type { SpinPackaged } from './spin.js';
 
 /** What `pack` wrote: the image, its format and platform, the destination. */
 export interface PackResult {
@@ -23,7 +24,10 @@ export interface PackResult {
   descriptor: Descriptor;
   format: WasmFormat;
   platform: Platform;
+  /** The module (for `spin`: the first component). */
   wasm: WasmInfo;
+  /** For `spin`: the components' ids and the locked app layer. */
+  spin?: SpinPackaged;
 }
 
 /** Options of `pack`: what `packageWasm` takes, the destination, and index entries to add. */
@@ -37,7 +41,10 @@ export interface PackOptions extends PackageOptions {
   check?: readonly string[];
 }
 
-/** Packages a .wasm file in one of the formats of docs/formats.md and writes it to `to` (any destination transport). */
+/**
+ * Packages a .wasm file in one of the formats of docs/formats.md (for `spin`, a Spin application from
+ * its spin.toml) and writes it to `to` (any destination transport).
+ */
 export async function pack(options: PackOptions): Promise<PackResult> {
   // Parse the destination before any work, so a bad reference fails fast and writes nothing.
   parseLocation(options.to);
@@ -82,6 +89,7 @@ export async function pack(options: PackOptions): Promise<PackResult> {
       format: options.format ?? 'image',
       platform: packaged.platform,
       wasm: packaged.info,
+      ...(packaged.spin ? { spin: packaged.spin } : {}),
     };
   });
 }

@@ -10,9 +10,21 @@ import type { Platform } from '../oci/platform.js';
 import { type Descriptor, type ImageConfig, TITLE_ANNOTATION } from '../oci/types.js';
 import type { OciLayout } from '../store/layout.js';
 import { defaultOs, inspectWasm, type WasmInfo } from './inspect.js';
+import type { SpinPackaged } from './spin.js';
 
-/** The WebAssembly packaging conventions of docs/formats.md; kiln never invents another. */
-export const WASM_FORMATS = ['image', 'artifact', 'runwasi', 'istio', 'istio-oci', 'wasm-to-oci'] as const;
+/**
+ * The WebAssembly packaging conventions of docs/formats.md; kiln never invents another. `spin` takes a
+ * Spin application's spin.toml rather than one .wasm.
+ */
+export const WASM_FORMATS = [
+  'image',
+  'artifact',
+  'runwasi',
+  'istio',
+  'istio-oci',
+  'wasm-to-oci',
+  'spin',
+] as const;
 /** A packaging format of docs/formats.md. */
 export type WasmFormat = (typeof WASM_FORMATS)[number];
 /** The formats that carry an Istio runtime config; any other refuses one rather than drop it. */
@@ -25,6 +37,7 @@ export const RUNWASI_LAYERS_LABEL = 'containerd.runwasi.layers';
 export const MAX_MODULE_BYTES = 1 << 30;
 
 export interface PackageOptions {
+  /** The .wasm (for `spin`: the application's spin.toml). */
   file: string;
   format?: WasmFormat;
   /** `<name>` of `/<name>.wasm`; defaults to the file's base name without `.wasm`. */
@@ -40,8 +53,11 @@ export interface PackageOptions {
 }
 
 export interface PackagedWasm extends WrittenManifest {
+  /** The module (for `spin`: the first component). */
   info: WasmInfo;
   platform: Platform;
+  /** For `spin`: the components' ids and the locked app layer. */
+  spin?: SpinPackaged;
 }
 
 /** Whether `value` names a packaging format. */
@@ -61,6 +77,11 @@ export async function packageWasm(store: OciLayout, options: PackageOptions): Pr
       `--runtime-config is for the ${RUNTIME_CONFIG_FORMATS.join(' and ')} formats; the ${format} format has nowhere to put it`,
       { hint: `add --format ${RUNTIME_CONFIG_FORMATS.join(' or --format ')}, or leave --runtime-config out` },
     );
+  if (format === 'spin') return packageSpinApp(store, options);
+  if (isSpinManifest(options.file))
+    throw new KilnError('E_USAGE', `${options.file} is a Spin application manifest, not a .wasm`, {
+      hint: 'kiln package spin.toml --format spin packages the whole application as spin registry push does',
+    });
   const bytes = await readModule(options.file);
   const info = inspectWasm(bytes, path.basename(options.file));
   const name = moduleName(options.name ?? path.basename(options.file));
@@ -77,6 +98,54 @@ export async function packageWasm(store: OciLayout, options: PackageOptions): Pr
   return { ...written, info, platform };
 }
 
+function isSpinManifest(file: string): boolean {
+  return file.endsWith('.toml');
+}
+
+/**
+ * The spin format: the application of a spin.toml, with what Spin's push fixes (its platform, its
+ * config) refused rather than overridden.
+ */
+async function packageSpinApp(store: OciLayout, options: PackageOptions): Promise<PackagedWasm> {
+  if (options.file.endsWith('.wasm'))
+    throw new KilnError(
+      'E_USAGE',
+      `the spin format packages a Spin application from its spin.toml, not ${options.file}`,
+      {
+        hint: 'kiln package spin.toml --format spin; for one component on its own, --format artifact (Spin runs it as a package)',
+      },
+    );
+  const given = (
+    [
+      ['--name', options.name !== undefined],
+      ['--platform', options.platform !== undefined],
+      ['--label', Object.keys(options.labels ?? {}).length > 0],
+      ['--env', (options.env ?? []).length > 0],
+    ] as const
+  ).filter(([, set]) => set);
+  if (given.length)
+    throw new KilnError(
+      'E_USAGE',
+      `${given.map(([flag]) => flag).join(', ')} ${given.length === 1 ? 'is' : 'are'} not for the spin format: Spin's push fixes the platform (Wasip1/wasm) and the config`,
+      { hint: 'component environment and variables go in spin.toml; --annotation and --created apply' },
+    );
+  // The creation time is an annotation only when asked for (--created, SOURCE_DATE_EPOCH).
+  let created = options.created;
+  if (created === undefined && process.env.SOURCE_DATE_EPOCH)
+    created = new Date(defaultMtime() * 1000).toISOString().replace('.000Z', 'Z');
+  if (created !== undefined && Number.isNaN(Date.parse(created)))
+    throw new KilnError(
+      'E_USAGE',
+      `--created must be an RFC 3339 time such as 2024-01-31T12:00:00Z, got '${created}'`,
+    );
+  const { packageSpin } = await import('./spin.js');
+  return packageSpin(store, {
+    file: options.file,
+    ...(options.annotations ? { annotations: options.annotations } : {}),
+    ...(created !== undefined ? { created } : {}),
+  });
+}
+
 interface Ctx {
   store: OciLayout;
   options: PackageOptions;
@@ -88,7 +157,7 @@ interface Ctx {
   runtimeConfig: { bytes: Buffer; json: Record<string, unknown> } | undefined;
 }
 
-const BUILDERS: Record<WasmFormat, (ctx: Ctx) => Promise<WrittenManifest>> = {
+const BUILDERS: Record<Exclude<WasmFormat, 'spin'>, (ctx: Ctx) => Promise<WrittenManifest>> = {
   image: async (ctx) => {
     const file = `${ctx.name}.wasm`;
     const layer = await writeLayer(ctx.store, [

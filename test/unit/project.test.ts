@@ -177,7 +177,7 @@ describe('parseProject', () => {
     [
       'bad enum',
       'lang: rust\n\n\nimage:\n  name: app\n\n  format: imag\n',
-      "kiln.yaml:7:3: image.format: expected one of image, artifact, runwasi, istio, istio-oci, wasm-to-oci (got 'imag')",
+      "kiln.yaml:7:3: image.format: expected one of image, artifact, runwasi, istio, istio-oci, wasm-to-oci, spin (got 'imag')",
     ],
     [
       'bad language',

@@ -65,10 +65,14 @@ export const spin: Consumer = {
       f.add(
         'spin.application',
         `no ${MediaType.SpinLockedApp} layer, and not a package of one wasm layer (${image.layers.length} layer${image.layers.length === 1 ? '' : 's'}: ${[...new Set(image.layers.map((l) => l.mediaType))].join(', ')})`,
-        '--format artifact (one application/wasm layer) runs as a one-component package',
+        'kiln package spin.toml --format spin writes the application as spin registry push does; --format artifact (one application/wasm layer) runs as a one-component package',
       );
     else if (components.length === 0)
-      f.add('spin.components', `no component layer (${COMPONENT_LAYERS.join(' or ')})`, '--format artifact');
+      f.add(
+        'spin.components',
+        `no component layer (${COMPONENT_LAYERS.join(' or ')})`,
+        'kiln package spin.toml --format spin, or --format artifact for one component',
+      );
     else if (components.some((c) => c.wasm === 'module'))
       f.add(
         'spin.components',

@@ -27,7 +27,7 @@ export function register(program: Command): void {
       new Option(
         '--format <format>',
         "packaging convention of wasm images (default: kiln.yaml's image.format, else image)",
-      ).choices(['image', 'artifact', 'runwasi', 'istio', 'istio-oci', 'wasm-to-oci']),
+      ).choices(['image', 'artifact', 'runwasi', 'istio', 'istio-oci', 'wasm-to-oci', 'spin']),
     )
     .option(
       '--platform <os/arch,...>',

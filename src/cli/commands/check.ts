@@ -14,7 +14,7 @@ export function register(program: Command): void {
     )
     .argument(
       '<image>',
-      'an image or index (REGISTRY/REPO:TAG, oci:DIR:TAG, oci-archive:FILE, ...) or a .wasm file',
+      'an image or index (REGISTRY/REPO:TAG, oci:DIR:TAG, oci-archive:FILE, ...), a .wasm file, or a spin.toml (--format spin)',
     )
     .addOption(
       new Option(
@@ -23,14 +23,10 @@ export function register(program: Command): void {
       ).argParser((v: string, prev: string[] = []) => [...prev, v]),
     )
     .addOption(
-      new Option('--format <format>', 'for a .wasm file: the packaging to check (default: image)').choices([
-        'image',
-        'artifact',
-        'runwasi',
-        'istio',
-        'istio-oci',
-        'wasm-to-oci',
-      ]),
+      new Option(
+        '--format <format>',
+        'for a .wasm file: the packaging to check (default: image); spin takes a spin.toml',
+      ).choices(['image', 'artifact', 'runwasi', 'istio', 'istio-oci', 'wasm-to-oci', 'spin']),
     )
     .addHelpText(
       'after',
@@ -38,6 +34,7 @@ export function register(program: Command): void {
         'kiln check registry.example.com/wasm/hello:1',
         'kiln check oci:./out:hello --for k8s,runwasi',
         'kiln check hello.wasm --format artifact --for wkg,spin --json',
+        'kiln check spin.toml --format spin --for spin',
       ])}
 Each consumer's choices are replayed from its own source: which manifest it picks for its platform,
 which layer it takes as the module, and whether its media types, annotations, entrypoint and config
@@ -51,7 +48,7 @@ docs/formats.md has the compatibility matrix of every format and consumer.
       const context = contextOf(cmd);
       const consumers = commaList(opts.for);
       let result: CheckResult;
-      if (image.endsWith('.wasm') && !image.includes(':')) {
+      if ((image.endsWith('.wasm') || image.endsWith('.toml')) && !image.includes(':')) {
         const { checkWasmFile } = await import('../../api/wasm.js');
         result = await checkWasmFile({ file: image, format: opts.format, for: consumers, context });
       } else {

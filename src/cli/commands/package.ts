@@ -5,15 +5,15 @@ import { Output } from '../output.js';
 
 export function register(program: Command): void {
   aliasOptions(program.command('package'))
-    .description('package a .wasm file as an OCI image or artifact')
-    .argument('<file>', 'the WebAssembly module or component')
+    .description('package a .wasm file (or a Spin application) as an OCI image or artifact')
+    .argument('<file>', 'the WebAssembly module or component; with --format spin, the spin.toml')
     .requiredOption(
       '--to <dest>',
       'destination: REGISTRY/REPO[:TAG], oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG], docker-daemon:NAME:TAG',
     )
     .addOption(
       new Option('--format <format>', 'packaging convention; docs/formats.md has the strings each one writes')
-        .choices(['image', 'artifact', 'runwasi', 'istio', 'istio-oci', 'wasm-to-oci'])
+        .choices(['image', 'artifact', 'runwasi', 'istio', 'istio-oci', 'wasm-to-oci', 'spin'])
         .default('image'),
     )
     .option('--name <name>', "the module's name in the image: /<name>.wasm (default: the file's base name)")
@@ -37,12 +37,19 @@ export function register(program: Command): void {
         'kiln package hello.wasm --format artifact --to oci-archive:./hello.tar',
         'kiln package hello.wasm --platform linux/amd64 --to docker-archive:./hello.tar:hello:1',
         'kiln package hello.wasm --format runwasi --check runwasi,k8s --to localhost:5000/wasm/hello:1',
+        'kiln package spin.toml --format spin --to localhost:5000/spin/app:1   # as spin registry push writes it',
       ]),
     )
     .action(async (file: string, opts, cmd: Command) => {
       const out = new Output(globals(cmd));
       const kiln = { ...(await import('../../api/wasm.js')), ...(await import('../../api/oci.js')) };
       keyValues(opts.env, '--env'); // checked here; the config keeps the K=V list as given
+      if (opts.component && opts.format === 'spin') {
+        const { KilnError } = await import('../../errors.js');
+        throw new KilnError('E_USAGE', '--component is for one .wasm; the spin format takes a spin.toml', {
+          hint: "give spin.toml's components as components (kiln componentize), then kiln package spin.toml --format spin",
+        });
+      }
       const made = opts.component
         ? await (await import('../../api/run.js')).componentizeToTemp(file)
         : undefined;
@@ -64,9 +71,10 @@ export function register(program: Command): void {
         })
         .finally(() => made?.cleanup());
       if (out.flags.json) return out.json({ ...result });
-      out.info(
-        `packaged ${file} (${result.wasm.kind}, ${kiln.formatPlatform(result.platform)}) as ${result.format} to ${result.destination}`,
-      );
+      const what = result.spin
+        ? `Spin app: ${result.spin.components.join(', ')}`
+        : `${result.wasm.kind}, ${kiln.formatPlatform(result.platform)}`;
+      out.info(`packaged ${file} (${what}) as ${result.format} to ${result.destination}`);
       out.data(result.descriptor.digest);
     });
 }
