@@ -9,7 +9,7 @@
  * these predictions in test/integration/consumers-real.test.ts and interop.test.ts.
  */
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -33,6 +33,15 @@ const DOC = fileURLToPath(new URL('../../docs/formats.md', import.meta.url));
 
 const work = workDir('kiln-check-test');
 const store = await OciLayout.open(path.join(work, 'store'), { create: true });
+
+/** A one-component Spin app (an HTTP trigger) for the `spin` row. */
+const SPIN_TOML = path.join(work, 'spin', 'spin.toml');
+mkdirSync(path.dirname(SPIN_TOML), { recursive: true });
+copyFileSync(COMPONENT, path.join(path.dirname(SPIN_TOML), 'app.wasm'));
+writeFileSync(
+  SPIN_TOML,
+  'spin_manifest_version = 2\n[application]\nname = "matrix"\n[[trigger.http]]\nroute = "/..."\ncomponent = "app"\n[component.app]\nsource = "app.wasm"\n',
+);
 
 /** One row of the matrix: how the image is made. */
 interface Row {
@@ -66,6 +75,7 @@ const ROWS: Row[] = [
   { label: '`istio`', format: 'istio', file: MODULE },
   { label: '`istio-oci`', format: 'istio-oci', file: MODULE },
   { label: '`wasm-to-oci`', format: 'wasm-to-oci', file: MODULE },
+  { label: '`spin`', format: 'spin', file: SPIN_TOML },
 ];
 
 /** Packages the row's image into the store (as an index when asked) and reads it as a subject. */
@@ -146,6 +156,7 @@ describe('compatibility matrix', () => {
       ['`artifact`, component', 'spin'],
       ['`istio`', 'istio'],
       ['`istio-oci`', 'istio'],
+      ['`spin`', 'spin'],
     ] as const)
       assert.ok(
         verdict(label, consumer).ok,
