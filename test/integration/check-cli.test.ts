@@ -5,12 +5,12 @@
  * test/unit/check.test.ts.
  */
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { type ImageIndex, layoutBlob, layoutJson, sha256, sha256hex, tagged } from '../support/images.js';
-import { kiln, kilnDigest, kilnFails, kilnJson } from '../support/kiln.js';
+import { kiln, kilnDigest, kilnFails, kilnJson, kilnOk } from '../support/kiln.js';
 import { freshPaths, workDir } from '../support/temp.js';
 
 const WASM = fileURLToPath(new URL('../fixtures/wasm/core-command.wasm', import.meta.url));
@@ -251,5 +251,34 @@ describe('platform aliases on package and index create', () => {
       (m) => `${m.platform?.os}/${m.platform?.architecture}`,
     );
     assert.deepEqual(platforms, ['wasip1/wasm', 'linux/arm64', 'linux/amd64']);
+  });
+});
+
+describe("kiln build with kiln.yaml's check:", () => {
+  test('a build whose image a listed consumer would not run fails E_CHECK_FAILED and writes nothing; --check overrides', async () => {
+    const project = fresh('project');
+    mkdirSync(project, { recursive: true });
+    copyFileSync(WASM, join(project, 'prebuilt.wasm'));
+    writeFileSync(join(project, 'kiln.yaml'), 'lang: c\ncheck: [wkg]\n');
+    const out = fresh('build-out');
+    const args = [
+      'build',
+      project,
+      '--runner',
+      'local',
+      '--no-sbom',
+      '--command',
+      'cp prebuilt.wasm "$KILN_OUT/app.wasm"',
+    ];
+    const e = await kilnFails([...args, '--to', `oci:${out}:app`], 'E_CHECK_FAILED');
+    assert.match(e.message, /^wkg would not run this image/);
+    assert.equal(existsSync(join(out, 'index.json')), false, 'nothing written');
+    // The artifact format is what wkg reads; and --check on the command line replaces kiln.yaml's list.
+    await kilnOk([...args, '--format', 'artifact', '--to', `oci:${out}:artifact`]);
+    await kilnOk([...args, '--check', 'crun', '--to', `oci:${out}:image`]);
+    assert.deepEqual(
+      layoutJson<ImageIndex>(out, tagged(out, 'image').digest).mediaType,
+      'application/vnd.oci.image.manifest.v1+json',
+    );
   });
 });
