@@ -48,6 +48,8 @@ export type KilnErrorCode =
   | 'E_BAD_KEY'
   | 'E_BAD_PASSWORD'
   | 'E_VERIFY_FAILED'
+  | 'E_BAD_POLICY'
+  | 'E_UNRESOLVED'
   | 'E_CHECK_FAILED';
 
 export interface KilnErrorOptions {

@@ -7,6 +7,7 @@
 export * from './api/build.js';
 export * from './api/check.js';
 export * from './api/context.js';
+export * from './api/debian.js';
 export * from './api/image.js';
 export * from './api/oci.js';
 export * from './api/registry.js';

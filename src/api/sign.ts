@@ -1,4 +1,4 @@
-/** `kiln-oci/sign`: keys, signing and attesting images (cosign's forms), verifying them; SLSA provenance. */
+/** `kiln-oci/sign`: keys, signing and attesting images (cosign's forms), verifying them against keys and policies; SLSA provenance. */
 export {
   generateKeys,
   isEncrypted,
@@ -12,17 +12,33 @@ export {
   readKeyText,
 } from '../sign/keys.js';
 export {
+  loadPolicy,
+  matchesPattern,
+  type Policy,
+  type PolicyKey,
+  type PolicyRule,
+  parsePolicy,
+  SLSA_PROVENANCE_TYPES,
+} from '../sign/policy.js';
+export {
   type Attestation,
   type AttestOptions,
   attestImage,
-  type Check,
   type SignedManifest,
+  type SigningScope,
   type SignOptions,
   type SignResult,
   signatureTag,
   signImage,
-  type VerifyOptions,
-  type VerifyReport,
-  verifyImage,
 } from '../sign/sign.js';
 export { type ProvenanceInput, provenancePredicate, SLSA_PROVENANCE_V1 } from '../sign/slsa.js';
+export {
+  type Check,
+  type CheckKind,
+  requireVerified,
+  type VerifiedImage,
+  type VerifyOptions,
+  type VerifyReport,
+  verificationError,
+  verifyImage,
+} from '../sign/verify.js';

@@ -11,6 +11,7 @@ import { register as registerCopy } from './commands/copy.js';
 import { register as registerDiff } from './commands/diff.js';
 import { register as registerExport } from './commands/export.js';
 import { register as registerFlatten } from './commands/flatten.js';
+import { register as registerImage } from './commands/image.js';
 import { register as registerIndexCreate } from './commands/index-create.js';
 import { register as registerInspect } from './commands/inspect.js';
 import { register as registerKeygen } from './commands/keygen.js';
@@ -72,6 +73,7 @@ export function buildProgram(run: CliRun = new CliRun()): Command {
   registerMerge(program);
   registerRebase(program);
   registerIndexCreate(program);
+  registerImage(program);
   registerSbom(program);
   registerKeygen(program);
   registerSign(program);

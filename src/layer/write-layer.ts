@@ -29,12 +29,24 @@ export async function writeLayer(
   entries: LayerEntry[],
   options: WriteLayerOptions = {},
 ): Promise<WrittenLayer> {
+  return writeTarLayer(store, tarStream(entries, options), options);
+}
+
+/**
+ * Writes a tar stream made elsewhere (already deterministic, end-of-archive blocks included) as one
+ * layer blob, as writeLayer does: diff_id hash, parallel gzip, blob hash and file write in one pass.
+ */
+export async function writeTarLayer(
+  store: OciLayout,
+  tar: AsyncIterable<Uint8Array>,
+  options: Omit<WriteLayerOptions, keyof TarOptions> = {},
+): Promise<WrittenLayer> {
   const diffHash = newHash();
   let uncompressedSize = 0;
-  async function* hashed(): AsyncGenerator<Buffer> {
-    for await (const chunk of tarStream(entries, options)) {
+  async function* hashed(): AsyncGenerator<Uint8Array> {
+    for await (const chunk of tar) {
       diffHash.update(chunk);
-      uncompressedSize += chunk.length;
+      uncompressedSize += chunk.byteLength;
       yield chunk;
     }
   }

@@ -35,6 +35,7 @@ const OID_AES256_CBC = '2.16.840.1.101.3.4.1.42';
 /** A key file is a few hundred bytes; anything much larger is not one. */
 const MAX_KEY_BYTES = 64 * 1024;
 
+/** A key pair `generateKeys` made: both halves as PEM, and the key's hint. */
 export interface KeyPair {
   /** `ENCRYPTED PRIVATE KEY` PEM (PKCS#8, PBES2/scrypt/AES-256-CBC). */
   privatePem: string;

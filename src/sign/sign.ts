@@ -7,23 +7,24 @@
  *   `https://sigstore.dev/cosign/sign/v1` about the digest).
  * - `attestImage` signs an in-toto statement with any predicate into a bundle attached as a
  *   referrer of each image manifest (every image of an index), never as an index entry.
- * - `verifyImage` checks them against a public key and reports each check.
  *
- * Referrers are attached through sbom/referrers.ts (the referrers API, else the fallback tag).
+ * verify.ts checks them. Referrers are attached through sbom/referrers.ts (the referrers API, else
+ * the fallback tag); the `.sig` tag is amended through the destination's ReferrerStore, so parallel
+ * signers each land their layer.
  */
 import type { KeyObject } from 'node:crypto';
 import { type KilnContext, withContext } from '../context.js';
 import { KilnError } from '../errors.js';
-import { readSmallBlob } from '../image/resolve.js';
 import { defaultMtime } from '../layer/tar-writer.js';
 import { sha256 } from '../oci/digest.js';
 import { isManifestType, MediaType } from '../oci/media-types.js';
-import { formatPlatform, type Platform } from '../oci/platform.js';
+import type { Platform } from '../oci/platform.js';
+import { cosignList, signatureTag } from '../oci/referrers.js';
 import type { Descriptor, ImageManifest } from '../oci/types.js';
-import { encodeJson, parseManifest } from '../oci/validate.js';
+import { parseManifest } from '../oci/validate.js';
 import type { RegistryOptions } from '../registry/registry.js';
-import { attachReferrer, listReferrers, referrersTag } from '../sbom/referrers.js';
-import { openDestination, openSource } from '../transport/open.js';
+import { attachReferrer } from '../sbom/referrers.js';
+import { openReferrers, openSource } from '../transport/open.js';
 import { type ImageLocation, parseLocation } from '../transport/parse.js';
 import type { ImageSource } from '../transport/types.js';
 import {
@@ -32,22 +33,19 @@ import {
   BUNDLE_PREDICATE_ANNOTATION,
   COSIGN_SIGN_PREDICATE,
   COSIGN_SIGNATURE_ANNOTATION,
-  COSIGN_SIGNATURE_TYPE,
-  openBundle,
-  parseSimpleSigning,
   SIMPLE_SIGNING_MEDIA_TYPE,
   signBytes,
   signedStatement,
   simpleSigningPayload,
   statement,
-  statementNames,
-  verifyBytes,
-  verifyEnvelope,
 } from './envelope.js';
 
-/** A signature payload, a bundle: small documents. */
-const MAX_SIGNED_BYTES = 4 * 1024 * 1024;
+export { signatureTag };
 
+/** A signature payload, a bundle: small documents. */
+export const MAX_SIGNED_BYTES = 4 * 1024 * 1024;
+
+/** Where signing, attesting and verifying run: the context, registry settings, an abort signal. */
 export interface SigningScope {
   signal?: AbortSignal;
   /** Registry settings and connections, the abort signal; default: a context for this call. */
@@ -56,6 +54,7 @@ export interface SigningScope {
   registry?: RegistryOptions;
 }
 
+/** Options of `signImage`: the private key, and whether an index's images are signed too. */
 export interface SignOptions extends SigningScope {
   /** The private key (keys.ts loads one). */
   key: KeyObject;
@@ -63,6 +62,7 @@ export interface SignOptions extends SigningScope {
   recursive?: boolean;
 }
 
+/** One manifest `signImage` signed, and where each signature form went. */
 export interface SignedManifest {
   /** The manifest or index signed. */
   subject: Descriptor;
@@ -74,11 +74,13 @@ export interface SignedManifest {
   via: 'referrers-api' | 'fallback-tag';
 }
 
+/** What `signImage` signed. */
 export interface SignResult {
   signed: SignedManifest[];
 }
 
-interface Target {
+/** An image to sign or verify, and the names its signatures use. */
+export interface Target {
   loc: ImageLocation & { transport: 'registry' | 'oci' };
   /** The repository (REGISTRY/REPO) or layout (oci:DIR) without tag or digest. */
   base: string;
@@ -86,7 +88,8 @@ interface Target {
   name: string;
 }
 
-function target(ref: string): Target {
+/** The target `ref` names; E_UNSUPPORTED for a transport that keeps no signatures (archives). */
+export function target(ref: string): Target {
   const loc = parseLocation(ref);
   if (loc.transport === 'registry') {
     const name = `${loc.ref.registry}/${loc.ref.repository}`;
@@ -99,22 +102,19 @@ function target(ref: string): Target {
 }
 
 /** `REPO:tag` or `oci:DIR:tag`, beside the image. */
-function sibling(t: Target, tag: string): string {
+export function sibling(t: Target, tag: string): string {
   return `${t.base}:${tag}`;
 }
 
-/** The cosign signature tag of a digest: `sha256-<hex>.sig`. */
-export function signatureTag(digest: string): string {
-  return `${referrersTag(digest)}.sig`;
-}
-
-interface Resolved {
+/** What a reference resolved to: the root, and for an index its images. */
+export interface Resolved {
   root: Descriptor;
   /** For an index: its image manifests (attestation entries and nested indexes left out). */
   images?: { descriptor: Descriptor; platform?: Platform }[];
 }
 
-async function resolveRef(source: ImageSource): Promise<Resolved> {
+/** The manifest `source` names and, for an index, its images (attestations and nested indexes left out). */
+export async function resolveRef(source: ImageSource): Promise<Resolved> {
   const resolved = await source.resolve();
   const root: Descriptor = { mediaType: resolved.mediaType, digest: resolved.digest, size: resolved.size };
   const parsed = parseManifest(await source.fetchManifest(root), `${source.name} manifest`, root.mediaType);
@@ -137,7 +137,8 @@ async function resolveRef(source: ImageSource): Promise<Resolved> {
   };
 }
 
-function openFor(ref: string, scope: SigningScope & { context: KilnContext }): Promise<ImageSource> {
+/** The source `ref` names, opened in the scope. */
+export function openFor(ref: string, scope: SigningScope & { context: KilnContext }): Promise<ImageSource> {
   return openSource(ref, {
     context: scope.context,
     ...(scope.registry ? { registry: scope.registry } : {}),
@@ -161,7 +162,7 @@ export async function signImage(ref: string, options: SignOptions): Promise<Sign
     if (options.recursive) subjects.push(...(resolved.images ?? []));
     const signed: SignedManifest[] = [];
     for (const s of subjects) {
-      const signature = await appendCosignSignature(t, s.descriptor, options.key, scope);
+      const signature = await appendCosignSignature(ref, t, s.descriptor, options.key, scope);
       const bundle = await attachBundle(ref, t, s.descriptor, COSIGN_SIGN_PREDICATE, {}, options.key, scope);
       signed.push({
         subject: s.descriptor,
@@ -175,6 +176,7 @@ export async function signImage(ref: string, options: SignOptions): Promise<Sign
   });
 }
 
+/** Options of `attestImage`: the private key, the predicate and its type, and which manifests. */
 export interface AttestOptions extends SigningScope {
   key: KeyObject;
   /** The predicate's type, a URI (`https://slsa.dev/provenance/v1`, `https://spdx.dev/Document`, …). */
@@ -184,6 +186,7 @@ export interface AttestOptions extends SigningScope {
   subjects?: Descriptor[];
 }
 
+/** One attestation `attestImage` attached: its subject, type and referrer. */
 export interface Attestation {
   subject: Descriptor;
   platform?: Platform;
@@ -265,7 +268,7 @@ async function attachBundle(
 }
 
 /** The cosign signature manifest under `sha256-<hex>.sig`, if there is one. */
-async function readCosignManifest(
+export async function readCosignManifest(
   t: Target,
   digest: string,
   scope: SigningScope & { context: KilnContext },
@@ -289,8 +292,12 @@ async function readCosignManifest(
   }
 }
 
-/** Adds one simple-signing layer for `subject` to its `.sig` manifest (made if missing). */
+/**
+ * Adds one simple-signing layer for `subject` to its `.sig` manifest (made if missing), through
+ * the ReferrerStore's amend: concurrent signers each keep their layer.
+ */
 async function appendCosignSignature(
+  ref: string,
   t: Target,
   subject: Descriptor,
   key: KeyObject,
@@ -298,306 +305,30 @@ async function appendCosignSignature(
 ): Promise<SignedManifest['signature']> {
   const tag = signatureTag(subject.digest);
   const payload = simpleSigningPayload(t.name, subject.digest);
-  const layer: Descriptor = {
+  const blob: Descriptor = {
     mediaType: SIMPLE_SIGNING_MEDIA_TYPE,
     digest: sha256(payload),
     size: payload.length,
+  };
+  const layer: Descriptor = {
+    ...blob,
     annotations: { [COSIGN_SIGNATURE_ANNOTATION]: signBytes(payload, key).toString('base64') },
   };
-  const existing = await readCosignManifest(t, subject.digest, scope);
-  await existing?.source.close();
-  const layers = [...(existing?.manifest.layers ?? []), layer];
-  // cosign's config: an image config whose rootfs lists the layers (their digests: uncompressed).
-  const config = encodeJson({
-    architecture: '',
-    config: {},
-    created: new Date(defaultMtime() * 1000).toISOString().replace('.000Z', 'Z'),
-    history: layers.map(() => ({ created: '0001-01-01T00:00:00Z' })),
-    os: '',
-    rootfs: { type: 'layers', diff_ids: layers.map((l) => l.digest) },
-  });
-  const configDesc: Descriptor = {
-    mediaType: MediaType.OciConfig,
-    digest: sha256(config),
-    size: config.length,
-  };
-  const manifest: ImageManifest = {
-    schemaVersion: 2,
-    mediaType: MediaType.OciManifest,
-    config: configDesc,
-    layers,
-  };
-  const bytes = encodeJson(manifest);
-  const descriptor: Descriptor = {
-    mediaType: MediaType.OciManifest,
-    digest: sha256(bytes),
-    size: bytes.length,
-  };
-  const dest = await openDestination(sibling(t, tag), {
+  const store = await openReferrers(ref, {
     context: scope.context,
     ...(scope.registry ? { registry: scope.registry } : {}),
     ...(scope.signal ? { signal: scope.signal } : {}),
   });
   try {
-    for (const [desc, data] of [
-      [configDesc, config],
-      [layer, payload],
-    ] as const) {
-      const plain = { mediaType: desc.mediaType, digest: desc.digest, size: desc.size };
-      if (!(await dest.hasBlob(plain))) await dest.putBlob(plain, once(data), async () => once(data));
-    }
-    await dest.putManifest(descriptor, bytes);
-    await dest.commit(descriptor);
-  } catch (err) {
-    await dest.abort();
-    throw err;
-  }
-  return { tag, descriptor, signatures: layers.length };
-}
-
-async function* once(bytes: Buffer): AsyncGenerator<Uint8Array> {
-  yield bytes;
-}
-
-// ---------------------------------------------------------------------------------------------------
-// Verifying
-
-export interface VerifyOptions extends SigningScope {
-  /** The public key (keys.ts loads one). */
-  key: KeyObject;
-  /** Require a valid attestation of each of these predicate types on every image. */
-  types?: string[];
-  /** For an index: check every image's signatures too. */
-  recursive?: boolean;
-}
-
-export type CheckKind = 'cosign-signature' | 'bundle-signature' | 'attestation';
-
-export interface Check {
-  kind: CheckKind;
-  /** The manifest checked. */
-  subject: string;
-  platform?: string;
-  ok: boolean;
-  /** What was found (ok), or what was wrong. */
-  detail: string;
-  predicateType?: string;
-}
-
-export interface VerifyReport {
-  ok: boolean;
-  /** The manifest or index `ref` names. */
-  root: Descriptor;
-  checks: Check[];
-  /** The failed checks, each as one line. */
-  failures: string[];
-}
-
-/**
- * Checks the image `ref` names against `key`: a cosign signature whose payload names this digest, a
- * bundle whose statement names it, and attestations (every one signed by the key names it; each
- * `types` is present). Verification failures are in the report (`ok` false), not thrown.
- */
-export async function verifyImage(ref: string, options: VerifyOptions): Promise<VerifyReport> {
-  const t = target(ref);
-  return withContext(options.context, async (context) => {
-    const scope = { ...options, context };
-    const source = await openFor(ref, scope);
-    try {
-      const resolved = await resolveRef(source);
-      const checks: Check[] = [];
-      const signedSubjects: { descriptor: Descriptor; platform?: Platform }[] = [
-        { descriptor: resolved.root },
-      ];
-      if (options.recursive) signedSubjects.push(...(resolved.images ?? []));
-      for (const s of signedSubjects) {
-        const platform = s.platform ? formatPlatform(s.platform) : undefined;
-        const at = (c: Omit<Check, 'subject' | 'platform'>): Check => ({
-          ...c,
-          subject: s.descriptor.digest,
-          ...(platform ? { platform } : {}),
-        });
-        checks.push(at(await checkCosign(t, s.descriptor.digest, options.key, scope)));
-        const bundles = await readBundles(ref, source, s.descriptor, options.key, scope);
-        checks.push(at(checkSignBundle(bundles)));
-        checks.push(...checkAttestations(bundles, []).map(at));
-      }
-      // Attestations belong to images: an index's are its images'.
-      const attested = resolved.images ?? [{ descriptor: resolved.root }];
-      const types = options.types ?? [];
-      for (const s of attested) {
-        const platform = s.platform ? formatPlatform(s.platform) : undefined;
-        const already = signedSubjects.some((x) => x.descriptor.digest === s.descriptor.digest);
-        if (already && types.length === 0) continue;
-        const bundles = await readBundles(ref, source, s.descriptor, options.key, scope);
-        for (const c of checkAttestations(bundles, types, already))
-          checks.push({ ...c, subject: s.descriptor.digest, ...(platform ? { platform } : {}) });
-      }
-      const failures = checks
-        .filter((c) => !c.ok)
-        .map((c) => `${c.subject.slice(0, 19)}${c.platform ? ` (${c.platform})` : ''}: ${c.detail}`);
-      return { ok: failures.length === 0, root: resolved.root, checks, failures };
-    } finally {
-      await source.close();
-    }
-  });
-}
-
-async function checkCosign(
-  t: Target,
-  digest: string,
-  key: KeyObject,
-  scope: SigningScope & { context: KilnContext },
-): Promise<Omit<Check, 'subject' | 'platform'>> {
-  const kind = 'cosign-signature' as const;
-  const tag = signatureTag(digest);
-  const found = await readCosignManifest(t, digest, scope);
-  if (!found) return { kind, ok: false, detail: `no cosign signature (no tag ${tag})` };
-  const problems: string[] = [];
-  try {
-    for (const layer of found.manifest.layers) {
-      const sig = layer.annotations?.[COSIGN_SIGNATURE_ANNOTATION];
-      if (layer.mediaType !== SIMPLE_SIGNING_MEDIA_TYPE || !sig) continue;
-      const payload = await readSmallBlob(found.source, layer, MAX_SIGNED_BYTES);
-      if (!verifyBytes(payload, Buffer.from(sig, 'base64'), key)) {
-        problems.push('a signature not made by this key (or over other bytes)');
-        continue;
-      }
-      const p = parseSimpleSigning(payload);
-      if (!p || p.critical.type !== COSIGN_SIGNATURE_TYPE) {
-        problems.push('a signed payload that is not a cosign image signature');
-        continue;
-      }
-      const claimed = p.critical.image['docker-manifest-digest'];
-      if (claimed !== digest) {
-        problems.push(`a signed payload naming another digest (${claimed})`);
-        continue;
-      }
-      return { kind, ok: true, detail: `cosign signature by this key under ${tag}` };
-    }
+    const created = new Date(defaultMtime() * 1000).toISOString().replace('.000Z', 'Z');
+    const amended = await store.amend(tag, cosignList(created), [layer], [[blob, payload]]);
+    const d = amended.descriptor;
+    return {
+      tag,
+      descriptor: { mediaType: d.mediaType || MediaType.OciManifest, digest: d.digest, size: d.size },
+      signatures: amended.entries,
+    };
   } finally {
-    await found.source.close();
+    await store.close();
   }
-  return {
-    kind,
-    ok: false,
-    detail: problems.length
-      ? `no valid cosign signature under ${tag}: ${[...new Set(problems)].join('; ')}`
-      : `no cosign signature layer under ${tag}`,
-  };
-}
-
-interface ReadBundle {
-  referrer: Descriptor;
-  predicateType?: string;
-  /** Why the bundle doesn't count (unreadable, another subject); undefined when it is sound. */
-  problem?: string;
-  /** Signed by the key. */
-  byKey: boolean;
-}
-
-async function readBundles(
-  ref: string,
-  source: ImageSource,
-  subject: Descriptor,
-  key: KeyObject,
-  scope: SigningScope & { context: KilnContext },
-): Promise<ReadBundle[]> {
-  const referrers = await listReferrers(ref, subject, BUNDLE_MEDIA_TYPE, {
-    context: scope.context,
-    ...(scope.registry ? { registry: scope.registry } : {}),
-    ...(scope.signal ? { signal: scope.signal } : {}),
-  });
-  const out: ReadBundle[] = [];
-  for (const referrer of referrers) {
-    const where = `referrer ${referrer.digest.slice(0, 19)}`;
-    try {
-      const parsed = parseManifest(await source.fetchManifest(referrer), where, referrer.mediaType);
-      if (parsed.kind !== 'manifest') {
-        out.push({ referrer, byKey: false, problem: `${where} is not a manifest` });
-        continue;
-      }
-      const m = parsed.manifest;
-      const layer = m.layers.find((l) => l.mediaType === BUNDLE_MEDIA_TYPE);
-      if (!layer) {
-        out.push({ referrer, byKey: false, problem: `${where} holds no bundle` });
-        continue;
-      }
-      const { bundle, statement: s } = openBundle(
-        await readSmallBlob(source, layer, MAX_SIGNED_BYTES),
-        where,
-      );
-      const byKey = verifyEnvelope(bundle.dsseEnvelope, key);
-      const entry: ReadBundle = { referrer, byKey, predicateType: s.predicateType };
-      if (m.subject?.digest !== subject.digest)
-        entry.problem = `${where} is listed for ${subject.digest.slice(0, 19)} but its subject is ${m.subject?.digest ?? 'missing'}`;
-      else if (!statementNames(s, subject.digest))
-        entry.problem = `${s.predicateType === COSIGN_SIGN_PREDICATE ? 'a signature bundle' : `an attestation of ${s.predicateType}`} signed for another subject (${subjectNames(s.subject)})`;
-      out.push(entry);
-    } catch (err) {
-      if (!(err instanceof KilnError) || err.code === 'E_ABORTED') throw err;
-      out.push({ referrer, byKey: false, problem: err.message });
-    }
-  }
-  return out;
-}
-
-function subjectNames(subjects: { digest?: Record<string, string> }[]): string {
-  return subjects
-    .map((s) => Object.entries(s?.digest ?? {}).map(([a, h]) => `${a}:${h}`)[0] ?? '?')
-    .join(', ');
-}
-
-function checkSignBundle(bundles: ReadBundle[]): Omit<Check, 'subject' | 'platform'> {
-  const kind = 'bundle-signature' as const;
-  const sign = bundles.filter((b) => b.predicateType === COSIGN_SIGN_PREDICATE);
-  const good = sign.find((b) => b.byKey && !b.problem);
-  if (good)
-    return { kind, ok: true, detail: `Sigstore bundle by this key (referrer ${good.referrer.digest})` };
-  if (sign.length === 0) return { kind, ok: false, detail: 'no Sigstore bundle signature (referrer)' };
-  const problems = sign.map((b) =>
-    b.problem ? (b.byKey ? b.problem : `${b.problem}, not by this key`) : 'a bundle not signed by this key',
-  );
-  return {
-    kind,
-    ok: false,
-    detail: `no valid Sigstore bundle signature: ${[...new Set(problems)].join('; ')}`,
-  };
-}
-
-/**
- * Attestations by the key must name the subject; each type in `types` needs one that is sound.
- * `quiet`: report only what `types` asks (the subject's other attestations were checked already).
- */
-function checkAttestations(
-  bundles: ReadBundle[],
-  types: string[],
-  quiet = false,
-): Omit<Check, 'subject' | 'platform'>[] {
-  const kind = 'attestation' as const;
-  const attestations = bundles.filter((b) => b.predicateType !== COSIGN_SIGN_PREDICATE);
-  const out: Omit<Check, 'subject' | 'platform'>[] = [];
-  if (!quiet)
-    for (const a of attestations) {
-      if (!a.byKey) continue;
-      out.push(
-        a.problem
-          ? { kind, ok: false, detail: a.problem, predicateType: a.predicateType! }
-          : { kind, ok: true, detail: `attestation of ${a.predicateType}`, predicateType: a.predicateType! },
-      );
-    }
-  for (const type of types) {
-    const good = attestations.some((a) => a.predicateType === type && a.byKey && !a.problem);
-    if (good) continue; // reported above, or when the subject's signatures were checked
-    const others = attestations.filter((a) => a.predicateType === type);
-    out.push({
-      kind,
-      ok: false,
-      predicateType: type,
-      detail: others.length
-        ? `no valid attestation of ${type}: ${[...new Set(others.map((a) => (a.byKey ? a.problem! : 'not signed by this key')))].join('; ')}`
-        : `no attestation of ${type}`,
-    });
-  }
-  return out;
 }

@@ -6,11 +6,13 @@
  */
 import { parseDigest } from '../oci/digest.js';
 
+/** The predicate type of SLSA provenance v1. */
 export const SLSA_PROVENANCE_V1 = 'https://slsa.dev/provenance/v1';
 /** What a kiln build is (SLSA's buildType): docs/signing.md describes its parameters. */
 export const KILN_BUILD_TYPE = 'https://www.npmjs.com/package/kiln-oci#build/v1';
 export const KILN_BUILDER_ID = 'https://www.npmjs.com/package/kiln-oci';
 
+/** What a build knows about itself, for its SLSA provenance (build/build.ts gathers it). */
 export interface ProvenanceInput {
   /** The kiln version, when known. */
   version?: string;
@@ -42,6 +44,7 @@ function digestSet(digest: string): Record<string, string> {
   return { [algorithm]: hex };
 }
 
+/** The SLSA provenance v1 predicate of a kiln build (docs/signing.md shows one). */
 export function provenancePredicate(input: ProvenanceInput): Record<string, unknown> {
   const externalParameters: Record<string, unknown> = { platform: input.platform };
   if (input.command !== undefined) externalParameters.command = input.command;

@@ -1,19 +1,21 @@
 /**
- * Referrers in an OCI layout: the fallback tag as a `ref.name` entry of index.json, updated by
- * compare-and-swap under index.json's lock, so concurrent attaches lose no entry.
+ * Referrers in an OCI layout: the fallback tag as a `ref.name` entry of index.json, and cosign's
+ * `.sig` beside it, each updated by compare-and-swap under index.json's lock, so concurrent
+ * attaches and signers lose no entry.
  */
 import { KilnError } from '../errors.js';
 import type { Digest } from '../oci/digest.js';
-import { MediaType } from '../oci/media-types.js';
 import {
+  type AmendResult,
   type AttachResult,
+  type BlobContent,
+  FALLBACK_LIST,
   fallbackIndex,
   type ReferrerArtifact,
   referrersTag,
-  withEntry,
+  type TagList,
 } from '../oci/referrers.js';
 import { type Descriptor, type ImageIndex, REF_NAME_ANNOTATION } from '../oci/types.js';
-import { encodeJson } from '../oci/validate.js';
 import type { OciLayout } from './layout.js';
 
 /** The fallback index under `tag` in the layout, and the index.json entry that names it. */
@@ -21,12 +23,15 @@ export async function layoutFallback(
   layout: OciLayout,
   tag: string,
 ): Promise<{ tagged?: Descriptor; index?: ImageIndex }> {
-  const entries = (await layout.readIndex()).manifests.filter(
-    (m) => m.annotations?.[REF_NAME_ANNOTATION] === tag,
-  );
-  const tagged = entries.at(-1);
+  const tagged = await taggedEntry(layout, tag);
   if (!tagged) return {};
   return { tagged, index: fallbackIndex(await layout.readBlob(tagged.digest), `${layout.dir}:${tag}`) };
+}
+
+async function taggedEntry(layout: OciLayout, tag: string): Promise<Descriptor | undefined> {
+  return (await layout.readIndex()).manifests
+    .filter((m) => m.annotations?.[REF_NAME_ANNOTATION] === tag)
+    .at(-1);
 }
 
 /** The referrers of `digest` listed in the layout (of one artifactType when given). */
@@ -49,14 +54,51 @@ export async function attachInLayout(
   const dir = layout.dir;
   if (!(await layout.hasBlob(subject.digest, subject.size)))
     throw new KilnError('E_NOT_FOUND', `${dir} does not hold ${subject.digest}, the referrer's subject`);
-  for (const [, bytes] of artifact.blobs) await layout.putBytes(bytes);
+  await putBlobs(layout, artifact.blobs);
   await layout.putBytes(artifact.bytes);
-  const tag = referrersTag(subject.digest);
+  await amendInLayout(layout, referrersTag(subject.digest), FALLBACK_LIST, [artifact.descriptor], []);
+  return { descriptor: artifact.descriptor, via: 'fallback-tag' };
+}
+
+async function putBlobs(layout: OciLayout, blobs: readonly BlobContent[]): Promise<void> {
+  for (const [desc, content] of blobs) {
+    if (Buffer.isBuffer(content)) await layout.putBytes(content);
+    else if (!(await layout.hasBlob(desc.digest, desc.size)))
+      await layout.writeBlob(await content(), { digest: desc.digest as Digest, size: desc.size });
+  }
+}
+
+/**
+ * Adds `add` to the list `list` keeps under `tag` (the blobs they name written first), keeping
+ * every entry there: the tag is replaced only if nobody moved it since it was read.
+ */
+export async function amendInLayout<E>(
+  layout: OciLayout,
+  tag: string,
+  list: TagList<E>,
+  add: readonly E[],
+  blobs: readonly BlobContent[],
+): Promise<AmendResult> {
+  await putBlobs(layout, blobs);
+  const where = `${layout.dir}:${tag}`;
   for (;;) {
-    const { tagged, index } = await layoutFallback(layout, tag);
-    if (index?.manifests.some((m) => m.digest === artifact.descriptor.digest))
-      return { descriptor: artifact.descriptor, via: 'fallback-tag' };
-    const written = await layout.putBytes(encodeJson(withEntry(index, artifact.descriptor)));
+    const tagged = await taggedEntry(layout, tag);
+    const bytes = tagged ? await layout.readBlob(tagged.digest) : undefined;
+    const entries = bytes ? list.entries(bytes, where) : [];
+    const present = new Set(entries.map((e) => list.key(e)));
+    const missing = [...new Map(add.map((e) => [list.key(e), e])).entries()].flatMap(([k, e]) =>
+      present.has(k) ? [] : [e],
+    );
+    if (tagged && missing.length === 0) return { descriptor: tagged, entries: entries.length };
+    const next = list.manifest([...entries, ...missing], bytes);
+    for (const [, blob] of next.blobs) await layout.putBytes(blob);
+    const written = await layout.putBytes(next.bytes);
+    const entry: Descriptor = {
+      mediaType: next.mediaType,
+      digest: written.digest,
+      size: written.size,
+      annotations: { [REF_NAME_ANNOTATION]: tag },
+    };
     let raced = false;
     // Compare-and-swap under index.json's lock: replace the tag only if nobody moved it since the read.
     await layout.updateIndex((current) => {
@@ -66,14 +108,9 @@ export async function attachInLayout(
         return current;
       }
       const manifests = current.manifests.filter((m) => m.annotations?.[REF_NAME_ANNOTATION] !== tag);
-      manifests.push({
-        mediaType: MediaType.OciIndex,
-        digest: written.digest as Digest,
-        size: written.size,
-        annotations: { [REF_NAME_ANNOTATION]: tag },
-      });
+      manifests.push(entry);
       return { ...current, manifests };
     });
-    if (!raced) return { descriptor: artifact.descriptor, via: 'fallback-tag' };
+    if (!raced) return { descriptor: entry, entries: entries.length + missing.length };
   }
 }

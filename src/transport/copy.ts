@@ -44,6 +44,15 @@ export interface CopyResult {
 
 const MAX_DEPTH = 4;
 
+/** What a caller does inside a copy (not options a user gives). */
+export interface CopyHooks {
+  /**
+   * Runs once everything is written but before the commit names the root (the tag): referrers
+   * copied here are in place before the image can be pulled by its tag. A failure aborts the copy.
+   */
+  beforeCommit?(root: Descriptor): Promise<void>;
+}
+
 /**
  * Copies an image or index from `src` to `dst`: blobs first (skipping what exists), then
  * manifests bottom-up, then the commit that names the root. Any failure aborts the destination.
@@ -52,6 +61,7 @@ export async function copyImage(
   source: ImageSource,
   dst: ImageDestination,
   options: CopyOptions = {},
+  hooks: CopyHooks = {},
 ): Promise<CopyResult> {
   const format = parseFormat(options.format);
   const src = format ? inFormat(source, format) : source;
@@ -93,6 +103,8 @@ export async function copyImage(
     const exists = dst.hasManifest ? await dst.hasManifest(root) : false;
     if (exists) await dst.putManifest(root, bytes);
     else await copyNode(src, dst, root, bytes, 0, jobs, opts, result);
+    opts.signal?.throwIfAborted();
+    await hooks.beforeCommit?.(root);
     opts.signal?.throwIfAborted();
     await dst.commit(root);
     for (const e of held) report?.(e);

@@ -1,5 +1,5 @@
 import { KilnError } from '../errors.js';
-import { parseReference, type Reference } from '../oci/reference.js';
+import { formatReference, parseReference, type Reference } from '../oci/reference.js';
 
 /** A parsed image reference with its transport. */
 export type ImageLocation =
@@ -81,4 +81,29 @@ function splitPath(rest: string, input: string): { path: string; extra?: string 
   const extra = rest.slice(i + 1);
   if (extra === '') throw new KilnError('E_BAD_REFERENCE', `empty tag after ':' in ${input}`);
   return { path, extra };
+}
+
+/**
+ * Another tag beside the image `input` names, in its registry repository or layout (cosign's
+ * `sha256-<hex>.sig`, the referrers fallback tag): `REGISTRY/REPO:TAG` or `oci:DIR:TAG`. Undefined
+ * for a transport that keeps no tags beside an image.
+ */
+export function siblingLocation(input: string, tag: string): string | undefined {
+  const loc = parseLocation(input);
+  if (loc.transport === 'registry') return `${loc.ref.registry}/${loc.ref.repository}:${tag}`;
+  if (loc.transport === 'oci') return `oci:${loc.path}:${tag}`;
+  return undefined;
+}
+
+/**
+ * The image `input` names, pinned to `digest`, so what is read later is what was checked:
+ * `REGISTRY/REPO[:TAG]@DIGEST`, or `oci:DIR:DIGEST` (index.json's entry of that digest).
+ */
+export function pinnedLocation(input: string, digest: string): string {
+  const loc = parseLocation(input);
+  if (loc.transport === 'registry') return formatReference({ ...loc.ref, digest });
+  if (loc.transport === 'oci') return `oci:${loc.path}:${digest}`;
+  throw new KilnError('E_UNSUPPORTED', `can't pin ${input} to a digest`, {
+    hint: 'a registry reference (REGISTRY/REPO[:TAG]) or an OCI layout (oci:DIR[:TAG]) can be',
+  });
 }

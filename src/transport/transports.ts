@@ -6,7 +6,7 @@
 import { type KilnContext, useContext } from '../context.js';
 import { KilnError } from '../errors.js';
 import { formatReference } from '../oci/reference.js';
-import type { AttachResult, ReferrerArtifact } from '../oci/referrers.js';
+import type { AmendResult, AttachResult, BlobContent, ReferrerArtifact, TagList } from '../oci/referrers.js';
 import type { Descriptor } from '../oci/types.js';
 import type { RegistryOptions } from '../registry/registry.js';
 import { OciDirDestination, OciDirSource } from './oci-dir.js';
@@ -33,6 +33,16 @@ export interface ReferrerStore {
   attach(artifact: ReferrerArtifact, subject: Descriptor): Promise<AttachResult>;
   /** The referrers of `digest`, of one artifactType when given. */
   list(digest: string, artifactType?: string): Promise<Descriptor[]>;
+  /**
+   * Adds `entries` to the list kept under `tag` beside the images (cosign's `sha256-<hex>.sig`),
+   * keeping what is there; `blobs` are stored first. Concurrent amends all land.
+   */
+  amend<E>(
+    tag: string,
+    list: TagList<E>,
+    entries: readonly E[],
+    blobs?: readonly BlobContent[],
+  ): Promise<AmendResult>;
   close(): Promise<void>;
 }
 
@@ -103,12 +113,13 @@ const registry: Transport<'registry'> = {
     }
   },
   async openReferrers(loc, _input, options) {
-    const { attachInRegistry } = await import('../registry/referrers.js');
+    const { amendInRegistry, attachInRegistry } = await import('../registry/referrers.js');
     const { ctx, release, signal } = registryContext(options);
     const repo = await ctx.repository(loc.ref, options.registry);
     return {
       attach: (artifact, subject) => attachInRegistry(repo, artifact, subject, signal),
       list: (digest, artifactType) => repo.referrers(digest, artifactType, signal),
+      amend: (tag, list, entries, blobs = []) => amendInRegistry(repo, tag, list, entries, blobs, signal),
       close: async () => release(),
     };
   },
@@ -126,11 +137,12 @@ const oci: Transport<'oci'> = {
   },
   async openReferrers(loc) {
     const { OciLayout } = await import('../store/layout.js');
-    const { attachInLayout, layoutReferrers } = await import('../store/referrers.js');
+    const { amendInLayout, attachInLayout, layoutReferrers } = await import('../store/referrers.js');
     const layout = await OciLayout.open(loc.path);
     return {
       attach: (artifact, subject) => attachInLayout(layout, artifact, subject),
       list: (digest, artifactType) => layoutReferrers(layout, digest, artifactType),
+      amend: (tag, list, entries, blobs = []) => amendInLayout(layout, tag, list, entries, blobs),
       close: async () => {},
     };
   },

@@ -31,6 +31,11 @@ export const DEBIAN_PACKAGES: Readonly<Record<string, string>> = {
   gzip: 'gzip',
   umount: 'mount',
   debootstrap: 'debootstrap',
+  gpgv: 'gpgv',
+  xz: 'xz-utils',
+  zstd: 'zstd',
+  'dpkg-query': 'dpkg',
+  dpkg: 'dpkg',
 };
 
 /** True when running in CI (env CI=true): missing tools are failures, not skips. */

@@ -30,6 +30,7 @@ export const LAYERS: readonly (readonly string[])[] = [
   ['component'],
   ['sbom', 'run', 'toolchain'],
   ['sign'],
+  ['debian'],
   ['project'],
   ['build'],
   ['operations'],

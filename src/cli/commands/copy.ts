@@ -3,6 +3,7 @@ import { KilnError } from '../../errors.js';
 import { action } from '../action.js';
 import { examples, globals, jobs } from '../common.js';
 import { contextOf } from '../context.js';
+import { publicKey } from '../keys.js';
 import { Output, plural } from '../output.js';
 import { Progress } from '../progress.js';
 
@@ -26,6 +27,14 @@ export function register(program: Command): void {
         'convert manifests to OCI or Docker v2 schema 2 (same blobs, new digests); default: kept byte for byte',
       ).choices(['oci', 'docker']),
     )
+    .option(
+      '--referrers',
+      "also copy what refers to each manifest: signatures (cosign's .sig tag, Sigstore bundles), attestations, SBOMs",
+    )
+    .option(
+      '--verify-key <key>',
+      "verify the source's signatures with this public key first (as kiln verify); on failure nothing is written",
+    )
     .option('--src-creds <user:password>', 'credentials for the source registry')
     .option('--dest-creds <user:password>', 'credentials for the destination registry')
     .addHelpText(
@@ -37,6 +46,11 @@ export function register(program: Command): void {
         '  docker-archive:FILE[:NAME:TAG]         an index keeps every platform (index.json); manifest.json,',
         "                                         which docker load reads, names the host platform's image",
         '  docker-daemon:NAME:TAG                 one image: choose it from an index with --platform',
+        '',
+        '--referrers copies, for every manifest copied, its OCI referrers (the referrers API or the',
+        "fallback tag sha256-<hex>) and cosign's sha256-<hex>.sig/.att/.sbom tags, and theirs in turn, into",
+        "the destination's referrers (fallback tag or index.json), before the tag is written. Registries",
+        'and oci: layouts only (archives hold no referrers: E_UNSUPPORTED); not with --format.',
       ].join('\n'),
     )
     .addHelpText(
@@ -46,6 +60,7 @@ export function register(program: Command): void {
         'kiln copy registry.example.com/app:1 oci:./layout:app --platform linux/arm64',
         'kiln copy oci:./out:hello oci-archive:./hello.tar',
         'kiln copy localhost:5000/pushed-by-docker:1 oci:./layout:app --format oci',
+        'kiln copy registry.example.com/team/app:1 mirror.example.com/team/app:1 --referrers --verify-key release.pub',
       ]),
     )
     .action(
@@ -54,11 +69,14 @@ export function register(program: Command): void {
           throw new KilnError('E_USAGE', '--platform and --all-platforms exclude each other');
         const kiln = { ...(await import('../../api/transport.js')), ...(await import('../../api/oci.js')) };
         const platform = opts.platform ? kiln.parsePlatform(opts.platform) : undefined;
+        const verifyKey = opts.verifyKey ? await publicKey(opts.verifyKey) : undefined;
         const progress = new Progress(out.flags);
         const result = await kiln
           .copy(src, dst, {
             platform,
             format: opts.format,
+            ...(opts.referrers ? { referrers: true } : {}),
+            ...(verifyKey ? { verifyKey } : {}),
             jobs: jobs(cmd),
             onEvent: progress.handler(),
             context,
@@ -70,10 +88,24 @@ export function register(program: Command): void {
         return {
           json: result,
           human: () => {
+            if (result.verified)
+              out.info(
+                `verified ${result.verified.root.digest}: ${plural(result.verified.checks.length, 'check')} passed`,
+              );
             const mounted = result.blobsMounted ? `, ${result.blobsMounted} mounted` : '';
             out.info(
               `copied ${plural(result.blobsCopied, 'blob')} (${result.blobsSkipped} already there${mounted}) to ${dst}`,
             );
+            const r = result.referrers;
+            if (r && r.referrers.length + r.tags.length === 0)
+              out.info('note: no referrers or cosign tags found for the manifests copied');
+            else if (r) {
+              const tags = r.tags.map((t) => `.${t.tag.split('.').at(-1)} ${t.how}`);
+              out.info(
+                `copied ${plural(r.referrers.length, 'referrer')} and ${plural(r.tags.length, 'cosign tag')}${tags.length ? ` (${tags.join(', ')})` : ''}`,
+              );
+            }
+            for (const s of r?.skipped ?? []) out.info(`note: left ${s.digest} behind: ${s.reason}`);
           },
           data: result.descriptor.digest,
         };

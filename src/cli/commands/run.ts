@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { KilnError } from '../../errors.js';
 import { collect, examples } from '../common.js';
 import { contextOf } from '../context.js';
+import { publicKey } from '../keys.js';
 
 export function register(program: Command): void {
   program
@@ -24,6 +25,10 @@ export function register(program: Command): void {
     .option('--max-memory <MiB>', "limit the guest's memory (each wasm memory, and the host's heap)")
     .option('--timeout <seconds>', 'stop the guest after this long (E_TIMEOUT)')
     .option('--allow-net', 'let the guest use the network (not available yet: refused)')
+    .option(
+      '--verify-key <key>',
+      "verify the image's signatures with this public key first (as kiln verify) and run the digest verified",
+    )
     .addHelpText(
       'after',
       examples([
@@ -31,12 +36,28 @@ export function register(program: Command): void {
         'kiln run hello.wasm --env GREETING=hi -- world',
         'kiln run oci:./out:hello --dir ./data:/data -- /data/input.txt',
         'kiln run oci:./out:app --dir ./in:/in:ro --max-memory 256 --timeout 30',
+        'kiln run registry.example.com/wasm/app:1 --verify-key release.pub',
       ]),
     )
     .action(async (image: string, args: string[], opts, cmd: Command) => {
       const kiln = { ...(await import('../../api/run.js')), ...(await import('../../api/oci.js')) };
       const platform = opts.platform ? kiln.parsePlatform(opts.platform) : undefined;
-      process.exitCode = await kiln.runWasm(image, {
+      let target = image;
+      if (opts.verifyKey) {
+        if (image.endsWith('.wasm') && !image.includes(':'))
+          throw new KilnError(
+            'E_USAGE',
+            `--verify-key checks an image's signatures, and ${image} is a file`,
+            {
+              hint: 'run it from a registry or an oci: layout it was signed in',
+            },
+          );
+        const key = await publicKey(opts.verifyKey);
+        const { requireVerified } = await import('../../api/sign.js');
+        // The guest runs from the digest verified, even if the tag moves meanwhile.
+        target = (await requireVerified(image, { key, context: contextOf(cmd) })).ref;
+      }
+      process.exitCode = await kiln.runWasm(target, {
         args,
         env: opts.env,
         dirs: opts.dir,
