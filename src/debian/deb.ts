@@ -3,10 +3,8 @@
  * (the control file, md5sums, conffiles, maintainer scripts) and `data.tar[.gz|.xz|.zst]` (the files).
  * Members are read in order as they arrive; nothing but the small control members is held in memory.
  */
-import { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
-import * as tar from 'tar-stream';
 import { KilnError } from '../errors.js';
+import { cleanTarPath, type TarEntryInfo, tarEntries } from '../layer/tar-reader.js';
 import { parseStanzas, type Stanza } from './control.js';
 import { compressionOf, decompress } from './decompress.js';
 
@@ -137,84 +135,33 @@ export async function* arMembers(
 }
 
 /** One entry of a tar stream as the .deb's data.tar holds it. */
-export interface DebEntry {
-  /** As in the archive, without `./` or a leading or trailing slash ('' for the root). */
-  path: string;
-  type: 'file' | 'dir' | 'symlink' | 'hardlink' | 'char' | 'block' | 'fifo' | 'other';
-  mode: number;
-  uid: number;
-  gid: number;
-  size: number;
-  linkname?: string;
-  devmajor?: number;
-  devminor?: number;
-}
+/** One entry of a .deb's data.tar (kiln's tar entry, as `layer/tar-reader.ts` lists it). */
+export type DebEntry = TarEntryInfo;
 
-const TYPES: Record<string, DebEntry['type']> = {
-  file: 'file',
-  'contiguous-file': 'file',
-  directory: 'dir',
-  symlink: 'symlink',
-  link: 'hardlink',
-  'character-device': 'char',
-  'block-device': 'block',
-  fifo: 'fifo',
-};
-
-/** `./usr/bin/` → `usr/bin`. */
+/** `./usr/bin/` → `usr/bin`; `.` (the root) → ''. */
 export function debPath(name: string): string {
-  let p = name;
-  while (p.startsWith('./')) p = p.slice(2);
-  while (p.startsWith('/')) p = p.slice(1);
-  while (p.endsWith('/')) p = p.slice(0, -1);
+  const p = cleanTarPath(name);
   return p === '.' ? '' : p;
 }
 
 /**
- * The entries of a tar stream, pulled one at a time; each entry's content must be read (or left)
- * before the next is asked for.
+ * The entries of a .deb's tar member, pulled one at a time (see `tarEntries`): paths as `debPath`
+ * gives them, hard links' targets too; a stream that is not tar is E_BAD_ARCHIVE with the .deb hint.
  */
-export async function* tarEntries(
+export async function* debTarEntries(
   source: AsyncIterable<Uint8Array>,
   what: string,
 ): AsyncGenerator<{ entry: DebEntry; content: AsyncIterable<Buffer> }> {
-  const extract = tar.extract();
-  const fed = pipeline(Readable.from(source), extract).then(
-    () => undefined,
-    (err: unknown) => err ?? new Error('unknown error'),
-  );
   try {
-    for await (const item of extract) {
-      const h = item.header;
-      const entry: DebEntry = {
-        path: debPath(h.name),
-        type: TYPES[h.type ?? 'file'] ?? 'other',
-        mode: h.mode ?? 0,
-        uid: h.uid ?? 0,
-        gid: h.gid ?? 0,
-        size: h.size ?? 0,
-      };
-      if (h.linkname) entry.linkname = entry.type === 'hardlink' ? debPath(h.linkname) : h.linkname;
-      if (entry.type === 'char' || entry.type === 'block') {
-        entry.devmajor = h.devmajor ?? 0;
-        entry.devminor = h.devminor ?? 0;
-      }
-      yield { entry, content: item as unknown as AsyncIterable<Buffer> };
-      for await (const _ of item) {
-        // skip what the caller left unread
-      }
+    for await (const { entry, content } of tarEntries(source, what)) {
+      entry.path = debPath(entry.path);
+      if (entry.linkname && entry.type === 'hardlink') entry.linkname = debPath(entry.linkname);
+      yield { entry, content };
     }
-    const err = await fed;
-    if (err) throw err;
   } catch (err) {
-    extract.destroy();
-    const cause = err instanceof KilnError ? err : ((await fed) ?? err);
-    if (cause instanceof KilnError) throw cause;
-    throw new KilnError(
-      'E_BAD_ARCHIVE',
-      `${what} is not a readable tar stream: ${(cause as Error).message}`,
-      { cause, hint: DEB_HINT },
-    );
+    if (err instanceof KilnError && err.code === 'E_BAD_TAR')
+      throw new KilnError('E_BAD_ARCHIVE', err.message, { cause: err.cause, hint: DEB_HINT });
+    throw err;
   }
 }
 
@@ -239,7 +186,10 @@ export async function readControl(member: ArMember, what: string): Promise<DebCo
   const files = new Map<string, Buffer>();
   let control: Buffer | undefined;
   const where = `${what} ${member.name}`;
-  for await (const { entry, content } of tarEntries(decompress(member.content, compression, where), where)) {
+  for await (const { entry, content } of debTarEntries(
+    decompress(member.content, compression, where),
+    where,
+  )) {
     if (entry.type !== 'file' || entry.path === '' || entry.path.includes('/')) continue;
     if (entry.size > MAX_CONTROL_MEMBER)
       throw new KilnError(

@@ -26,7 +26,7 @@ import { type WrittenLayer, writeLayer, writeTarLayer } from '../layer/write-lay
 import type { OciLayout } from '../store/layout.js';
 import { type Alternative, alternativesAdminFile, parseAlternatives } from './alternatives.js';
 import { field, formatStanza, type Stanza } from './control.js';
-import { arMembers, DEB_HINT, type DebEntry, debPath, readControl, tarEntries } from './deb.js';
+import { arMembers, DEB_HINT, type DebEntry, debPath, debTarEntries, readControl } from './deb.js';
 import { compressionOf, decompress } from './decompress.js';
 
 /** Directories a merged-/usr system links into /usr, by Debian architecture (debootstrap's setup_merged_usr). */
@@ -205,7 +205,7 @@ async function* packageTar(
     const shipped = new Set<string>();
     const list: string[] = ['/.'];
     const where = `${deb.what} ${member.name}`;
-    for await (const { entry, content } of tarEntries(
+    for await (const { entry, content } of debTarEntries(
       decompress(member.content, compression, where),
       where,
     )) {

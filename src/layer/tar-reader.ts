@@ -210,17 +210,29 @@ export async function readTar(
   what = 'layer',
   options: ReadTarOptions = {},
 ): Promise<void> {
+  const input = layerStream(source, what, expansionLimits(options.limits));
+  for await (const { entry, content } of tarEntries(input, what)) await onEntry(entry, content);
+}
+
+/**
+ * The entries of a plain tar stream, pulled one at a time: each entry's content must be read (or
+ * left, and then skipped) before the next is asked for. Failures are E_BAD_TAR naming `what`,
+ * unless the source or the consumer failed with a KilnError of its own, which stands.
+ */
+export async function* tarEntries(
+  source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+  what: string,
+): AsyncGenerator<{ entry: TarEntryInfo; content: AsyncIterable<Buffer> }> {
   const extract = tar.extract();
-  const input = Readable.from(layerStream(source, what, expansionLimits(options.limits)));
   // The feed's error is the cause (bad gzip, a digest mismatch, a limit); the extractor's is a consequence.
-  const fed = pipeline(input, extract).then(
+  const fed = pipeline(Readable.from(asAsync(source)), extract).then(
     () => undefined,
     (err: unknown) => err ?? new Error('unknown error'),
   );
   try {
-    for await (const entry of extract) {
-      const h = entry.header;
-      const info: TarEntryInfo = {
+    for await (const item of extract) {
+      const h = item.header;
+      const entry: TarEntryInfo = {
         path: cleanTarPath(h.name),
         type: TYPES[h.type ?? 'file'] ?? 'other',
         mode: h.mode ?? 0,
@@ -230,21 +242,21 @@ export async function readTar(
         size: h.size ?? 0,
         mtime: h.mtime ? Math.floor(h.mtime.getTime() / 1000) : 0,
       };
-      if (h.linkname) info.linkname = h.linkname;
-      if (info.type === 'char' || info.type === 'block') {
-        info.devmajor = h.devmajor ?? 0;
-        info.devminor = h.devminor ?? 0;
+      if (h.linkname) entry.linkname = h.linkname;
+      if (entry.type === 'char' || entry.type === 'block') {
+        entry.devmajor = h.devmajor ?? 0;
+        entry.devminor = h.devminor ?? 0;
       }
-      await onEntry(info, entry as unknown as AsyncIterable<Buffer>);
-      for await (const _ of entry) {
-        // skip what the callback left unread
+      yield { entry, content: item as unknown as AsyncIterable<Buffer> };
+      for await (const _ of item) {
+        // skip what the caller left unread
       }
     }
     const err = await fed;
     if (err) throw err;
   } catch (err) {
     extract.destroy();
-    // A verdict of our own (the callback's, a limit) stands; else the feed's error says why.
+    // A verdict of our own (the consumer's, a limit) stands; else the feed's error says why.
     const cause = err instanceof KilnError ? err : ((await fed) ?? err);
     if (cause instanceof KilnError) throw cause;
     throw new KilnError('E_BAD_TAR', `${what} is not a readable tar stream: ${(cause as Error).message}`, {
