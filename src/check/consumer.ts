@@ -87,6 +87,23 @@ export function imageFor(
   return undefined;
 }
 
+/**
+ * `imageFor`, or, when the index has no entry for `want`, a finding under `rule` (its message is
+ * `why(the platforms listed)`) and undefined: how every consumer that pulls by platform starts.
+ */
+export function imageOrFinding(
+  subject: CheckSubject,
+  want: (p: Platform) => boolean,
+  f: Findings,
+  rule: string,
+  why: (listed: string) => string,
+  fix: string,
+): { image: SubjectImage; platform?: string } | undefined {
+  const hit = imageFor(subject, want);
+  if (!hit) f.add(rule, why(listedPlatforms(subject)), fix);
+  return hit;
+}
+
 /** Platforms an index lists, for messages. */
 export function listedPlatforms(subject: CheckSubject): string {
   const ps = subject.images.filter((i) => i.entryPlatform).map((i) => formatPlatform(i.entryPlatform!));

@@ -3,15 +3,7 @@
  * Go client do: the index entry matching the platform asked for, then every layer unpacked into a
  * snapshot by its media type.
  */
-import {
-  type Consumer,
-  Findings,
-  imageFor,
-  isWasmEntry,
-  listedPlatforms,
-  picked,
-  type Rule,
-} from '../consumer.js';
+import { type Consumer, Findings, imageOrFinding, isWasmEntry, picked, type Rule } from '../consumer.js';
 import type { SubjectImage } from '../subject.js';
 
 const RULES: readonly Rule[] = [
@@ -43,15 +35,16 @@ export const containerd: Consumer = {
   rules: RULES,
   check(subject) {
     const f = new Findings(RULES);
-    const hit = imageFor(subject, isWasmEntry);
-    if (!hit) {
-      f.add(
-        'containerd.platform',
-        `the index has no wasm entry (it lists ${listedPlatforms(subject)}); ctr images pull --platform wasip1/wasm finds no match`,
-        'list a wasm image in the index (kiln index create ... with the wasm image)',
-      );
-      return { findings: f.list };
-    }
+    const hit = imageOrFinding(
+      subject,
+      isWasmEntry,
+      f,
+      'containerd.platform',
+      (listed) =>
+        `the index has no wasm entry (it lists ${listed}); ctr images pull --platform wasip1/wasm finds no match`,
+      'list a wasm image in the index (kiln index create ... with the wasm image)',
+    );
+    if (!hit) return { findings: f.list };
     checkUnpack(hit.image, f);
     return { picked: picked(hit.image, hit.platform), findings: f.list };
   },

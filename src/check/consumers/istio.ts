@@ -5,15 +5,7 @@
  */
 import { MediaType } from '../../oci/media-types.js';
 import type { Platform } from '../../oci/platform.js';
-import {
-  type Consumer,
-  Findings,
-  imageFor,
-  listedPlatforms,
-  matching,
-  picked,
-  type Rule,
-} from '../consumer.js';
+import { type Consumer, Findings, imageOrFinding, matching, picked, type Rule } from '../consumer.js';
 import type { SubjectImage } from '../subject.js';
 
 const SOURCE = 'istio/istio pkg/wasm/imagefetcher.go';
@@ -54,15 +46,15 @@ export const istio: Consumer = {
   rules: RULES,
   check(subject) {
     const f = new Findings(RULES);
-    const hit = imageFor(subject, matching(AMD64));
-    if (!hit) {
-      f.add(
-        'istio.platform',
-        `Istio fetches an index for linux/amd64 and it lists only ${listedPlatforms(subject)}`,
-        '--node-alias linux/amd64, or push the image itself rather than an index',
-      );
-      return { findings: f.list };
-    }
+    const hit = imageOrFinding(
+      subject,
+      matching(AMD64),
+      f,
+      'istio.platform',
+      (listed) => `Istio fetches an index for linux/amd64 and it lists only ${listed}`,
+      '--node-alias linux/amd64, or push the image itself rather than an index',
+    );
+    if (!hit) return { findings: f.list };
     const layer = checkLayout(hit.image, f);
     return { picked: picked(hit.image, hit.platform, layer), findings: f.list };
   },

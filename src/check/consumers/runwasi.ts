@@ -4,15 +4,7 @@
  * the root filesystem at argv[0].
  */
 import { MediaType } from '../../oci/media-types.js';
-import {
-  type Consumer,
-  Findings,
-  imageFor,
-  isWasmEntry,
-  listedPlatforms,
-  picked,
-  type Rule,
-} from '../consumer.js';
+import { type Consumer, Findings, imageOrFinding, isWasmEntry, picked, type Rule } from '../consumer.js';
 import { argvOf, configPlatformOf, fileIn } from '../subject.js';
 import { checkUnpack, isTarLayer } from './containerd.js';
 
@@ -67,15 +59,15 @@ export const runwasi: Consumer = {
   rules: RULES,
   check(subject) {
     const f = new Findings(RULES);
-    const hit = imageFor(subject, isWasmEntry);
-    if (!hit) {
-      f.add(
-        'runwasi.platform',
-        `the index has no wasm entry (it lists ${listedPlatforms(subject)})`,
-        'list a wasm image in the index',
-      );
-      return { findings: f.list };
-    }
+    const hit = imageOrFinding(
+      subject,
+      isWasmEntry,
+      f,
+      'runwasi.platform',
+      (listed) => `the index has no wasm entry (it lists ${listed})`,
+      'list a wasm image in the index',
+    );
+    if (!hit) return { findings: f.list };
     const image = hit.image;
     checkUnpack(image, f, 'runwasi');
     const { os, architecture } = configPlatformOf(image);

@@ -5,15 +5,7 @@
  */
 import { MediaType } from '../../oci/media-types.js';
 import type { Platform } from '../../oci/platform.js';
-import {
-  type Consumer,
-  Findings,
-  imageFor,
-  listedPlatforms,
-  matching,
-  picked,
-  type Rule,
-} from '../consumer.js';
+import { type Consumer, Findings, imageOrFinding, matching, picked, type Rule } from '../consumer.js';
 
 const RULES: readonly Rule[] = [
   {
@@ -48,15 +40,16 @@ export const spin: Consumer = {
   rules: RULES,
   check(subject) {
     const f = new Findings(RULES);
-    const hit = imageFor(subject, matching(HOST));
-    if (!hit) {
-      f.add(
-        'spin.platform',
-        `Spin resolves an index to the host platform (linux/amd64 here) and it lists only ${listedPlatforms(subject)}`,
-        'push the image itself rather than an index, or --node-alias linux/amd64,linux/arm64',
-      );
-      return { findings: f.list };
-    }
+    const hit = imageOrFinding(
+      subject,
+      matching(HOST),
+      f,
+      'spin.platform',
+      (listed) =>
+        `Spin resolves an index to the host platform (linux/amd64 here) and it lists only ${listed}`,
+      'push the image itself rather than an index, or --node-alias linux/amd64,linux/arm64',
+    );
+    if (!hit) return { findings: f.list };
     const image = hit.image;
     const locked = image.layers.find((l) => l.mediaType === MediaType.SpinLockedApp);
     const legacy = typeof image.config.json?.spin_lock_version === 'number';
