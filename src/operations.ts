@@ -2,12 +2,14 @@
  * The operations behind the commands: pack, copy (with referrers and a signature check), inspect, digest, tags. Kept apart from index.ts
  * so a command loads only these and what they use, not the whole library (start-up time).
  */
+
 import type { KeyObject } from 'node:crypto';
 import { type KilnContext, withContext } from './context.js';
 import { KilnError } from './errors.js';
 import { type InspectResult, inspectSource } from './image/inspect.js';
 import type { Platform } from './oci/platform.js';
 import type { Descriptor } from './oci/types.js';
+import type { Policy } from './sign/policy.js';
 import type { VerifyReport } from './sign/verify.js';
 import { type CopyHooks, type CopyOptions, type CopyResult, copyImage } from './transport/copy.js';
 import type { ReferrersCopy } from './transport/copy-referrers.js';
@@ -42,6 +44,11 @@ export interface CopyCommandOptions extends CopyOptions, ContextOption {
    * verified; a failed check is E_VERIFY_FAILED with nothing written.
    */
   verifyKey?: KeyObject;
+  /**
+   * Verify the source against this policy first, as `kiln verify --policy` does (with `verifyKey`
+   * too, both must hold); a failed requirement is E_VERIFY_FAILED with nothing written.
+   */
+  verifyPolicy?: Policy;
 }
 
 /** What `copy` did: the image copy, and with `referrers` or `verifyKey` what they found. */
@@ -69,7 +76,7 @@ export async function copy(
     if (options.referrers) canCopyReferrers(src, dst, options);
     let from = src;
     let verified: VerifyReport | undefined;
-    if (options.verifyKey) {
+    if (options.verifyKey || options.verifyPolicy) {
       if (typeof src !== 'string')
         throw new KilnError(
           'E_USAGE',
@@ -78,7 +85,8 @@ export async function copy(
       // Verified before the destination is opened: a failure writes nothing. The copy reads the digest verified.
       const { requireVerified } = await import('./sign/verify.js');
       const pinned = await requireVerified(src, {
-        key: options.verifyKey,
+        ...(options.verifyKey ? { key: options.verifyKey } : {}),
+        ...(options.verifyPolicy ? { policy: options.verifyPolicy } : {}),
         context,
         signal,
         ...(options.source?.registry ? { registry: options.source.registry } : {}),

@@ -438,6 +438,52 @@ test('run --verify-key: a signed wasm image runs; unsigned or signed by another 
   assert.match(file.message, /is a file/);
 });
 
+test("copy and run --verify-policy: the policy's signers must hold before anything is written or run", {
+  skip,
+}, async () => {
+  const { mine } = await keys();
+  const reg = await sharedRegistry('none');
+  const repo = `${reg.host}/vp/app`;
+  const signed = await packed(`${repo}:signed`, 'vp-signed');
+  await kOk(['sign', `${repo}:signed`, '--key', mine.key]);
+  await packed(`${repo}:unsigned`, 'vp-unsigned');
+  const policy = writeFile(
+    'vp.yaml',
+    `version: 1\nrepositories:\n  - match: ${reg.host}/vp/*\n    signers: [mine.pub]\n`,
+  );
+
+  const good = await kJson<CopyJson>([
+    'copy',
+    `${repo}:signed`,
+    `${reg.host}/vp/copied:1`,
+    '--verify-policy',
+    policy,
+  ]);
+  assert.equal(good.descriptor.digest, signed);
+  assert.equal(good.verified?.ok, true);
+  const refused = await kFails(
+    ['copy', `${repo}:unsigned`, `${reg.host}/vp/refused:1`, '--verify-policy', policy],
+    'E_VERIFY_FAILED',
+  );
+  assert.match(refused.message, /no cosign signature/);
+  assert.equal(await registryGet(reg.url, 'vp/refused/manifests/1'), undefined, 'nothing written');
+  // A repository the policy has no rule for is refused too.
+  await packed(`${reg.host}/elsewhere/app:1`, 'vp-elsewhere');
+  await kFails(
+    ['copy', `${reg.host}/elsewhere/app:1`, `${reg.host}/vp/x:1`, '--verify-policy', policy],
+    'E_VERIFY_FAILED',
+  );
+
+  assert.match(
+    await kOk(['run', `${repo}:signed`, '--verify-policy', policy, '--', 'by policy']),
+    /hello, by policy/,
+  );
+  const r = await k(['run', `${repo}:unsigned`, '--verify-policy', policy, '--json', '--', 'ran']);
+  assert.notEqual(r.code, 0);
+  assert.doesNotMatch(r.stdout, /hello/, 'the guest did not run');
+  assert.equal((JSON.parse(r.stdout) as { error: KilnJsonError }).error.code, 'E_VERIFY_FAILED');
+});
+
 // ---------------------------------------------------------------------------------------------------
 // verify --policy
 

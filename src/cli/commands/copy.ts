@@ -35,6 +35,10 @@ export function register(program: Command): void {
       '--verify-key <key>',
       "verify the source's signatures with this public key first (as kiln verify); on failure nothing is written",
     )
+    .option(
+      '--verify-policy <file>',
+      'verify the source against this policy first (as kiln verify --policy; docs/signing.md); on failure nothing is written',
+    )
     .option('--src-creds <user:password>', 'credentials for the source registry')
     .option('--dest-creds <user:password>', 'credentials for the destination registry')
     .addHelpText(
@@ -70,6 +74,9 @@ export function register(program: Command): void {
         const kiln = { ...(await import('../../api/transport.js')), ...(await import('../../api/oci.js')) };
         const platform = opts.platform ? kiln.parsePlatform(opts.platform) : undefined;
         const verifyKey = opts.verifyKey ? await publicKey(opts.verifyKey) : undefined;
+        const verifyPolicy = opts.verifyPolicy
+          ? await (await import('../../api/sign.js')).loadPolicy(opts.verifyPolicy)
+          : undefined;
         const progress = new Progress(out.flags);
         const result = await kiln
           .copy(src, dst, {
@@ -77,6 +84,7 @@ export function register(program: Command): void {
             format: opts.format,
             ...(opts.referrers ? { referrers: true } : {}),
             ...(verifyKey ? { verifyKey } : {}),
+            ...(verifyPolicy ? { verifyPolicy } : {}),
             jobs: jobs(cmd),
             onEvent: progress.handler(),
             context,

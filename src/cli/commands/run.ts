@@ -29,6 +29,10 @@ export function register(program: Command): void {
       '--verify-key <key>',
       "verify the image's signatures with this public key first (as kiln verify) and run the digest verified",
     )
+    .option(
+      '--verify-policy <file>',
+      'verify the image against this policy first (as kiln verify --policy); on failure nothing runs',
+    )
     .addHelpText(
       'after',
       examples([
@@ -43,19 +47,26 @@ export function register(program: Command): void {
       const kiln = { ...(await import('../../api/run.js')), ...(await import('../../api/oci.js')) };
       const platform = opts.platform ? kiln.parsePlatform(opts.platform) : undefined;
       let target = image;
-      if (opts.verifyKey) {
+      if (opts.verifyKey || opts.verifyPolicy) {
         if (image.endsWith('.wasm') && !image.includes(':'))
           throw new KilnError(
             'E_USAGE',
-            `--verify-key checks an image's signatures, and ${image} is a file`,
+            `--verify-key and --verify-policy check an image's signatures, and ${image} is a file`,
             {
               hint: 'run it from a registry or an oci: layout it was signed in',
             },
           );
-        const key = await publicKey(opts.verifyKey);
-        const { requireVerified } = await import('../../api/sign.js');
+        const key = opts.verifyKey ? await publicKey(opts.verifyKey) : undefined;
+        const { loadPolicy, requireVerified } = await import('../../api/sign.js');
+        const policy = opts.verifyPolicy ? await loadPolicy(opts.verifyPolicy) : undefined;
         // The guest runs from the digest verified, even if the tag moves meanwhile.
-        target = (await requireVerified(image, { key, context: contextOf(cmd) })).ref;
+        target = (
+          await requireVerified(image, {
+            ...(key ? { key } : {}),
+            ...(policy ? { policy } : {}),
+            context: contextOf(cmd),
+          })
+        ).ref;
       }
       process.exitCode = await kiln.runWasm(target, {
         args,
