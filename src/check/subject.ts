@@ -91,13 +91,22 @@ export async function loadSubject(source: ImageSource): Promise<CheckSubject> {
     return subject;
   }
   subject.index = parsed.index;
+  // The same manifest under several platforms (aliases) is read once; each entry keeps its platform.
+  const read = new Map<string, SubjectImage | undefined>();
   for (const entry of parsed.index.manifests) {
     if (isIndexType(entry.mediaType) || !isManifestType(entry.mediaType)) continue;
-    const raw = await source.fetchManifest(entry);
-    const child = parseManifest(raw, `${source.name} manifest ${entry.digest}`, entry.mediaType);
-    if (child.kind !== 'manifest') continue;
-    // The same manifest under two platforms (a wasi/wasm alias) is read once per entry: cheap.
-    subject.images.push(await loadImage(source, entry, child.manifest));
+    if (!read.has(entry.digest)) {
+      const raw = await source.fetchManifest(entry);
+      const child = parseManifest(raw, `${source.name} manifest ${entry.digest}`, entry.mediaType);
+      read.set(
+        entry.digest,
+        child.kind === 'manifest' ? await loadImage(source, entry, child.manifest) : undefined,
+      );
+    }
+    const image = read.get(entry.digest);
+    if (!image) continue;
+    const { entryPlatform: _, ...rest } = image;
+    subject.images.push(entry.platform ? { ...rest, entryPlatform: entry.platform } : rest);
   }
   if (subject.images.length === 0)
     throw new KilnError('E_BAD_MANIFEST', `${source.name}: the index lists no image manifests`);

@@ -33,7 +33,7 @@ import {
   OCI_INDEX,
   OCI_MANIFEST,
 } from '../support/images.js';
-import { type KilnJsonError, type KilnOptions, type KilnResult, kiln } from '../support/kiln.js';
+import { type KilnJsonError, kilnWithEnv } from '../support/kiln.js';
 import { type OpenRegistry, registrySkipReason, sharedRegistry, startRegistry } from '../support/registry.js';
 import { workDir } from '../support/temp.js';
 import { ok } from '../support/tools.js';
@@ -49,20 +49,7 @@ const skip = registrySkipReason('none');
 const PASSWORD = 'sign-copy password 1';
 const OTHER_PASSWORD = 'sign-copy password 2';
 
-async function k(args: string[], opts: KilnOptions = {}): Promise<KilnResult> {
-  return kiln(args, { ...opts, env: { KILN_PASSWORD: PASSWORD, ...opts.env } });
-}
-const kOk = async (args: string[], opts: KilnOptions = {}) =>
-  ok(await k(args, opts), `kiln ${args.join(' ')}`);
-const kJson = async <T>(args: string[], opts: KilnOptions = {}) =>
-  JSON.parse(await kOk([...args, '--json'], opts)) as T;
-async function kFails(args: string[], code: string, opts: KilnOptions = {}): Promise<KilnJsonError> {
-  const r = await k([...args, '--json'], opts);
-  assert.notEqual(r.code, 0, `kiln ${args.join(' ')} should fail\nstdout: ${r.stdout}`);
-  const { error } = JSON.parse(r.stdout) as { error: KilnJsonError };
-  assert.equal(error.code, code, error.message);
-  return error;
-}
+const { k, kOk, kJson, kFails } = kilnWithEnv({ KILN_PASSWORD: PASSWORD });
 const otherEnv = { env: { KILN_PASSWORD: OTHER_PASSWORD } };
 
 let keysMade:

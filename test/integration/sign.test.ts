@@ -48,7 +48,7 @@ import {
   sha256,
   tagged,
 } from '../support/images.js';
-import { type KilnJsonError, type KilnOptions, type KilnResult, kiln, kilnHome } from '../support/kiln.js';
+import { kiln, kilnHome, kilnWithEnv } from '../support/kiln.js';
 import { registrySkipReason, sharedRegistry } from '../support/registry.js';
 import { workDir, writeTree } from '../support/temp.js';
 import { ok, requireTool, run, toolSkipReason } from '../support/tools.js';
@@ -67,20 +67,7 @@ const OTHER_PASSWORD = 'another password 7';
 /** Everything kiln printed in this file: searched for secrets at the end. */
 const printed: string[] = [];
 
-async function k(args: string[], opts: KilnOptions = {}): Promise<KilnResult> {
-  const r = await kiln(args, { ...opts, env: { KILN_PASSWORD: PASSWORD, ...opts.env } });
-  printed.push(r.stdout, r.stderr);
-  return r;
-}
-const kOk = async (args: string[], opts: KilnOptions = {}) =>
-  ok(await k(args, opts), `kiln ${args.join(' ')}`);
-async function kFails(args: string[], code: string, opts: KilnOptions = {}): Promise<KilnJsonError> {
-  const r = await k([...args, '--json'], opts);
-  assert.notEqual(r.code, 0, `kiln ${args.join(' ')} should fail\nstdout: ${r.stdout}`);
-  const { error } = JSON.parse(r.stdout) as { error: KilnJsonError };
-  assert.equal(error.code, code, error.message);
-  return error;
-}
+const { kOk, kFails } = kilnWithEnv({ KILN_PASSWORD: PASSWORD }, (r) => printed.push(r.stdout, r.stderr));
 
 interface Keys {
   key: string;

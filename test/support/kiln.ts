@@ -178,3 +178,27 @@ export function kilnStore(
   const home = join(work, 'home');
   return { work, home, k: kilnWith(() => ({ KILN_HOME: home, ...env() }), timeoutMs) };
 }
+
+/**
+ * The helpers above with a fixed environment (KILN_PASSWORD, say) under each call's own, every result
+ * also handed to `seen` (a test that scans all output for secrets collects it there).
+ */
+export function kilnWithEnv(env: NodeJS.ProcessEnv, seen?: (r: KilnResult) => void) {
+  const k = async (args: string[], opts: KilnOptions = {}): Promise<KilnResult> => {
+    const r = await kiln(args, { ...opts, env: { ...env, ...opts.env } });
+    seen?.(r);
+    return r;
+  };
+  const kOk = async (args: string[], opts: KilnOptions = {}) =>
+    ok(await k(args, opts), `kiln ${args.join(' ')}`);
+  const kJson = async <T>(args: string[], opts: KilnOptions = {}) =>
+    JSON.parse(await kOk([...args, '--json'], opts)) as T;
+  const kFails = async (args: string[], code: string, opts: KilnOptions = {}): Promise<KilnJsonError> => {
+    const r = await k([...args, '--json'], opts);
+    assert.notEqual(r.code, 0, `kiln ${args.join(' ')} should fail\nstdout: ${r.stdout}`);
+    const { error } = JSON.parse(r.stdout) as { error: KilnJsonError };
+    assert.equal(error.code, code, error.message);
+    return error;
+  };
+  return { k, kOk, kJson, kFails };
+}

@@ -13,21 +13,31 @@ const RULES: readonly Rule[] = [
     says: 'an index is narrowed to the platform asked for; with no wasm entry the pull fails ("no match for platform in manifest")',
     source: 'containerd/containerd images/handlers.go (LimitManifests), platforms/platforms.go',
   },
-  {
-    id: 'containerd.diff-ids',
-    severity: 'fail',
-    says: 'the layers of a layer type (application/vnd.oci.image.layer.*, Docker rootfs diffs) must match the config\'s rootfs.diff_ids one to one ("mismatched image rootfs and manifest layers")',
-    source:
-      'containerd/containerd images/image.go (getLayers), pkg/unpack/unpacker.go, images/mediatypes.go (IsLayerType)',
-  },
-  {
-    id: 'containerd.layers',
-    severity: 'gate',
-    says: 'layers of other types (application/wasm, runwasi\'s and Spin\'s) are left out of unpacking from 1.6.25 and 1.7.7 ("Allow for images with artifacts to pull"); older versions fail with "mismatched image rootfs and manifest layers"',
-    source:
-      'containerd/containerd images/image.go (getLayers, v1.6.25, v1.7.7); containerd/runwasi docs/src/getting-started/demos.md',
-  },
+  ...unpackRules('containerd', 'unpacking'),
 ];
+
+/**
+ * The two rules of containerd's unpack, for every consumer that pulls through containerd (ctr, a
+ * node's CRI, runwasi's shims): `<prefix>.diff-ids` and the `<prefix>.layers` version gate.
+ */
+export function unpackRules(prefix: string, who: string): Rule[] {
+  return [
+    {
+      id: `${prefix}.diff-ids`,
+      severity: 'fail',
+      says: `${who}: the layers of a layer type (application/vnd.oci.image.layer.*, Docker rootfs diffs) must match the config's rootfs.diff_ids one to one ("mismatched image rootfs and manifest layers")`,
+      source:
+        'containerd/containerd images/image.go (getLayers), pkg/unpack/unpacker.go, images/mediatypes.go (IsLayerType)',
+    },
+    {
+      id: `${prefix}.layers`,
+      severity: 'gate',
+      says: `${who}: layers of other types (application/wasm, runwasi's and Spin's) are left out of unpacking from 1.6.25 and 1.7.7 ("Allow for images with artifacts to pull"); older versions fail with "mismatched image rootfs and manifest layers"`,
+      source:
+        'containerd/containerd images/image.go (getLayers, v1.6.25, v1.7.7); containerd/runwasi docs/src/getting-started/demos.md',
+    },
+  ];
+}
 
 export const containerd: Consumer = {
   name: 'containerd',
@@ -70,16 +80,11 @@ export function checkUnpack(image: SubjectImage, f: Findings, prefix = 'containe
     );
 }
 
-/** containerd's images.IsLayerType: what unpacking applies as a layer. */
+/** containerd's images.IsLayerType: what unpacking applies as a layer (a tar stream, for crun and runwasi's rootfs too). */
 export function isLayerType(mediaType: string): boolean {
   return (
     mediaType.startsWith('application/vnd.oci.image.layer.') ||
     mediaType.startsWith('application/vnd.docker.image.rootfs.diff.tar') ||
     mediaType === 'application/vnd.docker.image.rootfs.foreign.diff.tar.gzip'
   );
-}
-
-/** A layer whose blob is a tar stream (what crun and runwasi's rootfs fallback need). */
-export function isTarLayer(mediaType: string): boolean {
-  return isLayerType(mediaType);
 }

@@ -4,7 +4,7 @@
  */
 import { type Consumer, Findings, picked, type Rule } from '../consumer.js';
 import { argvOf, fileIn, type SubjectImage } from '../subject.js';
-import { isTarLayer } from './containerd.js';
+import { isLayerType } from './containerd.js';
 
 const RULES: readonly Rule[] = [
   {
@@ -76,7 +76,7 @@ function checkImage(image: SubjectImage, f: Findings): void {
         : `${handler !== undefined ? `${HANDLER}: ${handler}` : `${VARIANT}: ${variant}`} does not select a wasm handler`,
       `--format image writes ${VARIANT}: compat-smart (or --annotation ${VARIANT}=compat)`,
     );
-  const tar = image.layers.filter((l) => isTarLayer(l.mediaType));
+  const tar = image.layers.filter((l) => isLayerType(l.mediaType));
   const argv = argvOf(image);
   if (tar.length === 0) {
     f.add(

@@ -12,7 +12,7 @@ import {
   picked,
   type Rule,
 } from '../consumer.js';
-import { checkUnpack } from './containerd.js';
+import { checkUnpack, unpackRules } from './containerd.js';
 
 const RULES: readonly Rule[] = [
   {
@@ -22,19 +22,7 @@ const RULES: readonly Rule[] = [
     source:
       'containerd/containerd pkg/cri/server/image_pull.go (platforms.Default), images/handlers.go (LimitManifests)',
   },
-  {
-    id: 'k8s.diff-ids',
-    severity: 'fail',
-    says: 'the CRI unpacks the pulled image: its tar layers must match rootfs.diff_ids ("mismatched image rootfs and manifest layers")',
-    source:
-      'containerd/containerd pkg/cri/server/image_pull.go (WithPullUnpack), images/image.go (getLayers)',
-  },
-  {
-    id: 'k8s.layers',
-    severity: 'gate',
-    says: 'layers that are not tar need containerd 1.6.25+ or 1.7.7+ on the node',
-    source: 'containerd/containerd pkg/unpack/unpacker.go; containerd/runwasi README',
-  },
+  ...unpackRules('k8s', 'the CRI unpacks what it pulls'),
 ];
 
 /** The node platforms checked: the two Kubernetes nodes run on. */

@@ -6,7 +6,7 @@
 import { MediaType } from '../../oci/media-types.js';
 import { type Consumer, Findings, imageOrFinding, isWasmEntry, picked, type Rule } from '../consumer.js';
 import { argvOf, configPlatformOf, fileIn } from '../subject.js';
-import { checkUnpack, isTarLayer } from './containerd.js';
+import { checkUnpack, isLayerType, unpackRules } from './containerd.js';
 
 /** The layer types the shims keep by default (Shim::supported_layers_types). */
 export const RUNWASI_LAYER_TYPES: readonly string[] = [MediaType.RunwasiLayer, MediaType.WasmLayer];
@@ -33,24 +33,13 @@ const RULES: readonly Rule[] = [
       'containerd/runwasi crates/containerd-shim-wasm/src/sandbox/mod.rs (can_handle), sandbox/context.rs (entrypoint)',
   },
   {
-    id: 'runwasi.diff-ids',
-    severity: 'fail',
-    says: 'containerd unpacks the image before the shim starts: tar layers must match rootfs.diff_ids',
-    source: 'containerd/containerd images/image.go (getLayers), pkg/unpack/unpacker.go',
-  },
-  {
     id: 'runwasi.index',
     severity: 'fail',
     says: "the shim reads the image's target as a manifest; behind an index it finds no wasm layers and falls back to files in the root filesystem",
     source:
       'containerd/runwasi crates/containerd-shim-wasm/src/containerd/client.rs (get_image_manifest_and_digest), src/sys/unix/container/instance.rs',
   },
-  {
-    id: 'runwasi.layers',
-    severity: 'gate',
-    says: 'wasm layers need containerd 1.6.25+ or 1.7.7+, which skip layers that are not tar when unpacking',
-    source: 'containerd/runwasi README; containerd/containerd pkg/unpack/unpacker.go',
-  },
+  ...unpackRules('runwasi', 'containerd unpacks the image before the shim starts'),
 ];
 
 export const runwasi: Consumer = {
@@ -102,7 +91,7 @@ export const runwasi: Consumer = {
         '--platform wasip1/wasm (architecture wasm)',
       );
     const argv = argvOf(image);
-    if (!image.layers.some((l) => isTarLayer(l.mediaType)))
+    if (!image.layers.some((l) => isLayerType(l.mediaType)))
       f.add(
         'runwasi.entrypoint',
         `no wasm layer of type ${RUNWASI_LAYER_TYPES.join(' or ')} and no root filesystem: nothing to run`,

@@ -75,6 +75,19 @@ export function register(program: Command): void {
       const platforms = commaList(opts.platform).map(parsePlatform);
       const aliases = aliasesOf(opts, parsePlatform);
       const context = contextOf(cmd);
+      // How the result is packed and written: the same for one project and for a workspace's each.
+      const packing = {
+        ...(opts.to ? { to: opts.to as string[] } : {}),
+        ...(opts.format ? { format: opts.format } : {}),
+        ...(platforms.length ? { platforms } : {}),
+        ...(opts.base ? { base: opts.base as string } : {}),
+        ...(aliases?.wasi ? { wasiAlias: true } : {}),
+        ...(aliases?.node ? { nodeAliases: aliases.node } : {}),
+        ...(opts.check ? { check: commaList(opts.check) } : {}),
+        // Unset unless --sbom[=bool] or --no-sbom: kiln.yaml's `sbom` decides then.
+        ...(opts.sbom !== undefined ? { sbom: opts.sbom !== false } : {}),
+        ...(signKey ? { signKey } : {}),
+      };
       if (await isWorkspace(dir, opts.file, context)) {
         const { buildWorkspaceCommand, checkWorkspaceFlags } = await import('../workspace.js');
         checkWorkspaceFlags(opts);
@@ -87,15 +100,7 @@ export function register(program: Command): void {
             context,
             ...(explicitJobs ? { jobs: jobs(cmd) } : {}),
             ...(opts.failFast ? { failFast: true } : {}),
-            ...(opts.to ? { to: opts.to as string[] } : {}),
-            ...(opts.format ? { format: opts.format } : {}),
-            ...(platforms.length ? { platforms } : {}),
-            ...(opts.base ? { base: opts.base as string } : {}),
-            ...(aliases?.wasi ? { wasiAlias: true } : {}),
-            ...(aliases?.node ? { nodeAliases: aliases.node } : {}),
-            ...(opts.check ? { check: commaList(opts.check) } : {}),
-            ...(opts.sbom !== undefined ? { sbom: opts.sbom !== false } : {}),
-            ...(signKey ? { signKey } : {}),
+            ...packing,
           },
           out,
         );
@@ -103,16 +108,7 @@ export function register(program: Command): void {
       const result = await build({
         context,
         ...toCompileOptions(dir, opts, out),
-        ...(opts.to ? { to: opts.to as string[] } : {}),
-        ...(opts.format ? { format: opts.format } : {}),
-        ...(platforms.length ? { platforms } : {}),
-        ...(opts.base ? { base: opts.base as string } : {}),
-        ...(aliases?.wasi ? { wasiAlias: true } : {}),
-        ...(aliases?.node ? { nodeAliases: aliases.node } : {}),
-        ...(opts.check ? { check: commaList(opts.check) } : {}),
-        // Unset unless --sbom[=bool] or --no-sbom: kiln.yaml's `sbom` decides then.
-        ...(opts.sbom !== undefined ? { sbom: opts.sbom !== false } : {}),
-        ...(signKey ? { signKey } : {}),
+        ...packing,
         onBuildEvent: (e) => {
           if (e.type === 'compile' && e.platform) out.info(`compiling for ${formatPlatform(e.platform)}`);
         },
