@@ -27,10 +27,9 @@ try {
     banner: {
       js: "import { createRequire as kilnCreateRequire } from 'node:module'; const require = kilnCreateRequire(import.meta.url);",
     },
-    // dockerode (and ssh2, grpc under it) loads only for the docker runner, from node_modules: it has
-    // optional native parts a bundle cannot hold. jco (components: componentize, run) loads from
-    // node_modules too: it is large and finds its WebAssembly files beside its own modules.
-    external: ['dockerode', '@bytecodealliance/*'],
+    // jco (components: componentize, run) loads from node_modules: it is large and finds its
+    // WebAssembly files beside its own modules.
+    external: ['@bytecodealliance/*'],
     chunkNames: 'chunks/[name]-[hash]',
     legalComments: 'none',
     logLevel: 'warning',

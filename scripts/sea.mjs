@@ -1,10 +1,8 @@
 // `npm run sea`: dist/kiln, kiln as one executable file (Node's single executable applications).
 //
 // A single executable's main script must be one CommonJS file that requires nothing but Node's
-// built-in modules, so this is a second esbuild bundle, unlike dist/bin/kiln.js (ESM, lazy chunks,
-// dockerode from node_modules): everything in one file, dockerode included (its optional native
-// parts, ssh2's crypto binding and cpu-features, are loaded in try/catch and fall back to JS), and
-// every import() turned into a require(). The bundle is made into a blob with
+// built-in modules, so this is a second esbuild bundle, unlike dist/bin/kiln.js (ESM, lazy chunks):
+// everything in one file, and every import() turned into a require(). The bundle is made into a blob with
 // `node --experimental-sea-config`, and the blob injected into a copy of this node binary with
 // postject. Intermediate files live in a temp dir; dist/kiln is replaced by an atomic rename.
 import { execFileSync, spawnSync } from 'node:child_process';

@@ -4,19 +4,16 @@
  * the engine what it can load (/info) and to load images; the docker/podman runner also looks images
  * up and runs its containers through it.
  *
- * Start-up cost decides the split: the small requests (ping, /info, image inspect, /images/load) go
- * over node's own http/https on unix and tcp endpoints, so `kiln copy ... docker-daemon:` never loads
- * dockerode (~230 ms). dockerode loads on first use of `docker()`: for containers (attach and its
- * stream framing), and for every request to an ssh endpoint (its ssh2 transport runs
- * `docker system dial-stdio` on the far side).
+ * Every request goes over node's own http (https for TLS endpoints; for ssh, through
+ * `ssh HOST docker system dial-stdio`, see ssh.ts), one connection each: no client library to load
+ * (dockerode cost ~230 ms of start-up), nothing left open to keep the process alive.
  *
  * Every failure is a KilnError: E_ENGINE when the engine cannot be reached or fails a request, E_TLS
  * when the TLS handshake with it fails, E_ABORTED when the caller's signal stopped the request.
  */
 import { createReadStream, existsSync } from 'node:fs';
 import type * as http from 'node:http';
-import type { Readable } from 'node:stream';
-import type Dockerode from 'dockerode';
+import type { Readable, Writable } from 'node:stream';
 import { KilnError } from '../errors.js';
 import { ENGINE_LABEL, type EngineEndpoint, type EngineName, engineEndpoint } from './endpoint.js';
 
@@ -34,6 +31,29 @@ export interface EngineInfo {
   rootless: boolean;
 }
 
+/** The parts of the Engine API's container create body that kiln sets. */
+export interface ContainerSpec {
+  Image: string;
+  Entrypoint?: string[];
+  Cmd?: string[];
+  WorkingDir?: string;
+  Env?: string[];
+  User?: string;
+  Labels?: Record<string, string>;
+  AttachStdout?: boolean;
+  AttachStderr?: boolean;
+  Tty?: boolean;
+  OpenStdin?: boolean;
+  HostConfig?: {
+    NetworkMode?: string;
+    CapDrop?: string[];
+    SecurityOpt?: string[];
+    Tmpfs?: Record<string, string>;
+    Mounts?: { Type: 'bind'; Source: string; Target: string; ReadOnly: boolean }[];
+    ReadonlyRootfs?: boolean;
+  };
+}
+
 const PING_TIMEOUT_MS = 1_500;
 /** ssh needs a key exchange before the engine can answer. */
 const SSH_PING_TIMEOUT_MS = 5_000;
@@ -44,20 +64,16 @@ export const NO_CONTAINERD_HINT =
   'this engine stores images without containerd, which rejects os wasip1/wasi; enable the containerd image store ' +
   '(Docker Desktop, or "features": {"containerd-snapshotter": true} in daemon.json), or use --platform linux/amd64 for a loadable image';
 
-/** What dockerode's typings leave out: ping and info take an abort signal. */
-interface Abortable {
-  ping(options: { abortSignal: AbortSignal }): Promise<unknown>;
-  info(options: { abortSignal: AbortSignal | undefined }): Promise<Record<string, unknown>>;
-}
-
 /** A request's options: a body streamed up, and a signal that stops it. */
 interface RequestOptions {
   body?: Readable;
+  /** A JSON body. */
+  json?: unknown;
   headers?: Record<string, string>;
   signal?: AbortSignal | undefined;
 }
 
-/** An answer the engine gave with an error status, shaped like dockerode's errors. */
+/** An answer the engine gave with an error status. */
 class EngineAnswerError extends Error {
   constructor(
     readonly statusCode: number,
@@ -72,7 +88,6 @@ class EngineAnswerError extends Error {
 
 export class EngineClient {
   readonly label: 'Docker' | 'Podman';
-  private dockerode: Promise<Dockerode> | undefined;
 
   constructor(readonly endpoint: EngineEndpoint) {
     this.label = ENGINE_LABEL[endpoint.engine];
@@ -87,26 +102,6 @@ export class EngineClient {
     return this.endpoint.engine;
   }
 
-  /** dockerode for this endpoint, loaded and set up on first use. */
-  docker(): Promise<Dockerode> {
-    this.dockerode ??= (async () => {
-      const { default: Docker } = await import('dockerode');
-      try {
-        const docker = new Docker(this.endpoint.options);
-        if (this.ssh) quietSshUrls(docker.modem as unknown as Dialer);
-        return docker;
-      } catch (err) {
-        // docker-modem still reads DOCKER_HOST and DOCKER_CERT_PATH on its own, and throws on bad ones.
-        throw new KilnError(
-          'E_ENGINE',
-          `cannot set up a connection to the ${this.label} engine at ${this.endpoint.display}: ${message(err)}`,
-          { cause: err },
-        );
-      }
-    })();
-    return this.dockerode;
-  }
-
   /** Why no engine answers here, one line (`no Docker engine answers at ... (no such socket)`); undefined when one does. */
   async unavailable(): Promise<string | undefined> {
     const socket = this.endpoint.options.socketPath;
@@ -116,11 +111,7 @@ export class EngineClient {
     const timeout = this.ssh ? SSH_PING_TIMEOUT_MS : PING_TIMEOUT_MS;
     const signal = AbortSignal.timeout(timeout);
     try {
-      if (this.ssh) await ((await this.docker()) as unknown as Abortable).ping({ abortSignal: signal });
-      else {
-        const { status, text } = await this.request('GET', '/_ping', { signal });
-        if (status !== 200) throw new EngineAnswerError(status, parseJson(text), text);
-      }
+      await this.call('GET', '/_ping', { signal });
       return undefined;
     } catch (err) {
       if (err instanceof KilnError) return err.message;
@@ -130,7 +121,6 @@ export class EngineClient {
 
   /** The engine's /info: its os, version, whether it keeps images in containerd, whether it is rootless. */
   async info(signal?: AbortSignal): Promise<EngineInfo> {
-    const doing = 'read the engine information';
     let info: {
       OSType?: unknown;
       ServerVersion?: unknown;
@@ -138,18 +128,11 @@ export class EngineClient {
       SecurityOptions?: unknown;
     };
     try {
-      if (this.ssh)
-        info = await ((await this.docker()) as unknown as Abortable).info({ abortSignal: signal });
-      else {
-        const { status, text } = await this.request('GET', '/info', { signal });
-        const json = parseJson(text);
-        if (status !== 200) throw new EngineAnswerError(status, json, text);
-        if (typeof json !== 'object' || json === null)
-          throw new Error('the answer to /info is not a JSON object');
-        info = json;
-      }
+      const json = parseJson(await this.call('GET', '/info', { signal }));
+      if (json === undefined) throw new Error('the answer to /info is not a JSON object');
+      info = json;
     } catch (err) {
-      throw this.error(err, doing);
+      throw this.error(err, 'read the engine information');
     }
     const driverStatus = Array.isArray(info.DriverStatus) ? (info.DriverStatus as unknown[]) : [];
     const containerdStore = driverStatus.some(
@@ -174,14 +157,7 @@ export class EngineClient {
   async imageId(name: string, signal?: AbortSignal): Promise<string | undefined> {
     let id: unknown;
     try {
-      // dockerode's image inspect takes no signal (its options become the query).
-      if (this.ssh) id = (await (await this.docker()).getImage(name).inspect()).Id;
-      else {
-        const { status, text } = await this.request('GET', `/images/${name}/json`, { signal });
-        const json = parseJson(text);
-        if (status !== 200) throw new EngineAnswerError(status, json, text);
-        id = json?.['Id'];
-      }
+      id = parseJson(await this.call('GET', `/images/${name}/json`, { signal }))?.['Id'];
     } catch (err) {
       if ((err as { statusCode?: number }).statusCode === 404) return undefined;
       throw this.error(err, `look up the image ${name}`);
@@ -196,33 +172,71 @@ export class EngineClient {
    * the engine's refusal (E_ENGINE, hinting at the containerd image store when the os was the problem).
    */
   async loadImage(file: string, name: string, signal?: AbortSignal): Promise<void> {
-    const doing = `load ${name}`;
-    let status = 200;
     let text: string;
     try {
-      if (this.ssh) {
-        const docker = await this.docker();
-        const answer = await docker.loadImage(createReadStream(file), { quiet: true, abortSignal: signal });
-        text = await readText(answer);
-      } else {
-        ({ status, text } = await this.request('POST', '/images/load?quiet=1', {
-          body: createReadStream(file),
-          headers: { 'Content-Type': 'application/x-tar' },
-          signal,
-        }));
-      }
+      text = await this.call('POST', '/images/load?quiet=1', {
+        body: createReadStream(file),
+        headers: { 'Content-Type': 'application/x-tar' },
+        signal,
+      });
     } catch (err) {
       const refusal = (err as { json?: { message?: unknown } }).json?.message;
       if (typeof refusal === 'string') throw this.refused(name, refusal);
-      throw this.error(err, doing);
+      throw this.error(err, `load ${name}`);
     }
     checkLoadAnswer(text, (why) => this.refused(name, why));
-    if (status >= 300) throw this.refused(name, `HTTP ${status} ${text.trim().slice(0, 200)}`);
   }
 
-  /** Creates a container (dockerode's, for attach, start, wait, archives, remove). Errors are dockerode's: pass them to `error`. */
-  async createContainer(spec: Dockerode.ContainerCreateOptions): Promise<Dockerode.Container> {
-    return (await this.docker()).createContainer(spec);
+  /** Creates a container; its ID. Errors are the engine's: pass them to `error`. */
+  async createContainer(spec: ContainerSpec, signal?: AbortSignal): Promise<string> {
+    const id = parseJson(await this.call('POST', '/containers/create', { json: spec, signal }))?.['Id'];
+    if (typeof id !== 'string') throw new Error('the answer to /containers/create has no Id');
+    return id;
+  }
+
+  /**
+   * Attaches to a container's stdout and stderr (made without a TTY), writing each to its stream as it
+   * comes; resolves once attached, with the promise that the output ends (on the container's exit, or
+   * an error or abort; it never rejects).
+   */
+  async attach(
+    id: string,
+    stdout: Writable | NodeJS.WritableStream,
+    stderr: Writable | NodeJS.WritableStream,
+    signal?: AbortSignal,
+  ): Promise<{ ended: Promise<void> }> {
+    const res = await this.send('POST', `/containers/${id}/attach?stream=1&stdout=1&stderr=1`, { signal });
+    return { ended: demuxStream(res, stdout, stderr).catch(() => {}) };
+  }
+
+  async startContainer(id: string, signal?: AbortSignal): Promise<void> {
+    await this.call('POST', `/containers/${id}/start`, { signal });
+  }
+
+  /** Waits for the container to stop; its exit status. */
+  async waitContainer(id: string, signal?: AbortSignal): Promise<number> {
+    const answer = parseJson(await this.call('POST', `/containers/${id}/wait`, { signal }));
+    const code = answer?.['StatusCode'];
+    return typeof code === 'number' ? code : 1;
+  }
+
+  /** Removes the container, running or not, with its anonymous volumes. */
+  async removeContainer(id: string, signal?: AbortSignal): Promise<void> {
+    await this.call('DELETE', `/containers/${id}?force=1&v=1`, { signal });
+  }
+
+  /** Extracts a tar into the container at `dir`. */
+  async putArchive(id: string, dir: string, tar: Readable, signal?: AbortSignal): Promise<void> {
+    await this.call('PUT', `/containers/${id}/archive?path=${encodeURIComponent(dir)}`, {
+      body: tar,
+      headers: { 'Content-Type': 'application/x-tar' },
+      signal,
+    });
+  }
+
+  /** `path` in the container, as a tar stream. */
+  async getArchive(id: string, path: string, signal?: AbortSignal): Promise<Readable> {
+    return this.send('GET', `/containers/${id}/archive?path=${encodeURIComponent(path)}`, { signal });
   }
 
   /** An engine that refused or could not be reached, as one line saying what kiln was doing. */
@@ -238,6 +252,15 @@ export class EngineClient {
         hint: 'DOCKER_CERT_PATH must hold ca.pem (the CA that signed the engine) and the client cert.pem and key.pem it accepts',
         cause: err,
       });
+    if (code === 'ESSH')
+      return new KilnError(
+        'E_ENGINE',
+        `cannot reach the ${this.label} engine at ${this.endpoint.display}: ssh: ${message(err)}`,
+        {
+          hint: `\`ssh ${(this.endpoint.options.sshArgs ?? []).join(' ')} docker system dial-stdio\` must work (keys, known hosts, docker on the far side)`,
+          cause: err,
+        },
+      );
     if (code !== undefined && UNREACHABLE_CODE.test(code))
       return new KilnError(
         'E_ENGINE',
@@ -264,47 +287,45 @@ export class EngineClient {
     return this.endpoint.options.protocol === 'ssh';
   }
 
-  /** One request over node's http/https (unix and tcp endpoints): the status and the body, read whole. */
-  private async request(
-    method: string,
-    urlPath: string,
-    opts: RequestOptions = {},
-  ): Promise<{ status: number; text: string }> {
+  /** One request whose answer is read whole; its body as text. Rejects with EngineAnswerError on an error status. */
+  private async call(method: string, urlPath: string, opts: RequestOptions = {}): Promise<string> {
+    return readText(await this.send(method, urlPath, opts));
+  }
+
+  /**
+   * One request over node's http/https (or an ssh dial-stdio connection): resolves with the answer
+   * once its head is in, its body left to stream. An error status rejects (EngineAnswerError).
+   */
+  private async send(method: string, urlPath: string, opts: RequestOptions = {}): Promise<http.IncomingMessage> {
     const o = this.endpoint.options;
     // node:https (and with it node:tls) loads only for a TLS endpoint.
     const transport: { request: typeof http.request } =
       o.protocol === 'https' ? await import('node:https') : await import('node:http');
-    const target: http.RequestOptions & { ca?: unknown; cert?: unknown; key?: unknown } =
-      o.socketPath !== undefined
-        ? { socketPath: o.socketPath }
-        : { host: o.host, port: o.port, ca: o.ca, cert: o.cert, key: o.key };
-    return new Promise((resolve, reject) => {
+    let target: http.RequestOptions & { ca?: unknown; cert?: unknown; key?: unknown };
+    if (o.protocol === 'ssh') {
+      const { DialStdio } = await import('./ssh.js');
+      const sshArgs = o.sshArgs ?? [];
+      const display = this.endpoint.display;
+      // No agent: the connection (and its ssh) is this request's alone.
+      target = { host: 'docker', createConnection: () => new DialStdio(sshArgs, display) as never };
+    } else
+      target = {
+        // One connection per request: nothing stays open to keep the process alive.
+        agent: false,
+        ...(o.socketPath !== undefined
+          ? { socketPath: o.socketPath }
+          : { host: o.host, port: o.port, ca: o.ca, cert: o.cert, key: o.key }),
+      };
+    const headers = { ...opts.headers };
+    const payload = opts.json === undefined ? undefined : Buffer.from(JSON.stringify(opts.json));
+    if (payload) {
+      headers['Content-Type'] = 'application/json';
+      headers['Content-Length'] = String(payload.length);
+    }
+    const res = await new Promise<http.IncomingMessage>((resolve, reject) => {
       const req = transport.request(
-        {
-          ...target,
-          method,
-          path: urlPath,
-          headers: { ...opts.headers },
-          // One connection per request: nothing stays open to keep the process alive.
-          agent: false,
-          ...(opts.signal ? { signal: opts.signal } : {}),
-        },
-        (res) => {
-          const parts: Buffer[] = [];
-          let size = 0;
-          res.on('data', (chunk: Buffer) => {
-            size += chunk.length;
-            if (size > ANSWER_LIMIT) {
-              res.destroy(new Error(`the answer to ${method} ${urlPath} is over ${ANSWER_LIMIT} bytes`));
-              return;
-            }
-            parts.push(chunk);
-          });
-          res.on('end', () =>
-            resolve({ status: res.statusCode ?? 0, text: Buffer.concat(parts).toString('utf8') }),
-          );
-          res.on('error', reject);
-        },
+        { ...target, method, path: urlPath, headers, ...(opts.signal ? { signal: opts.signal } : {}) },
+        resolve,
       );
       req.on('error', reject);
       const body = opts.body;
@@ -314,37 +335,51 @@ export class EngineClient {
           reject(err);
         });
         body.pipe(req);
-      } else req.end();
+      } else req.end(payload);
     });
+    const status = res.statusCode ?? 0;
+    if (status >= 200 && status < 300) return res;
+    const text = await readText(res).catch(() => '');
+    throw new EngineAnswerError(status, parseJson(text), text);
   }
 }
 
-interface Dialer {
-  dial(...args: unknown[]): unknown;
-}
-
 /**
- * docker-modem builds an invalid URL for every ssh request (`ssh:HOST:PORTHOST`: only the ssh agent
- * is used, the URL's host and port never are), and node's url.parse warns about it (DEP0170) on the
- * user's terminal. That warning alone is dropped, while a request is dialled: dial parses
- * synchronously, so nothing else runs meanwhile. This modem only (no global change).
+ * Splits the Engine API's multiplexed stream (a container's output without a TTY) into stdout and
+ * stderr: frames of an 8-byte head (stream: 1 stdout, 2 stderr; 3 zero bytes; the size, big-endian)
+ * and that many bytes. Waits for a full output stream to drain.
  */
-function quietSshUrls(modem: Dialer): void {
-  const dial = modem.dial.bind(modem);
-  modem.dial = (...args: unknown[]) => {
-    const emitWarning = process.emitWarning;
-    process.emitWarning = function (this: NodeJS.Process, warning: string | Error, ...rest: unknown[]) {
-      const opt = rest[0];
-      const code = typeof opt === 'string' ? rest[1] : (opt as { code?: unknown } | undefined)?.code;
-      if (code === 'DEP0170') return;
-      return (emitWarning as (...a: unknown[]) => void).call(this, warning, ...rest);
-    } as typeof process.emitWarning;
-    try {
-      return dial(...args);
-    } finally {
-      process.emitWarning = emitWarning;
+export async function demuxStream(
+  raw: Readable,
+  stdout: Writable | NodeJS.WritableStream,
+  stderr: Writable | NodeJS.WritableStream,
+): Promise<void> {
+  const head = Buffer.alloc(8);
+  let have = 0;
+  let remaining = 0;
+  let target = stdout;
+  for await (const chunk of raw as AsyncIterable<Buffer>) {
+    let off = 0;
+    while (off < chunk.length) {
+      if (remaining > 0) {
+        const n = Math.min(remaining, chunk.length - off);
+        const full = !target.write(chunk.subarray(off, off + n));
+        off += n;
+        remaining -= n;
+        if (full) await new Promise((resolve) => target.once('drain', resolve));
+        continue;
+      }
+      const n = Math.min(8 - have, chunk.length - off);
+      chunk.copy(head, have, off, off + n);
+      have += n;
+      off += n;
+      if (have === 8) {
+        have = 0;
+        remaining = head.readUInt32BE(4);
+        target = head[0] === 2 ? stderr : stdout;
+      }
     }
-  };
+  }
 }
 
 /** Node's codes for a certificate or handshake failure. */
@@ -379,13 +414,22 @@ function parseJson(text: string): Record<string, unknown> | undefined {
   }
 }
 
-async function readText(stream: NodeJS.ReadableStream): Promise<string> {
-  let text = '';
-  for await (const chunk of stream) text += typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString();
-  return text;
+/** An answer's body as text (one kiln reads whole: at most ANSWER_LIMIT bytes). */
+async function readText(res: http.IncomingMessage): Promise<string> {
+  const parts: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of res as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > ANSWER_LIMIT) {
+      res.destroy();
+      throw new Error(`the answer is over ${ANSWER_LIMIT} bytes`);
+    }
+    parts.push(chunk);
+  }
+  return Buffer.concat(parts).toString('utf8');
 }
 
-/** The first line of an error's message (dockerode's errors carry the engine's in `json.message`). */
+/** The first line of an error's message (an engine's answer carries its own in `json.message`). */
 export function message(err: unknown): string {
   if (err instanceof KilnError) return err.message;
   const e = err as { json?: { message?: unknown }; message?: unknown } | undefined;

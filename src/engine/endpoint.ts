@@ -6,7 +6,6 @@
 import { existsSync, readFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import type Dockerode from 'dockerode';
 import { KilnError } from '../errors.js';
 
 export type EngineName = 'docker' | 'podman';
@@ -21,8 +20,22 @@ export interface EngineEndpoint {
   variable: 'DOCKER_HOST' | 'CONTAINER_HOST';
   /** tcp:// and ssh:// engines are taken to be on another machine (the runner then copies files). */
   remote: boolean;
-  /** For `new Dockerode(...)` and kiln's own requests. Every field is set, so docker-modem's env defaults never mix in. */
-  options: Dockerode.DockerOptions & { socketPath?: string };
+  /** How to connect: a unix socket, tcp (TLS with ca/cert/key), or ssh to `host` running `docker system dial-stdio`. */
+  options: EndpointOptions;
+}
+
+export interface EndpointOptions {
+  socketPath?: string | undefined;
+  host?: string | undefined;
+  port?: number;
+  protocol: 'http' | 'https' | 'ssh';
+  /** ssh: the login name shown (the URL's, or the local user's). */
+  username?: string;
+  /** ssh: where to log in, as `ssh` takes it: `-l USER` and `-p PORT` only when the URL names them (else ssh's config decides), then `-- HOST`. */
+  sshArgs?: string[];
+  ca?: Buffer | undefined;
+  cert?: Buffer | undefined;
+  key?: Buffer | undefined;
 }
 
 /**
@@ -45,7 +58,7 @@ export function engineEndpoint(engine: EngineName, env: NodeJS.ProcessEnv = proc
   const none = { socketPath: undefined, ca: undefined, cert: undefined, key: undefined };
   if (url.protocol === 'tcp:') {
     const verify = Boolean(env['DOCKER_TLS_VERIFY']);
-    // docker-modem's rule: DOCKER_TLS_VERIFY, or the TLS port.
+    // The docker CLI's rule: DOCKER_TLS_VERIFY, or the TLS port.
     const tls = verify || url.port === '2376';
     const port = Number(url.port || (tls ? 2376 : 2375));
     const options: EngineEndpoint['options'] = {
@@ -58,7 +71,7 @@ export function engineEndpoint(engine: EngineName, env: NodeJS.ProcessEnv = proc
     return { engine, variable, display: `tcp://${url.host || url.hostname}`, remote: true, options };
   }
   if (url.protocol === 'ssh:') {
-    // docker-modem runs `docker system dial-stdio` on the far side: there is no such thing for podman.
+    // ssh runs `docker system dial-stdio` on the far side: there is no such thing for podman.
     if (engine === 'podman')
       throw new KilnError('E_UNSUPPORTED', `${variable}=${value}: kiln cannot reach Podman over ssh://`, {
         hint: 'forward the socket (ssh -L /tmp/podman.sock:/run/user/UID/podman/podman.sock HOST) and set CONTAINER_HOST=unix:///tmp/podman.sock',
@@ -75,8 +88,12 @@ export function engineEndpoint(engine: EngineName, env: NodeJS.ProcessEnv = proc
         port: Number(url.port || 22),
         protocol: 'ssh',
         username,
-        // Keys come from the ssh agent only (docker-modem has no ssh config or key files).
-        sshOptions: { agent: env['SSH_AUTH_SOCK'] },
+        sshArgs: [
+          ...(url.username ? ['-l', decodeURIComponent(url.username)] : []),
+          ...(url.port ? ['-p', url.port] : []),
+          '--',
+          url.hostname.replace(/^\[(.*)\]$/, '$1'),
+        ],
       },
     };
   }
@@ -116,7 +133,7 @@ function unsupportedHost(variable: string, value: string): KilnError {
 
 function defaultSocket(engine: EngineName, env: NodeJS.ProcessEnv): string {
   if (engine === 'docker') {
-    // Docker Desktop's per-user socket, as docker-modem looks for it.
+    // Docker Desktop's per-user socket, as the docker CLI looks for it.
     const user = path.join(os.homedir(), '.docker', 'run', 'docker.sock');
     return existsSync(user) ? user : '/var/run/docker.sock';
   }

@@ -17,17 +17,16 @@
  * The engine is reached through src/engine (endpoints from DOCKER_HOST / CONTAINER_HOST; engine
  * failures are E_ENGINE). The container is removed on every path: success, failure, errors, and
  * job.signal (which the CLI aborts on SIGINT/SIGTERM, then waits for this cleanup before it exits).
- * dockerode and the tar code load lazily: `kiln --help` must not pay for them.
+ * The tar code loads lazily: `kiln --help` must not pay for it.
  */
 import { createReadStream } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type Dockerode from 'dockerode';
 import type { Header, Pack } from 'tar-stream';
 import { Interrupted } from '../context.js';
-import { EngineClient, message } from '../engine/client.js';
+import { type ContainerSpec, EngineClient, message } from '../engine/client.js';
 import type { EngineName } from '../engine/endpoint.js';
 import { KilnError } from '../errors.js';
 import type { FlatEntry, FlatItem } from '../image/flatten.js';
@@ -94,59 +93,59 @@ export class DockerRunner implements Runner {
     const onAbort = () => stop.abort();
     job.signal?.addEventListener('abort', onAbort, { once: true });
 
-    let creating: Promise<Dockerode.Container> | undefined;
-    let attached: NodeJS.ReadableStream | undefined;
+    // The attach stream's own stop: it goes with the build, and in `finally` whatever happened.
+    const detach = new AbortController();
+    const onStop = () => detach.abort();
+    stop.signal.addEventListener('abort', onStop, { once: true });
+
+    let creating: Promise<string> | undefined;
     try {
-      const imageId = await this.ensureImage(engine, image, stop.signal);
-      const user = await abortable(this.containerUser(engine, stop.signal), stop.signal);
+      const [toolchain, user] = await Promise.all([
+        toolchainIds(image),
+        abortable(this.containerUser(engine, stop.signal), stop.signal),
+      ]);
+      const spec = (imageId: string) => this.containerSpec(job, image, imageId, user, transfer);
+      // Created by the config digest straight away (the engine's image ID, unless it keeps images in
+      // containerd): a second build then makes no lookup first. No such image: found or loaded, then created.
       creating = engine
-        .createContainer(this.containerSpec(job, image, imageId, user, transfer))
+        .createContainer(spec(toolchain.ids[0]!))
+        .catch(async (err: unknown) => {
+          if ((err as { statusCode?: number }).statusCode !== 404) throw err;
+          return engine.createContainer(spec(await this.ensureImage(engine, image, toolchain, stop.signal)));
+        })
         .catch(fail('create the build container'));
-      const container = await abortable(creating, stop.signal);
+      const id = await abortable(creating, stop.signal);
 
       if (transfer === 'copy')
         await abortable(
-          uploadSource(container, this.name, job.srcDir, user, stop.signal).catch(
+          uploadSource(engine, id, this.name, job.srcDir, user, stop.signal).catch(
             fail('copy the source into the container'),
           ),
           stop.signal,
         );
 
       // Attached before the start, so not a byte of output is lost.
-      const stream = await abortable(
-        container.attach({ stream: true, stdout: true, stderr: true }).catch(fail('attach to the build')),
-        stop.signal,
-      );
-      attached = stream;
-      const drained = new Promise<void>((resolve) => {
-        stream.on('end', resolve);
-        stream.on('close', resolve);
-        stream.on('error', () => resolve());
-      });
-      (await engine.docker()).modem.demuxStream(stream, output, output);
-
-      await abortable(
-        container
-          .start()
-          .catch(fail('start the build', `the toolchain image ${image.name} must have /bin/sh`)),
-        stop.signal,
-      );
-      const status = (await abortable(container.wait().catch(fail('wait for the build')), stop.signal)) as {
-        StatusCode?: number;
-      };
-      await abortable(Promise.race([drained, delay(OUTPUT_DRAIN_MS)]), stop.signal);
+      const { ended } = await engine
+        .attach(id, output, output, detach.signal)
+        .catch(fail('attach to the build'));
+      await engine
+        .startContainer(id, stop.signal)
+        .catch(fail('start the build', `the toolchain image ${image.name} must have /bin/sh`));
+      const exitCode = await engine.waitContainer(id, stop.signal).catch(fail('wait for the build'));
+      await abortable(Promise.race([ended, delay(OUTPUT_DRAIN_MS)]), stop.signal);
 
       // Copied back even after a failure: what the build left is as useful as with a mount.
-      if (transfer === 'copy') await downloadOut(container, job.outDir, output, stop.signal, fail);
-      return { runner: this.name, exitCode: status.StatusCode ?? 1 };
+      if (transfer === 'copy') await downloadOut(engine, id, job.outDir, output, stop.signal, fail);
+      return { runner: this.name, exitCode };
     } catch (err) {
       if (stop.signal.aborted) throw stoppedError(job.signal);
       throw err;
     } finally {
-      (attached as { destroy?: () => void } | undefined)?.destroy?.();
+      detach.abort();
+      stop.signal.removeEventListener('abort', onStop);
       // A create still in flight is waited for: its container must go too.
-      const container = await creating?.catch(() => undefined);
-      if (container) await container.remove({ force: true, v: true }).catch(() => {});
+      const id = await creating?.catch(() => undefined);
+      if (id !== undefined) await engine.removeContainer(id).catch(() => {});
       job.signal?.removeEventListener('abort', onAbort);
     }
   }
@@ -159,20 +158,9 @@ export class DockerRunner implements Runner {
   private async ensureImage(
     engine: EngineClient,
     image: ToolchainImage,
+    { ids, tag }: ToolchainIds,
     signal: AbortSignal,
   ): Promise<string> {
-    const manifest = parseManifest(
-      await image.store.readBlob(image.descriptor.digest),
-      `toolchain ${image.name}`,
-      image.descriptor.mediaType,
-    );
-    if (manifest.kind !== 'manifest')
-      throw new KilnError(
-        'E_BAD_MANIFEST',
-        `toolchain ${image.name}: ${image.descriptor.digest} is an index`,
-      );
-    const ids = [manifest.manifest.config.digest, image.descriptor.digest];
-    const tag = `kiln-toolchain/${parseDigest(image.descriptor.digest).hex.slice(0, 12)}:latest`;
     const found = await abortable(this.findImage(engine, ids, tag, signal), signal);
     if (found) return found;
 
@@ -231,8 +219,8 @@ export class DockerRunner implements Runner {
     imageId: string,
     user: ContainerUser,
     transfer: 'mount' | 'copy',
-  ): Dockerode.ContainerCreateOptions {
-    const mounts: Dockerode.MountSettings[] =
+  ): ContainerSpec {
+    const mounts: NonNullable<ContainerSpec['HostConfig']>['Mounts'] =
       transfer === 'mount'
         ? [
             // Mounts rather than Binds: a missing directory is an error (Binds would create it as
@@ -267,6 +255,28 @@ export class DockerRunner implements Runner {
   }
 }
 
+interface ToolchainIds {
+  /** The config digest (the engine's image ID), then the manifest digest (its ID with the containerd store). */
+  ids: string[];
+  /** The tag kiln loads it under. */
+  tag: string;
+}
+
+/** The IDs an engine may know the toolchain image by, from its manifest in kiln's store. */
+async function toolchainIds(image: ToolchainImage): Promise<ToolchainIds> {
+  const manifest = parseManifest(
+    await image.store.readBlob(image.descriptor.digest),
+    `toolchain ${image.name}`,
+    image.descriptor.mediaType,
+  );
+  if (manifest.kind !== 'manifest')
+    throw new KilnError('E_BAD_MANIFEST', `toolchain ${image.name}: ${image.descriptor.digest} is an index`);
+  return {
+    ids: [manifest.manifest.config.digest, image.descriptor.digest],
+    tag: `kiln-toolchain/${parseDigest(image.descriptor.digest).hex.slice(0, 12)}:latest`,
+  };
+}
+
 interface ContainerUser {
   /** `uid:gid` for the container's User; unset: the image's (root). */
   user?: string;
@@ -289,7 +299,8 @@ interface ContainerUser {
  * never at stake: it is a copy). Symlinks come as symlinks; sockets, fifos and devices are left out.
  */
 async function uploadSource(
-  container: Dockerode.Container,
+  client: EngineClient,
+  id: string,
   engine: EngineName,
   srcDir: string,
   user: ContainerUser,
@@ -303,7 +314,7 @@ async function uploadSource(
     fileMode: (mode) => (mode & keep) | 0o444,
     dirMode: (mode) => (mode & keep) | 0o555,
   };
-  const upload = container.putArchive(pack as unknown as NodeJS.ReadableStream, { path: '/' });
+  const upload = client.putArchive(id, '/', pack as unknown as Readable, signal);
   // The engine may refuse before the tar ends, and an abort must not wait for it to end.
   const onAbort = () => pack.destroy(new Error('aborted'));
   signal.addEventListener('abort', onAbort, { once: true });
@@ -420,15 +431,14 @@ async function* readPrefix(file: string, size: number): AsyncGenerator<Buffer> {
  * lose setuid/setgid.
  */
 async function downloadOut(
-  container: Dockerode.Container,
+  engine: EngineClient,
+  id: string,
   outDir: string,
   output: NodeJS.WritableStream,
   signal: AbortSignal,
   fail: (doing: string) => (err: unknown) => never,
 ): Promise<void> {
-  const archive = (await container
-    .getArchive({ path: OUT_DIR })
-    .catch(fail('copy /out out of the container'))) as Readable;
+  const archive = await engine.getArchive(id, OUT_DIR, signal).catch(fail('copy /out out of the container'));
   const onAbort = () => archive.destroy(new Error('aborted'));
   signal.addEventListener('abort', onAbort, { once: true });
   try {
