@@ -92,7 +92,7 @@ test('docker-daemon: loads through an ssh:// endpoint (keys from the ssh agent, 
   });
   const r = await kiln(
     ['package', hello, '--platform', 'linux/amd64', '--to', 'docker-daemon:kiln-ssh-test:1'],
-    { env: { DOCKER_HOST: sshd.host, SSH_AUTH_SOCK: sshd.authSock } },
+    { env: sshd.clientEnv },
   );
   assert.equal(r.code, 0, r.stderr);
   const inspect = await engine.docker(['image', 'inspect', 'kiln-ssh-test:1']);
@@ -101,12 +101,23 @@ test('docker-daemon: loads through an ssh:// endpoint (keys from the ssh agent, 
 
   // The os check (/info) goes over ssh as well.
   const wasm = await kiln(['package', hello, '--to', 'docker-daemon:kiln-ssh-wasm:1'], {
-    env: { DOCKER_HOST: sshd.host, SSH_AUTH_SOCK: sshd.authSock },
+    env: sshd.clientEnv,
   });
   assert.equal(wasm.code, 1, wasm.stdout + wasm.stderr);
   // (the user in ssh://USER@HOST is redacted, as userinfo in any URL kiln prints)
   assert.match(wasm.stderr, /^kiln: the Docker engine at ssh:\/\/\S+127\.0\.0\.1:\d+ .*wasip1.*E_ENGINE/);
   assert.doesNotMatch(r.stderr + wasm.stderr, /Warning/, 'no warnings from the ssh transport');
+
+  // ssh's own refusal (here: a host key it does not know) is E_ENGINE with its words.
+  const unknown = await kiln(['package', hello, '--platform', 'linux/amd64', '--to', 'docker-daemon:x:1'], {
+    env: sshd.strangerEnv,
+  });
+  assert.equal(unknown.code, 1, unknown.stderr);
+  assert.match(
+    unknown.stderr,
+    /^kiln: cannot reach the Docker engine at ssh:\/\/\S+127\.0\.0\.1:\d+: ssh: Host key verification failed\..*E_ENGINE/,
+  );
+  assert.match(unknown.stderr, /hint: `ssh -l root -p \d+ -- 127\.0\.0\.1 docker system dial-stdio` must work/);
 });
 
 /** oci:DIR:multi, an index of the wasm image and one of the host's platform. */

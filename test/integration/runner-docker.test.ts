@@ -7,7 +7,8 @@
  * Covered: artifacts and output, exit status, read-only /src (mount and copy), no network and the
  * environment, copy vs mount byte for byte, unsafe links in a copied /out, no container left after
  * success, failure, abort and SIGTERM (to the CLI, built with `npm run build`, which aborts its
- * context), one image load only, and unavailable() / DOCKER_HOST parsing.
+ * context), one image load only, unavailable() / DOCKER_HOST parsing, and remote engines over tcp+TLS
+ * and ssh:// (a private sshd, test/support/sshd.ts).
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -34,6 +35,7 @@ import { parseDigest } from '../../src/oci/digest.js';
 import { DockerRunner, type Transfer } from '../../src/toolchain/docker-runner.js';
 import type { RunResult, ToolchainImage } from '../../src/toolchain/runner.js';
 import { type DockerEngine, dockerSkipReason, sharedDocker, startDocker } from '../support/docker.js';
+import { sshdSkipReason, startSshd } from '../support/sshd.js';
 import { busyboxSkipReason, busyboxToolchain } from '../support/toolchain-images.js';
 
 const TEST = { timeout: 120_000 };
@@ -515,3 +517,38 @@ test('engineEndpoint: DOCKER_HOST and CONTAINER_HOST as the docker CLI reads the
     true,
   );
 });
+
+test(
+  'over ssh:// (ssh HOST docker system dial-stdio, as the docker CLI): unavailable() pings, the build runs with transfer copy, its output comes through',
+  TEST,
+  async (t) => {
+    const s = await ready(t);
+    if (!s) return;
+    const reason = sshdSkipReason();
+    if (reason !== undefined) return t.skip(reason);
+    await using sshd = await startSshd({
+      DOCKER_HOST: s.engine.host,
+      DOCKER_CONFIG: s.engine.env['DOCKER_CONFIG']!,
+    });
+    const path = process.env['PATH'];
+    const authSock = process.env['SSH_AUTH_SOCK'];
+    Object.assign(process.env, sshd.clientEnv);
+    try {
+      assert.equal(await new DockerRunner().unavailable(), undefined);
+      const { result, output, outDir } = await build(
+        s.toolchain,
+        'cat input.txt > /out/app.wasm; echo "over ssh"; echo "to stderr" >&2; exit 3',
+      );
+      assert.deepEqual(result, { runner: 'docker', exitCode: 3 }, output);
+      assert.match(output, /^over ssh$/m);
+      assert.match(output, /^to stderr$/m);
+      assert.equal(readFileSync(join(outDir, 'app.wasm'), 'utf8'), 'source text\n');
+      assert.deepEqual(await containers(s.engine), []);
+    } finally {
+      process.env['PATH'] = path;
+      if (authSock === undefined) delete process.env['SSH_AUTH_SOCK'];
+      else process.env['SSH_AUTH_SOCK'] = authSock;
+      process.env['DOCKER_HOST'] = s.engine.host;
+    }
+  },
+);

@@ -4,8 +4,12 @@
  * `startSshd()` runs `sshd -D` (we must be root) on 127.0.0.1 at a free port with its own host key,
  * config, pidfile and authorized_keys (nothing of /etc/ssh is read), root login by key only, and the
  * environment `env` set in every session (e.g. DOCKER_HOST of a private engine, so the far side's
- * `docker system dial-stdio` reaches it). An `ssh-agent` holds the client key, as docker-modem takes
- * keys from the agent only. Both are stopped by stop(), or at process exit.
+ * `docker system dial-stdio` reaches it). An `ssh-agent` holds the client key. Both are stopped by
+ * stop(), or at process exit.
+ *
+ * The client is the real `ssh`, which kiln runs as the docker CLI does. So that it knows the server's
+ * host key without the user's ~/.ssh being touched, `clientEnv` puts first on PATH an `ssh` that runs
+ * the real one with a private config (`-F`: this known_hosts only, strict checking, no prompts).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import {
@@ -23,11 +27,21 @@ import { join } from 'node:path';
 import { exitSet, killAndWait, killSync } from './processes.js';
 import { findTool, runOk, skipOrFail } from './tools.js';
 
+interface ClientEnv {
+  DOCKER_HOST: string;
+  SSH_AUTH_SOCK: string;
+  PATH: string;
+}
+
 export interface Sshd {
   /** `ssh://root@127.0.0.1:PORT`, a DOCKER_HOST. */
   readonly host: string;
   /** SSH_AUTH_SOCK of the agent that holds the key the server accepts. */
   readonly authSock: string;
+  /** For a kiln that reaches the engine through this server: DOCKER_HOST, SSH_AUTH_SOCK, and PATH with the configured `ssh` first. */
+  readonly clientEnv: ClientEnv;
+  /** The same with an `ssh` that does not know the server's host key (and so refuses it). */
+  readonly strangerEnv: ClientEnv;
   /** sshd's log (-e: to stderr). */
   readonly logPath: string;
   stop(): Promise<void>;
@@ -39,6 +53,7 @@ export function sshdSkipReason(): string | undefined {
   if (process.getuid?.() !== 0) return skipOrFail('starting a private sshd needs root');
   for (const [tool, pkg] of [
     ['sshd', 'openssh-server'],
+    ['ssh', 'openssh-client'],
     ['ssh-agent', 'openssh-client'],
     ['ssh-add', 'openssh-client'],
     ['ssh-keygen', 'openssh-client'],
@@ -166,9 +181,34 @@ export async function startSshd(env: Record<string, string> = {}): Promise<Sshd>
       env: { ...process.env, SSH_AUTH_SOCK: authSock },
     });
     await until('sshd did not answer', () => answers(port), logPath);
+    const hostKey = readFileSync(join(dir, 'host_key.pub'), 'utf8').split(' ').slice(0, 2).join(' ');
+    writeFileSync(join(dir, 'known_hosts'), `[127.0.0.1]:${port} ${hostKey}\n`);
+    const host = `ssh://root@127.0.0.1:${port}`;
+    const client = (name: string, knownHosts: string): ClientEnv => {
+      const config = join(dir, `${name}.ssh_config`);
+      writeFileSync(
+        config,
+        [
+          'Host *',
+          `  UserKnownHostsFile ${knownHosts}`,
+          '  GlobalKnownHostsFile /dev/null',
+          '  StrictHostKeyChecking yes',
+          '  BatchMode yes',
+          '',
+        ].join('\n'),
+      );
+      const bin = join(dir, `${name}-bin`);
+      mkdirSync(bin);
+      writeFileSync(join(bin, 'ssh'), `#!/bin/sh\nexec ${findTool('ssh')!} -F ${config} "$@"\n`, {
+        mode: 0o755,
+      });
+      return { DOCKER_HOST: host, SSH_AUTH_SOCK: authSock, PATH: `${bin}:${process.env['PATH'] ?? ''}` };
+    };
     return {
-      host: `ssh://root@127.0.0.1:${port}`,
+      host,
       authSock,
+      clientEnv: client('client', join(dir, 'known_hosts')),
+      strangerEnv: client('stranger', '/dev/null'),
       logPath,
       stop,
       [Symbol.asyncDispose]: stop,
