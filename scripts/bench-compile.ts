@@ -10,8 +10,11 @@
  * 1. the compiler alone: `chroot ROOTFS /bin/sh -c 'cd /src && CMD'` (no namespaces, no mounts);
  * 2. the sandbox runner alone, in this process: `new SandboxRunner().run(job)` (what the < 50 ms target is about);
  * 3. `kiln compile --runner sandbox --no-cache` (the whole kiln process);
- * 4. `kiln compile --runner docker --no-cache` against a private dockerd;
- * 5. plain `docker run --rm --network none -v SRC:/src:ro -v OUT:/out -w /src IMAGE /bin/sh -c CMD`;
+ * 4. `kiln compile --runner docker --no-cache` against a private dockerd (also without
+ *    NODE_EXTRA_CA_CERTS, and, with KILN_BENCH_BASELINE=DIR, the kiln built in DIR (`DIR/dist/bin`,
+ *    e.g. an earlier commit's checkout) for a before/after in the same run);
+ * 5. plain `docker run --rm --network none -v SRC:/src:ro -v OUT:/out -w /src IMAGE /bin/sh -c CMD`
+ *    (the docker runner's goal: ≤ 1.15× its time);
  *
  * then `kiln build` and `kiln compile` with nothing changed (served from the build cache), and the
  * floors: `node -e 0`, and a bare bwrap sandbox running `true` (the probe kiln runs before a build).
@@ -58,6 +61,8 @@ const PATH_ENV = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 const COMMAND = 'clang-14 --target=wasm32-wasi --sysroot=/usr -O2 -o /out/app.wasm main.c';
 const CACHED_TARGET_MS = 200;
 const SANDBOX_TARGET_MS = 50;
+/** kiln compile --runner docker against `docker run` of the same image and command (issue 15). */
+const DOCKER_RATIO_GOAL = 1.15;
 /** How long to wait for another process's debootstrap of the C rootfs. */
 const ROOTFS_WAIT_MS = 30 * 60 * 1000;
 
@@ -253,9 +258,19 @@ export async function compileBench(opts: CompileBenchOptions): Promise<CompileBe
   const kilnBin = path.join(work, 'kiln', 'bin', 'kiln.js');
   await fs.cp(builtBin, path.dirname(kilnBin), { recursive: true });
   await fs.writeFile(path.join(work, 'kiln', 'package.json'), '{ "type": "module" }\n');
-  // dockerode is not in the bundle (the docker runner loads it from node_modules).
+  // jco is not in the bundle (components load it from node_modules).
   await fs.symlink(path.join(root, 'node_modules'), path.join(work, 'kiln', 'node_modules'));
   const built = await sourceState(root);
+  // An earlier kiln for a before/after: its own copy, with its own checkout's node_modules.
+  const baselineRoot = process.env['KILN_BENCH_BASELINE'];
+  let baseline: { bin: string; state: string } | undefined;
+  if (baselineRoot) {
+    const dir = path.join(work, 'baseline');
+    await fs.cp(path.join(baselineRoot, 'dist', 'bin'), path.join(dir, 'bin'), { recursive: true });
+    await fs.writeFile(path.join(dir, 'package.json'), '{ "type": "module" }\n');
+    await fs.symlink(path.join(baselineRoot, 'node_modules'), path.join(dir, 'node_modules'));
+    baseline = { bin: path.join(dir, 'bin', 'kiln.js'), state: await sourceState(baselineRoot) };
+  }
 
   const home = path.join(work, 'home');
   const toolchainDir = path.join(work, 'toolchain');
@@ -469,11 +484,11 @@ export async function compileBench(opts: CompileBenchOptions): Promise<CompileBe
       runner?: string;
     }
     const kilnCompile =
-      (who: string, runner: string, env: NodeJS.ProcessEnv, cached: boolean, output: string) => async () => {
-        const r = await timed(
-          compileArgs(runner, '-o', path.join(work, output), ...(cached ? [] : ['--no-cache'])),
-          env,
-        );
+      (who: string, runner: string, env: NodeJS.ProcessEnv, cached: boolean, output: string, bin = kilnBin) =>
+      async () => {
+        const argv = compileArgs(runner, '-o', path.join(work, output), ...(cached ? [] : ['--no-cache']));
+        argv[1] = bin;
+        const r = await timed(argv, env);
         const res = JSON.parse(r.stdout) as CompileJson;
         const want = cached ? 'cache' : 'build';
         if (res.source !== want) throw new Error(`${who}: source ${res.source}, expected ${want}`);
@@ -504,6 +519,21 @@ export async function compileBench(opts: CompileBenchOptions): Promise<CompileBe
       `DOCKER_HOST=unix://…/docker.sock ${shownCompile('docker', ' --no-cache')}`,
       kilnCompile('kilnDocker', 'docker', envAsIs, false, 'docker.wasm'),
     );
+    add(
+      'kilnDockerClean',
+      'build',
+      'kiln compile --runner docker --no-cache, NODE_EXTRA_CA_CERTS unset',
+      `env -u NODE_EXTRA_CA_CERTS DOCKER_HOST=unix://…/docker.sock ${shownCompile('docker', ' --no-cache')}`,
+      kilnCompile('kilnDockerClean', 'docker', envClean, false, 'docker-clean.wasm'),
+    );
+    if (baseline)
+      add(
+        'kilnDockerBaseline',
+        'build',
+        `kiln compile --runner docker --no-cache, before (${baseline.state})`,
+        `DOCKER_HOST=unix://…/docker.sock node BASELINE/dist/bin/kiln.js compile APP --toolchain oci:DIR:c --command '…' --runner docker --no-cache`,
+        kilnCompile('kilnDockerBaseline', 'docker', envAsIs, false, 'docker-baseline.wasm', baseline.bin),
+      );
 
     // 5. Plain docker run of the same image (tagged once it is loaded) on the same engine.
     const dockerTag = 'kiln-bench/c:1';
@@ -608,19 +638,9 @@ export async function compileBench(opts: CompileBenchOptions): Promise<CompileBe
       () => timed([process.execPath, '-e', '0'], envClean),
     );
     add('kilnVersion', 'floor', 'kiln --version', 'kiln --version', () => timed(kiln('--version'), envAsIs));
-    // What the docker runner loads before it can talk to the engine.
-    const importDockerode = `await import('dockerode')`;
-    add(
-      'dockerode',
-      'floor',
-      'node: import dockerode',
-      `node --input-type=module -e "${importDockerode}"`,
-      () =>
-        timed(
-          [process.execPath, '--input-type=module', '-e', importDockerode],
-          envAsIs,
-          path.join(work, 'kiln'),
-        ),
+    // The docker CLI's own start-up, which `docker run` pays as kiln pays Node's.
+    add('dockerVersion', 'floor', 'docker --version', 'docker --version', () =>
+      timed([eng.cli, '--version'], eng.env),
     );
     // The probe kiln's sandbox runner makes once per process before a build (a sandbox like a build's).
     const probeArgs = PROBE_ARGS;
@@ -750,8 +770,36 @@ export async function compileBench(opts: CompileBenchOptions): Promise<CompileBe
         undefined,
       ],
       [
-        'of which node: import dockerode − node -e 0: loading dockerode',
-        `${fmtMs(wall('dockerode') - wall('node'))} ms`,
+        'kiln compile --runner docker / docker run',
+        `${(wall('kilnDocker') / wall('dockerRun')).toFixed(2)}×`,
+        `≤ ${DOCKER_RATIO_GOAL}×`,
+        wall('kilnDocker') / wall('dockerRun') <= DOCKER_RATIO_GOAL,
+      ],
+      [
+        'kiln compile --runner docker, NODE_EXTRA_CA_CERTS unset / docker run',
+        `${(wall('kilnDockerClean') / wall('dockerRun')).toFixed(2)}×`,
+        `≤ ${DOCKER_RATIO_GOAL}×`,
+        wall('kilnDockerClean') / wall('dockerRun') <= DOCKER_RATIO_GOAL,
+      ],
+      ...(baseline
+        ? ([
+            [
+              'kiln compile --runner docker, before / docker run',
+              `${(wall('kilnDockerBaseline') / wall('dockerRun')).toFixed(2)}×`,
+              `≤ ${DOCKER_RATIO_GOAL}×`,
+              wall('kilnDockerBaseline') / wall('dockerRun') <= DOCKER_RATIO_GOAL,
+            ],
+            [
+              'kiln compile --runner docker: before − now',
+              `${fmtMs(wall('kilnDockerBaseline') - wall('kilnDocker'))} ms (paired ${fmtMs(paired('kilnDockerBaseline', 'kilnDocker'))})`,
+              '–',
+              undefined,
+            ],
+          ] as [string, string, string, boolean | undefined][])
+        : []),
+      [
+        'kiln compile --runner docker − docker run − (node -e 0 − docker --version): beyond the two start-ups',
+        `${fmtMs(wall('kilnDocker') - wall('dockerRun') - (wall('node') - wall('dockerVersion')))} ms`,
         '–',
         undefined,
       ],
@@ -837,7 +885,10 @@ export async function compileBench(opts: CompileBenchOptions): Promise<CompileBe
         'The whole kiln process: Node start-up, CLI, kiln.lock, source listing, toolchain lookup in the store, the bwrap probe, the sandbox run, the artifact copied out. `--no-cache`: the build cache is neither read nor written',
       kilnSandboxClean: 'The same, without NODE_EXTRA_CA_CERTS in its environment',
       kilnDocker:
-        'The same through the engine API (dockerode, loaded on demand): image looked up by ID, container created (no network, no capabilities, no-new-privileges, read-only root, tmpfs /tmp, /src and /out bind-mounted), attached, started, waited for, removed',
+        "The same through the Engine API (node's http on the unix socket, no client library): container created by the image's ID (no network, no capabilities, no-new-privileges, read-only root, tmpfs /tmp, /src and /out bind-mounted), attached, started, waited for, removed",
+      kilnDockerClean: 'The same, without NODE_EXTRA_CA_CERTS in its environment',
+      kilnDockerBaseline:
+        'The same with the kiln built in KILN_BENCH_BASELINE (its own dist/bin and node_modules): the docker runner as it was before, for a before/after in this run',
       dockerRun:
         "The docker CLI against the same engine and image (tagged once); nothing beyond the options shown, so it keeps Docker's default capabilities and a writable root",
       cachedBuild:
@@ -847,8 +898,8 @@ export async function compileBench(opts: CompileBenchOptions): Promise<CompileBe
       node: 'Node start-up, which every kiln run pays',
       nodeClean: 'The same, without NODE_EXTRA_CA_CERTS',
       kilnVersion: "Node start-up plus loading kiln's CLI bundle (dist/bin/kiln.js), no command",
-      dockerode:
-        'Node start-up plus loading dockerode (and ssh2, docker-modem under it) from the same node_modules kiln uses: the docker runner does this in every kiln process before it talks to the engine',
+      dockerVersion:
+        "The docker CLI's start-up (a Go binary), which `docker run` pays where kiln pays Node's",
       bwrapTrue:
         "A sandbox of the host's / running `true`: what making bwrap's namespaces and mounts costs. the same sandbox as the availability probe kiln's sandbox runner makes once per process (probeBwrap in sandbox-runner.ts)",
     };

@@ -296,7 +296,11 @@ export class EngineClient {
    * One request over node's http/https (or an ssh dial-stdio connection): resolves with the answer
    * once its head is in, its body left to stream. An error status rejects (EngineAnswerError).
    */
-  private async send(method: string, urlPath: string, opts: RequestOptions = {}): Promise<http.IncomingMessage> {
+  private async send(
+    method: string,
+    urlPath: string,
+    opts: RequestOptions = {},
+  ): Promise<http.IncomingMessage> {
     const o = this.endpoint.options;
     // node:https (and with it node:tls) loads only for a TLS endpoint.
     const transport: { request: typeof http.request } =

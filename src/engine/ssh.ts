@@ -19,9 +19,13 @@ export class DialStdio extends Duplex {
   constructor(sshArgs: string[], display: string) {
     super();
     // -T: no terminal; ConnectTimeout as the docker CLI sets it.
-    this.child = spawn('ssh', ['-o', 'ConnectTimeout=30', '-T', ...sshArgs, 'docker', 'system', 'dial-stdio'], {
-      stdio: ['pipe', 'pipe', 'pipe'],
-    });
+    this.child = spawn(
+      'ssh',
+      ['-o', 'ConnectTimeout=30', '-T', ...sshArgs, 'docker', 'system', 'dial-stdio'],
+      {
+        stdio: ['pipe', 'pipe', 'pipe'],
+      },
+    );
     const { stdin, stdout, stderr } = this.child as ChildProcess & {
       stdin: NodeJS.WritableStream & { on: Duplex['on'] };
       stdout: Duplex;

@@ -117,7 +117,10 @@ test('docker-daemon: loads through an ssh:// endpoint (keys from the ssh agent, 
     unknown.stderr,
     /^kiln: cannot reach the Docker engine at ssh:\/\/\S+127\.0\.0\.1:\d+: ssh: Host key verification failed\..*E_ENGINE/,
   );
-  assert.match(unknown.stderr, /hint: `ssh -l root -p \d+ -- 127\.0\.0\.1 docker system dial-stdio` must work/);
+  assert.match(
+    unknown.stderr,
+    /hint: `ssh -l root -p \d+ -- 127\.0\.0\.1 docker system dial-stdio` must work/,
+  );
 });
 
 /** oci:DIR:multi, an index of the wasm image and one of the host's platform. */

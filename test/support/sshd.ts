@@ -27,11 +27,7 @@ import { join } from 'node:path';
 import { exitSet, killAndWait, killSync } from './processes.js';
 import { findTool, runOk, skipOrFail } from './tools.js';
 
-interface ClientEnv {
-  DOCKER_HOST: string;
-  SSH_AUTH_SOCK: string;
-  PATH: string;
-}
+type ClientEnv = Record<'DOCKER_HOST' | 'SSH_AUTH_SOCK' | 'PATH', string>;
 
 export interface Sshd {
   /** `ssh://root@127.0.0.1:PORT`, a DOCKER_HOST. */
