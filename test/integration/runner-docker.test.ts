@@ -452,6 +452,19 @@ test(
   },
 );
 
+/**
+ * Through the remote endpoint the environment names: the engine answers, and a build (transfer copy)
+ * that runs `then` after writing /out gives that exit status and /out, and leaves no container; its output.
+ */
+async function remoteBuild(s: Setup, engine: DockerEngine, then: string, exitCode: number): Promise<string> {
+  assert.equal(await new DockerRunner().unavailable(), undefined);
+  const { result, output, outDir } = await build(s.toolchain, `cat input.txt > /out/app.wasm; ${then}`);
+  assert.deepEqual(result, { runner: 'docker', exitCode }, output);
+  assert.equal(readFileSync(join(outDir, 'app.wasm'), 'utf8'), 'source text\n');
+  assert.deepEqual(await containers(engine), []);
+  return output;
+}
+
 test(
   'over tcp+TLS (DOCKER_TLS_VERIFY, DOCKER_CERT_PATH): unavailable() pings, the image is loaded and the build runs with transfer copy',
   TEST,
@@ -462,17 +475,9 @@ test(
     const tls = engine.tls!;
     Object.assign(process.env, tls.env);
     try {
-      assert.equal(await new DockerRunner().unavailable(), undefined);
-      const { result, output, outDir } = await build(
-        s.toolchain,
-        'cat input.txt > /out/app.wasm; echo "remote build"',
-      );
-      assert.deepEqual(result, { runner: 'docker', exitCode: 0 }, output);
-      assert.match(output, /^remote build$/m);
-      assert.equal(readFileSync(join(outDir, 'app.wasm'), 'utf8'), 'source text\n');
+      assert.match(await remoteBuild(s, engine, 'echo "remote build"', 0), /^remote build$/m);
       const tag = `kiln-toolchain/${parseDigest(s.toolchain.descriptor.digest).hex.slice(0, 12)}:latest`;
       assert.equal((await engine.docker(['image', 'inspect', tag])).code, 0, 'loaded over TLS');
-      assert.deepEqual(await containers(engine), []);
     } finally {
       for (const k of Object.keys(tls.env)) delete process.env[k];
       process.env['DOCKER_HOST'] = s.engine.host;
@@ -534,16 +539,9 @@ test(
     const authSock = process.env['SSH_AUTH_SOCK'];
     Object.assign(process.env, sshd.clientEnv);
     try {
-      assert.equal(await new DockerRunner().unavailable(), undefined);
-      const { result, output, outDir } = await build(
-        s.toolchain,
-        'cat input.txt > /out/app.wasm; echo "over ssh"; echo "to stderr" >&2; exit 3',
-      );
-      assert.deepEqual(result, { runner: 'docker', exitCode: 3 }, output);
+      const output = await remoteBuild(s, s.engine, 'echo "over ssh"; echo "to stderr" >&2; exit 3', 3);
       assert.match(output, /^over ssh$/m);
       assert.match(output, /^to stderr$/m);
-      assert.equal(readFileSync(join(outDir, 'app.wasm'), 'utf8'), 'source text\n');
-      assert.deepEqual(await containers(s.engine), []);
     } finally {
       process.env['PATH'] = path;
       if (authSock === undefined) delete process.env['SSH_AUTH_SOCK'];
