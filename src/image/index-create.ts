@@ -4,6 +4,7 @@ import { type PlatformAliases, withPlatformAliases } from '../oci/aliases.js';
 import { createdFamily, indexInFamily, indexType } from '../oci/media-type-policy.js';
 import { isManifestType, MediaType } from '../oci/media-types.js';
 import { formatPlatform, normalizePlatform } from '../oci/platform.js';
+import { isUnknownPlatform } from '../oci/select.js';
 import type { Descriptor, ImageIndex } from '../oci/types.js';
 import { MAX_CONFIG_BYTES, parseConfig } from '../oci/validate.js';
 import { inFormat } from '../transport/format.js';
@@ -15,7 +16,6 @@ import {
   type ComposeResult,
   configPlatform,
   type DeriveOptions,
-  isUnknownPlatform,
   loadRoot,
   platformKey,
   writeComposed,
