@@ -3,7 +3,7 @@
  * index create): new blobs and manifests go into kiln's cache layout, everything else is served
  * from the base sources, so a base layer is read only when the destination lacks it.
  */
-import { type KilnContext, useContext } from '../context.js';
+import { type KilnContext, withContext } from '../context.js';
 import { KilnError } from '../errors.js';
 import { defaultMtime } from '../layer/tar-writer.js';
 import type { ManifestFormat } from '../oci/media-type-policy.js';
@@ -23,8 +23,8 @@ import { type CopyOptions, type CopyResult, copyImage } from '../transport/copy.
 import { OciDirSource } from '../transport/oci-dir.js';
 import { openDestination, openSource } from '../transport/open.js';
 import { parseLocation } from '../transport/parse.js';
+import { readSmallBlob } from '../transport/read.js';
 import type { BlobOrigin, ImageSource } from '../transport/types.js';
-import { readSmallBlob } from './resolve.js';
 
 /** What every command that writes an image it derives from others takes (append, mutate, merge, ...). */
 export interface DeriveOptions {
@@ -196,17 +196,14 @@ export async function derive<T>(
   body: (composed: ComposedSource, context: KilnContext) => Promise<T>,
 ): Promise<T> {
   if (options.to !== undefined) parseLocation(options.to);
-  const { ctx, release } = useContext(options.context);
-  try {
+  return withContext(options.context, async (ctx) => {
     const composed = new ComposedSource(name, options.store ?? (await ctx.store()), ctx);
     try {
       return await body(composed, ctx);
     } finally {
       await composed.close();
     }
-  } finally {
-    release();
-  }
+  });
 }
 
 /** An input of a derivation as given (`name`) and as opened: its source and its root, parsed. */
