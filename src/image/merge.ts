@@ -184,22 +184,30 @@ async function mergeOne(
     for (const layer of input.image.manifest.layers) composed.addBase(layer, input.source);
   }
   const chosen = chooseConfig(inputs, configFrom);
-  const image = Image.of(base.source, base.image)
-    .withContainerConfig(chosen.image.config.config)
-    .withLayers(
-      inputs.flatMap((i) => layersOf(i)),
-      inputs.flatMap((i) => imageHistory(i.image, 'kiln merge')),
-    )
-    .withAnnotations(baseAnnotations(base))
-    .withFamily(family);
+  const image = restacked(
+    Image.of(base.source, base.image).withContainerConfig(chosen.image.config.config),
+    base,
+    inputs.flatMap((i) => layersOf(i)),
+    inputs.flatMap((i) => imageHistory(i.image, 'kiln merge')),
+    family,
+  );
   const descriptor = await image.write(composed);
-  images.push({
-    platform,
-    descriptor,
-    layers: image.layers.length,
-    configFrom: chosen.name,
-  });
+  images.push({ platform, descriptor, layers: image.layers.length, configFrom: chosen.name });
   return descriptor;
+}
+
+/**
+ * `image` with its filesystem replaced by `layers` (one history entry each), naming `base` as the
+ * image it is on, in `family`: what merge and rebase write.
+ */
+export function restacked(
+  image: Image,
+  base: InputImage,
+  layers: ImageLayer[],
+  history: HistoryEntry[],
+  family: Family,
+): Image {
+  return image.withLayers(layers, history).withAnnotations(baseAnnotations(base)).withFamily(family);
 }
 
 function chooseConfig(inputs: InputImage[], configFrom: ConfigFrom): InputImage {

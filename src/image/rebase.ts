@@ -25,12 +25,12 @@ import {
 } from './compose.js';
 import { Image } from './image.js';
 import {
-  baseAnnotations,
   checkLayers,
   type InputImage,
   imageHistory,
   layersOf,
   nonEmpty,
+  restacked,
   samePlatform,
 } from './merge.js';
 
@@ -127,21 +127,16 @@ async function rebaseOne(
 
   const cut = oldBase.image.manifest.layers.length;
   const own = layersOf(src).slice(cut);
-  const image = Image.of(src.source, src.image)
-    .withLayers(
-      [...layersOf(newBase), ...own],
-      [...imageHistory(newBase.image, 'kiln rebase'), ...ownHistory(src.image, oldBase.image)],
-    )
-    .withAnnotations(baseAnnotations(newBase))
-    .withFamily(family);
+  const image = restacked(
+    Image.of(src.source, src.image),
+    newBase,
+    [...layersOf(newBase), ...own],
+    [...imageHistory(newBase.image, 'kiln rebase'), ...ownHistory(src.image, oldBase.image)],
+    family,
+  );
   const descriptor = await image.write(composed);
-  images.push({
-    platform,
-    descriptor,
-    removed: cut,
-    added: newBase.image.manifest.layers.length,
-    kept: own.length,
-  });
+  const added = newBase.image.manifest.layers.length;
+  images.push({ platform, descriptor, removed: cut, added, kept: own.length });
   return descriptor;
 }
 
