@@ -96,6 +96,16 @@ export function redact(text: string): string {
 }
 
 /** Wraps a Node system error (ENOENT, EACCES, ...) as a KilnError naming the path. */
+/** What a file operation gives, or undefined when the file is not there; any other failure as `ioError`. */
+export async function unlessMissing<T>(op: Promise<T>, what: string): Promise<T | undefined> {
+  try {
+    return await op;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw ioError(err, what);
+  }
+}
+
 export function ioError(err: unknown, what: string): KilnError {
   const e = err as NodeJS.ErrnoException;
   if (e && e.code === 'ENOENT')

@@ -13,7 +13,7 @@ import type { Policy } from './sign/policy.js';
 import type { VerifyReport } from './sign/verify.js';
 import { type CopyHooks, type CopyOptions, type CopyResult, copyImage } from './transport/copy.js';
 import type { ReferrersCopy } from './transport/copy-referrers.js';
-import { type OpenOptions, openDestination, openSource, openTags } from './transport/open.js';
+import { type OpenOptions, openDestination, openSource, openTags, withSource } from './transport/open.js';
 import { parseLocation } from './transport/parse.js';
 import { cannot, transportOf } from './transport/transports.js';
 import type { ImageSource } from './transport/types.js';
@@ -159,14 +159,7 @@ export async function inspect(
   ref: string,
   options: { platform?: Platform } & ContextOption = {},
 ): Promise<InspectResult> {
-  return withContext(options.context, async (context) => {
-    const source = await openSource(ref, { context });
-    try {
-      return await inspectSource(source, options);
-    } finally {
-      await source.close();
-    }
-  });
+  return withSource(ref, options.context, (source) => inspectSource(source, options));
 }
 
 /** The digest of what a reference names (the platform's manifest with `platform`), as `crane digest`. */
@@ -174,23 +167,14 @@ export async function digest(
   ref: string,
   options: { platform?: Platform } & ContextOption = {},
 ): Promise<Descriptor> {
-  return withContext(options.context, async (context) => {
-    const source = await openSource(ref, { context });
-    try {
-      const root = await source.resolve();
-      if (!options.platform) return root;
-      const { selectManifest } = await import('./image/resolve.js');
-      const { parseManifest } = await import('./oci/validate.js');
-      const parsed = parseManifest(
-        await source.fetchManifest(root),
-        `manifest ${root.digest}`,
-        root.mediaType,
-      );
-      if (parsed.kind !== 'index') return root;
-      return selectManifest(parsed.index, options.platform, ref);
-    } finally {
-      await source.close();
-    }
+  return withSource(ref, options.context, async (source) => {
+    const root = await source.resolve();
+    if (!options.platform) return root;
+    const { selectManifest } = await import('./image/resolve.js');
+    const { parseManifest } = await import('./oci/validate.js');
+    const parsed = parseManifest(await source.fetchManifest(root), `manifest ${root.digest}`, root.mediaType);
+    if (parsed.kind !== 'index') return root;
+    return selectManifest(parsed.index, options.platform, ref);
   });
 }
 

@@ -3,9 +3,9 @@
  * that consumer makes (which manifest, which layer, which media types and markers it accepts), so a
  * push is checked before a cluster finds out.
  */
-import { type KilnContext, withContext } from '../context.js';
+import type { KilnContext } from '../context.js';
 import { KilnError } from '../errors.js';
-import { openSource } from '../transport/open.js';
+import { withSource } from '../transport/open.js';
 import type { ImageSource } from '../transport/types.js';
 import { CONSUMERS, type Consumer, type ConsumerName, type Verdict } from './consumer.js';
 import { containerd } from './consumers/containerd.js';
@@ -66,14 +66,7 @@ export function consumersOf(names: readonly string[] | undefined): ConsumerName[
 /** Checks an image or index by reference for each consumer asked for. */
 export async function checkImage(options: CheckOptions): Promise<CheckResult> {
   const names = consumersOf(options.for);
-  return withContext(options.context, async (context) => {
-    const source = await openSource(options.ref, { context });
-    try {
-      return await checkSource(source, names);
-    } finally {
-      await source.close();
-    }
-  });
+  return withSource(options.ref, options.context, (source) => checkSource(source, names));
 }
 
 /** Checks what `source` names for each consumer (all when none are given). */

@@ -60,6 +60,64 @@ export interface Consumer {
   check(subject: CheckSubject): { picked?: Picked; findings: Finding[] };
 }
 
+/**
+ * What a consumer pulling by platform does first: take the index entry `want` picks (a single
+ * manifest as is), else report `rule` with `why(the platforms listed)` and `fix`, and go no further.
+ */
+export interface PlatformPull {
+  want: (p: Platform) => boolean;
+  rule: string;
+  why: (listed: string) => string;
+  fix: string;
+}
+
+/** The image a consumer took, and the platform of the index entry it came by. */
+export interface Hit {
+  image: SubjectImage;
+  platform?: string;
+}
+
+/**
+ * A consumer made of its rule table and its replay: the replay adds findings (each naming a rule
+ * of the table) and returns what the consumer would take, if anything.
+ */
+export function defineConsumer(spec: {
+  name: ConsumerName;
+  title: string;
+  rules: readonly Rule[];
+  replay: (subject: CheckSubject, f: Findings) => Picked | undefined;
+}): Consumer {
+  const { replay, ...meta } = spec;
+  return {
+    ...meta,
+    check(subject) {
+      const f = new Findings(meta.rules);
+      const taken = replay(subject, f);
+      return { ...(taken ? { picked: taken } : {}), findings: f.list };
+    },
+  };
+}
+
+/** `defineConsumer` for a consumer that pulls by platform: the replay runs on the image `pull` takes. */
+export function definePullingConsumer(spec: {
+  name: ConsumerName;
+  title: string;
+  rules: readonly Rule[];
+  pull: PlatformPull;
+  replay: (hit: Hit, f: Findings, subject: CheckSubject) => Picked | undefined;
+}): Consumer {
+  const { pull, replay, ...meta } = spec;
+  return defineConsumer({
+    ...meta,
+    replay(subject, f) {
+      const hit = imageFor(subject, pull.want);
+      if (hit) return replay(hit, f, subject);
+      f.add(pull.rule, pull.why(listedPlatforms(subject)), pull.fix);
+      return undefined;
+    },
+  });
+}
+
 /** Collects findings against a consumer's rule table, so a finding always names a known rule. */
 export class Findings {
   readonly list: Finding[] = [];
@@ -73,10 +131,7 @@ export class Findings {
 }
 
 /** The image a consumer pulling for `want` gets: a top-level manifest as is, else the first matching entry. */
-export function imageFor(
-  subject: CheckSubject,
-  want: (p: Platform) => boolean,
-): { image: SubjectImage; platform?: string } | undefined {
+export function imageFor(subject: CheckSubject, want: (p: Platform) => boolean): Hit | undefined {
   if (!subject.index) {
     const image = subject.images[0];
     return image ? { image } : undefined;
@@ -85,23 +140,6 @@ export function imageFor(
     if (image.entryPlatform && want(image.entryPlatform))
       return { image, platform: formatPlatform(image.entryPlatform) };
   return undefined;
-}
-
-/**
- * `imageFor`, or, when the index has no entry for `want`, a finding under `rule` (its message is
- * `why(the platforms listed)`) and undefined: how every consumer that pulls by platform starts.
- */
-export function imageOrFinding(
-  subject: CheckSubject,
-  want: (p: Platform) => boolean,
-  f: Findings,
-  rule: string,
-  why: (listed: string) => string,
-  fix: string,
-): { image: SubjectImage; platform?: string } | undefined {
-  const hit = imageFor(subject, want);
-  if (!hit) f.add(rule, why(listedPlatforms(subject)), fix);
-  return hit;
 }
 
 /** Platforms an index lists, for messages. */

@@ -4,13 +4,13 @@
  * wasm layer). Read once; every consumer's rules are pure functions over it.
  */
 import { KilnError } from '../errors.js';
-import { readSmallBlob } from '../image/resolve.js';
 import { readTar } from '../layer/tar-reader.js';
 import { isIndexType, isManifestType, layerCompression, MediaType } from '../oci/media-types.js';
 import type { Platform } from '../oci/platform.js';
 import type { Annotations, Descriptor, ImageIndex, ImageManifest } from '../oci/types.js';
 import { MAX_CONFIG_BYTES, parseManifest } from '../oci/validate.js';
 import { verified } from '../oci/verify.js';
+import { readSmallBlob } from '../transport/read.js';
 import type { ImageSource } from '../transport/types.js';
 
 /** Layer types whose blob is a WebAssembly binary as is (no tar around it). */

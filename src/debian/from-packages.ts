@@ -10,8 +10,8 @@
 import * as path from 'node:path';
 import { type KilnContext, useContext } from '../context.js';
 import { KilnError } from '../errors.js';
-import { ComposedSource, type ComposeResult, defaultCreated, writeComposed } from '../image/compose.js';
-import { Image, type KeyChanges } from '../image/image.js';
+import { ComposedSource, type ComposeResult, checkCreated, writeComposed } from '../image/compose.js';
+import { type ConfigChanges, Image, type KeyChanges } from '../image/image.js';
 import { defaultMtime } from '../layer/tar-writer.js';
 import type { Digest } from '../oci/digest.js';
 import type { ManifestFormat } from '../oci/media-type-policy.js';
@@ -91,8 +91,12 @@ export type FromPackagesEvent =
   | { type: 'download'; packages: number; bytes: number }
   | { type: 'layer'; packages: string[]; cached: boolean };
 
-/** Options of `imageFromPackages`: the packages, the suite and mirror, the lock, the config, the destination. */
-export interface FromPackagesOptions {
+/**
+ * Options of `imageFromPackages`: the packages, the suite and mirror, the lock, the destination, and
+ * the config changes (entrypoint, cmd, env on top of Debian's PATH, labels, workdir, user) as
+ * `kiln mutate` takes them.
+ */
+export interface FromPackagesOptions extends Omit<ConfigChanges, 'created'> {
   /** Packages to install: `NAME` or `NAME=VERSION`; none: the lock's. */
   packages: string[];
   /** Where the image goes (any destination transport). */
@@ -113,13 +117,6 @@ export interface FromPackagesOptions {
   updateLock?: boolean;
   /** Most layers in the image, the top one included (at least 2); default 16. */
   layers?: number;
-  entrypoint?: string[];
-  cmd?: string[];
-  /** Environment on top of Debian's PATH; null removes a variable. */
-  env?: KeyChanges;
-  labels?: KeyChanges;
-  workdir?: string;
-  user?: string;
   /** Attach an SPDX SBOM (registry and oci: destinations); default true. */
   sbom?: boolean;
   /** The name the SBOM gives the image; default the packages asked for. */
@@ -178,11 +175,7 @@ export async function imageFromPackages(options: FromPackagesOptions): Promise<F
       hint: 'one layer is the top one (directories, dpkg status); the others hold packages',
     });
   const jobs = options.jobs ?? 4;
-  const created = options.created ?? defaultCreated();
-  if (Number.isNaN(Date.parse(created)))
-    throw new KilnError('E_USAGE', `--created must be an RFC 3339 time, got '${created}'`, {
-      hint: 'for example 2024-01-31T12:00:00Z',
-    });
+  const created = checkCreated(options.created);
   const mtime = defaultMtime();
   const emit = (e: FromPackagesEvent) => options.onEvent?.(e);
 
@@ -315,14 +308,7 @@ export async function imageFromPackages(options: FromPackagesOptions): Promise<F
       }));
       const env: KeyChanges = { PATH: DEBIAN_PATH, ...(options.env ?? {}) };
       const image = Image.scratch(platform, created, options.to)
-        .withConfig({
-          env,
-          ...(options.entrypoint ? { entrypoint: options.entrypoint } : {}),
-          ...(options.cmd ? { cmd: options.cmd } : {}),
-          ...(options.labels ? { labels: options.labels } : {}),
-          ...(options.workdir !== undefined ? { workdir: options.workdir } : {}),
-          ...(options.user !== undefined ? { user: options.user } : {}),
-        })
+        .withConfig({ ...options, created: undefined, env })
         .appendLayers(
           layers.map((l) => ({ descriptor: l.descriptor, diffId: l.diffId })),
           history,

@@ -6,24 +6,19 @@
  */
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { KilnError } from '../errors.js';
+import { KilnError, unlessMissing } from '../errors.js';
 import { writeFileAtomic } from '../store/layout.js';
+import type { IndexPackage } from './resolve.js';
 import { parseVersion } from './version.js';
 
 /** The lock file's name, in the directory the command runs in unless `--lock` names another. */
 export const PACKAGES_LOCK_FILE = 'kiln.packages.lock';
 
-/** One package as locked. */
-export interface LockedPackage {
-  name: string;
-  version: string;
-  architecture: string;
-  /** Path in the archive from its root (`pool/main/...`). */
-  filename: string;
-  size: number;
-  /** Lowercase hex. */
-  sha256: string;
-}
+/** One package as locked: what names and verifies its .deb, as the Packages index lists it. */
+export type LockedPackage = Pick<
+  IndexPackage,
+  'name' | 'version' | 'architecture' | 'filename' | 'size' | 'sha256'
+>;
 
 /** What `kiln.packages.lock` holds. */
 export interface PackagesLock {
@@ -49,16 +44,8 @@ function bad(file: string, why: string): KilnError {
 
 /** Reads and checks a lock file; undefined when there is none. */
 export async function readPackagesLock(file: string): Promise<PackagesLock | undefined> {
-  let text: string;
-  try {
-    text = await fs.readFile(file, 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw new KilnError('E_IO', `cannot read ${file}: ${(err as Error).message}`, {
-      cause: err,
-      hint: 'check the permissions of the lock file (--lock FILE)',
-    });
-  }
+  const text = await unlessMissing(fs.readFile(file, 'utf8'), file);
+  if (text === undefined) return undefined;
   let data: Record<string, unknown>;
   try {
     data = JSON.parse(text);

@@ -3,7 +3,6 @@ import { createReadStream } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
-import { useContext } from '../context.js';
 import { ioError, KilnError } from '../errors.js';
 import {
   type CollectOptions,
@@ -22,21 +21,7 @@ import { MediaType } from '../oci/media-types.js';
 import { hostPlatform, type Platform } from '../oci/platform.js';
 import type { Descriptor } from '../oci/types.js';
 import type { OciLayout } from '../store/layout.js';
-import { openSource } from '../transport/open.js';
-import { parseLocation } from '../transport/parse.js';
-import {
-  ComposedSource,
-  type ComposeResult,
-  checkPlatform,
-  configPlatform,
-  type DeriveOptions,
-  defaultCreated,
-  type LoadedImage,
-  loadImage,
-  loadRoot,
-  pickImage,
-  writeComposed,
-} from './compose.js';
+import { type ComposeResult, checkCreated, type DeriveOptions, derive, openImage } from './compose.js';
 import { Image } from './image.js';
 
 /** One `--layer SRC[:DEST]`. */
@@ -84,25 +69,14 @@ const TAR_SUFFIXES = ['.tar', '.tar.gz', '.tgz'];
 
 /** Appends one layer per input to a base image (or to scratch) and writes the image to `to`. */
 export async function appendLayers(options: AppendOptions): Promise<AppendResult> {
-  parseLocation(options.to); // a bad destination fails before any work
   if (options.layers.length === 0) throw new KilnError('E_USAGE', 'append needs at least one --layer');
-  const created = checkCreated(options.created ?? defaultCreated());
-  const { ctx, release } = useContext(options.context);
-  const store = options.store ?? (await ctx.store());
-  const composed = new ComposedSource('kiln append', store, ctx);
-  try {
-    let base: LoadedImage | undefined;
-    let baseImage: Image | undefined;
+  const created = checkCreated(options.created);
+  return derive('kiln append', options, async (composed) => {
+    const store = composed.store;
+    let base: Image | undefined;
     if (options.base !== 'scratch') {
-      const source = composed.addSource(await openSource(options.base, { context: ctx }));
-      const { root, bytes, parsed } = await loadRoot(source);
-      if (parsed.kind === 'index') {
-        base = await loadImage(source, pickImage(parsed.index, options.platform, source.name));
-      } else {
-        base = await loadImage(source, root, bytes);
-        checkPlatform(base, options.platform, source.name);
-      }
-      baseImage = Image.of(source, base);
+      const { source, image } = await openImage(composed, options.base, options.platform);
+      base = Image.of(source, image);
     }
     // A new manifest: OCI unless Docker v2 is asked for (a Docker base's types renamed, same blobs).
     const family = createdFamily(options.format);
@@ -120,28 +94,15 @@ export async function appendLayers(options: AppendOptions): Promise<AppendResult
       layers.push({ source: input.source, descriptor, diffId: written.diffId, skipped });
     }
 
-    const platform = base ? configPlatform(base.config)! : (options.platform ?? hostPlatform());
-    const image = (baseImage ?? Image.scratch(platform, created)).withFamily(family).appendLayers(
+    const platform = base ? base.platform : (options.platform ?? hostPlatform());
+    const image = (base ?? Image.scratch(platform, created)).withFamily(family).appendLayers(
       layers.map((l) => ({ descriptor: l.descriptor, diffId: l.diffId })),
       layers.map(() => ({ created, created_by: 'kiln append' })),
     );
     const descriptor = await image.write(composed);
-    composed.setRoot(descriptor);
-    await writeComposed(composed, options.to);
+    await composed.writeTo(descriptor, options.to);
     return { destination: options.to, descriptor, platform, layers };
-  } finally {
-    await composed.close();
-    release();
-  }
-}
-
-function checkCreated(created: string): string {
-  if (Number.isNaN(Date.parse(created)))
-    throw new KilnError(
-      'E_USAGE',
-      `--created must be an RFC 3339 time such as 2024-01-31T12:00:00Z, got '${created}'`,
-    );
-  return created;
+  });
 }
 
 interface BuiltLayer {

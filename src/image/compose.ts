@@ -3,13 +3,13 @@
  * index create): new blobs and manifests go into kiln's cache layout, everything else is served
  * from the base sources, so a base layer is read only when the destination lacks it.
  */
-import type { KilnContext } from '../context.js';
+import { type KilnContext, withContext } from '../context.js';
 import { KilnError } from '../errors.js';
 import { defaultMtime } from '../layer/tar-writer.js';
 import type { ManifestFormat } from '../oci/media-type-policy.js';
 import { isManifestType, MediaType } from '../oci/media-types.js';
 import { formatPlatform, normalizePlatform, type Platform, platformMatches } from '../oci/platform.js';
-import { isUnknownPlatform } from '../oci/select.js';
+import { isUnknownPlatform, pickImage } from '../oci/select.js';
 import type { Descriptor, ImageConfig, ImageIndex, ImageManifest } from '../oci/types.js';
 import {
   encodeJson,
@@ -21,9 +21,10 @@ import {
 import type { OciLayout } from '../store/layout.js';
 import { type CopyOptions, type CopyResult, copyImage } from '../transport/copy.js';
 import { OciDirSource } from '../transport/oci-dir.js';
-import { openDestination } from '../transport/open.js';
+import { openDestination, openSource } from '../transport/open.js';
+import { parseLocation } from '../transport/parse.js';
+import { readSmallBlob } from '../transport/read.js';
 import type { BlobOrigin, ImageSource } from '../transport/types.js';
-import { readSmallBlob } from './resolve.js';
 
 /** What every command that writes an image it derives from others takes (append, mutate, merge, ...). */
 export interface DeriveOptions {
@@ -40,6 +41,19 @@ export interface ComposeResult {
   destination: string;
   /** The root written: a manifest, or an index. */
   descriptor: Descriptor;
+}
+
+/** What a command reports of the copy of its composition to the destination (merge, rebase). */
+export interface CopiedResult extends ComposeResult {
+  blobsCopied: number;
+  blobsSkipped: number;
+  blobsMounted: number;
+}
+
+/** The copy's counts as a command reports them. */
+export function copied(written: CopyResult, destination: string): CopiedResult {
+  const { descriptor, blobsCopied, blobsSkipped, blobsMounted } = written;
+  return { destination, descriptor, blobsCopied, blobsSkipped, blobsMounted };
 }
 
 /**
@@ -99,6 +113,12 @@ export class ComposedSource implements ImageSource {
 
   setRoot(desc: Descriptor): void {
     this.root = desc;
+  }
+
+  /** Copies the composition, rooted at `root`, to `to` (any destination transport), then closes it. */
+  writeTo(root: Descriptor, to: string, options?: CopyOptions): Promise<CopyResult> {
+    this.setRoot(root);
+    return writeComposed(this, to, options);
   }
 
   async resolve(): Promise<Descriptor> {
@@ -163,6 +183,92 @@ export async function writeComposed(
   } finally {
     await composed.close();
   }
+}
+
+/**
+ * The skeleton of every command that derives an image from others (append, mutate, merge, rebase,
+ * flatten, diff, index create): the destination checked before any work, then `body` runs on a
+ * composition in the store; the composition's bases are closed and the context released however it ends.
+ */
+export async function derive<T>(
+  name: string,
+  options: DeriveOptions & { to?: string },
+  body: (composed: ComposedSource, context: KilnContext) => Promise<T>,
+): Promise<T> {
+  if (options.to !== undefined) parseLocation(options.to);
+  return withContext(options.context, async (ctx) => {
+    const composed = new ComposedSource(name, options.store ?? (await ctx.store()), ctx);
+    try {
+      return await body(composed, ctx);
+    } finally {
+      await composed.close();
+    }
+  });
+}
+
+/** An input of a derivation as given (`name`) and as opened: its source and its root, parsed. */
+export interface Input {
+  name: string;
+  source: ImageSource;
+  root: Descriptor;
+  bytes: Buffer;
+  parsed: ParsedManifest;
+}
+
+/** Opens `name` (any source transport) into `composed`, which closes it, and reads its root. */
+export async function openInput(composed: ComposedSource, name: string): Promise<Input> {
+  const source = composed.addSource(await openSource(name, { context: composed.context }));
+  return { name, source, ...(await loadRoot(source)) };
+}
+
+/**
+ * The image of an input: from an index, the one `platform` picks (else `prefer`, a hint only, else
+ * the only one); a single image, checked against `platform` when given.
+ */
+export async function imageOf(
+  input: Input,
+  platform: Platform | undefined,
+  prefer?: Platform,
+): Promise<LoadedImage> {
+  const { source, parsed } = input;
+  if (parsed.kind === 'manifest') {
+    const image = await loadImage(source, input.root, input.bytes);
+    checkPlatform(image, platform, input.name);
+    return image;
+  }
+  let chosen: Descriptor;
+  try {
+    chosen = pickImage(parsed.index, platform ?? prefer, input.name);
+  } catch (err) {
+    if (platform !== undefined || prefer === undefined) throw err;
+    chosen = pickImage(parsed.index, undefined, input.name);
+  }
+  return loadImage(source, chosen);
+}
+
+/** Opens `name` into `composed` and takes its image (see `imageOf`). */
+export async function openImage(
+  composed: ComposedSource,
+  name: string,
+  platform: Platform | undefined,
+  prefer?: Platform,
+): Promise<{ source: ImageSource; image: LoadedImage }> {
+  const input = await openInput(composed, name);
+  return { source: input.source, image: await imageOf(input, platform, prefer) };
+}
+
+/**
+ * What a command that changes images one by one writes for an input: for an index without
+ * `platform`, what `whole` makes of the index; else what `one` makes of the image `imageOf` gives.
+ */
+export async function eachImage(
+  input: Input,
+  platform: Platform | undefined,
+  one: (image: LoadedImage) => Promise<Descriptor>,
+  whole: (index: ImageIndex) => Promise<Descriptor>,
+): Promise<Descriptor> {
+  if (input.parsed.kind === 'index' && !platform) return whole(input.parsed.index);
+  return one(await imageOf(input, platform));
 }
 
 /** The root a source names, parsed. */
@@ -249,6 +355,17 @@ export function platformKey(p: Platform): string {
 /** The time written into history and new configs: SOURCE_DATE_EPOCH, else the epoch (like package). */
 export function defaultCreated(): string {
   return new Date(defaultMtime() * 1000).toISOString().replace('.000Z', 'Z');
+}
+
+/** `--created` as given, checked to be an RFC 3339 time, else `defaultCreated()`. */
+export function checkCreated(created: string | undefined): string {
+  const time = created ?? defaultCreated();
+  if (Number.isNaN(Date.parse(time)))
+    throw new KilnError(
+      'E_USAGE',
+      `--created must be an RFC 3339 time such as 2024-01-31T12:00:00Z, got '${time}'`,
+    );
+  return time;
 }
 
 /**

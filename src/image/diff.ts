@@ -15,7 +15,6 @@ import * as path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import * as tar from 'tar-stream';
-import { useContext } from '../context.js';
 import { ioError, KilnError } from '../errors.js';
 import { compareBytes } from '../layer/entries.js';
 import { parallelGzip } from '../layer/gzip.js';
@@ -27,21 +26,15 @@ import type { Platform } from '../oci/platform.js';
 import type { Descriptor } from '../oci/types.js';
 import { verified } from '../oci/verify.js';
 import type { OciLayout } from '../store/layout.js';
-import { openSource } from '../transport/open.js';
-import { parseLocation } from '../transport/parse.js';
 import type { ImageSource } from '../transport/types.js';
 import {
-  ComposedSource,
   type ComposeResult,
-  checkPlatform,
+  checkCreated,
   configPlatform,
   type DeriveOptions,
-  defaultCreated,
+  derive,
   type LoadedImage,
-  loadImage,
-  loadRoot,
-  pickImage,
-  writeComposed,
+  openImage,
 } from './compose.js';
 import {
   checkLayers,
@@ -519,7 +512,7 @@ export async function writeTreeDiff(options: TreeDiffOptions, sink: LayerSink): 
 // kiln diff
 
 /** Options of `diffImages`: the two images and what to compare. */
-export interface DiffOptions extends DeriveOptions {
+export interface DiffOptions extends DeriveOptions, TreeLayerOptions {
   /** Any source transport. */
   lower: string;
   upper: string;
@@ -529,6 +522,10 @@ export interface DiffOptions extends DeriveOptions {
   output?: string;
   /** Chooses the images out of indexes (LOWER defaults to UPPER's platform). */
   platform?: Platform;
+}
+
+/** What diff and flatten take for the layer they write out of a flattened filesystem. */
+export interface TreeLayerOptions {
   /** RFC 3339 time of the history entries; default SOURCE_DATE_EPOCH, else the epoch. */
   created?: string;
   /** Gzip bomb limits; default from the environment. */
@@ -563,35 +560,6 @@ export interface DiffResult {
   output?: string;
 }
 
-/**
- * Opens `ref` (closed with `composed`) and picks its image: by `platform` from an index, else by
- * `prefer` (a hint only), else the only one; a single image must match `platform` when given.
- */
-export async function openImage(
-  composed: ComposedSource,
-  ref: string,
-  platform: Platform | undefined,
-  prefer?: Platform,
-): Promise<{ source: ImageSource; image: LoadedImage }> {
-  const source = composed.addSource(await openSource(ref, { context: composed.context }));
-  const { root, bytes, parsed } = await loadRoot(source);
-  let image: LoadedImage;
-  if (parsed.kind === 'index') {
-    let chosen: Descriptor;
-    try {
-      chosen = pickImage(parsed.index, platform ?? prefer, source.name);
-    } catch (err) {
-      if (platform !== undefined || prefer === undefined) throw err;
-      chosen = pickImage(parsed.index, undefined, source.name);
-    }
-    image = await loadImage(source, chosen);
-  } else {
-    image = await loadImage(source, root, bytes);
-    checkPlatform(image, platform, source.name);
-  }
-  return { source, image };
-}
-
 /** diff_ids as the config lists them, when they match the manifest's layers one for one. */
 function diffIdsOf(image: LoadedImage): string[] | undefined {
   const ids = image.config.rootfs?.diff_ids;
@@ -611,15 +579,9 @@ export function outputIsGzip(file: string): boolean {
 export async function diffImages(options: DiffOptions): Promise<DiffResult> {
   if ((options.to === undefined) === (options.output === undefined))
     throw new KilnError('E_USAGE', 'diff writes either an image (--to DST) or a layer file (--output FILE)');
-  if (options.to !== undefined) parseLocation(options.to); // a bad destination fails before any work
-  const created = options.created ?? defaultCreated();
-  if (Number.isNaN(Date.parse(created)))
-    throw new KilnError('E_USAGE', `--created must be an RFC 3339 time, got '${created}'`);
+  const created = checkCreated(options.created);
   const limits = expansionLimits(options.limits);
-  const { ctx, release } = useContext(options.context);
-  const store = options.store ?? (await ctx.store());
-  const composed = new ComposedSource('kiln diff', store, ctx);
-  try {
+  return derive('kiln diff', options, async (composed) => {
     const up = await openImage(composed, options.upper, options.platform);
     const low = await openImage(composed, options.lower, options.platform, configPlatform(up.image.config));
     const lowerIds = diffIdsOf(low.image);
@@ -660,7 +622,7 @@ export async function diffImages(options: DiffOptions): Promise<DiffResult> {
       const sink: LayerSink =
         options.output !== undefined
           ? { file: options.output, gzip: outputIsGzip(options.output) }
-          : { store };
+          : { store: composed.store };
       // Identical layers: the empty layer, without reading anything.
       const upper = { source: up.source, layers: same ? [] : upperLayers };
       const lower = { source: low.source, layers: same ? [] : low.image.manifest.layers };
@@ -689,16 +651,12 @@ export async function diffImages(options: DiffOptions): Promise<DiffResult> {
       .created(options.format);
     result.layers = image.layers.map((l) => ({ descriptor: l.descriptor, diffId: l.diffId }));
     const descriptor = await image.write(composed);
-    composed.setRoot(descriptor);
     const written: ComposeResult = {
       destination: options.to!,
-      descriptor: (await writeComposed(composed, options.to!)).descriptor,
+      descriptor: (await composed.writeTo(descriptor, options.to!)).descriptor,
     };
     return { ...result, ...written };
-  } finally {
-    await composed.close();
-    release();
-  }
+  });
 }
 
 /** One layer of a source as a file: its bytes as they are when the compression matches, else (un)compressed. */

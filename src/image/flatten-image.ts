@@ -1,47 +1,30 @@
-/**
- * `kiln flatten`: an image squashed into one layer holding its flattened filesystem, sorted and
- * deterministic (the diff of the image over nothing, see diff.ts). The config is kept, with one
- * diff_id and one history entry. An index is flattened image by image into a new index.
- */
-import { useContext } from '../context.js';
-import { KilnError } from '../errors.js';
-import type { ExpansionLimits } from '../layer/tar-reader.js';
 import { MediaType } from '../oci/media-types.js';
 import type { Platform } from '../oci/platform.js';
-import type { Descriptor, ImageIndex } from '../oci/types.js';
-import { openSource } from '../transport/open.js';
-import { parseLocation } from '../transport/parse.js';
+import type { Descriptor } from '../oci/types.js';
 import type { ImageSource } from '../transport/types.js';
 import {
-  ComposedSource,
+  type ComposedSource,
   type ComposeResult,
-  checkPlatform,
+  checkCreated,
   configPlatform,
   type DeriveOptions,
-  defaultCreated,
+  derive,
+  eachImage,
   type LoadedImage,
-  loadImage,
-  loadRoot,
   mapIndexImages,
-  pickImage,
-  writeComposed,
+  openInput,
 } from './compose.js';
-import { type DiffLayer, writeTreeDiff } from './diff.js';
-import type { FlatIssue, FlattenOptions } from './flatten.js';
+import { type DiffLayer, type TreeLayerOptions, writeTreeDiff } from './diff.js';
+import type { FlatIssue } from './flatten.js';
 import { Image } from './image.js';
 
 /** Options of `flattenImage`: the image (or index), the destination. */
-export interface FlattenImageOptions extends DeriveOptions {
+export interface FlattenImageOptions extends DeriveOptions, TreeLayerOptions {
   /** Any source transport. */
   source: string;
   to: string;
   /** From an index: flatten only this image and write it alone. Without: every image of the index. */
   platform?: Platform;
-  /** RFC 3339 time of the history entry; default SOURCE_DATE_EPOCH, else the epoch. */
-  created?: string;
-  /** Gzip bomb limits; default from the environment. */
-  limits?: Partial<ExpansionLimits>;
-  onLayer?: FlattenOptions['onLayer'];
 }
 
 /** One image `flattenImage` squashed into a single layer. */
@@ -66,37 +49,18 @@ export interface FlattenImageResult extends ComposeResult {
 
 /** Squashes an image (every image of an index, or the one chosen) to one layer and writes it to `to`. */
 export async function flattenImage(options: FlattenImageOptions): Promise<FlattenImageResult> {
-  parseLocation(options.to); // a bad destination fails before any work
-  const created = options.created ?? defaultCreated();
-  if (Number.isNaN(Date.parse(created)))
-    throw new KilnError('E_USAGE', `--created must be an RFC 3339 time, got '${created}'`);
-  const { ctx, release } = useContext(options.context);
-  const store = options.store ?? (await ctx.store());
-  const composed = new ComposedSource('kiln flatten', store, ctx);
-  try {
-    const source = composed.addSource(await openSource(options.source, { context: ctx }));
-    const { root, bytes, parsed } = await loadRoot(source);
+  const created = checkCreated(options.created);
+  return derive('kiln flatten', options, async (composed) => {
+    const input = await openInput(composed, options.source);
     const images: FlattenedImage[] = [];
-    const one = (image: LoadedImage) => flattenOne(composed, source, image, created, options, images);
-    let descriptor: Descriptor;
-    if (parsed.kind === 'manifest') {
-      const image = await loadImage(source, root, bytes);
-      checkPlatform(image, options.platform, source.name);
-      descriptor = await one(image);
-    } else if (options.platform) {
-      descriptor = await one(await loadImage(source, pickImage(parsed.index, options.platform, source.name)));
-    } else {
-      const manifests = await mapIndexImages(composed, source, parsed.index, one);
-      const index: ImageIndex = { ...parsed.index, manifests };
-      descriptor = await composed.putJson(parsed.index.mediaType ?? root.mediaType, index);
-    }
-    composed.setRoot(descriptor);
-    const written = await writeComposed(composed, options.to);
+    const one = (image: LoadedImage) => flattenOne(composed, input.source, image, created, options, images);
+    const root = await eachImage(input, options.platform, one, async (index) => {
+      const manifests = await mapIndexImages(composed, input.source, index, one);
+      return composed.putJson(index.mediaType ?? input.root.mediaType, { ...index, manifests });
+    });
+    const written = await composed.writeTo(root, options.to);
     return { destination: options.to, descriptor: written.descriptor, images };
-  } finally {
-    await composed.close();
-    release();
-  }
+  });
 }
 
 async function flattenOne(

@@ -1,26 +1,23 @@
-import { useContext } from '../context.js';
 import { KilnError } from '../errors.js';
 import { type PlatformAliases, withPlatformAliases } from '../oci/aliases.js';
 import { createdFamily, indexInFamily, indexType } from '../oci/media-type-policy.js';
 import { isManifestType, MediaType } from '../oci/media-types.js';
 import { formatPlatform, normalizePlatform } from '../oci/platform.js';
+import { isUnknownPlatform } from '../oci/select.js';
 import type { Descriptor, ImageIndex } from '../oci/types.js';
 import { MAX_CONFIG_BYTES, parseConfig } from '../oci/validate.js';
 import { inFormat } from '../transport/format.js';
 import { openSource } from '../transport/open.js';
-import { parseLocation } from '../transport/parse.js';
+import { readSmallBlob } from '../transport/read.js';
 import type { ImageSource } from '../transport/types.js';
 import {
-  ComposedSource,
   type ComposeResult,
   configPlatform,
   type DeriveOptions,
-  isUnknownPlatform,
+  derive,
   loadRoot,
   platformKey,
-  writeComposed,
 } from './compose.js';
-import { readSmallBlob } from './resolve.js';
 import { sortKeys } from './write.js';
 
 /** Options of `createIndex`: the images (manifests) to list and the destination. */
@@ -46,13 +43,9 @@ export interface IndexCreateResult extends ComposeResult {
  * same platform twice is an error unless it is the same manifest, which is listed once.
  */
 export async function createIndex(options: IndexCreateOptions): Promise<IndexCreateResult> {
-  parseLocation(options.to); // a bad destination fails before any work
   if (options.sources.length === 0) throw new KilnError('E_USAGE', 'index create needs at least one image');
   const family = createdFamily(options.format);
-  const { ctx, release } = useContext(options.context);
-  const store = options.store ?? (await ctx.store());
-  const composed = new ComposedSource('kiln index create', store, ctx);
-  try {
+  return derive('kiln index create', options, async (composed, ctx) => {
     const manifests: Descriptor[] = [];
     const byDigest = new Set<string>();
     const byPlatform = new Map<string, { digest: string; from: string }>();
@@ -86,14 +79,10 @@ export async function createIndex(options: IndexCreateOptions): Promise<IndexCre
       created.annotations = sortKeys(options.annotations);
     const index = indexInFamily(created, family, created.manifests);
     const descriptor = await composed.putJson(indexType(family), index);
-    composed.setRoot(descriptor);
     // A single-image destination (docker-archive) gets the host's image: report what was written.
-    const written = await writeComposed(composed, options.to);
+    const written = await composed.writeTo(descriptor, options.to);
     return { destination: options.to, descriptor: written.descriptor, manifests: index.manifests };
-  } finally {
-    await composed.close();
-    release();
-  }
+  });
 }
 
 /** The index entries a source contributes: its manifest with the platform of its config, or its index's entries. */

@@ -3,33 +3,30 @@
  * SRC's in order, as they are (the same blobs, never repacked), so later layers win where paths
  * meet and a whiteout in a later image deletes a file of an earlier one.
  */
-import { useContext } from '../context.js';
 import { KilnError } from '../errors.js';
 import type { Digest } from '../oci/digest.js';
 import { createdFamily, type Family, indexType } from '../oci/media-type-policy.js';
 import { layerCompression } from '../oci/media-types.js';
 import { formatPlatform, isWasmPlatform, type Platform, platformMatches } from '../oci/platform.js';
 import { formatReference } from '../oci/reference.js';
+import { describePlatforms, indexImages } from '../oci/select.js';
 import type { Descriptor, HistoryEntry, ImageIndex } from '../oci/types.js';
-import type { ParsedManifest } from '../oci/validate.js';
-import { openSource } from '../transport/open.js';
 import { parseLocation } from '../transport/parse.js';
 import type { ImageSource } from '../transport/types.js';
 import {
-  ComposedSource,
-  type ComposeResult,
-  checkPlatform,
+  type ComposedSource,
+  type CopiedResult,
   configPlatform,
+  copied,
   type DeriveOptions,
   defaultCreated,
-  describePlatforms,
-  indexImages,
+  derive,
+  type Input,
+  imageOf,
   type LoadedImage,
   loadImage,
-  loadRoot,
-  pickImage,
+  openInput,
   platformKey,
-  writeComposed,
 } from './compose.js';
 import { Image, type ImageLayer, type KeyChanges } from './image.js';
 
@@ -67,12 +64,9 @@ export interface MergedImage {
 }
 
 /** What `mergeImages` wrote. */
-export interface MergeResult extends ComposeResult {
+export interface MergeResult extends CopiedResult {
   /** One per platform written. */
   images: MergedImage[];
-  blobsCopied: number;
-  blobsSkipped: number;
-  blobsMounted: number;
 }
 
 /** One input of a merge or a rebase, as given and as read. */
@@ -82,14 +76,6 @@ export interface InputImage {
   image: LoadedImage;
 }
 
-interface InputRoot {
-  name: string;
-  source: ImageSource;
-  root: Descriptor;
-  bytes: Buffer;
-  parsed: ParsedManifest;
-}
-
 /**
  * Merges images. Inputs are single images of one platform, or indexes: `platform` picks one image
  * out of each index; without it, a single image among the inputs sets the platform, and when every
@@ -97,22 +83,15 @@ interface InputRoot {
  * a new index.
  */
 export async function mergeImages(options: MergeOptions): Promise<MergeResult> {
-  parseLocation(options.to); // a bad destination fails before any work
   if (options.sources.length === 0)
     throw new KilnError('E_USAGE', 'merge needs at least one image after BASE');
   const configFrom = options.configFrom ?? 'auto';
   if (!CONFIG_FROM.includes(configFrom))
     throw new KilnError('E_USAGE', `--config-from takes ${CONFIG_FROM.join(', ')}, got '${configFrom}'`);
   const family = createdFamily(options.format);
-  const { ctx, release } = useContext(options.context);
-  const store = options.store ?? (await ctx.store());
-  const composed = new ComposedSource('kiln merge', store, ctx);
-  try {
-    const roots: InputRoot[] = [];
-    for (const name of [options.base, ...options.sources]) {
-      const source = composed.addSource(await openSource(name, { context: ctx }));
-      roots.push({ name, source, ...(await loadRoot(source)) });
-    }
+  return derive('kiln merge', options, async (composed) => {
+    const roots: Input[] = [];
+    for (const name of [options.base, ...options.sources]) roots.push(await openInput(composed, name));
     const images: MergedImage[] = [];
     let descriptor: Descriptor;
     if (!options.platform && roots.every((r) => r.parsed.kind === 'index')) {
@@ -121,44 +100,28 @@ export async function mergeImages(options: MergeOptions): Promise<MergeResult> {
       const inputs = await pickInputs(roots, options.platform);
       descriptor = await mergeOne(composed, inputs, configFrom, images, family);
     }
-    composed.setRoot(descriptor);
-    const written = await writeComposed(composed, options.to);
-    return {
-      destination: options.to,
-      descriptor: written.descriptor,
-      images,
-      blobsCopied: written.blobsCopied,
-      blobsSkipped: written.blobsSkipped,
-      blobsMounted: written.blobsMounted,
-    };
-  } finally {
-    await composed.close();
-    release();
-  }
+    return { ...copied(await composed.writeTo(descriptor, options.to), options.to), images };
+  });
 }
 
 /** One image per input: single images first, so one of them can set the platform for the indexes. */
-async function pickInputs(roots: InputRoot[], platform: Platform | undefined): Promise<InputImage[]> {
-  const loaded = new Map<InputRoot, LoadedImage>();
+async function pickInputs(roots: Input[], platform: Platform | undefined): Promise<InputImage[]> {
+  const loaded = new Map<Input, LoadedImage>();
   let want = platform;
   for (const r of roots) {
     if (r.parsed.kind !== 'manifest') continue;
-    const image = await loadImage(r.source, r.root, r.bytes);
-    checkPlatform(image, want, r.name);
+    const image = await imageOf(r, want);
     want ??= configPlatform(image.config);
     loaded.set(r, image);
   }
-  for (const r of roots) {
-    if (r.parsed.kind !== 'index') continue;
-    loaded.set(r, await loadImage(r.source, pickImage(r.parsed.index, want, r.name)));
-  }
+  for (const r of roots) if (r.parsed.kind === 'index') loaded.set(r, await imageOf(r, want));
   return roots.map((r) => ({ name: r.name, source: r.source, image: loaded.get(r)! }));
 }
 
 /** Every input an index of the same platforms: one merged image per platform, in BASE's order. */
 async function mergeIndexes(
   composed: ComposedSource,
-  roots: InputRoot[],
+  roots: Input[],
   configFrom: ConfigFrom,
   images: MergedImage[],
   family: Family,
@@ -221,22 +184,30 @@ async function mergeOne(
     for (const layer of input.image.manifest.layers) composed.addBase(layer, input.source);
   }
   const chosen = chooseConfig(inputs, configFrom);
-  const image = Image.of(base.source, base.image)
-    .withContainerConfig(chosen.image.config.config)
-    .withLayers(
-      inputs.flatMap((i) => layersOf(i)),
-      inputs.flatMap((i) => imageHistory(i.image, 'kiln merge')),
-    )
-    .withAnnotations(baseAnnotations(base))
-    .withFamily(family);
+  const image = restacked(
+    Image.of(base.source, base.image).withContainerConfig(chosen.image.config.config),
+    base,
+    inputs.flatMap((i) => layersOf(i)),
+    inputs.flatMap((i) => imageHistory(i.image, 'kiln merge')),
+    family,
+  );
   const descriptor = await image.write(composed);
-  images.push({
-    platform,
-    descriptor,
-    layers: image.layers.length,
-    configFrom: chosen.name,
-  });
+  images.push({ platform, descriptor, layers: image.layers.length, configFrom: chosen.name });
   return descriptor;
+}
+
+/**
+ * `image` with its filesystem replaced by `layers` (one history entry each), naming `base` as the
+ * image it is on, in `family`: what merge and rebase write.
+ */
+export function restacked(
+  image: Image,
+  base: InputImage,
+  layers: ImageLayer[],
+  history: HistoryEntry[],
+  family: Family,
+): Image {
+  return image.withLayers(layers, history).withAnnotations(baseAnnotations(base)).withFamily(family);
 }
 
 function chooseConfig(inputs: InputImage[], configFrom: ConfigFrom): InputImage {

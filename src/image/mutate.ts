@@ -1,24 +1,20 @@
-import { useContext } from '../context.js';
 import { KilnError } from '../errors.js';
 import { createdFamily, familyOf, indexInFamily, indexType } from '../oci/media-type-policy.js';
 import { isManifestType } from '../oci/media-types.js';
 import type { Platform } from '../oci/platform.js';
 import type { Descriptor, ImageIndex } from '../oci/types.js';
 import { encodeJson } from '../oci/validate.js';
-import { openSource } from '../transport/open.js';
-import { parseLocation } from '../transport/parse.js';
 import type { ImageSource } from '../transport/types.js';
 import {
-  ComposedSource,
+  type ComposedSource,
   type ComposeResult,
-  checkPlatform,
   type DeriveOptions,
+  derive,
+  eachImage,
+  type Input,
   type LoadedImage,
-  loadImage,
-  loadRoot,
   mapIndexImages,
-  pickImage,
-  writeComposed,
+  openInput,
 } from './compose.js';
 import { Image, type KeyChanges, mergeEnv, mergeKeys } from './image.js';
 
@@ -51,42 +47,27 @@ export interface MutateResult extends ComposeResult {
 
 /** Edits an image's config and annotations (every image of an index, or the one chosen) and writes it to `to`. */
 export async function mutateImage(options: MutateOptions): Promise<MutateResult> {
-  parseLocation(options.to); // a bad destination fails before any work
   for (const key of Object.keys(options.env ?? {}))
     if (key === '' || key.includes('='))
       throw new KilnError('E_USAGE', `invalid environment variable name '${key}'`);
-  const { ctx, release } = useContext(options.context);
-  const store = options.store ?? (await ctx.store());
-  const composed = new ComposedSource('kiln mutate', store, ctx);
-  try {
-    const source = composed.addSource(await openSource(options.source, { context: ctx }));
-    const { root, bytes, parsed } = await loadRoot(source);
+  return derive('kiln mutate', options, async (composed) => {
+    const input = await openInput(composed, options.source);
     const state = { changed: 0 };
-    let descriptor: Descriptor;
-    if (parsed.kind === 'manifest') {
-      const image = await loadImage(source, root, bytes);
-      checkPlatform(image, options.platform, source.name);
-      descriptor = await mutateOne(composed, source, image, options, state);
-    } else if (options.platform) {
-      const chosen = pickImage(parsed.index, options.platform, source.name);
-      descriptor = await mutateOne(composed, source, await loadImage(source, chosen), options, state);
-    } else {
-      descriptor = await mutateIndex(composed, source, root, parsed.index, options, state);
-    }
-    composed.setRoot(descriptor);
+    const root = await eachImage(
+      input,
+      options.platform,
+      (image) => mutateOne(composed, input.source, image, options, state),
+      (index) => mutateIndex(composed, input, index, options, state),
+    );
     // A single-image destination (docker-archive) gets the host's image of an index.
-    const written = await writeComposed(composed, options.to);
+    const written = await composed.writeTo(root, options.to);
     return { destination: options.to, descriptor: written.descriptor, changed: state.changed };
-  } finally {
-    await composed.close();
-    release();
-  }
+  });
 }
 
 async function mutateIndex(
   composed: ComposedSource,
-  source: ImageSource,
-  root: Descriptor,
+  { source, root }: Input,
   index: ImageIndex,
   options: MutateOptions,
   state: { changed: number },

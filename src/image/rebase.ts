@@ -3,36 +3,34 @@
  * OLD are swapped for NEW's; SRC's own layers are kept as they are (the same blobs).
  */
 import { isDeepStrictEqual } from 'node:util';
-import { useContext } from '../context.js';
 import { KilnError } from '../errors.js';
 import { createdFamily, type Family, indexInFamily, indexType } from '../oci/media-type-policy.js';
 import { formatPlatform, type Platform } from '../oci/platform.js';
+import { indexImages } from '../oci/select.js';
 import type { Descriptor, HistoryEntry, ImageIndex } from '../oci/types.js';
-import { openSource } from '../transport/open.js';
-import { parseLocation } from '../transport/parse.js';
-import type { ImageSource } from '../transport/types.js';
 import {
-  ComposedSource,
-  type ComposeResult,
-  checkPlatform,
+  type ComposedSource,
+  type CopiedResult,
   configPlatform,
+  copied,
   type DeriveOptions,
-  indexImages,
+  derive,
+  eachImage,
+  type Input,
+  imageOf,
   type LoadedImage,
   loadImage,
-  loadRoot,
-  pickImage,
+  openInput,
   replacedEntry,
-  writeComposed,
 } from './compose.js';
 import { Image } from './image.js';
 import {
-  baseAnnotations,
   checkLayers,
   type InputImage,
   imageHistory,
   layersOf,
   nonEmpty,
+  restacked,
   samePlatform,
 } from './merge.js';
 
@@ -60,80 +58,35 @@ export interface RebasedImage {
 }
 
 /** What `rebaseImage` wrote. */
-export interface RebaseResult extends ComposeResult {
+export interface RebaseResult extends CopiedResult {
   images: RebasedImage[];
-  blobsCopied: number;
-  blobsSkipped: number;
-  blobsMounted: number;
-}
-
-interface Opened {
-  name: string;
-  source: ImageSource;
-  root: Descriptor;
-  bytes: Buffer;
-  index?: ImageIndex;
 }
 
 /** Rebases SRC (every image of an index, or the one `platform` names) and writes it to `to`; nothing is written when a check fails. */
 export async function rebaseImage(options: RebaseOptions): Promise<RebaseResult> {
-  parseLocation(options.to); // a bad destination fails before any work
   const family = createdFamily(options.format);
-  const { ctx, release } = useContext(options.context);
-  const store = options.store ?? (await ctx.store());
-  const composed = new ComposedSource('kiln rebase', store, ctx);
-  try {
-    const open = async (name: string): Promise<Opened> => {
-      const source = composed.addSource(await openSource(name, { context: ctx }));
-      const { root, bytes, parsed } = await loadRoot(source);
-      return parsed.kind === 'index'
-        ? { name, source, root, bytes, index: parsed.index }
-        : { name, source, root, bytes };
-    };
-    const src = await open(options.source);
-    const oldBase = await open(options.oldBase);
-    const newBase = await open(options.newBase);
+  return derive('kiln rebase', options, async (composed) => {
+    const src = await openInput(composed, options.source);
+    const oldBase = await openInput(composed, options.oldBase);
+    const newBase = await openInput(composed, options.newBase);
     const images: RebasedImage[] = [];
-    let descriptor: Descriptor;
-    if (!src.index || options.platform) {
-      // One image: SRC itself (checked against --platform), or the one --platform picks from it.
-      const image = src.index
-        ? await loadImage(src.source, pickImage(src.index, options.platform, src.name))
-        : await loadImage(src.source, src.root, src.bytes);
-      if (!src.index) checkPlatform(image, options.platform, src.name);
-      descriptor = await rebaseOne(
-        composed,
-        { name: src.name, source: src.source, image },
-        oldBase,
-        newBase,
-        images,
-        family,
-      );
-    } else {
-      descriptor = await rebaseIndex(composed, src, src.index, oldBase, newBase, images, family);
-    }
-    composed.setRoot(descriptor);
-    const written = await writeComposed(composed, options.to);
-    return {
-      destination: options.to,
-      descriptor: written.descriptor,
-      images,
-      blobsCopied: written.blobsCopied,
-      blobsSkipped: written.blobsSkipped,
-      blobsMounted: written.blobsMounted,
-    };
-  } finally {
-    await composed.close();
-    release();
-  }
+    // One image: SRC itself (checked against --platform), or the one --platform picks from it.
+    const descriptor = await eachImage(
+      src,
+      options.platform,
+      (image) => rebaseOne(composed, { ...src, image }, oldBase, newBase, images, family),
+      (index) => rebaseIndex(composed, src, index, oldBase, newBase, images, family),
+    );
+    return { ...copied(await composed.writeTo(descriptor, options.to), options.to), images };
+  });
 }
 
 async function rebaseIndex(
   composed: ComposedSource,
-  src: Opened,
+  src: Input,
   index: ImageIndex,
-  oldBase: Opened,
-  newBase: Opened,
+  oldBase: Input,
+  newBase: Input,
   images: RebasedImage[],
   family: Family,
 ): Promise<Descriptor> {
@@ -141,14 +94,7 @@ async function rebaseIndex(
   // Attestations (unknown/unknown) are left out: they describe the images as they were.
   for (const child of indexImages(index)) {
     const image = await loadImage(src.source, child);
-    const next = await rebaseOne(
-      composed,
-      { name: src.name, source: src.source, image },
-      oldBase,
-      newBase,
-      images,
-      family,
-    );
+    const next = await rebaseOne(composed, { ...src, image }, oldBase, newBase, images, family);
     manifests.push(replacedEntry(child, next));
   }
   const next = indexInFamily({ ...index, mediaType: indexType(family) }, family, manifests);
@@ -156,18 +102,19 @@ async function rebaseIndex(
 }
 
 /** The image of a base for `platform`: a single image must be for it, an index must list it. */
-async function baseFor(base: Opened, platform: Platform): Promise<InputImage> {
-  const image = base.index
-    ? await loadImage(base.source, pickImage(base.index, platform, base.name))
-    : await loadImage(base.source, base.root, base.bytes);
-  return { name: base.name, source: base.source, image };
+async function baseFor(base: Input, platform: Platform): Promise<InputImage> {
+  const image =
+    base.parsed.kind === 'index'
+      ? await imageOf(base, platform)
+      : await loadImage(base.source, base.root, base.bytes); // samePlatform says what does not match
+  return { ...base, image };
 }
 
 async function rebaseOne(
   composed: ComposedSource,
   src: InputImage,
-  oldOpened: Opened,
-  newOpened: Opened,
+  oldOpened: Input,
+  newOpened: Input,
   images: RebasedImage[],
   family: Family,
 ): Promise<Descriptor> {
@@ -180,21 +127,16 @@ async function rebaseOne(
 
   const cut = oldBase.image.manifest.layers.length;
   const own = layersOf(src).slice(cut);
-  const image = Image.of(src.source, src.image)
-    .withLayers(
-      [...layersOf(newBase), ...own],
-      [...imageHistory(newBase.image, 'kiln rebase'), ...ownHistory(src.image, oldBase.image)],
-    )
-    .withAnnotations(baseAnnotations(newBase))
-    .withFamily(family);
+  const image = restacked(
+    Image.of(src.source, src.image),
+    newBase,
+    [...layersOf(newBase), ...own],
+    [...imageHistory(newBase.image, 'kiln rebase'), ...ownHistory(src.image, oldBase.image)],
+    family,
+  );
   const descriptor = await image.write(composed);
-  images.push({
-    platform,
-    descriptor,
-    removed: cut,
-    added: newBase.image.manifest.layers.length,
-    kept: own.length,
-  });
+  const added = newBase.image.manifest.layers.length;
+  images.push({ platform, descriptor, removed: cut, added, kept: own.length });
   return descriptor;
 }
 

@@ -1,12 +1,13 @@
 import { KilnError } from '../errors.js';
 import type { Descriptor, ImageConfig, ImageIndex, ImageManifest } from '../oci/types.js';
 import { MAX_CONFIG_BYTES, parseConfig, parseManifest } from '../oci/validate.js';
-import { verified } from '../oci/verify.js';
 import type { ImageSource } from '../transport/types.js';
 
 export { selectManifest, selectWasmManifest } from '../oci/select.js';
+export { readSmallBlob } from '../transport/read.js';
 
 import { selectManifest } from '../oci/select.js';
+import { readSmallBlob } from '../transport/read.js';
 
 export interface ResolvedImage {
   /** The root the user named: an index or a manifest. */
@@ -44,17 +45,4 @@ export async function resolveImage(
   const result: ResolvedImage = { root, descriptor, manifest, manifestBytes: bytes, config, configBytes };
   if (index) result.index = index;
   return result;
-}
-
-/** Reads a small blob (a config, a module) whole, refusing anything over `limit`. */
-export async function readSmallBlob(source: ImageSource, desc: Descriptor, limit: number): Promise<Buffer> {
-  if (desc.size > limit)
-    throw new KilnError(
-      'E_TOO_LARGE',
-      `blob ${desc.digest} is ${desc.size} bytes, over the ${limit} byte limit`,
-    );
-  const parts: Buffer[] = [];
-  for await (const chunk of verified(await source.fetchBlob(desc), desc, source.name))
-    parts.push(Buffer.from(chunk));
-  return Buffer.concat(parts);
 }

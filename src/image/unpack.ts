@@ -19,7 +19,7 @@ import { constants } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import type { KilnContext } from '../context.js';
-import { ioError, KilnError } from '../errors.js';
+import { ioError, KilnError, unlessMissing } from '../errors.js';
 import { type ExpansionLimits, expansionLimits } from '../layer/tar-reader.js';
 import type { Platform } from '../oci/platform.js';
 import type { Descriptor } from '../oci/types.js';
@@ -315,13 +315,8 @@ function depth(rel: string): number {
   return n;
 }
 
-async function lstat(p: string): Promise<import('node:fs').Stats | undefined> {
-  try {
-    return await fs.lstat(p);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw ioError(err, p);
-  }
+function lstat(p: string): Promise<import('node:fs').Stats | undefined> {
+  return unlessMissing(fs.lstat(p), p);
 }
 
 type Target =

@@ -12,7 +12,7 @@ import { constants } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { ioError, KilnError } from '../errors.js';
+import { ioError, KilnError, unlessMissing } from '../errors.js';
 import { withLock } from '../store/lock.js';
 
 /** A user name and password, or an identity token, for one registry. */
@@ -122,14 +122,8 @@ export function parseConfigJson(text: string, what: string): DockerConfig {
 
 /** The parsed config.json, or undefined if there is none. */
 export async function readDockerConfig(file: string): Promise<DockerConfig | undefined> {
-  let text: string;
-  try {
-    text = await fs.readFile(file, 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw ioError(err, file);
-  }
-  return parseConfigJson(text, file);
+  const text = await unlessMissing(fs.readFile(file, 'utf8'), file);
+  return text === undefined ? undefined : parseConfigJson(text, file);
 }
 
 export function authsOf(config: DockerConfig | undefined): Record<string, unknown> | undefined {

@@ -133,15 +133,24 @@ export class Repository {
     return this.registry.request(r);
   }
 
-  /** `HEAD` a manifest: its descriptor, or undefined when absent. No body is transferred. */
-  async headManifest(reference: string, signal?: AbortSignal): Promise<Descriptor | undefined> {
-    const res = await this.req({
-      method: 'HEAD',
+  /** A HEAD or GET of a manifest by tag or digest, accepting every manifest type kiln reads. */
+  private manifestRequest(
+    method: 'HEAD' | 'GET',
+    reference: string,
+    signal?: AbortSignal,
+  ): Promise<HttpResponse> {
+    return this.req({
+      method,
       path: `/v2/${this.name}/manifests/${reference}`,
       scopes: this.pull,
       headers: { accept: MANIFEST_ACCEPT },
       signal,
     });
+  }
+
+  /** `HEAD` a manifest: its descriptor, or undefined when absent. No body is transferred. */
+  async headManifest(reference: string, signal?: AbortSignal): Promise<Descriptor | undefined> {
+    const res = await this.manifestRequest('HEAD', reference, signal);
     discard(res);
     if (res.status === 404) return undefined;
     if (res.status !== 200) return this.fail(res, `manifest ${reference}`);
@@ -181,13 +190,7 @@ export class Repository {
     | { manifest: { descriptor: Descriptor; bytes: Buffer }; cut?: undefined }
     | { manifest?: undefined; cut: KilnError }
   > {
-    const res = await this.req({
-      method: 'GET',
-      path: `/v2/${this.name}/manifests/${reference}`,
-      scopes: this.pull,
-      headers: { accept: MANIFEST_ACCEPT },
-      signal,
-    });
+    const res = await this.manifestRequest('GET', reference, signal);
     if (res.status !== 200) return this.fail(res, `manifest ${reference}`);
     const length = Number(header(res, 'content-length'));
     if (Number.isFinite(length) && length > MAX_MANIFEST_BYTES) {

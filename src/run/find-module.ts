@@ -1,10 +1,11 @@
 import * as path from 'node:path';
 import { KilnError } from '../errors.js';
-import { type ResolvedImage, readSmallBlob } from '../image/resolve.js';
+import type { ResolvedImage } from '../image/resolve.js';
 import { readFileFromTar } from '../layer/tar-reader.js';
 import { layerCompression, MediaType } from '../oci/media-types.js';
 import { TITLE_ANNOTATION } from '../oci/types.js';
 import { verified } from '../oci/verify.js';
+import { readSmallBlob } from '../transport/read.js';
 import type { ImageSource } from '../transport/types.js';
 import { MAX_MODULE_BYTES } from '../wasm/package.js';
 

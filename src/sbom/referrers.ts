@@ -13,7 +13,7 @@
  */
 import { type KilnContext, withContext } from '../context.js';
 import { KilnError } from '../errors.js';
-import { readSmallBlob, selectManifest } from '../image/resolve.js';
+import { selectManifest } from '../image/resolve.js';
 import { defaultMtime } from '../layer/tar-writer.js';
 import { sha256 } from '../oci/digest.js';
 import { isManifestType, MediaType } from '../oci/media-types.js';
@@ -24,6 +24,7 @@ import { CREATED_ANNOTATION, type Descriptor, type ImageIndex, type ImageManifes
 import { encodeJson, parseManifest } from '../oci/validate.js';
 import type { RegistryOptions } from '../registry/registry.js';
 import { openReferrers, openSource } from '../transport/open.js';
+import { readSmallBlob } from '../transport/read.js';
 import { transportOf } from '../transport/transports.js';
 
 export type { AttachResult };

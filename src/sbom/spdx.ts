@@ -89,6 +89,10 @@ interface SpdxRelationship {
   relatedSpdxElement: string;
 }
 
+function relation(from: string, type: string, to: string): SpdxRelationship {
+  return { spdxElementId: from, relationshipType: type, relatedSpdxElement: to };
+}
+
 /** The SPDX 2.3 document for `input`, as UTF-8 JSON (2-space indented, newline-terminated). */
 export function spdxDocument(input: SbomInput): Buffer {
   const hex = input.subject.digest.slice(input.subject.digest.indexOf(':') + 1);
@@ -118,21 +122,24 @@ export function spdxDocument(input: SbomInput): Buffer {
     image.packageVerificationCode = { packageVerificationCodeValue: verificationCode(files) };
   packages.push(image);
 
-  if (input.toolchain) {
-    packages.push(imagePackage('SPDXRef-Toolchain', input.toolchain.image, input.toolchain.digest));
-    relationships.push({
-      spdxElementId: 'SPDXRef-Toolchain',
-      relationshipType: 'BUILD_TOOL_OF',
-      relatedSpdxElement: 'SPDXRef-Image',
-    });
-  }
-  if (input.base) {
-    packages.push(imagePackage('SPDXRef-Base', input.base.name, input.base.digest));
-    relationships.push({
-      spdxElementId: 'SPDXRef-Image',
-      relationshipType: 'DESCENDANT_OF',
-      relatedSpdxElement: 'SPDXRef-Base',
-    });
+  // Other images, each a package related to the image: the toolchain that built it, the base it is on.
+  const related = [
+    input.toolchain && {
+      id: 'SPDXRef-Toolchain',
+      name: input.toolchain.image,
+      digest: input.toolchain.digest,
+      relationship: relation('SPDXRef-Toolchain', 'BUILD_TOOL_OF', 'SPDXRef-Image'),
+    },
+    input.base && {
+      id: 'SPDXRef-Base',
+      ...input.base,
+      relationship: relation('SPDXRef-Image', 'DESCENDANT_OF', 'SPDXRef-Base'),
+    },
+  ];
+  for (const r of related) {
+    if (!r) continue;
+    packages.push(imagePackage(r.id, r.name, r.digest));
+    relationships.push(r.relationship);
   }
 
   sortedPackages(input.packages ?? []).forEach((p, i) => {

@@ -277,6 +277,18 @@ export class ArchiveDestination implements ImageDestination {
   }
 }
 
+/** Opens `file` as a tar archive, refused (E_BAD_ARCHIVE) unless it is `what` (`is` holds of it). */
+async function openArchive(
+  file: string,
+  is: (archive: ArchiveFile) => boolean,
+  what: string,
+  hint?: (archive: ArchiveFile) => string | undefined,
+): Promise<ArchiveFile> {
+  const archive = await ArchiveFile.open(file);
+  if (!is(archive)) throw new KilnError('E_BAD_ARCHIVE', `${file} is not ${what}`, { hint: hint?.(archive) });
+  return archive;
+}
+
 /** Reads an OCI layout packed in a tar file, member by member. */
 export class OciArchiveSource implements ImageSource {
   private constructor(
@@ -286,17 +298,15 @@ export class OciArchiveSource implements ImageSource {
   ) {}
 
   static async open(name: string, file: string, tag: string | undefined): Promise<OciArchiveSource> {
-    const archive = await ArchiveFile.open(file);
-    if (!isLayoutArchive(archive))
-      throw new KilnError(
-        'E_BAD_ARCHIVE',
-        `${file} is not an OCI archive (no oci-layout or index.json inside)`,
-        {
-          hint: archive.has('manifest.json')
-            ? `it looks like a docker save archive: use docker-archive:${file}`
-            : undefined,
-        },
-      );
+    const archive = await openArchive(
+      file,
+      isLayoutArchive,
+      'an OCI archive (no oci-layout or index.json inside)',
+      (a) =>
+        a.has('manifest.json')
+          ? `it looks like a docker save archive: use docker-archive:${file}`
+          : undefined,
+    );
     return new OciArchiveSource(name, archive, tag);
   }
 
@@ -336,9 +346,11 @@ export class DockerArchiveSource implements ImageSource {
   ) {}
 
   static async open(name: string, file: string, ref: Reference | undefined): Promise<DockerArchiveSource> {
-    const archive = await ArchiveFile.open(file);
-    if (!archive.has('manifest.json') && !isLayoutArchive(archive))
-      throw new KilnError('E_BAD_ARCHIVE', `${file} is not a docker save archive (no manifest.json inside)`);
+    const archive = await openArchive(
+      file,
+      (a) => a.has('manifest.json') || isLayoutArchive(a),
+      'a docker save archive (no manifest.json inside)',
+    );
     return new DockerArchiveSource(name, archive, ref);
   }
 

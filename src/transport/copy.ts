@@ -5,8 +5,8 @@ import { formatPlatform, hostPlatform, type Platform, platformMatches } from '..
 import { selectManifest } from '../oci/select.js';
 import type { Descriptor, ImageIndex, ImageManifest } from '../oci/types.js';
 import { MAX_CONFIG_BYTES, parseConfig, parseManifest } from '../oci/validate.js';
-import { verified } from '../oci/verify.js';
 import { inFormat } from './format.js';
+import { readSmallBlob } from './read.js';
 import type { ImageDestination, ImageSource } from './types.js';
 
 /** Progress of a copy: a blob started, advanced, done or skipped; a manifest written. */
@@ -159,15 +159,7 @@ async function platformsOf(
 async function configPlatform(src: ImageSource, manifest: ImageManifest): Promise<Platform | undefined> {
   const desc = manifest.config;
   if (desc.mediaType !== MediaType.OciConfig && desc.mediaType !== MediaType.DockerConfig) return undefined;
-  if (desc.size > MAX_CONFIG_BYTES)
-    throw new KilnError(
-      'E_TOO_LARGE',
-      `config ${desc.digest} is ${desc.size} bytes, over the ${MAX_CONFIG_BYTES} byte limit`,
-    );
-  const parts: Buffer[] = [];
-  for await (const chunk of verified(await src.fetchBlob(desc), desc, src.name))
-    parts.push(Buffer.from(chunk));
-  const config = parseConfig(Buffer.concat(parts), `${src.name} config`);
+  const config = parseConfig(await readSmallBlob(src, desc, MAX_CONFIG_BYTES), `${src.name} config`);
   if (!config.os) return undefined;
   const platform: Platform = { os: config.os, architecture: config.architecture ?? '' };
   if (config.variant) platform.variant = config.variant;

@@ -1,19 +1,16 @@
 import { existsSync } from 'node:fs';
+import { type KilnContext, withContext } from '../context.js';
 import { KilnError } from '../errors.js';
-import { formatReference } from '../oci/reference.js';
 import { type ImageLocation, parseLocation } from './parse.js';
-import { cannot, type OpenOptions, type ReferrerStore, transportOf } from './transports.js';
+import {
+  type Capabilities,
+  cannot,
+  type OpenOptions,
+  type ReferrerStore,
+  type Transport,
+  transportOf,
+} from './transports.js';
 import type { ImageDestination, ImageSource } from './types.js';
-
-function unsupported(loc: ImageLocation, input: string): never {
-  const what =
-    loc.transport === 'registry'
-      ? `registry reference ${formatReference(loc.ref)}`
-      : `${loc.transport}: transport`;
-  throw new KilnError('E_UNSUPPORTED', `${what} can't be read (${input})`, {
-    hint: 'kiln reads registries, oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG]; docker-daemon: is a destination only',
-  });
-}
 
 /**
  * A short name like `out` or `app.tar` reads as a Docker Hub repository, but when a file or directory
@@ -35,36 +32,59 @@ function refuseLocalPath(loc: ImageLocation, input: string): void {
 
 export type { OpenOptions, ReferrerStore } from './transports.js';
 
-/** The source an image reference names (`oci:`, archives, `docker-daemon:`, a registry). */
-export async function openSource(input: string, options: OpenOptions = {}): Promise<ImageSource> {
+type Op = 'openSource' | 'openDestination' | 'listTags' | 'openReferrers';
+type Opened<O extends Op> = Awaited<ReturnType<NonNullable<Transport[O]>>>;
+
+/** What the transport `input` names does for `op`; refused, naming the transports that can, when it has none. */
+async function open<O extends Op>(
+  input: string,
+  options: OpenOptions,
+  op: O,
+  what: string,
+  can: (c: Capabilities) => boolean,
+): Promise<Opened<O>> {
   const loc = parseLocation(input);
-  refuseLocalPath(loc, input);
-  const transport = transportOf(loc);
-  if (!transport.openSource) return unsupported(loc, input);
-  return transport.openSource(loc, input, options);
+  if (op === 'openSource' || op === 'openDestination') refuseLocalPath(loc, input);
+  const transport: Transport = transportOf(loc);
+  const fn = transport[op] as
+    | ((loc: ImageLocation, input: string, options: OpenOptions) => Promise<Opened<O>>)
+    | undefined;
+  if (!fn) throw cannot(loc, input, what, can);
+  return fn.call(transport, loc, input, options);
+}
+
+/** The source an image reference names (`oci:`, archives, a registry). */
+export function openSource(input: string, options: OpenOptions = {}): Promise<ImageSource> {
+  return open(input, options, 'openSource', 'be read', (c) => c.read);
+}
+
+/** Runs `fn` on the source `ref` names, in the caller's context (else one made for the call); the source is closed after. */
+export function withSource<T>(
+  ref: string,
+  context: KilnContext | undefined,
+  fn: (source: ImageSource) => Promise<T>,
+): Promise<T> {
+  return withContext(context, async (ctx) => {
+    const source = await openSource(ref, { context: ctx });
+    try {
+      return await fn(source);
+    } finally {
+      await source.close();
+    }
+  });
 }
 
 /** The destination an image reference names (`oci:`, archives, `docker-daemon:`, a registry). */
-export async function openDestination(input: string, options: OpenOptions = {}): Promise<ImageDestination> {
-  const loc = parseLocation(input);
-  refuseLocalPath(loc, input);
-  const transport = transportOf(loc);
-  if (!transport.openDestination) return unsupported(loc, input);
-  return transport.openDestination(loc, input, options);
+export function openDestination(input: string, options: OpenOptions = {}): Promise<ImageDestination> {
+  return open(input, options, 'openDestination', 'be written', (c) => c.write);
 }
 
 /** The tags of a registry repository or a layout (`kiln tags`). */
-export async function openTags(input: string, options: OpenOptions = {}): Promise<string[]> {
-  const loc = parseLocation(input);
-  const transport = transportOf(loc);
-  if (!transport.listTags) throw cannot(loc, input, 'list tags', (c) => c.tags);
-  return transport.listTags(loc, input, options);
+export function openTags(input: string, options: OpenOptions = {}): Promise<string[]> {
+  return open(input, options, 'listTags', 'list tags', (c) => c.tags);
 }
 
 /** Where the referrers of the images `input` names are kept (a registry repository or a layout). */
-export async function openReferrers(input: string, options: OpenOptions = {}): Promise<ReferrerStore> {
-  const loc = parseLocation(input);
-  const transport = transportOf(loc);
-  if (!transport.openReferrers) throw cannot(loc, input, 'keep referrers', (c) => c.referrers);
-  return transport.openReferrers(loc, input, options);
+export function openReferrers(input: string, options: OpenOptions = {}): Promise<ReferrerStore> {
+  return open(input, options, 'openReferrers', 'keep referrers', (c) => c.referrers);
 }

@@ -17,18 +17,21 @@ export function openRepository(ref: Reference, options: RegistryOptions = {}): R
   return new Repository(new Registry(ref.registry, options), ref.repository);
 }
 
-export class RegistrySource implements ImageSource {
-  private readonly manifests = new Map<string, Buffer>();
-  private root: Descriptor | undefined;
-
+/** A source or destination in a registry repository: what both are opened with. */
+abstract class RegistryImages {
   constructor(
     readonly name: string,
     readonly ref: Reference,
     readonly repo: Repository,
-    private readonly signal?: AbortSignal,
-    /** Called by close(): closes a context made for this source alone. */
-    private readonly release?: () => void,
+    protected readonly signal?: AbortSignal,
+    /** Called once done (a source closed, a destination committed or aborted): closes a context made for it alone. */
+    protected readonly release?: () => void,
   ) {}
+}
+
+export class RegistrySource extends RegistryImages implements ImageSource {
+  private readonly manifests = new Map<string, Buffer>();
+  private root: Descriptor | undefined;
 
   /** GETs the named manifest at once (one request instead of HEAD + GET) and keeps its bytes. */
   async resolve(): Promise<Descriptor> {
@@ -65,7 +68,7 @@ export class RegistrySource implements ImageSource {
  * A registry as a destination. Manifests are pushed as they come (by digest) except the last one,
  * held back so `commit` pushes the root once, under its tag.
  */
-export class RegistryDestination implements ImageDestination {
+export class RegistryDestination extends RegistryImages implements ImageDestination {
   private pending: { desc: Descriptor; bytes: Buffer } | undefined;
   /** Blobs known present (pushed or found), so an index's images share HEADs. */
   private readonly present = new Set<string>();
@@ -73,15 +76,6 @@ export class RegistryDestination implements ImageDestination {
   private tagCurrent: string | undefined;
   /** HEADs in flight or done, so an index's images ask once per blob. */
   private readonly heads = new Map<string, Promise<boolean>>();
-
-  constructor(
-    readonly name: string,
-    readonly ref: Reference,
-    readonly repo: Repository,
-    private readonly signal?: AbortSignal,
-    /** Called once committed or aborted: closes a context made for this destination alone. */
-    private readonly release?: () => void,
-  ) {}
 
   hasBlob(desc: Descriptor): Promise<boolean> {
     if (this.present.has(desc.digest)) return Promise.resolve(true);

@@ -1,17 +1,25 @@
 /**
- * kiln's transports as a table: each with its prefix, what it can do (read, write, hold an index,
- * list tags, keep referrers) and how it opens a source, a destination, its tags and its referrers.
+ * kiln's transports as a table: each with its prefix and parser, what it can do (read, write, hold
+ * an index, list tags, keep referrers) and how it opens a source, a destination, its tags and its
+ * referrers.
  * Code above asks the table, never the transport's kind: a new transport is one entry here.
  */
 import { type KilnContext, useContext } from '../context.js';
 import { KilnError } from '../errors.js';
-import { formatReference } from '../oci/reference.js';
+import { formatReference, parseReference, type Reference } from '../oci/reference.js';
 import type { AmendResult, AttachResult, BlobContent, ReferrerArtifact, TagList } from '../oci/referrers.js';
 import type { Descriptor } from '../oci/types.js';
 import type { RegistryOptions } from '../registry/registry.js';
 import { OciDirDestination, OciDirSource } from './oci-dir.js';
-import type { ImageLocation } from './parse.js';
 import type { ImageDestination, ImageSource } from './types.js';
+
+/** A parsed image reference with its transport. */
+export type ImageLocation =
+  | { transport: 'oci'; path: string; tag?: string }
+  | { transport: 'oci-archive'; path: string; tag?: string }
+  | { transport: 'docker-archive'; path: string; ref?: Reference }
+  | { transport: 'docker-daemon'; ref: Reference }
+  | { transport: 'registry'; ref: Reference };
 
 /** Options of opening a source or destination: the context, registry overrides. */
 export interface OpenOptions {
@@ -62,11 +70,19 @@ export interface Transport<K extends Kind = Kind> {
   kind: K;
   /** How users write it: `oci:DIR[:TAG]`. */
   syntax: string;
+  /** Written without a prefix (the registry): what no other transport's `kind:` prefix claims. */
+  unprefixed?: true;
+  /** Parses a reference: what follows `kind:` (all of it when unprefixed) and, for messages, the whole of it. */
+  parse(rest: string, input: string): Loc<K>;
   capabilities: Capabilities;
   openSource?(loc: Loc<K>, input: string, options: OpenOptions): Promise<ImageSource>;
   openDestination?(loc: Loc<K>, input: string, options: OpenOptions): Promise<ImageDestination>;
   listTags?(loc: Loc<K>, input: string, options: OpenOptions): Promise<string[]>;
   openReferrers?(loc: Loc<K>, input: string, options: OpenOptions): Promise<ReferrerStore>;
+  /** Another tag beside the image, for a transport that keeps tags (cosign's `.sig`, the referrers fallback tag). */
+  tagged?(loc: Loc<K>, tag: string): string;
+  /** The image pinned to `digest`, for a transport that can name one by digest. */
+  pinned?(loc: Loc<K>, digest: string): string;
 }
 
 /** The context to open a registry with, and how to let go of it: one made here goes with the opened thing. */
@@ -83,7 +99,15 @@ function registryContext(options: OpenOptions): {
 const registry: Transport<'registry'> = {
   kind: 'registry',
   syntax: 'REGISTRY/REPO[:TAG][@DIGEST]',
+  unprefixed: true,
+  // Docker's grammar; skopeo's docker:// prefix accepted as well.
+  parse: (rest) => ({
+    transport: 'registry',
+    ref: parseReference(rest.startsWith('docker://') ? rest.slice('docker://'.length) : rest),
+  }),
   capabilities: { read: true, write: true, index: true, tags: true, referrers: true },
+  tagged: (loc, tag) => `${loc.ref.registry}/${loc.ref.repository}:${tag}`,
+  pinned: (loc, digest) => formatReference({ ...loc.ref, digest }),
   async openSource(loc, input, options) {
     const { RegistrySource } = await import('./registry.js');
     const { ctx, release, signal } = registryContext(options);
@@ -128,7 +152,11 @@ const registry: Transport<'registry'> = {
 const oci: Transport<'oci'> = {
   kind: 'oci',
   syntax: 'oci:DIR[:TAG]',
+  parse: (rest, input) => ({ transport: 'oci', ...pathAndTag(rest, input) }),
   capabilities: { read: true, write: true, index: true, tags: true, referrers: true },
+  tagged: (loc, tag) => `oci:${loc.path}:${tag}`,
+  // index.json's entry of that digest
+  pinned: (loc, digest) => `oci:${loc.path}:${digest}`,
   openSource: (loc, input) => OciDirSource.open(input, loc.path, loc.tag),
   openDestination: (loc, input) => OciDirDestination.open(input, loc.path, loc.tag),
   async listTags(loc) {
@@ -151,6 +179,7 @@ const oci: Transport<'oci'> = {
 const ociArchive: Transport<'oci-archive'> = {
   kind: 'oci-archive',
   syntax: 'oci-archive:FILE[:TAG]',
+  parse: (rest, input) => ({ transport: 'oci-archive', ...pathAndTag(rest, input) }),
   capabilities: { read: true, write: true, index: true, tags: false, referrers: false },
   openSource: async (loc, input) =>
     (await import('./archive.js')).OciArchiveSource.open(input, loc.path, loc.tag),
@@ -161,6 +190,12 @@ const ociArchive: Transport<'oci-archive'> = {
 const dockerArchive: Transport<'docker-archive'> = {
   kind: 'docker-archive',
   syntax: 'docker-archive:FILE[:NAME:TAG]',
+  parse(rest, input) {
+    const { path, extra } = splitPath(rest, input);
+    return extra === undefined
+      ? { transport: 'docker-archive', path }
+      : { transport: 'docker-archive', path, ref: parseReference(extra) };
+  },
   capabilities: { read: true, write: true, index: true, tags: false, referrers: false },
   openSource: async (loc, input) =>
     (await import('./archive.js')).DockerArchiveSource.open(input, loc.path, loc.ref),
@@ -171,6 +206,7 @@ const dockerArchive: Transport<'docker-archive'> = {
 const dockerDaemon: Transport<'docker-daemon'> = {
   kind: 'docker-daemon',
   syntax: 'docker-daemon:NAME:TAG',
+  parse: (rest) => ({ transport: 'docker-daemon', ref: parseReference(rest) }),
   capabilities: { read: false, write: true, index: false, tags: false, referrers: false },
   async openDestination(loc, input, options) {
     const { DockerDaemonDestination } = await import('./docker-daemon.js');
@@ -178,6 +214,25 @@ const dockerDaemon: Transport<'docker-daemon'> = {
     return new DockerDaemonDestination(input, loc.ref, signal ? { signal } : {});
   },
 };
+
+/** `PATH[:EXTRA]` after a file transport's prefix: the path, and what follows its first colon. */
+function splitPath(rest: string, input: string): { path: string; extra?: string } {
+  const i = rest.indexOf(':');
+  const path = i === -1 ? rest : rest.slice(0, i);
+  if (path === '') throw new KilnError('E_BAD_REFERENCE', `no path in ${input}`);
+  if (i === -1) return { path };
+  const extra = rest.slice(i + 1);
+  if (extra === '') throw new KilnError('E_BAD_REFERENCE', `empty tag after ':' in ${input}`);
+  return { path, extra };
+}
+
+/** `PATH[:TAG]` of a layout or an OCI archive. */
+function pathAndTag(rest: string, input: string): { path: string; tag?: string } {
+  const { path, extra } = splitPath(rest, input);
+  if (extra !== undefined && !/^[\w][\w.:@+-]*$/.test(extra))
+    throw new KilnError('E_BAD_REFERENCE', `invalid tag '${extra}' in ${input}`);
+  return extra === undefined ? { path } : { path, tag: extra };
+}
 
 /** Every transport kiln has, by kind. */
 export const TRANSPORT_TABLE: { readonly [K in Kind]: Transport<K> } = {

@@ -2,8 +2,9 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { ioError, KilnError } from '../errors.js';
+import { checkCreated } from '../image/compose.js';
+import { Image, type ImageLayer } from '../image/image.js';
 import { sortKeys, type WrittenManifest, writeJsonBlob, writeManifest } from '../image/write.js';
-import { defaultMtime } from '../layer/tar-writer.js';
 import { writeLayer } from '../layer/write-layer.js';
 import { MediaType } from '../oci/media-types.js';
 import type { Platform } from '../oci/platform.js';
@@ -86,12 +87,7 @@ export async function packageWasm(store: OciLayout, options: PackageOptions): Pr
   const info = inspectWasm(bytes, path.basename(options.file));
   const name = moduleName(options.name ?? path.basename(options.file));
   const platform: Platform = options.platform ?? { os: defaultOs(info), architecture: 'wasm' };
-  const created = options.created ?? new Date(defaultMtime() * 1000).toISOString().replace('.000Z', 'Z');
-  if (Number.isNaN(Date.parse(created)))
-    throw new KilnError(
-      'E_USAGE',
-      `--created must be an RFC 3339 time such as 2024-01-31T12:00:00Z, got '${created}'`,
-    );
+  const created = checkCreated(options.created);
   const runtimeConfig = options.runtimeConfig ? await readRuntimeConfig(options.runtimeConfig) : undefined;
   const ctx: Ctx = { store, options, bytes, info, name, platform, created, runtimeConfig };
   const written = await BUILDERS[format](ctx);
@@ -130,14 +126,10 @@ async function packageSpinApp(store: OciLayout, options: PackageOptions): Promis
       { hint: 'component environment and variables go in spin.toml; --annotation and --created apply' },
     );
   // The creation time is an annotation only when asked for (--created, SOURCE_DATE_EPOCH).
-  let created = options.created;
-  if (created === undefined && process.env.SOURCE_DATE_EPOCH)
-    created = new Date(defaultMtime() * 1000).toISOString().replace('.000Z', 'Z');
-  if (created !== undefined && Number.isNaN(Date.parse(created)))
-    throw new KilnError(
-      'E_USAGE',
-      `--created must be an RFC 3339 time such as 2024-01-31T12:00:00Z, got '${created}'`,
-    );
+  const created =
+    options.created !== undefined || process.env.SOURCE_DATE_EPOCH
+      ? checkCreated(options.created)
+      : undefined;
   const { packageSpin } = await import('./spin.js');
   return packageSpin(store, {
     file: options.file,
@@ -163,7 +155,7 @@ const BUILDERS: Record<Exclude<WasmFormat, 'spin'>, (ctx: Ctx) => Promise<Writte
     const layer = await writeLayer(ctx.store, [
       { path: file, type: 'file', mode: 0o755, content: ctx.bytes },
     ]);
-    const config = imageConfig(ctx, [layer.diffId], { Entrypoint: [`/${file}`] }, 'kiln package');
+    const config = imageConfig(ctx, layer, { Entrypoint: [`/${file}`] }, 'kiln package');
     return writeManifest(ctx.store, {
       config: await writeJsonBlob(ctx.store, MediaType.OciConfig, config),
       layers: [layer.descriptor],
@@ -228,7 +220,7 @@ const BUILDERS: Record<Exclude<WasmFormat, 'spin'>, (ctx: Ctx) => Promise<Writte
       });
     entries.sort((a, b) => (a.path < b.path ? -1 : 1));
     const layer = await writeLayer(ctx.store, entries);
-    const config = imageConfig(ctx, [layer.diffId], {}, 'kiln package --format istio');
+    const config = imageConfig(ctx, layer, {}, 'kiln package --format istio');
     return writeManifest(ctx.store, {
       config: await writeJsonBlob(ctx.store, MediaType.OciConfig, config),
       layers: [layer.descriptor],
@@ -269,9 +261,10 @@ const BUILDERS: Record<Exclude<WasmFormat, 'spin'>, (ctx: Ctx) => Promise<Writte
   },
 };
 
+/** The image config of a format with a filesystem layer: an image of the platform, made by `createdBy`. */
 function imageConfig(
   ctx: Ctx,
-  diffIds: ImageConfig['rootfs']['diff_ids'],
+  layer: ImageLayer,
   base: { Entrypoint?: string[] },
   createdBy: string,
 ): ImageConfig {
@@ -279,16 +272,9 @@ function imageConfig(
   if (ctx.options.env?.length) container.Env = ctx.options.env;
   if (ctx.options.labels && Object.keys(ctx.options.labels).length)
     container.Labels = sortKeys(ctx.options.labels);
-  const config: ImageConfig = {
-    created: ctx.created,
-    architecture: ctx.platform.architecture,
-    os: ctx.platform.os,
-    config: container,
-    rootfs: { type: 'layers', diff_ids: diffIds },
-    history: [{ created: ctx.created, created_by: createdBy }],
-  };
-  if (ctx.platform.variant) config.variant = ctx.platform.variant;
-  return config;
+  return Image.scratch(ctx.platform, ctx.created)
+    .withContainerConfig(container)
+    .appendLayers([layer], [{ created: ctx.created, created_by: createdBy }]).config;
 }
 
 /** A layer that is the module's own bytes (artifact-style formats), titled with its file name. */

@@ -631,20 +631,15 @@ class Loader {
    */
   async resolveFiles(components: Component[]): Promise<void> {
     for (const c of components) {
-      const placed = new Map<string, string>();
+      const into = new Placement(this.root, c.excludes);
       for (const [i, mount] of c.mounts.entries())
-        await this.mount(mount, `component.${c.id}.files[${i}]`, c.excludes, placed);
-      c.files = walkOrder(placed, `${this.file}: component.${c.id}.files`);
+        await this.mount(mount, `component.${c.id}.files[${i}]`, into);
+      c.files = walkOrder(into.placed, `${this.file}: component.${c.id}.files`);
     }
   }
 
-  private async mount(
-    mount: unknown,
-    where: string,
-    excludes: Token[][],
-    placed: Map<string, string>,
-  ): Promise<void> {
-    if (typeof mount === 'string') return this.mountPattern(mount, where, excludes, placed);
+  private async mount(mount: unknown, where: string, into: Placement): Promise<void> {
+    if (typeof mount === 'string') return this.mountPattern(mount, where, into);
     const m = this.table(mount, where);
     this.known(m, ['source', 'destination'], where);
     const source = this.string(m.source, `${where}.source`, true);
@@ -669,25 +664,17 @@ class Loader {
     if (st.isDirectory()) {
       // { source = "host/dir", destination = "guest/dir" }: every file under it, by its path in it.
       const base = normalDest(dest, where);
-      for await (const abs of walkFiles(src)) {
-        if (excluded(this.root, abs, excludes)) continue;
-        placed.set(joinDest(base, path.relative(src, abs)), abs);
-      }
+      for await (const abs of walkFiles(src)) into.found(joinDest(base, path.relative(src, abs)), abs);
       return;
     }
     // { source = "host/file.txt", destination = "guest/file.txt" }
     const last = dest.split('/').pop();
     if (dest === '' || destination.endsWith('/') || last === '.' || last === '..')
       throw this.bad(where, `"${destination}" is not a valid destination file name`);
-    placed.set(normalDest(dest, where), src);
+    into.named(normalDest(dest, where), src);
   }
 
-  private async mountPattern(
-    pattern: string,
-    where: string,
-    excludes: Token[][],
-    placed: Map<string, string>,
-  ): Promise<void> {
+  private async mountPattern(pattern: string, where: string, into: Placement): Promise<void> {
     if (pattern === '..' || pattern.endsWith('/..') || pattern === '.' || pattern.endsWith('/.'))
       throw this.bad(
         where,
@@ -709,7 +696,7 @@ class Loader {
       });
     if (st) {
       // "single/file.txt": at the same path in the guest
-      placed.set(normalDest(pattern, where), abs);
+      into.named(normalDest(pattern, where), abs);
       return;
     }
     if (!/[*?[\]]/.test(pattern))
@@ -729,9 +716,7 @@ class Loader {
     const normal = compilePattern(parts.join('/'));
     for await (const file of walkFiles(path.join(this.root, ...literal))) {
       const rel = path.relative(this.root, file).split(path.sep).join('/');
-      if (!matches(normal, rel, true)) continue;
-      if (excluded(this.root, file, excludes)) continue;
-      placed.set(rel, file);
+      if (matches(normal, rel, true)) into.found(rel, file);
     }
   }
 }
@@ -911,6 +896,25 @@ async function* walkFiles(dir: string, seen = new Set<string>()): AsyncGenerator
 }
 
 /** Whether a file is left out by `exclude_files` (glob::Pattern::matches_path on its path from the app root). */
+/** A component's files as they are placed: guest path to host file, less what its exclude_files match. */
+class Placement {
+  readonly placed = new Map<string, string>();
+  constructor(
+    private readonly root: string,
+    private readonly excludes: Token[][],
+  ) {}
+
+  /** A file named on its own (a file mount, a pattern without wildcards): placed as it is. */
+  named(dest: string, file: string): void {
+    this.placed.set(dest, file);
+  }
+
+  /** A file found by walking a directory or a glob: placed unless excluded. */
+  found(dest: string, file: string): void {
+    if (!excluded(this.root, file, this.excludes)) this.placed.set(dest, file);
+  }
+}
+
 function excluded(root: string, file: string, excludes: Token[][]): boolean {
   if (excludes.length === 0) return false;
   const rel = path.relative(root, file).split(path.sep).join('/');

@@ -3,8 +3,8 @@
  * Go client do: the index entry matching the platform asked for, then every layer unpacked into a
  * snapshot by its media type.
  */
-import { type Consumer, Findings, imageOrFinding, isWasmEntry, picked, type Rule } from '../consumer.js';
-import type { SubjectImage } from '../subject.js';
+import { definePullingConsumer, type Findings, isWasmEntry, picked, type Rule } from '../consumer.js';
+import { argvOf, fileIn, type SubjectFile, type SubjectImage } from '../subject.js';
 
 const RULES: readonly Rule[] = [
   {
@@ -39,26 +39,22 @@ export function unpackRules(prefix: string, who: string): Rule[] {
   ];
 }
 
-export const containerd: Consumer = {
+export const containerd = definePullingConsumer({
   name: 'containerd',
   title: 'containerd 1.6/1.7 (ctr, the Go client) pulling the wasm platform',
   rules: RULES,
-  check(subject) {
-    const f = new Findings(RULES);
-    const hit = imageOrFinding(
-      subject,
-      isWasmEntry,
-      f,
-      'containerd.platform',
-      (listed) =>
-        `the index has no wasm entry (it lists ${listed}); ctr images pull --platform wasip1/wasm finds no match`,
-      'list a wasm image in the index (kiln index create ... with the wasm image)',
-    );
-    if (!hit) return { findings: f.list };
-    checkUnpack(hit.image, f);
-    return { picked: picked(hit.image, hit.platform), findings: f.list };
+  pull: {
+    want: isWasmEntry,
+    rule: 'containerd.platform',
+    why: (listed) =>
+      `the index has no wasm entry (it lists ${listed}); ctr images pull --platform wasip1/wasm finds no match`,
+    fix: 'list a wasm image in the index (kiln index create ... with the wasm image)',
   },
-};
+  replay(hit, f) {
+    checkUnpack(hit.image, f);
+    return picked(hit.image, hit.platform);
+  },
+});
 
 /** What unpacking the picked image meets: its layers against its diff_ids (shared with k8s and runwasi). */
 export function checkUnpack(image: SubjectImage, f: Findings, prefix = 'containerd'): void {
@@ -78,6 +74,35 @@ export function checkUnpack(image: SubjectImage, f: Findings, prefix = 'containe
       `layers of type ${[...new Set(other)].join(', ')} need containerd 1.6.25+ or 1.7.7+ (older versions fail to unpack the image)`,
       '--format image keeps the module in a tar layer every containerd unpacks',
     );
+}
+
+/** What a runtime running argv[0] from the unpacked root filesystem says when there is nothing to run. */
+export interface RootfsMessages {
+  rule: string;
+  /** No tar layer (message, fix). */
+  noRootfs: [string, string];
+  /** No Entrypoint or Cmd (message). */
+  noArgv: string;
+}
+
+/**
+ * The file argv[0] names in the root filesystem unpacked from the tar layers (crun, runwasi without
+ * wasm layers), with a finding under `m.rule` when there is none; `unknown` when the file list was not read.
+ */
+export function rootfsEntrypoint(
+  image: SubjectImage,
+  f: Findings,
+  m: RootfsMessages,
+): { path: string; file: SubjectFile | 'unknown' } | undefined {
+  const argv = argvOf(image);
+  if (!image.layers.some((l) => isLayerType(l.mediaType))) f.add(m.rule, ...m.noRootfs);
+  else if (argv.length === 0) f.add(m.rule, m.noArgv, '--format image sets Entrypoint /<name>.wasm');
+  else {
+    const file = fileIn(image, argv[0]!);
+    if (file !== undefined) return { path: argv[0]!, file };
+    f.add(m.rule, `argv[0] ${argv[0]} is not a file in the image`, "set the entrypoint to the module's path");
+  }
+  return undefined;
 }
 
 /** containerd's images.IsLayerType: what unpacking applies as a layer (a tar stream, for crun and runwasi's rootfs too). */

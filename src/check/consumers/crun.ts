@@ -2,9 +2,9 @@
  * crun built with a wasm engine (wasmedge, wasmtime, wasmer, wamr), as podman and CRI-O run it:
  * the image's annotations pick the wasm handler, and the module comes from the root filesystem.
  */
-import { type Consumer, Findings, picked, type Rule } from '../consumer.js';
-import { argvOf, fileIn, type SubjectImage } from '../subject.js';
-import { isLayerType } from './containerd.js';
+import { defineConsumer, type Findings, picked, type Rule } from '../consumer.js';
+import { argvOf, type SubjectImage } from '../subject.js';
+import { rootfsEntrypoint } from './containerd.js';
 
 const RULES: readonly Rule[] = [
   {
@@ -37,27 +37,23 @@ const RULES: readonly Rule[] = [
 const VARIANT = 'module.wasm.image/variant';
 const HANDLER = 'run.oci.handler';
 
-export const crun: Consumer = {
+export const crun = defineConsumer({
   name: 'crun',
   title: 'crun with a wasm handler (podman, CRI-O)',
   rules: RULES,
-  check(subject) {
-    const f = new Findings(RULES);
+  replay(subject, f) {
     // podman pulls the wasm platform: the wasm entry of an index, else the one image.
     const image =
       subject.images.find((i) => i.entryPlatform?.architecture === 'wasm') ??
       (subject.index ? undefined : subject.images[0]);
     if (!image) {
       f.add('crun.rootfs', 'the index has no wasm image to run', 'list a wasm image in the index');
-      return { findings: f.list };
+      return undefined;
     }
     checkImage(image, f);
-    return {
-      picked: picked(image, image.entryPlatform ? `${image.entryPlatform.os}/wasm` : undefined),
-      findings: f.list,
-    };
+    return picked(image, image.entryPlatform ? `${image.entryPlatform.os}/wasm` : undefined);
   },
-};
+});
 
 function checkImage(image: SubjectImage, f: Findings): void {
   const handler = image.annotations[HANDLER];
@@ -76,35 +72,21 @@ function checkImage(image: SubjectImage, f: Findings): void {
         : `${handler !== undefined ? `${HANDLER}: ${handler}` : `${VARIANT}: ${variant}`} does not select a wasm handler`,
       `--format image writes ${VARIANT}: compat-smart (or --annotation ${VARIANT}=compat)`,
     );
-  const tar = image.layers.filter((l) => isLayerType(l.mediaType));
-  const argv = argvOf(image);
-  if (tar.length === 0) {
-    f.add(
-      'crun.rootfs',
+  const entry = rootfsEntrypoint(image, f, {
+    rule: 'crun.rootfs',
+    noRootfs: [
       'no tar layer: the module is not in a root filesystem crun can run',
       '--format image puts the module in a tar layer at /<name>.wasm',
-    );
-  } else if (argv.length === 0) {
+    ],
+    noArgv: 'no Entrypoint or Cmd: crun has no argv[0] to run',
+  });
+  if (wasmHandler && entry && entry.file !== 'unknown' && entry.file.wasm === 'component')
     f.add(
-      'crun.rootfs',
-      'no Entrypoint or Cmd: crun has no argv[0] to run',
-      '--format image sets Entrypoint /<name>.wasm',
+      'crun.module',
+      `${entry.path} is a component; crun's wasmtime handler loads core modules`,
+      "check that the node's crun handler takes components",
     );
-  } else {
-    const file = fileIn(image, argv[0]!);
-    if (file === undefined)
-      f.add(
-        'crun.rootfs',
-        `argv[0] ${argv[0]} is not a file in the image`,
-        "set the entrypoint to the module's path",
-      );
-    else if (wasmHandler && file !== 'unknown' && file.wasm === 'component')
-      f.add(
-        'crun.module',
-        `${argv[0]} is a component; crun's wasmtime handler loads core modules`,
-        "check that the node's crun handler takes components",
-      );
-  }
+  const argv = argvOf(image);
   if (
     wasmHandler &&
     smart &&

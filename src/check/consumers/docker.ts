@@ -4,7 +4,7 @@
  * engines without the containerd snapshotter) refuses any os it does not know.
  */
 import { formatPlatform, type Platform, platformMatches } from '../../oci/platform.js';
-import { type Consumer, Findings, picked, type Rule } from '../consumer.js';
+import { defineConsumer, picked, type Rule } from '../consumer.js';
 import { configPlatformOf } from '../subject.js';
 
 const RULES: readonly Rule[] = [
@@ -26,12 +26,11 @@ const RULES: readonly Rule[] = [
 
 const WASI: Platform = { os: 'wasi', architecture: 'wasm' };
 
-export const docker: Consumer = {
+export const docker = defineConsumer({
   name: 'docker',
   title: 'Docker Engine (--platform wasi/wasm, the containerd image store)',
   rules: RULES,
-  check(subject) {
-    const f = new Findings(RULES);
+  replay(subject, f) {
     let hit = subject.index
       ? subject.images.find((i) => i.entryPlatform && platformMatches(WASI, i.entryPlatform))
       : subject.images[0];
@@ -61,6 +60,6 @@ export const docker: Consumer = {
         `os ${foreign.join(', ')} loads only into the containerd image store; Engine 20.10's classic store refuses it ("operating system is not supported")`,
         'use Docker Desktop, or an Engine with the containerd image store ("features": {"containerd-snapshotter": true})',
       );
-    return { ...(hit ? { picked: picked(hit, platform) } : {}), findings: f.list };
+    return hit && picked(hit, platform);
   },
-};
+});

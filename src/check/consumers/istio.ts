@@ -5,7 +5,7 @@
  */
 import { MediaType } from '../../oci/media-types.js';
 import type { Platform } from '../../oci/platform.js';
-import { type Consumer, Findings, imageOrFinding, matching, picked, type Rule } from '../consumer.js';
+import { definePullingConsumer, type Findings, matching, picked, type Rule } from '../consumer.js';
 import type { SubjectImage } from '../subject.js';
 
 const SOURCE = 'istio/istio pkg/wasm/imagefetcher.go';
@@ -40,25 +40,18 @@ const RULES: readonly Rule[] = [
 const AMD64: Platform = { os: 'linux', architecture: 'amd64' };
 const OCI_VARIANT_LAYER = MediaType.IstioOciLayer;
 
-export const istio: Consumer = {
+export const istio = definePullingConsumer({
   name: 'istio',
   title: 'Istio WasmPlugin (Envoy proxy-wasm)',
   rules: RULES,
-  check(subject) {
-    const f = new Findings(RULES);
-    const hit = imageOrFinding(
-      subject,
-      matching(AMD64),
-      f,
-      'istio.platform',
-      (listed) => `Istio fetches an index for linux/amd64 and it lists only ${listed}`,
-      '--node-alias linux/amd64, or push the image itself rather than an index',
-    );
-    if (!hit) return { findings: f.list };
-    const layer = checkLayout(hit.image, f);
-    return { picked: picked(hit.image, hit.platform, layer), findings: f.list };
+  pull: {
+    want: matching(AMD64),
+    rule: 'istio.platform',
+    why: (listed) => `Istio fetches an index for linux/amd64 and it lists only ${listed}`,
+    fix: '--node-alias linux/amd64, or push the image itself rather than an index',
   },
-};
+  replay: (hit, f) => picked(hit.image, hit.platform, checkLayout(hit.image, f)),
+});
 
 /** Replays the fetcher's three readings in its order; returns the layer the module comes from. */
 function checkLayout(image: SubjectImage, f: Findings): string | undefined {

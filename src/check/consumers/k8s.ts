@@ -4,8 +4,8 @@
  */
 import type { Platform } from '../../oci/platform.js';
 import {
-  type Consumer,
-  Findings,
+  defineConsumer,
+  type Hit,
   imageFor,
   listedPlatforms,
   matching,
@@ -31,13 +31,12 @@ const NODES: readonly Platform[] = [
   { os: 'linux', architecture: 'arm64' },
 ];
 
-export const k8s: Consumer = {
+export const k8s = defineConsumer({
   name: 'k8s',
   title: 'Kubernetes nodes (containerd CRI, linux/amd64 and linux/arm64)',
   rules: RULES,
-  check(subject) {
-    const f = new Findings(RULES);
-    let first: ReturnType<typeof imageFor>;
+  replay(subject, f) {
+    let first: Hit | undefined;
     const missing: string[] = [];
     for (const node of NODES) {
       const hit = imageFor(subject, matching(node));
@@ -50,8 +49,8 @@ export const k8s: Consumer = {
         `a node pulls the index for its own platform (${missing.join(', ')}) and it lists only ${listedPlatforms(subject)}: "no match for platform in manifest"`,
         `--node-alias ${missing.join(',')} lists the wasm image under the node platforms`,
       );
-    if (!first) return { findings: f.list };
+    if (!first) return undefined;
     checkUnpack(first.image, f, 'k8s');
-    return { picked: picked(first.image, first.platform), findings: f.list };
+    return picked(first.image, first.platform);
   },
-};
+});

@@ -4,9 +4,9 @@
  * the root filesystem at argv[0].
  */
 import { MediaType } from '../../oci/media-types.js';
-import { type Consumer, Findings, imageOrFinding, isWasmEntry, picked, type Rule } from '../consumer.js';
-import { argvOf, configPlatformOf, fileIn } from '../subject.js';
-import { checkUnpack, isLayerType, unpackRules } from './containerd.js';
+import { definePullingConsumer, isWasmEntry, picked, type Rule } from '../consumer.js';
+import { configPlatformOf } from '../subject.js';
+import { checkUnpack, rootfsEntrypoint, unpackRules } from './containerd.js';
 
 /** The layer types the shims keep by default (Shim::supported_layers_types). */
 export const RUNWASI_LAYER_TYPES: readonly string[] = [MediaType.RunwasiLayer, MediaType.WasmLayer];
@@ -42,21 +42,17 @@ const RULES: readonly Rule[] = [
   ...unpackRules('runwasi', 'containerd unpacks the image before the shim starts'),
 ];
 
-export const runwasi: Consumer = {
+export const runwasi = definePullingConsumer({
   name: 'runwasi',
   title: 'runwasi shims under containerd (io.containerd.wasmtime.v1, ...)',
   rules: RULES,
-  check(subject) {
-    const f = new Findings(RULES);
-    const hit = imageOrFinding(
-      subject,
-      isWasmEntry,
-      f,
-      'runwasi.platform',
-      (listed) => `the index has no wasm entry (it lists ${listed})`,
-      'list a wasm image in the index',
-    );
-    if (!hit) return { findings: f.list };
+  pull: {
+    want: isWasmEntry,
+    rule: 'runwasi.platform',
+    why: (listed) => `the index has no wasm entry (it lists ${listed})`,
+    fix: 'list a wasm image in the index',
+  },
+  replay(hit, f, subject) {
     const image = hit.image;
     checkUnpack(image, f, 'runwasi');
     const { os, architecture } = configPlatformOf(image);
@@ -66,7 +62,7 @@ export const runwasi: Consumer = {
         `the config (${image.config.mediaType}) has no os and architecture; the shim cannot read it as a platform`,
         '--format runwasi or --format image',
       );
-      return { picked: picked(image, hit.platform), findings: f.list };
+      return picked(image, hit.platform);
     }
     const wasmLayers = image.layers.filter((l) => RUNWASI_LAYER_TYPES.includes(l.mediaType));
     if (architecture === 'wasm' && wasmLayers.length > 0) {
@@ -82,7 +78,7 @@ export const runwasi: Consumer = {
           `${wasmLayers.length} wasm layers; the shim runs exactly one`,
           'package one module per image',
         );
-      return { picked: picked(image, hit.platform, wasmLayers[0]!.digest), findings: f.list };
+      return picked(image, hit.platform, wasmLayers[0]!.digest);
     }
     if (wasmLayers.length > 0)
       f.add(
@@ -90,34 +86,20 @@ export const runwasi: Consumer = {
         `the config's architecture is ${architecture}, so the shim ignores the wasm layers`,
         '--platform wasip1/wasm (architecture wasm)',
       );
-    const argv = argvOf(image);
-    if (!image.layers.some((l) => isLayerType(l.mediaType)))
-      f.add(
-        'runwasi.entrypoint',
+    const entry = rootfsEntrypoint(image, f, {
+      rule: 'runwasi.entrypoint',
+      noRootfs: [
         `no wasm layer of type ${RUNWASI_LAYER_TYPES.join(' or ')} and no root filesystem: nothing to run`,
         '--format runwasi or --format image',
-      );
-    else if (argv.length === 0)
+      ],
+      noArgv: 'no Entrypoint or Cmd: the shim has no module path',
+    });
+    if (entry && entry.file !== 'unknown' && entry.file.wasm === 'not-wasm')
       f.add(
         'runwasi.entrypoint',
-        'no Entrypoint or Cmd: the shim has no module path',
-        '--format image sets Entrypoint /<name>.wasm',
+        `argv[0] ${entry.path} is not a WebAssembly binary`,
+        "set the entrypoint to the module's path",
       );
-    else {
-      const file = fileIn(image, argv[0]!);
-      if (file === undefined)
-        f.add(
-          'runwasi.entrypoint',
-          `argv[0] ${argv[0]} is not a file in the image`,
-          "set the entrypoint to the module's path",
-        );
-      else if (file !== 'unknown' && file.wasm === 'not-wasm')
-        f.add(
-          'runwasi.entrypoint',
-          `argv[0] ${argv[0]} is not a WebAssembly binary`,
-          "set the entrypoint to the module's path",
-        );
-    }
-    return { picked: picked(image, hit.platform), findings: f.list };
+    return picked(image, hit.platform);
   },
-};
+});

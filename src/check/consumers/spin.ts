@@ -5,7 +5,7 @@
  */
 import { MediaType } from '../../oci/media-types.js';
 import type { Platform } from '../../oci/platform.js';
-import { type Consumer, Findings, imageOrFinding, matching, picked, type Rule } from '../consumer.js';
+import { definePullingConsumer, matching, picked, type Rule } from '../consumer.js';
 
 const RULES: readonly Rule[] = [
   {
@@ -34,22 +34,18 @@ const RULES: readonly Rule[] = [
 const COMPONENT_LAYERS: readonly string[] = [MediaType.WasmToOciLayer, MediaType.WasmLayer];
 const HOST: Platform = { os: 'linux', architecture: 'amd64' };
 
-export const spin: Consumer = {
+export const spin = definePullingConsumer({
   name: 'spin',
   title: 'Spin (spin up --from, containerd-shim-spin)',
   rules: RULES,
-  check(subject) {
-    const f = new Findings(RULES);
-    const hit = imageOrFinding(
-      subject,
-      matching(HOST),
-      f,
-      'spin.platform',
-      (listed) =>
-        `Spin resolves an index to the host platform (linux/amd64 here) and it lists only ${listed}`,
-      'push the image itself rather than an index, or --node-alias linux/amd64,linux/arm64',
-    );
-    if (!hit) return { findings: f.list };
+  pull: {
+    want: matching(HOST),
+    rule: 'spin.platform',
+    why: (listed) =>
+      `Spin resolves an index to the host platform (linux/amd64 here) and it lists only ${listed}`,
+    fix: 'push the image itself rather than an index, or --node-alias linux/amd64,linux/arm64',
+  },
+  replay(hit, f) {
     const image = hit.image;
     const locked = image.layers.find((l) => l.mediaType === MediaType.SpinLockedApp);
     const legacy = typeof image.config.json?.spin_lock_version === 'number';
@@ -72,6 +68,6 @@ export const spin: Consumer = {
         'a component layer holds a core module; Spin runs components',
         'kiln package --component makes a preview 1 module a component',
       );
-    return { picked: picked(image, hit.platform, (locked ?? components[0])?.digest), findings: f.list };
+    return picked(image, hit.platform, (locked ?? components[0])?.digest);
   },
-};
+});

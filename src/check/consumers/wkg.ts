@@ -3,7 +3,7 @@
  * application/wasm layer under an application/vnd.wasm.config.v0+json config.
  */
 import { MediaType } from '../../oci/media-types.js';
-import { type Consumer, Findings, picked, type Rule } from '../consumer.js';
+import { defineConsumer, picked, type Rule } from '../consumer.js';
 
 const OCI_WASM = 'bytecodealliance/rust-oci-wasm src/client.rs (WasmClient::pull, pull_manifest_and_config)';
 
@@ -37,22 +37,21 @@ const RULES: readonly Rule[] = [
 
 const CONFIG_FIELDS = ['created', 'architecture', 'os', 'layerDigests'] as const;
 
-export const wkg: Consumer = {
+export const wkg = defineConsumer({
   name: 'wkg',
   title: 'wkg and oci-wasm (CNCF Wasm OCI Artifact)',
   rules: RULES,
-  check(subject) {
-    const f = new Findings(RULES);
+  replay(subject, f) {
     if (subject.index) {
       f.add(
         'wkg.platform',
         'the reference names an index; wkg reads a manifest only',
         'push the artifact itself, not an index of it',
       );
-      return { findings: f.list };
+      return undefined;
     }
     const image = subject.images[0];
-    if (!image) return { findings: f.list };
+    if (!image) return undefined;
     if (image.declaredMediaType !== MediaType.OciManifest)
       f.add(
         'wkg.manifest',
@@ -80,6 +79,6 @@ export const wkg: Consumer = {
           : `the layer is ${image.layers[0]!.mediaType}, not ${MediaType.WasmLayer}`,
         '--format artifact',
       );
-    return { picked: picked(image, undefined, image.layers[0]?.digest), findings: f.list };
+    return picked(image, undefined, image.layers[0]?.digest);
   },
-};
+});
