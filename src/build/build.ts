@@ -18,6 +18,8 @@ import { hasAliases, type PlatformAliases, withPlatformAliases } from '../oci/al
 import { MediaType } from '../oci/media-types.js';
 import { formatPlatform, isWasmPlatform, type Platform, parsePlatform } from '../oci/platform.js';
 import type { Descriptor, ImageIndex } from '../oci/types.js';
+import { type LoadedProject, loadProject } from '../project/project.js';
+import { provenanceAnnotations } from '../project/provenance.js';
 import { copyImage } from '../transport/copy.js';
 import { openDestination } from '../transport/open.js';
 import { parseLocation } from '../transport/parse.js';
@@ -27,8 +29,6 @@ import type { PackResult } from '../wasm/pack.js';
 import type { WasmFormat } from '../wasm/package.js';
 import { type CompileOptions, type CompileResult, compile } from './compile.js';
 import { buildNativeImage, type NativeBase, type NativeLayer, resolveBases } from './native-image.js';
-import { type LoadedProject, loadProject } from './project.js';
-import { provenanceAnnotations } from './provenance.js';
 
 export interface BuildOptions extends CompileOptions {
   /** Destinations; default kiln.yaml's `to`. */
@@ -476,7 +476,11 @@ async function signBuild(
   const targets = to.filter((dest) => ['registry', 'oci'].includes(parseLocation(dest).transport));
   if (targets.length === 0) return;
   const [{ signImage, attestImage }, { provenancePredicate, SLSA_PROVENANCE_V1 }, { createdFromEpoch }] =
-    await Promise.all([import('../sign/sign.js'), import('../sign/slsa.js'), import('./provenance.js')]);
+    await Promise.all([
+      import('../sign/sign.js'),
+      import('../sign/slsa.js'),
+      import('../project/provenance.js'),
+    ]);
   const reproducible = createdFromEpoch() !== undefined;
   const finishedOn = new Date().toISOString();
   const scope = { context: options.context, ...(options.signal ? { signal: options.signal } : {}) };

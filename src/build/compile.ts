@@ -21,6 +21,9 @@ import { KilnError } from '../errors.js';
 import { newHash } from '../oci/digest.js';
 import { formatPlatform, type Platform } from '../oci/platform.js';
 import type { Descriptor } from '../oci/types.js';
+import { LockFile } from '../project/lock.js';
+import { type LoadedProject, loadProject } from '../project/project.js';
+import { listSources, sourcesDigest } from '../project/sources.js';
 import { buildPlatform, resolveToolchain, toolchainName } from '../toolchain/images.js';
 import {
   DEFAULT_ARTIFACT,
@@ -40,9 +43,6 @@ import {
   WASM_TARGET,
 } from './artifact-check.js';
 import { BuildCache, buildKey, type CacheEntry } from './cache.js';
-import { LockFile } from './lock.js';
-import { type LoadedProject, loadProject } from './project.js';
-import { listSources, sourcesDigest } from './sources.js';
 
 export type CompileEvent =
   | { type: 'pull'; ref: string }

@@ -19,10 +19,10 @@ import { Writable } from 'node:stream';
 import { type KilnContext, withContext } from '../context.js';
 import { KilnError } from '../errors.js';
 import { formatPlatform } from '../oci/platform.js';
+import { loadProject } from '../project/project.js';
 import type { OciLayout } from '../store/layout.js';
 import { detectLanguage } from '../toolchain/presets/index.js';
 import { type BuildOptions, type BuildResult, build } from './build.js';
-import { loadProject } from './project.js';
 
 /** Directories a walk never enters: dependencies and build output, not projects. */
 const SKIPPED = new Set(['node_modules', 'target']);
