@@ -28,8 +28,8 @@ and one "kiln flatten" history entry. Without --platform every image of an index
     )
     .action(
       action(async ({ out, context, flags: opts, platform }, src) => {
-        const kiln = { ...(await import('../../api/image.js')), ...(await import('../../api/oci.js')) };
-        const result = await kiln.flattenImage({
+        const { flattenImage } = await import('../../api/image.js');
+        const result = await flattenImage({
           context,
           source: src,
           to: opts.to,
@@ -37,6 +37,7 @@ and one "kiln flatten" history entry. Without --platform every image of an index
           created: opts.created,
           onLayer: (i, layer) => out.debug(`reading layer ${i} ${layer.digest}`),
         });
+        const { formatPlatform } = await import('../../api/oci.js');
         return {
           json: result,
           error: reportIssues(
@@ -47,7 +48,7 @@ and one "kiln flatten" history entry. Without --platform every image of an index
             for (const image of result.images)
               out.info(
                 `flattened ${plural(image.layersBefore, 'layer')} of ${image.from}` +
-                  `${image.platform ? ` (${kiln.formatPlatform(image.platform)})` : ''} into one (${plural(image.entries, 'entry', 'entries')})`,
+                  `${image.platform ? ` (${formatPlatform(image.platform)})` : ''} into one (${plural(image.entries, 'entry', 'entries')})`,
               );
             out.info(`wrote ${result.destination}`);
           },
