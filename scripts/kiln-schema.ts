@@ -1,6 +1,6 @@
 /**
  * Writes schema/kiln.schema.json, the JSON Schema of kiln.yaml, from the zod schema in
- * src/build/project.ts, for editor completion and checks:
+ * src/project/project-schema.ts, for editor completion and checks:
  *
  *   node --import tsx scripts/kiln-schema.ts           writes the file
  *   node --import tsx scripts/kiln-schema.ts --check   exits 1 if the committed file is stale
@@ -13,7 +13,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { z } from 'zod';
-import { projectSchema } from '../src/build/project-schema.js';
+import { projectSchema } from '../src/project/project-schema.js';
 
 export const SCHEMA_ID = 'https://kiln.dev/schema/kiln.schema.json';
 export const SCHEMA_FILE = fileURLToPath(new URL('../schema/kiln.schema.json', import.meta.url));

@@ -18,6 +18,8 @@ import { hasAliases, type PlatformAliases, withPlatformAliases } from '../oci/al
 import { MediaType } from '../oci/media-types.js';
 import { formatPlatform, isWasmPlatform, type Platform, parsePlatform } from '../oci/platform.js';
 import type { Descriptor, ImageIndex } from '../oci/types.js';
+import { type LoadedProject, loadProject } from '../project/project.js';
+import { provenanceAnnotations } from '../project/provenance.js';
 import { copyImage } from '../transport/copy.js';
 import { openDestination } from '../transport/open.js';
 import { parseLocation } from '../transport/parse.js';
@@ -27,9 +29,11 @@ import type { PackResult } from '../wasm/pack.js';
 import type { WasmFormat } from '../wasm/package.js';
 import { type CompileOptions, type CompileResult, compile } from './compile.js';
 import { buildNativeImage, type NativeBase, type NativeLayer, resolveBases } from './native-image.js';
-import { type LoadedProject, loadProject } from './project.js';
-import { provenanceAnnotations } from './provenance.js';
 
+/**
+ * What `build` compiles (the options of `compile`) and how it packs and writes the result; each
+ * field left out comes from kiln.yaml.
+ */
 export interface BuildOptions extends CompileOptions {
   /** Destinations; default kiln.yaml's `to`. */
   to?: string[];
@@ -53,6 +57,11 @@ export interface BuildOptions extends CompileOptions {
   onBuildEvent?: (e: BuildEvent) => void;
 }
 
+/**
+ * What a build reports as it goes: a compile starting (for a platform; undefined for the project's
+ * one wasm build), an image made for a platform, a destination written (the index's or the image's
+ * digest).
+ */
 export type BuildEvent =
   | { type: 'compile'; platform: Platform | undefined }
   | { type: 'image'; platform: Platform; digest: string }
@@ -71,12 +80,14 @@ export interface BuiltImage {
   layers?: NativeLayer[];
 }
 
+/** An SPDX SBOM attached to an image written: at which destination, for which manifest digest. */
 export interface BuiltSbom {
   destination: string;
   subject: string;
   descriptor: Descriptor;
 }
 
+/** What a build wrote: the compiles behind it, the index (several platforms), images, SBOMs, signatures. */
 export interface BuildResult {
   /** The first compile (the wasm one when there is one): what `kiln build` returned before indexes. */
   compile: CompileResult;
@@ -91,6 +102,13 @@ export interface BuildResult {
   provenance?: { destination: string; subject: string; referrer: string }[];
 }
 
+/**
+ * `kiln build`: compiles a project for each platform (one compile serves every wasm platform),
+ * packs a wasm image in its format or lays a native binary on its base image, writes the image (an
+ * index for several platforms) to each destination, attaches an SBOM as a referrer and, with
+ * `signKey`, signs what was written and attaches signed SLSA provenance. A workspace is refused:
+ * `buildWorkspace` builds those.
+ */
 export async function build(options: BuildOptions = {}): Promise<BuildResult> {
   return withContext(options.context, (context) =>
     buildIn({
@@ -476,7 +494,11 @@ async function signBuild(
   const targets = to.filter((dest) => ['registry', 'oci'].includes(parseLocation(dest).transport));
   if (targets.length === 0) return;
   const [{ signImage, attestImage }, { provenancePredicate, SLSA_PROVENANCE_V1 }, { createdFromEpoch }] =
-    await Promise.all([import('../sign/sign.js'), import('../sign/slsa.js'), import('./provenance.js')]);
+    await Promise.all([
+      import('../sign/sign.js'),
+      import('../sign/slsa.js'),
+      import('../project/provenance.js'),
+    ]);
   const reproducible = createdFromEpoch() !== undefined;
   const finishedOn = new Date().toISOString();
   const scope = { context: options.context, ...(options.signal ? { signal: options.signal } : {}) };

@@ -21,6 +21,9 @@ import { KilnError } from '../errors.js';
 import { newHash } from '../oci/digest.js';
 import { formatPlatform, type Platform } from '../oci/platform.js';
 import type { Descriptor } from '../oci/types.js';
+import { LockFile } from '../project/lock.js';
+import { type LoadedProject, loadProject } from '../project/project.js';
+import { listSources, sourcesDigest } from '../project/sources.js';
 import { buildPlatform, resolveToolchain, toolchainName } from '../toolchain/images.js';
 import {
   DEFAULT_ARTIFACT,
@@ -40,16 +43,22 @@ import {
   WASM_TARGET,
 } from './artifact-check.js';
 import { BuildCache, buildKey, type CacheEntry } from './cache.js';
-import { LockFile } from './lock.js';
-import { type LoadedProject, loadProject } from './project.js';
-import { listSources, sourcesDigest } from './sources.js';
 
+/**
+ * What a compile reports as it goes: a toolchain image being pulled, the runner chosen (and those
+ * passed over, with why), a build cache hit (local store or `cacheFrom` registry, by key), a push
+ * of the result to `cacheTo`.
+ */
 export type CompileEvent =
   | { type: 'pull'; ref: string }
   | { type: 'runner'; runner: RunnerName; skipped: string[]; reason: string }
   | { type: 'cache-hit'; where: 'local' | 'remote'; key: string }
   | { type: 'cache-push'; repo: string; key: string };
 
+/**
+ * What `compile` builds and how. Each field left out comes from the project's kiln.yaml, else from
+ * the language preset (detected from the files when `lang` is not given).
+ */
 export interface CompileOptions {
   /** The project directory (default: the working directory). */
   dir?: string;
@@ -83,6 +92,7 @@ export interface CompileOptions {
   context?: KilnContext;
 }
 
+/** The artifact a compile left on the host, and how it was made (or restored from the cache). */
 export interface CompileResult {
   /** The artifact on the host. */
   output: string;
@@ -154,6 +164,14 @@ function exactPattern(rel: string): string {
   return `/${rel.replace(/([\\*?[\]!# ])/g, '\\$1')}`;
 }
 
+/**
+ * `kiln compile`: builds a project's artifact (a .wasm, or a linux binary for a native `target`) in
+ * its toolchain image, pinned by digest in kiln.lock. The build key covers the toolchain digest, the
+ * command, the environment and the sources' digest: with a hit in the build cache (the store, then
+ * `cacheFrom`) no runner starts. Otherwise the command runs in the runner chosen (docker, podman,
+ * sandbox, local), without a network unless the preset or `network` asks for one, and its
+ * artifact is checked against the target and copied to `output`.
+ */
 export async function compile(options: CompileOptions = {}): Promise<CompileResult> {
   return withContext(options.context, (context) => compileIn(context, options));
 }

@@ -27,6 +27,7 @@ import type { Digest } from '../oci/digest.js';
 import { createdFamily } from '../oci/media-type-policy.js';
 import { formatPlatform, type Platform } from '../oci/platform.js';
 import type { Descriptor, ImageConfig, ImageManifest } from '../oci/types.js';
+import { ANNOTATION_BASE_DIGEST, ANNOTATION_BASE_NAME } from '../project/provenance.js';
 import type { OciLayout } from '../store/layout.js';
 import { openSource } from '../transport/open.js';
 import type { ImageSource } from '../transport/types.js';
@@ -39,7 +40,6 @@ import {
   type PlannedFile,
   planLayers,
 } from './layering.js';
-import { ANNOTATION_BASE_DIGEST, ANNOTATION_BASE_NAME } from './provenance.js';
 
 export interface NativeBase {
   /** The reference as given (`base:` / `--base`). */

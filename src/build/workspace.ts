@@ -19,16 +19,17 @@ import { Writable } from 'node:stream';
 import { type KilnContext, withContext } from '../context.js';
 import { KilnError } from '../errors.js';
 import { formatPlatform } from '../oci/platform.js';
+import { loadProject } from '../project/project.js';
 import type { OciLayout } from '../store/layout.js';
 import { detectLanguage } from '../toolchain/presets/index.js';
 import { type BuildOptions, type BuildResult, build } from './build.js';
-import { loadProject } from './project.js';
 
 /** Directories a walk never enters: dependencies and build output, not projects. */
 const SKIPPED = new Set(['node_modules', 'target']);
 /** How much of a failed project's build output is kept (its end). */
 const LOG_LIMIT = 64 * 1024;
 
+/** What `buildWorkspace` builds: which projects, how many at once, and what every project shares. */
 export interface WorkspaceOptions
   extends Omit<BuildOptions, 'dir' | 'file' | 'output' | 'to' | 'onBuildEvent' | 'buildOutput'> {
   /** `DIR/...`, or a directory whose kiln.yaml has `workspace:`. */
@@ -46,10 +47,12 @@ export interface WorkspaceOptions
   onProject?: (event: ProjectEvent) => void;
 }
 
+/** A project of a workspace starting (its directory) or done (its result). */
 export type ProjectEvent =
   | { type: 'start'; project: string; dir: string }
   | { type: 'done'; result: ProjectResult };
 
+/** How one project of a workspace ended: built, cached, failed or cancelled, and what it wrote. */
 export interface ProjectResult {
   /** The project's directory relative to the workspace's root (`.` for the root itself). */
   project: string;
@@ -72,6 +75,7 @@ export interface ProjectResult {
   result?: BuildResult;
 }
 
+/** Every project of a workspace with its result, and how many did not succeed. */
 export interface WorkspaceResult {
   /** The workspace's root directory. */
   root: string;

@@ -4,6 +4,8 @@
  */
 import type { Command } from 'commander';
 import type { KilnContext } from '../api/context.js';
+import type { Platform } from '../api/oci.js';
+import type { KilnError } from '../errors.js';
 import { globals } from './common.js';
 import { contextOf } from './context.js';
 import { Output } from './output.js';
@@ -20,6 +22,8 @@ export interface ActionScope<F> {
   /** The command's own flags, as commander parsed them. */
   flags: F;
   cmd: Command;
+  /** The command's `--platform <os/arch>`, parsed; undefined when not given. */
+  platform(): Promise<Platform | undefined>;
 }
 
 /**
@@ -30,6 +34,11 @@ export interface Reply {
   json: unknown;
   human?: () => void;
   data?: string;
+  /**
+   * A failure found once the output was written (unsafe entries left out): with --json it is the
+   * reply's `error` and exit code 1; otherwise it is thrown after the human lines and the data.
+   */
+  error?: KilnError;
 }
 
 /**
@@ -52,11 +61,22 @@ export function action<F = Flags, A extends unknown[] = string[]>(
       get context() {
         return contextOf(cmd);
       },
+      async platform() {
+        const value = (flags as { platform?: unknown }).platform;
+        if (typeof value !== 'string' || value === '') return undefined;
+        return (await import('../api/oci.js')).parsePlatform(value);
+      },
     };
     const reply = await run(scope, ...args);
     if (!reply) return;
-    if (out.flags.json) return out.json(reply.json);
+    const { error } = reply;
+    if (out.flags.json) {
+      out.json(error ? { ...(reply.json as object), error: error.toJSON() } : reply.json);
+      if (error) process.exitCode = 1;
+      return;
+    }
     reply.human?.();
     if (reply.data !== undefined) out.data(reply.data);
+    if (error) throw error;
   };
 }

@@ -6,11 +6,15 @@ import * as path from 'node:path';
 import { ioError } from '../errors.js';
 import { componentize } from './componentize.js';
 
+/** The component `componentizeFile` wrote: where, its digest and size, and how it was made. */
 export interface ComponentizedFile {
   output: string;
+  /** sha256 of the component's bytes, as written. */
   digest: string;
   size: number;
+  /** What the module was: a command (`_start`) or a reactor (`_initialize`); each has its adapter. */
   role: 'command' | 'reactor';
+  /** The preview 1 adapter used: jco's version and the adapter's kind. */
   adapter: string;
 }
 

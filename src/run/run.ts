@@ -10,7 +10,9 @@ import { VARIANT_ANNOTATION } from '../wasm/package.js';
 import { findModule } from './find-module.js';
 import { type RunOptions, runWasiModule } from './wasi.js';
 
+/** How `runWasm` runs a module: the WASI options of `RunOptions`, and where the image comes from. */
 export interface RunImageOptions extends RunOptions {
+  /** The image to take from an index (default: its wasm image). */
   platform?: Platform;
   /** Registry settings and connections, the abort signal; default: a context for this call. */
   context?: KilnContext;

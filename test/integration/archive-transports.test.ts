@@ -10,8 +10,8 @@ import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { formatPlatform, hostPlatform } from '../../src/oci/platform.js';
-import { kiln } from '../support/kiln.js';
-import { type RunResult, runOk } from '../support/tools.js';
+import { kiln, kilnDigest, kilnIndexCreate } from '../support/kiln.js';
+import { ok, runOk } from '../support/tools.js';
 
 const HELLO_WASM = fileURLToPath(new URL('../../examples/hello/hello.wasm', import.meta.url));
 const HOST = formatPlatform(hostPlatform());
@@ -19,19 +19,6 @@ const VARIANT = 'module.wasm.image/variant';
 
 const work = mkdtempSync(join(tmpdir(), 'kiln-archives-'));
 after(() => rmSync(work, { recursive: true, force: true }));
-
-function ok(r: RunResult | { code: number; stdout: string; stderr: string }, what: string): void {
-  assert.equal(r.code, 0, `${what} failed (${r.code}):\n${r.stdout}\n${r.stderr}`);
-}
-
-/** Runs kiln and returns the digest it prints. */
-async function kilnDigest(args: string[]): Promise<string> {
-  const r = await kiln(args);
-  ok(r, `kiln ${args.join(' ')}`);
-  const digest = r.stdout.trim();
-  assert.match(digest, /^sha256:[0-9a-f]{64}$/);
-  return digest;
-}
 
 interface Inspected {
   digest: string;
@@ -118,14 +105,7 @@ async function wasmAndNative(dir: string): Promise<{ index: string; wasm: string
     '--to',
     `oci:${dir}:native`,
   ]);
-  const index = await kilnDigest([
-    'index',
-    'create',
-    '--to',
-    `oci:${dir}:multi`,
-    `oci:${dir}:wasm`,
-    `oci:${dir}:native`,
-  ]);
+  const index = await kilnIndexCreate(`oci:${dir}:multi`, [`oci:${dir}:wasm`, `oci:${dir}:native`]);
   return { index, wasm, native };
 }
 

@@ -17,10 +17,10 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { kiln } from '../support/kiln.js';
+import { type KilnResult, kiln } from '../support/kiln.js';
 import { registrySkipReason, sharedRegistry, startRequestLog } from '../support/registry.js';
 import { busyboxSkipReason, busyboxToolchain } from '../support/toolchain-images.js';
-import { toolSkipReason } from '../support/tools.js';
+import { ok, toolSkipReason } from '../support/tools.js';
 
 const skip = toolSkipReason('bwrap') ?? busyboxSkipReason() ?? registrySkipReason('none');
 const TEST = { timeout: 300_000 };
@@ -38,18 +38,7 @@ const home = join(work, 'home');
 let registry: string;
 let toolchain: string;
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function ok(r: Run, what: string): string {
-  assert.equal(r.code, 0, `${what} exited with ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
-  return r.stdout;
-}
-
-function k(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Run> {
+function k(args: string[], env: NodeJS.ProcessEnv = {}): Promise<KilnResult> {
   return kiln(args, { env: { KILN_HOME: home, ...env }, timeoutMs: 240_000 });
 }
 
@@ -58,6 +47,13 @@ interface CompileJson {
   digest: string;
   key: string;
   output: string;
+}
+
+/** `kiln build DIR --runner sandbox ARGS…`, which must succeed; returns the result. */
+async function sandboxBuild(dir: string, args: string[]): Promise<KilnResult> {
+  const r = await k(['build', dir, '--runner', 'sandbox', ...args]);
+  ok(r, `kiln build ${dir} ${args.join(' ')}`);
+  return r;
 }
 
 async function compile(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CompileJson> {
@@ -107,19 +103,7 @@ describe('build cache and build output', { skip }, () => {
     assert.deepEqual(lock.outputs, ['app.wasm', 'bin/app'], 'kiln.lock lists the outputs at chosen names');
 
     // kiln build's -o likewise.
-    ok(
-      await k([
-        'build',
-        dir,
-        '--runner',
-        'sandbox',
-        '-o',
-        join(dir, 'out', 'built.wasm'),
-        '--to',
-        `oci:${join(work, 'o')}:x`,
-      ]),
-      'kiln build -o',
-    );
+    await sandboxBuild(dir, ['-o', join(dir, 'out', 'built.wasm'), '--to', `oci:${join(work, 'o')}:x`]);
     assert.equal((await compile([dir])).source, 'cache', 'out/built.wasm is not a source either');
 
     // A real source still counts.
@@ -134,12 +118,8 @@ describe('build cache and build output', { skip }, () => {
       const dir = project('twice');
       const build = async (platforms: string) =>
         JSON.parse(
-          ok(
-            await k([
-              'build',
-              dir,
-              '--runner',
-              'sandbox',
+          (
+            await sandboxBuild(dir, [
               '--platform',
               platforms,
               '--to',
@@ -149,9 +129,8 @@ describe('build cache and build output', { skip }, () => {
               '-o',
               join(dir, 'app.wasm'),
               '--json',
-            ]),
-            'kiln build',
-          ),
+            ])
+          ).stdout,
         ) as { compiles: CompileJson[] };
       for (const platforms of ['linux/amd64,wasip1/wasm', 'wasip1/wasm']) {
         await build(platforms);
@@ -213,8 +192,7 @@ describe('build cache and build output', { skip }, () => {
     const to = [`oci:${join(work, 'several-1')}:a`, `oci:${join(work, 'several-2')}:b`];
     const archive = `docker-archive:${join(work, 'several.tar')}:several:1`;
     const lines = async (args: string[]) => {
-      const r = await k(['build', dir, '--runner', 'sandbox', ...args]);
-      ok(r, `kiln build ${args.join(' ')}`);
+      const r = await sandboxBuild(dir, args);
       return r.stderr.split('\n').filter((l) => l !== '');
     };
     const single = await lines([...to.flatMap((t) => ['--to', t]), '--to', archive]);

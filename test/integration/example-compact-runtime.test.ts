@@ -18,7 +18,7 @@ import { fileURLToPath } from 'node:url';
 import { dockerSkipReason, sharedDocker } from '../support/docker.js';
 import { KILN_CLI, kilnHome } from '../support/kiln.js';
 import { busyboxSkipReason, cachingDebootstrap, debootstrapSkipReason } from '../support/toolchain-images.js';
-import { requireTool, run, toolSkipReason } from '../support/tools.js';
+import { ok, requireTool, run, toolSkipReason } from '../support/tools.js';
 
 const EXAMPLE = fileURLToPath(new URL('../../examples/compact-runtime/', import.meta.url));
 const README = readFileSync(join(EXAMPLE, 'README.md'), 'utf8');
@@ -68,11 +68,6 @@ interface Descriptor {
 interface Manifest {
   config: Descriptor;
   layers: Descriptor[];
-}
-
-function ok(r: { code: number; stdout: string; stderr: string }, what: string): string {
-  assert.equal(r.code, 0, `${what} exited with ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
-  return r.stdout;
 }
 
 /** The manifest tagged `tag` in an OCI layout, read from disk, and its size as a registry serves it. */

@@ -28,10 +28,10 @@ import { after, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { formatPlatform, hostPlatform } from '../../src/oci/platform.js';
 import { dockerSkipReason, sharedDocker } from '../support/docker.js';
-import { kiln } from '../support/kiln.js';
+import { kiln, kilnDigest, kilnIndexCreate } from '../support/kiln.js';
 import { registrySkipReason, sharedRegistry } from '../support/registry.js';
 import { busyboxRootfs, busyboxSkipReason } from '../support/toolchain-images.js';
-import { inCI, requireTool, run, toolSkipReason } from '../support/tools.js';
+import { inCI, ok, requireTool, run, toolSkipReason } from '../support/tools.js';
 
 const TIMEOUT = 120_000;
 const LONG = { timeout: 600_000 };
@@ -44,7 +44,6 @@ const DOCKER_MANIFEST = 'application/vnd.docker.distribution.manifest.v2+json';
 const DOCKER_LIST = 'application/vnd.docker.distribution.manifest.list.v2+json';
 const DOCKER_CONFIG = 'application/vnd.docker.container.image.v1+json';
 const DOCKER_LAYER = 'application/vnd.docker.image.rootfs.diff.tar.gzip';
-const DIGEST = /^sha256:[0-9a-f]{64}$/;
 /** The native images' platform: the host's busybox, under linux (what umoci unpacks fully). */
 const NATIVE = formatPlatform({ ...hostPlatform(), os: 'linux' });
 
@@ -67,17 +66,6 @@ interface Manifest {
 const blob = (dir: string, digest: string) => readFileSync(join(dir, 'blobs', digest.replace(':', '/')));
 const json = <T = Manifest>(dir: string, digest: string) => JSON.parse(blob(dir, digest).toString()) as T;
 const indexJson = (dir: string) => JSON.parse(readFileSync(join(dir, 'index.json'), 'utf8')) as Manifest;
-
-function ok(r: { code: number; stdout: string; stderr: string }, what: string): string {
-  assert.equal(r.code, 0, `${what} exited with ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
-  return r.stdout;
-}
-
-async function kilnDigest(args: string[]): Promise<string> {
-  const out = ok(await kiln(args), `kiln ${args.join(' ')}`).trim();
-  assert.match(out, DIGEST, `kiln ${args[0]} should print a digest`);
-  return out;
-}
 
 const toolsSkip = () => toolSkipReason('umoci', 'oci-image-tool');
 
@@ -242,19 +230,12 @@ test('kiln index create writes a valid layout; umoci unpacks each image', LONG, 
   await kilnDigest(['package', HELLO_WASM, '--to', `oci:${images}:wasm`]);
 
   const one = join(work, 'index-one');
-  const single = await kilnDigest(['index', 'create', '--to', `oci:${one}:i`, `oci:${images}:bb`]);
+  const single = await kilnIndexCreate(`oci:${one}:i`, [`oci:${images}:bb`]);
   assert.equal(json(one, single).mediaType, OCI_INDEX);
   await assertValidImage(one, 'i', ['bin/busybox']);
 
   const two = join(work, 'index-two');
-  const multi = await kilnDigest([
-    'index',
-    'create',
-    '--to',
-    `oci:${two}:i`,
-    `oci:${images}:bb`,
-    `oci:${images}:wasm`,
-  ]);
+  const multi = await kilnIndexCreate(`oci:${two}:i`, [`oci:${images}:bb`, `oci:${images}:wasm`]);
   await validateLayout(two);
   const entries = json(two, multi).manifests!;
   assert.equal(entries.length, 2);

@@ -14,7 +14,7 @@ import { after, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { KILN_CLI, kiln, kilnHome } from '../support/kiln.js';
 import { cachingDebootstrap, debootstrapSkipReason } from '../support/toolchain-images.js';
-import { requireTool, run, skipOrFail, toolSkipReason } from '../support/tools.js';
+import { ok, requireTool, run, skipOrFail, toolSkipReason } from '../support/tools.js';
 
 const README = readFileSync(fileURLToPath(new URL('../../README.md', import.meta.url)), 'utf8');
 const skip =
@@ -25,11 +25,6 @@ const skip =
 
 const work = mkdtempSync(join(tmpdir(), 'kiln-readme-toolchain-'));
 after(() => rmSync(work, { recursive: true, force: true }));
-
-function ok(r: { code: number; stdout: string; stderr: string }, what: string): string {
-  assert.equal(r.code, 0, `${what} exited with ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
-  return r.stdout;
-}
 
 test("README's toolchain recipe: debootstrap, kiln append (with /dev), kiln compile in it, kiln run", {
   skip,

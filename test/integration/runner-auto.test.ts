@@ -15,7 +15,7 @@ import { after, before, describe, test } from 'node:test';
 import { type DockerEngine, dockerSkipReason, sharedDocker } from '../support/docker.js';
 import { kiln } from '../support/kiln.js';
 import { busyboxSkipReason, busyboxToolchain } from '../support/toolchain-images.js';
-import { toolSkipReason } from '../support/tools.js';
+import { ok, toolSkipReason } from '../support/tools.js';
 
 const skip = toolSkipReason('bwrap') ?? busyboxSkipReason() ?? dockerSkipReason();
 const TEST = { timeout: 300_000 };
@@ -32,17 +32,6 @@ const home = join(work, 'home');
 let docker: DockerEngine;
 let toolchain: string;
 let projects = 0;
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function ok(r: Run, what: string): string {
-  assert.equal(r.code, 0, `${what} exited with ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
-  return r.stdout;
-}
 
 /** A project in a fresh directory (so no cache hit); its build writes an empty wasm module. */
 function project(): string {

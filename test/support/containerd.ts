@@ -19,10 +19,9 @@
  * is mounted under its dir and removes the dir. A test that runs containers through it (`ctr run`)
  * should know that containerd 1.6 puts shim sockets under /run/containerd/s whatever its state dir.
  */
-import type { ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { exitSet, killAndWait, killSync, removeLeftovers, shortTempBase, spawnService } from './processes.js';
+import { daemonSet, type RunningDaemon, shortTempBase, spawnService } from './processes.js';
 import { findTool, type RunOptions, type RunResult, run, skipOrFail, toolSkipReason } from './tools.js';
 
 export interface Containerd {
@@ -93,28 +92,8 @@ function configFor(dir: string, address: string): string {
   ].join('\n');
 }
 
-interface Running {
-  dir: string;
-  child: ChildProcess;
-  exited: boolean;
-}
-
-const live = exitSet<Running>((r) => cleanupSync(r));
-
-/** Synchronous stop, for process exit: SIGTERM, wait up to 10 s, SIGKILL, clean up. */
-function cleanupSync(r: Running): void {
-  live.delete(r);
-  if (!r.exited) killSync(r.child, 10_000, 5_000);
-  removeLeftovers(r.dir);
-}
-
-async function stopAsync(r: Running): Promise<void> {
-  if (!live.has(r)) return;
-  // Stays in `live` until done, so the exit hook still cleans up if the process exits meanwhile.
-  await killAndWait(r.child, () => r.exited, 10_000, 5_000);
-  live.delete(r);
-  removeLeftovers(r.dir);
-}
+/** Stopped with SIGTERM, SIGKILL after 10 s. */
+const daemons = daemonSet(10_000);
 
 function logTail(logPath: string, lines = 40): string {
   try {
@@ -159,8 +138,8 @@ export async function startContainerd(opts: StartContainerdOptions = {}): Promis
       running.exited = true;
     },
   );
-  const running: Running = { dir, child, exited: false };
-  live.add(running);
+  const running: RunningDaemon = { dir, child, exited: false };
+  daemons.track(running);
 
   let snapshotterEnv: string | undefined;
   const ctrRun = (ctrArgs: string[], runOpts: RunOptions = {}) =>
@@ -171,7 +150,7 @@ export async function startContainerd(opts: StartContainerdOptions = {}): Promis
 
   const fail = async (why: string): Promise<never> => {
     const log = logTail(logPath);
-    await stopAsync(running);
+    await daemons.stop(running);
     throw new Error(
       `private containerd ${why}\n--- ${containerd} ${args.join(' ')}\n--- config:\n${configFor(dir, address)}` +
         `--- containerd log (tail):\n${log}`,
@@ -206,7 +185,7 @@ export async function startContainerd(opts: StartContainerdOptions = {}): Promis
     logPath,
     snapshotter,
     ctr: ctrRun,
-    stop: () => stopAsync(running),
-    [Symbol.asyncDispose]: () => stopAsync(running),
+    stop: () => daemons.stop(running),
+    [Symbol.asyncDispose]: () => daemons.stop(running),
   };
 }

@@ -18,12 +18,11 @@
  * stop it: dockerd is killed, leftover containerd/shim processes it started are killed by pid,
  * mounts under its temp dir are unmounted and the dir is removed.
  */
-import type { ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { basename, dirname, join } from 'node:path';
 import { freePort } from './net.js';
-import { exitSet, killAndWait, killSync, removeLeftovers, shortTempBase, spawnService } from './processes.js';
+import { daemonSet, type RunningDaemon, shortTempBase, spawnService } from './processes.js';
 import { makeCa, SERVER_EXT, signCert } from './tls.js';
 import { findTool, type RunOptions, type RunResult, requireTool, run, skipOrFail } from './tools.js';
 
@@ -104,28 +103,8 @@ function dockerCli(): string | undefined {
   return findTool('docker');
 }
 
-interface Running {
-  dir: string;
-  child: ChildProcess;
-  exited: boolean;
-}
-
-const live = exitSet<Running>((r) => cleanupSync(r));
-
-/** Synchronous stop, for process exit: SIGTERM, wait up to 15 s, SIGKILL, clean up. */
-function cleanupSync(r: Running): void {
-  live.delete(r);
-  if (!r.exited) killSync(r.child, 15_000, 5_000);
-  removeLeftovers(r.dir);
-}
-
-async function stopAsync(r: Running): Promise<void> {
-  if (!live.has(r)) return;
-  // Stays in `live` until done, so the exit hook still cleans up if the process exits meanwhile.
-  await killAndWait(r.child, () => r.exited, 15_000, 5_000);
-  live.delete(r);
-  removeLeftovers(r.dir);
-}
+/** Stopped with SIGTERM, SIGKILL after 15 s. */
+const daemons = daemonSet(15_000);
 
 function ping(socketPath: string): Promise<boolean> {
   return new Promise((resolve) => {
@@ -202,8 +181,8 @@ export async function startDocker(opts: StartDockerOptions = {}): Promise<Docker
     spawnError ??= e;
     running.exited = true;
   });
-  const running: Running = { dir, child, exited: false };
-  live.add(running);
+  const running: RunningDaemon = { dir, child, exited: false };
+  daemons.track(running);
 
   const env: NodeJS.ProcessEnv = { ...process.env, DOCKER_HOST: host, DOCKER_CONFIG: cliConfig };
   for (const k of ['DOCKER_CONTEXT', 'DOCKER_TLS_VERIFY', 'DOCKER_CERT_PATH', 'DOCKER_API_VERSION'])
@@ -219,13 +198,13 @@ export async function startDocker(opts: StartDockerOptions = {}): Promise<Docker
     ...(tls ? { tls: tls.endpoint } : {}),
     docker: (dockerArgs, runOpts = {}) =>
       run(cli, dockerArgs, { ...runOpts, env: { ...env, ...runOpts.env, DOCKER_HOST: host } }),
-    stop: () => stopAsync(running),
-    [Symbol.asyncDispose]: () => stopAsync(running),
+    stop: () => daemons.stop(running),
+    [Symbol.asyncDispose]: () => daemons.stop(running),
   };
 
   const fail = async (why: string): Promise<never> => {
     const log = logTail(logPath);
-    await stopAsync(running);
+    await daemons.stop(running);
     throw new Error(
       `private dockerd ${why}\n--- ${dockerd} ${args.join(' ')}\n--- dockerd log (tail):\n${log}`,
     );

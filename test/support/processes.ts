@@ -95,6 +95,38 @@ export async function killAndWait(
   }
 }
 
+/** A daemon running in a dir of its own (dockerd, containerd): its process, and whether it exited. */
+export interface RunningDaemon {
+  dir: string;
+  child: ChildProcess;
+  exited: boolean;
+}
+
+/**
+ * Daemons of one kind: `track` one once started, `stop` it (SIGTERM, SIGKILL after `graceMs`, then
+ * what it left behind removed); one still running at exit is stopped synchronously the same way.
+ */
+export function daemonSet(graceMs: number): {
+  track: (d: RunningDaemon) => void;
+  stop: (d: RunningDaemon) => Promise<void>;
+} {
+  const live = exitSet<RunningDaemon>((d) => {
+    live.delete(d);
+    if (!d.exited) killSync(d.child, graceMs, 5_000);
+    removeLeftovers(d.dir);
+  });
+  return {
+    track: (d) => void live.add(d),
+    stop: async (d) => {
+      if (!live.has(d)) return;
+      // Stays in `live` until done, so the exit hook still cleans up if the process exits meanwhile.
+      await killAndWait(d.child, () => d.exited, graceMs, 5_000);
+      live.delete(d);
+      removeLeftovers(d.dir);
+    },
+  };
+}
+
 /**
  * Starts a service (dockerd, a registry) with its stdout and stderr in `logPath` (appended with flag
  * `a`, truncated with `w`), unref'd: a forgotten one is stopped by an exit hook, it does not keep the

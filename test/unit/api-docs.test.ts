@@ -12,29 +12,6 @@ import ts from 'typescript';
 const SRC = fileURLToPath(new URL('../../src', import.meta.url));
 const API = join(SRC, 'api');
 
-/**
- * Exports still without a doc comment, declared in areas other work was changing when this check was
- * written (build, component, run). Document them there and delete them here: the test fails on a name
- * listed here that has a doc comment by now, so this list only shrinks.
- */
-const PENDING = new Set([
-  'build.ts: BuildEvent',
-  'build.ts: BuildOptions',
-  'build.ts: BuildResult',
-  'build.ts: BuiltSbom',
-  'build.ts: CompileEvent',
-  'build.ts: CompileOptions',
-  'build.ts: CompileResult',
-  'build.ts: build',
-  'build.ts: compile',
-  'build.ts: ProjectEvent',
-  'build.ts: ProjectResult',
-  'build.ts: WorkspaceOptions',
-  'build.ts: WorkspaceResult',
-  'run.ts: ComponentizedFile',
-  'run.ts: RunImageOptions',
-]);
-
 /** Every export of src/api: `module: name`, whether it is documented, and where it is declared. */
 function exportsOfApi(): { key: string; documented: boolean; where: string }[] {
   const roots = readdirSync(API)
@@ -69,15 +46,7 @@ describe('public API', () => {
 
   it('every export of src/api has a doc comment at its declaration', () => {
     assert.ok(all.length > 100, `only ${all.length} exports found: is the program reading src/api?`);
-    const missing = all
-      .filter((e) => !e.documented && !PENDING.has(e.key))
-      .map((e) => `${e.key} (${e.where})`);
+    const missing = all.filter((e) => !e.documented).map((e) => `${e.key} (${e.where})`);
     assert.deepEqual(missing, [], `exports without a doc comment:\n${missing.join('\n')}`);
-  });
-
-  it('PENDING lists only exports that still lack one', () => {
-    const keys = new Map(all.map((e) => [e.key, e]));
-    const stale = [...PENDING].filter((k) => keys.get(k)?.documented !== false);
-    assert.deepEqual(stale, [], 'documented (or no longer exported): remove from PENDING');
   });
 });

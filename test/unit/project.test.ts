@@ -6,8 +6,8 @@ import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { parse as parseYaml } from 'yaml';
 import { renderSchema, SCHEMA_FILE, SCHEMA_ID } from '../../scripts/kiln-schema.js';
-import { editDistance, loadProject, type Project, parseProject } from '../../src/build/project-schema.js';
 import { isKilnError, type KilnError } from '../../src/errors.js';
+import { editDistance, loadProject, type Project, parseProject } from '../../src/project/project-schema.js';
 import { rejected, thrown } from '../support/errors.js';
 
 const work = await fs.mkdtemp(path.join(os.tmpdir(), 'kiln-project-'));
@@ -535,9 +535,9 @@ function check(s: JsonSchema, v: unknown, at = '$'): string[] {
   return errors;
 }
 
-describe('loadProject through the memo (src/build/project.ts)', () => {
+describe('loadProject through the memo (src/project/project.ts)', () => {
   test('a validated file is remembered; an edit is validated again', async () => {
-    const { loadProject: load } = await import('../../src/build/project.js');
+    const { loadProject: load } = await import('../../src/project/project.js');
     const dir = await fs.mkdtemp(path.join(work, 'memo-'));
     const home = await fs.mkdtemp(path.join(work, 'memo-home-'));
     const saved = process.env.KILN_HOME;

@@ -4,13 +4,13 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
+import { isKilnError } from '../../src/errors.js';
 import {
   type ListSourcesOptions,
   listSources,
   type SourceFile,
   sourcesDigest,
-} from '../../src/build/sources.js';
-import { isKilnError } from '../../src/errors.js';
+} from '../../src/project/sources.js';
 import { sha256 } from '../support/images.js';
 import { freshPaths, workDir } from '../support/temp.js';
 

@@ -52,7 +52,7 @@ so a debootstrap rootfs appends as it is; --devices skip leaves them out, each n
 `,
     )
     .action(
-      action(async ({ out, context, flags: opts }, base) => {
+      action(async ({ out, context, flags: opts, platform }, base) => {
         const devices = String(opts.devices);
         if (devices !== 'keep' && devices !== 'skip' && devices !== 'refuse')
           throw new KilnError(
@@ -68,7 +68,7 @@ so a debootstrap rootfs appends as it is; --devices skip leaves them out, each n
           base,
           layers: (opts.layer as string[]).map(parseLayerSpec),
           to: opts.to,
-          platform: opts.platform ? kiln.parsePlatform(opts.platform) : undefined,
+          platform: await platform(),
           created: opts.created,
           devices,
         });

@@ -1,8 +1,10 @@
 import { type Command, InvalidArgumentError, Option } from 'commander';
+import type { BuildResult } from '../../api/build.js';
 import type { KilnContext } from '../../api/context.js';
-import { aliasesOf, aliasOptions, collect, commaList, examples, globals, jobs } from '../common.js';
-import { contextOf } from '../context.js';
-import { Output, plural } from '../output.js';
+import type { Platform } from '../../api/oci.js';
+import { action } from '../action.js';
+import { aliasesOf, aliasOptions, collect, commaList, examples, jobs } from '../common.js';
+import { type Output, plural } from '../output.js';
 import { compileOptions, toCompileOptions } from './compile.js';
 
 /** `--sbom=false` as well as `--no-sbom`: commander hands `--sbom=VALUE` over as a string. */
@@ -66,101 +68,69 @@ export function register(program: Command): void {
         'kiln build                                    # destinations from kiln.yaml',
       ]),
     )
-    .action(async (dir: string, opts, cmd: Command) => {
-      const out = new Output(globals(cmd));
-      const { build } = await import('../../api/build.js');
-      // The key first: a wrong password fails before anything is compiled.
-      const signKey = opts.signKey ? await (await import('../keys.js')).privateKey(opts.signKey) : undefined;
-      const { formatPlatform, parsePlatform } = await import('../../api/oci.js');
-      const platforms = commaList(opts.platform).map(parsePlatform);
-      const aliases = aliasesOf(opts, parsePlatform);
-      const context = contextOf(cmd);
-      // How the result is packed and written: the same for one project and for a workspace's each.
-      const packing = {
-        ...(opts.to ? { to: opts.to as string[] } : {}),
-        ...(opts.format ? { format: opts.format } : {}),
-        ...(platforms.length ? { platforms } : {}),
-        ...(opts.base ? { base: opts.base as string } : {}),
-        ...(aliases?.wasi ? { wasiAlias: true } : {}),
-        ...(aliases?.node ? { nodeAliases: aliases.node } : {}),
-        ...(opts.check ? { check: commaList(opts.check) } : {}),
-        // Unset unless --sbom[=bool] or --no-sbom: kiln.yaml's `sbom` decides then.
-        ...(opts.sbom !== undefined ? { sbom: opts.sbom !== false } : {}),
-        ...(signKey ? { signKey } : {}),
-      };
-      if (await isWorkspace(dir, opts.file, context)) {
-        const { buildWorkspaceCommand, checkWorkspaceFlags } = await import('../workspace.js');
-        checkWorkspaceFlags(opts);
-        const { dir: _d, onEvent: _e, ...compile } = toCompileOptions(dir, opts, out);
-        const explicitJobs = ['cli', 'env'].includes(cmd.getOptionValueSourceWithGlobals('jobs') ?? '');
-        return buildWorkspaceCommand(
-          {
-            ...compile,
-            dir,
-            context,
-            ...(explicitJobs ? { jobs: jobs(cmd) } : {}),
-            ...(opts.failFast ? { failFast: true } : {}),
-            ...packing,
-          },
-          out,
-        );
-      }
-      const result = await build({
-        context,
-        ...toCompileOptions(dir, opts, out),
-        ...packing,
-        onBuildEvent: (e) => {
-          if (e.type === 'compile' && e.platform) out.info(`compiling for ${formatPlatform(e.platform)}`);
-        },
-      });
-      if (out.flags.json) {
-        const strip = ({ project: _p, ...rest }: typeof result.compile) => rest;
-        return out.json({
-          ...(result.index ? { index: result.index } : {}),
-          images: result.images,
-          ...(result.sboms ? { sboms: result.sboms } : {}),
-          ...(result.signed ? { signed: result.signed, provenance: result.provenance } : {}),
-          compile: strip(result.compile),
-          compiles: result.compiles.map(strip),
-        });
-      }
-      // What every destination got alike is said once; the `wrote` lines name each destination.
-      const seen = new Set<string>();
-      for (const image of result.images) {
-        const key = `${formatPlatform(image.platform)} ${image.descriptor.digest}`;
-        if (seen.has(key)) continue;
-        seen.add(key);
-        out.info(
-          `${formatPlatform(image.platform)}: ${image.descriptor.digest}${image.format ? ` (${image.format})` : ''}${image.base ? ` on ${image.base.name}` : ''}`,
-        );
-      }
-      const destinations = new Set(result.images.map((i) => i.destination));
-      const sboms = new Map<string, { subject: string; digest: string; in: string[] }>();
-      for (const s of result.sboms ?? []) {
-        const key = `${s.subject} ${s.descriptor.digest}`;
-        const group = sboms.get(key) ?? { subject: s.subject, digest: s.descriptor.digest, in: [] };
-        group.in.push(s.destination);
-        sboms.set(key, group);
-      }
-      // Archives and the daemon have no place for referrers: then the line says where it went.
-      for (const s of sboms.values())
-        out.info(
-          `sbom for ${s.subject.slice(0, 19)}: ${s.digest}${s.in.length < destinations.size ? ` (in ${s.in.join(', ')})` : ''}`,
-        );
-      for (const s of result.provenance ?? [])
-        out.info(`signed; provenance for ${s.subject.slice(0, 19)}: ${s.referrer} (in ${s.destination})`);
-      if (result.index) {
-        for (const dest of [...new Set(result.images.map((i) => i.destination))]) {
-          out.info(`wrote ${dest} (index of ${plural(seen.size, 'image')})`);
-          out.data(`${dest}@${result.index.digest}`);
+    .action(
+      action(async ({ out, context, flags: opts, cmd }, dir) => {
+        const { build } = await import('../../api/build.js');
+        // The key first: a wrong password fails before anything is compiled.
+        const signKey = opts.signKey
+          ? await (await import('../keys.js')).privateKey(opts.signKey)
+          : undefined;
+        const { formatPlatform, parsePlatform } = await import('../../api/oci.js');
+        const platforms = commaList(opts.platform).map(parsePlatform);
+        const aliases = aliasesOf(opts, parsePlatform);
+        // How the result is packed and written: the same for one project and for a workspace's each.
+        const packing = {
+          ...(opts.to ? { to: opts.to as string[] } : {}),
+          ...(opts.format ? { format: opts.format } : {}),
+          ...(platforms.length ? { platforms } : {}),
+          ...(opts.base ? { base: opts.base as string } : {}),
+          ...(aliases?.wasi ? { wasiAlias: true } : {}),
+          ...(aliases?.node ? { nodeAliases: aliases.node } : {}),
+          ...(opts.check ? { check: commaList(opts.check) } : {}),
+          // Unset unless --sbom[=bool] or --no-sbom: kiln.yaml's `sbom` decides then.
+          ...(opts.sbom !== undefined ? { sbom: opts.sbom !== false } : {}),
+          ...(signKey ? { signKey } : {}),
+        };
+        if (await isWorkspace(dir, opts.file, context)) {
+          const { buildWorkspaceCommand, checkWorkspaceFlags } = await import('../workspace.js');
+          checkWorkspaceFlags(opts);
+          const { dir: _d, onEvent: _e, ...compile } = toCompileOptions(dir, opts, out);
+          const explicitJobs = ['cli', 'env'].includes(cmd.getOptionValueSourceWithGlobals('jobs') ?? '');
+          await buildWorkspaceCommand(
+            {
+              ...compile,
+              dir,
+              context,
+              ...(explicitJobs ? { jobs: jobs(cmd) } : {}),
+              ...(opts.failFast ? { failFast: true } : {}),
+              ...packing,
+            },
+            out,
+          );
+          return undefined;
         }
-        return;
-      }
-      for (const image of result.images) {
-        out.info(`wrote ${image.destination} (${image.format ?? formatPlatform(image.platform)})`);
-        out.data(`${image.destination}@${image.descriptor.digest}`);
-      }
-    });
+        const result = await build({
+          context,
+          ...toCompileOptions(dir, opts, out),
+          ...packing,
+          onBuildEvent: (e) => {
+            if (e.type === 'compile' && e.platform) out.info(`compiling for ${formatPlatform(e.platform)}`);
+          },
+        });
+        const strip = ({ project: _p, ...rest }: typeof result.compile) => rest;
+        return {
+          json: {
+            ...(result.index ? { index: result.index } : {}),
+            images: result.images,
+            ...(result.sboms ? { sboms: result.sboms } : {}),
+            ...(result.signed ? { signed: result.signed, provenance: result.provenance } : {}),
+            compile: strip(result.compile),
+            compiles: result.compiles.map(strip),
+          },
+          human: () => report(result, out, formatPlatform),
+        };
+      }),
+    );
 }
 
 /** `DIR/...`, or a directory whose kiln.yaml lists a workspace (read through the project memo). */
@@ -173,4 +143,44 @@ async function isWorkspace(dir: string, file: string | undefined, context: KilnC
     () => undefined,
   );
   return loaded?.project.workspace !== undefined;
+}
+
+/** What a build wrote, for people: each image once, its SBOMs and provenance, then each destination. */
+function report(result: BuildResult, out: Output, formatPlatform: (p: Platform) => string): void {
+  // What every destination got alike is said once; the `wrote` lines name each destination.
+  const seen = new Set<string>();
+  for (const image of result.images) {
+    const key = `${formatPlatform(image.platform)} ${image.descriptor.digest}`;
+    if (seen.has(key)) continue;
+    seen.add(key);
+    out.info(
+      `${formatPlatform(image.platform)}: ${image.descriptor.digest}${image.format ? ` (${image.format})` : ''}${image.base ? ` on ${image.base.name}` : ''}`,
+    );
+  }
+  const destinations = new Set(result.images.map((i) => i.destination));
+  const sboms = new Map<string, { subject: string; digest: string; in: string[] }>();
+  for (const s of result.sboms ?? []) {
+    const key = `${s.subject} ${s.descriptor.digest}`;
+    const group = sboms.get(key) ?? { subject: s.subject, digest: s.descriptor.digest, in: [] };
+    group.in.push(s.destination);
+    sboms.set(key, group);
+  }
+  // Archives and the daemon have no place for referrers: then the line says where it went.
+  for (const s of sboms.values())
+    out.info(
+      `sbom for ${s.subject.slice(0, 19)}: ${s.digest}${s.in.length < destinations.size ? ` (in ${s.in.join(', ')})` : ''}`,
+    );
+  for (const s of result.provenance ?? [])
+    out.info(`signed; provenance for ${s.subject.slice(0, 19)}: ${s.referrer} (in ${s.destination})`);
+  if (result.index) {
+    for (const dest of [...new Set(result.images.map((i) => i.destination))]) {
+      out.info(`wrote ${dest} (index of ${plural(seen.size, 'image')})`);
+      out.data(`${dest}@${result.index.digest}`);
+    }
+    return;
+  }
+  for (const image of result.images) {
+    out.info(`wrote ${image.destination} (${image.format ?? formatPlatform(image.platform)})`);
+    out.data(`${image.destination}@${image.descriptor.digest}`);
+  }
 }

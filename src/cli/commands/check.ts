@@ -1,8 +1,8 @@
 import { type Command, Option } from 'commander';
 import type { CheckResult } from '../../api/check.js';
-import { commaList, examples, globals } from '../common.js';
-import { contextOf } from '../context.js';
-import { bold, dim, green, Output, red } from '../output.js';
+import { action } from '../action.js';
+import { commaList, examples } from '../common.js';
+import { bold, dim, green, red } from '../output.js';
 
 const CONSUMERS = ['containerd', 'k8s', 'runwasi', 'crun', 'docker', 'istio', 'spin', 'wkg'];
 
@@ -43,26 +43,25 @@ say what needs a newer version or a setting. Exits 1 when a consumer asked for w
 docs/formats.md has the compatibility matrix of every format and consumer.
 `,
     )
-    .action(async (image: string, opts, cmd: Command) => {
-      const out = new Output(globals(cmd));
-      const context = contextOf(cmd);
-      const consumers = commaList(opts.for);
-      let result: CheckResult;
-      if ((image.endsWith('.wasm') || image.endsWith('.toml')) && !image.includes(':')) {
-        const { checkWasmFile } = await import('../../api/wasm.js');
-        result = await checkWasmFile({ file: image, format: opts.format, for: consumers, context });
-      } else {
-        if (opts.format) {
-          const { KilnError } = await import('../../errors.js');
-          throw new KilnError('E_USAGE', '--format is for a .wasm file; an image has its format already');
+    .action(
+      action(async ({ out, context, flags: opts }, image) => {
+        const consumers = commaList(opts.for);
+        let result: CheckResult;
+        if ((image.endsWith('.wasm') || image.endsWith('.toml')) && !image.includes(':')) {
+          const { checkWasmFile } = await import('../../api/wasm.js');
+          result = await checkWasmFile({ file: image, format: opts.format, for: consumers, context });
+        } else {
+          if (opts.format) {
+            const { KilnError } = await import('../../errors.js');
+            throw new KilnError('E_USAGE', '--format is for a .wasm file; an image has its format already');
+          }
+          const { checkImage } = await import('../../api/check.js');
+          result = await checkImage({ ref: image, for: consumers, context });
         }
-        const { checkImage } = await import('../../api/check.js');
-        result = await checkImage({ ref: image, for: consumers, context });
-      }
-      if (!result.ok) process.exitCode = 1;
-      if (out.flags.json) return out.json(result);
-      out.data(render(result));
-    });
+        if (!result.ok) process.exitCode = 1;
+        return { json: result, human: () => out.data(render(result)) };
+      }),
+    );
 }
 
 function render(result: CheckResult): string {

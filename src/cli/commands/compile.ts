@@ -1,9 +1,9 @@
 import { type Command, Option } from 'commander';
 import type { CompileEvent, CompileOptions } from '../../api/build.js';
 import type { RunnerName } from '../../api/toolchain.js';
-import { collect, examples, globals, keyValues } from '../common.js';
-import { contextOf } from '../context.js';
-import { humanSize, Output } from '../output.js';
+import { action } from '../action.js';
+import { collect, examples, keyValues } from '../common.js';
+import { humanSize, type Output } from '../output.js';
 
 /**
  * The runners, for `--runner`'s choices: spelled here (checked complete against RunnerName) so that
@@ -117,29 +117,28 @@ export function register(program: Command): void {
         'kiln compile --platform linux/arm64           # a native binary, DIR/<name>-linux-arm64',
       ]),
     )
-    .action(async (dir: string, opts, cmd: Command) => {
-      const out = new Output(globals(cmd));
-      const { compile } = await import('../../api/build.js');
-      const options = toCompileOptions(dir, opts, out);
-      const platform = (opts as { platform?: string }).platform;
-      if (platform) {
-        const { parsePlatform } = await import('../../api/oci.js');
-        options.target = parsePlatform(platform);
-      }
-      const result = await compile({ ...options, context: contextOf(cmd) });
-      if (out.flags.json) {
-        const { project: _p, ...rest } = result;
-        return out.json(rest);
-      }
-      const { formatPlatform, isWasmPlatform } = await import('../../api/oci.js');
-      const tags = [
-        ...(result.lang ? [result.lang] : []),
-        ...(isWasmPlatform(result.target) ? [] : [formatPlatform(result.target)]),
-      ];
-      out.info(
-        `${result.source === 'build' ? 'compiled' : 'restored'} ${result.output} (${humanSize(result.size)})${tags.length ? ` [${tags.join(', ')}]` : ''}`,
-      );
-      if (result.extras) out.info(`  and the other files the build wrote: ${result.extras}/`);
-      out.data(result.digest);
-    });
+    .action(
+      action(async ({ out, context, flags: opts, platform }, dir) => {
+        const { compile } = await import('../../api/build.js');
+        const options = toCompileOptions(dir, opts, out);
+        const target = await platform();
+        if (target) options.target = target;
+        const { project: _p, ...result } = await compile({ ...options, context });
+        const { formatPlatform, isWasmPlatform } = await import('../../api/oci.js');
+        const tags = [
+          ...(result.lang ? [result.lang] : []),
+          ...(isWasmPlatform(result.target) ? [] : [formatPlatform(result.target)]),
+        ];
+        return {
+          json: result,
+          human: () => {
+            out.info(
+              `${result.source === 'build' ? 'compiled' : 'restored'} ${result.output} (${humanSize(result.size)})${tags.length ? ` [${tags.join(', ')}]` : ''}`,
+            );
+            if (result.extras) out.info(`  and the other files the build wrote: ${result.extras}/`);
+          },
+          data: result.digest,
+        };
+      }),
+    );
 }

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
-import { examples, globals } from '../common.js';
-import { Output } from '../output.js';
+import { action } from '../action.js';
+import { examples } from '../common.js';
 
 export function register(program: Command): void {
   program
@@ -15,12 +15,18 @@ export function register(program: Command): void {
         'kiln package hello.wasm --component --to oci:./out:hello',
       ]),
     )
-    .action(async (input: string, opts, cmd: Command) => {
-      const out = new Output(globals(cmd));
-      const kiln = await import('../../api/run.js');
-      const result = await kiln.componentizeFile(input, opts.output);
-      if (out.flags.json) return out.json({ ...result });
-      out.info(`${input} (preview 1 ${result.role}) -> ${opts.output}: a component (${result.adapter})`);
-      out.data(result.digest);
-    });
+    .action(
+      action(async ({ out, flags: opts }, input) => {
+        const { componentizeFile } = await import('../../api/run.js');
+        const result = await componentizeFile(input, opts.output);
+        return {
+          json: { ...result },
+          human: () =>
+            out.info(
+              `${input} (preview 1 ${result.role}) -> ${opts.output}: a component (${result.adapter})`,
+            ),
+          data: result.digest,
+        };
+      }),
+    );
 }

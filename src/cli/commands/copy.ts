@@ -1,10 +1,9 @@
 import { type Command, Option } from 'commander';
 import { KilnError } from '../../errors.js';
 import { action } from '../action.js';
-import { examples, globals, jobs } from '../common.js';
-import { contextOf } from '../context.js';
+import { examples, jobs } from '../common.js';
 import { publicKey } from '../keys.js';
-import { Output, plural } from '../output.js';
+import { plural } from '../output.js';
 import { Progress } from '../progress.js';
 
 export function register(program: Command): void {
@@ -68,31 +67,29 @@ export function register(program: Command): void {
       ]),
     )
     .action(
-      action(async ({ out, context, flags: opts, cmd }, src, dst) => {
+      action(async ({ out, context, flags: opts, cmd, platform: platformFlag }, src, dst) => {
         if (opts.platform && opts.allPlatforms)
           throw new KilnError('E_USAGE', '--platform and --all-platforms exclude each other');
-        const kiln = { ...(await import('../../api/transport.js')), ...(await import('../../api/oci.js')) };
-        const platform = opts.platform ? kiln.parsePlatform(opts.platform) : undefined;
+        const { copy } = await import('../../api/transport.js');
+        const platform = await platformFlag();
         const verifyKey = opts.verifyKey ? await publicKey(opts.verifyKey) : undefined;
         const verifyPolicy = opts.verifyPolicy
           ? await (await import('../../api/sign.js')).loadPolicy(opts.verifyPolicy)
           : undefined;
         const progress = new Progress(out.flags);
-        const result = await kiln
-          .copy(src, dst, {
-            platform,
-            format: opts.format,
-            ...(opts.referrers ? { referrers: true } : {}),
-            ...(verifyKey ? { verifyKey } : {}),
-            ...(verifyPolicy ? { verifyPolicy } : {}),
-            jobs: jobs(cmd),
-            onEvent: progress.handler(),
-            context,
-            // --src-creds and --dest-creds over the context's --creds, for their side only.
-            ...(opts.srcCreds ? { source: { registry: { creds: opts.srcCreds } } } : {}),
-            ...(opts.destCreds ? { destination: { registry: { creds: opts.destCreds } } } : {}),
-          })
-          .finally(() => progress.finish());
+        const result = await copy(src, dst, {
+          platform,
+          format: opts.format,
+          ...(opts.referrers ? { referrers: true } : {}),
+          ...(verifyKey ? { verifyKey } : {}),
+          ...(verifyPolicy ? { verifyPolicy } : {}),
+          jobs: jobs(cmd),
+          onEvent: progress.handler(),
+          context,
+          // --src-creds and --dest-creds over the context's --creds, for their side only.
+          ...(opts.srcCreds ? { source: { registry: { creds: opts.srcCreds } } } : {}),
+          ...(opts.destCreds ? { destination: { registry: { creds: opts.destCreds } } } : {}),
+        }).finally(() => progress.finish());
         return {
           json: result,
           human: () => {
@@ -127,10 +124,9 @@ export function register(program: Command): void {
     .option('--platform <os/arch>', "the digest of this platform's image in an index")
     .addHelpText('after', examples(['kiln digest localhost:5000/app:1', 'kiln digest oci:./out:hello']))
     .action(
-      action(async ({ context, flags: opts }, image) => {
-        const kiln = { ...(await import('../../api/transport.js')), ...(await import('../../api/oci.js')) };
-        const platform = opts.platform ? kiln.parsePlatform(opts.platform) : undefined;
-        const desc = await kiln.digest(image, { platform, context });
+      action(async ({ context, platform }, image) => {
+        const { digest } = await import('../../api/transport.js');
+        const desc = await digest(image, { platform: await platform(), context });
         return { json: desc, data: desc.digest };
       }),
     );
@@ -140,11 +136,11 @@ export function register(program: Command): void {
     .description('list the tags of a repository')
     .argument('<repo>', 'REGISTRY/REPO, or oci:DIR')
     .addHelpText('after', examples(['kiln tags localhost:5000/app', 'kiln tags oci:./layout']))
-    .action(async (repo: string, _opts, cmd: Command) => {
-      const out = new Output(globals(cmd));
-      const kiln = { ...(await import('../../api/transport.js')), ...(await import('../../api/oci.js')) };
-      const tags = await kiln.listTags(repo, { context: contextOf(cmd) });
-      if (out.flags.json) return out.json(tags);
-      if (tags.length) out.data(tags.join('\n'));
-    });
+    .action(
+      action(async ({ context }, repo) => {
+        const { listTags } = await import('../../api/transport.js');
+        const tags = await listTags(repo, { context });
+        return { json: tags, ...(tags.length ? { data: tags.join('\n') } : {}) };
+      }),
+    );
 }

@@ -1,24 +1,9 @@
 import type { Command } from 'commander';
-import type { FlatIssue } from '../../api/image.js';
 import { KilnError } from '../../errors.js';
-import { examples, globals } from '../common.js';
-import { contextOf } from '../context.js';
-import { Output, plural, red } from '../output.js';
-
-/** Names what flattening left out; unsafe entries make the command fail once its output is written. */
-export function reportIssues(out: Output, issues: FlatIssue[]): KilnError | undefined {
-  const unsafe = issues.filter((i) => i.unsafe);
-  if (!out.flags.json)
-    for (const issue of issues)
-      if (issue.unsafe)
-        process.stderr.write(`${red('refused:')} ${issue.path} (layer ${issue.layer}): ${issue.reason}\n`);
-      else out.info(`skipped: ${issue.path} (layer ${issue.layer}): ${issue.reason}`);
-  if (unsafe.length === 0) return undefined;
-  return new KilnError(
-    'E_UNSAFE_PATH',
-    `left out ${plural(unsafe.length, 'unsafe entry', 'unsafe entries')} (first: ${unsafe[0]!.path}); everything else was written`,
-  );
-}
+import { action } from '../action.js';
+import { examples } from '../common.js';
+import { reportIssues } from '../issues.js';
+import { plural } from '../output.js';
 
 export function register(program: Command): void {
   program
@@ -48,40 +33,35 @@ remaining layers, reused as they are ("reused": true); --output then needs exact
 else the remaining layers are squashed into one.
 `,
     )
-    .action(async (lower: string, upper: string, opts, cmd: Command) => {
-      const out = new Output(globals(cmd));
-      if ((opts.to === undefined) === (opts.output === undefined))
-        throw new KilnError('E_USAGE', 'give exactly one of --to DST and --output FILE');
-      const kiln = { ...(await import('../../api/image.js')), ...(await import('../../api/oci.js')) };
-      const result = await kiln.diffImages({
-        context: contextOf(cmd),
-        lower,
-        upper,
-        to: opts.to,
-        output: opts.output,
-        platform: opts.platform ? kiln.parsePlatform(opts.platform) : undefined,
-        created: opts.created,
-        onLayer: (i, layer) => out.debug(`reading layer ${i} ${layer.digest}`),
-      });
-      const error = reportIssues(out, result.issues);
-      if (out.flags.json) {
-        out.json(error ? { ...result, error: error.toJSON() } : result);
-        if (error) process.exitCode = 1;
-        return;
-      }
-      const c = result.counts;
-      out.info(
-        result.reused
-          ? `reused ${plural(result.layers.length, 'layer')} of ${upper} (${lower} is a prefix of it)`
-          : `diff: ${c?.added ?? 0} added, ${c?.changed ?? 0} changed, ${plural(c?.deleted ?? 0, 'whiteout')}, ${c?.opaque ?? 0} opaque (${plural(result.entries ?? 0, 'entry', 'entries')})`,
-      );
-      if (result.output !== undefined) {
-        out.info(`wrote ${result.output}`);
-        out.data(result.layers[0]!.descriptor.digest);
-      } else {
-        out.info(`wrote ${result.destination}`);
-        out.data(result.descriptor!.digest);
-      }
-      if (error) throw error;
-    });
+    .action(
+      action(async ({ out, context, flags: opts, platform }, lower, upper) => {
+        if ((opts.to === undefined) === (opts.output === undefined))
+          throw new KilnError('E_USAGE', 'give exactly one of --to DST and --output FILE');
+        const { diffImages } = await import('../../api/image.js');
+        const result = await diffImages({
+          context,
+          lower,
+          upper,
+          to: opts.to,
+          output: opts.output,
+          platform: await platform(),
+          created: opts.created,
+          onLayer: (i, layer) => out.debug(`reading layer ${i} ${layer.digest}`),
+        });
+        const c = result.counts;
+        return {
+          json: result,
+          error: reportIssues(out, result.issues),
+          human: () => {
+            out.info(
+              result.reused
+                ? `reused ${plural(result.layers.length, 'layer')} of ${upper} (${lower} is a prefix of it)`
+                : `diff: ${c?.added ?? 0} added, ${c?.changed ?? 0} changed, ${plural(c?.deleted ?? 0, 'whiteout')}, ${c?.opaque ?? 0} opaque (${plural(result.entries ?? 0, 'entry', 'entries')})`,
+            );
+            out.info(`wrote ${result.output ?? result.destination}`);
+          },
+          data: result.output !== undefined ? result.layers[0]!.descriptor.digest : result.descriptor!.digest,
+        };
+      }),
+    );
 }

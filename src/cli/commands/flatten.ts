@@ -1,8 +1,8 @@
 import type { Command } from 'commander';
-import { examples, globals } from '../common.js';
-import { contextOf } from '../context.js';
-import { Output, plural } from '../output.js';
-import { reportIssues } from './diff.js';
+import { action } from '../action.js';
+import { examples } from '../common.js';
+import { reportIssues } from '../issues.js';
+import { plural } from '../output.js';
 
 export function register(program: Command): void {
   program
@@ -26,33 +26,34 @@ xattrs and hard links kept: the same image gives the same digest. The config is 
 and one "kiln flatten" history entry. Without --platform every image of an index is flattened.
 `,
     )
-    .action(async (src: string, opts, cmd: Command) => {
-      const out = new Output(globals(cmd));
-      const kiln = { ...(await import('../../api/image.js')), ...(await import('../../api/oci.js')) };
-      const result = await kiln.flattenImage({
-        context: contextOf(cmd),
-        source: src,
-        to: opts.to,
-        platform: opts.platform ? kiln.parsePlatform(opts.platform) : undefined,
-        created: opts.created,
-        onLayer: (i, layer) => out.debug(`reading layer ${i} ${layer.digest}`),
-      });
-      const error = reportIssues(
-        out,
-        result.images.flatMap((i) => i.issues),
-      );
-      if (out.flags.json) {
-        out.json(error ? { ...result, error: error.toJSON() } : result);
-        if (error) process.exitCode = 1;
-        return;
-      }
-      for (const image of result.images)
-        out.info(
-          `flattened ${plural(image.layersBefore, 'layer')} of ${image.from}` +
-            `${image.platform ? ` (${kiln.formatPlatform(image.platform)})` : ''} into one (${plural(image.entries, 'entry', 'entries')})`,
-        );
-      out.info(`wrote ${result.destination}`);
-      out.data(result.descriptor.digest);
-      if (error) throw error;
-    });
+    .action(
+      action(async ({ out, context, flags: opts, platform }, src) => {
+        const { flattenImage } = await import('../../api/image.js');
+        const result = await flattenImage({
+          context,
+          source: src,
+          to: opts.to,
+          platform: await platform(),
+          created: opts.created,
+          onLayer: (i, layer) => out.debug(`reading layer ${i} ${layer.digest}`),
+        });
+        const { formatPlatform } = await import('../../api/oci.js');
+        return {
+          json: result,
+          error: reportIssues(
+            out,
+            result.images.flatMap((i) => i.issues),
+          ),
+          human: () => {
+            for (const image of result.images)
+              out.info(
+                `flattened ${plural(image.layersBefore, 'layer')} of ${image.from}` +
+                  `${image.platform ? ` (${formatPlatform(image.platform)})` : ''} into one (${plural(image.entries, 'entry', 'entries')})`,
+              );
+            out.info(`wrote ${result.destination}`);
+          },
+          data: result.descriptor.digest,
+        };
+      }),
+    );
 }

@@ -1,8 +1,7 @@
 import type { Command } from 'commander';
 import { KilnError } from '../../errors.js';
-import { examples, globals } from '../common.js';
-import { contextOf } from '../context.js';
-import { Output } from '../output.js';
+import { action } from '../action.js';
+import { examples } from '../common.js';
 
 export function register(program: Command): void {
   program
@@ -24,23 +23,23 @@ export function register(program: Command): void {
         'kiln inspect oci-archive:./app.tar --platform wasip1/wasm --config',
       ]),
     )
-    .action(async (image: string, opts, cmd: Command) => {
-      const out = new Output(globals(cmd));
-      const kiln = { ...(await import('../../api/transport.js')), ...(await import('../../api/oci.js')) };
-      const platform = opts.platform ? kiln.parsePlatform(opts.platform) : undefined;
-      const result = await kiln.inspect(image, { platform, context: contextOf(cmd) });
-      if (opts.raw) return void process.stdout.write(result.raw);
-      if (opts.config) {
-        if (!result.rawConfig)
-          throw new KilnError(
-            'E_USAGE',
-            `${image} is an index; choose an image with --platform to see its config`,
-          );
-        return out.json(JSON.parse(result.rawConfig.toString('utf8')));
-      }
-      const { raw: _raw, rawConfig: _rc, ...data } = result;
-      if (out.flags.json) return out.json(data);
-      const { renderInspect } = await import('../render-inspect.js');
-      out.data(renderInspect(result));
-    });
+    .action(
+      action(async ({ out, context, flags: opts, platform }, image) => {
+        const { inspect } = await import('../../api/transport.js');
+        const result = await inspect(image, { platform: await platform(), context });
+        if (opts.raw) return void process.stdout.write(result.raw);
+        if (opts.config) {
+          if (!result.rawConfig)
+            throw new KilnError(
+              'E_USAGE',
+              `${image} is an index; choose an image with --platform to see its config`,
+            );
+          return void out.json(JSON.parse(result.rawConfig.toString('utf8')));
+        }
+        const { raw: _raw, rawConfig: _rc, ...data } = result;
+        if (out.flags.json) return { json: data };
+        const { renderInspect } = await import('../render-inspect.js');
+        return { json: data, data: renderInspect(result) };
+      }),
+    );
 }

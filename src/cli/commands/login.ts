@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { KilnError } from '../../errors.js';
-import { examples, globals, registryOptions } from '../common.js';
-import { Output } from '../output.js';
+import { action } from '../action.js';
+import { examples, registryOptions } from '../common.js';
 
 interface LoginFlags {
   username?: string;
@@ -27,39 +27,43 @@ export function register(program: Command): void {
         'kiln login          # Docker Hub, asks for user name and password',
       ]),
     )
-    .action(async (registry: string, opts: LoginFlags, cmd: Command) => {
-      const out = new Output(globals(cmd));
-      const dc = await import('../../api/registry.js');
-      const host = dc.registryHost(registry);
-      const creds = await askCredentials(opts);
-      // Checked against the registry first, as docker does, so bad credentials are never stored.
-      const { Registry } = await import('../../api/registry.js');
-      const verify = () =>
-        new Registry(host, {
-          ...registryOptions(cmd),
-          creds: `${creds.username}:${creds.password}`,
-        }).checkLogin();
-      const result = await dc.login(host, creds, { verify });
-      out.debug(`credentials for ${host} stored with ${result.store}; ${result.configPath} updated`);
-      if (out.flags.json)
-        return out.json({ registry: host, configPath: result.configPath, store: result.store });
-      out.info('Login Succeeded');
-    });
+    .action(
+      action<LoginFlags>(async ({ out, flags, cmd }, registry) => {
+        const { login, registryHost, Registry } = await import('../../api/registry.js');
+        const host = registryHost(registry);
+        const creds = await askCredentials(flags);
+        // Checked against the registry first, as docker does, so bad credentials are never stored.
+        const verify = () =>
+          new Registry(host, {
+            ...registryOptions(cmd),
+            creds: `${creds.username}:${creds.password}`,
+          }).checkLogin();
+        const result = await login(host, creds, { verify });
+        out.debug(`credentials for ${host} stored with ${result.store}; ${result.configPath} updated`);
+        return {
+          json: { registry: host, configPath: result.configPath, store: result.store },
+          human: () => out.info('Login Succeeded'),
+        };
+      }),
+    );
 
   program
     .command('logout')
     .description('remove the credentials for a registry from docker config.json and its helper')
     .argument('[registry]', 'registry host[:port]', 'docker.io')
     .addHelpText('after', examples(['kiln logout ghcr.io']))
-    .action(async (registry: string, _opts: unknown, cmd: Command) => {
-      const out = new Output(globals(cmd));
-      const dc = await import('../../api/registry.js');
-      const host = dc.registryHost(registry);
-      const result = await dc.logout(host);
-      if (out.flags.json)
-        return out.json({ registry: host, configPath: result.configPath, removed: result.removed });
-      out.info(result.removed ? `Removed login credentials for ${host}` : `Not logged in to ${host}`);
-    });
+    .action(
+      action(async ({ out }, registry) => {
+        const { logout, registryHost } = await import('../../api/registry.js');
+        const host = registryHost(registry);
+        const result = await logout(host);
+        return {
+          json: { registry: host, configPath: result.configPath, removed: result.removed },
+          human: () =>
+            out.info(result.removed ? `Removed login credentials for ${host}` : `Not logged in to ${host}`),
+        };
+      }),
+    );
 }
 
 /** User name and password from the flags, else stdin (piped), else prompts on the terminal. */

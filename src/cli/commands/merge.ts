@@ -41,7 +41,7 @@ image among the inputs) picks the image out of each index.
 `,
     )
     .action(
-      action<Flags, [string, string[]]>(async ({ out, context, flags: opts }, base, sources) => {
+      action<Flags, [string, string[]]>(async ({ out, context, flags: opts, platform }, base, sources) => {
         const kiln = { ...(await import('../../api/image.js')), ...(await import('../../api/oci.js')) };
         const configFrom = String(opts.configFrom);
         if (!(CONFIG_FROM as readonly string[]).includes(configFrom))
@@ -54,7 +54,7 @@ image among the inputs) picks the image out of each index.
           base,
           sources,
           to: opts.to,
-          platform: opts.platform ? kiln.parsePlatform(opts.platform) : undefined,
+          platform: await platform(),
           configFrom: configFrom as (typeof CONFIG_FROM)[number],
         });
         return {

@@ -76,13 +76,13 @@ Without --platform every image of an index is changed and a new index is written
 `,
     )
     .action(
-      action(async ({ out, context, flags: opts }, src) => {
-        const kiln = { ...(await import('../../api/image.js')), ...(await import('../../api/oci.js')) };
-        const result = await kiln.mutateImage({
+      action(async ({ out, context, flags: opts, platform }, src) => {
+        const { mutateImage } = await import('../../api/image.js');
+        const result = await mutateImage({
           context,
           source: src,
           to: opts.to,
-          platform: opts.platform ? kiln.parsePlatform(opts.platform) : undefined,
+          platform: await platform(),
           entrypoint:
             opts.entrypoint === undefined ? undefined : parseCommand(opts.entrypoint, '--entrypoint'),
           cmd: opts.cmd === undefined ? undefined : parseCommand(opts.cmd, '--cmd'),

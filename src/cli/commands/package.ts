@@ -1,7 +1,6 @@
 import { type Command, Option } from 'commander';
-import { aliasesOf, aliasOptions, collect, commaList, examples, globals, keyValues } from '../common.js';
-import { contextOf } from '../context.js';
-import { Output } from '../output.js';
+import { action } from '../action.js';
+import { aliasesOf, aliasOptions, collect, commaList, examples, keyValues } from '../common.js';
 
 export function register(program: Command): void {
   aliasOptions(program.command('package'))
@@ -40,41 +39,44 @@ export function register(program: Command): void {
         'kiln package spin.toml --format spin --to localhost:5000/spin/app:1   # as spin registry push writes it',
       ]),
     )
-    .action(async (file: string, opts, cmd: Command) => {
-      const out = new Output(globals(cmd));
-      const kiln = { ...(await import('../../api/wasm.js')), ...(await import('../../api/oci.js')) };
-      keyValues(opts.env, '--env'); // checked here; the config keeps the K=V list as given
-      if (opts.component && opts.format === 'spin') {
-        const { KilnError } = await import('../../errors.js');
-        throw new KilnError('E_USAGE', '--component is for one .wasm; the spin format takes a spin.toml', {
-          hint: "give spin.toml's components as components (kiln componentize), then kiln package spin.toml --format spin",
-        });
-      }
-      const made = opts.component
-        ? await (await import('../../api/run.js')).componentizeToTemp(file)
-        : undefined;
-      const result = await kiln
-        .pack({
-          context: contextOf(cmd),
-          file: made?.file ?? file,
-          to: opts.to,
-          format: opts.format,
-          name: opts.name,
-          platform: opts.platform ? kiln.parsePlatform(opts.platform) : undefined,
-          annotations: keyValues(opts.annotation, '--annotation'),
-          labels: keyValues(opts.label, '--label'),
-          env: opts.env,
-          created: opts.created,
-          runtimeConfig: opts.runtimeConfig,
-          aliases: aliasesOf(opts, kiln.parsePlatform),
-          check: commaList(opts.check),
-        })
-        .finally(() => made?.cleanup());
-      if (out.flags.json) return out.json({ ...result });
-      const what = result.spin
-        ? `Spin app: ${result.spin.components.join(', ')}`
-        : `${result.wasm.kind}, ${kiln.formatPlatform(result.platform)}`;
-      out.info(`packaged ${file} (${what}) as ${result.format} to ${result.destination}`);
-      out.data(result.descriptor.digest);
-    });
+    .action(
+      action(async ({ out, context, flags: opts, platform }, file) => {
+        const kiln = { ...(await import('../../api/wasm.js')), ...(await import('../../api/oci.js')) };
+        keyValues(opts.env, '--env'); // checked here; the config keeps the K=V list as given
+        if (opts.component && opts.format === 'spin') {
+          const { KilnError } = await import('../../errors.js');
+          throw new KilnError('E_USAGE', '--component is for one .wasm; the spin format takes a spin.toml', {
+            hint: "give spin.toml's components as components (kiln componentize), then kiln package spin.toml --format spin",
+          });
+        }
+        const made = opts.component
+          ? await (await import('../../api/run.js')).componentizeToTemp(file)
+          : undefined;
+        const result = await kiln
+          .pack({
+            context,
+            file: made?.file ?? file,
+            to: opts.to,
+            format: opts.format,
+            name: opts.name,
+            platform: await platform(),
+            annotations: keyValues(opts.annotation, '--annotation'),
+            labels: keyValues(opts.label, '--label'),
+            env: opts.env,
+            created: opts.created,
+            runtimeConfig: opts.runtimeConfig,
+            aliases: aliasesOf(opts, kiln.parsePlatform),
+            check: commaList(opts.check),
+          })
+          .finally(() => made?.cleanup());
+        const what = result.spin
+          ? `Spin app: ${result.spin.components.join(', ')}`
+          : `${result.wasm.kind}, ${kiln.formatPlatform(result.platform)}`;
+        return {
+          json: { ...result },
+          human: () => out.info(`packaged ${file} (${what}) as ${result.format} to ${result.destination}`),
+          data: result.descriptor.digest,
+        };
+      }),
+    );
 }

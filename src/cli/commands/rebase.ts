@@ -29,7 +29,7 @@ image for SRC's platform is taken from each. Without --platform every image of a
 `,
     )
     .action(
-      action(async ({ out, context, flags: opts }, src) => {
+      action(async ({ out, context, flags: opts, platform }, src) => {
         const kiln = { ...(await import('../../api/image.js')), ...(await import('../../api/oci.js')) };
         const result = await kiln.rebaseImage({
           context,
@@ -37,7 +37,7 @@ image for SRC's platform is taken from each. Without --platform every image of a
           oldBase: opts.oldBase,
           newBase: opts.newBase,
           to: opts.to,
-          platform: opts.platform ? kiln.parsePlatform(opts.platform) : undefined,
+          platform: await platform(),
         });
         return {
           json: result,

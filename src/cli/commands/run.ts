@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { KilnError } from '../../errors.js';
+import { action, type Flags } from '../action.js';
 import { collect, examples } from '../common.js';
-import { contextOf } from '../context.js';
 import { publicKey } from '../keys.js';
 
 export function register(program: Command): void {
@@ -43,42 +43,47 @@ export function register(program: Command): void {
         'kiln run registry.example.com/wasm/app:1 --verify-key release.pub',
       ]),
     )
-    .action(async (image: string, args: string[], opts, cmd: Command) => {
-      const kiln = { ...(await import('../../api/run.js')), ...(await import('../../api/oci.js')) };
-      const platform = opts.platform ? kiln.parsePlatform(opts.platform) : undefined;
-      let target = image;
-      if (opts.verifyKey || opts.verifyPolicy) {
-        if (image.endsWith('.wasm') && !image.includes(':'))
-          throw new KilnError(
-            'E_USAGE',
-            `--verify-key and --verify-policy check an image's signatures, and ${image} is a file`,
-            {
-              hint: 'run it from a registry or an oci: layout it was signed in',
-            },
-          );
-        const key = opts.verifyKey ? await publicKey(opts.verifyKey) : undefined;
-        const { loadPolicy, requireVerified } = await import('../../api/sign.js');
-        const policy = opts.verifyPolicy ? await loadPolicy(opts.verifyPolicy) : undefined;
-        // The guest runs from the digest verified, even if the tag moves meanwhile.
-        target = (
-          await requireVerified(image, {
-            ...(key ? { key } : {}),
-            ...(policy ? { policy } : {}),
-            context: contextOf(cmd),
-          })
-        ).ref;
-      }
-      process.exitCode = await kiln.runWasm(target, {
-        args,
-        env: opts.env,
-        dirs: opts.dir,
-        platform,
-        context: contextOf(cmd),
-        maxMemoryMiB: opts.maxMemory === undefined ? undefined : positive(opts.maxMemory, '--max-memory'),
-        timeoutMs: opts.timeout === undefined ? undefined : positive(opts.timeout, '--timeout') * 1000,
-        allowNet: opts.allowNet,
-      });
-    });
+    .action(
+      action<Flags, [string, string[]]>(
+        async ({ context, flags: opts, platform: platformFlag }, image, args) => {
+          const { runWasm } = await import('../../api/run.js');
+          const platform = await platformFlag();
+          let target = image;
+          if (opts.verifyKey || opts.verifyPolicy) {
+            if (image.endsWith('.wasm') && !image.includes(':'))
+              throw new KilnError(
+                'E_USAGE',
+                `--verify-key and --verify-policy check an image's signatures, and ${image} is a file`,
+                {
+                  hint: 'run it from a registry or an oci: layout it was signed in',
+                },
+              );
+            const key = opts.verifyKey ? await publicKey(opts.verifyKey) : undefined;
+            const { loadPolicy, requireVerified } = await import('../../api/sign.js');
+            const policy = opts.verifyPolicy ? await loadPolicy(opts.verifyPolicy) : undefined;
+            // The guest runs from the digest verified, even if the tag moves meanwhile.
+            target = (
+              await requireVerified(image, {
+                ...(key ? { key } : {}),
+                ...(policy ? { policy } : {}),
+                context,
+              })
+            ).ref;
+          }
+          process.exitCode = await runWasm(target, {
+            args,
+            env: opts.env,
+            dirs: opts.dir,
+            platform,
+            context,
+            maxMemoryMiB: opts.maxMemory === undefined ? undefined : positive(opts.maxMemory, '--max-memory'),
+            timeoutMs: opts.timeout === undefined ? undefined : positive(opts.timeout, '--timeout') * 1000,
+            allowNet: opts.allowNet,
+          });
+          return undefined;
+        },
+      ),
+    );
 }
 
 function positive(value: string, flag: string): number {

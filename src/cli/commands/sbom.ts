@@ -1,7 +1,6 @@
 import type { Command } from 'commander';
-import { examples, globals } from '../common.js';
-import { contextOf } from '../context.js';
-import { Output } from '../output.js';
+import { action } from '../action.js';
+import { examples } from '../common.js';
 
 export function register(program: Command): void {
   program
@@ -21,18 +20,21 @@ image manifest's digest>. With several attached, the newest is printed. --json w
 with the image (subject) and the referrer manifest's descriptors.
 `,
     )
-    .action(async (image: string, opts, cmd: Command) => {
-      const out = new Output(globals(cmd));
-      const kiln = { ...(await import('../../api/sbom.js')), ...(await import('../../api/oci.js')) };
-      const platform = opts.platform ? kiln.parsePlatform(opts.platform) : undefined;
-      const found = await kiln.findSbom(image, { platform, context: contextOf(cmd) });
-      if (out.flags.json)
-        return out.json({
-          subject: found.subject,
-          referrer: found.referrer,
-          document: JSON.parse(found.document.toString('utf8')),
-        });
-      out.info(`SBOM ${found.referrer.digest} for ${found.subject.digest}`);
-      process.stdout.write(found.document);
-    });
+    .action(
+      action(async ({ out, context, platform }, image) => {
+        const { findSbom } = await import('../../api/sbom.js');
+        const found = await findSbom(image, { platform: await platform(), context });
+        return {
+          json: {
+            subject: found.subject,
+            referrer: found.referrer,
+            document: JSON.parse(found.document.toString('utf8')),
+          },
+          human: () => {
+            out.info(`SBOM ${found.referrer.digest} for ${found.subject.digest}`);
+            process.stdout.write(found.document);
+          },
+        };
+      }),
+    );
 }

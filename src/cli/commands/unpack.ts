@@ -1,9 +1,9 @@
 import type { Command } from 'commander';
 import type { ExpansionLimits } from '../../api/image.js';
 import { KilnError } from '../../errors.js';
-import { examples, globals } from '../common.js';
-import { contextOf } from '../context.js';
-import { Output, plural, red } from '../output.js';
+import { action } from '../action.js';
+import { examples } from '../common.js';
+import { plural, red } from '../output.js';
 
 function choice<T extends string>(flag: string, value: string, allowed: readonly T[]): T {
   if ((allowed as readonly string[]).includes(value)) return value as T;
@@ -52,49 +52,51 @@ the limits for genuine layers (a disk image of zeros can reach 1000:1) with the 
 KILN_MAX_LAYER_SIZE / KILN_MAX_EXPANSION, which every command that reads layers honours.
 `,
     )
-    .action(async (src: string, dir: string, opts, cmd: Command) => {
-      const out = new Output(globals(cmd));
-      const kiln = { ...(await import('../../api/image.js')), ...(await import('../../api/oci.js')) };
-      const { parseByteSize, parseExpansion, expansionLimits } = await import('../../api/image.js');
-      const setuid = choice('--setuid', String(opts.setuid), ['keep', 'strip', 'refuse'] as const);
-      const devices = choice('--devices', String(opts.devices), ['skip', 'refuse'] as const);
-      const given: Partial<ExpansionLimits> = {};
-      if (opts.maxLayerSize !== undefined)
-        given.maxLayerSize = parseByteSize(String(opts.maxLayerSize), '--max-layer-size');
-      if (opts.maxExpansion !== undefined)
-        given.maxExpansion = parseExpansion(String(opts.maxExpansion), '--max-expansion');
-      const limits = expansionLimits(given); // checks KILN_MAX_* too, before anything is read
-      const platform = opts.platform ? kiln.parsePlatform(opts.platform) : undefined;
-      const result = await kiln.unpackImage(src, dir, {
-        context: contextOf(cmd),
-        platform,
-        force: !!opts.force,
-        setuid,
-        devices,
-        limits,
-        onLayer: (i, layer) => out.debug(`reading layer ${i} ${layer.digest}`),
-      });
-      const n = result.refused.length;
-      // Refusals are not silent: the exit status says the directory is not the whole image.
-      const error =
-        n > 0
-          ? new KilnError(
-              'E_UNSAFE_PATH',
-              `refused ${plural(n, 'unsafe entry', 'unsafe entries')} (first: ${result.refused[0]!.path}); everything else was extracted to ${dir}`,
-            )
-          : undefined;
-      if (out.flags.json) {
-        out.json(error ? { ...result, error: error.toJSON() } : result);
-        if (error) process.exitCode = 1;
-        return;
-      }
-      for (const r of result.refused)
-        process.stderr.write(`${red('refused:')} ${r.path} (layer ${r.layer}): ${r.reason}\n`);
-      for (const s of result.skipped) out.info(`skipped: ${s.path} (layer ${s.layer}): ${s.reason}`);
-      for (const s of result.stripped) out.info(`stripped: ${s.path} (layer ${s.layer}): ${s.reason}`);
-      if (error) throw error;
-      out.info(
-        `unpacked ${plural(result.entries, 'entry', 'entries')} from ${plural(result.layers, 'layer')} of ${result.digest} into ${dir}`,
-      );
-    });
+    .action(
+      action(async ({ out, context, flags: opts, platform }, src, dir) => {
+        const { parseByteSize, parseExpansion, expansionLimits, unpackImage } = await import(
+          '../../api/image.js'
+        );
+        const setuid = choice('--setuid', String(opts.setuid), ['keep', 'strip', 'refuse'] as const);
+        const devices = choice('--devices', String(opts.devices), ['skip', 'refuse'] as const);
+        const given: Partial<ExpansionLimits> = {};
+        if (opts.maxLayerSize !== undefined)
+          given.maxLayerSize = parseByteSize(String(opts.maxLayerSize), '--max-layer-size');
+        if (opts.maxExpansion !== undefined)
+          given.maxExpansion = parseExpansion(String(opts.maxExpansion), '--max-expansion');
+        const limits = expansionLimits(given); // checks KILN_MAX_* too, before anything is read
+        const result = await unpackImage(src, dir, {
+          context,
+          platform: await platform(),
+          force: !!opts.force,
+          setuid,
+          devices,
+          limits,
+          onLayer: (i, layer) => out.debug(`reading layer ${i} ${layer.digest}`),
+        });
+        const n = result.refused.length;
+        // Refusals are not silent: the exit status says the directory is not the whole image.
+        const error =
+          n > 0
+            ? new KilnError(
+                'E_UNSAFE_PATH',
+                `refused ${plural(n, 'unsafe entry', 'unsafe entries')} (first: ${result.refused[0]!.path}); everything else was extracted to ${dir}`,
+              )
+            : undefined;
+        return {
+          json: result,
+          error,
+          human: () => {
+            for (const r of result.refused)
+              process.stderr.write(`${red('refused:')} ${r.path} (layer ${r.layer}): ${r.reason}\n`);
+            for (const s of result.skipped) out.info(`skipped: ${s.path} (layer ${s.layer}): ${s.reason}`);
+            for (const s of result.stripped) out.info(`stripped: ${s.path} (layer ${s.layer}): ${s.reason}`);
+            if (!error)
+              out.info(
+                `unpacked ${plural(result.entries, 'entry', 'entries')} from ${plural(result.layers, 'layer')} of ${result.digest} into ${dir}`,
+              );
+          },
+        };
+      }),
+    );
 }
