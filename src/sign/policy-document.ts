@@ -1,6 +1,6 @@
 /**
  * A policy's text read (YAML or JSON, with the `yaml` package) and checked against its zod schema,
- * keeping where each part is for messages. Apart from policy.ts, which loads it only when a policy
+ * keeping where each part is for messages. Kept apart from policy.ts, which loads it only when a policy
  * is read: zod and yaml are most of what `kiln sign` and `kiln verify --key` would load otherwise.
  */
 import { isMap, isNode, LineCounter, parseDocument } from 'yaml';

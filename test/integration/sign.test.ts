@@ -590,6 +590,25 @@ test('keys: wrong password, unreadable key, env:// and stdin, no secrets in outp
   await kOk(['sign', ref, '--key', 'env://KILN_TEST_KEY'], { env: { KILN_TEST_KEY: pem } });
   await kOk(['sign', ref, '--key', '-'], { input: pem });
   await kOk(['verify', ref, '--key', '-'], { input: readFileSync(mine.pub) });
+  // A key OpenSSL encrypted (PBES2 with PBKDF2, not kiln's scrypt) is OpenSSL's to read.
+  const pbkdf2 = join(work, 'pbkdf2.key');
+  const pass = `pass:${PASSWORD}`;
+  ok(
+    await run(
+      'openssl',
+      ['pkcs8', '-topk8', '-v2', 'aes-256-cbc', '-in', mine.key, '-passin', pass].concat([
+        '-passout',
+        pass,
+        '-out',
+        pbkdf2,
+      ]),
+    ),
+    'openssl pkcs8 -topk8',
+  );
+  assert.match(readFileSync(pbkdf2, 'utf8'), /BEGIN ENCRYPTED PRIVATE KEY/);
+  await kOk(['sign', ref, '--key', pbkdf2]);
+  await kFails(['sign', ref, '--key', pbkdf2], 'E_BAD_PASSWORD', { env: { KILN_PASSWORD: 'not it' } });
+  await kOk(['verify', ref, '--key', mine.pub]);
 
   // Nothing printed, and nothing under KILN_HOME, holds the password or the key.
   const privateKey = createPrivateKey({ key: pem, passphrase: PASSWORD });
