@@ -1,5 +1,6 @@
 /** `kiln-oci/sign`: keys, signing and attesting images (cosign's forms), verifying them against keys and policies; SLSA provenance. */
 export {
+  decryptPrivateKey,
   generateKeys,
   isEncrypted,
   type KeyPair,

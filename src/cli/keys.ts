@@ -51,12 +51,16 @@ function ask(prompt: string): Promise<string> {
   });
 }
 
-/** The private key `spec` names, decrypted with the password (asked only when the key is encrypted). */
-export async function privateKey(spec: string): Promise<KeyObject> {
-  const { isEncrypted, parsePrivateKey, readKeyText } = await import('../api/sign.js');
+/**
+ * The private key `spec` names, decrypted with the password (asked only when the key is
+ * encrypted). The key is read and the password asked before this returns; `key` is the
+ * decryption, still running (scrypt, on the thread pool), so a command can read the image meanwhile.
+ */
+export async function privateKey(spec: string): Promise<{ key: Promise<KeyObject> }> {
+  const { decryptPrivateKey, isEncrypted, readKeyText } = await import('../api/sign.js');
   const pem = await readKeyText(spec);
   const secret = isEncrypted(pem) ? await password(spec === '-' ? 'the key' : spec) : undefined;
-  return parsePrivateKey(pem, secret, spec);
+  return { key: decryptPrivateKey(pem, secret, spec) };
 }
 
 export async function publicKey(spec: string): Promise<KeyObject> {

@@ -178,6 +178,20 @@ const cacheShape = {
     .describe('Registry repositories to look for compiled artifacts in: one or a list'),
 };
 
+/** `sign:`: where the signing key is (never the key or its password: those stay out of kiln.yaml). */
+const signShape = {
+  key: nonEmpty('the key')
+    .refine((k) => k !== '-', { error: "kiln.yaml's key is a file or env://VAR, not stdin" })
+    .describe(
+      'The private key that signs what the build writes: a file relative to kiln.yaml, or env://VAR (the PEM in a variable); its password comes from KILN_PASSWORD or the terminal',
+    ),
+  attest: z
+    .array(z.enum(['provenance']))
+    .min(1, { error: 'list what to attest (provenance)' })
+    .optional()
+    .describe('What each image gets a signed attestation of (default and today only: provenance, SLSA v1)'),
+};
+
 const rootShape = {
   source: nonEmpty('the source directory')
     .optional()
@@ -220,6 +234,12 @@ const rootShape = {
     .describe(
       'Consumers that must run the image (kiln check --for): a build whose image one of them would not run writes nothing',
     ),
+  sign: z
+    .strictObject(signShape)
+    .optional()
+    .describe(
+      'Sign what kiln build writes (cosign signature and Sigstore bundle) and attest each image (docs/signing.md); --sign-key overrides the key',
+    ),
   workspace: z
     .array(nonEmpty('a project directory'))
     .min(1, { error: 'list at least one project directory' })
@@ -256,6 +276,7 @@ const KEYS: Record<string, string[]> = {
   toolchain: Object.keys(toolchainShape),
   image: Object.keys(imageShape),
   cache: Object.keys(cacheShape),
+  sign: Object.keys(signShape),
 };
 
 /** Common other names for kiln's keys. */

@@ -678,9 +678,14 @@ export class Repository {
       discard(res);
       if (res.status !== 404 && res.status !== 200) return this.fail(res, `referrers of ${digest}`);
       const tag = digest.replace(':', '-');
-      const head = await this.headManifest(tag, signal);
-      if (!head) return [];
-      const { bytes } = await this.getManifest(tag, signal);
+      // One GET, not a HEAD first: most subjects asked about have referrers.
+      let bytes: Buffer;
+      try {
+        ({ bytes } = await this.getManifest(tag, signal));
+      } catch (err) {
+        if (err instanceof KilnError && err.code === 'E_NOT_FOUND') return [];
+        throw err;
+      }
       index = JSON.parse(bytes.toString('utf8')) as ImageIndex;
     }
     const found = index.manifests ?? [];

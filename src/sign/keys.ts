@@ -4,9 +4,11 @@
  * - The private key is a PKCS#8 `EncryptedPrivateKeyInfo` in PEM (`ENCRYPTED PRIVATE KEY`):
  *   PBES2 with scrypt (N=16384, r=8, p=1, a 16-byte salt; RFC 7914 §7) deriving an AES-256-CBC
  *   key. Node's own export offers only PBKDF2 at OpenSSL's default 2048 rounds, so kiln writes the
- *   PBES2 structure itself; the primitives (scrypt, AES) are Node's, and reading it back is
- *   OpenSSL's (Node's createPrivateKey), as is `openssl pkey -in KEY`. These are OpenSSL's
- *   `pkcs8 -scrypt` defaults: OpenSSL refuses scrypt parameters above 32 MiB.
+ *   PBES2 structure itself; the primitives (scrypt, AES) are Node's, and `openssl pkey -in KEY`
+ *   reads it. These are OpenSSL's `pkcs8 -scrypt` defaults: OpenSSL refuses scrypt parameters
+ *   above 32 MiB. `decryptPrivateKey` reads kiln's own structure back with Node's asynchronous
+ *   scrypt, which runs on libuv's thread pool (the ~60 ms the KDF costs overlap the caller's reads
+ *   of the registry); any other encrypted key goes to OpenSSL (Node's createPrivateKey).
  * - The public key is SPKI in PEM (`PUBLIC KEY`), as `cosign verify --key` reads it.
  * - The key's hint (Sigstore bundles' `verificationMaterial.publicKey.hint`, DSSE `keyid`) is the
  *   base64 SHA-256 of the SPKI DER.
@@ -16,6 +18,7 @@
  */
 import {
   createCipheriv,
+  createDecipheriv,
   createHash,
   createPrivateKey,
   createPublicKey,
@@ -128,6 +131,116 @@ function oid(dotted: string): Buffer {
   return tlv(0x06, Buffer.from(out));
 }
 
+/** One DER element: its tag, its body, and where the next element starts. */
+interface Der {
+  tag: number;
+  body: Buffer;
+  end: number;
+}
+
+/** The DER element at `at` in `buf`, or undefined when it is not one. */
+function der(buf: Buffer, at = 0): Der | undefined {
+  if (at + 2 > buf.length) return undefined;
+  const tag = buf[at]!;
+  let len = buf[at + 1]!;
+  let start = at + 2;
+  if (len & 0x80) {
+    const n = len & 0x7f;
+    if (n === 0 || n > 3 || start + n > buf.length) return undefined;
+    len = 0;
+    for (let i = 0; i < n; i++) len = len * 256 + buf[start + i]!;
+    start += n;
+  }
+  if (start + len > buf.length) return undefined;
+  return { tag, body: buf.subarray(start, start + len), end: start + len };
+}
+
+/** The elements of a SEQUENCE's body, or undefined when they don't parse. */
+function children(el: Der | undefined): Der[] | undefined {
+  if (el?.tag !== 0x30) return undefined;
+  const out: Der[] = [];
+  for (let at = 0; at < el.body.length; ) {
+    const c = der(el.body, at);
+    if (!c) return undefined;
+    out.push(c);
+    at = c.end;
+  }
+  return out;
+}
+
+const isOid = (el: Der | undefined, dotted: string) => !!el && oid(dotted).equals(tlv(el.tag, el.body));
+const uint = (el: Der | undefined) =>
+  el?.tag === 0x02 && el.body.length <= 6 ? el.body.reduce((n, b) => n * 256 + b, 0) : undefined;
+
+/** The scrypt parameters, IV and ciphertext of kiln's own key format; undefined for any other. */
+function kilnEncrypted(pem: string) {
+  const b64 = /-----BEGIN ENCRYPTED PRIVATE KEY-----([\s\S]*?)-----END ENCRYPTED PRIVATE KEY-----/.exec(
+    pem,
+  )?.[1];
+  if (!b64) return undefined;
+  const top = children(der(Buffer.from(b64.replace(/\s+/g, ''), 'base64')));
+  const alg = children(top?.[0]);
+  const params = children(alg?.[1]);
+  const kdf = children(params?.[0]);
+  const kdfParams = children(kdf?.[1]);
+  const cipher = children(params?.[1]);
+  if (top?.length !== 2 || top[1]!.tag !== 0x04 || !isOid(alg?.[0], OID_PBES2)) return undefined;
+  if (!isOid(kdf?.[0], OID_SCRYPT) || !isOid(cipher?.[0], OID_AES256_CBC)) return undefined;
+  const [salt, n, r, p, keyLength] = kdfParams ?? [];
+  const iv = cipher?.[1];
+  const cost = { N: uint(n), r: uint(r), p: uint(p) };
+  if (salt?.tag !== 0x04 || iv?.tag !== 0x04 || iv.body.length !== 16) return undefined;
+  if (keyLength && uint(keyLength) !== 32) return undefined;
+  if (cost.N !== SCRYPT.N || cost.r !== SCRYPT.r || cost.p !== SCRYPT.p) return undefined;
+  return { salt: salt.body, iv: iv.body, encrypted: top[1]!.body };
+}
+
+/**
+ * The private key in `pem`, as `parsePrivateKey` reads it, without holding up the event loop: a
+ * key in kiln's own format (PBES2, scrypt N=16384 r=8 p=1, AES-256-CBC) is decrypted with Node's
+ * asynchronous scrypt (libuv's thread pool), so a caller's reads go on while the KDF runs; any
+ * other key is OpenSSL's to read, as parsePrivateKey does.
+ */
+export async function decryptPrivateKey(
+  pem: string,
+  password: string | undefined,
+  from: KeySpec,
+): Promise<KeyObject> {
+  const own = password === undefined ? undefined : kilnEncrypted(pem);
+  if (!own) return parsePrivateKey(pem, password, from);
+  const kek = await new Promise<Buffer>((resolve, reject) =>
+    scrypt(password!, own.salt, 32, { ...SCRYPT, maxmem: 64 * 1024 * 1024 }, (err, k) =>
+      err ? reject(err) : resolve(k),
+    ),
+  );
+  let plain: Buffer;
+  try {
+    const decipher = createDecipheriv('aes-256-cbc', kek, own.iv);
+    plain = Buffer.concat([decipher.update(own.encrypted), decipher.final()]);
+  } catch {
+    // A wrong password mostly fails the padding check, else decodes to garbage (below).
+    throw wrongPassword(described(from));
+  } finally {
+    kek.fill(0);
+  }
+  let key: KeyObject;
+  try {
+    key = createPrivateKey({ key: plain, format: 'der', type: 'pkcs8' });
+  } catch {
+    throw wrongPassword(described(from));
+  } finally {
+    plain.fill(0);
+  }
+  checkP256(key, described(from));
+  return key;
+}
+
+function wrongPassword(where: string): KilnError {
+  return new KilnError('E_BAD_PASSWORD', `wrong password for ${where}`, {
+    hint: 'KILN_PASSWORD (or the password typed) must be the one given to kiln keygen',
+  });
+}
+
 /** Where a key comes from: a file, `env://VAR`, or `-` for stdin. */
 export type KeySpec = string;
 
@@ -207,10 +320,7 @@ export function parsePrivateKey(pem: string, password: string | undefined, from:
     });
   } catch (err) {
     // A wrong password mostly fails the padding check, else decodes to garbage: either way, it's the password.
-    if (encrypted)
-      throw new KilnError('E_BAD_PASSWORD', `wrong password for ${where}`, {
-        hint: 'KILN_PASSWORD (or the password typed) must be the one given to kiln keygen',
-      });
+    if (encrypted) throw wrongPassword(where);
     throw new KilnError('E_BAD_KEY', `${where} is not a readable private key`, { cause: err });
   }
   checkP256(key, where);
@@ -248,7 +358,7 @@ function checkP256(key: KeyObject, where: string): void {
 
 /** Loads the private key `spec` names; `password` for an encrypted one. */
 export async function loadPrivateKey(spec: KeySpec, password: string | undefined): Promise<KeyObject> {
-  return parsePrivateKey(await readKeyText(spec), password, spec);
+  return decryptPrivateKey(await readKeyText(spec), password, spec);
 }
 
 /** Loads the public key `spec` names. */

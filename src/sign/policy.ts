@@ -2,14 +2,14 @@
  * Verification policies (`kiln verify --policy FILE`; docs/signing.md has the format): for the
  * images of each repository pattern, the keys that must have signed them, the attestations they
  * need, and for SLSA provenance the builders and source repositories allowed. YAML or JSON (YAML
- * is a superset), validated with zod; keys are public key files named relative to the policy file
- * (or `env://VAR`). Checking a policy against an image is verify.ts's; this is the model.
+ * is a superset), validated with zod in policy-document.ts, loaded only when a policy is read (zod
+ * and yaml would double what `kiln sign` and `kiln verify --key` load); keys are public key files
+ * named relative to the policy file (or `env://VAR`). Checking a policy against an image is
+ * verify.ts's; this is the model.
  */
 import type { KeyObject } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
-import { isMap, isNode, LineCounter, parseDocument } from 'yaml';
-import { z } from 'zod';
 import { ioError, KilnError } from '../errors.js';
 import { loadPublicKey } from './keys.js';
 
@@ -21,35 +21,6 @@ export const SLSA_PROVENANCE_TYPES: readonly string[] = [
   'https://slsa.dev/provenance/v1',
   'https://slsa.dev/provenance/v0.2',
 ];
-
-const uri = z.string().regex(/^[a-z][a-z0-9+.-]*:\S+$/i, { error: 'expected a URI (https://…)' });
-const keyPath = z.string().min(1, { error: 'a key path cannot be empty' });
-const oneOrMore = z
-  .union([z.string().min(1), z.array(z.string().min(1)).min(1)])
-  .transform((v): string[] => (typeof v === 'string' ? [v] : v));
-const ruleSchema = z
-  .object({
-    match: oneOrMore,
-    signers: z.array(z.union([keyPath, z.object({ anyOf: z.array(keyPath).min(1) }).strict()])).min(1),
-    attestations: z
-      .array(z.union([uri, z.object({ type: uri, signers: z.array(keyPath).min(1).optional() }).strict()]))
-      .optional(),
-    provenance: z
-      .object({ builders: oneOrMore.optional(), sources: oneOrMore.optional() })
-      .strict()
-      .optional(),
-  })
-  .strict();
-const policySchema = z.object({ version: z.literal(1), repositories: z.array(ruleSchema).min(1) }).strict();
-
-/** The allowed keys of each mapping, for the message about an unknown one. */
-const KEYS: Record<string, string[]> = {
-  '': ['version', 'repositories'],
-  rule: ['match', 'signers', 'attestations', 'provenance'],
-  signer: ['anyOf'],
-  attestation: ['type', 'signers'],
-  provenance: ['builders', 'sources'],
-};
 
 /** A public key a policy names: as written there, and loaded. */
 export interface PolicyKey {
@@ -98,60 +69,14 @@ export async function loadPolicy(file: string): Promise<Policy> {
  * directory. E_BAD_POLICY points at the line and column of the first problem.
  */
 export async function parsePolicy(text: string, file: string): Promise<Policy> {
-  const lines = new LineCounter();
-  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
-  const at = (offset: number) => {
-    const { line, col } = lines.linePos(offset);
-    return `${file}:${line}:${col}`;
-  };
-  const syntax = doc.errors[0];
-  if (syntax)
-    throw new KilnError(
-      'E_BAD_POLICY',
-      `${at(syntax.pos[0])}: invalid YAML: ${syntax.message.split('\n')[0]!.replace(/\s+at line \d+, column \d+:?\s*$/, '')}`,
-    );
-  let data: unknown;
-  try {
-    data = doc.toJS({ maxAliasCount: 100 });
-  } catch (err) {
-    throw new KilnError('E_BAD_POLICY', `${file}: invalid YAML: ${(err as Error).message}`, { cause: err });
-  }
-  const offsetOf = (path: (string | number)[], key?: string): number => {
-    for (let n = path.length; n >= 0; n--) {
-      const node = doc.getIn(path.slice(0, n), true);
-      if (!isNode(node)) continue;
-      if (key !== undefined && n === path.length && isMap(node)) {
-        const pair = node.items.find(
-          (p) => isNode(p.key) && String((p.key as { value?: unknown }).value) === key,
-        );
-        if (pair && isNode(pair.key)) return pair.key.range?.[0] ?? 0;
-      }
-      return node.range?.[0] ?? 0;
-    }
-    return 0;
-  };
-  const result = policySchema.safeParse(data ?? {});
-  if (!result.success) {
-    const issue = deepest(result.error.issues[0]!, []);
-    const path = issue.path as (string | number)[];
-    const field = path.length ? `${path.join('.')}: ` : '';
-    if (issue.code === 'unrecognized_keys') {
-      const key = issue.keys[0]!;
-      const kind = kindAt(path);
-      throw new KilnError('E_BAD_POLICY', `${at(offsetOf(path, key))}: ${field}unknown key '${key}'`, {
-        hint: `allowed here: ${(KEYS[kind] ?? []).join(', ')}; docs/signing.md describes the policy`,
-      });
-    }
-    throw new KilnError('E_BAD_POLICY', `${at(offsetOf(path))}: ${field}${describe(issue, path)}`, {
-      hint: 'docs/signing.md describes the policy format',
-    });
-  }
+  const { readPolicyDocument } = await import('./policy-document.js');
+  const doc = readPolicyDocument(text, file);
   const dir = dirname(resolve(file));
   const loaded = new Map<string, Promise<KeyObject>>();
   const key = async (name: string, path: (string | number)[]): Promise<PolicyKey> => {
     const spec = name.startsWith('env://') || isAbsolute(name) ? name : resolve(dir, name);
     if (name === '-')
-      throw new KilnError('E_BAD_POLICY', `${at(offsetOf(path))}: a policy's keys are files, not stdin`);
+      throw new KilnError('E_BAD_POLICY', `${doc.at(path)}: a policy's keys are files, not stdin`);
     let pending = loaded.get(spec);
     if (!pending) {
       pending = loadPublicKey(spec);
@@ -161,7 +86,7 @@ export async function parsePolicy(text: string, file: string): Promise<Policy> {
       return { name, key: await pending };
     } catch (err) {
       if (err instanceof KilnError)
-        throw new KilnError(err.code, `${at(offsetOf(path))}: ${err.message}`, {
+        throw new KilnError(err.code, `${doc.at(path)}: ${err.message}`, {
           cause: err,
           hint: `key paths are relative to the policy's directory (${dir})`,
         });
@@ -169,7 +94,7 @@ export async function parsePolicy(text: string, file: string): Promise<Policy> {
     }
   };
   const rules: PolicyRule[] = [];
-  for (const [i, r] of result.data.repositories.entries()) {
+  for (const [i, r] of doc.repositories.entries()) {
     const base = ['repositories', i];
     const signers = await Promise.all(
       r.signers.map((s, j) =>
@@ -210,50 +135,6 @@ export async function parsePolicy(text: string, file: string): Promise<Policy> {
     });
   }
   return { file, rules };
-}
-
-/** Which mapping a path of the policy is (for the keys allowed in it). */
-function kindAt(path: (string | number)[]): string {
-  if (path.length === 0) return '';
-  const last = path.filter((p) => typeof p === 'string').at(-1);
-  if (last === 'repositories') return 'rule';
-  if (last === 'signers' && path[path.length - 3] === 'repositories') return 'signer';
-  if (last === 'attestations') return 'attestation';
-  if (last === 'provenance') return 'provenance';
-  return '';
-}
-
-type Issue = z.core.$ZodIssue;
-
-/** A union's failure, as the branch that got past the type check when one did (an unknown key in a mapping, say). */
-function deepest(issue: Issue, prefix: (string | number)[]): Issue {
-  const path = [...prefix, ...(issue.path as (string | number)[])];
-  if (issue.code === 'invalid_union') {
-    const deeper = issue.errors.filter((branch) =>
-      branch.some((i) => i.path.length > 0 || (i.code !== 'invalid_type' && i.code !== 'invalid_union')),
-    );
-    if (deeper.length === 1 && deeper[0]![0]) return deepest(deeper[0]![0], path);
-  }
-  return { ...issue, path } as Issue;
-}
-
-function describe(issue: Issue, path: (string | number)[]): string {
-  switch (issue.code) {
-    case 'invalid_type':
-      return `expected ${issue.expected === 'array' ? 'a list' : issue.expected === 'object' ? 'a mapping' : `a ${issue.expected}`}`;
-    case 'invalid_value':
-      return `expected ${issue.values.map((v) => JSON.stringify(v)).join(' or ')}`;
-    case 'too_small':
-      return issue.origin === 'array' ? 'expected at least one entry' : issue.message;
-    case 'invalid_union':
-      if (path.includes('attestations'))
-        return 'expected a predicate type (a URI), or a mapping with type: URI and signers: a list of key paths';
-      if (path.includes('signers'))
-        return 'expected a key path, or a mapping with anyOf: a list of key paths';
-      return 'expected a pattern or a list of patterns';
-    default:
-      return issue.message;
-  }
 }
 
 /** Whether `name` matches the pattern: `**` anything, `*` anything but `/`, `?` one character but `/`. */

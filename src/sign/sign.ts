@@ -56,8 +56,11 @@ export interface SigningScope {
 
 /** Options of `signImage`: the private key, and whether an index's images are signed too. */
 export interface SignOptions extends SigningScope {
-  /** The private key (keys.ts loads one). */
-  key: KeyObject;
+  /**
+   * The private key (keys.ts loads one), or the promise of one still being decrypted: the image is
+   * read meanwhile, and nothing is written before the key is there.
+   */
+  key: KeyObject | Promise<KeyObject>;
   /** For an index: sign every image in it too. */
   recursive?: boolean;
 }
@@ -146,9 +149,16 @@ export function openFor(ref: string, scope: SigningScope & { context: KilnContex
   });
 }
 
-/** Signs the image `ref` names (and, with `recursive`, every image of an index) in both forms. */
+/**
+ * Signs the image `ref` names (and, with `recursive`, every image of an index) in both forms. The
+ * two forms of each manifest, and the manifests, are written at once: each amends its own tag, and
+ * their settle windows (registry/referrers.ts) overlap instead of adding up.
+ */
 export async function signImage(ref: string, options: SignOptions): Promise<SignResult> {
   const t = target(ref);
+  const keyReady = Promise.resolve(options.key);
+  // Failing before the key is awaited must not leave its rejection unhandled.
+  keyReady.catch(() => {});
   return withContext(options.context, async (context) => {
     const scope = { ...options, context };
     const source = await openFor(ref, scope);
@@ -160,18 +170,22 @@ export async function signImage(ref: string, options: SignOptions): Promise<Sign
     }
     const subjects: { descriptor: Descriptor; platform?: Platform }[] = [{ descriptor: resolved.root }];
     if (options.recursive) subjects.push(...(resolved.images ?? []));
-    const signed: SignedManifest[] = [];
-    for (const s of subjects) {
-      const signature = await appendCosignSignature(ref, t, s.descriptor, options.key, scope);
-      const bundle = await attachBundle(ref, t, s.descriptor, COSIGN_SIGN_PREDICATE, {}, options.key, scope);
-      signed.push({
-        subject: s.descriptor,
-        ...(s.platform ? { platform: s.platform } : {}),
-        signature,
-        bundle: bundle.descriptor,
-        via: bundle.via,
-      });
-    }
+    const key = await keyReady;
+    const signed = await Promise.all(
+      subjects.map(async (s): Promise<SignedManifest> => {
+        const [signature, bundle] = await Promise.all([
+          appendCosignSignature(ref, t, s.descriptor, key, scope),
+          attachBundle(ref, t, s.descriptor, COSIGN_SIGN_PREDICATE, {}, key, scope),
+        ]);
+        return {
+          subject: s.descriptor,
+          ...(s.platform ? { platform: s.platform } : {}),
+          signature,
+          bundle: bundle.descriptor,
+          via: bundle.via,
+        };
+      }),
+    );
     return { signed };
   });
 }

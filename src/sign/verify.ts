@@ -237,13 +237,16 @@ class Evidence {
     const found = await readCosignManifest(this.t, digest, this.scope);
     if (!found) return { tag, found: false, signatures: [] };
     try {
-      const signatures: CosignEvidence['signatures'] = [];
-      for (const layer of found.manifest.layers) {
+      const signed = found.manifest.layers.flatMap((layer) => {
         const sig = layer.annotations?.[COSIGN_SIGNATURE_ANNOTATION];
-        if (layer.mediaType !== SIMPLE_SIGNING_MEDIA_TYPE || !sig) continue;
-        const payload = await readSmallBlob(found.source, layer, MAX_SIGNED_BYTES);
-        signatures.push({ payload, signature: Buffer.from(sig, 'base64') });
-      }
+        return layer.mediaType === SIMPLE_SIGNING_MEDIA_TYPE && sig ? [{ layer, sig }] : [];
+      });
+      const signatures = await Promise.all(
+        signed.map(async ({ layer, sig }) => ({
+          payload: await readSmallBlob(found.source, layer, MAX_SIGNED_BYTES),
+          signature: Buffer.from(sig, 'base64'),
+        })),
+      );
       return { tag, found: true, signatures };
     } finally {
       await found.source.close();
@@ -257,42 +260,37 @@ class Evidence {
       ...(scope.registry ? { registry: scope.registry } : {}),
       ...(scope.signal ? { signal: scope.signal } : {}),
     });
-    const out: BundleEvidence[] = [];
-    for (const referrer of referrers) {
-      const where = `referrer ${referrer.digest.slice(0, 19)}`;
-      try {
-        const parsed = parseManifest(await this.source.fetchManifest(referrer), where, referrer.mediaType);
-        if (parsed.kind !== 'manifest') {
-          out.push({ referrer, problem: `${where} is not a manifest` });
-          continue;
-        }
-        const m = parsed.manifest;
-        const layer = m.layers.find((l) => l.mediaType === BUNDLE_MEDIA_TYPE);
-        if (!layer) {
-          out.push({ referrer, problem: `${where} holds no bundle` });
-          continue;
-        }
-        const { bundle, statement: s } = openBundle(
-          await readSmallBlob(this.source, layer, MAX_SIGNED_BYTES),
-          where,
-        );
-        const entry: BundleEvidence = {
-          referrer,
-          predicateType: s.predicateType,
-          envelope: bundle.dsseEnvelope,
-          statement: s,
-        };
-        if (m.subject?.digest !== subject.digest)
-          entry.problem = `${where} is listed for ${subject.digest.slice(0, 19)} but its subject is ${m.subject?.digest ?? 'missing'}`;
-        else if (!statementNames(s, subject.digest))
-          entry.problem = `${s.predicateType === COSIGN_SIGN_PREDICATE ? 'a signature bundle' : `an attestation of ${s.predicateType}`} signed for another subject (${subjectNames(s.subject)})`;
-        out.push(entry);
-      } catch (err) {
-        if (!(err instanceof KilnError) || err.code === 'E_ABORTED') throw err;
-        out.push({ referrer, problem: err.message });
-      }
+    // Each referrer is read at once: the round trips overlap.
+    return Promise.all(referrers.map((referrer) => this.readBundle(subject, referrer)));
+  }
+
+  private async readBundle(subject: Descriptor, referrer: Descriptor): Promise<BundleEvidence> {
+    const where = `referrer ${referrer.digest.slice(0, 19)}`;
+    try {
+      const parsed = parseManifest(await this.source.fetchManifest(referrer), where, referrer.mediaType);
+      if (parsed.kind !== 'manifest') return { referrer, problem: `${where} is not a manifest` };
+      const m = parsed.manifest;
+      const layer = m.layers.find((l) => l.mediaType === BUNDLE_MEDIA_TYPE);
+      if (!layer) return { referrer, problem: `${where} holds no bundle` };
+      const { bundle, statement: s } = openBundle(
+        await readSmallBlob(this.source, layer, MAX_SIGNED_BYTES),
+        where,
+      );
+      const entry: BundleEvidence = {
+        referrer,
+        predicateType: s.predicateType,
+        envelope: bundle.dsseEnvelope,
+        statement: s,
+      };
+      if (m.subject?.digest !== subject.digest)
+        entry.problem = `${where} is listed for ${subject.digest.slice(0, 19)} but its subject is ${m.subject?.digest ?? 'missing'}`;
+      else if (!statementNames(s, subject.digest))
+        entry.problem = `${s.predicateType === COSIGN_SIGN_PREDICATE ? 'a signature bundle' : `an attestation of ${s.predicateType}`} signed for another subject (${subjectNames(s.subject)})`;
+      return entry;
+    } catch (err) {
+      if (!(err instanceof KilnError) || err.code === 'E_ABORTED') throw err;
+      return { referrer, problem: err.message };
     }
-    return out;
   }
 }
 
@@ -317,6 +315,12 @@ async function keyChecks(
   attested: Subject[],
   push: (s: Subject, found: Finding[]) => void,
 ): Promise<void> {
+  // Every read starts at once (Evidence keeps each); the checks then take them in order.
+  for (const s of signed) {
+    evidence.cosign(s.descriptor.digest).catch(() => {});
+    evidence.bundles(s.descriptor).catch(() => {});
+  }
+  for (const s of attested) evidence.bundles(s.descriptor).catch(() => {});
   for (const s of signed) {
     const bundles = await evidence.bundles(s.descriptor);
     push(s, [

@@ -513,6 +513,58 @@ test('kiln build --sign-key: signed SLSA provenance as a referrer of the image',
   await kOk(['verify', `oci:${out}:v1`, '--key', mine.pub, '--type', SLSA]);
 });
 
+test("kiln.yaml's sign: the build signs and attests with the key it names, kept out of kiln.lock", {
+  skip,
+}, async () => {
+  const { mine } = await keys();
+  const yaml = (sign: string[]) =>
+    [
+      'toolchain:',
+      '  image: docker.io/library/busybox:1.36',
+      '  command: cp hello.wasm "$KILN_OUT/app.wasm"',
+      '  artifact: app.wasm',
+      ...sign,
+      '',
+    ].join('\n');
+  // The key is named relative to kiln.yaml.
+  const app = writeTree(join(work, 'yaml-app'), {
+    'hello.wasm': readFileSync(HELLO_WASM),
+    'keys/release.key': readFileSync(mine.key),
+    'kiln.yaml': yaml(['sign:', '  key: keys/release.key', '  attest: [provenance]']),
+  });
+  const out = join(work, 'yaml-built');
+  const built = JSON.parse(
+    await kOk(['build', app, '--runner', 'local', '--to', `oci:${out}:v1`, '--json'], {
+      env: { SOURCE_DATE_EPOCH: '1700000000' },
+    }),
+  ) as { images: { descriptor: { digest: string } }[]; provenance?: { subject: string }[] };
+  assert.equal(built.provenance?.[0]?.subject, built.images[0]!.descriptor.digest);
+  await kOk(['verify', `oci:${out}:v1`, '--key', mine.pub, '--type', SLSA]);
+  const pem = readFileSync(mine.key, 'utf8');
+  for (const f of readdirSync(app).filter((f) => f.startsWith('kiln.lock'))) {
+    const lock = readFileSync(join(app, f), 'utf8');
+    assert.ok(!lock.includes(pem.split('\n')[1]!) && !lock.includes(PASSWORD), `${f} holds the key`);
+  }
+  // Its password never goes in kiln.yaml, and what is not a key file is refused before building.
+  writeFileSync(
+    join(app, 'kiln.yaml'),
+    yaml(['sign:', '  key: keys/release.key', `  password: ${PASSWORD}`]),
+  );
+  const password = await kFails(
+    ['build', app, '--runner', 'local', '--to', `oci:${out}:v2`],
+    'E_BAD_PROJECT',
+  );
+  assert.match(password.message, /unknown key 'password'/);
+  assert.ok(!password.message.includes(PASSWORD));
+  writeFileSync(join(app, 'kiln.yaml'), yaml(['sign:', '  key: keys/missing.key']));
+  const missing = await kFails(['build', app, '--runner', 'local', '--to', `oci:${out}:v3`], 'E_BAD_KEY');
+  assert.match(missing.message, /missing\.key/);
+  // In a workspace, a project's sign: is not silently left out.
+  writeFileSync(join(app, 'kiln.yaml'), yaml(['sign:', '  key: keys/release.key']));
+  const ws = await kFails(['build', `${join(work, 'yaml-app')}/...`, '--runner', 'local'], 'E_USAGE');
+  assert.match(ws.message, /sign: is read when building that project alone/);
+});
+
 test('keys: wrong password, unreadable key, env:// and stdin, no secrets in output or KILN_HOME', {
   skip,
 }, async () => {
@@ -538,6 +590,25 @@ test('keys: wrong password, unreadable key, env:// and stdin, no secrets in outp
   await kOk(['sign', ref, '--key', 'env://KILN_TEST_KEY'], { env: { KILN_TEST_KEY: pem } });
   await kOk(['sign', ref, '--key', '-'], { input: pem });
   await kOk(['verify', ref, '--key', '-'], { input: readFileSync(mine.pub) });
+  // A key OpenSSL encrypted (PBES2 with PBKDF2, not kiln's scrypt) is OpenSSL's to read.
+  const pbkdf2 = join(work, 'pbkdf2.key');
+  const pass = `pass:${PASSWORD}`;
+  ok(
+    await run(
+      'openssl',
+      ['pkcs8', '-topk8', '-v2', 'aes-256-cbc', '-in', mine.key, '-passin', pass].concat([
+        '-passout',
+        pass,
+        '-out',
+        pbkdf2,
+      ]),
+    ),
+    'openssl pkcs8 -topk8',
+  );
+  assert.match(readFileSync(pbkdf2, 'utf8'), /BEGIN ENCRYPTED PRIVATE KEY/);
+  await kOk(['sign', ref, '--key', pbkdf2]);
+  await kFails(['sign', ref, '--key', pbkdf2], 'E_BAD_PASSWORD', { env: { KILN_PASSWORD: 'not it' } });
+  await kOk(['verify', ref, '--key', mine.pub]);
 
   // Nothing printed, and nothing under KILN_HOME, holds the password or the key.
   const privateKey = createPrivateKey({ key: pem, passphrase: PASSWORD });

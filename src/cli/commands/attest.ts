@@ -1,10 +1,9 @@
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { ioError, KilnError } from '../../errors.js';
-import { examples, globals } from '../common.js';
-import { contextOf } from '../context.js';
+import { action } from '../action.js';
+import { examples } from '../common.js';
 import { privateKey } from '../keys.js';
-import { Output } from '../output.js';
 
 /** A predicate is a JSON document a person could read. */
 const MAX_PREDICATE_BYTES = 16 * 1024 * 1024;
@@ -27,24 +26,29 @@ The statement's subject is each image manifest: for an index, every image in it 
 referrer; the index lists no attestation entries). kiln verify IMAGE --key PREFIX.pub --type URI checks it.
 `,
     )
-    .action(async (image: string, opts, cmd: Command) => {
-      const out = new Output(globals(cmd));
-      if (opts.predicate === '-' && opts.key === '-')
-        throw new KilnError('E_USAGE', '--predicate and --key cannot both read stdin');
-      const predicate = await readPredicate(opts.predicate);
-      const key = await privateKey(opts.key);
-      const { attestImage } = await import('../../api/sign.js');
-      const attached = await attestImage(image, {
-        key,
-        predicateType: opts.type,
-        predicate,
-        context: contextOf(cmd),
-      });
-      if (out.flags.json) return out.json({ attestations: attached });
-      for (const a of attached)
-        out.info(`attested ${a.subject.digest}: ${a.predicateType} (referrer ${a.referrer.digest})`);
-      for (const a of attached) out.data(a.referrer.digest);
-    });
+    .action(
+      action(async ({ out, context, flags }, image) => {
+        if (flags.predicate === '-' && flags.key === '-')
+          throw new KilnError('E_USAGE', '--predicate and --key cannot both read stdin');
+        const predicate = await readPredicate(flags.predicate);
+        const { key } = await privateKey(flags.key);
+        const { attestImage } = await import('../../api/sign.js');
+        const attached = await attestImage(image, {
+          key: await key,
+          predicateType: flags.type,
+          predicate,
+          context,
+        });
+        return {
+          json: { attestations: attached },
+          human: () => {
+            for (const a of attached)
+              out.info(`attested ${a.subject.digest}: ${a.predicateType} (referrer ${a.referrer.digest})`);
+          },
+          ...(attached.length ? { data: attached.map((a) => a.referrer.digest).join('\n') } : {}),
+        };
+      }),
+    );
 }
 
 async function readPredicate(file: string): Promise<unknown> {

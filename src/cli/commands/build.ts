@@ -2,6 +2,7 @@ import { type Command, InvalidArgumentError, Option } from 'commander';
 import type { BuildResult } from '../../api/build.js';
 import type { KilnContext } from '../../api/context.js';
 import type { Platform } from '../../api/oci.js';
+import { KilnError } from '../../errors.js';
 import { action } from '../action.js';
 import { aliasesOf, aliasOptions, collect, commaList, examples, jobs } from '../common.js';
 import { type Output, plural } from '../output.js';
@@ -72,8 +73,9 @@ export function register(program: Command): void {
       action(async ({ out, context, flags: opts, cmd }, dir) => {
         const { build } = await import('../../api/build.js');
         // The key first: a wrong password fails before anything is compiled.
-        const signKey = opts.signKey
-          ? await (await import('../keys.js')).privateKey(opts.signKey)
+        const signSpec = await signKeySpec(dir, opts, context);
+        const signKey = signSpec
+          ? await (await (await import('../keys.js')).privateKey(signSpec)).key
           : undefined;
         const { formatPlatform, parsePlatform } = await import('../../api/oci.js');
         const platforms = commaList(opts.platform).map(parsePlatform);
@@ -134,6 +136,42 @@ export function register(program: Command): void {
 }
 
 /** `DIR/...`, or a directory whose kiln.yaml lists a workspace (read through the project memo). */
+/**
+ * The key that signs the build: --sign-key, else kiln.yaml's `sign.key` (a file relative to
+ * kiln.yaml, or env://VAR); undefined for neither. A workspace is signed with --sign-key only: a
+ * project of one whose kiln.yaml has `sign:` is refused rather than built unsigned.
+ */
+async function signKeySpec(
+  dir: string,
+  opts: { signKey?: string; file?: string },
+  context: KilnContext,
+): Promise<string | undefined> {
+  if (opts.signKey) return opts.signKey;
+  const { findProjects, loadProject } = await import('../../api/build.js');
+  const path = await import('node:path');
+  const store = await context.store();
+  // A kiln.yaml that does not load is the build's to report, with its line and column.
+  const load = (d: string, file?: string) =>
+    loadProject(path.resolve(d), { ...(file !== undefined ? { file } : {}), store }).catch(() => undefined);
+  const loaded = dir === '...' || dir.endsWith('/...') ? undefined : await load(dir, opts.file);
+  if (!loaded || loaded.project.workspace) {
+    const found = opts.file === undefined ? await findProjects(dir, store).catch(() => null) : null;
+    for (const project of found?.projects ?? [])
+      if ((await load(project))?.project.sign)
+        throw new KilnError(
+          'E_USAGE',
+          `${project}: kiln.yaml's sign: is read when building that project alone`,
+          {
+            hint: 'sign a workspace with kiln build DIR/... --sign-key KEY, or build the project by itself',
+          },
+        );
+    return undefined;
+  }
+  const key = loaded.project.sign?.key;
+  if (!key) return undefined;
+  return key.startsWith('env://') || path.isAbsolute(key) ? key : path.join(loaded.dir, key);
+}
+
 async function isWorkspace(dir: string, file: string | undefined, context: KilnContext): Promise<boolean> {
   if (dir === '...' || dir.endsWith('/...')) return true;
   if (file !== undefined) return false;

@@ -1,8 +1,7 @@
 import type { Command } from 'commander';
-import { examples, globals } from '../common.js';
-import { contextOf } from '../context.js';
+import { action } from '../action.js';
+import { examples } from '../common.js';
 import { privateKey } from '../keys.js';
-import { Output } from '../output.js';
 
 export function register(program: Command): void {
   program
@@ -24,16 +23,22 @@ referrer. The key's password comes from KILN_PASSWORD, else it is asked on the t
 Check with kiln verify IMAGE --key PREFIX.pub (or cosign verify --key PREFIX.pub).
 `,
     )
-    .action(async (image: string, opts, cmd: Command) => {
-      const out = new Output(globals(cmd));
-      const key = await privateKey(opts.key);
-      const { signImage } = await import('../../api/sign.js');
-      const result = await signImage(image, { key, recursive: !!opts.recursive, context: contextOf(cmd) });
-      if (out.flags.json) return out.json(result);
-      for (const s of result.signed)
-        out.info(
-          `signed ${s.subject.digest}${s.platform ? ` (${s.platform.os}/${s.platform.architecture})` : ''}: tag ${s.signature.tag}, bundle ${s.bundle.digest}`,
-        );
-      out.data(result.signed[0]!.subject.digest);
-    });
+    .action(
+      action(async ({ out, context, flags }, image) => {
+        // The key decrypts (scrypt, on the thread pool) while signImage reads the image.
+        const { key } = await privateKey(flags.key);
+        const { signImage } = await import('../../api/sign.js');
+        const result = await signImage(image, { key, recursive: !!flags.recursive, context });
+        return {
+          json: result,
+          human: () => {
+            for (const s of result.signed)
+              out.info(
+                `signed ${s.subject.digest}${s.platform ? ` (${s.platform.os}/${s.platform.architecture})` : ''}: tag ${s.signature.tag}, bundle ${s.bundle.digest}`,
+              );
+          },
+          data: result.signed[0]!.subject.digest,
+        };
+      }),
+    );
 }

@@ -1,9 +1,8 @@
 import type { Command } from 'commander';
 import { KilnError } from '../../errors.js';
-import { collect, examples, globals } from '../common.js';
-import { contextOf } from '../context.js';
+import { action } from '../action.js';
+import { collect, examples } from '../common.js';
 import { publicKey } from '../keys.js';
-import { Output } from '../output.js';
 
 export function register(program: Command): void {
   program
@@ -36,31 +35,32 @@ every rule whose pattern matches the repository (no rule matching fails). Exits 
 failed. The policy format is in docs/signing.md.
 `,
     )
-    .action(async (image: string, opts, cmd: Command) => {
-      const out = new Output(globals(cmd));
-      if (!opts.key && !opts.policy)
-        throw new KilnError('E_USAGE', 'kiln verify needs --key PUB, --policy FILE, or both');
-      if (opts.type && !opts.key)
-        throw new KilnError('E_USAGE', '--type asks for attestations by --key', {
-          hint: 'give --key, or list the attestations in the policy',
+    .action(
+      action(async ({ out, context, flags }, image) => {
+        if (!flags.key && !flags.policy)
+          throw new KilnError('E_USAGE', 'kiln verify needs --key PUB, --policy FILE, or both');
+        if (flags.type && !flags.key)
+          throw new KilnError('E_USAGE', '--type asks for attestations by --key', {
+            hint: 'give --key, or list the attestations in the policy',
+          });
+        const key = flags.key ? await publicKey(flags.key) : undefined;
+        const { loadPolicy, verificationError, verifyImage } = await import('../../api/sign.js');
+        const policy = flags.policy ? await loadPolicy(flags.policy) : undefined;
+        const report = await verifyImage(image, {
+          ...(key ? { key } : {}),
+          ...(policy ? { policy } : {}),
+          ...(flags.type ? { types: flags.type } : {}),
+          recursive: !!flags.recursive,
+          context,
         });
-      const key = opts.key ? await publicKey(opts.key) : undefined;
-      const { loadPolicy, verificationError, verifyImage } = await import('../../api/sign.js');
-      const policy = opts.policy ? await loadPolicy(opts.policy) : undefined;
-      const report = await verifyImage(image, {
-        ...(key ? { key } : {}),
-        ...(policy ? { policy } : {}),
-        ...(opts.type ? { types: opts.type } : {}),
-        recursive: !!opts.recursive,
-        context: contextOf(cmd),
-      });
-      if (out.flags.json && report.ok) return out.json(report);
-      if (!out.flags.json)
-        for (const c of report.checks)
-          out.info(
-            `${c.ok ? 'ok  ' : 'FAIL'} ${c.subject}${c.platform ? ` (${c.platform})` : ''} ${c.kind}${c.key ? ` [${c.key}]` : ''}: ${c.detail}`,
-          );
-      if (!report.ok) throw verificationError(image, report);
-      out.data(report.root.digest);
-    });
+        // Listed before a failure is thrown: the error names only what failed.
+        if (!out.flags.json)
+          for (const c of report.checks)
+            out.info(
+              `${c.ok ? 'ok  ' : 'FAIL'} ${c.subject}${c.platform ? ` (${c.platform})` : ''} ${c.kind}${c.key ? ` [${c.key}]` : ''}: ${c.detail}`,
+            );
+        if (!report.ok) throw verificationError(image, report);
+        return { json: report, data: report.root.digest };
+      }),
+    );
 }
