@@ -69,7 +69,9 @@ export async function* parallelZstd(
  * Decompresses a zstd stream (one or more frames) as it arrives. Errors are plain Errors with
  * fzstd's message; callers name the stream in their own KilnError.
  */
-export async function* unzstd(source: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+export async function* unzstd(
+  source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+): AsyncGenerator<Uint8Array> {
   let out: Uint8Array[] = [];
   const d = new Decompress((chunk) => {
     out.push(chunk);

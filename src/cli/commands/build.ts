@@ -1,6 +1,15 @@
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import type { KilnContext } from '../../api/context.js';
-import { aliasesOf, aliasOptions, collect, commaList, examples, globals, jobs } from '../common.js';
+import {
+  aliasesOf,
+  aliasOptions,
+  collect,
+  commaList,
+  compressionOption,
+  examples,
+  globals,
+  jobs,
+} from '../common.js';
 import { contextOf } from '../context.js';
 import { Output, plural } from '../output.js';
 import { compileOptions, toCompileOptions } from './compile.js';
@@ -48,6 +57,7 @@ export function register(program: Command): void {
       collect,
     )
     .option('-o, --output <file>', 'where the .wasm also lands (default: DIR/<name>.wasm)')
+    .addOption(compressionOption())
     .option(
       '--sign-key <key>',
       'sign what is written and attach signed SLSA provenance to each image: FILE, env://VAR or - (password: KILN_PASSWORD)',
@@ -87,6 +97,7 @@ export function register(program: Command): void {
         // Unset unless --sbom[=bool] or --no-sbom: kiln.yaml's `sbom` decides then.
         ...(opts.sbom !== undefined ? { sbom: opts.sbom !== false } : {}),
         ...(signKey ? { signKey } : {}),
+        ...(opts.compression === 'zstd' ? { compression: 'zstd' as const } : {}),
       };
       if (await isWorkspace(dir, opts.file, context)) {
         const { buildWorkspaceCommand, checkWorkspaceFlags } = await import('../workspace.js');

@@ -1,5 +1,14 @@
 import { type Command, Option } from 'commander';
-import { aliasesOf, aliasOptions, collect, commaList, examples, globals, keyValues } from '../common.js';
+import {
+  aliasesOf,
+  aliasOptions,
+  collect,
+  commaList,
+  compressionOption,
+  examples,
+  globals,
+  keyValues,
+} from '../common.js';
 import { contextOf } from '../context.js';
 import { Output } from '../output.js';
 
@@ -29,6 +38,7 @@ export function register(program: Command): void {
       collect,
     )
     .option('--component', 'make a preview 1 module a component first (wasip2), as kiln componentize does')
+    .addOption(compressionOption())
     .addHelpText(
       'after',
       examples([
@@ -68,6 +78,7 @@ export function register(program: Command): void {
           runtimeConfig: opts.runtimeConfig,
           aliases: aliasesOf(opts, kiln.parsePlatform),
           check: commaList(opts.check),
+          compression: opts.compression,
         })
         .finally(() => made?.cleanup());
       if (out.flags.json) return out.json({ ...result });
