@@ -139,3 +139,26 @@ test('docker-daemon: Engine 20.10 is refused a zstd image before the load, namin
   const images = ok(await engine.docker(['images', '--format', '{{.Repository}}']), 'docker images');
   assert.doesNotMatch(images, /kiln-zstd/);
 });
+
+test(
+  'package --compression zstd: the module in a zstd layer kiln unpack reads back; the default stays gzip',
+  TIMEOUT,
+  async () => {
+    const wasm = new URL('../fixtures/wasm/core-command.wasm', import.meta.url).pathname;
+    const zdir = fresh('pkg-zstd');
+    const gdir = fresh('pkg-gzip');
+    await kilnOk(['package', wasm, '--compression', 'zstd', '--to', `oci:${zdir}:w`]);
+    await kilnOk(['package', wasm, '--to', `oci:${gdir}:w`]);
+    assert.equal(
+      readLayout(zdir).manifest.layers[0]?.mediaType,
+      'application/vnd.oci.image.layer.v1.tar+zstd',
+    );
+    assert.equal(
+      readLayout(gdir).manifest.layers[0]?.mediaType,
+      'application/vnd.oci.image.layer.v1.tar+gzip',
+    );
+    const root = fresh('pkg-root');
+    await kilnOk(['unpack', `oci:${zdir}:w`, root]);
+    assert.ok(readFileSync(join(root, 'core-command.wasm')).equals(readFileSync(wasm)));
+  },
+);

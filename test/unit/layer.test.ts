@@ -15,7 +15,7 @@ import {
   type SkippedEntry,
 } from '../../src/layer/entries.js';
 import { MEMBER_SIZE, parallelGzip } from '../../src/layer/gzip.js';
-import { listTar } from '../../src/layer/tar-reader.js';
+import { expansionLimits, layerStream, listTar } from '../../src/layer/tar-reader.js';
 import { tarStream } from '../../src/layer/tar-writer.js';
 import { writeLayer } from '../../src/layer/write-layer.js';
 import { FRAME_SIZE, isZstd, parallelZstd, unzstd } from '../../src/layer/zstd.js';
@@ -161,6 +161,26 @@ test('writeLayer with zstd: the zstd media type, a blob zstd -dc turns into the 
   assert.equal(cli.status, 0);
   assert.equal(sha256(cli.stdout), layer.diffId);
   assert.equal(cli.stdout.length, layer.uncompressedSize);
+});
+
+test('a zstd bomb stops at the expansion limit, as a gzip bomb does', async () => {
+  const zeros = (function* () {
+    for (let i = 0; i < 20; i++) yield Buffer.alloc(4 << 20); // 80 MiB of zeros, past EXPANSION_GRACE
+  })();
+  const bomb = await collect(parallelZstd(zeros));
+  assert.ok(bomb.length < 64 << 10, `${bomb.length} bytes`);
+  await assert.rejects(
+    collect(layerStream([bomb], 'the bomb', expansionLimits({ maxExpansion: 100 }, {}))),
+    (e: unknown) => isKilnError(e) && e.code === 'E_TOO_LARGE' && /likely zstd bomb/.test(e.message),
+  );
+  await assert.rejects(
+    collect(layerStream([bomb], 'the bomb', expansionLimits({ maxLayerSize: 8 << 20 }, {}))),
+    (e: unknown) => isKilnError(e) && e.code === 'E_TOO_LARGE',
+  );
+  assert.equal(
+    (await collect(layerStream([bomb], 'the bomb', expansionLimits({ maxExpansion: Infinity }, {})))).length,
+    80 << 20,
+  );
 });
 
 test('writeLayer computes digest and diff_id in one pass and stores a verified blob', async () => {
