@@ -2,7 +2,8 @@
  * Benchmarks, side by side with the tools one would use instead, in one run; regenerates
  * BENCHMARKS.md at the repo root (`npm run bench`). Three parts:
  *
- * - layer: kiln's writeLayer against `tar | gzip -6` and `tar | pigz -6` on the same tree.
+ * - layer: kiln's writeLayer against `tar | gzip -6` and `tar | pigz -6` on the same tree, and its
+ *   zstd layer against `tar | zstd -T0 -3`.
  * - registry: kiln copy / package against skopeo between two local docker-registry processes
  *   (scripts/bench-registry.ts).
  * - compile: the toolchain runners (bubblewrap sandbox, docker) against the compiler alone and a plain
@@ -82,7 +83,15 @@ interface Contender {
   name: string;
   command: string;
   runs: Run[];
+  /** kiln's contenders: the layer compression the child writes. */
+  kiln?: 'gzip' | 'zstd';
 }
+
+/** Median other load (cores) above which a time ratio is too noisy to pass or miss a goal. */
+const NOISY_LOAD = 0.3;
+
+/** The zstd level of both zstd contenders: zstd's default, and kiln's. */
+const ZSTD_LEVEL = 3;
 
 // ---------------------------------------------------------------------------------------------
 // child mode: one writeLayer into a fresh layout, result as JSON on stdout
@@ -202,19 +211,27 @@ async function layerBench(quick: boolean): Promise<string> {
       name: 'kiln writeLayer',
       command: `node scripts/layer-child.mjs LAYOUT ${tree.base} ${tree.paths.join(' ')}`,
       runs: [],
+      kiln: 'gzip',
+    },
+    { name: `tar | zstd -T0 -${ZSTD_LEVEL}`, command: `${tar} | zstd -q -T0 -${ZSTD_LEVEL}`, runs: [] },
+    {
+      name: 'kiln writeLayer zstd',
+      command: `node scripts/layer-child.mjs --compression=zstd LAYOUT ${tree.base} ${tree.paths.join(' ')}`,
+      runs: [],
+      kiln: 'zstd',
     },
   ];
-  let verified = '';
+  const verified: string[] = [];
   try {
     for (let i = 0; i < n; i++) {
       for (const c of contenders) {
         const timeFile = path.join(work, 'time.txt');
         await fs.rm(timeFile, { force: true });
         let run: Run;
-        if (c.name.startsWith('kiln')) {
+        if (c.kiln) {
           const layoutDir = path.join(work, `layout-${i}`);
           const r = await timed(
-            [process.execPath, CHILD, layoutDir, tree.base, ...tree.paths],
+            [process.execPath, CHILD, `--compression=${c.kiln}`, layoutDir, tree.base, ...tree.paths],
             ROOT,
             timeFile,
           );
@@ -225,10 +242,13 @@ async function layerBench(quick: boolean): Promise<string> {
           if (st.size !== child.size)
             fail(`${c.name}: blob is ${st.size} bytes, descriptor says ${child.size}`);
           if (i === n - 1) {
-            // untimed: the blob must gunzip to the tar whose digest is the diff_id
-            const sum = sh(`set -o pipefail; gzip -dc ${q(blob)} | sha256sum | cut -d' ' -f1`);
+            // untimed: the blob must decompress to the tar whose digest is the diff_id
+            const unpack = c.kiln === 'zstd' ? 'zstd -dcq' : 'gzip -dc';
+            const sum = sh(`set -o pipefail; ${unpack} ${q(blob)} | sha256sum | cut -d' ' -f1`);
             if (`sha256:${sum}` !== child.diffId) fail(`${c.name}: blob does not decompress to its diff_id`);
-            verified = `gzip -dc of kiln's blob matches its diff_id (${child.diffId.slice(0, 19)}…)`;
+            verified.push(
+              `${unpack} of kiln's ${c.kiln} blob matches its diff_id (${child.diffId.slice(0, 19)}…)`,
+            );
           }
           await fs.rm(layoutDir, { recursive: true, force: true });
           run = { ...r, outBytes: child.size, child, maxRssKiB: r.maxRssKiB || child.maxRssKiB };
@@ -242,7 +262,7 @@ async function layerBench(quick: boolean): Promise<string> {
         }
         c.runs.push(run);
         console.log(
-          `  run ${i + 1}/${n} ${c.name.padEnd(16)} ${run.wallS.toFixed(2)} s  ${run.outBytes} bytes` +
+          `  run ${i + 1}/${n} ${c.name.padEnd(20)} ${run.wallS.toFixed(2)} s  ${run.outBytes} bytes` +
             `  cpu ${(run.userS + run.sysS).toFixed(2)} s  other load ${run.otherLoad.toFixed(2)}` +
             (run.child
               ? `  (in-process: walk ${(run.child.collectMs / 1000).toFixed(2)} s, write ${(run.child.writeMs / 1000).toFixed(2)} s)`
@@ -254,14 +274,24 @@ async function layerBench(quick: boolean): Promise<string> {
     await fs.rm(work, { recursive: true, force: true });
   }
 
-  const [gzipC, pigzC, kilnC] = contenders as [Contender, Contender, Contender];
+  const [gzipC, pigzC, kilnC, zstdC, kilnZC] = contenders as [
+    Contender,
+    Contender,
+    Contender,
+    Contender,
+    Contender,
+  ];
   const wall = (c: Contender) => median(c.runs.map((r) => r.wallS));
   const size = (c: Contender) => c.runs[c.runs.length - 1]!.outBytes;
   const kilnChild = kilnC.runs[kilnC.runs.length - 1]!.child!;
+  const zstdRuns = kilnZC.runs.map((r) => r.child!);
 
   const timeRatio = wall(kilnC) / wall(pigzC);
   const sizeRatio = size(kilnC) / size(pigzC);
-  const timeOk = timeRatio <= 0.8;
+  const timeOk = timeRatio <= 0.75;
+  // A time ratio is a verdict only when neither side shared the CPUs much (median other load).
+  const noisy = [kilnC, pigzC].some((c) => median(c.runs.map((r) => r.otherLoad)) > NOISY_LOAD);
+  const timeVerdict = noisy ? `UNSURE (other load over ${NOISY_LOAD})` : timeOk ? 'PASS' : 'MISS';
   const sizeOk = sizeRatio <= 1.02;
 
   const cpuModel = tryRun(`grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-`);
@@ -283,7 +313,7 @@ async function layerBench(quick: boolean): Promise<string> {
   const md = [
     '## Layer writing',
     '',
-    'Writing one gzip layer from a directory tree: kiln against the tools one would use instead.',
+    'Writing one gzip layer (and, opt-in, one zstd layer) from a directory tree: kiln against the tools one would use instead.',
     'Generated by `scripts/bench.ts` (`--only layer` runs this section alone; `KILN_BENCH_TREE=dir` to use',
     'another tree).',
     '',
@@ -295,17 +325,21 @@ async function layerBench(quick: boolean): Promise<string> {
     '',
     '| Ratio | Value | Target | Result |',
     '| --- | ---: | ---: | --- |',
-    `| kiln time / pigz time | ${timeRatio.toFixed(3)} | ≤ 0.80 | ${timeOk ? 'PASS' : 'MISS'} |`,
+    `| kiln time / pigz time | ${timeRatio.toFixed(3)} | ≤ 0.75 | ${timeVerdict} |`,
     `| kiln size / pigz size | ${sizeRatio.toFixed(4)} | ≤ 1.02 | ${sizeOk ? 'PASS' : 'MISS'} |`,
     `| kiln time / gzip time | ${(wall(kilnC) / wall(gzipC)).toFixed(3)} | – | info |`,
+    `| kiln zstd time / zstd -T0 -${ZSTD_LEVEL} time | ${(wall(kilnZC) / wall(zstdC)).toFixed(3)} | – (no goal set; compared as asked) | info |`,
+    `| kiln zstd size / zstd -T0 -${ZSTD_LEVEL} size | ${(size(kilnZC) / size(zstdC)).toFixed(4)} | – | info |`,
+    `| kiln zstd time / kiln gzip time | ${(wall(kilnZC) / wall(kilnC)).toFixed(3)} | – | info |`,
     '',
     'How each contender ran:',
     '',
     `- \`${gzipC.command}\` and \`${pigzC.command}\`, each as \`bash -c 'set -o pipefail; … > out'\`.`,
     `- kiln: a child process \`node scripts/layer-child.mjs LAYOUT …\` (plain Node over the built dist/) that runs \`collectEntries\` then \`writeLayer\` (tar + sha256 + parallel gzip -6 in 1 MiB members + blob write) into a fresh OCI layout; its wall time includes Node's start-up, like the tools' times include theirs. Inside the process: walk ${kilnRuns.map((r) => (r.collectMs / 1000).toFixed(2)).join(', ')} s, write ${kilnRuns.map((r) => (r.writeMs / 1000).toFixed(2)).join(', ')} s; main-thread CPU ${kilnRuns.map((r) => r.mainThreadCpuS.toFixed(2)).join(', ')} s; ${kilnChild.entries} entries.`,
+    `- kiln zstd: the same child with \`--compression=zstd\` (\`writeLayer\` with \`compression: 'zstd'\`: @mongodb-js/zstd level ${ZSTD_LEVEL} in 4 MiB frames, several at once on libuv's pool; frames fixed by the input, so the blob is the same for any core count, while \`zstd -T0\` makes one frame). Inside the process: write ${zstdRuns.map((r) => (r.writeMs / 1000).toFixed(2)).join(', ')} s; main-thread CPU ${zstdRuns.map((r) => r.mainThreadCpuS.toFixed(2)).join(', ')} s.`,
     `- Other load: cores kept busy by anything else on the machine during each run (from /proc/stat, minus the contender's own CPU): ${contenders.map((c) => `${c.name} ${c.runs.map((r) => r.otherLoad.toFixed(2)).join(', ')}`).join('; ')}. Well above 0 means the run shared the CPUs and its time is inflated.`,
     `- Times are wall-clock around the whole process; CPU and peak RSS come from \`/usr/bin/time -f %M %U %S\` for the median run (for the shell pipelines, RSS is the largest single process).`,
-    verified ? `- Check: ${verified}.` : '',
+    verified.length ? `- Check: ${verified.join('; ')}.` : '',
     '',
   ]
     .filter((l, i, a) => !(l === '' && a[i - 1] === ''))

@@ -4,9 +4,13 @@ import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { collectEntries, OciLayout, writeLayer } from '../dist/index.js';
 
-const [layoutDir, base, ...paths] = process.argv.slice(2);
+const args = process.argv.slice(2);
+const compression = args[0]?.startsWith('--compression=')
+  ? args.shift().slice('--compression='.length)
+  : 'gzip';
+const [layoutDir, base, ...paths] = args;
 if (!layoutDir || !base || paths.length === 0) {
-  console.error('usage: layer-child.mjs LAYOUT BASE PATH...');
+  console.error('usage: layer-child.mjs [--compression=gzip|zstd] LAYOUT BASE PATH...');
   process.exit(2);
 }
 const t0 = performance.now();
@@ -15,7 +19,7 @@ const entries = await collectEntries(
 );
 const t1 = performance.now();
 const store = await OciLayout.open(layoutDir, { create: true });
-const layer = await writeLayer(store, entries);
+const layer = await writeLayer(store, entries, { compression });
 const t2 = performance.now();
 const stat = readFileSync(`/proc/self/task/${process.pid}/stat`, 'utf8');
 const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');

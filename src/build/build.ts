@@ -54,6 +54,8 @@ export interface BuildOptions extends CompileOptions {
   sbom?: boolean;
   /** Sign what was written (the index and each image) and attach signed SLSA provenance to each image. */
   signKey?: KeyObject;
+  /** How new tar layers are compressed (default gzip). */
+  compression?: 'gzip' | 'zstd';
   onBuildEvent?: (e: BuildEvent) => void;
 }
 
@@ -214,6 +216,7 @@ async function singleWasm(
       labels: p.image?.labels ?? {},
       context: options.context,
       check: options.check ?? p.check ?? [],
+      ...(options.compression ? { compression: options.compression } : {}),
     });
     images.push(image);
     options.onBuildEvent?.({ type: 'written', destination: dest, digest: image.descriptor.digest });
@@ -298,6 +301,7 @@ async function multiPlatform(
           ...(platform === DEFAULT_WASM ? {} : { platform }),
           annotations,
           labels: p.image?.labels ?? {},
+          ...(options.compression ? { compression: options.compression } : {}),
         });
         composed.addOwn(packaged.manifest.config);
         for (const layer of packaged.manifest.layers) composed.addOwn(layer);
@@ -335,6 +339,7 @@ async function multiPlatform(
         ...(p.image?.labels ? { labels: p.image.labels } : {}),
         annotations,
         created,
+        ...(options.compression ? { compression: options.compression } : {}),
       });
       built.push({
         platform: image.platform,

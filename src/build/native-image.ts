@@ -106,6 +106,8 @@ export interface NativeImageOptions {
   annotations?: Record<string, string>;
   /** RFC 3339: the config's and history's time. */
   created: string;
+  /** How the layers are compressed (default gzip). */
+  compression?: 'gzip' | 'zstd';
 }
 
 export interface NativeLayer {
@@ -144,7 +146,9 @@ export async function buildNativeImage(options: NativeImageOptions): Promise<Nat
 
   const layers: NativeLayer[] = [];
   for (const planned of plan) {
-    const written = await writeLayer(store, layerEntries(planned.files));
+    const written = await writeLayer(store, layerEntries(planned.files), {
+      compression: options.compression,
+    });
     composed.addOwn(written.descriptor);
     layers.push({ descriptor: written.descriptor, diffId: written.diffId, groups: planned.groups });
   }

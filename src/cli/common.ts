@@ -1,4 +1,4 @@
-import type { Command } from 'commander';
+import { type Command, Option } from 'commander';
 import type { RegistryOptions } from '../api/registry.js';
 import { KilnError, redact } from '../errors.js';
 import { dim, type GlobalFlags } from './output.js';
@@ -79,4 +79,14 @@ export function aliasesOf<P>(
   const node = commaList(opts.nodeAlias).map(parse);
   if (!opts.wasiAlias && node.length === 0) return undefined;
   return { ...(opts.wasiAlias ? { wasi: true } : {}), ...(node.length ? { node } : {}) };
+}
+
+/** `--compression gzip|zstd`: how new tar layers are compressed. */
+export function compressionOption(): Option {
+  return new Option(
+    '--compression <type>',
+    'new layers as gzip (every consumer reads it) or zstd (smaller and faster; kiln check --for says who reads it)',
+  )
+    .choices(['gzip', 'zstd'])
+    .default('gzip');
 }

@@ -15,6 +15,7 @@ import { parallelGzip } from '../layer/gzip.js';
 import { BLOCK } from '../layer/tar-header.js';
 import { isGzip } from '../layer/tar-reader.js';
 import { writeLayer } from '../layer/write-layer.js';
+import { parallelZstd } from '../layer/zstd.js';
 import { type Digest, newHash } from '../oci/digest.js';
 import { createdFamily, inFamily } from '../oci/media-type-policy.js';
 import { MediaType } from '../oci/media-types.js';
@@ -48,6 +49,8 @@ export interface AppendOptions extends DeriveOptions {
    * left out.
    */
   devices?: LayerDevicePolicy;
+  /** How new layers are compressed (default gzip; a .tar.gz input keeps its bytes either way). */
+  compression?: 'gzip' | 'zstd';
 }
 
 /** One layer `appendLayers` added: its descriptor and diff_id. */
@@ -80,16 +83,22 @@ export async function appendLayers(options: AppendOptions): Promise<AppendResult
     }
     // A new manifest: OCI unless Docker v2 is asked for (a Docker base's types renamed, same blobs).
     const family = createdFamily(options.format);
-    const layerType = inFamily(MediaType.OciLayerGzip, family);
+    const compression = options.compression ?? 'gzip';
+    if (compression === 'zstd' && family === 'docker')
+      throw new KilnError('E_USAGE', 'Docker v2 manifests have no zstd layer type', {
+        hint: 'write an OCI image (the default --format) for zstd layers, or use --compression gzip',
+      });
 
     const layers: AppendedLayer[] = [];
     for (const input of options.layers) {
       const skipped: SkippedEntry[] = [];
-      const written = await buildLayer(store, input, {
-        devices: options.devices,
-        onSkip: (s) => void skipped.push(s),
-      });
-      const descriptor = { ...written.descriptor, mediaType: layerType };
+      const written = await buildLayer(
+        store,
+        input,
+        { devices: options.devices, onSkip: (s) => void skipped.push(s) },
+        compression,
+      );
+      const descriptor = { ...written.descriptor, mediaType: inFamily(written.descriptor.mediaType, family) };
       composed.addOwn(descriptor);
       layers.push({ source: input.source, descriptor, diffId: written.diffId, skipped });
     }
@@ -115,6 +124,7 @@ export async function buildLayer(
   store: OciLayout,
   input: AppendLayer,
   collect: CollectOptions = {},
+  compression: 'gzip' | 'zstd' = 'gzip',
 ): Promise<BuiltLayer> {
   let real: string;
   let st: import('node:fs').Stats;
@@ -128,7 +138,7 @@ export async function buildLayer(
   const dest = input.dest === undefined ? '' : layerPath(input.dest);
   if (st.isDirectory()) {
     const entries = await collectEntries([{ source: real, dest }], collect);
-    return writeLayer(store, entries);
+    return writeLayer(store, entries, { compression });
   }
   if (!st.isFile())
     throw new KilnError('E_UNSUPPORTED', `${input.source} is not a regular file or a directory`, {
@@ -139,30 +149,36 @@ export async function buildLayer(
       throw new KilnError('E_USAGE', `${input.source} is a tar, taken as a layer as it is; it has no :DEST`, {
         hint: 'to put the tar file itself into the image, give the directory that holds it',
       });
-    return tarLayer(store, real, input.source);
+    return tarLayer(store, real, input.source, compression);
   }
   const name = path.basename(input.source); // the name given, even through a symlink
   const entries = await collectEntries(
     [{ source: real, dest: dest === '' ? name : `${dest}/${name}` }],
     collect,
   );
-  return writeLayer(store, entries);
+  return writeLayer(store, entries, { compression });
 }
 
 /**
  * A tar file as a layer: a gzipped one keeps its bytes (diff_id from gunzipping while it is
- * stored), a plain one is gzipped with kiln's deterministic gzip. Both are read once.
+ * stored), a plain one is compressed with kiln's deterministic gzip or zstd. Both are read once.
  */
-async function tarLayer(store: OciLayout, file: string, what: string): Promise<BuiltLayer> {
+async function tarLayer(
+  store: OciLayout,
+  file: string,
+  what: string,
+  compression: 'gzip' | 'zstd',
+): Promise<BuiltLayer> {
   const head = await readHead(file, 2);
   const diff = new TarHasher(what);
   const content = createReadStream(file);
   content.on('error', () => {}); // surfaces through the iteration below
   let blob: { digest: Digest; size: number };
+  const zstd = !isGzip(head) && compression === 'zstd';
   try {
     blob = isGzip(head)
       ? await store.writeBlob(gunzipHashing(content, diff, what))
-      : await store.writeBlob(parallelGzip(diff.through(content)));
+      : await store.writeBlob((zstd ? parallelZstd : parallelGzip)(diff.through(content)));
   } catch (err) {
     if (err instanceof KilnError) throw err;
     throw ioError(err, what);
@@ -170,7 +186,11 @@ async function tarLayer(store: OciLayout, file: string, what: string): Promise<B
     content.destroy();
   }
   return {
-    descriptor: { mediaType: MediaType.OciLayerGzip, digest: blob.digest, size: blob.size },
+    descriptor: {
+      mediaType: zstd ? MediaType.OciLayerZstd : MediaType.OciLayerGzip,
+      digest: blob.digest,
+      size: blob.size,
+    },
     diffId: diff.digest(),
   };
 }

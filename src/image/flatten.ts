@@ -65,7 +65,6 @@ export type FlatItem =
 
 const OPAQUE = '.wh..wh..opq';
 const WHITEOUT = '.wh.';
-const ZSTD_MAGIC = [0x28, 0xb5, 0x2f, 0xfd];
 const WASM_LAYERS = new Set<string>([MediaType.WasmLayer, MediaType.WasmToOciLayer, MediaType.IstioOciLayer]);
 
 const TYPES: Record<string, FlatEntryType> = {
@@ -98,9 +97,6 @@ export function flatPath(name: string): string | undefined {
 /** Fails early, before anything is written, on layers kiln cannot read as filesystem tars. */
 export function checkLayers(layers: Descriptor[], where: string): void {
   layers.forEach((layer, i) => {
-    const mt = layer.mediaType;
-    if (mt === MediaType.OciLayerZstd || mt.endsWith('+zstd') || mt.endsWith('.zstd'))
-      throw zstdError(layer, i, where);
     if (WASM_LAYERS.has(layer.mediaType))
       throw new KilnError(
         'E_UNSUPPORTED',
@@ -108,14 +104,6 @@ export function checkLayers(layers: Descriptor[], where: string): void {
         { hint: 'this is a Wasm artifact; `kiln inspect` shows its layers' },
       );
   });
-}
-
-function zstdError(layer: Descriptor, i: number, where: string): KilnError {
-  return new KilnError(
-    'E_UNSUPPORTED',
-    `${where}: layer ${i} (${layer.digest}) is zstd-compressed; kiln reads gzip and uncompressed layers`,
-    { hint: 'convert the image to gzip layers, e.g. skopeo copy --dest-compress-format gzip' },
-  );
 }
 
 /** Shortens a (hostile) path for messages and reports: names may be megabytes long. */
@@ -130,7 +118,7 @@ interface RawEntry {
 
 /**
  * The entries of one layer, its digest verified as it streams (a mismatch fails after the last
- * entry), gunzipped within `limits`; zstd is refused by its magic.
+ * entry), decompressed (gzip or zstd, by its magic) within `limits`.
  */
 async function* layerEntries(
   source: ImageSource,
@@ -139,14 +127,7 @@ async function* layerEntries(
   limits: ExpansionLimits,
 ): AsyncGenerator<RawEntry> {
   const what = `layer ${index} (${layer.digest}) of ${source.name}`;
-  const bytes = layerStream(
-    verified(await source.fetchBlob(layer), layer, source.name),
-    what,
-    limits,
-    (head) => {
-      if (ZSTD_MAGIC.every((b, i) => head[i] === b)) throw zstdError(layer, index, source.name);
-    },
-  );
+  const bytes = layerStream(verified(await source.fetchBlob(layer), layer, source.name), what, limits);
   const extract = tar.extract();
   const fed = pipeline(Readable.from(bytes), extract).then(
     () => undefined,

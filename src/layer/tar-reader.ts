@@ -3,6 +3,7 @@ import { pipeline } from 'node:stream/promises';
 import * as zlib from 'node:zlib';
 import * as tar from 'tar-stream';
 import { KilnError } from '../errors.js';
+import { isZstd, unzstd } from './zstd.js';
 
 /** One tar entry as listed: path, type, size, mode, link target. */
 export interface TarEntryInfo {
@@ -121,8 +122,21 @@ function clip(s: string): string {
   return s.length > 40 ? `${s.slice(0, 37)}...` : s;
 }
 
+/** A gzip stream gunzipped as it is read. */
+async function* gunzipped(source: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+  const gunzip = zlib.createGunzip();
+  const feed = pipeline(Readable.from(source), gunzip);
+  feed.catch(() => {}); // the same error reaches the reader of gunzip
+  try {
+    for await (const chunk of gunzip) yield chunk as Buffer;
+    await feed;
+  } finally {
+    gunzip.destroy();
+  }
+}
+
 /**
- * A layer's tar stream: gunzipped when its first bytes say gzip, as stored otherwise. `checkHead`
+ * A layer's tar stream: decompressed when its first bytes say gzip or zstd, as stored otherwise. `checkHead`
  * sees the first bytes (at least 4 unless the blob is shorter) and may refuse them. Fails with
  * E_TOO_LARGE, naming `what`, once the stream passes `limits` (see ExpansionLimits).
  */
@@ -161,7 +175,7 @@ export async function* layerStream(
           hint: 'if the layer is genuine, raise the limit: --max-layer-size SIZE (kiln unpack) or KILN_MAX_LAYER_SIZE=SIZE',
         },
       );
-    if (!isGzip(head)) {
+    if (!isGzip(head) && !isZstd(head)) {
       for await (const chunk of rest()) {
         out += chunk.byteLength;
         if (out > limits.maxLayerSize) throw tooLarge();
@@ -169,26 +183,30 @@ export async function* layerStream(
       }
       return;
     }
-    const gunzip = zlib.createGunzip();
-    const feed = pipeline(Readable.from(rest()), gunzip);
-    feed.catch(() => {}); // the same error reaches the reader of gunzip
+    const format = isGzip(head) ? 'gzip' : 'zstd';
+    const plain = format === 'gzip' ? gunzipped(rest()) : unzstd(rest());
     try {
-      for await (const chunk of gunzip) {
-        out += (chunk as Buffer).byteLength;
+      for await (const chunk of plain) {
+        out += chunk.byteLength;
         if (out > limits.maxLayerSize) throw tooLarge();
         if (out > EXPANSION_GRACE && out > limits.maxExpansion * read)
           throw new KilnError(
             'E_TOO_LARGE',
-            `${what} expands more than ${limits.maxExpansion} times (${humanBytes(out)} from ${humanBytes(read)} of gzip so far): refused as a likely gzip bomb`,
+            `${what} expands more than ${limits.maxExpansion} times (${humanBytes(out)} from ${humanBytes(read)} of ${format} so far): refused as a likely ${format} bomb`,
             {
               hint: 'if the layer is genuine, raise the limit: --max-expansion RATIO (kiln unpack) or KILN_MAX_EXPANSION=RATIO',
             },
           );
-        yield chunk as Buffer;
+        yield chunk;
       }
-      await feed;
+    } catch (err) {
+      if (err instanceof KilnError || format === 'gzip') throw err;
+      throw new KilnError('E_BAD_ARCHIVE', `${what} is not valid zstd: ${(err as Error).message}`, {
+        cause: err,
+        hint: 'the blob is damaged, or not the zstd stream its first bytes say',
+      });
     } finally {
-      gunzip.destroy();
+      await plain.return(undefined);
     }
   } finally {
     await it.return?.(undefined);

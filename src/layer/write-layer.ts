@@ -6,8 +6,18 @@ import type { OciLayout } from '../store/layout.js';
 import type { LayerEntry } from './entries.js';
 import { parallelGzip } from './gzip.js';
 import { type TarOptions, tarStream } from './tar-writer.js';
+import { parallelZstd } from './zstd.js';
 
-/** A layer written into a layout: its descriptor (gzip) and diff_id (uncompressed). */
+/** How a layer's tar is compressed: gzip (every consumer reads it), zstd (smaller and faster; not every consumer reads it), or none. */
+export type LayerCompression = 'gzip' | 'zstd' | 'none';
+
+const MEDIA_TYPES: Record<LayerCompression, string> = {
+  gzip: MediaType.OciLayerGzip,
+  zstd: MediaType.OciLayerZstd,
+  none: MediaType.OciLayer,
+};
+
+/** A layer written into a layout: its descriptor (compressed) and diff_id (uncompressed). */
 export interface WrittenLayer {
   descriptor: Descriptor; // the compressed blob, as listed in a manifest
   diffId: Digest; // sha256 of the uncompressed tar, as listed in the config's rootfs
@@ -15,14 +25,15 @@ export interface WrittenLayer {
 }
 
 export interface WriteLayerOptions extends TarOptions {
+  /** The compression level; default 6 for gzip, 3 for zstd. */
   level?: number;
-  compression?: 'gzip' | 'none';
+  compression?: LayerCompression;
   annotations?: Record<string, string>;
 }
 
 /**
  * Writes entries as one layer blob into the store in a single pass: tar, diff_id hash, parallel
- * gzip, blob hash and file write all stream; no layer is ever held in memory whole.
+ * gzip or zstd, blob hash and file write all stream; no layer is ever held in memory whole.
  */
 export async function writeLayer(
   store: OciLayout,
@@ -50,11 +61,18 @@ export async function writeTarLayer(
       yield chunk;
     }
   }
-  const gzip = (options.compression ?? 'gzip') === 'gzip';
-  const blob = await store.writeBlob(gzip ? parallelGzip(hashed(), { level: options.level }) : hashed());
+  const compression = options.compression ?? 'gzip';
+  const level = options.level;
+  const blob = await store.writeBlob(
+    compression === 'gzip'
+      ? parallelGzip(hashed(), { level })
+      : compression === 'zstd'
+        ? parallelZstd(hashed(), { level })
+        : hashed(),
+  );
   const diffId = `sha256:${diffHash.digest('hex')}` as Digest;
   const descriptor: Descriptor = {
-    mediaType: gzip ? MediaType.OciLayerGzip : MediaType.OciLayer,
+    mediaType: MEDIA_TYPES[compression],
     digest: blob.digest,
     size: blob.size,
   };

@@ -67,8 +67,32 @@ export class DockerDaemonDestination implements ImageDestination {
   putBlob(desc: Descriptor, content: AsyncIterable<Uint8Array>): Promise<void> {
     return this.archive.putBlob(desc, content);
   }
-  putManifest(desc: Descriptor, bytes: Buffer): Promise<void> {
+  async putManifest(desc: Descriptor, bytes: Buffer): Promise<void> {
+    await this.refuseZstd(bytes);
     return this.archive.putManifest(desc, bytes);
+  }
+
+  /** Docker Engine before 23 (classic store) can't decompress zstd layers: refused, not loaded half-way. */
+  private async refuseZstd(manifest: Buffer): Promise<void> {
+    let layers: unknown;
+    try {
+      layers = (JSON.parse(manifest.toString('utf8')) as { layers?: unknown }).layers;
+    } catch {
+      return; // not this check's business: the archive writer parses it again
+    }
+    if (!Array.isArray(layers)) return;
+    const zstd = layers.findIndex((l) => String((l as { mediaType?: unknown })?.mediaType).endsWith('+zstd'));
+    if (zstd < 0 || this.engine.label !== 'Docker') return;
+    const engine = await this.engine.info(this.options.signal);
+    const major = Number(/(\d+)\.\d+/.exec(engine.version ?? '')?.[1] ?? Number.NaN);
+    if (engine.containerdStore || !(major < 23)) return;
+    throw new KilnError(
+      'E_UNSUPPORTED',
+      `the ${this.engine.label} engine at ${engine.where} (${engine.version}) can't load ${this.name}: layer ${zstd} is zstd-compressed, which Docker reads from Engine 23 on`,
+      {
+        hint: 'write the image with --compression gzip (the default), or load it into Engine 23+ or one with the containerd image store',
+      },
+    );
   }
 
   async commit(root: Descriptor): Promise<void> {

@@ -51,6 +51,8 @@ export interface PackageOptions {
   created?: string;
   /** Istio runtime config (JSON file) for `istio` and `istio-oci`. */
   runtimeConfig?: string;
+  /** How the image and istio formats compress their tar layer (default gzip). */
+  compression?: 'gzip' | 'zstd';
 }
 
 export interface PackagedWasm extends WrittenManifest {
@@ -152,9 +154,9 @@ interface Ctx {
 const BUILDERS: Record<Exclude<WasmFormat, 'spin'>, (ctx: Ctx) => Promise<WrittenManifest>> = {
   image: async (ctx) => {
     const file = `${ctx.name}.wasm`;
-    const layer = await writeLayer(ctx.store, [
-      { path: file, type: 'file', mode: 0o755, content: ctx.bytes },
-    ]);
+    const layer = await writeLayer(ctx.store, [{ path: file, type: 'file', mode: 0o755, content: ctx.bytes }], {
+      compression: ctx.options.compression,
+    });
     const config = imageConfig(ctx, layer, { Entrypoint: [`/${file}`] }, 'kiln package');
     return writeManifest(ctx.store, {
       config: await writeJsonBlob(ctx.store, MediaType.OciConfig, config),
@@ -219,7 +221,7 @@ const BUILDERS: Record<Exclude<WasmFormat, 'spin'>, (ctx: Ctx) => Promise<Writte
         content: ctx.runtimeConfig.bytes,
       });
     entries.sort((a, b) => (a.path < b.path ? -1 : 1));
-    const layer = await writeLayer(ctx.store, entries);
+    const layer = await writeLayer(ctx.store, entries, { compression: ctx.options.compression });
     const config = imageConfig(ctx, layer, {}, 'kiln package --format istio');
     return writeManifest(ctx.store, {
       config: await writeJsonBlob(ctx.store, MediaType.OciConfig, config),

@@ -297,6 +297,14 @@ const MUTATIONS: Mutation[] = [
     prepare: withImage((i) => (i.config.json!.os = 'linux')),
     mutate: withImage((i) => (i.config.json!.os = 'wasip1')),
   },
+  {
+    rule: 'docker.zstd',
+    base: '`image` + `--wasi-alias`',
+    prepare: withImage((i) => (i.config.json!.os = 'linux')),
+    mutate: withImage((i) => {
+      for (const l of i.layers) l.mediaType = MediaType.OciLayerZstd;
+    }),
+  },
   { rule: 'istio.platform', base: '`istio`', mutate: (s) => inIndex(s, 'wasip1/wasm') },
   {
     rule: 'istio.layout',

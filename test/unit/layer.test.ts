@@ -15,12 +15,13 @@ import {
   type SkippedEntry,
 } from '../../src/layer/entries.js';
 import { MEMBER_SIZE, parallelGzip } from '../../src/layer/gzip.js';
-import { listTar } from '../../src/layer/tar-reader.js';
+import { expansionLimits, layerStream, listTar } from '../../src/layer/tar-reader.js';
 import { tarStream } from '../../src/layer/tar-writer.js';
 import { writeLayer } from '../../src/layer/write-layer.js';
+import { FRAME_SIZE, isZstd, parallelZstd, unzstd } from '../../src/layer/zstd.js';
 import { OciLayout } from '../../src/store/layout.js';
 import { sha256 } from '../support/images.js';
-import { skipOrFail } from '../support/tools.js';
+import { skipOrFail, toolSkipReason } from '../support/tools.js';
 
 async function collect(it: AsyncIterable<Uint8Array>): Promise<Buffer> {
   const parts: Buffer[] = [];
@@ -122,6 +123,64 @@ test('parallel gzip: concatenated members that any gunzip reads back, determinis
   assert.ok(gnu.stdout.equals(big));
   const empty = await collect(parallelGzip([]));
   assert.equal(gunzipSync(empty).length, 0);
+});
+
+test('parallel zstd: concatenated frames that zstd -dc and kiln read back, the same bytes for any parallelism', async (t) => {
+  const input = createHash('sha512').update('seed').digest();
+  const big = Buffer.alloc(FRAME_SIZE * 2 + 12345);
+  for (let i = 0; i < big.length; i += input.length) input.copy(big, i);
+  for (let i = 0; i < big.length; i += 4096) big[i] = i & 0xff;
+  const z1 = await collect(parallelZstd([big.subarray(0, 1000), big.subarray(1000)], { parallel: 2 }));
+  const z2 = await collect(parallelZstd([big], { parallel: 9 }));
+  assert.ok(z1.equals(z2), 'frame boundaries depend on content only, not on chunks or cores');
+  assert.ok(isZstd(z1));
+  assert.ok((await collect(unzstd([z1.subarray(0, 7), z1.subarray(7)]))).equals(big));
+  const empty = await collect(parallelZstd([]));
+  assert.equal((await collect(unzstd([empty]))).length, 0);
+  const noZstd = toolSkipReason('zstd');
+  if (noZstd) return t.skip(noZstd);
+  const cli = spawnSync('zstd', ['-dcq'], { input: z1, maxBuffer: 64 << 20 });
+  assert.equal(cli.status, 0, cli.stderr.toString());
+  assert.ok(cli.stdout.equals(big));
+});
+
+test('writeLayer with zstd: the zstd media type, a blob zstd -dc turns into the diff_id, a listable tar', async (t) => {
+  const dir = await tmpdir();
+  await makeTree(dir);
+  const store = await OciLayout.open(path.join(dir, '..', `${path.basename(dir)}-zstore`), { create: true });
+  const entries = await collectEntries([{ source: dir, dest: '' }]);
+  const layer = await writeLayer(store, entries, { mtime: 0, compression: 'zstd' });
+  assert.equal(layer.descriptor.mediaType, 'application/vnd.oci.image.layer.v1.tar+zstd');
+  const blob = await fs.readFile(store.blobPath(layer.descriptor.digest));
+  assert.equal(sha256(blob), layer.descriptor.digest);
+  const listed = (await listTar([blob])).map((e) => e.path);
+  assert.ok(listed.includes('etc/deep/data.bin') && listed.includes('bin/tool'), listed.join(' '));
+  const noZstd = toolSkipReason('zstd');
+  if (noZstd) return t.skip(noZstd);
+  const cli = spawnSync('zstd', ['-dcq'], { input: blob, maxBuffer: 64 << 20 });
+  assert.equal(cli.status, 0);
+  assert.equal(sha256(cli.stdout), layer.diffId);
+  assert.equal(cli.stdout.length, layer.uncompressedSize);
+});
+
+test('a zstd bomb stops at the expansion limit, as a gzip bomb does', async () => {
+  const zeros = (function* () {
+    for (let i = 0; i < 20; i++) yield Buffer.alloc(4 << 20); // 80 MiB of zeros, past EXPANSION_GRACE
+  })();
+  const bomb = await collect(parallelZstd(zeros));
+  assert.ok(bomb.length < 64 << 10, `${bomb.length} bytes`);
+  await assert.rejects(
+    collect(layerStream([bomb], 'the bomb', expansionLimits({ maxExpansion: 100 }, {}))),
+    (e: unknown) => isKilnError(e) && e.code === 'E_TOO_LARGE' && /likely zstd bomb/.test(e.message),
+  );
+  await assert.rejects(
+    collect(layerStream([bomb], 'the bomb', expansionLimits({ maxLayerSize: 8 << 20 }, {}))),
+    (e: unknown) => isKilnError(e) && e.code === 'E_TOO_LARGE',
+  );
+  assert.equal(
+    (await collect(layerStream([bomb], 'the bomb', expansionLimits({ maxExpansion: Infinity }, {})))).length,
+    80 << 20,
+  );
 });
 
 test('writeLayer computes digest and diff_id in one pass and stores a verified blob', async () => {

@@ -22,6 +22,13 @@ const RULES: readonly Rule[] = [
     source:
       'moby/moby v20.10 distribution/config.go (PlatformFromConfig), distribution/pull_v2.go (checkSupportedMediaType), image/tarexport/load.go; observed in test/integration/interop.test.ts',
   },
+  {
+    id: 'docker.zstd',
+    severity: 'gate',
+    says: 'zstd layers (application/vnd.oci.image.layer.v1.tar+zstd) unpack on Engine 23+ and with the containerd image store; Engine 20.10 cannot decompress them',
+    source:
+      'moby/moby pkg/archive/archive.go (DetectCompression: Zstd from v23.0), distribution/pull_v2.go (v20.10: no zstd layer type)',
+  },
 ];
 
 const WASI: Platform = { os: 'wasi', architecture: 'wasm' };
@@ -59,6 +66,12 @@ export const docker = defineConsumer({
         'docker.classic-store',
         `os ${foreign.join(', ')} loads only into the containerd image store; Engine 20.10's classic store refuses it ("operating system is not supported")`,
         'use Docker Desktop, or an Engine with the containerd image store ("features": {"containerd-snapshotter": true})',
+      );
+    if (subject.images.some((i) => i.layers.some((l) => l.mediaType.endsWith('+zstd'))))
+      f.add(
+        'docker.zstd',
+        "zstd layers: Engine 20.10 (the classic store) can't decompress them; Engine 23+ and the containerd image store can",
+        '--compression gzip',
       );
     return hit && picked(hit, platform);
   },

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { KilnError } from '../../errors.js';
 import { action } from '../action.js';
-import { collect, examples } from '../common.js';
+import { collect, compressionOption, examples } from '../common.js';
 import { plural } from '../output.js';
 
 /** `SRC[:DEST]`: DEST is an absolute path, so the split is at the last ':/' and SRC may hold colons. */
@@ -35,6 +35,7 @@ export function register(program: Command): void {
       'keep',
     )
     .option('--created <rfc3339>', 'time of the history entries (default: SOURCE_DATE_EPOCH, else the epoch)')
+    .addOption(compressionOption())
     .addHelpText(
       'after',
       `${examples([
@@ -71,6 +72,7 @@ so a debootstrap rootfs appends as it is; --devices skip leaves them out, each n
           platform: await platform(),
           created: opts.created,
           devices,
+          compression: opts.compression,
         });
         return {
           json: result,

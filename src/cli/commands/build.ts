@@ -4,7 +4,7 @@ import type { KilnContext } from '../../api/context.js';
 import type { Platform } from '../../api/oci.js';
 import { KilnError } from '../../errors.js';
 import { action } from '../action.js';
-import { aliasesOf, aliasOptions, collect, commaList, examples, jobs } from '../common.js';
+import { aliasesOf, aliasOptions, collect, commaList, compressionOption, examples, jobs } from '../common.js';
 import { type Output, plural } from '../output.js';
 import { compileOptions, toCompileOptions } from './compile.js';
 
@@ -51,6 +51,7 @@ export function register(program: Command): void {
       collect,
     )
     .option('-o, --output <file>', 'where the .wasm also lands (default: DIR/<name>.wasm)')
+    .addOption(compressionOption())
     .option(
       '--sign-key <key>',
       'sign what is written and attach signed SLSA provenance to each image: FILE, env://VAR or - (password: KILN_PASSWORD)',
@@ -92,6 +93,7 @@ export function register(program: Command): void {
           // Unset unless --sbom[=bool] or --no-sbom: kiln.yaml's `sbom` decides then.
           ...(opts.sbom !== undefined ? { sbom: opts.sbom !== false } : {}),
           ...(signKey ? { signKey } : {}),
+          ...(opts.compression === 'zstd' ? { compression: 'zstd' as const } : {}),
         };
         if (await isWorkspace(dir, opts.file, context)) {
           const { buildWorkspaceCommand, checkWorkspaceFlags } = await import('../workspace.js');

@@ -1,6 +1,6 @@
 import { type Command, Option } from 'commander';
 import { action } from '../action.js';
-import { aliasesOf, aliasOptions, collect, commaList, examples, keyValues } from '../common.js';
+import { aliasesOf, aliasOptions, collect, commaList, compressionOption, examples, keyValues } from '../common.js';
 
 export function register(program: Command): void {
   aliasOptions(program.command('package'))
@@ -28,6 +28,7 @@ export function register(program: Command): void {
       collect,
     )
     .option('--component', 'make a preview 1 module a component first (wasip2), as kiln componentize does')
+    .addOption(compressionOption())
     .addHelpText(
       'after',
       examples([
@@ -67,6 +68,7 @@ export function register(program: Command): void {
             runtimeConfig: opts.runtimeConfig,
             aliases: aliasesOf(opts, kiln.parsePlatform),
             check: commaList(opts.check),
+            compression: opts.compression,
           })
           .finally(() => made?.cleanup());
         const what = result.spin
