@@ -25,7 +25,7 @@ const tmp = mkdtempSync(join(tmpdir(), 'kiln-sea-'));
 try {
   const main = join(tmp, 'kiln.cjs');
   await build({
-    entryPoints: ['src/cli/main.ts'],
+    entryPoints: ['src/cli/bin.ts'],
     outfile: main,
     bundle: true,
     format: 'cjs',

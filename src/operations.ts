@@ -1,5 +1,5 @@
 /**
- * The operations behind the commands: pack, copy (with referrers and a signature check), inspect, digest, tags. Kept apart from index.ts
+ * The operations behind the commands: copy (with referrers and a signature check), inspect, digest, tags. Kept apart from index.ts
  * so a command loads only these and what they use, not the whole library (start-up time).
  */
 
@@ -17,8 +17,6 @@ import { type OpenOptions, openDestination, openSource, openTags, withSource } f
 import { parseLocation } from './transport/parse.js';
 import { cannot, transportOf } from './transport/transports.js';
 import type { ImageSource } from './transport/types.js';
-
-export { type PackResult, pack } from './wasm/pack.js';
 
 /** What every operation may be given: the context it runs with (see KilnContext). */
 export interface ContextOption {

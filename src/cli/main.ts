@@ -1,39 +1,80 @@
-#!/usr/bin/env node
+/**
+ * The CLI: the program, its global options and the commands, and how a run ends (exit code, error
+ * lines). src/cli/bin.ts is the bin's entry and loads this module for everything but --version.
+ */
 import { Command, CommanderError } from 'commander';
 import { KilnError, redact } from '../errors.js';
-import { register as registerAppend } from './commands/append.js';
-import { register as registerAttest } from './commands/attest.js';
-import { register as registerBuild } from './commands/build.js';
-import { register as registerCheck } from './commands/check.js';
-import { register as registerCompile } from './commands/compile.js';
-import { register as registerComponentize } from './commands/componentize.js';
-import { register as registerCopy } from './commands/copy.js';
-import { register as registerDiff } from './commands/diff.js';
-import { register as registerExport } from './commands/export.js';
-import { register as registerFlatten } from './commands/flatten.js';
-import { register as registerImage } from './commands/image.js';
-import { register as registerIndexCreate } from './commands/index-create.js';
-import { register as registerInspect } from './commands/inspect.js';
-import { register as registerKeygen } from './commands/keygen.js';
-import { register as registerLogin } from './commands/login.js';
-import { register as registerMerge } from './commands/merge.js';
-import { register as registerMutate } from './commands/mutate.js';
-import { register as registerPackage } from './commands/package.js';
-import { register as registerRebase } from './commands/rebase.js';
-import { register as registerRun } from './commands/run.js';
-import { register as registerSbom } from './commands/sbom.js';
-import { register as registerSign } from './commands/sign.js';
-import { register as registerToolchain } from './commands/toolchain.js';
-import { register as registerUnpack } from './commands/unpack.js';
-import { register as registerVerify } from './commands/verify.js';
 import { collect } from './common.js';
 import { CliRun } from './context.js';
 import { type GlobalFlags, red } from './output.js';
+import { VERSION } from './version.js';
 
-const VERSION = '0.1.0';
+/** What a command module exports: it adds its command(s) to the program. */
+interface CommandModule {
+  register(program: Command): void;
+}
 
-/** Exit codes: 0 success, 1 failure, 2 usage error; `kiln run` exits with the module's code. */
-export function buildProgram(run: CliRun = new CliRun()): Command {
+/**
+ * Every command module, in the order `kiln --help` lists them, with the top-level command names it
+ * registers. A run that names one of them loads only that module (the others' code, and commander's
+ * work of setting up ~25 commands, are start-up time the run does not need); --help, a mistyped
+ * name or no command at all get every one (the command list, "did you mean").
+ */
+const COMMANDS: [names: string[], load: () => Promise<CommandModule>][] = [
+  [['compile'], () => import('./commands/compile.js')],
+  [['build'], () => import('./commands/build.js')],
+  [['package'], () => import('./commands/package.js')],
+  [['componentize'], () => import('./commands/componentize.js')],
+  [['inspect'], () => import('./commands/inspect.js')],
+  [['check'], () => import('./commands/check.js')],
+  [['run'], () => import('./commands/run.js')],
+  [['copy', 'digest', 'tags'], () => import('./commands/copy.js')],
+  [['export'], () => import('./commands/export.js')],
+  [['unpack'], () => import('./commands/unpack.js')],
+  [['append'], () => import('./commands/append.js')],
+  [['mutate'], () => import('./commands/mutate.js')],
+  [['diff'], () => import('./commands/diff.js')],
+  [['flatten'], () => import('./commands/flatten.js')],
+  [['merge'], () => import('./commands/merge.js')],
+  [['rebase'], () => import('./commands/rebase.js')],
+  [['index'], () => import('./commands/index-create.js')],
+  [['image'], () => import('./commands/image.js')],
+  [['sbom'], () => import('./commands/sbom.js')],
+  [['keygen'], () => import('./commands/keygen.js')],
+  [['sign'], () => import('./commands/sign.js')],
+  [['attest'], () => import('./commands/attest.js')],
+  [['verify'], () => import('./commands/verify.js')],
+  [['toolchain'], () => import('./commands/toolchain.js')],
+  [['login', 'logout'], () => import('./commands/login.js')],
+];
+
+/** The global options that take a value (as separate words): the command name is not one. */
+const VALUED = new Set(['--creds', '--insecure-registry', '--ca-cert', '-j', '--jobs']);
+
+/** The command a command line names (its first word that is neither an option nor a global option's value). */
+export function commandNamed(argv: string[]): string | undefined {
+  for (let i = 0; i < argv.length; i++) {
+    const word = argv[i]!;
+    if (word === '--') return undefined;
+    if (!word.startsWith('-')) return word;
+    if (VALUED.has(word)) i++;
+  }
+  return undefined;
+}
+
+/** The command modules a run needs: the one its command line names, else all of them. */
+function modulesFor(argv: string[]): Promise<CommandModule[]> {
+  const name = commandNamed(argv);
+  const named = name === undefined ? undefined : COMMANDS.find(([names]) => names.includes(name));
+  return Promise.all((named ? [named] : COMMANDS).map(([, load]) => load()));
+}
+
+/**
+ * The program, with the commands `argv` needs (all of them without `argv`).
+ * Exit codes: 0 success, 1 failure, 2 usage error; `kiln run` exits with the module's code.
+ */
+export async function buildProgram(run: CliRun = new CliRun(), argv?: string[]): Promise<Command> {
+  const modules = modulesFor(argv ?? []);
   const program = new Command('kiln')
     .description('Daemonless builder of OCI images, WebAssembly first')
     .version(VERSION, '-V, --version', 'print the version')
@@ -56,31 +97,7 @@ export function buildProgram(run: CliRun = new CliRun()): Command {
     // built once from the global flags; commands take it with contextOf(cmd).
     .hook('preAction', (_program, action) => run.start(program, action));
 
-  registerCompile(program);
-  registerBuild(program);
-  registerPackage(program);
-  registerComponentize(program);
-  registerInspect(program);
-  registerCheck(program);
-  registerRun(program);
-  registerCopy(program);
-  registerExport(program);
-  registerUnpack(program);
-  registerAppend(program);
-  registerMutate(program);
-  registerDiff(program);
-  registerFlatten(program);
-  registerMerge(program);
-  registerRebase(program);
-  registerIndexCreate(program);
-  registerImage(program);
-  registerSbom(program);
-  registerKeygen(program);
-  registerSign(program);
-  registerAttest(program);
-  registerVerify(program);
-  registerToolchain(program);
-  registerLogin(program);
+  for (const m of await modules) m.register(program);
   return program;
 }
 
@@ -97,8 +114,8 @@ export async function main(argv: string[]): Promise<number> {
     if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
   });
   const run = new CliRun();
-  const program = buildProgram(run);
   try {
+    const program = await buildProgram(run, argv);
     await program.parseAsync(argv, { from: 'user' });
     return typeof process.exitCode === 'number' ? process.exitCode : 0;
   } catch (err) {
@@ -170,12 +187,15 @@ function describeCause(err: Error): string {
   return lines.join('\n');
 }
 
-main(process.argv.slice(2)).then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (err) => {
-    process.stderr.write(`kiln: ${redact(String(err))}\n`);
-    process.exitCode = 1;
-  },
-);
+/** Runs kiln with `argv` (the words after `kiln`) and sets the exit code. */
+export function runCli(argv: string[]): Promise<void> {
+  return main(argv).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (err) => {
+      process.stderr.write(`kiln: ${redact(String(err))}\n`);
+      process.exitCode = 1;
+    },
+  );
+}

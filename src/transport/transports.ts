@@ -112,6 +112,8 @@ const registry: Transport<'registry'> = {
     const { RegistrySource } = await import('./registry.js');
     const { ctx, release, signal } = registryContext(options);
     const repo = await ctx.repository(loc.ref, options.registry);
+    // As for a destination: the handshake overlaps opening the other side (a copy opens both first).
+    repo.registry.ping(signal).catch(() => {});
     return new RegistrySource(input, loc.ref, repo, signal, release);
   },
   async openDestination(loc, input, options) {

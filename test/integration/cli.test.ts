@@ -391,3 +391,41 @@ process.exitCode = await runWasm(${JSON.stringify(hello)}, { args: ['lib'] });`;
   assert.doesNotMatch(lib.stderr, /WASI/);
   assert.match(lib.stderr, /ExperimentalWarning: Other is experimental/);
 });
+
+test('the bin keeps V8 code caches in KILN_HOME/.code-cache: reused, rewritten when broken, optional', async () => {
+  const home = await fs.mkdtemp(path.join(work, 'code-cache-home-'));
+  const env = { KILN_HOME: home };
+  const image = `oci:${work}/code-cache:v1`;
+  assert.equal((await kiln(['package', hello, '--to', image, '-q'], { env })).code, 0);
+  const digest = await kiln(['digest', image], { env });
+  assert.equal(digest.code, 0, digest.stderr);
+  // One directory for this build of kiln and this Node, a cache per chunk the runs loaded.
+  const keys = await fs.readdir(path.join(home, '.code-cache'));
+  assert.equal(keys.length, 1, keys.join(', '));
+  assert.match(keys[0]!, new RegExp(`-node${process.versions.node}-${process.arch}$`));
+  const dir = path.join(home, '.code-cache', keys[0]!);
+  const caches = async () => {
+    const names = (await fs.readdir(dir)).sort();
+    return Promise.all(names.map(async (n) => [n, (await fs.readFile(path.join(dir, n))).length] as const));
+  };
+  const first = await caches();
+  assert.ok(first.length > 3 && first.every(([n, size]) => n.endsWith('.js.v8') && size > 0));
+  const mtimes = async () =>
+    Promise.all(first.map(async ([n]) => (await fs.stat(path.join(dir, n))).mtimeMs));
+  const before = await mtimes();
+  // A run that finds every cache it needs uses them and writes none.
+  const again = await kiln(['digest', image], { env });
+  assert.deepEqual([again.code, again.stdout, again.stderr], [0, digest.stdout, '']);
+  assert.deepEqual(await mtimes(), before);
+  // Broken caches (V8 rejects them) cost a compile, nothing else, and are written anew.
+  for (const [n] of first) await fs.writeFile(path.join(dir, n), 'not a code cache');
+  const broken = await kiln(['digest', image], { env });
+  assert.deepEqual([broken.code, broken.stdout, broken.stderr], [0, digest.stdout, '']);
+  for (const [n] of first.filter(([n]) => n.startsWith('main-')))
+    assert.notEqual((await fs.readFile(path.join(dir, n), 'utf8')).slice(0, 16), 'not a code cache');
+  // A store kiln can't write to: no cache, the command works.
+  const file = path.join(work, 'code-cache-not-a-dir');
+  await fs.writeFile(file, '');
+  const unwritable = await kiln(['digest', image], { env: { KILN_HOME: path.join(file, 'home') } });
+  assert.deepEqual([unwritable.code, unwritable.stdout, unwritable.stderr], [0, digest.stdout, '']);
+});

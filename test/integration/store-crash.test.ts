@@ -154,7 +154,7 @@ async function checkLayout(dir: string, where: string): Promise<LayoutState> {
       continue;
     }
     assert.ok(
-      ['oci-layout', 'index.json', 'blobs', 'builds', 'rootfs', 'projects'].includes(name),
+      ['oci-layout', 'index.json', 'blobs', 'builds', 'rootfs', 'projects', '.code-cache'].includes(name),
       `${where}: stray ${name} at the top of the layout`,
     );
   }
