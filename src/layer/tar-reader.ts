@@ -60,6 +60,7 @@ export const DEFAULT_MAX_LAYER_SIZE = 32 * GiB;
  * so do gzip bombs, which is what this catches. Raise it for such layers.
  */
 export const DEFAULT_MAX_EXPANSION = 100;
+const GUNZIP_CHUNK = 256 * 1024;
 /** Output a layer may reach before the ratio counts, so small layers of zeros are never refused. */
 export const EXPANSION_GRACE = 64 * MiB;
 
@@ -169,7 +170,8 @@ export async function* layerStream(
       }
       return;
     }
-    const gunzip = zlib.createGunzip();
+    // Large output chunks: every chunk costs a trip through the thread pool and each stream after it.
+    const gunzip = zlib.createGunzip({ chunkSize: GUNZIP_CHUNK });
     const feed = pipeline(Readable.from(rest()), gunzip);
     feed.catch(() => {}); // the same error reaches the reader of gunzip
     try {
