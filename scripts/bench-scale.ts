@@ -156,6 +156,7 @@ export async function scaleBench(opts: ScaleBenchOptions): Promise<{ markdown: s
     rows.push(line('layer writing', write), line('kiln diff', diff), line('kiln flatten', flat));
     if (baseline)
       rows.push(line('kiln diff (baseline)', baseDiff), line('kiln flatten (baseline)', baseFlat));
+    console.log(rows.slice(baseline ? -5 : -3).join('\n'));
     ratios.push({ label: size.label, diff: med(diff, 'wallS') / w, flatten: med(flat, 'wallS') / w });
     perMb.push({
       label: `${size.label} (${tarMb.toFixed(0)} MB)`,
@@ -174,6 +175,7 @@ export async function scaleBench(opts: ScaleBenchOptions): Promise<{ markdown: s
   const memory: [string, Sample][] = [];
   const memo = async (name: string, args: string[], after: string[]) => {
     memory.push([name, await run(kiln(args), name, bigEnv)]);
+    console.log(`  ${name}: peak RSS ${memory.at(-1)![1].rssMiB.toFixed(0)} MiB`);
     await clean(...after);
   };
   const unpacked = path.join(big, 'unpacked');
