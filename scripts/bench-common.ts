@@ -50,33 +50,40 @@ export function firstLine(
   });
 }
 
+/** Runs a command to completion: its exit code and output. */
+export async function spawnCollect(
+  cmd: string,
+  args: string[],
+  opts: { env?: NodeJS.ProcessEnv; cwd?: string } = {},
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = spawn(cmd, args, { ...opts, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (d: string) => {
+    stdout += d;
+  });
+  child.stderr.setEncoding('utf8').on('data', (d: string) => {
+    stderr += d;
+  });
+  const code = await new Promise<number | null>((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (c) => resolve(c));
+  });
+  return { code, stdout, stderr };
+}
+
 /** Runs a command to completion, untimed; throws with its output if it fails. */
-export function runQuiet(
+export async function runQuiet(
   cmd: string,
   args: string[],
   opts: { env?: NodeJS.ProcessEnv; cwd?: string } = {},
 ): Promise<string> {
-  return new Promise<string>((resolve, reject) => {
-    const child = spawn(cmd, args, { ...opts, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => {
-      out += d;
-    });
-    child.stderr.setEncoding('utf8').on('data', (d: string) => {
-      err += d;
-    });
-    child.on('error', reject);
-    child.on('close', (code) =>
-      code === 0
-        ? resolve(out)
-        : reject(
-            new Error(
-              `${cmd} ${args.join(' ')} failed (exit ${code}): ${(err || out).trim().slice(0, 2000)}`,
-            ),
-          ),
+  const { code, stdout, stderr } = await spawnCollect(cmd, args, opts);
+  if (code !== 0)
+    throw new Error(
+      `${cmd} ${args.join(' ')} failed (exit ${code}): ${(stderr || stdout).trim().slice(0, 2000)}`,
     );
-  });
+  return stdout;
 }
 
 /** Cores the machine keeps busy over `ms` (this script sleeping meanwhile). */
@@ -150,19 +157,7 @@ export async function timed(
   const [cmd, ...args] = useTime ? [TIME_BIN, '-f', '%M %U %S', '-o', timeFile, ...argv] : argv;
   const busy0 = machineBusyS();
   const t0 = performance.now();
-  const child = spawn(cmd!, args, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (d: string) => {
-    stdout += d;
-  });
-  child.stderr.setEncoding('utf8').on('data', (d: string) => {
-    stderr += d;
-  });
-  const code = await new Promise<number | null>((resolve, reject) => {
-    child.on('error', reject);
-    child.on('close', (c) => resolve(c));
-  });
+  const { code, stdout, stderr } = await spawnCollect(cmd!, args, { cwd, env });
   const wallS = (performance.now() - t0) / 1000;
   const busyS = machineBusyS() - busy0;
   let maxRssKiB = 0;

@@ -8,7 +8,8 @@
  * - A 2 GiB layer (a sparse file, plain tar, in /dev/shm so the disk does not set the pace) through
  *   `kiln unpack`, `copy`, `diff` and `flatten`: peak RSS, goal < 200 MiB.
  *
- * KILN_BENCH_SCALE_RUNS=n rounds at 50 and 200 MB (default 3; 1 at 800 MB), KILN_BENCH_BIG_MB=n
+ * KILN_BENCH_SCALE_SIZES=50,200 (or none) the trees to run, KILN_BENCH_SCALE_RUNS=n rounds at 50
+ * and 200 MB (default 3; 1 at 800 MB), KILN_BENCH_BIG_MB=n
  * the big layer's size (2048), KILN_BENCH_BASELINE=DIR another checkout (built) whose diff and
  * flatten run alongside, for before/after numbers.
  */
@@ -45,6 +46,8 @@ function sizes(quick: boolean): Size[] {
     { label: '200 MB', paths: ['lib/gcc', 'lib/python3.11', 'share/icons'], runs },
     { label: '800 MB', paths: ['include', 'lib/gcc', 'lib/llvm-14', 'share/locale'], runs: 1 },
   ];
+  const only = process.env['KILN_BENCH_SCALE_SIZES']; // e.g. "50,200", or "none" for the memory runs alone
+  if (only !== undefined) return all.filter((s) => only.split(',').includes(s.label.split(' ')[0]!));
   return quick ? all.slice(0, 1).map((s) => ({ ...s, runs: 1 })) : all;
 }
 
