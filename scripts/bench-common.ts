@@ -4,7 +4,9 @@
  * and the source state a run was made from.
  */
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+
+const TIME_BIN = '/usr/bin/time';
 
 /** USER_HZ: /proc/stat and /proc/PID/stat count in 1/100 s on Linux. */
 export const CLK_TCK = 100;
@@ -48,33 +50,40 @@ export function firstLine(
   });
 }
 
+/** Runs a command to completion: its exit code and output. */
+export async function spawnCollect(
+  cmd: string,
+  args: string[],
+  opts: { env?: NodeJS.ProcessEnv; cwd?: string } = {},
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = spawn(cmd, args, { ...opts, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (d: string) => {
+    stdout += d;
+  });
+  child.stderr.setEncoding('utf8').on('data', (d: string) => {
+    stderr += d;
+  });
+  const code = await new Promise<number | null>((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (c) => resolve(c));
+  });
+  return { code, stdout, stderr };
+}
+
 /** Runs a command to completion, untimed; throws with its output if it fails. */
-export function runQuiet(
+export async function runQuiet(
   cmd: string,
   args: string[],
   opts: { env?: NodeJS.ProcessEnv; cwd?: string } = {},
 ): Promise<string> {
-  return new Promise<string>((resolve, reject) => {
-    const child = spawn(cmd, args, { ...opts, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => {
-      out += d;
-    });
-    child.stderr.setEncoding('utf8').on('data', (d: string) => {
-      err += d;
-    });
-    child.on('error', reject);
-    child.on('close', (code) =>
-      code === 0
-        ? resolve(out)
-        : reject(
-            new Error(
-              `${cmd} ${args.join(' ')} failed (exit ${code}): ${(err || out).trim().slice(0, 2000)}`,
-            ),
-          ),
+  const { code, stdout, stderr } = await spawnCollect(cmd, args, opts);
+  if (code !== 0)
+    throw new Error(
+      `${cmd} ${args.join(' ')} failed (exit ${code}): ${(stderr || stdout).trim().slice(0, 2000)}`,
     );
-  });
+  return stdout;
 }
 
 /** Cores the machine keeps busy over `ms` (this script sleeping meanwhile). */
@@ -124,4 +133,43 @@ export async function sourceState(root: string): Promise<string> {
     .filter((l) => l.length > 3)
     .map((l) => l.slice(3));
   return files.length ? `commit ${head} with uncommitted changes to ${files.join(', ')}` : `commit ${head}`;
+}
+
+export interface Spawned {
+  otherLoad: number;
+  code: number | null;
+  stdout: string;
+  stderr: string;
+  wallS: number;
+  userS: number;
+  sysS: number;
+  maxRssKiB: number;
+}
+
+/** Runs argv under /usr/bin/time (when present): wall time of the whole process, its CPU and peak RSS. */
+export async function timed(
+  argv: string[],
+  cwd: string,
+  timeFile: string,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<Spawned> {
+  const useTime = existsSync(TIME_BIN);
+  const [cmd, ...args] = useTime ? [TIME_BIN, '-f', '%M %U %S', '-o', timeFile, ...argv] : argv;
+  const busy0 = machineBusyS();
+  const t0 = performance.now();
+  const { code, stdout, stderr } = await spawnCollect(cmd!, args, { cwd, env });
+  const wallS = (performance.now() - t0) / 1000;
+  const busyS = machineBusyS() - busy0;
+  let maxRssKiB = 0;
+  let userS = Number.NaN;
+  let sysS = Number.NaN;
+  if (useTime && existsSync(timeFile)) {
+    const last = readFileSync(timeFile, 'utf8').trim().split('\n').pop() ?? '';
+    const [m, u, s] = last.split(/\s+/).map(Number);
+    maxRssKiB = m ?? 0;
+    userS = u ?? Number.NaN;
+    sysS = s ?? Number.NaN;
+  }
+  const otherLoad = Math.max(0, (busyS - userS - sysS) / wallS);
+  return { code, stdout, stderr, wallS, userS, sysS, maxRssKiB, otherLoad };
 }

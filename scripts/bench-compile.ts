@@ -25,7 +25,6 @@
  * in a temp dir. The docker engine, the temp dirs and the hard-linked rootfs copy are removed at the
  * end, also on failure or Ctrl-C. Needs root (chroot, dockerd), bwrap, docker.io, debootstrap.
  */
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import * as fs from 'node:fs/promises';
@@ -51,6 +50,7 @@ import {
   median,
   runQuiet,
   sourceState,
+  spawnCollect,
   verdict,
   waitQuiet,
 } from './bench-common.js';
@@ -354,19 +354,7 @@ export async function compileBench(opts: CompileBenchOptions): Promise<CompileBe
       const self0 = process.cpuUsage();
       const busy0 = machineBusyS();
       const t0 = performance.now();
-      const child = spawn(cmd!, args, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
-      let stdout = '';
-      let stderr = '';
-      child.stdout.setEncoding('utf8').on('data', (d: string) => {
-        stdout += d;
-      });
-      child.stderr.setEncoding('utf8').on('data', (d: string) => {
-        stderr += d;
-      });
-      const code = await new Promise<number | null>((resolve, reject) => {
-        child.on('error', reject);
-        child.on('close', (c) => resolve(c));
-      });
+      const { code, stdout, stderr } = await spawnCollect(cmd!, args, { cwd, env });
       const wallMs = performance.now() - t0;
       const busyS = machineBusyS() - busy0;
       const selfS = selfCpuS(self0);

@@ -15,7 +15,6 @@
  * dir. The small contenders run round-robin, so all see the same machine. Registries and temp dirs are
  * removed at the end, also on failure or Ctrl-C.
  */
-import { spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
@@ -30,6 +29,7 @@ import {
   machineBusyS,
   median,
   sourceState,
+  spawnCollect,
   verdict,
   waitQuiet,
 } from './bench-common.js';
@@ -119,19 +119,7 @@ class Runner {
     const self0 = process.cpuUsage();
     const busy0 = machineBusyS();
     const t0 = performance.now();
-    const child = spawn(cmd!, args, { cwd: this.cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => {
-      stdout += d;
-    });
-    child.stderr.setEncoding('utf8').on('data', (d: string) => {
-      stderr += d;
-    });
-    const code = await new Promise<number | null>((resolve, reject) => {
-      child.on('error', reject);
-      child.on('close', (c) => resolve(c));
-    });
+    const { code, stdout, stderr } = await spawnCollect(cmd!, args, { cwd: this.cwd, env });
     const wallMs = performance.now() - t0;
     const busyS = machineBusyS() - busy0;
     const self = process.cpuUsage(self0);

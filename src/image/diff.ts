@@ -4,13 +4,15 @@
  * UPPER's filesystem. `kiln flatten` (flatten-image.ts) is the diff of an image over nothing.
  *
  * When LOWER's diff_ids are a prefix of UPPER's, the diff is UPPER's own remaining layers, reused.
- * Otherwise both images are flattened (flatten.ts): LOWER into a map of metadata and content digests
- * (content is never kept), then UPPER, whose changed files are spooled to one temporary file while
- * they are hashed, so the layer can be written sorted by path without holding any content in memory.
+ * Otherwise both images are flattened (flatten.ts) into maps of metadata and content digests (content
+ * is never kept), and the diff is written sorted by path, its files' content read again from UPPER's
+ * layers (LayerContent): in one forward pass over each layer, as layers are mostly sorted by path;
+ * what a layer holds out of that order is spooled to a temporary file when passed over.
  */
-import { createReadStream } from 'node:fs';
+import { closeSync, createReadStream, openSync, readSync, writeSync } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
+import { availableParallelism } from 'node:os';
 import * as path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -37,13 +39,16 @@ import {
   openImage,
 } from './compose.js';
 import {
+  type ContentAt,
   checkLayers,
   type FlatEntry,
   type FlatIssue,
   type FlatItem,
   type FlattenOptions,
   flattenLayers,
+  layerEntries,
   packFlatEntry,
+  type RawEntry,
 } from './flatten.js';
 import { Image } from './image.js';
 
@@ -57,7 +62,9 @@ export interface Inode {
   /** Everything that makes two inodes equal: type, mode, owners, mtime, link target, xattrs, content. */
   key: string;
   paths: string[];
-  /** Where the content sits in the spool, when it was kept. */
+  /** Where its content is in UPPER's layers (files). */
+  at?: ContentAt;
+  /** Where the content sits in the spool, when it was passed over before it was wanted. */
   spooled?: { start: number; size: number };
 }
 
@@ -80,14 +87,25 @@ function inodeKey(e: FlatEntry, digest: string): string {
   ]);
 }
 
-/** Content kept for writing later: one temporary file, written at the end, rewound when content is not wanted. */
+/** Bytes the spool gathers before one write, and reads back at once. */
+const SPOOL_BLOCK = 1 << 20;
+
+/**
+ * Content passed over before it is wanted: appended to one temporary file. Reads and writes are
+ * synchronous, in blocks of up to 1 MiB: libuv's thread pool is busy gunzipping and gzipping, where
+ * each small asynchronous call would queue behind a megabyte of compression.
+ */
 class Spool {
   private end = 0;
+  /** Bytes not yet in the file, which go at `pendingAt`. */
+  private pending: Buffer | undefined;
+  private pendingLength = 0;
+  private pendingAt = 0;
 
   private constructor(
-    private readonly dir: string,
+    readonly dir: string,
     private readonly file: string,
-    private readonly handle: fs.FileHandle,
+    private readonly fd: number,
   ) {}
 
   static async create(): Promise<Spool> {
@@ -95,56 +113,181 @@ class Spool {
       throw ioError(err, os.tmpdir());
     });
     const file = path.join(dir, 'spool');
-    const handle = await fs.open(file, 'wx+', 0o600).catch(async (err) => {
+    let fd: number;
+    try {
+      fd = openSync(file, 'wx+', 0o600);
+    } catch (err) {
       await fs.rm(dir, { recursive: true, force: true });
       throw ioError(err, file);
-    });
-    return new Spool(dir, file, handle);
+    }
+    return new Spool(dir, file, fd);
   }
 
-  /** Writes `content` after what is kept, hashing it; `keep` it, or the next write goes over it. */
-  async write(content: AsyncIterable<Uint8Array>, hash: ReturnType<typeof newHash>) {
+  private flush(): void {
+    let done = 0;
+    while (done < this.pendingLength) {
+      try {
+        done += writeSync(this.fd, this.pending!, done, this.pendingLength - done, this.pendingAt + done);
+      } catch (err) {
+        throw ioError(err, `spool file ${this.file}`);
+      }
+    }
+    this.pendingAt += this.pendingLength;
+    this.pendingLength = 0;
+  }
+
+  /** Appends `content`; where it went, for `read`. */
+  async write(content: AsyncIterable<Uint8Array>): Promise<{ start: number; size: number }> {
     const start = this.end;
-    let pos = start;
+    this.pending ??= Buffer.allocUnsafe(SPOOL_BLOCK);
     for await (const chunk of content) {
-      hash.update(chunk);
       let done = 0;
       while (done < chunk.byteLength) {
-        const { bytesWritten } = await this.handle
-          .write(chunk, done, chunk.byteLength - done, pos + done)
-          .catch((err) => {
-            throw ioError(err, `spool file ${this.file}`);
-          });
-        done += bytesWritten;
+        if (this.pendingLength === SPOOL_BLOCK) this.flush();
+        const n = Math.min(chunk.byteLength - done, SPOOL_BLOCK - this.pendingLength);
+        this.pending.set(chunk.subarray(done, done + n), this.pendingLength);
+        this.pendingLength += n;
+        done += n;
       }
-      pos += chunk.byteLength;
+      this.end += chunk.byteLength;
     }
-    return { start, size: pos - start };
+    return { start, size: this.end - start };
   }
 
-  keep(ref: { start: number; size: number }): void {
-    this.end = Math.max(this.end, ref.start + ref.size);
-  }
-
-  read(ref: { start: number; size: number }): AsyncIterable<Buffer> {
-    if (ref.size === 0) return Readable.from([]);
-    return createReadStream(this.file, { start: ref.start, end: ref.start + ref.size - 1 });
+  /** The bytes of `ref`, in fresh buffers of up to 1 MiB. */
+  *read(ref: { start: number; size: number }): Generator<Buffer> {
+    this.flush();
+    for (let pos = ref.start; pos < ref.start + ref.size; ) {
+      const buf = Buffer.allocUnsafe(Math.min(SPOOL_BLOCK, ref.start + ref.size - pos));
+      let n: number;
+      try {
+        n = readSync(this.fd, buf, 0, buf.byteLength, pos);
+      } catch (err) {
+        throw ioError(err, `spool file ${this.file}`);
+      }
+      if (n === 0) throw ioError(new Error('spool file ended early'), this.file);
+      pos += n;
+      yield n === buf.byteLength ? buf : buf.subarray(0, n);
+    }
   }
 
   async close(): Promise<void> {
-    await this.handle.close().catch(() => {});
+    try {
+      closeSync(this.fd);
+    } catch {
+      // removed below all the same
+    }
     await fs.rm(this.dir, { recursive: true, force: true });
   }
 }
 
+/**
+ * The content of UPPER's files, in the order the diff writes them: each layer read again from the
+ * start (at most once), in step with the others; a wanted member passed over on the way to another
+ * is spooled. The layers are verified against their digests again, read to the end at `finish`.
+ */
+class LayerContent {
+  private readonly readers = new Map<number, AsyncIterator<RawEntry>>();
+  /** Inodes whose content is still to come, by layer, by member index. */
+  private readonly wanted = new Map<number, Map<number, Inode>>();
+
+  constructor(
+    private readonly source: ImageSource,
+    private readonly layers: Descriptor[],
+    private readonly limits: ExpansionLimits,
+    private readonly spool: Spool,
+    inodes: Iterable<Inode>,
+  ) {
+    for (const inode of inodes) {
+      if (!inode.at) continue;
+      let byIndex = this.wanted.get(inode.at.layer);
+      if (!byIndex) {
+        byIndex = new Map();
+        this.wanted.set(inode.at.layer, byIndex);
+      }
+      byIndex.set(inode.at.index, inode);
+    }
+  }
+
+  /** The content of `inode`: read, or abandoned, before the next call. */
+  async content(inode: Inode): Promise<AsyncIterable<Buffer> | Iterable<Buffer>> {
+    if (inode.spooled) return this.spool.read(inode.spooled);
+    const at = inode.at;
+    const wanted = at && this.wanted.get(at.layer);
+    if (!at || !wanted?.has(at.index)) throw new Error(`diff: no content for ${inode.paths[0]}`);
+    let reader = this.readers.get(at.layer);
+    if (!reader) {
+      const layer = this.layers[at.layer]!;
+      reader = layerEntries(this.source, layer, at.layer, this.limits)[Symbol.asyncIterator]();
+      this.readers.set(at.layer, reader);
+    }
+    for (;;) {
+      const r = await reader.next();
+      if (r.done) break;
+      const raw = r.value;
+      const other = wanted.get(raw.index);
+      if (other === undefined) continue;
+      wanted.delete(raw.index);
+      if (other === inode) return raw.content;
+      other.spooled = await this.spool.write(raw.content);
+    }
+    throw new Error(`diff: content of ${inode.paths[0]} was not found again`);
+  }
+
+  /** Reads what is left of each layer opened, for its digest check. */
+  async finish(): Promise<void> {
+    for (const reader of this.readers.values()) while (!(await reader.next()).done) {}
+  }
+
+  async close(): Promise<void> {
+    for (const reader of this.readers.values()) await reader.return?.(undefined);
+  }
+}
+
+/**
+ * `source` as LayerContent reads it twice: a registry's blobs are kept in `dir` as they are first
+ * read (compressed, as fetched), so they are not downloaded again; local sources are read again.
+ */
+function rereadable(source: ImageSource, dir: string): ImageSource {
+  if (source.blobOrigin === undefined) return source;
+  const kept = new Map<string, string>();
+  return {
+    name: source.name,
+    resolve: () => source.resolve(),
+    fetchManifest: (desc) => source.fetchManifest(desc),
+    close: () => source.close(),
+    async fetchBlob(desc) {
+      const file = kept.get(desc.digest);
+      if (file) return createReadStream(file);
+      const blob = await source.fetchBlob(desc);
+      const copy = path.join(dir, `blob-${kept.size}`);
+      return (async function* () {
+        const handle = await fs.open(copy, 'wx', 0o600).catch((err) => {
+          throw ioError(err, copy);
+        });
+        try {
+          for await (const chunk of blob) {
+            await handle.writeFile(chunk).catch((err) => {
+              throw ioError(err, copy);
+            });
+            yield chunk;
+          }
+        } finally {
+          await handle.close();
+        }
+        kept.set(desc.digest, copy);
+      })();
+    },
+  };
+}
+
 interface ScanOptions {
-  /** Where content is kept, for each file `keep` says yes to. */
-  spool?: Spool;
-  keep?: (path: string, key: string) => boolean;
+  /** False when nothing compares contents (an empty LOWER): digests are left empty, content unread. */
+  hash?: boolean;
   issues: FlatIssue[];
 }
 
-/** Reads a flattened filesystem into a tree: metadata and digests, content hashed (and maybe spooled). */
+/** Reads a flattened filesystem into a tree: metadata, where each file's content is, and its digest. */
 export async function scanTree(items: AsyncIterable<FlatItem>, options: ScanOptions): Promise<Tree> {
   const tree: Tree = new Map();
   const set = (p: string, inode: Inode) => {
@@ -168,23 +311,13 @@ export async function scanTree(items: AsyncIterable<FlatItem>, options: ScanOpti
       continue;
     }
     let digest = '';
-    let spooled: Inode['spooled'];
-    if (e.type === 'file') {
+    if (e.type === 'file' && options.hash !== false) {
       const hash = newHash();
-      if (options.spool && item.content) {
-        const ref = await options.spool.write(item.content, hash);
-        digest = hash.digest('hex');
-        if (options.keep?.(e.path, inodeKey(e, digest))) {
-          options.spool.keep(ref);
-          spooled = ref;
-        }
-      } else {
-        for await (const chunk of item.content ?? []) hash.update(chunk);
-        digest = hash.digest('hex');
-      }
+      for await (const chunk of item.content ?? []) hash.update(chunk);
+      digest = hash.digest('hex');
     }
     const inode: Inode = { entry: e, key: inodeKey(e, digest), paths: [] };
-    if (spooled) inode.spooled = spooled;
+    if (item.at) inode.at = item.at;
     set(e.path, inode);
   }
   for (const inode of new Set(tree.values())) inode.paths.sort(compareBytes);
@@ -378,6 +511,13 @@ export interface LayerBytes {
 /** Where a layer goes: a store blob, or a file written under a temporary name and renamed. */
 export type LayerSink = { store: OciLayout } | { file: string; gzip: boolean };
 
+/**
+ * One gzip member per core in flight, not parallelGzip's default of two: the tar comes from layers
+ * being gunzipped on the same thread pool, whose small jobs would otherwise queue behind a full
+ * pool of 1 MiB members. (The output's bytes do not depend on it.)
+ */
+const GZIP = { parallel: availableParallelism() };
+
 /** Streams a tar through the diff_id hash and gzip (unless plain) into `sink`. */
 async function writeLayerBytes(tarBytes: AsyncIterable<Uint8Array>, sink: LayerSink): Promise<LayerBytes> {
   const diff = newHash();
@@ -388,10 +528,10 @@ async function writeLayerBytes(tarBytes: AsyncIterable<Uint8Array>, sink: LayerS
     }
   }
   if ('store' in sink) {
-    const blob = await sink.store.writeBlob(parallelGzip(hashed()));
+    const blob = await sink.store.writeBlob(parallelGzip(hashed(), GZIP));
     return { diffId: `sha256:${diff.digest('hex')}`, digest: blob.digest, size: blob.size, gzip: true };
   }
-  const written = await writeFileAtomic(sink.file, sink.gzip ? parallelGzip(hashed()) : hashed());
+  const written = await writeFileAtomic(sink.file, sink.gzip ? parallelGzip(hashed(), GZIP) : hashed());
   return { diffId: `sha256:${diff.digest('hex')}`, ...written, gzip: sink.gzip };
 }
 
@@ -446,45 +586,33 @@ export interface TreeDiffResult extends LayerBytes {
 
 /** Flattens both sides and writes the diff as one sorted, deterministic layer into `sink`. */
 export async function writeTreeDiff(options: TreeDiffOptions, sink: LayerSink): Promise<TreeDiffResult> {
-  const flat: FlattenOptions = { onLayer: options.onLayer, limits: expansionLimits(options.limits) };
+  const limits = expansionLimits(options.limits);
+  const flat: FlattenOptions = { onLayer: options.onLayer, limits };
   const issues: FlatIssue[] = [];
   const lower: Tree = options.lower
     ? await scanTree(flattenLayers(options.lower.source, options.lower.layers, flat), { issues })
     : new Map();
   const spool = await Spool.create();
+  let content: LayerContent | undefined;
   try {
-    const { source, layers } = options.upper;
-    // Content is kept when its path is new or different; a file whose only change is its hard links
-    // (rare) is read again below.
-    const upper = await scanTree(flattenLayers(source, layers, flat), {
-      spool,
-      keep: (p, key) => lower.get(p)?.key !== key,
-      issues,
-    });
+    const layers = options.upper.layers;
+    const source = rereadable(options.upper.source, spool.dir);
+    const upper = await scanTree(flattenLayers(source, layers, flat), { hash: lower.size > 0, issues });
     const plan = planDiff(lower, upper);
-    const missing = new Set<Inode>();
-    for (const item of plan.items)
-      if (item.kind === 'entry' && item.inode && item.entry.type === 'file' && !item.inode.spooled)
-        missing.add(item.inode);
-    if (missing.size > 0) {
-      for await (const item of flattenLayers(source, layers, flat)) {
-        if (item.kind !== 'entry' || !item.content) continue;
-        const inode = upper.get(item.entry.path);
-        if (!inode || !missing.has(inode) || inode.spooled) continue;
-        const ref = await spool.write(item.content, newHash());
-        spool.keep(ref);
-        inode.spooled = ref;
-      }
-      for (const inode of missing)
-        if (!inode.spooled) throw new Error(`diff: content of ${inode.paths[0]} was not found again`);
-    }
+    const files = plan.items.flatMap((item) =>
+      item.kind === 'entry' && item.inode && item.entry.type === 'file' && item.entry.size > 0
+        ? [item.inode]
+        : [],
+    );
+    const reader = new LayerContent(source, layers, limits, spool, files);
+    content = reader;
     const mtime = defaultMtime();
     const written = await packTo(
       async (pack) => {
         for (const item of plan.items) {
           if (item.kind === 'entry') {
-            const ref = item.entry.type === 'file' ? item.inode?.spooled : undefined;
-            await packFlatEntry(pack, item.entry, ref ? spool.read(ref) : undefined);
+            const file = item.entry.type === 'file' && item.entry.size > 0 ? item.inode : undefined;
+            await packFlatEntry(pack, item.entry, file ? await reader.content(file) : undefined);
           } else {
             const marker: FlatEntry = {
               path: item.path,
@@ -499,11 +627,13 @@ export async function writeTreeDiff(options: TreeDiffOptions, sink: LayerSink): 
             await packFlatEntry(pack, marker, undefined);
           }
         }
+        await reader.finish(); // before the tar is complete: a layer that changed fails the write
       },
       (bytes) => writeLayerBytes(bytes, sink),
     );
     return { ...written, entries: plan.items.length, counts: plan.counts, issues };
   } finally {
+    await content?.close();
     await spool.close();
   }
 }

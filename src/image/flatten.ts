@@ -60,8 +60,18 @@ export interface FlatIssue {
 
 /** An entry of the merged filesystem (with its content), or an issue met while merging. */
 export type FlatItem =
-  /** `content` (files only) must be read, or abandoned, before asking for the next item. */
-  { kind: 'entry'; entry: FlatEntry; content?: AsyncIterable<Buffer> } | ({ kind: 'issue' } & FlatIssue);
+  /**
+   * `content` (files only) must be read, or abandoned, before asking for the next item; `at` says
+   * where it was read from, for reading it again (see `layerEntries`).
+   */
+  | { kind: 'entry'; entry: FlatEntry; content?: AsyncIterable<Buffer>; at?: ContentAt }
+  | ({ kind: 'issue' } & FlatIssue);
+
+/** Where a file's content is: the `index`th member (from 0) of the tar of layer `layer`. */
+export interface ContentAt {
+  layer: number;
+  index: number;
+}
 
 const OPAQUE = '.wh..wh..opq';
 const WHITEOUT = '.wh.';
@@ -111,16 +121,18 @@ export function shownPath(p: string): string {
   return p.length > 256 ? `${p.slice(0, 200)}... (${Buffer.byteLength(p)} bytes)` : p;
 }
 
-interface RawEntry {
+export interface RawEntry {
   header: tar.Header;
   content: AsyncIterable<Buffer>;
+  /** Its place among the members of the layer's tar, from 0. */
+  index: number;
 }
 
 /**
  * The entries of one layer, its digest verified as it streams (a mismatch fails after the last
  * entry), decompressed (gzip or zstd, by its magic) within `limits`.
  */
-async function* layerEntries(
+export async function* layerEntries(
   source: ImageSource,
   layer: Descriptor,
   index: number,
@@ -143,9 +155,11 @@ async function* layerEntries(
     });
   };
   let finished = false;
+  let member = 0;
   try {
     for await (const entry of extract) {
-      yield { header: entry.header, content: failingWith(entry as AsyncIterable<Buffer>, failure) };
+      const content = failingWith(entry as AsyncIterable<Buffer>, failure);
+      yield { header: entry.header, content, index: member++ };
       for await (const _ of entry) {
         // skip what the consumer left unread
       }
@@ -327,7 +341,9 @@ export async function* flattenLayers(
     g.links = [];
     g.resolved = first;
     const entry = toEntry(raw, first, type, layer);
-    yield type === 'file' ? { kind: 'entry', entry, content: raw.content } : { kind: 'entry', entry };
+    yield type === 'file'
+      ? { kind: 'entry', entry, content: raw.content, at: { layer, index: raw.index } }
+      : { kind: 'entry', entry };
     yield* linkTo(rest, first, layer);
   }
 
@@ -409,9 +425,8 @@ export async function* flattenLayers(
       return id;
     };
 
-    let index = -1;
     for await (const raw of layerEntries(source, layer, i, limits)) {
-      index++;
+      const index = raw.index;
       const h = raw.header;
       const p = flatPath(h.name);
       if (p === undefined) {
@@ -512,7 +527,9 @@ export async function* flattenLayers(
 
       if (visible) {
         const entry = toEntry(raw, p, type, i);
-        yield type === 'file' ? { kind: 'entry', entry, content: raw.content } : { kind: 'entry', entry };
+        yield type === 'file'
+          ? { kind: 'entry', entry, content: raw.content, at: { layer: i, index: raw.index } }
+          : { kind: 'entry', entry };
         records.set(p, { kind: 'emitted', path: p });
         if (waiting) {
           const w = find(waiting);
@@ -547,12 +564,10 @@ export async function* flattenLayers(
 
   // Rare: a link came after its target in the same layer, and a higher layer had replaced the target.
   for (const [i, byIndex] of [...repairs].sort((a, b) => b[0] - a[0])) {
-    let index = -1;
     const wanted = new Map([...byIndex].filter(([, g]) => find(g).links.length > 0));
     if (wanted.size === 0) continue;
     for await (const raw of layerEntries(source, layers[i]!, i, limits)) {
-      index++;
-      const g = wanted.get(index);
+      const g = wanted.get(raw.index);
       if (!g) continue;
       const type = TYPES[raw.header.type ?? 'file'];
       if (type === undefined || type === 'dir' || type === 'hardlink') continue;
@@ -652,7 +667,7 @@ function depth(p: string): number {
 export async function packFlatEntry(
   pack: tar.Pack,
   e: FlatEntry,
-  content: AsyncIterable<Buffer> | undefined,
+  content: AsyncIterable<Buffer> | Iterable<Buffer> | undefined,
 ): Promise<void> {
   const type = (
     {

@@ -12,7 +12,7 @@ import type { Header, Pack } from 'tar-stream';
 export async function packEntry(
   pack: Pack,
   header: Partial<Header> & { name: string },
-  content?: AsyncIterable<Uint8Array>,
+  content?: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
 ): Promise<void> {
   let sink!: ReturnType<Pack['entry']>;
   const written = new Promise<void>((resolve, reject) => {

@@ -61,6 +61,7 @@ export const DEFAULT_MAX_LAYER_SIZE = 32 * GiB;
  * so do gzip bombs, which is what this catches. Raise it for such layers.
  */
 export const DEFAULT_MAX_EXPANSION = 100;
+const GUNZIP_CHUNK = 256 * 1024;
 /** Output a layer may reach before the ratio counts, so small layers of zeros are never refused. */
 export const EXPANSION_GRACE = 64 * MiB;
 
@@ -124,7 +125,8 @@ function clip(s: string): string {
 
 /** A gzip stream gunzipped as it is read. */
 async function* gunzipped(source: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
-  const gunzip = zlib.createGunzip();
+  // Large output chunks: every chunk costs a trip through the thread pool and each stream after it.
+  const gunzip = zlib.createGunzip({ chunkSize: GUNZIP_CHUNK });
   const feed = pipeline(Readable.from(source), gunzip);
   feed.catch(() => {}); // the same error reaches the reader of gunzip
   try {

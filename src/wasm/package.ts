@@ -154,9 +154,13 @@ interface Ctx {
 const BUILDERS: Record<Exclude<WasmFormat, 'spin'>, (ctx: Ctx) => Promise<WrittenManifest>> = {
   image: async (ctx) => {
     const file = `${ctx.name}.wasm`;
-    const layer = await writeLayer(ctx.store, [{ path: file, type: 'file', mode: 0o755, content: ctx.bytes }], {
-      compression: ctx.options.compression,
-    });
+    const layer = await writeLayer(
+      ctx.store,
+      [{ path: file, type: 'file', mode: 0o755, content: ctx.bytes }],
+      {
+        compression: ctx.options.compression,
+      },
+    );
     const config = imageConfig(ctx, layer, { Entrypoint: [`/${file}`] }, 'kiln package');
     return writeManifest(ctx.store, {
       config: await writeJsonBlob(ctx.store, MediaType.OciConfig, config),

@@ -8,10 +8,11 @@
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import { dir, file, symlink, tarOf } from '../support/hostile.js';
 import { sha256hex } from '../support/images.js';
 import { kiln, kilnOk as kilnRun } from '../support/kiln.js';
+import { registrySkipReason, sharedRegistry, startRequestLog } from '../support/registry.js';
 import { workDir } from '../support/temp.js';
 import { ok, requireTool, run, toolSkipReason } from '../support/tools.js';
 
@@ -235,4 +236,44 @@ test('kiln flatten: one layer, the same tree as the original by kiln unpack and 
     history.map((h) => h.created_by),
     ['kiln flatten'],
   );
+});
+
+test('flatten and diff of registry images fetch each layer once (kept for the second read) and give the layout’s layer', {
+  skip: registrySkipReason('none'),
+}, async (t) => {
+  const reason = skip();
+  if (reason !== undefined) return t.skip(reason);
+  await buildImages();
+  const reg = await sharedRegistry('none');
+  await kilnOk(['copy', ref('app'), `${reg.host}/diff-flatten/app:1`]);
+  await kilnOk(['copy', ref('base'), `${reg.host}/diff-flatten/base:1`]);
+  const log = await startRequestLog(reg.url);
+  after(() => log.stop());
+  const layerOf = async (r: string) =>
+    (JSON.parse(await kilnOk(['--json', 'inspect', r])) as { image: { layers: { digest: string }[] } }).image
+      .layers;
+  const appLayers = (await layerOf(ref('app'))).map((l) => l.digest);
+  const layerReads = () =>
+    log.requests.filter((r) => r.method === 'GET' && appLayers.some((d) => r.path.endsWith(d))).length;
+
+  await kilnOk(['flatten', `${log.host}/diff-flatten/app:1`, '--to', ref('reg-flat')]);
+  assert.equal(layerReads(), appLayers.length, 'each layer of the image fetched once');
+  await kilnOk(['flatten', ref('app'), '--to', ref('flat-local')]);
+  assert.deepEqual(await layerOf(ref('reg-flat')), await layerOf(ref('flat-local')));
+
+  log.clear();
+  const out = path.join(work, 'reg-diff.tar.gz');
+  await kilnOk([
+    'diff',
+    `${log.host}/diff-flatten/base:1`,
+    `${log.host}/diff-flatten/app:1`,
+    '--output',
+    out,
+  ]);
+  // LOWER's layers are read once too, and UPPER starts with them.
+  const shared = (await layerOf(ref('base'))).filter((l) => appLayers.includes(l.digest)).length;
+  assert.equal(layerReads(), appLayers.length + shared, 'each layer of UPPER fetched once');
+  const local = path.join(work, 'local-diff.tar.gz');
+  await kilnOk(['diff', ref('base'), ref('app'), '--output', local]);
+  assert.equal(sha256hex(await fs.readFile(out)), sha256hex(await fs.readFile(local)));
 });

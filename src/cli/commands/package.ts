@@ -1,6 +1,14 @@
 import { type Command, Option } from 'commander';
 import { action } from '../action.js';
-import { aliasesOf, aliasOptions, collect, commaList, compressionOption, examples, keyValues } from '../common.js';
+import {
+  aliasesOf,
+  aliasOptions,
+  collect,
+  commaList,
+  compressionOption,
+  examples,
+  keyValues,
+} from '../common.js';
 
 export function register(program: Command): void {
   aliasOptions(program.command('package'))
