@@ -326,6 +326,17 @@ async function compileIn(context: KilnContext, options: CompileOptions): Promise
     const dir = await cache.extractExtras(extras, extrasDir(output));
     return dir ? { extras: dir } : {};
   };
+  // A cache entry made the output: the artifact extracted (executable when native), its extras beside it.
+  const fromEntry = async (entry: CacheEntry) => {
+    await cache.extract(entry, output);
+    if (native) await fs.chmod(output, 0o755);
+    const extras = await restoreExtras(entry.extras);
+    return { ...extras, digest: entry.artifact.digest, size: entry.artifact.size };
+  };
+  const push = async (entry: CacheEntry, repo: string, entryKey: string) => {
+    await cache.push(entry, repo);
+    emit({ type: 'cache-push', repo, key: entryKey });
+  };
 
   if (key) {
     let entry: CacheEntry | undefined = await cache.get(key, { native });
@@ -343,26 +354,15 @@ async function compileIn(context: KilnContext, options: CompileOptions): Promise
     }
     if (entry) {
       emit({ type: 'cache-hit', where, key });
-      await cache.extract(entry, output);
-      if (!target.wasm) await fs.chmod(output, 0o755);
-      const extras = await restoreExtras(entry.extras);
+      const made = await fromEntry(entry);
       recordOutput();
       await lock.save();
       // A hit still fills the shared cache: a machine whose store persists would otherwise never
       // push anything. Only when the repository lacks the key (one HEAD), never pushed twice.
       const pushTo = options.cacheTo ?? p.cache?.to;
-      if (pushTo && !options.offline && pushTo !== pulledFrom && !(await cache.has(key, pushTo))) {
-        await cache.push(entry, pushTo);
-        emit({ type: 'cache-push', repo: pushTo, key });
-      }
-      return {
-        ...base,
-        ...extras,
-        digest: entry.artifact.digest,
-        size: entry.artifact.size,
-        source: where === 'local' ? 'cache' : 'remote-cache',
-        key,
-      };
+      if (pushTo && !options.offline && pushTo !== pulledFrom && !(await cache.has(key, pushTo)))
+        await push(entry, pushTo, key);
+      return { ...base, ...made, source: where === 'local' ? 'cache' : 'remote-cache', key };
     }
   }
 
@@ -415,23 +415,10 @@ async function compileIn(context: KilnContext, options: CompileOptions): Promise
         `${toolchain!.name}@${toolchain!.pinned}`,
         native ? { title: artifact, ...(packed ? { extras: packed } : {}) } : undefined,
       );
-      await cache.extract(entry, output);
-      if (!target.wasm) await fs.chmod(output, 0o755);
-      const extras = await restoreExtras(entry.extras);
+      const made = await fromEntry(entry);
       const pushTo = options.cacheTo ?? p.cache?.to;
-      if (pushTo && !options.offline) {
-        await cache.push(entry, pushTo);
-        emit({ type: 'cache-push', repo: pushTo, key });
-      }
-      return {
-        ...base,
-        ...extras,
-        digest: entry.artifact.digest,
-        size: entry.artifact.size,
-        source: 'build',
-        runner: runner.name,
-        key,
-      };
+      if (pushTo && !options.offline) await push(entry, pushTo, key);
+      return { ...base, ...made, source: 'build', runner: runner.name, key };
     }
     // Not cached (the local runner): hashed as a stream, never whole in memory.
     const hash = newHash();

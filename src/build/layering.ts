@@ -13,6 +13,7 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { ioError, KilnError } from '../errors.js';
 import { compareBytes, type LayerEntry } from '../layer/entries.js';
+import { hostTree } from '../layer/host-tree.js';
 
 export const DEFAULT_LAYER_BUDGET = 3;
 /** Where the native binary goes, and the prefix for the other files under /out (FHS: local software). */
@@ -135,53 +136,38 @@ export async function outFiles(
   const root = await fs.realpath(outDir).catch((err) => {
     throw ioError(err, outDir);
   });
-  const walk = async (dir: string, prefix: string): Promise<void> => {
-    let names: string[];
-    try {
-      names = (await fs.readdir(dir)).sort();
-    } catch (err) {
-      throw ioError(err, dir);
-    }
-    for (const name of names) {
-      const full = path.join(dir, name);
-      const rel = prefix === '' ? name : `${prefix}/${name}`;
-      const st = await fs.lstat(full).catch((err) => {
+  for await (const { full, rel, stat: st } of hostTree(outDir, ioError)) {
+    if (st.isDirectory() || rel === artifactRel) continue;
+    if (st.isFile())
+      out.push({
+        rel,
+        path: `${NATIVE_PREFIX}/${rel}`,
+        source: full,
+        size: st.size,
+        executable: (st.mode & 0o111) !== 0,
+      });
+    else if (st.isSymbolicLink()) {
+      const linkname = await fs.readlink(full).catch((err) => {
         throw ioError(err, full);
       });
-      if (st.isDirectory()) await walk(full, rel);
-      else if (rel === artifactRel) continue;
-      else if (st.isFile())
-        out.push({
-          rel,
-          path: `${NATIVE_PREFIX}/${rel}`,
-          source: full,
-          size: st.size,
-          executable: (st.mode & 0o111) !== 0,
-        });
-      else if (st.isSymbolicLink()) {
-        const linkname = await fs.readlink(full).catch((err) => {
-          throw ioError(err, full);
-        });
-        await checkLink(root, full, rel, linkname);
-        out.push({
-          rel,
-          path: `${NATIVE_PREFIX}/${rel}`,
-          source: full,
-          size: 0,
-          executable: false,
-          linkname,
-        });
-      } else
-        throw new KilnError(
-          'E_UNSAFE_PATH',
-          `the build's /out/${rel} is a special file (device, fifo or socket)`,
-          {
-            hint: 'a build may leave files, directories and symlinks in /out',
-          },
-        );
-    }
-  };
-  await walk(outDir, '');
+      await checkLink(root, full, rel, linkname);
+      out.push({
+        rel,
+        path: `${NATIVE_PREFIX}/${rel}`,
+        source: full,
+        size: 0,
+        executable: false,
+        linkname,
+      });
+    } else
+      throw new KilnError(
+        'E_UNSAFE_PATH',
+        `the build's /out/${rel} is a special file (device, fifo or socket)`,
+        {
+          hint: 'a build may leave files, directories and symlinks in /out',
+        },
+      );
+  }
   return out;
 }
 

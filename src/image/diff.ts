@@ -22,7 +22,7 @@ import { compareBytes } from '../layer/entries.js';
 import { parallelGzip } from '../layer/gzip.js';
 import { type ExpansionLimits, expansionLimits, layerStream } from '../layer/tar-reader.js';
 import { defaultMtime } from '../layer/tar-writer.js';
-import { type Digest, newHash } from '../oci/digest.js';
+import { type Digest, digesting, newHash } from '../oci/digest.js';
 import { MediaType } from '../oci/media-types.js';
 import type { Platform } from '../oci/platform.js';
 import type { Descriptor } from '../oci/types.js';
@@ -41,6 +41,7 @@ import {
 import {
   type ContentAt,
   checkLayers,
+  collectIssue,
   type FlatEntry,
   type FlatIssue,
   type FlatItem,
@@ -49,6 +50,7 @@ import {
   layerEntries,
   packFlatEntry,
   type RawEntry,
+  writeFileAtomic,
 } from './flatten.js';
 import { Image } from './image.js';
 
@@ -297,11 +299,7 @@ export async function scanTree(items: AsyncIterable<FlatItem>, options: ScanOpti
     inode.paths.push(p);
   };
   for await (const item of items) {
-    if (item.kind === 'issue') {
-      const { kind: _kind, ...issue } = item;
-      options.issues.push(issue);
-      continue;
-    }
+    if (collectIssue(item, options.issues)) continue;
     const e = item.entry;
     if (e.type === 'hardlink') {
       const target = tree.get(e.linkname ?? '');
@@ -520,54 +518,23 @@ const GZIP = { parallel: availableParallelism() };
 
 /** Streams a tar through the diff_id hash and gzip (unless plain) into `sink`. */
 async function writeLayerBytes(tarBytes: AsyncIterable<Uint8Array>, sink: LayerSink): Promise<LayerBytes> {
-  const diff = newHash();
-  async function* hashed(): AsyncGenerator<Uint8Array> {
-    for await (const chunk of tarBytes) {
-      diff.update(chunk);
-      yield chunk;
-    }
-  }
+  const diff = digesting(tarBytes);
   if ('store' in sink) {
-    const blob = await sink.store.writeBlob(parallelGzip(hashed(), GZIP));
-    return { diffId: `sha256:${diff.digest('hex')}`, digest: blob.digest, size: blob.size, gzip: true };
+    const blob = await sink.store.writeBlob(parallelGzip(diff.stream, GZIP));
+    return { diffId: diff.digest(), digest: blob.digest, size: blob.size, gzip: true };
   }
-  const written = await writeFileAtomic(sink.file, sink.gzip ? parallelGzip(hashed(), GZIP) : hashed());
-  return { diffId: `sha256:${diff.digest('hex')}`, ...written, gzip: sink.gzip };
+  const written = await writeFileHashed(sink.file, sink.gzip ? parallelGzip(diff.stream, GZIP) : diff.stream);
+  return { diffId: diff.digest(), ...written, gzip: sink.gzip };
 }
 
-/** Writes a stream to `file` under a temporary name, renamed when complete; nothing is left on failure. */
-async function writeFileAtomic(
+/** Writes a stream to `file` as writeFileAtomic does, with its digest and size. */
+async function writeFileHashed(
   file: string,
   bytes: AsyncIterable<Uint8Array>,
 ): Promise<{ digest: Digest; size: number }> {
-  const target = path.resolve(file);
-  const tmp = path.join(path.dirname(target), `.${path.basename(target)}.kiln-${process.pid}-${Date.now()}`);
-  const hash = newHash();
-  let size = 0;
-  async function* counted(): AsyncGenerator<Uint8Array> {
-    for await (const chunk of bytes) {
-      hash.update(chunk);
-      size += chunk.byteLength;
-      yield chunk;
-    }
-  }
-  let handle: fs.FileHandle;
-  try {
-    handle = await fs.open(tmp, 'wx', 0o644);
-  } catch (err) {
-    throw ioError(err, file);
-  }
-  try {
-    await pipeline(Readable.from(counted()), handle.createWriteStream());
-    await fs.rename(tmp, target);
-  } catch (err) {
-    await fs.rm(tmp, { force: true });
-    if (err instanceof KilnError) throw err;
-    throw ioError(err, file);
-  } finally {
-    await handle.close().catch(() => {});
-  }
-  return { digest: `sha256:${hash.digest('hex')}`, size };
+  const content = digesting(bytes);
+  await writeFileAtomic(file, (out) => pipeline(Readable.from(content.stream), out));
+  return { digest: content.digest(), size: content.size() };
 }
 
 export interface TreeDiffOptions extends FlattenOptions {
@@ -799,9 +766,9 @@ async function copyLayer(
   const blob = verified(await source.fetchBlob(layer), layer, source.name);
   const gzip = outputIsGzip(file);
   if (gzip && isGzipLayer(layer.mediaType)) {
-    await writeFileAtomic(file, blob);
+    await writeFileHashed(file, blob);
     return;
   }
   const plain = layerStream(blob, `layer ${layer.digest} of ${source.name}`, limits);
-  await writeFileAtomic(file, gzip ? parallelGzip(plain) : plain);
+  await writeFileHashed(file, gzip ? parallelGzip(plain) : plain);
 }

@@ -16,7 +16,13 @@ import * as tar from 'tar-stream';
 import type { KilnContext } from '../context.js';
 import { ioError, KilnError } from '../errors.js';
 import { packEntry } from '../layer/tar-pack.js';
-import { type ExpansionLimits, expansionLimits, layerStream } from '../layer/tar-reader.js';
+import {
+  type ExpansionLimits,
+  expansionLimits,
+  layerStream,
+  type TarEntryInfo,
+  tarEntryType,
+} from '../layer/tar-reader.js';
 import { MediaType } from '../oci/media-types.js';
 import type { Platform } from '../oci/platform.js';
 import type { Descriptor } from '../oci/types.js';
@@ -25,25 +31,16 @@ import { openSource } from '../transport/open.js';
 import type { ImageSource } from '../transport/types.js';
 import { type ResolvedImage, resolveImage, selectManifest } from './resolve.js';
 
-export type FlatEntryType = 'file' | 'dir' | 'symlink' | 'hardlink' | 'char' | 'block' | 'fifo';
+export type FlatEntryType = Exclude<TarEntryInfo['type'], 'other'>;
 
-/** One entry of the flattened filesystem. */
-export interface FlatEntry {
-  /** Relative posix path: no leading `/` or `./`, no `.` or `..` segments; `''` is the root. */
-  path: string;
+/**
+ * One entry of the flattened filesystem: a tar entry whose path is relative posix (no leading `/` or
+ * `./`, no `.` or `..` segments; `''` is the root), mode the permission bits (with setuid/setgid/sticky)
+ * without the file type, size 0 for anything but files, and a hard link's `linkname` the path of an
+ * entry yielded before it.
+ */
+export interface FlatEntry extends Omit<TarEntryInfo, 'type'> {
   type: FlatEntryType;
-  /** Permission bits (with setuid/setgid/sticky), without the file type. */
-  mode: number;
-  uid: number;
-  gid: number;
-  /** Content bytes; 0 for anything but files. */
-  size: number;
-  /** Seconds since the epoch. */
-  mtime: number;
-  /** A symlink's target as stored; for a hard link, the path of an entry yielded before it. */
-  linkname?: string;
-  devmajor?: number;
-  devminor?: number;
   /** Extended attributes from PAX `SCHILY.xattr.NAME` records (values as tar-stream decodes them: UTF-8). */
   xattrs?: Record<string, string>;
   /** Index in the manifest's layers of the layer the entry comes from (0 is the bottom). */
@@ -67,6 +64,14 @@ export type FlatItem =
   | { kind: 'entry'; entry: FlatEntry; content?: AsyncIterable<Buffer>; at?: ContentAt }
   | ({ kind: 'issue' } & FlatIssue);
 
+/** Moves an issue item into `issues`; true when it was one (and the caller moves on). */
+export function collectIssue(item: FlatItem, issues: FlatIssue[]): item is { kind: 'issue' } & FlatIssue {
+  if (item.kind !== 'issue') return false;
+  const { kind: _kind, ...issue } = item;
+  issues.push(issue);
+  return true;
+}
+
 /** Where a file's content is: the `index`th member (from 0) of the tar of layer `layer`. */
 export interface ContentAt {
   layer: number;
@@ -76,17 +81,6 @@ export interface ContentAt {
 const OPAQUE = '.wh..wh..opq';
 const WHITEOUT = '.wh.';
 const WASM_LAYERS = new Set<string>([MediaType.WasmLayer, MediaType.WasmToOciLayer, MediaType.IstioOciLayer]);
-
-const TYPES: Record<string, FlatEntryType> = {
-  file: 'file',
-  'contiguous-file': 'file',
-  directory: 'dir',
-  symlink: 'symlink',
-  link: 'hardlink',
-  'character-device': 'char',
-  'block-device': 'block',
-  fifo: 'fifo',
-};
 
 /**
  * Normalises a member name the way tar does: leading `/` and `./` dropped, empty and `.` segments
@@ -440,7 +434,7 @@ export async function* flattenLayers(
         continue;
       }
       const hidden = underAny(hiddenBelow, p);
-      const type = TYPES[h.type ?? 'file'];
+      const type = tarEntryType(h.type);
       if (type === undefined) {
         if (!hidden && !covered.has(p))
           yield {
@@ -569,7 +563,7 @@ export async function* flattenLayers(
     for await (const raw of layerEntries(source, layers[i]!, i, limits)) {
       const g = wanted.get(raw.index);
       if (!g) continue;
-      const type = TYPES[raw.header.type ?? 'file'];
+      const type = tarEntryType(raw.header.type);
       if (type === undefined || type === 'dir' || type === 'hardlink') continue;
       yield* adopt(find(g), raw, type, i);
     }
@@ -605,6 +599,29 @@ export interface WriteFlatResult {
   issues: FlatIssue[];
 }
 
+/** Writes `file` through `write` under a temporary name, renamed when complete; nothing is left on failure. */
+export async function writeFileAtomic<T>(file: string, write: (out: Writable) => Promise<T>): Promise<T> {
+  const target = path.resolve(file);
+  const tmp = path.join(path.dirname(target), `.${path.basename(target)}.kiln-${process.pid}-${Date.now()}`);
+  let handle: fs.FileHandle;
+  try {
+    handle = await fs.open(tmp, 'wx', 0o644);
+  } catch (err) {
+    throw ioError(err, file);
+  }
+  try {
+    const result = await write(handle.createWriteStream());
+    await fs.rename(tmp, target);
+    return result;
+  } catch (err) {
+    await fs.rm(tmp, { force: true });
+    if (err instanceof KilnError) throw err;
+    throw ioError(err, file);
+  } finally {
+    await handle.close().catch(() => {});
+  }
+}
+
 /**
  * Writes flattened entries to `out` as one tar. Entries keep their modes, owners and mtimes.
  * Directory entries (metadata only, so cheap to hold) go last, deepest first: a lower layer's files
@@ -623,11 +640,7 @@ export async function writeFlatTar(
   const dirs = new Map<string, FlatEntry>();
   try {
     for await (const item of items) {
-      if (item.kind === 'issue') {
-        const { kind: _kind, ...issue } = item;
-        result.issues.push(issue);
-        continue;
-      }
+      if (collectIssue(item, result.issues)) continue;
       const e = item.entry;
       if (e.type === 'dir') dirs.set(e.path, e);
       else {
@@ -744,24 +757,7 @@ export async function exportImage(
     const items = flattenLayers(source, layers, { onLayer: options.onLayer, limits });
     let written: WriteFlatResult;
     if (typeof output === 'string') {
-      const file = path.resolve(output);
-      const tmp = path.join(path.dirname(file), `.${path.basename(file)}.kiln-${process.pid}-${Date.now()}`);
-      let handle: fs.FileHandle;
-      try {
-        handle = await fs.open(tmp, 'wx', 0o644);
-      } catch (err) {
-        throw ioError(err, output);
-      }
-      try {
-        written = await writeFlatTar(items, handle.createWriteStream());
-        await fs.rename(tmp, file);
-      } catch (err) {
-        await fs.rm(tmp, { force: true });
-        if (err instanceof KilnError) throw err;
-        throw ioError(err, output);
-      } finally {
-        await handle.close().catch(() => {});
-      }
+      written = await writeFileAtomic(output, (out) => writeFlatTar(items, out));
     } else {
       written = await writeFlatTar(items, output, { end: false });
     }

@@ -25,7 +25,7 @@ export function isGzip(head: Uint8Array): boolean {
   return head.length >= 2 && head[0] === 0x1f && head[1] === 0x8b;
 }
 
-const TYPES: Record<string, TarEntryInfo['type']> = {
+const TYPES: Record<string, Exclude<TarEntryInfo['type'], 'other'>> = {
   file: 'file',
   'contiguous-file': 'file',
   directory: 'dir',
@@ -35,6 +35,13 @@ const TYPES: Record<string, TarEntryInfo['type']> = {
   'block-device': 'block',
   fifo: 'fifo',
 };
+
+/** The kind of a filesystem entry from tar-stream's header type (none given: a file); undefined for others. */
+export function tarEntryType(
+  type: string | null | undefined,
+): Exclude<TarEntryInfo['type'], 'other'> | undefined {
+  return TYPES[type ?? 'file'];
+}
 
 export function cleanTarPath(name: string): string {
   let p = name;
@@ -254,7 +261,7 @@ export async function* tarEntries(
       const h = item.header;
       const entry: TarEntryInfo = {
         path: cleanTarPath(h.name),
-        type: TYPES[h.type ?? 'file'] ?? 'other',
+        type: tarEntryType(h.type) ?? 'other',
         mode: h.mode ?? 0,
         // Ids past the header's 7 octal digits travel in PAX records, which tar-stream leaves in `pax`.
         uid: paxId(paxRecord(h.pax, 'uid')) ?? h.uid ?? 0,

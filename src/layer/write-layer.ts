@@ -1,5 +1,5 @@
 import type { Digest } from '../oci/digest.js';
-import { newHash } from '../oci/digest.js';
+import { digesting } from '../oci/digest.js';
 import { MediaType } from '../oci/media-types.js';
 import type { Descriptor } from '../oci/types.js';
 import type { OciLayout } from '../store/layout.js';
@@ -52,25 +52,17 @@ export async function writeTarLayer(
   tar: AsyncIterable<Uint8Array>,
   options: Omit<WriteLayerOptions, keyof TarOptions> = {},
 ): Promise<WrittenLayer> {
-  const diffHash = newHash();
-  let uncompressedSize = 0;
-  async function* hashed(): AsyncGenerator<Uint8Array> {
-    for await (const chunk of tar) {
-      diffHash.update(chunk);
-      uncompressedSize += chunk.byteLength;
-      yield chunk;
-    }
-  }
+  const diff = digesting(tar);
   const compression = options.compression ?? 'gzip';
   const level = options.level;
   const blob = await store.writeBlob(
     compression === 'gzip'
-      ? parallelGzip(hashed(), { level })
+      ? parallelGzip(diff.stream, { level })
       : compression === 'zstd'
-        ? parallelZstd(hashed(), { level })
-        : hashed(),
+        ? parallelZstd(diff.stream, { level })
+        : diff.stream,
   );
-  const diffId = `sha256:${diffHash.digest('hex')}` as Digest;
+  const diffId = diff.digest();
   const descriptor: Descriptor = {
     mediaType: MEDIA_TYPES[compression],
     digest: blob.digest,
@@ -78,5 +70,5 @@ export async function writeTarLayer(
   };
   if (options.annotations && Object.keys(options.annotations).length)
     descriptor.annotations = options.annotations;
-  return { descriptor, diffId, uncompressedSize };
+  return { descriptor, diffId, uncompressedSize: diff.size() };
 }

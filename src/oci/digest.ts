@@ -47,6 +47,26 @@ export function newHash(algorithm: 'sha256' | 'sha512' = 'sha256'): Hash {
   return createHash(algorithm);
 }
 
+/** A stream passed through as it is, hashed and counted on the way; `digest()` and `size()` once read. */
+export interface Digesting {
+  stream: AsyncGenerator<Uint8Array>;
+  digest(): Digest;
+  size(): number;
+}
+
+export function digesting(source: AsyncIterable<Uint8Array>): Digesting {
+  const hash = newHash();
+  let size = 0;
+  async function* stream(): AsyncGenerator<Uint8Array> {
+    for await (const chunk of source) {
+      hash.update(chunk);
+      size += chunk.byteLength;
+      yield chunk;
+    }
+  }
+  return { stream: stream(), digest: () => `sha256:${hash.digest('hex')}`, size: () => size };
+}
+
 function clip(s: string): string {
   return s.length > 80 ? `${s.slice(0, 77)}...` : s;
 }

@@ -19,6 +19,7 @@ import { LANGUAGES } from '../toolchain/presets/index.js';
 import { OUT_DIR } from '../toolchain/runner.js';
 import { parseLocation } from '../transport/parse.js';
 import { WASM_FORMATS } from '../wasm/package.js';
+import { expectDirectory } from './sources.js';
 
 /** The names looked for, in this order, in a project directory. */
 export const PROJECT_FILES = ['kiln.yaml', 'kiln.yml'] as const;
@@ -676,16 +677,6 @@ async function readProjectFile(file: string, required: boolean): Promise<string 
   } catch {
     throw new KilnError('E_BAD_PROJECT', `${displayPath(file)}: not UTF-8 text`);
   }
-}
-
-async function expectDirectory(abs: string, shown: string): Promise<void> {
-  let stat: Awaited<ReturnType<typeof fs.stat>>;
-  try {
-    stat = await fs.stat(abs);
-  } catch (err) {
-    throw ioError(err, shown);
-  }
-  if (!stat.isDirectory()) throw new KilnError('E_USAGE', `${shown} is not a directory`);
 }
 
 async function notADirectory(abs: string): Promise<string | undefined> {

@@ -52,19 +52,24 @@ interface Found {
   abs: string;
 }
 
+/** Fails with E_USAGE unless `abs` is a directory; `shown` is how messages name it. */
+export async function expectDirectory(abs: string, shown: string): Promise<void> {
+  let stat: Awaited<ReturnType<typeof fs.stat>>;
+  try {
+    stat = await fs.stat(abs);
+  } catch (err) {
+    throw ioError(err, shown);
+  }
+  if (!stat.isDirectory()) throw new KilnError('E_USAGE', `${shown} is not a directory`);
+}
+
 /**
  * The files under `dir` that count, sorted by path (byte order), each with its digest. Content is
  * streamed through the hash, a few files at a time.
  */
 export async function listSources(dir: string, options: ListSourcesOptions = {}): Promise<SourceFile[]> {
   const root = path.resolve(dir);
-  let stat: Awaited<ReturnType<typeof fs.stat>>;
-  try {
-    stat = await fs.stat(root);
-  } catch (err) {
-    throw ioError(err, dir);
-  }
-  if (!stat.isDirectory()) throw new KilnError('E_USAGE', `${dir} is not a directory`);
+  await expectDirectory(root, dir);
 
   const exclude = options.exclude?.length ? rules(options.exclude) : undefined;
   const include = options.include ? includeMatcher(options.include) : undefined;

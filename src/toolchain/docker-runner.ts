@@ -30,6 +30,7 @@ import { type ContainerSpec, EngineClient, message } from '../engine/client.js';
 import type { EngineName } from '../engine/endpoint.js';
 import { KilnError } from '../errors.js';
 import type { FlatEntry, FlatItem } from '../image/flatten.js';
+import { hostTree } from '../layer/host-tree.js';
 import { packEntry } from '../layer/tar-pack.js';
 import { parseDigest } from '../oci/digest.js';
 import { parseManifest } from '../oci/validate.js';
@@ -368,26 +369,12 @@ interface SourceOwner {
 const ids = (owner: SourceOwner) => ({ uid: owner.uid, gid: owner.gid });
 
 async function packTree(pack: Pack, dir: string, prefix: string, owner: SourceOwner) {
-  let names: string[];
-  try {
-    names = (await fs.readdir(dir)).sort();
-  } catch (err) {
-    throw sourceError(err, dir);
-  }
-  for (const name of names) {
-    const full = path.join(dir, name);
-    const member = `${prefix}${name}`;
-    let st: import('node:fs').Stats;
-    try {
-      st = await fs.lstat(full);
-    } catch (err) {
-      throw sourceError(err, full);
-    }
+  for await (const { full, rel, stat: st } of hostTree(dir, sourceError)) {
+    const member = `${prefix}${rel}`;
     const base = { ...ids(owner), mtime: st.mtime };
-    if (st.isDirectory()) {
+    if (st.isDirectory())
       await packEntry(pack, { ...base, name: `${member}/`, type: 'directory', mode: owner.dirMode(st.mode) });
-      await packTree(pack, full, `${member}/`, owner);
-    } else if (st.isFile()) {
+    else if (st.isFile()) {
       const mode = owner.fileMode(st.mode);
       await packFileEntry(pack, { ...base, name: member, type: 'file', mode, size: st.size }, full);
     } else if (st.isSymbolicLink()) {

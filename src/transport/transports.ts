@@ -95,6 +95,18 @@ function registryContext(options: OpenOptions): {
   return { ctx, release, signal: ctx.signalWith(options.signal) };
 }
 
+/**
+ * The repository a source or destination works on, its handshake (scheme, auth) started: it overlaps
+ * opening the other side of a copy, or what the caller prepares to push. A failure there is forgotten
+ * and met again, with its message, on first use.
+ */
+async function openRepository(ref: Reference, options: OpenOptions) {
+  const { ctx, release, signal } = registryContext(options);
+  const repo = await ctx.repository(ref, options.registry);
+  repo.registry.ping(signal).catch(() => {});
+  return { repo, release, signal };
+}
+
 // Archives (and tar-stream with them), the registry client and the engine load only when named: start-up time.
 const registry: Transport<'registry'> = {
   kind: 'registry',
@@ -110,19 +122,12 @@ const registry: Transport<'registry'> = {
   pinned: (loc, digest) => formatReference({ ...loc.ref, digest }),
   async openSource(loc, input, options) {
     const { RegistrySource } = await import('./registry.js');
-    const { ctx, release, signal } = registryContext(options);
-    const repo = await ctx.repository(loc.ref, options.registry);
-    // As for a destination: the handshake overlaps opening the other side (a copy opens both first).
-    repo.registry.ping(signal).catch(() => {});
+    const { repo, release, signal } = await openRepository(loc.ref, options);
     return new RegistrySource(input, loc.ref, repo, signal, release);
   },
   async openDestination(loc, input, options) {
     const { RegistryDestination } = await import('./registry.js');
-    const { ctx, release, signal } = registryContext(options);
-    const repo = await ctx.repository(loc.ref, options.registry);
-    // Learn the scheme and auth while the caller prepares what it will push; a failure here is
-    // forgotten and met again, with its message, on first use.
-    repo.registry.ping(signal).catch(() => {});
+    const { repo, release, signal } = await openRepository(loc.ref, options);
     return new RegistryDestination(input, loc.ref, repo, signal, release);
   },
   async listTags(loc, input, options) {
