@@ -17,6 +17,9 @@ const WASM = fileURLToPath(new URL('../fixtures/wasm/core-command.wasm', import.
 const COMPONENT = fileURLToPath(new URL('../fixtures/wasm/component-command.wasm', import.meta.url));
 const work = workDir('kiln-check-cli');
 const fresh = freshPaths(work);
+/** kiln package of WASM with `args` to `oci:<dir>:app`: its digest. */
+const packageWasm = (dir: string, args: string[] = []) =>
+  kilnDigest(['package', WASM, ...args, '--to', `oci:${dir}:app`]);
 
 interface CheckJson {
   name: string;
@@ -33,7 +36,7 @@ interface CheckJson {
 describe('kiln check', () => {
   test('an image every asked-for consumer takes: exit 0, one ok line each', async () => {
     const dir = fresh('ok');
-    const digest = await kilnDigest(['package', WASM, '--to', `oci:${dir}:app`]);
+    const digest = await packageWasm(dir);
     const r = await kiln(['check', `oci:${dir}:app`, '--for', 'containerd,crun', '--for', 'runwasi']);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /^containerd\s+ok/m);
@@ -50,7 +53,7 @@ describe('kiln check', () => {
 
   test('a consumer that would fail: exit 1, the finding, its rule and the flag that fixes it; --json too', async () => {
     const dir = fresh('fail');
-    await kilnDigest(['package', WASM, '--to', `oci:${dir}:app`]);
+    await packageWasm(dir);
     const r = await kiln(['check', `oci:${dir}:app`, '--for', 'wkg']);
     assert.equal(r.code, 1);
     assert.match(r.stdout, /^wkg\s+FAIL/m);
@@ -101,7 +104,7 @@ describe('kiln check', () => {
 
   test('usage errors: an unknown consumer, --format with an image', async () => {
     const dir = fresh('usage');
-    await kilnDigest(['package', WASM, '--to', `oci:${dir}:app`]);
+    await packageWasm(dir);
     const e = await kilnFails(['check', `oci:${dir}:app`, '--for', 'kubernetes'], 'E_USAGE');
     assert.match(e.message, /unknown consumer 'kubernetes'/);
     assert.match(e.hint ?? '', /containerd, k8s, runwasi/);
@@ -123,16 +126,7 @@ describe('kiln package --check', () => {
 
   test('writes it when every named consumer takes it', async () => {
     const dir = fresh('taken');
-    const digest = await kilnDigest([
-      'package',
-      WASM,
-      '--format',
-      'runwasi',
-      '--check',
-      'runwasi,k8s',
-      '--to',
-      `oci:${dir}:app`,
-    ]);
+    const digest = await packageWasm(dir, ['--format', 'runwasi', '--check', 'runwasi,k8s']);
     assert.equal(tagged(dir, 'app').digest, digest);
   });
 });
@@ -140,16 +134,7 @@ describe('kiln package --check', () => {
 describe('--format runwasi', () => {
   test("the layout runwasi's oci-tar-builder writes: raw wasm layer, arch wasm, no diff_ids, Entrypoint <name>.wasm, the layers label", async () => {
     const dir = fresh('runwasi');
-    const digest = await kilnDigest([
-      'package',
-      WASM,
-      '--format',
-      'runwasi',
-      '--name',
-      'hello',
-      '--to',
-      `oci:${dir}:app`,
-    ]);
+    const digest = await packageWasm(dir, ['--format', 'runwasi', '--name', 'hello']);
     const manifest = layoutJson(dir, digest);
     assert.equal(manifest.mediaType, 'application/vnd.oci.image.manifest.v1+json');
     assert.equal(manifest.config.mediaType, 'application/vnd.oci.image.config.v1+json');
@@ -176,35 +161,19 @@ describe('--format runwasi', () => {
     const c = fresh('runwasi-c');
     const cd = await kilnDigest(['package', COMPONENT, '--format', 'runwasi', '--to', `oci:${c}:app`]);
     assert.equal(layoutJson<{ os: string }>(c, layoutJson(c, cd).config.digest).os, 'wasip2');
-    assert.equal(
-      await kilnDigest([
-        'package',
-        WASM,
-        '--format',
-        'runwasi',
-        '--name',
-        'hello',
-        '--to',
-        `oci:${fresh('again')}:app`,
-      ]),
-      digest,
-    );
+    assert.equal(await packageWasm(fresh('again'), ['--format', 'runwasi', '--name', 'hello']), digest);
   });
 });
 
 describe('platform aliases on package and index create', () => {
   test('package --wasi-alias --node-alias writes an index: the image, then its aliases', async () => {
     const dir = fresh('aliases');
-    const digest = await kilnDigest([
-      'package',
-      WASM,
+    const digest = await packageWasm(dir, [
       '--wasi-alias',
       '--node-alias',
       'linux/amd64',
       '--node-alias',
       'linux/arm64',
-      '--to',
-      `oci:${dir}:app`,
     ]);
     const index = layoutJson<ImageIndex>(dir, digest);
     assert.equal(index.mediaType, 'application/vnd.oci.image.index.v1+json');
@@ -219,34 +188,24 @@ describe('platform aliases on package and index create', () => {
     const dir = fresh('native');
     await kilnDigest(['package', WASM, '--to', `oci:${dir}:wasm`]);
     await kilnDigest(['package', WASM, '--platform', 'linux/amd64', '--to', `oci:${dir}:amd64`]);
-    const e = await kilnFails(
-      [
-        'index',
-        'create',
-        '--node-alias',
-        'linux/amd64',
-        '--to',
-        `oci:${dir}:multi`,
-        `oci:${dir}:wasm`,
-        `oci:${dir}:amd64`,
-      ],
-      'E_AMBIGUOUS',
-    );
+    // index create of both images to `oci:<dir>:multi`, with `alias` as a node alias.
+    const indexArgs = (alias: string) => [
+      'index',
+      'create',
+      '--node-alias',
+      alias,
+      '--to',
+      `oci:${dir}:multi`,
+      `oci:${dir}:wasm`,
+      `oci:${dir}:amd64`,
+    ];
+    const e = await kilnFails(indexArgs('linux/amd64'), 'E_AMBIGUOUS');
     assert.match(e.message, /has an image of its own for linux\/amd64/);
     await kilnFails(
       ['index', 'create', '--node-alias', 'wasi/wasm', '--to', `oci:${dir}:multi`, `oci:${dir}:wasm`],
       'E_USAGE',
     );
-    const ok = await kilnDigest([
-      'index',
-      'create',
-      '--node-alias',
-      'linux/arm64',
-      '--to',
-      `oci:${dir}:multi`,
-      `oci:${dir}:wasm`,
-      `oci:${dir}:amd64`,
-    ]);
+    const ok = await kilnDigest(indexArgs('linux/arm64'));
     const platforms = layoutJson<ImageIndex>(dir, ok).manifests.map(
       (m) => `${m.platform?.os}/${m.platform?.architecture}`,
     );

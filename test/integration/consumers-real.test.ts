@@ -88,10 +88,32 @@ describe('containerd 1.6 (a private daemon, ctr)', {
     return { ref, digest };
   }
 
+  /** `kiln index create` (with `extra`) of a pushed `--format image` at HOST/consumers/index:N; the ref and digest. */
+  async function pushedIndex(extra: string[] = []): Promise<{ ref: string; digest: string }> {
+    const image = await pushed('image');
+    const ref = `${host}/consumers/index:${++counter}`;
+    return { ref, digest: await kilnIndexCreate(ref, [image.ref], extra) };
+  }
+
   const pull = (c: Containerd, ref: string, platform?: string, extra: string[] = []) =>
     c.ctr(['images', 'pull', '--plain-http', ...extra, ...(platform ? ['--platform', platform] : []), ref], {
       timeoutMs: 120_000,
     });
+
+  /** A test with a fresh private containerd of its own, stopped after it. */
+  const ctrTest = (name: string, body: (c: Containerd) => Promise<void>) =>
+    test(name, TIMEOUT, async () => {
+      await using c = await startContainerd();
+      await body(c);
+    });
+
+  /** A pull for wasip1/wasm (with `extra`) that exits 1 with `line` on stderr: its result. */
+  async function pullFails(c: Containerd, ref: string, line: RegExp, extra: string[] = []) {
+    const r = await pull(c, ref, 'wasip1/wasm', extra);
+    assert.equal(r.code, 1, show(r));
+    assert.match(r.stderr, line);
+    return r;
+  }
 
   /** What `kiln check --for CONSUMER` predicts for REF: ok, and the rules of its findings. */
   async function predicted(ref: string, consumer: string): Promise<{ ok: boolean; rules: string[] }> {
@@ -110,6 +132,12 @@ describe('containerd 1.6 (a private daemon, ctr)', {
   }
 
   /** `ctr images check name==REF`: its exit and the image's row (REF TYPE DIGEST STATUS SIZE UNPACKED). */
+  /** `ctr images check`'s row of `format`'s manifest: every blob there, nothing unpacked. */
+  function assertFetched(row: CheckRow, digest: string, format: Format) {
+    const n = BLOBS[format];
+    assert.deepEqual(row, { type: OCI_MANIFEST, digest, status: `complete (${n}/${n})`, unpacked: false });
+  }
+
   async function check(c: Containerd, ref: string): Promise<{ r: RunResult; row: CheckRow }> {
     const r = await c.ctr(['images', 'check', `name==${ref}`], { timeoutMs: 60_000 });
     const line = r.stdout.split('\n').find((l) => l.startsWith(`${ref} `));
@@ -145,11 +173,9 @@ describe('containerd 1.6 (a private daemon, ctr)', {
     ['image', 'core-command.wasm', 0o755],
     ['istio', 'plugin.wasm', 0o644],
   ] as const) {
-    test(
+    ctrTest(
       `containerd 1.6 pulls and unpacks --format ${format} for wasip1/wasm: check says complete, unpacked; the rootfs is /${file}`,
-      TIMEOUT,
-      async () => {
-        await using c = await startContainerd();
+      async (c) => {
         const { ref, digest } = await pushed(format);
         const r = await pull(c, ref, 'wasip1/wasm');
         assert.equal(r.code, 0, show(r));
@@ -169,15 +195,11 @@ describe('containerd 1.6 (a private daemon, ctr)', {
 
   for (const format of ['artifact', 'runwasi', 'istio-oci', 'wasm-to-oci'] as const) {
     const [configType, layerType] = UNKNOWN_TYPES[format]!;
-    test(
+    ctrTest(
       `containerd 1.6 fetches --format ${format} but will not unpack it: "mismatched image rootfs and manifest layers" (exit 1); the image stays, not unpacked`,
-      TIMEOUT,
-      async () => {
-        await using c = await startContainerd();
+      async (c) => {
         const { ref, digest } = await pushed(format);
-        const r = await pull(c, ref, 'wasip1/wasm');
-        assert.equal(r.code, 1, show(r));
-        assert.match(r.stderr, /^ctr: mismatched image rootfs and manifest layers$/m);
+        const r = await pullFails(c, ref, /^ctr: mismatched image rootfs and manifest layers$/m);
         // Not refused for its media types: ctr only warns about them, then finds no layer to unpack.
         if (configType) assert.ok(r.stderr.includes(`reference for unknown type: ${configType}`), r.stderr);
         assert.ok(r.stderr.includes(`reference for unknown type: ${layerType}`), r.stderr);
@@ -186,28 +208,18 @@ describe('containerd 1.6 (a private daemon, ctr)', {
         assert.match(r.stdout, new RegExp(`unpacking wasip1/wasm ${digest}\\.\\.\\.`));
         const { r: checked, row } = await check(c, ref);
         assert.equal(checked.code, 0, show(checked));
-        const n = BLOBS[format];
-        assert.deepEqual(row, {
-          type: OCI_MANIFEST,
-          digest,
-          status: `complete (${n}/${n})`,
-          unpacked: false,
-        });
+        assertFetched(row, digest, format);
       },
     );
   }
 
-  test(
+  ctrTest(
     'ctr 1.6.20 has no --skip-unpack ("flag provided but not defined: -skip-unpack"); ctr content fetch, its pull without unpacking, takes all five formats',
-    TIMEOUT,
-    async () => {
-      await using c = await startContainerd();
+    async (c) => {
       const version = ok(await c.ctr(['--version']), 'ctr --version');
       assert.match(version, /^ctr github\.com\/containerd\/containerd 1\.6\./);
       const image = await pushed('image');
-      const r = await pull(c, image.ref, 'wasip1/wasm', ['--skip-unpack']);
-      assert.equal(r.code, 1, show(r));
-      assert.match(r.stderr, /^ctr: flag provided but not defined: -skip-unpack$/m);
+      await pullFails(c, image.ref, /^ctr: flag provided but not defined: -skip-unpack$/m, ['--skip-unpack']);
       for (const format of FORMATS) {
         const { ref, digest } = format === 'image' ? image : await pushed(format);
         const fetched = await c.ctr(['content', 'fetch', '--plain-http', '--platform', 'wasip1/wasm', ref], {
@@ -215,25 +227,15 @@ describe('containerd 1.6 (a private daemon, ctr)', {
         });
         assert.equal(fetched.code, 0, `${format}: ${show(fetched)}`);
         const { row } = await check(c, ref);
-        const n = BLOBS[format];
-        assert.deepEqual(row, {
-          type: OCI_MANIFEST,
-          digest,
-          status: `complete (${n}/${n})`,
-          unpacked: false,
-        });
+        assertFetched(row, digest, format);
       }
     },
   );
 
-  test(
+  ctrTest(
     'containerd 1.6 refuses an index with only a wasip1/wasm entry (kiln index create) for linux/amd64, no --platform and wasi/wasm: "no match for platform in manifest <index digest>: not found"',
-    TIMEOUT,
-    async () => {
-      await using c = await startContainerd();
-      const image = await pushed('image');
-      const ref = `${host}/consumers/index:${++counter}`;
-      const digest = await kilnIndexCreate(ref, [image.ref]);
+    async (c) => {
+      const { ref, digest } = await pushedIndex();
       const refused = `ctr: no match for platform in manifest ${digest}: not found`;
       for (const platform of ['linux/amd64', undefined, 'wasi/wasm']) {
         const r = await pull(c, ref, platform);
@@ -254,9 +256,7 @@ describe('containerd 1.6 (a private daemon, ctr)', {
     'kiln index create --node-alias linux/amd64,linux/arm64: containerd 1.6 pulls the wasm image for a node platform (as the CRI does), and kiln check --for k8s says ok',
     TIMEOUT,
     async () => {
-      const image = await pushed('image');
-      const ref = `${host}/consumers/index:${++counter}`;
-      const digest = await kilnIndexCreate(ref, [image.ref], ['--node-alias', 'linux/amd64,linux/arm64']);
+      const { ref, digest } = await pushedIndex(['--node-alias', 'linux/amd64,linux/arm64']);
       for (const platform of [NATIVE, FOREIGN, 'wasip1/wasm']) {
         await using c = await startContainerd();
         const r = await pull(c, ref, platform);
@@ -268,14 +268,10 @@ describe('containerd 1.6 (a private daemon, ctr)', {
     },
   );
 
-  test(
+  ctrTest(
     'containerd 1.6 pulls a kiln index create index for wasip1/wasm, but ctr images check judges it by the host platform: "unable to check unpack for REF: no match for platform in manifest" (exit 1)',
-    TIMEOUT,
-    async () => {
-      await using c = await startContainerd();
-      const image = await pushed('image');
-      const ref = `${host}/consumers/index:${++counter}`;
-      const digest = await kilnIndexCreate(ref, [image.ref]);
+    async (c) => {
+      const { ref, digest } = await pushedIndex();
       const r = await pull(c, ref, 'wasip1/wasm');
       assert.equal(r.code, 0, show(r));
       assert.match(r.stdout, new RegExp(`unpacking wasip1/wasm ${digest}\\.\\.\\.\\s+done`));

@@ -18,25 +18,29 @@ const fresh = freshPaths(workDir('kiln-daemon'), { create: true });
 /** kiln against the shared engine. */
 const withEngine = (args: string[]) => kiln(args, { env: { DOCKER_HOST: engine.host } });
 
+/**
+ * kiln package of hello for linux/amd64 to `docker-daemon:<name>` with `env`: it succeeds, and the
+ * engine's `docker image inspect` shows the image with its entrypoint. kiln's result and the inspect record.
+ */
+async function loads(on: DockerEngine, name: string, env: NodeJS.ProcessEnv) {
+  const r = await kiln(['package', hello, '--platform', 'linux/amd64', '--to', `docker-daemon:${name}`], {
+    env,
+  });
+  assert.equal(r.code, 0, r.stderr);
+  const inspect = await on.docker(['image', 'inspect', name]);
+  assert.equal(inspect.code, 0, inspect.stderr);
+  const [info] = JSON.parse(inspect.stdout);
+  assert.deepEqual(info.Config.Entrypoint, ['/hello.wasm']);
+  return { r, info };
+}
+
 before(async () => {
   engine = await sharedDocker();
   hello = await buildWasiProgram('hello', HELLO_C);
 });
 
 test('docker-daemon: loads an image into a real engine', async () => {
-  const r = await withEngine([
-    'package',
-    hello,
-    '--platform',
-    'linux/amd64',
-    '--to',
-    'docker-daemon:kiln-daemon-test:1',
-  ]);
-  assert.equal(r.code, 0, r.stderr);
-  const inspect = await engine.docker(['image', 'inspect', 'kiln-daemon-test:1']);
-  assert.equal(inspect.code, 0, inspect.stderr);
-  const [info] = JSON.parse(inspect.stdout);
-  assert.deepEqual(info.Config.Entrypoint, ['/hello.wasm']);
+  const { info } = await loads(engine, 'kiln-daemon-test:1', { DOCKER_HOST: engine.host });
   assert.equal(info.Os, 'linux');
 });
 
@@ -59,14 +63,7 @@ test('docker-daemon: an engine that does not answer is a clear error', async () 
 test('docker-daemon: loads through a tcp+TLS endpoint (DOCKER_TLS_VERIFY, DOCKER_CERT_PATH); a CA that did not sign the engine is E_TLS', async () => {
   await using tlsEngine = await startDocker({ tls: true });
   const tls = tlsEngine.tls!;
-  const r = await kiln(
-    ['package', hello, '--platform', 'linux/amd64', '--to', 'docker-daemon:kiln-tls-test:1'],
-    { env: tls.env },
-  );
-  assert.equal(r.code, 0, r.stderr);
-  const inspect = await tlsEngine.docker(['image', 'inspect', 'kiln-tls-test:1']);
-  assert.equal(inspect.code, 0, inspect.stderr);
-  assert.deepEqual(JSON.parse(inspect.stdout)[0].Config.Entrypoint, ['/hello.wasm']);
+  await loads(tlsEngine, 'kiln-tls-test:1', tls.env);
 
   // The os check asks /info over TLS too: refused before anything is sent, as over a socket.
   const wasm = await kiln(['package', hello, '--to', 'docker-daemon:kiln-tls-wasm:1'], { env: tls.env });
@@ -90,14 +87,7 @@ test('docker-daemon: loads through an ssh:// endpoint (keys from the ssh agent, 
     DOCKER_HOST: engine.host,
     DOCKER_CONFIG: engine.env['DOCKER_CONFIG']!,
   });
-  const r = await kiln(
-    ['package', hello, '--platform', 'linux/amd64', '--to', 'docker-daemon:kiln-ssh-test:1'],
-    { env: sshd.clientEnv },
-  );
-  assert.equal(r.code, 0, r.stderr);
-  const inspect = await engine.docker(['image', 'inspect', 'kiln-ssh-test:1']);
-  assert.equal(inspect.code, 0, inspect.stderr);
-  assert.deepEqual(JSON.parse(inspect.stdout)[0].Config.Entrypoint, ['/hello.wasm']);
+  const { r } = await loads(engine, 'kiln-ssh-test:1', sshd.clientEnv);
 
   // The os check (/info) goes over ssh as well.
   const wasm = await kiln(['package', hello, '--to', 'docker-daemon:kiln-ssh-wasm:1'], {

@@ -126,13 +126,20 @@ async function refused(args: string[], want: Refusal): Promise<KilnResult> {
 }
 
 const unpackTo = (ref: string, c: Case, ...more: string[]) => ['unpack', ref, c.target, ...more];
+/** kiln unpack of `ref` into the case's target: refused E_UNSAFE_PATH with `message`. */
+const unsafeUnpack = (ref: string, c: Case, message: RegExp) =>
+  refused(unpackTo(ref, c), { code: 'E_UNSAFE_PATH', message });
+/** A new case `name` and an image of `layers` (made from the case where they name its paths) in it. */
+async function caseWith(name: string, layers: LayerSpec[] | ((c: Case) => LayerSpec[])) {
+  const c = await newCase(name);
+  return { c, img: await image(c, typeof layers === 'function' ? layers(c) : layers) };
+}
 
 // ---------------------------------------------------------------------------------------------------
 // Tar
 
 test('tar: ../ entries are refused (E_UNSAFE_PATH), the rest is extracted, export leaves them out', async () => {
-  const c = await newCase('dotdot');
-  const img = await image(c, [
+  const { c, img } = await caseWith('dotdot', [
     {
       gzip: true,
       entries: [
@@ -183,8 +190,7 @@ test('tar: absolute paths land inside DIR, as tar makes them relative; absolute 
 });
 
 test('tar: a symlink, then a write through it, is refused (E_UNSAFE_PATH), relative or absolute', async () => {
-  const c = await newCase('symlink-write');
-  const img = await image(c, [
+  const { c, img } = await caseWith('symlink-write', (c) => [
     {
       gzip: true,
       entries: [
@@ -200,18 +206,14 @@ test('tar: a symlink, then a write through it, is refused (E_UNSAFE_PATH), relat
       ],
     },
   ]);
-  const r = await refused(unpackTo(img.ref, c), {
-    code: 'E_UNSAFE_PATH',
-    message: /refused 5 unsafe entries \(first: rel\/pwned\)/,
-  });
+  const r = await unsafeUnpack(img.ref, c, /refused 5 unsafe entries \(first: rel\/pwned\)/);
   assert.match(r.stderr, /^refused: rel\/pwned \(layer 0\): rel is a symlink/m);
   assert.equal(await fs.readFile(path.join(c.target, 'after'), 'utf8'), 'still extracted');
   await assertContained(c, ['image', 'target']);
 });
 
 test('tar: hard links to outside DIR are refused (E_UNSAFE_PATH): by .., through a symlink', async () => {
-  const c = await newCase('hardlink-out');
-  const img = await image(c, [
+  const { c, img } = await caseWith('hardlink-out', (c) => [
     {
       entries: [
         link('hl-dotdot', '../outside/canary'),
@@ -224,10 +226,7 @@ test('tar: hard links to outside DIR are refused (E_UNSAFE_PATH): by .., through
       ],
     },
   ]);
-  const r = await refused(unpackTo(img.ref, c), {
-    code: 'E_UNSAFE_PATH',
-    message: /refused 3 unsafe entries \(first: hl-dotdot\)/,
-  });
+  const r = await unsafeUnpack(img.ref, c, /refused 3 unsafe entries \(first: hl-dotdot\)/);
   assert.match(r.stderr, /^refused: hl-dotdot .*leaves the root/m);
   assert.match(r.stderr, /^refused: s\/canary .*s is a symlink/m);
   assert.match(r.stderr, /^refused: hl-through .*hard link target s\/canary: s is a symlink/m);
@@ -240,8 +239,7 @@ test('tar: hard links to outside DIR are refused (E_UNSAFE_PATH): by .., through
 });
 
 test('tar: a symlink loop is refused where written through, kept as links elsewhere; kiln run does not follow it', async () => {
-  const c = await newCase('symlink-loop');
-  const img = await image(c, [
+  const { c, img } = await caseWith('symlink-loop', [
     {
       entries: [
         symlink('a', 'b'),
@@ -253,10 +251,7 @@ test('tar: a symlink loop is refused where written through, kept as links elsewh
       ],
     },
   ]);
-  await refused(unpackTo(img.ref, c), {
-    code: 'E_UNSAFE_PATH',
-    message: /refused 1 unsafe entry \(first: a\/x\)/,
-  });
+  await unsafeUnpack(img.ref, c, /refused 1 unsafe entry \(first: a\/x\)/);
   assert.equal(await fs.readlink(path.join(c.target, 'self')), 'self');
   assert.equal(await fs.readlink(path.join(c.target, 'hl')), 'self', 'a hard link to the link itself');
   const run = await writeImage(
@@ -269,8 +264,7 @@ test('tar: a symlink loop is refused where written through, kept as links elsewh
 });
 
 test('tar: device nodes and fifos are skipped with a note (exit 0), refused with --devices refuse', async () => {
-  const c = await newCase('devices');
-  const img = await image(c, [
+  const { c, img } = await caseWith('devices', [
     {
       entries: [
         device('dev/null', 'character-device'),
@@ -297,8 +291,7 @@ test('tar: device nodes and fifos are skipped with a note (exit 0), refused with
 });
 
 test('tar: setuid/setgid bits are kept by default, cleared by --setuid strip, the files refused by --setuid refuse', async () => {
-  const c = await newCase('setuid');
-  const img = await image(c, [
+  const { c, img } = await caseWith('setuid', [
     {
       entries: [
         file('suid', 'x', 0o4755),
@@ -345,8 +338,7 @@ test('tar: setuid/setgid bits are kept by default, cleared by --setuid strip, th
 });
 
 test('tar: duplicate entries: the last one wins, and a symlink in between is replaced, never written through', async () => {
-  const c = await newCase('duplicates');
-  const img = await image(c, [
+  const { c, img } = await caseWith('duplicates', [
     {
       gzip: true,
       entries: [
@@ -414,8 +406,7 @@ test('tar: a PAX header over 4 MiB is refused (E_BAD_TAR); a PAX path too long f
 });
 
 test('tar: PAX values no system call takes (negative or huge owners, mtime 1e20, NUL in a link target) do not fail the unpack', async () => {
-  const c = await newCase('pax-values');
-  const img = await image(c, [
+  const { c, img } = await caseWith('pax-values', [
     {
       entries: [
         { name: 'neg-uid', content: 'x', pax: { uid: '-5', gid: '-1' } },

@@ -11,16 +11,10 @@ import { test } from 'node:test';
 import { MediaType } from '../../src/oci/media-types.js';
 import type { Descriptor } from '../../src/oci/types.js';
 import { imageFiles } from '../../src/sbom/files.js';
-import {
-  attachReferrer,
-  attachSbom,
-  EMPTY_DESCRIPTOR,
-  referrersTag,
-  SPDX_MEDIA_TYPE,
-} from '../../src/sbom/referrers.js';
+import { attachSbom, EMPTY_DESCRIPTOR, referrersTag, SPDX_MEDIA_TYPE } from '../../src/sbom/referrers.js';
 import type { SbomInput } from '../../src/sbom/spdx.js';
 import { openSource } from '../../src/transport/open.js';
-import { HELLO_WASM, sha256hex } from '../support/images.js';
+import { attachOctetReferrer, HELLO_WASM, sha256hex } from '../support/images.js';
 import { kiln, kilnIndexCreate, kilnOk } from '../support/kiln.js';
 import { registrySkipReason, sharedRegistry } from '../support/registry.js';
 import { workDir } from '../support/temp.js';
@@ -120,13 +114,7 @@ test('registry without the referrers API: the SBOM goes under the fallback tag; 
   );
 
   // A second referrer keeps the first; attaching the same SBOM again adds nothing.
-  const sig = await attachReferrer({
-    to: ref,
-    subject,
-    artifactType: 'application/vnd.example.signature',
-    mediaType: 'application/octet-stream',
-    data: Buffer.from('signature'),
-  });
+  const sig = await attachOctetReferrer(ref, subject, 'application/vnd.example.signature', 'signature');
   assert.equal(sig.via, 'fallback-tag');
   const again = await attachSbom({ ...input, to: ref });
   assert.deepEqual(again, first);
@@ -157,13 +145,12 @@ test('oci: layout: the fallback tag is an entry of index.json; skopeo and umoci 
   const input = await sbomFor(`oci:${dir}:v1`, 'hello', subject);
   const first = await attachSbom({ ...input, to: `oci:${dir}:v1` });
   assert.equal(first.via, 'fallback-tag');
-  const sig = await attachReferrer({
-    to: `oci:${dir}`,
+  const sig = await attachOctetReferrer(
+    `oci:${dir}`,
     subject,
-    artifactType: 'application/vnd.example.signature',
-    mediaType: 'application/octet-stream',
-    data: Buffer.from('signature'),
-  });
+    'application/vnd.example.signature',
+    'signature',
+  );
   assert.deepEqual(await attachSbom({ ...input, to: `oci:${dir}` }), first);
 
   const tag = referrersTag(subject.digest);

@@ -33,39 +33,22 @@ import {
   OCI_INDEX,
   OCI_MANIFEST,
 } from '../support/images.js';
-import { type KilnJsonError, kilnWithEnv } from '../support/kiln.js';
+import type { KilnJsonError } from '../support/kiln.js';
 import { type OpenRegistry, registrySkipReason, sharedRegistry, startRegistry } from '../support/registry.js';
-import { workDir } from '../support/temp.js';
+import { BUNDLE, SLSA, signingFile, TEST_RESULT } from '../support/signing.js';
 import { ok } from '../support/tools.js';
 
-const BUNDLE = 'application/vnd.dev.sigstore.bundle.v0.3+json';
 const SPDX = 'application/spdx+json';
-const SLSA = 'https://slsa.dev/provenance/v1';
-const TEST_RESULT = 'https://example.com/test-result/v1';
 const KILN_BUILDER = 'https://www.npmjs.com/package/kiln-oci';
 
-const work = workDir('kiln-sign-copy');
 const skip = registrySkipReason('none');
-const PASSWORD = 'sign-copy password 1';
 const OTHER_PASSWORD = 'sign-copy password 2';
-
-const { k, kOk, kJson, kFails } = kilnWithEnv({ KILN_PASSWORD: PASSWORD });
+const { work, k, kOk, kJson, kFails, keys, packed, attest } = signingFile(
+  'kiln-sign-copy',
+  'sign-copy password 1',
+  OTHER_PASSWORD,
+);
 const otherEnv = { env: { KILN_PASSWORD: OTHER_PASSWORD } };
-
-let keysMade:
-  | Promise<{ mine: { key: string; pub: string }; other: { key: string; pub: string } }>
-  | undefined;
-function keys() {
-  keysMade ??= (async () => {
-    const make = async (prefix: string, password: string) => {
-      const p = join(work, prefix);
-      await kOk(['keygen', '--output-key-prefix', p], { env: { KILN_PASSWORD: password } });
-      return { key: `${p}.key`, pub: `${p}.pub` };
-    };
-    return { mine: await make('mine', PASSWORD), other: await make('other', OTHER_PASSWORD) };
-  })();
-  return keysMade;
-}
 
 let mirrorStarted: Promise<OpenRegistry> | undefined;
 /** A second registry, the mirror: distribution 2.8 as well. */
@@ -89,18 +72,12 @@ async function registryJson<T>(base: string, path: string): Promise<T> {
   return JSON.parse(bytes.toString()) as T;
 }
 
-/** Packs hello.wasm to `ref`, an annotation making each seed's image its own; its digest. */
-async function packed(ref: string, seed: string): Promise<string> {
-  return (
-    await kOk([
-      'package',
-      HELLO_WASM,
-      '--to',
-      ref,
-      '--annotation',
-      `org.opencontainers.image.description=${seed}`,
-    ])
-  ).trim();
+/** Our keys, and hello.wasm packed (`seed`) to `path:tag` in the shared registry: its digest. */
+async function packedInRegistry(path: string, tag: string, seed: string) {
+  const { mine, other } = await keys();
+  const reg = await sharedRegistry('none');
+  const repo = `${reg.host}/${path}`;
+  return { mine, other, reg, repo, digest: await packed(`${repo}:${tag}`, seed) };
 }
 
 function writeFile(name: string, value: string | object): string {
@@ -146,16 +123,7 @@ test('copy --referrers: signatures, attestations, an SBOM and its signature land
   const repo = `${reg.host}/copy/app`;
   const digest = await packed(`${repo}:v1`, 'copy-v1');
   await kOk(['sign', `${repo}:v1`, '--key', mine.key]);
-  await kOk([
-    'attest',
-    `${repo}:v1`,
-    '--predicate',
-    writeFile('r.json', { passed: 3 }),
-    '--type',
-    TEST_RESULT,
-    '--key',
-    mine.key,
-  ]);
+  await attest(`${repo}:v1`, writeFile('r.json', { passed: 3 }), TEST_RESULT, mine.key);
   const subject: Descriptor = {
     mediaType: OCI_MANIFEST,
     digest: digest as Descriptor['digest'],
@@ -238,16 +206,7 @@ test('copy --referrers: an index signed --recursive and attested per image, layo
   const dir = join(work, 'idx-src');
   const { index, images } = await makeMultiPlatform(dir, 'idx', ['linux/amd64', 'linux/arm64']);
   await kOk(['sign', `oci:${dir}:idx`, '--key', mine.key, '--recursive']);
-  await kOk([
-    'attest',
-    `oci:${dir}:idx`,
-    '--predicate',
-    writeFile('i.json', { ok: 1 }),
-    '--type',
-    TEST_RESULT,
-    '--key',
-    mine.key,
-  ]);
+  await attest(`oci:${dir}:idx`, writeFile('i.json', { ok: 1 }), TEST_RESULT, mine.key);
 
   const remote = `${reg.host}/copy/idx:1`;
   const up = await kJson<CopyJson>(['copy', `oci:${dir}:idx`, remote, '--referrers']);
@@ -313,10 +272,7 @@ test('copy --referrers: archives refused before anything is written; an image wi
 test('copy --verify-key: a signed image is copied; unsigned, another key, a replayed signature: nothing written', {
   skip,
 }, async () => {
-  const { mine, other } = await keys();
-  const reg = await sharedRegistry('none');
-  const repo = `${reg.host}/vk/app`;
-  const signed = await packed(`${repo}:signed`, 'vk-signed');
+  const { mine, other, reg, repo, digest: signed } = await packedInRegistry('vk/app', 'signed', 'vk-signed');
   await kOk(['sign', `${repo}:signed`, '--key', mine.key]);
   await packed(`${repo}:unsigned`, 'vk-unsigned');
   await packed(`${repo}:other`, 'vk-other');
@@ -428,10 +384,7 @@ test('run --verify-key: a signed wasm image runs; unsigned or signed by another 
 test("copy and run --verify-policy: the policy's signers must hold before anything is written or run", {
   skip,
 }, async () => {
-  const { mine } = await keys();
-  const reg = await sharedRegistry('none');
-  const repo = `${reg.host}/vp/app`;
-  const signed = await packed(`${repo}:signed`, 'vp-signed');
+  const { mine, reg, repo, digest: signed } = await packedInRegistry('vp/app', 'signed', 'vp-signed');
   await kOk(['sign', `${repo}:signed`, '--key', mine.key]);
   await packed(`${repo}:unsigned`, 'vp-unsigned');
   const policy = writeFile(
@@ -477,31 +430,11 @@ test("copy and run --verify-policy: the policy's signers must hold before anythi
 test('verify --policy: signers per repository, attestation types, SLSA builders and sources', {
   skip,
 }, async () => {
-  const { mine } = await keys(); // other.pub, which the policies name, is made with it
-  const reg = await sharedRegistry('none');
-  const repo = `${reg.host}/policy/app`;
-  await packed(`${repo}:1`, 'policy-1');
+  // other.pub, which the policies name, is made with our keys
+  const { mine, reg, repo } = await packedInRegistry('policy/app', '1', 'policy-1');
   await kOk(['sign', `${repo}:1`, '--key', mine.key]);
-  await kOk([
-    'attest',
-    `${repo}:1`,
-    '--predicate',
-    writeFile('t.json', { ok: true }),
-    '--type',
-    TEST_RESULT,
-    '--key',
-    mine.key,
-  ]);
-  await kOk([
-    'attest',
-    `${repo}:1`,
-    '--predicate',
-    provenance('https://git.example.com/team/app'),
-    '--type',
-    SLSA,
-    '--key',
-    mine.key,
-  ]);
+  await attest(`${repo}:1`, writeFile('t.json', { ok: true }), TEST_RESULT, mine.key);
+  await attest(`${repo}:1`, provenance('https://git.example.com/team/app'), SLSA, mine.key);
 
   const pass = writeFile(
     'pass.yaml',
@@ -676,10 +609,7 @@ test('verify --policy: a bad policy is refused, pointing at the line', { skip },
 test('16 parallel kiln sign and 16 parallel kiln attest of one image: every .sig layer and referrer lands', {
   skip,
 }, async () => {
-  const { mine } = await keys();
-  const reg = await sharedRegistry('none');
-  const repo = `${reg.host}/parallel/app`;
-  const digest = await packed(`${repo}:1`, 'parallel');
+  const { mine, reg, repo, digest } = await packedInRegistry('parallel/app', '1', 'parallel');
   const N = 16;
   const signers = await Promise.all(
     Array.from({ length: N }, () => k(['sign', `${repo}:1`, '--key', mine.key])),

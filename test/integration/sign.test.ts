@@ -48,18 +48,15 @@ import {
   sha256,
   tagged,
 } from '../support/images.js';
-import { kiln, kilnHome, kilnWithEnv } from '../support/kiln.js';
+import { kiln, kilnHome } from '../support/kiln.js';
 import { registrySkipReason, sharedRegistry } from '../support/registry.js';
-import { workDir, writeTree } from '../support/temp.js';
+import { BUNDLE, type KeyPair, SLSA, signingFile, TEST_RESULT } from '../support/signing.js';
+import { writeTree } from '../support/temp.js';
 import { ok, requireTool, run, toolSkipReason } from '../support/tools.js';
 
-const BUNDLE = 'application/vnd.dev.sigstore.bundle.v0.3+json';
 const SIMPLE_SIGNING = 'application/vnd.dev.cosign.simplesigning.v1+json';
 const SIGN_PREDICATE = 'https://sigstore.dev/cosign/sign/v1';
-const SLSA = 'https://slsa.dev/provenance/v1';
-const TEST_RESULT = 'https://example.com/test-result/v1';
 
-const work = workDir('kiln-sign');
 const skip = registrySkipReason('none') ?? toolSkipReason('openssl');
 const PASSWORD = 'correct horse battery staple 42';
 const OTHER_PASSWORD = 'another password 7';
@@ -67,25 +64,23 @@ const OTHER_PASSWORD = 'another password 7';
 /** Everything kiln printed in this file: searched for secrets at the end. */
 const printed: string[] = [];
 
-const { kOk, kFails } = kilnWithEnv({ KILN_PASSWORD: PASSWORD }, (r) => printed.push(r.stdout, r.stderr));
+const {
+  work,
+  kOk,
+  kFails,
+  keys: pairs,
+  packed,
+  attest,
+} = signingFile('kiln-sign', PASSWORD, OTHER_PASSWORD, (r) => printed.push(r.stdout, r.stderr));
 
-interface Keys {
-  key: string;
-  pub: string;
+interface Keys extends KeyPair {
   publicKey: KeyObject;
 }
-let keysMade: Promise<{ mine: Keys; other: Keys }> | undefined;
-/** Two key pairs made with kiln keygen: ours, and another one. */
-function keys(): Promise<{ mine: Keys; other: Keys }> {
-  keysMade ??= (async () => {
-    const make = async (prefix: string, password: string): Promise<Keys> => {
-      const p = join(work, prefix);
-      await kOk(['keygen', '--output-key-prefix', p], { env: { KILN_PASSWORD: password } });
-      return { key: `${p}.key`, pub: `${p}.pub`, publicKey: createPublicKey(readFileSync(`${p}.pub`)) };
-    };
-    return { mine: await make('mine', PASSWORD), other: await make('other', OTHER_PASSWORD) };
-  })();
-  return keysMade;
+/** Two key pairs made with kiln keygen: ours, and another one, each with its public key read. */
+async function keys(): Promise<{ mine: Keys; other: Keys }> {
+  const withKey = (p: KeyPair): Keys => ({ ...p, publicKey: createPublicKey(readFileSync(p.pub)) });
+  const { mine, other } = await pairs();
+  return { mine: withKey(mine), other: withKey(other) };
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -197,18 +192,6 @@ async function opensslVerifies(pub: string, signatureB64: string, payload: Buffe
 }
 
 /** Packs hello.wasm to `ref`, an annotation making each seed's image its own; its digest. */
-async function packed(ref: string, seed: string): Promise<string> {
-  const out = await kOk([
-    'package',
-    HELLO_WASM,
-    '--to',
-    ref,
-    '--annotation',
-    `org.opencontainers.image.description=${seed}`,
-  ]);
-  return out.trim();
-}
-
 async function verifyFails(ref: string, pub: string, extra: string[] = []): Promise<string> {
   const error = await kFails(['verify', ref, '--key', pub, ...extra], 'E_VERIFY_FAILED');
   return error.message;
@@ -331,16 +314,7 @@ test('tampering: each refused with its own message', { skip }, async () => {
   // The tag moved to another image after signing: that image has no signature.
   const a = await packed(`${repo}:v1`, 'tamper-a');
   await kOk(['sign', `${repo}:v1`, '--key', mine.key]);
-  await kOk([
-    'attest',
-    `${repo}:v1`,
-    '--predicate',
-    writeJson('a.json', { a: 1 }),
-    '--type',
-    TEST_RESULT,
-    '--key',
-    mine.key,
-  ]);
+  await attest(`${repo}:v1`, writeJson('a.json', { a: 1 }), TEST_RESULT, mine.key);
   const b = await packed(`${repo}:v1`, 'tamper-b');
   const moved = await verifyFails(`${repo}:v1`, mine.pub);
   assert.match(moved, new RegExp(`no cosign signature \\(no tag sha256-${b.slice(7)}\\.sig\\)`));

@@ -38,6 +38,17 @@ const LOCKED_LAYER = 'application/vnd.fermyon.spin.application.v1+config';
 const work = workDir('kiln-spin');
 const fresh = freshPaths(work);
 
+/** kiln package's arguments for the Spin app in `dir` to `to`, `extra` before --to. */
+const spinPackage = (dir: string, to: string, extra: string[] = []) => [
+  'package',
+  join(dir, 'spin.toml'),
+  '--format',
+  'spin',
+  ...extra,
+  '--to',
+  to,
+];
+
 const SPIN_TOML = `spin_manifest_version = 2
 
 [application]
@@ -152,14 +163,7 @@ describe('kiln package --format spin', () => {
   before(async () => {
     sample = app();
     out = fresh('out');
-    digest = await kilnDigest([
-      'package',
-      join(sample, 'spin.toml'),
-      '--format',
-      'spin',
-      '--to',
-      `oci:${out}:app`,
-    ]);
+    digest = await kilnDigest(spinPackage(sample, `oci:${out}:app`));
   });
 
   test('layers in Spin order: each component, then its files over 128 bytes, the locked app last', () => {
@@ -210,29 +214,18 @@ describe('kiln package --format spin', () => {
   test('deterministic: the same app elsewhere, later, gives the same digest; a time given is the created annotation', async () => {
     const again = app();
     const out2 = fresh('out');
-    assert.equal(
-      await kilnDigest(['package', join(again, 'spin.toml'), '--format', 'spin', '--to', `oci:${out2}:app`]),
-      digest,
-    );
+    assert.equal(await kilnDigest(spinPackage(again, `oci:${out2}:app`)), digest);
     const out3 = fresh('out');
-    const dated = await kilnDigest(
-      ['package', join(again, 'spin.toml'), '--format', 'spin', '--to', `oci:${out3}:app`],
-      { env: { SOURCE_DATE_EPOCH: '1700000000' } },
-    );
+    const dated = await kilnDigest(spinPackage(again, `oci:${out3}:app`), {
+      env: { SOURCE_DATE_EPOCH: '1700000000' },
+    });
     assert.notEqual(dated, digest);
     const annotations = layoutJson<ImageManifest>(out3, dated).annotations ?? {};
     assert.equal(annotations['org.opencontainers.image.created'], '2023-11-14T22:13:20Z');
     const out4 = fresh('out');
-    const named = await kilnDigest([
-      'package',
-      join(again, 'spin.toml'),
-      '--format',
-      'spin',
-      '--annotation',
-      'org.opencontainers.image.title=renamed',
-      '--to',
-      `oci:${out4}:app`,
-    ]);
+    const named = await kilnDigest(
+      spinPackage(again, `oci:${out4}:app`, ['--annotation', 'org.opencontainers.image.title=renamed']),
+    );
     assert.equal(
       layoutJson<ImageManifest>(out4, named).annotations?.['org.opencontainers.image.title'],
       'renamed',
@@ -262,7 +255,7 @@ describe('kiln package --format spin', () => {
   test('pushed to a registry: skopeo reads the same manifest, and the blobs are the same bytes', async () => {
     const registry = await sharedRegistry('none');
     const ref = `${registry.host}/spin/sample:1`;
-    const pushed = await kilnDigest(['package', join(sample, 'spin.toml'), '--format', 'spin', '--to', ref]);
+    const pushed = await kilnDigest(spinPackage(sample, ref));
     assert.equal(pushed, digest);
     const r = await run(
       requireTool('skopeo')!,
@@ -312,14 +305,7 @@ source = "tiny.wasm"
 `,
     });
     const out = fresh('out');
-    const digest = await kilnDigest([
-      'package',
-      join(dir, 'spin.toml'),
-      '--format',
-      'spin',
-      '--to',
-      `oci:${out}:edge`,
-    ]);
+    const digest = await kilnDigest(spinPackage(dir, `oci:${out}:edge`));
     const manifest = layoutJson<ImageManifest>(out, digest);
     // One wasm layer: both components are the same bytes.
     assert.deepEqual(
@@ -367,14 +353,7 @@ files = ${files}
       ),
     );
     const out = fresh('out');
-    const digest = await kilnDigest([
-      'package',
-      join(dir, 'spin.toml'),
-      '--format',
-      'spin',
-      '--to',
-      `oci:${out}:files`,
-    ]);
+    const digest = await kilnDigest(spinPackage(dir, `oci:${out}:files`));
     const manifest = layoutJson<ImageManifest>(out, digest);
     const locked = JSON.parse(layoutBlob(out, manifest.layers.at(-1)!.digest).toString('utf8'));
     assert.deepEqual(locked.components[0].files, [
@@ -392,10 +371,7 @@ files = ${files}
       'big.txt twice is one layer',
     );
     const bare = app(toml('["static"]'));
-    const e = await kilnFails(
-      ['package', join(bare, 'spin.toml'), '--format', 'spin', '--to', `oci:${fresh('out')}:x`],
-      'E_UNSUPPORTED',
-    );
+    const e = await kilnFails(spinPackage(bare, `oci:${fresh('out')}:x`), 'E_UNSUPPORTED');
     assert.match(e.message, /"static" is a directory/);
     assert.match(e.hint ?? '', /destination = "\/static"/);
   });
@@ -403,10 +379,7 @@ files = ${files}
 
 describe('errors', () => {
   const pkg = (dir: string, code: string, extra: string[] = []) =>
-    kilnFails(
-      ['package', join(dir, 'spin.toml'), '--format', 'spin', ...extra, '--to', `oci:${fresh('out')}:x`],
-      code,
-    );
+    kilnFails(spinPackage(dir, `oci:${fresh('out')}:x`, extra), code);
 
   test('a component file that is missing: E_NOT_FOUND, naming the component', async () => {
     const dir = app(SPIN_TOML.replace('wasm/web.wasm', 'wasm/gone.wasm'));

@@ -25,6 +25,7 @@ import {
   type ImageManifest,
   REF_NAME_ANNOTATION,
 } from '../../src/oci/types.js';
+import { type AttachOptions, type AttachResult, attachReferrer } from '../../src/sbom/referrers.js';
 import { OciLayout } from '../../src/store/layout.js';
 
 export type { Descriptor, ImageConfig, ImageIndex, ImageManifest };
@@ -254,4 +255,20 @@ export function tagged(dir: string, tag: string): Descriptor {
   const hit = layoutIndex(dir).manifests.find((m) => m.annotations?.[REF_NAME_ANNOTATION] === tag);
   if (!hit) throw new Error(`${dir} has no tag ${tag}`);
   return hit;
+}
+
+/** A stand-in referrer of `subject` at `to`: `text` as an octet-stream layer of `artifactType`. */
+export function attachOctetReferrer(
+  to: string,
+  subject: AttachOptions['subject'],
+  artifactType: string,
+  text: string,
+): Promise<AttachResult> {
+  return attachReferrer({
+    to,
+    subject,
+    artifactType,
+    mediaType: 'application/octet-stream',
+    data: Buffer.from(text),
+  });
 }

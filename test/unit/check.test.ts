@@ -205,25 +205,30 @@ const withImage = (f: (i: SubjectImage, s: CheckSubject) => void) => (s: CheckSu
   return out;
 };
 
+/** Each image's config lists no diff_ids. */
+const noDiffIds = withImage((i) => ((i.config.json!.rootfs as { diff_ids: string[] }).diff_ids = []));
+/** Each image gets a layer of a media type no runtime knows. */
+const dataLayer = withImage((i) =>
+  i.layers.push({ mediaType: 'application/vnd.example.data', digest: 'sha256:x', size: 1 }),
+);
+
 const MUTATIONS: Mutation[] = [
   { rule: 'containerd.platform', base: '`image`', mutate: (s) => inIndex(s, 'linux/amd64') },
   {
     rule: 'containerd.diff-ids',
     base: '`image`',
-    mutate: withImage((i) => ((i.config.json!.rootfs as { diff_ids: string[] }).diff_ids = [])),
+    mutate: noDiffIds,
   },
   {
     rule: 'containerd.layers',
     base: '`image`',
-    mutate: withImage((i) =>
-      i.layers.push({ mediaType: 'application/vnd.example.data', digest: 'sha256:x', size: 1 }),
-    ),
+    mutate: dataLayer,
   },
   { rule: 'k8s.node-platform', base: '`image`', mutate: (s) => inIndex(s, 'wasip1/wasm', 'wasi/wasm') },
   {
     rule: 'k8s.diff-ids',
     base: '`image`',
-    mutate: withImage((i) => ((i.config.json!.rootfs as { diff_ids: string[] }).diff_ids = [])),
+    mutate: noDiffIds,
   },
   {
     rule: 'k8s.layers',
@@ -254,14 +259,12 @@ const MUTATIONS: Mutation[] = [
   {
     rule: 'runwasi.diff-ids',
     base: '`image`',
-    mutate: withImage((i) => ((i.config.json!.rootfs as { diff_ids: string[] }).diff_ids = [])),
+    mutate: noDiffIds,
   },
   {
     rule: 'runwasi.layers',
     base: '`image`',
-    mutate: withImage((i) =>
-      i.layers.push({ mediaType: 'application/vnd.example.data', digest: 'sha256:x', size: 1 }),
-    ),
+    mutate: dataLayer,
   },
   {
     rule: 'crun.handler',

@@ -31,6 +31,7 @@ import { ociPurl, type SbomInput, spdxDocument } from '../../src/sbom/spdx.js';
 import { OciLayout } from '../../src/store/layout.js';
 import { openSource } from '../../src/transport/open.js';
 import { dir, file, link, symlink, writeImage } from '../support/hostile.js';
+import { attachOctetReferrer } from '../support/images.js';
 
 const hex = (s: string, alg = 'sha256') => createHash(alg).update(s).digest('hex');
 const digestOf = (b: Buffer | string): Digest => `sha256:${hex(b.toString())}`;
@@ -596,13 +597,7 @@ test('referrers: a registry with the referrers API indexes the artifact; no fall
   assert.equal(found.subject.digest, subject.digest);
   assert.ok(found.document.equals(spdxDocument(input({ subject, name: `${fake.host}/team/app` }))));
   // Another artifact type is listed apart.
-  await attachReferrer({
-    to: ref,
-    subject,
-    artifactType: 'application/vnd.example.sig',
-    mediaType: 'application/octet-stream',
-    data: Buffer.from('sig'),
-  });
+  await attachOctetReferrer(ref, subject, 'application/vnd.example.sig', 'sig');
   assert.equal((await listReferrers(ref, subject)).length, 2);
   assert.equal((await listReferrers(ref, subject, SPDX_MEDIA_TYPE)).length, 1);
 });
@@ -702,13 +697,7 @@ test('referrers in an oci: layout: the fallback tag in index.json, idempotent, u
   const img = await writeImage(dirPath, [{ entries: [file('app.wasm', 'wasm')] }]);
   const subject = img.manifest;
   const one = await attachSbom({ ...input({ subject }), to: `oci:${dirPath}` });
-  const two = await attachReferrer({
-    to: `oci:${dirPath}`,
-    subject,
-    artifactType: 'application/vnd.example.sig',
-    mediaType: 'application/octet-stream',
-    data: Buffer.from('sig'),
-  });
+  const two = await attachOctetReferrer(`oci:${dirPath}`, subject, 'application/vnd.example.sig', 'sig');
   assert.deepEqual(await attachSbom({ ...input({ subject }), to: `oci:${dirPath}` }), one);
   const index = JSON.parse(await fs.readFile(path.join(dirPath, 'index.json'), 'utf8'));
   const tagged = index.manifests.filter(
@@ -738,13 +727,7 @@ test('referrers in an oci: layout: the fallback tag in index.json, idempotent, u
   // Parallel attaches of distinct artifacts all land (the layout's lock makes the tag update atomic).
   const many = await Promise.all(
     Array.from({ length: 6 }, (_, i) =>
-      attachReferrer({
-        to: `oci:${dirPath}`,
-        subject,
-        artifactType: 'application/vnd.example.n',
-        mediaType: 'application/octet-stream',
-        data: Buffer.from(`n${i}`),
-      }),
+      attachOctetReferrer(`oci:${dirPath}`, subject, 'application/vnd.example.n', `n${i}`),
     ),
   );
   const listed = new Set((await listReferrers(`oci:${dirPath}`, subject)).map((d) => d.digest));
